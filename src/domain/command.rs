@@ -1,0 +1,184 @@
+//! Commands (what a caller asks the writer to do), their outcomes, and the conflict keys that
+//! let the writer put independent commands in one batch.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
+use super::ids::{FamilyId, TokenId};
+use super::scope::ScopeList;
+use super::state::{State, TokenKind};
+use crate::error::ErrorCode;
+use crate::proto::ledger::Event;
+
+pub enum Command {
+    Issue(Issue),
+    Revoke(Revoke),
+    Directory(DirectoryCommand),
+}
+
+/// A token request whose caller has been authenticated (client secret, and for the password
+/// grant the user's password) by the api layer.
+#[derive(Clone, Debug)]
+pub struct Issue {
+    pub client_id: Arc<str>,
+    /// The `institutionId` header, already checked for syntax.
+    pub institution_id: Option<String>,
+    pub grant: IssueGrant,
+    /// `None` when the request named no scopes.
+    pub requested_scopes: Option<Vec<Box<str>>>,
+    /// Keyed digest of the request without secrets, for idempotent retries.
+    pub fingerprint: [u8; 32],
+    /// Random ids for whatever this request mints (the domain draws no randomness itself).
+    pub fresh: FreshIds,
+}
+
+#[derive(Clone, Debug)]
+pub enum IssueGrant {
+    ClientCredentials,
+    Password { login_id: String },
+    Refresh { token: TokenId },
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct FreshIds {
+    pub access: TokenId,
+    pub refresh: TokenId,
+    pub family: FamilyId,
+}
+
+/// An RFC 7009 revocation by the token's owning client.
+#[derive(Clone, Debug)]
+pub struct Revoke {
+    pub client_id: Arc<str>,
+    pub token: TokenId,
+    pub kind: TokenKind,
+}
+
+/// What `decide` needs besides the state: the batch time and the request's correlation id.
+#[derive(Clone, Copy, Debug)]
+pub struct Context<'a> {
+    pub now_ms: i64,
+    pub transaction_id: &'a str,
+}
+
+/// The result of deciding one command: events to append (possibly even when the command is
+/// refused, e.g. a family revocation on refresh-token reuse) and the answer for the caller.
+#[derive(Debug)]
+pub struct Decision {
+    pub events: Vec<Event>,
+    pub outcome: Result<Outcome, Rejection>,
+}
+
+impl Decision {
+    pub fn ok(events: Vec<Event>, outcome: Outcome) -> Self {
+        Self { events, outcome: Ok(outcome) }
+    }
+
+    pub fn refuse(code: ErrorCode) -> Self {
+        Self { events: Vec::new(), outcome: Err(Rejection::Token(code)) }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    Issued(Issued),
+    Revoked,
+    Directory(DirectoryOutcome),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rejection {
+    Token(ErrorCode),
+    Directory(DirectoryError),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Issued {
+    pub access: IssuedToken,
+    pub refresh: Option<IssuedToken>,
+    pub scopes: ScopeList,
+    /// True when this answers a retry with the tokens of an earlier identical request.
+    pub replayed: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IssuedToken {
+    pub id: TokenId,
+    pub expires_at_ms: i64,
+}
+
+/// The entities a command reads and writes. Two commands conflict when one writes what the
+/// other reads or writes; the writer then defers the later one to the next batch, so every
+/// command in a batch can be decided against the same committed state.
+#[derive(Debug, Default)]
+pub struct ConflictKeys {
+    pub reads: Vec<u64>,
+    pub writes: Vec<u64>,
+}
+
+/// Kinds of entity a conflict key can name.
+#[derive(Hash)]
+pub enum Entity<'a> {
+    Institution(&'a str),
+    Client(&'a str),
+    User(&'a str, &'a str),
+    InstitutionUserId(&'a str, &'a str),
+    Family(&'a FamilyId),
+    Token(&'a TokenId),
+    Request(&'a str, &'a str),
+}
+
+impl Entity<'_> {
+    pub fn key(&self) -> u64 {
+        // Fixed seed: keys only need to be equal within one process.
+        let mut hasher = foldhash::fast::FixedState::with_seed(0x746c_6b65_7973).build_hasher();
+        self.hash(&mut hasher);
+        hasher.finish()
+    }
+}
+
+impl ConflictKeys {
+    pub fn read(&mut self, entity: Entity<'_>) {
+        self.reads.push(entity.key());
+    }
+
+    pub fn write(&mut self, entity: Entity<'_>) {
+        self.writes.push(entity.key());
+    }
+}
+
+impl Command {
+    /// What this command touches, looked up in the committed `state`.
+    pub fn conflict_keys(&self, state: &State, transaction_id: &str) -> ConflictKeys {
+        let mut keys = ConflictKeys::default();
+        match self {
+            Command::Issue(issue) => {
+                keys.read(Entity::Client(&issue.client_id));
+                if let Some(institution) = &issue.institution_id {
+                    keys.read(Entity::Institution(institution));
+                }
+                keys.write(Entity::Request(&issue.client_id, transaction_id));
+                match &issue.grant {
+                    IssueGrant::ClientCredentials => {}
+                    IssueGrant::Password { login_id } => {
+                        if let Some(institution) = &issue.institution_id {
+                            keys.write(Entity::User(institution, login_id));
+                        }
+                    }
+                    IssueGrant::Refresh { token } => token_keys(state, token, &mut keys),
+                }
+            }
+            Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
+            Command::Directory(command) => command.conflict_keys(&mut keys),
+        }
+        keys
+    }
+}
+
+fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
+    keys.write(Entity::Token(token));
+    if let Some(family) = state.tokens.get(token).and_then(|t| t.grant.family) {
+        keys.write(Entity::Family(&family));
+    }
+}

@@ -1,0 +1,25 @@
+//! The pure domain core: the projections ([`State`]), commands, `decide` and `apply`.
+//!
+//! **Invariant:** nothing here does I/O, reads a clock or draws random numbers; time and
+//! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
+
+pub mod apply;
+pub mod command;
+pub mod decide;
+pub mod directory;
+pub mod ids;
+pub mod scope;
+pub mod state;
+
+pub use apply::{apply, Recorded};
+pub use command::{Command, Context, Decision};
+pub use state::State;
+
+/// Decides `command` against `state` at `ctx.now_ms`: the events to record and the answer.
+pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
+    match command {
+        Command::Issue(issue) => decide::decide_issue(state, issue, ctx),
+        Command::Revoke(revoke) => decide::decide_revoke(state, revoke, ctx),
+        Command::Directory(command) => directory::decide_directory(state, command),
+    }
+}

@@ -1,0 +1,153 @@
+//! The one error table: every error a caller can see, with its CMN code, message, HTTP status,
+//! gRPC code and RFC 6749 `error` string. The match in [`ErrorCode::info`] is exhaustive and has
+//! no catch-all arm, so a new error forces a decision for every transport.
+
+use http::StatusCode;
+use tonic::Code;
+
+/// A caller-visible error of the token, revocation, introspection and authorization-code
+/// endpoints (SPEC section 6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    Internal,
+    CrossTalk,
+    QuotaLimit,
+    SpikeLimit,
+    InvalidClient,
+    InvalidInstitution,
+    NotAuthorized,
+    InvalidGrantType,
+    InvalidTransactionId,
+    AccessBlocked,
+    InvalidHeader,
+    InvalidRequest,
+    InvalidScope,
+    InvalidUsername,
+    InvalidPassword,
+    InvalidUserCredentials,
+    InvalidUser,
+    NonPrintable,
+    InvalidToken,
+    TokenNotRecorded,
+    SelfAuthorization,
+    InvalidClientConfiguration,
+}
+
+/// Everything a transport needs to render one [`ErrorCode`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ErrorInfo {
+    /// The Candescent code, e.g. `CMN_90004`.
+    pub code: &'static str,
+    /// The Candescent message for that code.
+    pub message: &'static str,
+    pub http_status: StatusCode,
+    pub grpc_code: Code,
+    /// The RFC 6749 section 5.2 `error` value, so standard OAuth clients understand it.
+    pub oauth_error: &'static str,
+}
+
+const fn info(
+    code: &'static str,
+    message: &'static str,
+    http_status: StatusCode,
+    grpc_code: Code,
+    oauth_error: &'static str,
+) -> ErrorInfo {
+    ErrorInfo { code, message, http_status, grpc_code, oauth_error }
+}
+
+impl ErrorCode {
+    pub const fn info(self) -> ErrorInfo {
+        use Code as G;
+        use StatusCode as H;
+        match self {
+            Self::Internal => info("CMN_90000", "Internal server error", H::INTERNAL_SERVER_ERROR, G::Internal, "server_error"),
+            Self::CrossTalk => info("CMN_90001", "Internal server error - Cross Talk", H::INTERNAL_SERVER_ERROR, G::Internal, "server_error"),
+            Self::QuotaLimit => info("CMN_90002", "Quota limit violation", H::INTERNAL_SERVER_ERROR, G::ResourceExhausted, "temporarily_unavailable"),
+            Self::SpikeLimit => info("CMN_90003", "Spike limit violation", H::INTERNAL_SERVER_ERROR, G::ResourceExhausted, "temporarily_unavailable"),
+            Self::InvalidClient => info("CMN_90004", "Invalid client credentials", H::UNAUTHORIZED, G::Unauthenticated, "invalid_client"),
+            Self::InvalidInstitution => info("CMN_90005", "Header institutionId is invalid or Form param institution_user_id is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::NotAuthorized => info("CMN_90006", "Not authorized to access this resource", H::BAD_REQUEST, G::InvalidArgument, "unauthorized_client"),
+            Self::InvalidGrantType => info("CMN_90007", "Invalid grant type", H::BAD_REQUEST, G::InvalidArgument, "unsupported_grant_type"),
+            Self::InvalidTransactionId => info("CMN_90008", "Header transactionId is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::AccessBlocked => info("CMN_90009", "Access blocked", H::BAD_REQUEST, G::InvalidArgument, "invalid_grant"),
+            Self::InvalidHeader => info("CMN_90010", "Header is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidRequest => info("CMN_90011", "Request is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidScope => info("CMN_90012", "Request is invalid - Scopes", H::BAD_REQUEST, G::InvalidArgument, "invalid_scope"),
+            Self::InvalidUsername => info("CMN_90013", "Username is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidPassword => info("CMN_90014", "Password is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidUserCredentials => info("CMN_90015", "Invalid user credentials", H::UNAUTHORIZED, G::Unauthenticated, "invalid_grant"),
+            Self::InvalidUser => info("CMN_90016", "Invalid user", H::BAD_REQUEST, G::InvalidArgument, "invalid_grant"),
+            Self::NonPrintable => info("CMN_90017", "Request contains non printable ASCII characters", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidToken => info("CMN_90018", "Invalid token", H::UNAUTHORIZED, G::Unauthenticated, "invalid_grant"),
+            Self::TokenNotRecorded => info("CMN_90019", "Error creating token", H::INTERNAL_SERVER_ERROR, G::Unavailable, "temporarily_unavailable"),
+            Self::SelfAuthorization => info("CMN_90020", "App cannot authorize itself", H::BAD_REQUEST, G::InvalidArgument, "invalid_request"),
+            Self::InvalidClientConfiguration => info("CMN_90021", "Invalid client configuration", H::BAD_REQUEST, G::InvalidArgument, "unauthorized_client"),
+        }
+    }
+
+    /// Every code, for tests and documentation.
+    pub const ALL: [ErrorCode; 22] = [
+        Self::Internal,
+        Self::CrossTalk,
+        Self::QuotaLimit,
+        Self::SpikeLimit,
+        Self::InvalidClient,
+        Self::InvalidInstitution,
+        Self::NotAuthorized,
+        Self::InvalidGrantType,
+        Self::InvalidTransactionId,
+        Self::AccessBlocked,
+        Self::InvalidHeader,
+        Self::InvalidRequest,
+        Self::InvalidScope,
+        Self::InvalidUsername,
+        Self::InvalidPassword,
+        Self::InvalidUserCredentials,
+        Self::InvalidUser,
+        Self::NonPrintable,
+        Self::InvalidToken,
+        Self::TokenNotRecorded,
+        Self::SelfAuthorization,
+        Self::InvalidClientConfiguration,
+    ];
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.info();
+        write!(f, "{}: {}", info.code, info.message)
+    }
+}
+
+impl std::error::Error for ErrorCode {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_statuses_follow_the_spec_table() {
+        let mut seen = std::collections::HashSet::new();
+        for code in ErrorCode::ALL {
+            let info = code.info();
+            assert!(seen.insert(info.code), "duplicate {}", info.code);
+            let expected = match info.code {
+                "CMN_90000" | "CMN_90001" | "CMN_90002" | "CMN_90003" | "CMN_90019" => 500,
+                "CMN_90004" | "CMN_90015" | "CMN_90018" => 401,
+                _ => 400,
+            };
+            assert_eq!(info.http_status.as_u16(), expected, "{}", info.code);
+            // SPEC section 4: gRPC codes follow the HTTP status, except rate limits and storage.
+            let grpc = match (info.code, expected) {
+                ("CMN_90002" | "CMN_90003", _) => Code::ResourceExhausted,
+                ("CMN_90019", _) => Code::Unavailable,
+                (_, 400) => Code::InvalidArgument,
+                (_, 401) => Code::Unauthenticated,
+                _ => Code::Internal,
+            };
+            assert_eq!(info.grpc_code, grpc, "{}", info.code);
+        }
+        assert_eq!(seen.len(), 22);
+    }
+}

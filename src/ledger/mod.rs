@@ -1,0 +1,63 @@
+//! The event ledger: the redb log (`store`), its byte format (`codec`, `index`), start-up
+//! replay (`replay`) and the single writer with group commit (`writer`).
+//!
+//! **Invariant:** only the writer thread appends, and it applies events to the projections
+//! only after the transaction holding them has committed durably.
+
+pub mod codec;
+pub mod index;
+pub mod replay;
+pub mod store;
+pub mod writer;
+
+use std::path::Path;
+
+use prost::Message as _;
+
+pub use replay::{ReplayError, ReplayReport};
+pub use store::{Store, StoreError};
+pub use writer::{LedgerHandle, SubmitError, WriterConfig};
+
+use crate::domain::{apply, Recorded, State};
+use crate::proto::ledger::{event, Event, LedgerCreated};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the ledger failed verification, refusing to start: {0}")]
+    Replay(#[from] ReplayError),
+}
+
+/// Opens the ledger at `path`, replays it into a fresh [`State`] and, for a new ledger,
+/// records the `LedgerCreated` event.
+pub fn open(path: &Path, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
+    let store = Store::open(path)?;
+    let mut state = State::default();
+    let reindex = store.index_version()? != index::INDEX_VERSION;
+    let (mut report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
+    if reindex {
+        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
+    }
+    if state.head.seq == 0 {
+        let created = Event {
+            kind: Some(event::Kind::LedgerCreated(LedgerCreated {
+                format_version: store::FORMAT_VERSION,
+                software_version: env!("CARGO_PKG_VERSION").to_owned(),
+            })),
+        };
+        let sealed = codec::seal(&state.head.hash, 1, now_ms, "", &created);
+        let index_keys = index::keys_for(&state, &created, 1);
+        let hash = sealed.hash;
+        store.append(&[store::Append { sealed, index_keys }])?;
+        apply(&mut state, Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash }, &created);
+        report.events = 1;
+        report.head = state.head.clone();
+    }
+    Ok((store, state, report))
+}
+
+/// Decodes one stored envelope's event, for readers outside the replay path.
+pub fn decode_event(bytes: &[u8]) -> Option<Event> {
+    Event::decode(bytes).ok()
+}

@@ -1,0 +1,154 @@
+//! The redb file: the `events` table (seq → envelope bytes), the `index` table (see
+//! `index.rs`) and `meta`. Only the writer thread writes; readers use MVCC read transactions.
+
+use std::path::Path;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+
+use super::codec::Sealed;
+
+pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index");
+pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+/// Version of the table layout; see the format log in docs/design.md.
+pub const FORMAT_VERSION: u32 = 1;
+const META_FORMAT: &str = "format_version";
+const META_INDEX: &str = "index_version";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("another process has the ledger open (is a tokenledger server running on this data dir?)")]
+    AlreadyOpen,
+    #[error("ledger format {found} is not supported by this build (supports {FORMAT_VERSION})")]
+    UnsupportedFormat { found: u32 },
+    #[error("ledger storage error: {0}")]
+    Storage(#[from] redb::Error),
+}
+
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                match redb::Error::from(e) {
+                    redb::Error::DatabaseAlreadyOpen => StoreError::AlreadyOpen,
+                    other => StoreError::Storage(other),
+                }
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::SetDurabilityError
+);
+
+pub struct Store {
+    db: Database,
+}
+
+/// One event to append, with its index entries.
+pub struct Append {
+    pub sealed: Sealed,
+    pub index_keys: Vec<Vec<u8>>,
+}
+
+impl Store {
+    /// Opens (or creates) the ledger file, checking its format version.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = Database::builder().create(path)?;
+        Self::from_database(db)
+    }
+
+    pub fn from_database(db: Database) -> Result<Self, StoreError> {
+        let store = Self { db };
+        let mut txn = store.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(META_FORMAT)?.map(|v| read_u32(v.value()));
+            match found {
+                None => {
+                    meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
+                }
+                Some(Some(FORMAT_VERSION)) => {}
+                Some(other) => return Err(StoreError::UnsupportedFormat { found: other.unwrap_or(0) }),
+            }
+            txn.open_table(EVENTS)?;
+            txn.open_table(INDEX)?;
+        }
+        txn.commit()?;
+        Ok(store)
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// Appends a batch in one durable write transaction (fsync before returning).
+    pub fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            let mut index = txn.open_table(INDEX)?;
+            for item in batch {
+                events.insert(item.sealed.seq, item.sealed.bytes.as_slice())?;
+                for key in &item.index_keys {
+                    index.insert(key.as_slice(), ())?;
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// The index version the stored index was built with (0 when never recorded).
+    pub fn index_version(&self) -> Result<u32, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
+    }
+
+    /// Replaces the whole index (after a change of index layout) in one transaction.
+    pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.delete_table(INDEX)?;
+        {
+            let mut index = txn.open_table(INDEX)?;
+            for key in keys {
+                index.insert(key.as_slice(), ())?;
+            }
+            let mut meta = txn.open_table(META)?;
+            meta.insert(META_INDEX, version.to_be_bytes().as_slice())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    pub fn event_count(&self) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read()?;
+        Ok(txn.open_table(EVENTS)?.len()?)
+    }
+
+    /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first
+    /// error `visit` returns.
+    pub fn scan<E: From<StoreError>>(&self, mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+        let txn = self.db.begin_read().map_err(StoreError::from)?;
+        let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
+        for row in events.iter().map_err(StoreError::from)? {
+            let (key, value) = row.map_err(StoreError::from)?;
+            visit(key.value(), value.value())?;
+        }
+        Ok(())
+    }
+}
+
+fn read_u32(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}

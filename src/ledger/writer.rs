@@ -1,0 +1,294 @@
+//! The single writer with group commit.
+//!
+//! Requests queue on a bounded channel. The writer thread takes everything queued (up to
+//! `batch_commands_max`), decides each command against the committed state, appends all the
+//! resulting events in one durable write transaction, applies them to the projections, and only
+//! then answers every waiter. One fsync is shared by the whole batch, so throughput grows with
+//! load while latency stays near one commit.
+//!
+//! Commands in one batch are decided against the same committed state, so they must not
+//! depend on each other: a command that touches what an earlier command of the batch writes
+//! (see `ConflictKeys`) waits for the next batch. Two refreshes of one token therefore never
+//! share a batch, and exactly one of them wins.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Instant;
+
+use parking_lot::RwLock;
+use tokio::sync::{mpsc, oneshot};
+
+use super::codec;
+use super::index;
+use super::store::{Append, Store};
+use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
+use crate::domain::{apply, decide, Recorded, State};
+
+#[derive(Clone, Debug)]
+pub struct WriterConfig {
+    /// Requests that may wait for the writer before callers are told to back off.
+    pub queue_capacity: usize,
+    /// Most commands decided and committed in one transaction.
+    pub batch_commands_max: usize,
+}
+
+impl Default for WriterConfig {
+    fn default() -> Self {
+        Self { queue_capacity: 16_384, batch_commands_max: 1024 }
+    }
+}
+
+/// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("the ledger is not accepting writes")]
+pub struct SubmitError;
+
+pub type Reply = Result<Outcome, Rejection>;
+
+struct Job {
+    command: Command,
+    transaction_id: String,
+    reply: oneshot::Sender<Result<Reply, SubmitError>>,
+}
+
+enum Message {
+    Job(Job),
+    /// Forget expired tokens and retry answers.
+    Purge,
+    Stop(oneshot::Sender<()>),
+}
+
+/// Counters the writer keeps for readiness and metrics.
+#[derive(Debug, Default)]
+pub struct WriterStatus {
+    /// Set after the first failed commit; the ledger then refuses writes until restarted.
+    pub failed: AtomicBool,
+    pub stopped: AtomicBool,
+    pub batches: AtomicU64,
+    pub commands: AtomicU64,
+    pub events: AtomicU64,
+    pub commit_micros_total: AtomicU64,
+    pub deferred_commands: AtomicU64,
+}
+
+/// The handle requests use to reach the writer. Cheap to clone.
+#[derive(Clone)]
+pub struct LedgerHandle {
+    sender: mpsc::Sender<Message>,
+    status: Arc<WriterStatus>,
+}
+
+impl LedgerHandle {
+    /// Starts the writer thread, which owns `store` from now on.
+    pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
+        let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
+        let status = Arc::new(WriterStatus::default());
+        let writer = Writer { store, state, receiver, status: status.clone(), batch_max: config.batch_commands_max.max(1) };
+        std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
+        Ok(Self { sender, status })
+    }
+
+    /// Decides `command` in the writer and waits until its events are durable and applied.
+    pub async fn submit(&self, command: Command, transaction_id: String) -> Result<Reply, SubmitError> {
+        if !self.is_writable() {
+            return Err(SubmitError);
+        }
+        let (reply, answer) = oneshot::channel();
+        let job = Job { command, transaction_id, reply };
+        self.sender.send(Message::Job(job)).await.map_err(|_| SubmitError)?;
+        answer.await.map_err(|_| SubmitError)?
+    }
+
+    pub fn is_writable(&self) -> bool {
+        !self.status.failed.load(Ordering::Acquire) && !self.status.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn status(&self) -> &WriterStatus {
+        &self.status
+    }
+
+    /// Asks the writer to purge expired state; returns at once.
+    pub fn request_purge(&self) {
+        let _ = self.sender.try_send(Message::Purge);
+    }
+
+    /// Finishes queued work, closes the ledger file and stops the writer thread.
+    pub async fn stop(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.sender.send(Message::Stop(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+struct Writer {
+    store: Store,
+    state: Arc<RwLock<State>>,
+    receiver: mpsc::Receiver<Message>,
+    status: Arc<WriterStatus>,
+    batch_max: usize,
+}
+
+/// One command waiting for its batch to commit.
+struct Staged {
+    reply: oneshot::Sender<Result<Reply, SubmitError>>,
+    outcome: Reply,
+}
+
+/// One event of the batch, with what `apply` needs after the commit.
+struct Pending {
+    event: crate::proto::ledger::Event,
+    transaction_id: String,
+    seq: u64,
+    hash: [u8; 32],
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut queue: VecDeque<Job> = VecDeque::new();
+        let mut stop: Option<oneshot::Sender<()>> = None;
+        loop {
+            if queue.is_empty() && stop.is_none() {
+                match self.receiver.blocking_recv() {
+                    Some(message) => self.take(message, &mut queue, &mut stop),
+                    None => break,
+                }
+            }
+            while queue.len() < self.batch_max {
+                match self.receiver.try_recv() {
+                    Ok(message) => self.take(message, &mut queue, &mut stop),
+                    Err(_) => break,
+                }
+            }
+            if queue.is_empty() {
+                if stop.is_some() {
+                    break;
+                }
+                continue;
+            }
+            self.run_batch(&mut queue);
+        }
+        self.status.stopped.store(true, Ordering::Release);
+        // Jobs that raced with the stop are refused; the store closes when `self` drops.
+        self.receiver.close();
+        while let Ok(message) = self.receiver.try_recv() {
+            if let Message::Job(job) = message {
+                let _ = job.reply.send(Err(SubmitError));
+            }
+        }
+        drop(self.store);
+        if let Some(done) = stop {
+            let _ = done.send(());
+        }
+    }
+
+    fn take(&mut self, message: Message, queue: &mut VecDeque<Job>, stop: &mut Option<oneshot::Sender<()>>) {
+        match message {
+            Message::Job(job) if self.status.failed.load(Ordering::Acquire) => {
+                let _ = job.reply.send(Err(SubmitError));
+            }
+            Message::Job(job) => queue.push_back(job),
+            Message::Purge => self.state.write().purge_expired(crate::clock::now_ms()),
+            Message::Stop(done) => {
+                self.status.stopped.store(true, Ordering::Release);
+                *stop = Some(done);
+            }
+        }
+    }
+
+    /// Decides, commits and applies up to `batch_max` queued jobs; jobs that conflict with an
+    /// earlier job of the batch stay at the front of the queue for the next one.
+    fn run_batch(&mut self, queue: &mut VecDeque<Job>) {
+        let mut staged: Vec<Staged> = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut appends: Vec<Append> = Vec::new();
+        let mut deferred: Vec<Job> = Vec::new();
+        let now_ms;
+        {
+            // Only this thread changes the state, so what it reads here stays true until the
+            // batch is applied below; readers keep going meanwhile.
+            let state = self.state.read();
+            now_ms = crate::clock::now_ms().max(state.head.recorded_at_ms);
+            let mut locks = BatchLocks::default();
+            let mut seq = state.head.seq;
+            let mut prev_hash = state.head.hash;
+            let take = queue.len().min(self.batch_max);
+            for job in queue.drain(..take) {
+                let keys = job.command.conflict_keys(&state, &job.transaction_id);
+                if !locks.try_lock(&keys) {
+                    deferred.push(job);
+                    continue;
+                }
+                let ctx = Context { now_ms, transaction_id: &job.transaction_id };
+                let decision = decide(&state, &job.command, ctx);
+                for event in decision.events {
+                    seq += 1;
+                    let sealed = codec::seal(&prev_hash, seq, now_ms, &job.transaction_id, &event);
+                    prev_hash = sealed.hash;
+                    let index_keys = index::keys_for(&state, &event, seq);
+                    pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });
+                    appends.push(Append { sealed, index_keys });
+                }
+                staged.push(Staged { reply: job.reply, outcome: decision.outcome });
+            }
+        }
+        self.status.deferred_commands.fetch_add(deferred.len() as u64, Ordering::Relaxed);
+        for job in deferred.into_iter().rev() {
+            queue.push_front(job);
+        }
+        if !appends.is_empty() {
+            let started = Instant::now();
+            let result = self.store.append(&appends);
+            self.status.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            if let Err(error) = result {
+                // Fail closed: nothing of this batch is acknowledged, and no later write is
+                // accepted until the process restarts and replays what is durable.
+                tracing::error!(%error, "ledger commit failed; refusing writes until restart");
+                self.status.failed.store(true, Ordering::Release);
+                for item in staged {
+                    let _ = item.reply.send(Err(SubmitError));
+                }
+                for job in queue.drain(..) {
+                    let _ = job.reply.send(Err(SubmitError));
+                }
+                return;
+            }
+            // Apply after the commit, then answer: a caller that hears "done" can read its
+            // own write at once.
+            let mut state = self.state.write();
+            for item in &pending {
+                let at = Recorded { seq: item.seq, recorded_at_ms: now_ms, transaction_id: &item.transaction_id, hash: item.hash };
+                apply(&mut state, at, &item.event);
+            }
+        }
+        self.status.batches.fetch_add(1, Ordering::Relaxed);
+        self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
+        self.status.events.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        for item in staged {
+            let _ = item.reply.send(Ok(item.outcome));
+        }
+    }
+}
+
+/// The conflict keys taken by the commands of one batch.
+#[derive(Default)]
+struct BatchLocks {
+    reads: HashSet<u64>,
+    writes: HashSet<u64>,
+}
+
+impl BatchLocks {
+    /// Takes `keys` unless they conflict with keys already taken: a write conflicts with any
+    /// earlier read or write of the same key, a read with an earlier write.
+    fn try_lock(&mut self, keys: &ConflictKeys) -> bool {
+        let conflict = keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
+            || keys.reads.iter().any(|k| self.writes.contains(k));
+        if conflict {
+            return false;
+        }
+        self.reads.extend(keys.reads.iter().copied());
+        self.writes.extend(keys.writes.iter().copied());
+        true
+    }
+}
