@@ -1,10 +1,15 @@
 //! tokenledger: an OAuth 2.0 token service whose state is a projection of an append-only,
 //! hash-chained event ledger. See ARCHITECTURE.md for the map.
 
+pub mod api;
+pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
 pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
 pub mod ledger;
 pub mod proto;
+pub mod server;

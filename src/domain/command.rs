@@ -72,11 +72,17 @@ pub struct Decision {
 
 impl Decision {
     pub fn ok(events: Vec<Event>, outcome: Outcome) -> Self {
-        Self { events, outcome: Ok(outcome) }
+        Self {
+            events,
+            outcome: Ok(outcome),
+        }
     }
 
     pub fn refuse(code: ErrorCode) -> Self {
-        Self { events: Vec::new(), outcome: Err(Rejection::Token(code)) }
+        Self {
+            events: Vec::new(),
+            outcome: Err(Rejection::Token(code)),
+        }
     }
 }
 

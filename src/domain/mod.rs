@@ -11,7 +11,7 @@ pub mod ids;
 pub mod scope;
 pub mod state;
 
-pub use apply::{apply, Recorded};
+pub use apply::{Recorded, apply};
 pub use command::{Command, Context, Decision};
 pub use state::State;
 

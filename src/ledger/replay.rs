@@ -7,7 +7,7 @@ use super::codec::{self, ChainError};
 use super::index;
 use super::store::{Store, StoreError};
 use crate::domain::state::ChainHead;
-use crate::domain::{apply, Recorded, State};
+use crate::domain::{Recorded, State, apply};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -64,6 +64,10 @@ pub fn replay(
         }
         Ok(())
     })?;
-    let report = ReplayReport { events, head: state.head.clone(), elapsed_ms: started.elapsed().as_millis() };
+    let report = ReplayReport {
+        events,
+        head: state.head.clone(),
+        elapsed_ms: started.elapsed().as_millis(),
+    };
     Ok((report, index_keys))
 }

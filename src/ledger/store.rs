@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{
+    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
+};
 
 use super::codec::Sealed;
 
@@ -18,7 +20,9 @@ const META_INDEX: &str = "index_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("another process has the ledger open (is a tokenledger server running on this data dir?)")]
+    #[error(
+        "another process has the ledger open (is a tokenledger server running on this data dir?)"
+    )]
     AlreadyOpen,
     #[error("ledger format {found} is not supported by this build (supports {FORMAT_VERSION})")]
     UnsupportedFormat { found: u32 },
@@ -76,7 +80,11 @@ impl Store {
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(Some(FORMAT_VERSION)) => {}
-                Some(other) => return Err(StoreError::UnsupportedFormat { found: other.unwrap_or(0) }),
+                Some(other) => {
+                    return Err(StoreError::UnsupportedFormat {
+                        found: other.unwrap_or(0),
+                    });
+                }
             }
             txn.open_table(EVENTS)?;
             txn.open_table(INDEX)?;
@@ -111,11 +119,18 @@ impl Store {
     pub fn index_version(&self) -> Result<u32, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
+        Ok(meta
+            .get(META_INDEX)?
+            .and_then(|v| read_u32(v.value()))
+            .unwrap_or(0))
     }
 
     /// Replaces the whole index (after a change of index layout) in one transaction.
-    pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
+    pub fn rebuild_index(
+        &self,
+        keys: impl Iterator<Item = Vec<u8>>,
+        version: u32,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(INDEX)?;
@@ -138,7 +153,10 @@ impl Store {
 
     /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first
     /// error `visit` returns.
-    pub fn scan<E: From<StoreError>>(&self, mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
+    pub fn scan<E: From<StoreError>>(
+        &self,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
         for row in events.iter().map_err(StoreError::from)? {

@@ -1,0 +1,251 @@
+//! The gRPC transport (tonic): TokenService and AdminService. Metadata mirrors the REST
+//! headers; errors carry the CMN code in the status message and a google.rpc.ErrorInfo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::admin::{self, AdminError, DirectoryErrorKind};
+use super::form::Params;
+use super::token::{self, Call, Introspection};
+use super::wire::{self, HeaderValues, Institution};
+use crate::app::App;
+use crate::error::ErrorCode;
+use crate::proto::admin_service_server::AdminService;
+use crate::proto::token_service_server::TokenService;
+use crate::proto::*;
+
+/// The `domain` of every ErrorInfo we send.
+pub const ERROR_DOMAIN: &str = "tokenledger";
+
+/// All values of one metadata key, as the validators want them.
+fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
+    let mut values = metadata.get_all(key).iter();
+    match (values.next(), values.next()) {
+        (None, _) => HeaderValues::Absent,
+        (Some(one), None) => HeaderValues::One(one.as_bytes()),
+        (Some(_), Some(_)) => HeaderValues::Repeated,
+    }
+}
+
+/// The status for a CMN error: code per SPEC section 4, message "CMN_9xxxx: <message>",
+/// ErrorInfo { reason: CMN code, domain: "tokenledger" }, and the echoed transaction id.
+pub fn status(code: ErrorCode, transaction_id: Option<&str>) -> Status {
+    let info = code.info();
+    let details = ErrorDetails::with_error_info(
+        info.code,
+        ERROR_DOMAIN,
+        HashMap::from([("message".to_owned(), info.message.to_owned())]),
+    );
+    let mut status = Status::with_error_details(
+        info.grpc_code,
+        format!("{}: {}", info.code, info.message),
+        details,
+    );
+    echo(status.metadata_mut(), transaction_id);
+    status
+}
+
+fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
+    if let Some(value) = transaction_id.and_then(|t| MetadataValue::try_from(t).ok()) {
+        metadata.insert("transactionid", value);
+    }
+}
+
+fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
+    let mut response = Response::new(message);
+    echo(response.metadata_mut(), Some(transaction_id));
+    response
+}
+
+/// Builds the shared [`Call`] from metadata and message fields.
+fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
+    let transaction_id = wire::transaction_id(metadata_values(metadata, "transactionid"))
+        .map_err(|code| status(code, None))?;
+    let params = Params::from_pairs(fields.iter().copied())
+        .map_err(|code| status(code, Some(&transaction_id)))?;
+    Ok(Call {
+        institution: Institution::parse(metadata_values(metadata, "institutionid")),
+        credentials: wire::basic_credentials(metadata_values(metadata, "authorization")),
+        params,
+        transaction_id,
+    })
+}
+
+pub struct TokenGrpc {
+    pub app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl TokenService for TokenGrpc {
+    async fn create_token(
+        &self,
+        request: Request<CreateTokenRequest>,
+    ) -> Result<Response<CreateTokenResponse>, Status> {
+        let r = request.get_ref();
+        let fields = [
+            ("grant_type", r.grant_type.as_str()),
+            ("scopes", r.scopes.as_str()),
+            ("username", r.username.as_str()),
+            ("password", r.password.as_str()),
+            ("refresh_token", r.refresh_token.as_str()),
+            ("code", r.code.as_str()),
+            ("code_verifier", r.code_verifier.as_str()),
+            ("redirect_uri", r.redirect_uri.as_str()),
+        ];
+        let call = call(request.metadata(), &fields)?;
+        let transaction_id = call.transaction_id.clone();
+        let answer = token::create_token(&self.app, call)
+            .await
+            .map_err(|code| status(code, Some(&transaction_id)))?;
+        let (refresh_token, refresh_token_expires_in) = answer.refresh_token.unwrap_or_default();
+        let message = CreateTokenResponse {
+            access_token: answer.access_token,
+            token_type: "Bearer".to_owned(),
+            expires_in: answer.expires_in,
+            refresh_token,
+            refresh_token_expires_in,
+            scope: answer.scope,
+            id_token: answer.id_token.unwrap_or_default(),
+        };
+        Ok(reply(message, &transaction_id))
+    }
+
+    async fn revoke_token(
+        &self,
+        request: Request<RevokeTokenRequest>,
+    ) -> Result<Response<RevokeTokenResponse>, Status> {
+        let call = call(
+            request.metadata(),
+            &[("token", request.get_ref().token.as_str())],
+        )?;
+        let transaction_id = call.transaction_id.clone();
+        token::revoke_token(&self.app, call)
+            .await
+            .map_err(|code| status(code, Some(&transaction_id)))?;
+        Ok(reply(RevokeTokenResponse {}, &transaction_id))
+    }
+
+    async fn introspect_token(
+        &self,
+        request: Request<IntrospectTokenRequest>,
+    ) -> Result<Response<IntrospectTokenResponse>, Status> {
+        let call = call(
+            request.metadata(),
+            &[("token", request.get_ref().token.as_str())],
+        )?;
+        let transaction_id = call.transaction_id.clone();
+        let answer = token::introspect_token(&self.app, call)
+            .await
+            .map_err(|code| status(code, Some(&transaction_id)))?;
+        Ok(reply(introspection_message(answer), &transaction_id))
+    }
+}
+
+fn introspection_message(i: Introspection) -> IntrospectTokenResponse {
+    IntrospectTokenResponse {
+        active: i.active,
+        scope: i.scope.unwrap_or_default(),
+        client_id: i.client_id.unwrap_or_default(),
+        username: i.username.unwrap_or_default(),
+        sub: i.sub.unwrap_or_default(),
+        token_type: i.token_type.unwrap_or_default().to_owned(),
+        exp: i.exp.unwrap_or_default(),
+        iat: i.iat.unwrap_or_default(),
+        iss: i.iss.unwrap_or_default(),
+        institution_id: i.institution_id.unwrap_or_default(),
+        grant_type: i.grant_type.unwrap_or_default().to_owned(),
+        institution_user_id: i.institution_user_id.unwrap_or_default(),
+        host_user_id: i.host_user_id.unwrap_or_default(),
+    }
+}
+
+/// Checks the admin credential and returns the transaction id to record (the caller's, or a
+/// fresh one when it sent none).
+pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
+    if !app.is_admin(wire::bearer_token(metadata_values(
+        metadata,
+        "authorization",
+    ))) {
+        return Err(Status::unauthenticated(
+            "the admin credential (Bearer <admin.token>) is required",
+        ));
+    }
+    match metadata_values(metadata, "transactionid") {
+        HeaderValues::Absent => Ok(uuid::Uuid::new_v4().to_string()),
+        value => wire::transaction_id(value).map_err(|code| status(code, None)),
+    }
+}
+
+pub fn admin_status(error: AdminError) -> Status {
+    match error {
+        AdminError::Directory(text, DirectoryErrorKind::Invalid) => Status::invalid_argument(text),
+        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => {
+            Status::already_exists(text)
+        }
+        AdminError::Directory(text, DirectoryErrorKind::NotFound) => Status::not_found(text),
+        AdminError::Directory(text, DirectoryErrorKind::Conflict) => {
+            Status::failed_precondition(text)
+        }
+        AdminError::Unavailable => Status::unavailable("the ledger is not accepting writes"),
+    }
+}
+
+pub struct AdminGrpc {
+    pub app: Arc<App>,
+}
+
+#[tonic::async_trait]
+impl AdminService for AdminGrpc {
+    async fn create_institution(
+        &self,
+        request: Request<CreateInstitutionRequest>,
+    ) -> Result<Response<crate::proto::Institution>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let created =
+            admin::create_institution(&self.app, transaction_id.clone(), request.into_inner())
+                .await
+                .map_err(admin_status)?;
+        Ok(reply(created, &transaction_id))
+    }
+
+    async fn create_client(
+        &self,
+        request: Request<CreateClientRequest>,
+    ) -> Result<Response<CreateClientResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let created = admin::create_client(&self.app, transaction_id.clone(), spec)
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(created, &transaction_id))
+    }
+
+    async fn create_user(
+        &self,
+        request: Request<CreateUserRequest>,
+    ) -> Result<Response<User>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let created = admin::create_user(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(created, &transaction_id))
+    }
+
+    async fn import(
+        &self,
+        request: Request<ImportRequest>,
+    ) -> Result<Response<ImportResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let summary = admin::import(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(summary, &transaction_id))
+    }
+}

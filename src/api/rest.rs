@@ -1,0 +1,324 @@
+//! The REST shim (Candescent "OAuth V2" compatible): axum handlers that translate HTTP to the
+//! shared flows in `token` and render answers and errors per SPEC sections 3 and 6.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use super::form::{self, Params};
+use super::token::{self, Call, Introspection, TokenReply};
+use super::wire::{self, HeaderValues, Institution};
+use crate::app::App;
+use crate::error::ErrorCode;
+
+const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
+
+/// The REST routes. Anything else is a 404 (unknown path) or 405 (wrong method).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/oauth2/v1/token", post(create_token))
+        .route("/oauth2/v1/revoke", post(revoke_token).delete(revoke_token))
+        .route("/oauth2/v1/introspect", post(introspect_token))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .with_state(app)
+}
+
+/// All values of one header, as the validators want them.
+pub fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> HeaderValues<'a> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => HeaderValues::Absent,
+        (Some(one), None) => HeaderValues::One(one.as_bytes()),
+        (Some(_), Some(_)) => HeaderValues::Repeated,
+    }
+}
+
+/// Cache-Control and Pragma for answers that carry tokens or token data (RFC 6749 5.1).
+fn no_store(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: &'static str,
+    error: &'static str,
+    error_description: &'static str,
+}
+
+/// The JSON error of SPEC section 3 with the status of section 6. `transaction_id` is echoed
+/// when the request had a valid one.
+pub fn error_response(code: ErrorCode, transaction_id: Option<&str>) -> Response {
+    let info = code.info();
+    let body = ErrorBody {
+        code: info.code,
+        message: info.message,
+        error: info.oauth_error,
+        error_description: info.message,
+    };
+    let mut response = (info.http_status, axum::Json(body)).into_response();
+    if info.http_status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"tokenledger\""),
+        );
+    }
+    echo_transaction_id(&mut response, transaction_id);
+    no_store(&mut response);
+    response
+}
+
+fn echo_transaction_id(response: &mut Response, transaction_id: Option<&str>) {
+    if let Some(value) = transaction_id.and_then(|t| HeaderValue::from_str(t).ok()) {
+        response.headers_mut().insert(TRANSACTION_ID, value);
+    }
+}
+
+/// Checks the common request rules in SPEC order and builds the [`Call`]: `transactionId`,
+/// `Content-Type`, no query string, the bounded body, then the form itself.
+async fn read_call(
+    app: &App,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Call, (ErrorCode, Option<String>)> {
+    let transaction_id = wire::transaction_id(header_values(headers, &TRANSACTION_ID))
+        .map_err(|code| (code, None))?;
+    let fail = |code: ErrorCode| (code, Some(transaction_id.clone()));
+    if !is_form_content_type(headers) {
+        return Err(fail(ErrorCode::InvalidHeader));
+    }
+    // Credentials and parameters are never accepted from the URI (RFC 6749 2.3.1).
+    if uri.query().is_some() {
+        return Err(fail(ErrorCode::InvalidRequest));
+    }
+    let limit = app.config.body_limit_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(fail(ErrorCode::InvalidRequest));
+    }
+    let bytes = axum::body::to_bytes(body, limit)
+        .await
+        .map_err(|_| fail(ErrorCode::InvalidRequest))?;
+    let params = form::parse(&bytes).map_err(fail)?;
+    // One authentication method only: Basic (RFC 6749 2.3).
+    if params.get("client_secret").is_some() {
+        return Err(fail(ErrorCode::InvalidRequest));
+    }
+    Ok(Call {
+        institution: Institution::parse(header_values(headers, &INSTITUTION_ID)),
+        credentials: wire::basic_credentials(header_values(headers, &header::AUTHORIZATION)),
+        params,
+        transaction_id,
+    })
+}
+
+fn is_form_content_type(headers: &HeaderMap) -> bool {
+    let HeaderValues::One(value) = header_values(headers, &header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(value) = std::str::from_utf8(value) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Seconds {
+    Number(i64),
+    Text(String),
+}
+
+#[derive(Serialize)]
+struct TokenBody<'a> {
+    access_token: &'a str,
+    token_type: &'static str,
+    expires_in: Seconds,
+    scope: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token_expires_in: Option<Seconds>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id_token: Option<&'a str>,
+}
+
+fn token_body(app: &App, reply: &TokenReply) -> Response {
+    let seconds = |n: i64| {
+        if app.config.expires_in_as_string {
+            Seconds::Text(n.to_string())
+        } else {
+            Seconds::Number(n)
+        }
+    };
+    let body = TokenBody {
+        access_token: &reply.access_token,
+        token_type: "Bearer",
+        expires_in: seconds(reply.expires_in),
+        scope: &reply.scope,
+        refresh_token: reply.refresh_token.as_ref().map(|(t, _)| t.as_str()),
+        refresh_token_expires_in: reply.refresh_token.as_ref().map(|(_, n)| seconds(*n)),
+        id_token: reply.id_token.as_deref(),
+    };
+    axum::Json(body).into_response()
+}
+
+async fn create_token(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = match read_call(&app, &uri, &headers, body).await {
+        Ok(call) => call,
+        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
+    };
+    let transaction_id = call.transaction_id.clone();
+    let mut response = match token::create_token(&app, call).await {
+        Ok(reply) => token_body(&app, &reply),
+        Err(code) => return error_response(code, Some(&transaction_id)),
+    };
+    echo_transaction_id(&mut response, Some(&transaction_id));
+    no_store(&mut response);
+    response
+}
+
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = match read_call(&app, &uri, &headers, body).await {
+        Ok(call) => call,
+        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
+    };
+    let transaction_id = call.transaction_id.clone();
+    match token::revoke_token(&app, call).await {
+        Ok(()) => {
+            let mut response = StatusCode::NO_CONTENT.into_response();
+            echo_transaction_id(&mut response, Some(&transaction_id));
+            response
+        }
+        Err(code) => error_response(code, Some(&transaction_id)),
+    }
+}
+
+#[derive(Serialize)]
+struct IntrospectionBody<'a> {
+    active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    username: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    iss: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    institution_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    grant_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    institution_user_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_user_id: Option<&'a str>,
+}
+
+impl<'a> From<&'a Introspection> for IntrospectionBody<'a> {
+    fn from(i: &'a Introspection) -> Self {
+        Self {
+            active: i.active,
+            scope: i.scope.as_deref(),
+            client_id: i.client_id.as_deref(),
+            username: i.username.as_deref(),
+            sub: i.sub.as_deref(),
+            token_type: i.token_type,
+            exp: i.exp,
+            iat: i.iat,
+            iss: i.iss.as_deref(),
+            institution_id: i.institution_id.as_deref(),
+            grant_type: i.grant_type,
+            institution_user_id: i.institution_user_id.as_deref(),
+            host_user_id: i.host_user_id.as_deref(),
+        }
+    }
+}
+
+async fn introspect_token(
+    State(app): State<Arc<App>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let call = match read_call(&app, &uri, &headers, body).await {
+        Ok(call) => call,
+        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
+    };
+    let transaction_id = call.transaction_id.clone();
+    let mut response = match token::introspect_token(&app, call).await {
+        Ok(answer) => axum::Json(IntrospectionBody::from(&answer)).into_response(),
+        Err(code) => return error_response(code, Some(&transaction_id)),
+    };
+    echo_transaction_id(&mut response, Some(&transaction_id));
+    no_store(&mut response);
+    response
+}
+
+async fn healthz() -> Response {
+    axum::Json(serde_json::json!({"status": "ok"})).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.is_ready() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready"})),
+        )
+            .into_response()
+    }
+}
+
+async fn not_found(method: Method) -> Response {
+    let _ = method;
+    (
+        StatusCode::NOT_FOUND,
+        axum::Json(
+            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
+        ),
+    )
+        .into_response()
+}
+
+/// Exposed for the gRPC transport, which builds the same parameters from message fields.
+pub fn params_from_fields<'a>(
+    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Params, ErrorCode> {
+    Params::from_pairs(fields)
+}

@@ -1,0 +1,303 @@
+//! The token, revocation and introspection flows, shared by REST and gRPC: each transport
+//! turns its request into a [`Call`] and renders the answer; the rules and their order live
+//! here once.
+
+use super::form::Params;
+use super::wire::{BasicCredentials, Institution};
+use crate::app::App;
+use crate::crypto::credential::{self, SECRET_LEN_MAX};
+use crate::crypto::random_bytes;
+use crate::crypto::token::{self as token_string, TokenKind as StringKind};
+use crate::domain::command::{
+    Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke,
+};
+use crate::domain::decide::admit;
+use crate::domain::directory::grant_type_name;
+use crate::domain::ids::{FamilyId, TokenId, is_valid_identifier};
+use crate::domain::scope;
+use crate::domain::state::TokenKind;
+use crate::error::ErrorCode;
+use crate::proto::ledger::{GrantType, UserType};
+
+/// One request to the token, revocation or introspection endpoint, after the transport has
+/// checked `transactionId` and parsed the body.
+pub struct Call {
+    pub transaction_id: String,
+    pub institution: Institution,
+    pub credentials: Result<BasicCredentials, ErrorCode>,
+    pub params: Params,
+}
+
+/// A successful token response.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenReply {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: Option<(String, i64)>,
+    /// Granted scopes, space separated.
+    pub scope: String,
+    pub id_token: Option<String>,
+}
+
+/// Grant types a token request may name, in the order we recognise them.
+fn parse_grant(name: Option<&str>) -> Result<GrantType, ErrorCode> {
+    match name {
+        Some("client_credentials") => Ok(GrantType::ClientCredentials),
+        Some("password") => Ok(GrantType::Password),
+        Some("refresh_token") => Ok(GrantType::RefreshToken),
+        _ => Err(ErrorCode::InvalidGrantType),
+    }
+}
+
+/// `scopes` (Candescent) or its RFC 6749 alias `scope`, never both.
+fn requested_scopes(params: &Params) -> Result<Option<Vec<Box<str>>>, ErrorCode> {
+    let text = match (params.get("scopes"), params.get("scope")) {
+        (Some(_), Some(_)) => return Err(ErrorCode::InvalidRequest),
+        (Some(text), None) | (None, Some(text)) => text,
+        (None, None) => return Ok(None),
+    };
+    Ok(Some(scope::parse_scopes(text)?))
+}
+
+/// POST /oauth2/v1/token and TokenService.CreateToken.
+pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode> {
+    let credentials = call.credentials?;
+    let client = app.authenticate_client(&credentials).await?;
+    let grant = parse_grant(call.params.get("grant_type"))?;
+    let institution = match grant {
+        GrantType::ClientCredentials | GrantType::Password => {
+            Some(call.institution.required()?.to_owned())
+        }
+        _ => call.institution.optional()?.map(str::to_owned),
+    };
+    let requested = requested_scopes(&call.params)?;
+    let issue_grant = match grant {
+        GrantType::Password => {
+            let (login_id, password) = user_credentials(&call.params)?;
+            check_admission(
+                app,
+                &client.id,
+                grant,
+                institution.as_deref(),
+                requested.as_deref(),
+            )?;
+            let institution = institution.as_deref().unwrap_or_default();
+            let stored = app
+                .state
+                .read()
+                .user(institution, login_id)
+                .map(|u| u.password.clone());
+            // Unknown users are checked against a dummy digest: same answer, same time.
+            let known = stored.is_some();
+            let digest = stored.unwrap_or_else(|| app.dummy_password.clone());
+            if !app.verify_slow(password.to_owned(), digest).await || !known {
+                return Err(ErrorCode::InvalidUserCredentials);
+            }
+            IssueGrant::Password {
+                login_id: login_id.to_owned(),
+            }
+        }
+        GrantType::RefreshToken => {
+            check_admission(app, &client.id, grant, None, None)?;
+            let presented = call
+                .params
+                .get("refresh_token")
+                .ok_or(ErrorCode::InvalidRequest)?;
+            match token_string::decode(&app.keys, presented) {
+                Some((StringKind::Refresh, token)) => IssueGrant::Refresh { token },
+                _ => return Err(ErrorCode::InvalidToken),
+            }
+        }
+        _ => {
+            check_admission(
+                app,
+                &client.id,
+                grant,
+                institution.as_deref(),
+                requested.as_deref(),
+            )?;
+            IssueGrant::ClientCredentials
+        }
+    };
+    let fingerprint = fingerprint(app, &call.params, institution.as_deref());
+    let fresh = FreshIds {
+        access: TokenId(random_bytes()),
+        refresh: TokenId(random_bytes()),
+        family: FamilyId(random_bytes()),
+    };
+    let issue = Issue {
+        client_id: client.id.clone(),
+        institution_id: institution,
+        grant: issue_grant,
+        requested_scopes: requested,
+        fingerprint,
+        fresh,
+    };
+    match app
+        .ledger
+        .submit(Command::Issue(issue), call.transaction_id)
+        .await
+    {
+        Ok(Ok(Outcome::Issued(issued))) => Ok(render(app, &issued)),
+        Ok(Ok(_)) => Err(ErrorCode::Internal),
+        Ok(Err(Rejection::Token(code))) => Err(code),
+        Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
+        Err(_) => Err(ErrorCode::TokenNotRecorded),
+    }
+}
+
+fn check_admission(
+    app: &App,
+    client_id: &str,
+    grant: GrantType,
+    institution: Option<&str>,
+    scopes: Option<&[Box<str>]>,
+) -> Result<(), ErrorCode> {
+    admit(&app.state.read(), client_id, grant, institution, scopes).map(|_| ())
+}
+
+/// `username` (CMN_90013) and `password` (CMN_90014), checked for shape before any hashing.
+fn user_credentials(params: &Params) -> Result<(&str, &str), ErrorCode> {
+    let username = params
+        .get("username")
+        .filter(|u| is_valid_identifier(u))
+        .ok_or(ErrorCode::InvalidUsername)?;
+    let password = params
+        .get("password")
+        .filter(|p| p.len() <= SECRET_LEN_MAX)
+        .ok_or(ErrorCode::InvalidPassword)?;
+    Ok((username, password))
+}
+
+/// Everything that identifies the request except the password, keyed with the server key.
+fn fingerprint(app: &App, params: &Params, institution: Option<&str>) -> [u8; 32] {
+    let mut parts: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(name, _)| *name != "password")
+        .collect();
+    parts.push((" institutionId", institution.unwrap_or_default()));
+    credential::request_fingerprint(&app.keys, &mut parts)
+}
+
+fn render(app: &App, issued: &Issued) -> TokenReply {
+    let now_ms = crate::clock::now_ms();
+    let expires_in = |at_ms: i64| ((at_ms - now_ms).max(0) + 999) / 1000;
+    TokenReply {
+        access_token: token_string::encode(&app.keys, StringKind::Access, &issued.access.id),
+        expires_in: expires_in(issued.access.expires_at_ms),
+        refresh_token: issued.refresh.map(|r| {
+            (
+                token_string::encode(&app.keys, StringKind::Refresh, &r.id),
+                expires_in(r.expires_at_ms),
+            )
+        }),
+        scope: scope::join(&issued.scopes),
+        id_token: None,
+    }
+}
+
+/// DELETE/POST /oauth2/v1/revoke and TokenService.RevokeToken. Succeeds for unknown, expired,
+/// revoked and foreign tokens alike; fails only for bad client credentials, a missing
+/// `token`, or a ledger that cannot record the revocation.
+pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
+    let credentials = call.credentials?;
+    let client = app.authenticate_client(&credentials).await?;
+    call.institution.optional()?;
+    let presented = call.params.get("token").ok_or(ErrorCode::InvalidRequest)?;
+    let (token, kind) = match token_string::decode(&app.keys, presented) {
+        Some((StringKind::Access, id)) => (id, TokenKind::Access),
+        Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
+        _ => return Ok(()),
+    };
+    let owned = app
+        .state
+        .read()
+        .tokens
+        .get(&token)
+        .is_some_and(|t| *t.grant.client_id == *client.id);
+    if !owned {
+        return Ok(());
+    }
+    let revoke = Revoke {
+        client_id: client.id.clone(),
+        token,
+        kind,
+    };
+    match app
+        .ledger
+        .submit(Command::Revoke(revoke), call.transaction_id)
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(_) => Err(ErrorCode::TokenNotRecorded),
+    }
+}
+
+/// An RFC 7662 answer; `None` fields are left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Introspection {
+    pub active: bool,
+    pub scope: Option<String>,
+    pub client_id: Option<String>,
+    pub username: Option<String>,
+    pub sub: Option<String>,
+    pub token_type: Option<&'static str>,
+    pub exp: Option<i64>,
+    pub iat: Option<i64>,
+    pub iss: Option<String>,
+    pub institution_id: Option<String>,
+    pub grant_type: Option<&'static str>,
+    pub institution_user_id: Option<String>,
+    pub host_user_id: Option<String>,
+}
+
+/// POST /oauth2/v1/introspect and TokenService.IntrospectToken.
+pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, ErrorCode> {
+    let credentials = call.credentials?;
+    let caller = app.authenticate_client(&credentials).await?;
+    if !caller.introspect {
+        return Err(ErrorCode::NotAuthorized);
+    }
+    let institution = call.institution.optional()?;
+    let presented = call.params.get("token").ok_or(ErrorCode::InvalidRequest)?;
+    let (id, kind) = match token_string::decode(&app.keys, presented) {
+        Some((StringKind::Access, id)) => (id, TokenKind::Access),
+        Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
+        _ => return Ok(Introspection::default()),
+    };
+    let now_ms = crate::clock::now_ms();
+    let state = app.state.read();
+    let Some(token) = state.active_token(&id, now_ms).filter(|t| t.kind == kind) else {
+        return Ok(Introspection::default());
+    };
+    let grant = &token.grant;
+    // A caller sees only tokens of its own institutions (and of the one it names).
+    if !caller.serves_institution(&grant.institution_id)
+        || institution.is_some_and(|i| i != &*grant.institution_id)
+    {
+        return Ok(Introspection::default());
+    }
+    let user = grant.user.as_ref();
+    Ok(Introspection {
+        active: true,
+        scope: Some(scope::join(&token.scopes)),
+        client_id: Some(grant.client_id.to_string()),
+        username: user.map(|u| u.login_id.to_string()),
+        sub: Some(user.map_or_else(
+            || grant.client_id.to_string(),
+            |u| u.institution_user_id.to_string(),
+        )),
+        token_type: Some(kind.introspection_name()),
+        exp: Some(token.expires_at_ms / 1000),
+        iat: Some(token.issued_at_ms / 1000),
+        iss: Some(app.config.issuer.clone()),
+        institution_id: Some(grant.institution_id.to_string()),
+        grant_type: Some(grant_type_name(grant.grant_type)),
+        institution_user_id: user
+            .filter(|u| u.user_type == UserType::Business)
+            .map(|u| u.institution_user_id.to_string()),
+        host_user_id: user
+            .filter(|u| u.user_type != UserType::Business && !u.host_user_id.is_empty())
+            .map(|u| u.host_user_id.clone()),
+    })
+}

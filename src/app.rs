@@ -1,0 +1,155 @@
+//! `App`: what every request handler shares — configuration, keys, the projections and the
+//! ledger handle — plus client and admin authentication, which REST and gRPC both use.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::Semaphore;
+
+use crate::api::wire::BasicCredentials;
+use crate::config::Config;
+use crate::crypto::credential::{self, Check};
+use crate::crypto::keys::ServerKeys;
+use crate::domain::State;
+use crate::domain::state::Client;
+use crate::error::ErrorCode;
+use crate::ledger::LedgerHandle;
+use crate::proto::ledger::CredentialDigest;
+
+pub struct App {
+    pub config: Config,
+    pub keys: ServerKeys,
+    /// The projections; only the ledger writer takes the write lock.
+    pub state: Arc<RwLock<State>>,
+    pub ledger: LedgerHandle,
+    /// SHA-256 of the admin credential in `admin.token`.
+    pub admin_token_digest: [u8; 32],
+    /// Checked for unknown users so that they cost the same time as a wrong password.
+    pub dummy_password: CredentialDigest,
+    /// Imported (PBKDF2) client secrets verified since start-up, so each client pays the slow
+    /// hash once per process instead of on every request: client id → (tag of the verified
+    /// secret, the stored digest it was verified against).
+    secret_cache: Mutex<HashMap<Arc<str>, ([u8; 32], CredentialDigest)>>,
+    /// Bounds concurrent slow hashes so that a burst of sign-ins cannot starve the runtime.
+    slow_hashes: Semaphore,
+    /// Set when shutdown begins; readiness turns false.
+    pub draining: AtomicBool,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        keys: ServerKeys,
+        state: Arc<RwLock<State>>,
+        ledger: LedgerHandle,
+        admin_token_digest: [u8; 32],
+    ) -> Self {
+        let dummy_password = credential::dummy_digest(config.password_pbkdf2_iterations);
+        let slow_hashes = Semaphore::new(config.slow_hash_concurrency);
+        Self {
+            config,
+            keys,
+            state,
+            ledger,
+            admin_token_digest,
+            dummy_password,
+            secret_cache: Mutex::new(HashMap::new()),
+            slow_hashes,
+            draining: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready: the ledger is open, replayed and writable, and we are not shutting down.
+    pub fn is_ready(&self) -> bool {
+        self.ledger.is_writable() && !self.draining.load(Ordering::Acquire)
+    }
+
+    /// Authenticates a client by its Basic credentials (CMN_90004 on any failure).
+    pub async fn authenticate_client(
+        &self,
+        credentials: &BasicCredentials,
+    ) -> Result<Arc<Client>, ErrorCode> {
+        let client = self.state.read().client(&credentials.client_id).cloned();
+        let Some(client) = client else {
+            // Spend the same keyed digest as a known client so timing does not reveal ids.
+            let _ = credential::keyed_digest(
+                &self.keys,
+                &credentials.client_id,
+                &credentials.client_secret,
+            );
+            return Err(ErrorCode::InvalidClient);
+        };
+        match credential::verify_fast(
+            &self.keys,
+            &client.id,
+            &credentials.client_secret,
+            &client.secret,
+        ) {
+            Check::Match => Ok(client),
+            Check::Mismatch => Err(ErrorCode::InvalidClient),
+            Check::NeedsSlowHash => {
+                let tag = credential::cache_tag(&self.keys, &client.id, &credentials.client_secret);
+                let cached = self
+                    .secret_cache
+                    .lock()
+                    .get(&client.id)
+                    .is_some_and(|(t, d)| {
+                        crate::crypto::digests_equal(t, &tag) && *d == client.secret
+                    });
+                if cached {
+                    return Ok(client);
+                }
+                if self
+                    .verify_slow(credentials.client_secret.clone(), client.secret.clone())
+                    .await
+                {
+                    self.secret_cache
+                        .lock()
+                        .insert(client.id.clone(), (tag, client.secret.clone()));
+                    Ok(client)
+                } else {
+                    Err(ErrorCode::InvalidClient)
+                }
+            }
+        }
+    }
+
+    /// Runs a PBKDF2 check on the blocking pool, at most `slow_hash_concurrency` at a time.
+    pub async fn verify_slow(&self, presented: String, stored: CredentialDigest) -> bool {
+        let Ok(_permit) = self.slow_hashes.acquire().await else {
+            return false;
+        };
+        tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Hashes a password or legacy secret with PBKDF2 on the blocking pool.
+    pub async fn hash_slow(&self, secret: String) -> Result<CredentialDigest, ErrorCode> {
+        let _permit = self
+            .slow_hashes
+            .acquire()
+            .await
+            .map_err(|_| ErrorCode::Internal)?;
+        let iterations = self.config.password_pbkdf2_iterations;
+        tokio::task::spawn_blocking(move || credential::pbkdf2_digest(iterations, &secret))
+            .await
+            .map_err(|_| ErrorCode::Internal)
+    }
+
+    /// True when `presented` is the admin credential (constant-time on SHA-256 digests).
+    pub fn is_admin(&self, presented: Option<&str>) -> bool {
+        let Some(presented) = presented else {
+            return false;
+        };
+        crate::crypto::digests_equal(&sha256(presented.as_bytes()), &self.admin_token_digest)
+    }
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    out
+}

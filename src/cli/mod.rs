@@ -1,0 +1,63 @@
+//! The command line: `serve`, and commands that talk to a running server with the admin
+//! credential (`import`, ...), plus the offline `verify`.
+
+pub mod import;
+pub mod remote;
+pub mod serve;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tokenledger",
+    version,
+    about = "OAuth 2.0 token service with a hash-chained event ledger"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (REST and gRPC on one port).
+    Serve(serve::ServeArgs),
+    /// Idempotent bulk setup from a JSON file (all or nothing).
+    Import(import::ImportArgs),
+    /// Offline check of a stopped ledger: hash chain and full replay.
+    Verify(verify::VerifyArgs),
+}
+
+/// How client commands reach the server and find the admin credential.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RemoteArgs {
+    /// Server address
+    #[arg(
+        long,
+        env = "TOKENLEDGER_SERVER",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Data directory holding admin.token
+    #[arg(
+        long,
+        env = "TOKENLEDGER_DATA_DIR",
+        default_value = "./tokenledger-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Admin credential file (default: <data-dir>/admin.token)
+    #[arg(long, env = "TOKENLEDGER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+}
+
+/// Runs the parsed command; `Err` is printed as one line and exits non-zero.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Serve(args) => serve::run(args).await,
+        Command::Import(args) => import::run(args).await,
+        Command::Verify(args) => verify::run(args),
+    }
+}

@@ -1,0 +1,75 @@
+//! `tokenledger serve`.
+
+use std::path::PathBuf;
+
+use crate::config::{Config, LogFormat, Settings};
+use crate::server::{self, data_dir};
+
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub settings: Settings,
+    /// TOML config file (flags and TOKENLEDGER_* variables override it)
+    #[arg(long, env = "TOKENLEDGER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Seed a demo institution, client and user into an empty ledger and print credentials
+    #[arg(long)]
+    pub demo: bool,
+}
+
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+pub async fn run(args: ServeArgs) -> Result<(), String> {
+    let file = match &args.config {
+        Some(path) => Settings::from_file(path).map_err(|e| e.to_string())?,
+        None => Settings::default(),
+    };
+    let config = Config::resolve(args.settings.over(file)).map_err(|e| e.to_string())?;
+    init_logging(&config);
+    let listener = tokio::net::TcpListener::bind(&config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let opened = tokio::task::spawn_blocking({
+        let config = config.clone();
+        move || data_dir::open(&config)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())?;
+    for path in &opened.created {
+        tracing::info!(path = %path.display(), "created");
+    }
+    tracing::info!(
+        events = opened.report.events,
+        head_seq = opened.report.head.seq,
+        replay_ms = opened.report.elapsed_ms as u64,
+        data_dir = %config.data_dir.display(),
+        "ledger replayed"
+    );
+    if args.demo {
+        let text = server::demo::seed(&opened.app)
+            .await
+            .map_err(|e| format!("demo seeding failed: {e}"))?;
+        println!("{text}");
+    }
+    let local = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    tracing::info!(listen = %local, "serving REST and gRPC");
+    server::run(opened.app.clone(), listener, server::shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    drop(opened);
+    Ok(())
+}

@@ -1,0 +1,73 @@
+//! `tokenledger verify --data-dir DIR`: checks every event and link of a stopped ledger's hash
+//! chain and replays it, without starting a server.
+
+use std::path::PathBuf;
+
+use crate::domain::State;
+use crate::domain::ids::hex;
+use crate::ledger::{Store, replay};
+use crate::server::data_dir;
+
+#[derive(clap::Args, Debug)]
+pub struct VerifyArgs {
+    /// Data directory of the stopped server
+    #[arg(
+        long,
+        env = "TOKENLEDGER_DATA_DIR",
+        default_value = "./tokenledger-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Print the result as JSON
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: VerifyArgs) -> Result<(), String> {
+    let path = args.data_dir.join(data_dir::LEDGER_FILE);
+    if !path.exists() {
+        return Err(format!("no ledger at {}", path.display()));
+    }
+    let _lock = data_dir::lock(&args.data_dir)
+        .map_err(|e| format!("{e}; stop the server before verifying offline"))?;
+    let db =
+        redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let store = Store::from_database(db).map_err(|e| e.to_string())?;
+    let mut state = State::default();
+    let (report, _) = replay::replay(&store, &mut state, false, |n| {
+        eprintln!("verified {n} events")
+    })
+    .map_err(|e| format!("ledger verification FAILED: {e}"))?;
+    let now_ms = crate::clock::now_ms();
+    let active = state
+        .tokens
+        .values()
+        .filter(|t| state.is_active(t, now_ms))
+        .count();
+    if args.json {
+        let out = serde_json::json!({
+            "ok": true,
+            "events": report.events,
+            "head_seq": report.head.seq,
+            "head_hash": hex(&report.head.hash),
+            "institutions": state.institutions.len(),
+            "clients": state.clients.len(),
+            "users": state.users.len(),
+            "active_tokens": active,
+            "elapsed_ms": report.elapsed_ms,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "ledger OK: {} events, head seq {} hash {}; {} institutions, {} clients, {} users, {} active tokens ({} ms)",
+            report.events,
+            report.head.seq,
+            hex(&report.head.hash),
+            state.institutions.len(),
+            state.clients.len(),
+            state.users.len(),
+            active,
+            report.elapsed_ms
+        );
+    }
+    Ok(())
+}

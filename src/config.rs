@@ -1,0 +1,192 @@
+//! Settings: defaults, overridden by a TOML file (`--config`), overridden by `TOKENLEDGER_*`
+//! environment variables and command-line flags. Every setting is documented in README.md.
+
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ledger::WriterConfig;
+
+/// Every setting, as given by one source; `None` means "not set here".
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Directory of the ledger, the key file and admin.token [default: ./tokenledger-data]
+    #[arg(long, env = "TOKENLEDGER_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address for REST and gRPC (one port) [default: 127.0.0.1:8080]
+    #[arg(long, env = "TOKENLEDGER_LISTEN")]
+    pub listen: Option<String>,
+    /// The `iss` of introspection and ID tokens [default: http://<listen>]
+    #[arg(long, env = "TOKENLEDGER_ISSUER")]
+    pub issuer: Option<String>,
+    /// Log filter, e.g. info or tokenledger=debug [default: info]
+    #[arg(long, env = "TOKENLEDGER_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format: text or json [default: text]
+    #[arg(long, env = "TOKENLEDGER_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Access-token lifetime for clients created without one [default: 3600]
+    #[arg(long, env = "TOKENLEDGER_ACCESS_TOKEN_TTL_SECS")]
+    pub access_token_ttl_secs: Option<u64>,
+    /// Refresh-token lifetime for clients created without one [default: 15552000]
+    #[arg(long, env = "TOKENLEDGER_REFRESH_TOKEN_TTL_SECS")]
+    pub refresh_token_ttl_secs: Option<u64>,
+    /// Send `expires_in` as a digit string instead of a JSON number [default: false]
+    #[arg(long, env = "TOKENLEDGER_EXPIRES_IN_AS_STRING")]
+    pub expires_in_as_string: Option<bool>,
+    /// PBKDF2-HMAC-SHA256 iterations for new passwords and imported secrets [default: 600000]
+    #[arg(long, env = "TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS")]
+    pub password_pbkdf2_iterations: Option<u32>,
+    /// Largest REST request body accepted, in bytes [default: 16384]
+    #[arg(long, env = "TOKENLEDGER_BODY_LIMIT_BYTES")]
+    pub body_limit_bytes: Option<usize>,
+    /// Write requests that may queue for the ledger writer [default: 16384]
+    #[arg(long, env = "TOKENLEDGER_WRITER_QUEUE_CAPACITY")]
+    pub writer_queue_capacity: Option<usize>,
+    /// Most commands committed in one ledger transaction [default: 1024]
+    #[arg(long, env = "TOKENLEDGER_BATCH_COMMANDS_MAX")]
+    pub batch_commands_max: Option<usize>,
+    /// Seconds to drain in-flight requests on SIGINT/SIGTERM [default: 10]
+    #[arg(long, env = "TOKENLEDGER_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// Password and legacy-secret hashes computed at once [default: number of CPUs]
+    #[arg(long, env = "TOKENLEDGER_SLOW_HASH_CONCURRENCY")]
+    pub slow_hash_concurrency: Option<usize>,
+}
+
+macro_rules! overlay {
+    ($top:expr, $base:expr, $($field:ident),* $(,)?) => {
+        Settings { $($field: $top.$field.or($base.$field)),* }
+    };
+}
+
+impl Settings {
+    /// `self` where set, else `base`.
+    pub fn over(self, base: Settings) -> Settings {
+        overlay!(
+            self,
+            base,
+            data_dir,
+            listen,
+            issuer,
+            log_level,
+            log_format,
+            access_token_ttl_secs,
+            refresh_token_ttl_secs,
+            expires_in_as_string,
+            password_pbkdf2_iterations,
+            body_limit_bytes,
+            writer_queue_capacity,
+            batch_commands_max,
+            shutdown_grace_secs,
+            slow_hash_concurrency,
+        )
+    }
+
+    pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+        toml::from_str(&text)
+            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// The resolved configuration of a server.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub listen: String,
+    pub issuer: String,
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub expires_in_as_string: bool,
+    pub password_pbkdf2_iterations: NonZeroU32,
+    pub body_limit_bytes: usize,
+    pub writer: WriterConfig,
+    pub shutdown_grace_secs: u64,
+    pub slow_hash_concurrency: usize,
+}
+
+impl Config {
+    pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
+        let bad = |text: &str| ConfigError(text.to_owned());
+        let listen = settings
+            .listen
+            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let log_format = match settings.log_format.as_deref().unwrap_or("text") {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError(format!(
+                    "log_format must be text or json, not {other:?}"
+                )));
+            }
+        };
+        let ttl = |value: Option<u64>, default: u64, name: &str| match value.unwrap_or(default) {
+            0 => Err(ConfigError(format!("{name} must be positive"))),
+            v if v > crate::domain::directory::TTL_SECS_MAX => {
+                Err(ConfigError(format!("{name} is longer than ten years")))
+            }
+            v => Ok(v),
+        };
+        let iterations = settings.password_pbkdf2_iterations.unwrap_or(600_000);
+        let cpus = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2);
+        let defaults = WriterConfig::default();
+        Ok(Config {
+            data_dir: settings
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
+            issuer: settings
+                .issuer
+                .unwrap_or_else(|| format!("http://{listen}")),
+            listen,
+            log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
+            log_format,
+            access_token_ttl_secs: ttl(
+                settings.access_token_ttl_secs,
+                3600,
+                "access_token_ttl_secs",
+            )?,
+            refresh_token_ttl_secs: ttl(
+                settings.refresh_token_ttl_secs,
+                15_552_000,
+                "refresh_token_ttl_secs",
+            )?,
+            expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
+            password_pbkdf2_iterations: NonZeroU32::new(iterations)
+                .ok_or_else(|| bad("password_pbkdf2_iterations must be positive"))?,
+            body_limit_bytes: match settings.body_limit_bytes.unwrap_or(16 * 1024) {
+                n @ 1024..=1_048_576 => n,
+                _ => return Err(bad("body_limit_bytes must be between 1024 and 1048576")),
+            },
+            writer: WriterConfig {
+                queue_capacity: settings
+                    .writer_queue_capacity
+                    .unwrap_or(defaults.queue_capacity)
+                    .max(1),
+                batch_commands_max: settings
+                    .batch_commands_max
+                    .unwrap_or(defaults.batch_commands_max)
+                    .max(1),
+            },
+            shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
+            slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
+        })
+    }
+}

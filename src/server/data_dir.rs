@@ -1,0 +1,144 @@
+//! The data directory: `ledger.redb`, `keys.json` (token MAC and digest keys), `admin.token`
+//! (the admin credential) and `tokenledger.lock`, which keeps a second process out.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use crate::app::{App, sha256};
+use crate::config::Config;
+use crate::crypto::keys::{KeyError, ServerKeys};
+use crate::crypto::random_bytes;
+use crate::ledger::{self, LedgerHandle, OpenError, ReplayReport};
+
+pub const LEDGER_FILE: &str = "ledger.redb";
+pub const KEYS_FILE: &str = "keys.json";
+pub const ADMIN_TOKEN_FILE: &str = "admin.token";
+pub const LOCK_FILE: &str = "tokenledger.lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("data directory {0} is in use by another tokenledger process")]
+    Locked(String),
+    #[error(transparent)]
+    Keys(#[from] KeyError),
+    #[error("{0}")]
+    MissingKeys(String),
+    #[error(transparent)]
+    Ledger(#[from] OpenError),
+    #[error("cannot start the ledger writer: {0}")]
+    Writer(std::io::Error),
+}
+
+/// An open data directory: everything a server needs, holding the directory lock.
+pub struct Opened {
+    pub app: Arc<App>,
+    pub report: ReplayReport,
+    /// Paths created by this start (first start in an empty directory).
+    pub created: Vec<PathBuf>,
+    /// Held for the life of the server; the OS releases it if the process dies.
+    _lock: File,
+}
+
+fn io_error(dir: &Path) -> impl Fn(std::io::Error) -> StartError + '_ {
+    move |source| StartError::DataDir {
+        path: dir.display().to_string(),
+        source,
+    }
+}
+
+/// Takes the directory lock, or fails at once if another process holds it.
+pub fn lock(dir: &Path) -> Result<File, StartError> {
+    std::fs::create_dir_all(dir).map_err(io_error(dir))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        // Best effort: the files that matter are 0600 themselves.
+        let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK_FILE))
+        .map_err(io_error(dir))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err(StartError::Locked(dir.display().to_string()))
+        }
+        Err(std::fs::TryLockError::Error(source)) => Err(io_error(dir)(source)),
+    }
+}
+
+/// Opens (initialising on first start) the data directory of `config` and replays the ledger.
+pub fn open(config: &Config) -> Result<Opened, StartError> {
+    let dir = config.data_dir.clone();
+    let lock = lock(&dir)?;
+    let mut created = Vec::new();
+    let ledger_path = dir.join(LEDGER_FILE);
+    let keys_path = dir.join(KEYS_FILE);
+    let ledger_exists = ledger_path.exists();
+    if ledger_exists && !keys_path.exists() {
+        return Err(StartError::MissingKeys(format!(
+            "{} exists but {} is missing: issued tokens could not be verified; restore the key file from backup",
+            ledger_path.display(),
+            keys_path.display()
+        )));
+    }
+    let now_ms = crate::clock::now_ms();
+    let (keys, new_keys) = ServerKeys::load_or_create(&keys_path, now_ms)?;
+    if new_keys {
+        created.push(keys_path);
+    }
+    let admin_path = dir.join(ADMIN_TOKEN_FILE);
+    let admin_token = match std::fs::read_to_string(&admin_path) {
+        Ok(text) => text.trim().to_owned(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            use base64::Engine as _;
+            let token = format!(
+                "tladm_{}",
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+            );
+            crate::fsutil::write_private_file(&admin_path, format!("{token}\n").as_bytes())
+                .map_err(io_error(&dir))?;
+            created.push(admin_path);
+            token
+        }
+        Err(e) => return Err(io_error(&dir)(e)),
+    };
+    let (store, state, report) = ledger::open(&ledger_path, now_ms, |events| {
+        tracing::info!(events, "replaying the ledger")
+    })?;
+    if !ledger_exists {
+        created.push(ledger_path);
+    }
+    let state = Arc::new(RwLock::new(state));
+    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone())
+        .map_err(StartError::Writer)?;
+    let app = Arc::new(App::new(
+        config.clone(),
+        keys,
+        state,
+        handle,
+        sha256(admin_token.as_bytes()),
+    ));
+    Ok(Opened {
+        app,
+        report,
+        created,
+        _lock: lock,
+    })
+}
+
+/// Reads the admin credential of a data directory (for CLI commands).
+pub fn read_admin_token(path: &Path) -> std::io::Result<String> {
+    Ok(std::fs::read_to_string(path)?.trim().to_owned())
+}

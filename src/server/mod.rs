@@ -1,0 +1,174 @@
+//! Running the service: one listener for REST (HTTP/1.1) and gRPC (HTTP/2, h2c), routed by
+//! `content-type: application/grpc`, with graceful shutdown.
+
+pub mod data_dir;
+pub mod demo;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::body::Body;
+use http::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tonic_health::ServingStatus;
+use tower::ServiceExt as _;
+
+use crate::api::grpc::{AdminGrpc, TokenGrpc};
+use crate::app::App;
+use crate::proto::admin_service_server::AdminServiceServer;
+use crate::proto::token_service_server::TokenServiceServer;
+
+/// Largest gRPC message we decode (tonic's default of 4 MiB is far above any real request).
+pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
+
+/// The gRPC services we serve, for health status.
+const SERVICE_NAMES: [&str; 2] = ["tokenledger.v1.TokenService", "tokenledger.v1.AdminService"];
+
+/// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
+/// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
+pub async fn run(
+    app: Arc<App>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    for name in SERVICE_NAMES {
+        health_reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(std::io::Error::other)?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(std::io::Error::other)?;
+    let grpc = tonic::service::Routes::new(
+        TokenServiceServer::new(TokenGrpc { app: app.clone() })
+            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+    )
+    .add_service(
+        AdminServiceServer::new(AdminGrpc { app: app.clone() })
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
+    .add_service(health_service)
+    .add_service(reflection_v1)
+    .add_service(reflection_v1alpha)
+    .prepare()
+    .into_axum_router();
+    let rest = crate::api::rest::router(app.clone());
+    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let grpc = grpc.clone();
+        let rest = rest.clone();
+        async move {
+            let request = request.map(Body::new);
+            if is_grpc(&request) {
+                grpc.oneshot(request).await
+            } else {
+                rest.oneshot(request).await
+            }
+        }
+    });
+    let service = hyper_util::service::TowerToHyperService::new(service);
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    let purge_ledger = app.ledger.clone();
+    let purge = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tick.tick().await;
+            purge_ledger.request_purge();
+        }
+    });
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(error) => {
+                        // Out of file descriptors and similar: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone()).into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    app.draining.store(true, Ordering::Release);
+    for name in SERVICE_NAMES {
+        health_reporter
+            .set_service_status(name, ServingStatus::NotServing)
+            .await;
+    }
+    health_reporter
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    drop(listener);
+    purge.abort();
+    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_secs = app.config.shutdown_grace_secs,
+            "in-flight requests did not finish in time"
+        );
+    }
+    app.ledger.stop().await;
+    tracing::info!("ledger closed");
+    Ok(())
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}
