@@ -18,6 +18,9 @@ use crate::error::ErrorCode;
 use crate::ledger::LedgerHandle;
 use crate::proto::ledger::CredentialDigest;
 
+/// A verified imported secret: its cache tag and the stored digest it was checked against.
+type VerifiedSecret = ([u8; 32], CredentialDigest);
+
 pub struct App {
     pub config: Config,
     pub keys: ServerKeys,
@@ -31,7 +34,7 @@ pub struct App {
     /// Imported (PBKDF2) client secrets verified since start-up, so each client pays the slow
     /// hash once per process instead of on every request: client id → (tag of the verified
     /// secret, the stored digest it was verified against).
-    secret_cache: Mutex<HashMap<Arc<str>, ([u8; 32], CredentialDigest)>>,
+    secret_cache: Mutex<HashMap<Arc<str>, VerifiedSecret>>,
     /// Bounds concurrent slow hashes so that a burst of sign-ins cannot starve the runtime.
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
@@ -67,26 +70,14 @@ impl App {
     }
 
     /// Authenticates a client by its Basic credentials (CMN_90004 on any failure).
-    pub async fn authenticate_client(
-        &self,
-        credentials: &BasicCredentials,
-    ) -> Result<Arc<Client>, ErrorCode> {
+    pub async fn authenticate_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
         let client = self.state.read().client(&credentials.client_id).cloned();
         let Some(client) = client else {
             // Spend the same keyed digest as a known client so timing does not reveal ids.
-            let _ = credential::keyed_digest(
-                &self.keys,
-                &credentials.client_id,
-                &credentials.client_secret,
-            );
+            let _ = credential::keyed_digest(&self.keys, &credentials.client_id, &credentials.client_secret);
             return Err(ErrorCode::InvalidClient);
         };
-        match credential::verify_fast(
-            &self.keys,
-            &client.id,
-            &credentials.client_secret,
-            &client.secret,
-        ) {
+        match credential::verify_fast(&self.keys, &client.id, &credentials.client_secret, &client.secret) {
             Check::Match => Ok(client),
             Check::Mismatch => Err(ErrorCode::InvalidClient),
             Check::NeedsSlowHash => {
@@ -95,19 +86,12 @@ impl App {
                     .secret_cache
                     .lock()
                     .get(&client.id)
-                    .is_some_and(|(t, d)| {
-                        crate::crypto::digests_equal(t, &tag) && *d == client.secret
-                    });
+                    .is_some_and(|(t, d)| crate::crypto::digests_equal(t, &tag) && *d == client.secret);
                 if cached {
                     return Ok(client);
                 }
-                if self
-                    .verify_slow(credentials.client_secret.clone(), client.secret.clone())
-                    .await
-                {
-                    self.secret_cache
-                        .lock()
-                        .insert(client.id.clone(), (tag, client.secret.clone()));
+                if self.verify_slow(credentials.client_secret.clone(), client.secret.clone()).await {
+                    self.secret_cache.lock().insert(client.id.clone(), (tag, client.secret.clone()));
                     Ok(client)
                 } else {
                     Err(ErrorCode::InvalidClient)
@@ -121,18 +105,12 @@ impl App {
         let Ok(_permit) = self.slow_hashes.acquire().await else {
             return false;
         };
-        tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored))
-            .await
-            .unwrap_or(false)
+        tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored)).await.unwrap_or(false)
     }
 
     /// Hashes a password or legacy secret with PBKDF2 on the blocking pool.
     pub async fn hash_slow(&self, secret: String) -> Result<CredentialDigest, ErrorCode> {
-        let _permit = self
-            .slow_hashes
-            .acquire()
-            .await
-            .map_err(|_| ErrorCode::Internal)?;
+        let _permit = self.slow_hashes.acquire().await.map_err(|_| ErrorCode::Internal)?;
         let iterations = self.config.password_pbkdf2_iterations;
         tokio::task::spawn_blocking(move || credential::pbkdf2_digest(iterations, &secret))
             .await

@@ -88,8 +88,7 @@ impl Settings {
     pub fn from_file(path: &Path) -> Result<Settings, ConfigError> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
-        toml::from_str(&text)
-            .map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+        toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
     }
 }
 
@@ -124,16 +123,12 @@ pub struct Config {
 impl Config {
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
         let bad = |text: &str| ConfigError(text.to_owned());
-        let listen = settings
-            .listen
-            .unwrap_or_else(|| "127.0.0.1:8080".to_owned());
+        let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let log_format = match settings.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
             "json" => LogFormat::Json,
             other => {
-                return Err(ConfigError(format!(
-                    "log_format must be text or json, not {other:?}"
-                )));
+                return Err(ConfigError(format!("log_format must be text or json, not {other:?}")));
             }
         };
         let ttl = |value: Option<u64>, default: u64, name: &str| match value.unwrap_or(default) {
@@ -144,30 +139,16 @@ impl Config {
             v => Ok(v),
         };
         let iterations = settings.password_pbkdf2_iterations.unwrap_or(600_000);
-        let cpus = std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(2);
+        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let defaults = WriterConfig::default();
         Ok(Config {
-            data_dir: settings
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
-            issuer: settings
-                .issuer
-                .unwrap_or_else(|| format!("http://{listen}")),
+            data_dir: settings.data_dir.unwrap_or_else(|| PathBuf::from("./tokenledger-data")),
+            issuer: settings.issuer.unwrap_or_else(|| format!("http://{listen}")),
             listen,
             log_level: settings.log_level.unwrap_or_else(|| "info".to_owned()),
             log_format,
-            access_token_ttl_secs: ttl(
-                settings.access_token_ttl_secs,
-                3600,
-                "access_token_ttl_secs",
-            )?,
-            refresh_token_ttl_secs: ttl(
-                settings.refresh_token_ttl_secs,
-                15_552_000,
-                "refresh_token_ttl_secs",
-            )?,
+            access_token_ttl_secs: ttl(settings.access_token_ttl_secs, 3600, "access_token_ttl_secs")?,
+            refresh_token_ttl_secs: ttl(settings.refresh_token_ttl_secs, 15_552_000, "refresh_token_ttl_secs")?,
             expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
             password_pbkdf2_iterations: NonZeroU32::new(iterations)
                 .ok_or_else(|| bad("password_pbkdf2_iterations must be positive"))?,
@@ -176,14 +157,8 @@ impl Config {
                 _ => return Err(bad("body_limit_bytes must be between 1024 and 1048576")),
             },
             writer: WriterConfig {
-                queue_capacity: settings
-                    .writer_queue_capacity
-                    .unwrap_or(defaults.queue_capacity)
-                    .max(1),
-                batch_commands_max: settings
-                    .batch_commands_max
-                    .unwrap_or(defaults.batch_commands_max)
-                    .max(1),
+                queue_capacity: settings.writer_queue_capacity.unwrap_or(defaults.queue_capacity).max(1),
+                batch_commands_max: settings.batch_commands_max.unwrap_or(defaults.batch_commands_max).max(1),
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),

@@ -53,13 +53,7 @@ const fn info(
     grpc_code: Code,
     oauth_error: &'static str,
 ) -> ErrorInfo {
-    ErrorInfo {
-        code,
-        message,
-        http_status,
-        grpc_code,
-        oauth_error,
-    }
+    ErrorInfo { code, message, http_status, grpc_code, oauth_error }
 }
 
 impl ErrorCode {
@@ -67,13 +61,9 @@ impl ErrorCode {
         use Code as G;
         use StatusCode as H;
         match self {
-            Self::Internal => info(
-                "CMN_90000",
-                "Internal server error",
-                H::INTERNAL_SERVER_ERROR,
-                G::Internal,
-                "server_error",
-            ),
+            Self::Internal => {
+                info("CMN_90000", "Internal server error", H::INTERNAL_SERVER_ERROR, G::Internal, "server_error")
+            }
             Self::CrossTalk => info(
                 "CMN_90001",
                 "Internal server error - Cross Talk",
@@ -95,13 +85,9 @@ impl ErrorCode {
                 G::ResourceExhausted,
                 "temporarily_unavailable",
             ),
-            Self::InvalidClient => info(
-                "CMN_90004",
-                "Invalid client credentials",
-                H::UNAUTHORIZED,
-                G::Unauthenticated,
-                "invalid_client",
-            ),
+            Self::InvalidClient => {
+                info("CMN_90004", "Invalid client credentials", H::UNAUTHORIZED, G::Unauthenticated, "invalid_client")
+            }
             Self::InvalidInstitution => info(
                 "CMN_90005",
                 "Header institutionId is invalid or Form param institution_user_id is invalid",
@@ -116,13 +102,9 @@ impl ErrorCode {
                 G::InvalidArgument,
                 "unauthorized_client",
             ),
-            Self::InvalidGrantType => info(
-                "CMN_90007",
-                "Invalid grant type",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "unsupported_grant_type",
-            ),
+            Self::InvalidGrantType => {
+                info("CMN_90007", "Invalid grant type", H::BAD_REQUEST, G::InvalidArgument, "unsupported_grant_type")
+            }
             Self::InvalidTransactionId => info(
                 "CMN_90008",
                 "Header transactionId is invalid",
@@ -130,62 +112,28 @@ impl ErrorCode {
                 G::InvalidArgument,
                 "invalid_request",
             ),
-            Self::AccessBlocked => info(
-                "CMN_90009",
-                "Access blocked",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_grant",
-            ),
-            Self::InvalidHeader => info(
-                "CMN_90010",
-                "Header is invalid",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_request",
-            ),
-            Self::InvalidRequest => info(
-                "CMN_90011",
-                "Request is invalid",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_request",
-            ),
-            Self::InvalidScope => info(
-                "CMN_90012",
-                "Request is invalid - Scopes",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_scope",
-            ),
-            Self::InvalidUsername => info(
-                "CMN_90013",
-                "Username is invalid",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_request",
-            ),
-            Self::InvalidPassword => info(
-                "CMN_90014",
-                "Password is invalid",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_request",
-            ),
-            Self::InvalidUserCredentials => info(
-                "CMN_90015",
-                "Invalid user credentials",
-                H::UNAUTHORIZED,
-                G::Unauthenticated,
-                "invalid_grant",
-            ),
-            Self::InvalidUser => info(
-                "CMN_90016",
-                "Invalid user",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_grant",
-            ),
+            Self::AccessBlocked => {
+                info("CMN_90009", "Access blocked", H::BAD_REQUEST, G::InvalidArgument, "invalid_grant")
+            }
+            Self::InvalidHeader => {
+                info("CMN_90010", "Header is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
+            Self::InvalidRequest => {
+                info("CMN_90011", "Request is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
+            Self::InvalidScope => {
+                info("CMN_90012", "Request is invalid - Scopes", H::BAD_REQUEST, G::InvalidArgument, "invalid_scope")
+            }
+            Self::InvalidUsername => {
+                info("CMN_90013", "Username is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
+            Self::InvalidPassword => {
+                info("CMN_90014", "Password is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
+            Self::InvalidUserCredentials => {
+                info("CMN_90015", "Invalid user credentials", H::UNAUTHORIZED, G::Unauthenticated, "invalid_grant")
+            }
+            Self::InvalidUser => info("CMN_90016", "Invalid user", H::BAD_REQUEST, G::InvalidArgument, "invalid_grant"),
             Self::NonPrintable => info(
                 "CMN_90017",
                 "Request contains non printable ASCII characters",
@@ -193,13 +141,9 @@ impl ErrorCode {
                 G::InvalidArgument,
                 "invalid_request",
             ),
-            Self::InvalidToken => info(
-                "CMN_90018",
-                "Invalid token",
-                H::UNAUTHORIZED,
-                G::Unauthenticated,
-                "invalid_grant",
-            ),
+            Self::InvalidToken => {
+                info("CMN_90018", "Invalid token", H::UNAUTHORIZED, G::Unauthenticated, "invalid_grant")
+            }
             Self::TokenNotRecorded => info(
                 "CMN_90019",
                 "Error creating token",
@@ -207,13 +151,9 @@ impl ErrorCode {
                 G::Unavailable,
                 "temporarily_unavailable",
             ),
-            Self::SelfAuthorization => info(
-                "CMN_90020",
-                "App cannot authorize itself",
-                H::BAD_REQUEST,
-                G::InvalidArgument,
-                "invalid_request",
-            ),
+            Self::SelfAuthorization => {
+                info("CMN_90020", "App cannot authorize itself", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
             Self::InvalidClientConfiguration => info(
                 "CMN_90021",
                 "Invalid client configuration",

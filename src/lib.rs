@@ -1,6 +1,9 @@
 //! tokenledger: an OAuth 2.0 token service whose state is a projection of an append-only,
 //! hash-chained event ledger. See ARCHITECTURE.md for the map.
 
+// Server code never panics on input: no unwrap/expect/panic outside tests.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
 pub mod api;
 pub mod app;
 pub mod cli;

@@ -4,8 +4,7 @@
 tonic::include_proto!("tokenledger.v1");
 
 /// The encoded descriptor set of every proto file, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] =
-    include_bytes!(concat!(env!("OUT_DIR"), "/tokenledger_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/tokenledger_descriptor.bin"));
 
 /// The ledger's event format.
 pub mod ledger {

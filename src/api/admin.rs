@@ -8,14 +8,14 @@ use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::directory::{
-    DirectoryCommand, DirectoryError, DirectoryOutcome, ImportPlan, ImportSummary, PlannedClient,
-    PlannedUser, grant_type_name,
+    DirectoryCommand, DirectoryError, DirectoryOutcome, ImportPlan, ImportSummary, PlannedClient, PlannedUser,
+    grant_type_name,
 };
 use crate::domain::ids::{hex, is_printable_ascii};
 use crate::domain::state::{Client, User};
 use crate::proto::ledger::{
-    self as ledger, ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated,
-    UserType, credential_digest,
+    self as ledger, ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated, UserType,
+    credential_digest,
 };
 use crate::proto::{self as api};
 
@@ -40,9 +40,7 @@ impl From<DirectoryError> for AdminError {
     fn from(error: DirectoryError) -> Self {
         match error {
             DirectoryError::Invalid(text) => Self::Directory(text, DirectoryErrorKind::Invalid),
-            DirectoryError::AlreadyExists(text) => {
-                Self::Directory(text, DirectoryErrorKind::AlreadyExists)
-            }
+            DirectoryError::AlreadyExists(text) => Self::Directory(text, DirectoryErrorKind::AlreadyExists),
             DirectoryError::NotFound(text) => Self::Directory(text, DirectoryErrorKind::NotFound),
             DirectoryError::Conflicts(lines) => Self::Directory(
                 format!("import refused, nothing was applied:\n{}", lines.join("\n")),
@@ -56,20 +54,10 @@ fn invalid(text: impl Into<String>) -> AdminError {
     AdminError::Directory(text.into(), DirectoryErrorKind::Invalid)
 }
 
-async fn run(
-    app: &App,
-    command: DirectoryCommand,
-    transaction_id: String,
-) -> Result<DirectoryOutcome, AdminError> {
-    match app
-        .ledger
-        .submit(Command::Directory(command), transaction_id)
-        .await
-    {
+async fn run(app: &App, command: DirectoryCommand, transaction_id: String) -> Result<DirectoryOutcome, AdminError> {
+    match app.ledger.submit(Command::Directory(command), transaction_id).await {
         Ok(Ok(Outcome::Directory(outcome))) => Ok(outcome),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => {
-            Err(invalid("unexpected answer from the ledger"))
-        }
+        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
         Ok(Err(Rejection::Directory(error))) => Err(error.into()),
         Err(_) => Err(AdminError::Unavailable),
     }
@@ -80,20 +68,9 @@ pub async fn create_institution(
     transaction_id: String,
     request: api::CreateInstitutionRequest,
 ) -> Result<api::Institution, AdminError> {
-    let event = InstitutionCreated {
-        institution_id: request.institution_id,
-        name: request.name,
-    };
-    run(
-        app,
-        DirectoryCommand::CreateInstitution(event.clone()),
-        transaction_id,
-    )
-    .await?;
-    Ok(api::Institution {
-        institution_id: event.institution_id,
-        name: event.name,
-    })
+    let event = InstitutionCreated { institution_id: request.institution_id, name: request.name };
+    run(app, DirectoryCommand::CreateInstitution(event.clone()), transaction_id).await?;
+    Ok(api::Institution { institution_id: event.institution_id, name: event.name })
 }
 
 /// The event for a client spec, with server defaults filled in and `secret` as its digest.
@@ -106,14 +83,8 @@ fn client_event(app: &App, spec: &api::ClientSpec, secret: CredentialDigest) -> 
         grant_types: spec.grant_types.clone(),
         scopes: spec.scopes.clone(),
         redirect_uri: spec.redirect_uri.clone(),
-        access_token_ttl_secs: or_default(
-            spec.access_token_ttl_secs,
-            app.config.access_token_ttl_secs,
-        ),
-        refresh_token_ttl_secs: or_default(
-            spec.refresh_token_ttl_secs,
-            app.config.refresh_token_ttl_secs,
-        ),
+        access_token_ttl_secs: or_default(spec.access_token_ttl_secs, app.config.access_token_ttl_secs),
+        refresh_token_ttl_secs: or_default(spec.refresh_token_ttl_secs, app.config.refresh_token_ttl_secs),
         introspect: spec.introspect,
         consent_enabled: spec.consent_enabled,
         secondary_authentication_enabled: spec.secondary_authentication_enabled,
@@ -134,38 +105,24 @@ pub async fn create_client(
     let digest = credential::keyed_digest(&app.keys, &spec.client_id, &secret);
     let event = client_event(app, &spec, digest);
     run(app, DirectoryCommand::CreateClient(event), transaction_id).await?;
-    let client = app
-        .state
-        .read()
-        .client(&spec.client_id)
-        .map(|c| client_view(c));
-    Ok(api::CreateClientResponse {
-        client,
-        client_secret: secret,
-    })
+    let client = app.state.read().client(&spec.client_id).map(client_view);
+    Ok(api::CreateClientResponse { client, client_secret: secret })
 }
 
 fn check_secret(field: &str, secret: &str) -> Result<(), AdminError> {
     if secret.is_empty() || secret.len() > SECRET_LEN_MAX || !is_printable_ascii(secret) {
-        return Err(invalid(format!(
-            "{field} must be 1 to {SECRET_LEN_MAX} printable ASCII characters"
-        )));
+        return Err(invalid(format!("{field} must be 1 to {SECRET_LEN_MAX} printable ASCII characters")));
     }
     Ok(())
 }
 
 /// The event for a user spec; `institution_user_id` is generated when empty.
-fn user_event(
-    spec: &api::UserSpec,
-    password: Option<CredentialDigest>,
-) -> Result<UserCreated, AdminError> {
+fn user_event(spec: &api::UserSpec, password: Option<CredentialDigest>) -> Result<UserCreated, AdminError> {
     let user_type = match spec.user_type.as_str() {
         "" | "RETAIL" => UserType::Retail,
         "BUSINESS" => UserType::Business,
         other => {
-            return Err(invalid(format!(
-                "user_type must be RETAIL or BUSINESS, not {other:?}"
-            )));
+            return Err(invalid(format!("user_type must be RETAIL or BUSINESS, not {other:?}")));
         }
     };
     let institution_user_id = if spec.institution_user_id.is_empty() {
@@ -207,20 +164,12 @@ pub async fn create_user(
         None
     } else {
         check_secret("password", &request.password)?;
-        Some(
-            app.hash_slow(request.password)
-                .await
-                .map_err(|_| AdminError::Unavailable)?,
-        )
+        Some(app.hash_slow(request.password).await.map_err(|_| AdminError::Unavailable)?)
     };
     let event = user_event(&spec, password)?;
     let (institution_id, login_id) = (event.institution_id.clone(), event.login_id.clone());
     run(app, DirectoryCommand::CreateUser(event), transaction_id).await?;
-    let user = app
-        .state
-        .read()
-        .user(&institution_id, &login_id)
-        .map(|u| user_view(u));
+    let user = app.state.read().user(&institution_id, &login_id).map(user_view);
     user.ok_or_else(|| invalid("the user was not recorded"))
 }
 
@@ -249,27 +198,17 @@ pub async fn import(
         institutions: request
             .institutions
             .iter()
-            .map(|i| InstitutionCreated {
-                institution_id: i.institution_id.clone(),
-                name: i.name.clone(),
-            })
+            .map(|i| InstitutionCreated { institution_id: i.institution_id.clone(), name: i.name.clone() })
             .collect(),
         ..ImportPlan::default()
     };
     let mut generated = Vec::new();
     for entry in &request.clients {
-        let spec = entry
-            .spec
-            .clone()
-            .ok_or_else(|| invalid("every client needs a spec"))?;
+        let spec = entry.spec.clone().ok_or_else(|| invalid("every client needs a spec"))?;
         if spec.client_id.is_empty() {
             return Err(invalid("every imported client needs a client_id"));
         }
-        let existing = app
-            .state
-            .read()
-            .client(&spec.client_id)
-            .map(|c| c.secret.clone());
+        let existing = app.state.read().client(&spec.client_id).map(|c| c.secret.clone());
         let planned = match existing {
             Some(stored) => {
                 let same = entry.client_secret.is_empty()
@@ -282,47 +221,24 @@ pub async fn import(
             None if entry.client_secret.is_empty() => {
                 let secret = credential::generate_secret();
                 let digest = credential::keyed_digest(&app.keys, &spec.client_id, &secret);
-                generated.push(api::GeneratedSecret {
-                    client_id: spec.client_id.clone(),
-                    client_secret: secret,
-                });
-                PlannedClient {
-                    event: client_event(app, &spec, digest),
-                    matches_existing_secret: None,
-                }
+                generated.push(api::GeneratedSecret { client_id: spec.client_id.clone(), client_secret: secret });
+                PlannedClient { event: client_event(app, &spec, digest), matches_existing_secret: None }
             }
             None => {
-                check_secret(
-                    &format!("client_secret of {}", spec.client_id),
-                    &entry.client_secret,
-                )?;
-                let digest = app
-                    .hash_slow(entry.client_secret.clone())
-                    .await
-                    .map_err(|_| AdminError::Unavailable)?;
-                PlannedClient {
-                    event: client_event(app, &spec, digest),
-                    matches_existing_secret: None,
-                }
+                check_secret(&format!("client_secret of {}", spec.client_id), &entry.client_secret)?;
+                let digest = app.hash_slow(entry.client_secret.clone()).await.map_err(|_| AdminError::Unavailable)?;
+                PlannedClient { event: client_event(app, &spec, digest), matches_existing_secret: None }
             }
         };
         plan.clients.push(planned);
     }
     for entry in &request.users {
-        let spec = entry
-            .spec
-            .clone()
-            .ok_or_else(|| invalid("every user needs a spec"))?;
-        let existing = app
-            .state
-            .read()
-            .user(&spec.institution_id, &spec.login_id)
-            .cloned();
+        let spec = entry.spec.clone().ok_or_else(|| invalid("every user needs a spec"))?;
+        let existing = app.state.read().user(&spec.institution_id, &spec.login_id).cloned();
         let planned = match existing {
             Some(user) => {
                 let stored = user.password.clone();
-                let same =
-                    entry.password.is_empty() || matches(app, "", &entry.password, &stored).await;
+                let same = entry.password.is_empty() || matches(app, "", &entry.password, &stored).await;
                 let mut spec = spec.clone();
                 if spec.institution_user_id.is_empty() {
                     spec.institution_user_id = user.identity.institution_user_id.to_string();
@@ -337,16 +253,9 @@ pub async fn import(
                     None
                 } else {
                     check_secret(&format!("password of {}", spec.login_id), &entry.password)?;
-                    Some(
-                        app.hash_slow(entry.password.clone())
-                            .await
-                            .map_err(|_| AdminError::Unavailable)?,
-                    )
+                    Some(app.hash_slow(entry.password.clone()).await.map_err(|_| AdminError::Unavailable)?)
                 };
-                PlannedUser {
-                    event: user_event(&spec, password)?,
-                    matches_existing_password: None,
-                }
+                PlannedUser { event: user_event(&spec, password)?, matches_existing_password: None }
             }
         };
         plan.users.push(planned);
@@ -367,25 +276,17 @@ pub async fn import(
 }
 
 pub fn client_view(client: &Arc<Client>) -> api::Client {
-    let grant_types = [
-        GrantType::ClientCredentials,
-        GrantType::Password,
-        GrantType::RefreshToken,
-        GrantType::AuthorizationCode,
-    ]
-    .into_iter()
-    .filter(|g| client.grant_types.contains(*g))
-    .map(|g| grant_type_name(g).to_owned())
-    .collect();
+    let grant_types =
+        [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode]
+            .into_iter()
+            .filter(|g| client.grant_types.contains(*g))
+            .map(|g| grant_type_name(g).to_owned())
+            .collect();
     api::Client {
         spec: Some(api::ClientSpec {
             client_id: client.id.to_string(),
             name: client.name.clone(),
-            institution_ids: client
-                .institution_ids
-                .iter()
-                .map(|i| i.to_string())
-                .collect(),
+            institution_ids: client.institution_ids.iter().map(|i| i.to_string()).collect(),
             grant_types,
             scopes: client.scopes.iter().map(|s| s.to_string()).collect(),
             redirect_uri: client.redirect_uri.clone(),

@@ -15,9 +15,7 @@ pub struct Params {
 
 impl Params {
     /// Parameters from named values (gRPC fields); empty values count as absent.
-    pub fn from_pairs<'a>(
-        pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-    ) -> Result<Self, ErrorCode> {
+    pub fn from_pairs<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Self, ErrorCode> {
         let mut params = Self::default();
         for (name, value) in pairs {
             if !crate::domain::ids::is_printable_ascii(value) {
@@ -32,10 +30,7 @@ impl Params {
 
     /// The non-empty value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.pairs
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+        self.pairs.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -62,10 +57,7 @@ pub fn parse(body: &[u8]) -> Result<Params, ErrorCode> {
         let value = percent_decode(value).ok_or(ErrorCode::InvalidRequest)?;
         decoded.push((name, value));
     }
-    if decoded
-        .iter()
-        .any(|(n, v)| !n.iter().chain(v).all(|b| (0x20..=0x7e).contains(b)))
-    {
+    if decoded.iter().any(|(n, v)| !n.iter().chain(v).all(|b| (0x20..=0x7e).contains(b))) {
         return Err(ErrorCode::NonPrintable);
     }
     let mut params = Params::default();
@@ -76,9 +68,7 @@ pub fn parse(body: &[u8]) -> Result<Params, ErrorCode> {
         // Printable ASCII was checked above, so both are valid UTF-8.
         let name = String::from_utf8_lossy(name).into_owned();
         if !value.is_empty() {
-            params
-                .pairs
-                .push((name, String::from_utf8_lossy(value).into_owned()));
+            params.pairs.push((name, String::from_utf8_lossy(value).into_owned()));
         }
     }
     Ok(params)
@@ -138,31 +128,15 @@ mod tests {
 
     #[test]
     fn repeated_parameters_are_refused_even_when_empty() {
-        assert_eq!(
-            parse(b"grant_type=a&grant_type=b"),
-            Err(ErrorCode::InvalidRequest)
-        );
+        assert_eq!(parse(b"grant_type=a&grant_type=b"), Err(ErrorCode::InvalidRequest));
         assert_eq!(parse(b"token=&token=x"), Err(ErrorCode::InvalidRequest));
         assert_eq!(parse(b"a%3D=1&a%3d=2"), Err(ErrorCode::InvalidRequest));
     }
 
     #[test]
     fn non_printable_input_is_cmn_90017() {
-        for body in [
-            &b"a=%00"[..],
-            b"a=%1F",
-            b"a=%7F",
-            b"a=%FF",
-            b"a=\xc3\xa9",
-            b"a=b\tc",
-            b"a=%C3%A9",
-        ] {
-            assert_eq!(
-                parse(body),
-                Err(ErrorCode::NonPrintable),
-                "{:?}",
-                String::from_utf8_lossy(body)
-            );
+        for body in [&b"a=%00"[..], b"a=%1F", b"a=%7F", b"a=%FF", b"a=\xc3\xa9", b"a=b\tc", b"a=%C3%A9"] {
+            assert_eq!(parse(body), Err(ErrorCode::NonPrintable), "{:?}", String::from_utf8_lossy(body));
         }
     }
 
@@ -171,18 +145,12 @@ mod tests {
         assert_eq!(parse(b"a=%G1"), Err(ErrorCode::InvalidRequest));
         assert_eq!(parse(b"a=%4"), Err(ErrorCode::InvalidRequest));
         let many: Vec<String> = (0..=FORM_PARAMS_MAX).map(|i| format!("p{i}=1")).collect();
-        assert_eq!(
-            parse(many.join("&").as_bytes()),
-            Err(ErrorCode::InvalidRequest)
-        );
+        assert_eq!(parse(many.join("&").as_bytes()), Err(ErrorCode::InvalidRequest));
     }
 
     #[test]
     fn encode_then_decode_round_trips() {
         let text = "a:b c+d%e/é";
-        assert_eq!(
-            percent_decode(percent_encode(text).as_bytes()).unwrap(),
-            text.as_bytes()
-        );
+        assert_eq!(percent_decode(percent_encode(text).as_bytes()).unwrap(), text.as_bytes());
     }
 }

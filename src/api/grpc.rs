@@ -40,11 +40,7 @@ pub fn status(code: ErrorCode, transaction_id: Option<&str>) -> Status {
         ERROR_DOMAIN,
         HashMap::from([("message".to_owned(), info.message.to_owned())]),
     );
-    let mut status = Status::with_error_details(
-        info.grpc_code,
-        format!("{}: {}", info.code, info.message),
-        details,
-    );
+    let mut status = Status::with_error_details(info.grpc_code, format!("{}: {}", info.code, info.message), details);
     echo(status.metadata_mut(), transaction_id);
     status
 }
@@ -63,10 +59,9 @@ fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
 
 /// Builds the shared [`Call`] from metadata and message fields.
 fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
-    let transaction_id = wire::transaction_id(metadata_values(metadata, "transactionid"))
-        .map_err(|code| status(code, None))?;
-    let params = Params::from_pairs(fields.iter().copied())
-        .map_err(|code| status(code, Some(&transaction_id)))?;
+    let transaction_id =
+        wire::transaction_id(metadata_values(metadata, "transactionid")).map_err(|code| status(code, None))?;
+    let params = Params::from_pairs(fields.iter().copied()).map_err(|code| status(code, Some(&transaction_id)))?;
     Ok(Call {
         institution: Institution::parse(metadata_values(metadata, "institutionid")),
         credentials: wire::basic_credentials(metadata_values(metadata, "authorization")),
@@ -98,9 +93,7 @@ impl TokenService for TokenGrpc {
         ];
         let call = call(request.metadata(), &fields)?;
         let transaction_id = call.transaction_id.clone();
-        let answer = token::create_token(&self.app, call)
-            .await
-            .map_err(|code| status(code, Some(&transaction_id)))?;
+        let answer = token::create_token(&self.app, call).await.map_err(|code| status(code, Some(&transaction_id)))?;
         let (refresh_token, refresh_token_expires_in) = answer.refresh_token.unwrap_or_default();
         let message = CreateTokenResponse {
             access_token: answer.access_token,
@@ -118,14 +111,9 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<RevokeTokenRequest>,
     ) -> Result<Response<RevokeTokenResponse>, Status> {
-        let call = call(
-            request.metadata(),
-            &[("token", request.get_ref().token.as_str())],
-        )?;
+        let call = call(request.metadata(), &[("token", request.get_ref().token.as_str())])?;
         let transaction_id = call.transaction_id.clone();
-        token::revoke_token(&self.app, call)
-            .await
-            .map_err(|code| status(code, Some(&transaction_id)))?;
+        token::revoke_token(&self.app, call).await.map_err(|code| status(code, Some(&transaction_id)))?;
         Ok(reply(RevokeTokenResponse {}, &transaction_id))
     }
 
@@ -133,14 +121,10 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<IntrospectTokenRequest>,
     ) -> Result<Response<IntrospectTokenResponse>, Status> {
-        let call = call(
-            request.metadata(),
-            &[("token", request.get_ref().token.as_str())],
-        )?;
+        let call = call(request.metadata(), &[("token", request.get_ref().token.as_str())])?;
         let transaction_id = call.transaction_id.clone();
-        let answer = token::introspect_token(&self.app, call)
-            .await
-            .map_err(|code| status(code, Some(&transaction_id)))?;
+        let answer =
+            token::introspect_token(&self.app, call).await.map_err(|code| status(code, Some(&transaction_id)))?;
         Ok(reply(introspection_message(answer), &transaction_id))
     }
 }
@@ -166,13 +150,8 @@ fn introspection_message(i: Introspection) -> IntrospectTokenResponse {
 /// Checks the admin credential and returns the transaction id to record (the caller's, or a
 /// fresh one when it sent none).
 pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
-    if !app.is_admin(wire::bearer_token(metadata_values(
-        metadata,
-        "authorization",
-    ))) {
-        return Err(Status::unauthenticated(
-            "the admin credential (Bearer <admin.token>) is required",
-        ));
+    if !app.is_admin(wire::bearer_token(metadata_values(metadata, "authorization"))) {
+        return Err(Status::unauthenticated("the admin credential (Bearer <admin.token>) is required"));
     }
     match metadata_values(metadata, "transactionid") {
         HeaderValues::Absent => Ok(uuid::Uuid::new_v4().to_string()),
@@ -183,13 +162,9 @@ pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
 pub fn admin_status(error: AdminError) -> Status {
     match error {
         AdminError::Directory(text, DirectoryErrorKind::Invalid) => Status::invalid_argument(text),
-        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => {
-            Status::already_exists(text)
-        }
+        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => Status::already_exists(text),
         AdminError::Directory(text, DirectoryErrorKind::NotFound) => Status::not_found(text),
-        AdminError::Directory(text, DirectoryErrorKind::Conflict) => {
-            Status::failed_precondition(text)
-        }
+        AdminError::Directory(text, DirectoryErrorKind::Conflict) => Status::failed_precondition(text),
         AdminError::Unavailable => Status::unavailable("the ledger is not accepting writes"),
     }
 }
@@ -205,10 +180,9 @@ impl AdminService for AdminGrpc {
         request: Request<CreateInstitutionRequest>,
     ) -> Result<Response<crate::proto::Institution>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let created =
-            admin::create_institution(&self.app, transaction_id.clone(), request.into_inner())
-                .await
-                .map_err(admin_status)?;
+        let created = admin::create_institution(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
         Ok(reply(created, &transaction_id))
     }
 
@@ -217,35 +191,22 @@ impl AdminService for AdminGrpc {
         request: Request<CreateClientRequest>,
     ) -> Result<Response<CreateClientResponse>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let spec = request
-            .into_inner()
-            .spec
-            .ok_or_else(|| Status::invalid_argument("spec is required"))?;
-        let created = admin::create_client(&self.app, transaction_id.clone(), spec)
-            .await
-            .map_err(admin_status)?;
+        let spec = request.into_inner().spec.ok_or_else(|| Status::invalid_argument("spec is required"))?;
+        let created = admin::create_client(&self.app, transaction_id.clone(), spec).await.map_err(admin_status)?;
         Ok(reply(created, &transaction_id))
     }
 
-    async fn create_user(
-        &self,
-        request: Request<CreateUserRequest>,
-    ) -> Result<Response<User>, Status> {
+    async fn create_user(&self, request: Request<CreateUserRequest>) -> Result<Response<User>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let created = admin::create_user(&self.app, transaction_id.clone(), request.into_inner())
-            .await
-            .map_err(admin_status)?;
+        let created =
+            admin::create_user(&self.app, transaction_id.clone(), request.into_inner()).await.map_err(admin_status)?;
         Ok(reply(created, &transaction_id))
     }
 
-    async fn import(
-        &self,
-        request: Request<ImportRequest>,
-    ) -> Result<Response<ImportResponse>, Status> {
+    async fn import(&self, request: Request<ImportRequest>) -> Result<Response<ImportResponse>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let summary = admin::import(&self.app, transaction_id.clone(), request.into_inner())
-            .await
-            .map_err(admin_status)?;
+        let summary =
+            admin::import(&self.app, transaction_id.clone(), request.into_inner()).await.map_err(admin_status)?;
         Ok(reply(summary, &transaction_id))
     }
 }

@@ -61,18 +61,13 @@ struct ErrorBody {
 /// when the request had a valid one.
 pub fn error_response(code: ErrorCode, transaction_id: Option<&str>) -> Response {
     let info = code.info();
-    let body = ErrorBody {
-        code: info.code,
-        message: info.message,
-        error: info.oauth_error,
-        error_description: info.message,
-    };
+    let body =
+        ErrorBody { code: info.code, message: info.message, error: info.oauth_error, error_description: info.message };
     let mut response = (info.http_status, axum::Json(body)).into_response();
     if info.http_status == StatusCode::UNAUTHORIZED {
-        response.headers_mut().insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Basic realm=\"tokenledger\""),
-        );
+        response
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tokenledger\""));
     }
     echo_transaction_id(&mut response, transaction_id);
     no_store(&mut response);
@@ -87,14 +82,8 @@ fn echo_transaction_id(response: &mut Response, transaction_id: Option<&str>) {
 
 /// Checks the common request rules in SPEC order and builds the [`Call`]: `transactionId`,
 /// `Content-Type`, no query string, the bounded body, then the form itself.
-async fn read_call(
-    app: &App,
-    uri: &Uri,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<Call, (ErrorCode, Option<String>)> {
-    let transaction_id = wire::transaction_id(header_values(headers, &TRANSACTION_ID))
-        .map_err(|code| (code, None))?;
+async fn read_call(app: &App, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Call, (ErrorCode, Option<String>)> {
+    let transaction_id = wire::transaction_id(header_values(headers, &TRANSACTION_ID)).map_err(|code| (code, None))?;
     let fail = |code: ErrorCode| (code, Some(transaction_id.clone()));
     if !is_form_content_type(headers) {
         return Err(fail(ErrorCode::InvalidHeader));
@@ -104,16 +93,12 @@ async fn read_call(
         return Err(fail(ErrorCode::InvalidRequest));
     }
     let limit = app.config.body_limit_bytes;
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(fail(ErrorCode::InvalidRequest));
     }
-    let bytes = axum::body::to_bytes(body, limit)
-        .await
-        .map_err(|_| fail(ErrorCode::InvalidRequest))?;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| fail(ErrorCode::InvalidRequest))?;
     let params = form::parse(&bytes).map_err(fail)?;
     // One authentication method only: Basic (RFC 6749 2.3).
     if params.get("client_secret").is_some() {
@@ -161,11 +146,7 @@ struct TokenBody<'a> {
 
 fn token_body(app: &App, reply: &TokenReply) -> Response {
     let seconds = |n: i64| {
-        if app.config.expires_in_as_string {
-            Seconds::Text(n.to_string())
-        } else {
-            Seconds::Number(n)
-        }
+        if app.config.expires_in_as_string { Seconds::Text(n.to_string()) } else { Seconds::Number(n) }
     };
     let body = TokenBody {
         access_token: &reply.access_token,
@@ -179,12 +160,7 @@ fn token_body(app: &App, reply: &TokenReply) -> Response {
     axum::Json(body).into_response()
 }
 
-async fn create_token(
-    State(app): State<Arc<App>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn create_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
         Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
@@ -199,12 +175,7 @@ async fn create_token(
     response
 }
 
-async fn revoke_token(
-    State(app): State<Arc<App>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
         Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
@@ -269,12 +240,7 @@ impl<'a> From<&'a Introspection> for IntrospectionBody<'a> {
     }
 }
 
-async fn introspect_token(
-    State(app): State<Arc<App>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+async fn introspect_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
         Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
@@ -297,11 +263,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     if app.is_ready() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "not ready"})),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready"}))).into_response()
     }
 }
 
@@ -309,16 +271,12 @@ async fn not_found(method: Method) -> Response {
     let _ = method;
     (
         StatusCode::NOT_FOUND,
-        axum::Json(
-            serde_json::json!({"error": "not_found", "error_description": "no such endpoint"}),
-        ),
+        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
     )
         .into_response()
 }
 
 /// Exposed for the gRPC transport, which builds the same parameters from message fields.
-pub fn params_from_fields<'a>(
-    fields: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<Params, ErrorCode> {
+pub fn params_from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Params, ErrorCode> {
     Params::from_pairs(fields)
 }

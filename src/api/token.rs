@@ -8,9 +8,7 @@ use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
-use crate::domain::command::{
-    Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke,
-};
+use crate::domain::command::{Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke};
 use crate::domain::decide::admit;
 use crate::domain::directory::grant_type_name;
 use crate::domain::ids::{FamilyId, TokenId, is_valid_identifier};
@@ -65,57 +63,34 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     let client = app.authenticate_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
     let institution = match grant {
-        GrantType::ClientCredentials | GrantType::Password => {
-            Some(call.institution.required()?.to_owned())
-        }
+        GrantType::ClientCredentials | GrantType::Password => Some(call.institution.required()?.to_owned()),
         _ => call.institution.optional()?.map(str::to_owned),
     };
     let requested = requested_scopes(&call.params)?;
     let issue_grant = match grant {
         GrantType::Password => {
             let (login_id, password) = user_credentials(&call.params)?;
-            check_admission(
-                app,
-                &client.id,
-                grant,
-                institution.as_deref(),
-                requested.as_deref(),
-            )?;
+            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
-            let stored = app
-                .state
-                .read()
-                .user(institution, login_id)
-                .map(|u| u.password.clone());
+            let stored = app.state.read().user(institution, login_id).map(|u| u.password.clone());
             // Unknown users are checked against a dummy digest: same answer, same time.
             let known = stored.is_some();
             let digest = stored.unwrap_or_else(|| app.dummy_password.clone());
             if !app.verify_slow(password.to_owned(), digest).await || !known {
                 return Err(ErrorCode::InvalidUserCredentials);
             }
-            IssueGrant::Password {
-                login_id: login_id.to_owned(),
-            }
+            IssueGrant::Password { login_id: login_id.to_owned() }
         }
         GrantType::RefreshToken => {
             check_admission(app, &client.id, grant, None, None)?;
-            let presented = call
-                .params
-                .get("refresh_token")
-                .ok_or(ErrorCode::InvalidRequest)?;
+            let presented = call.params.get("refresh_token").ok_or(ErrorCode::InvalidRequest)?;
             match token_string::decode(&app.keys, presented) {
                 Some((StringKind::Refresh, token)) => IssueGrant::Refresh { token },
                 _ => return Err(ErrorCode::InvalidToken),
             }
         }
         _ => {
-            check_admission(
-                app,
-                &client.id,
-                grant,
-                institution.as_deref(),
-                requested.as_deref(),
-            )?;
+            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             IssueGrant::ClientCredentials
         }
     };
@@ -133,11 +108,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         fingerprint,
         fresh,
     };
-    match app
-        .ledger
-        .submit(Command::Issue(issue), call.transaction_id)
-        .await
-    {
+    match app.ledger.submit(Command::Issue(issue), call.transaction_id).await {
         Ok(Ok(Outcome::Issued(issued))) => Ok(render(app, &issued)),
         Ok(Ok(_)) => Err(ErrorCode::Internal),
         Ok(Err(Rejection::Token(code))) => Err(code),
@@ -158,23 +129,14 @@ fn check_admission(
 
 /// `username` (CMN_90013) and `password` (CMN_90014), checked for shape before any hashing.
 fn user_credentials(params: &Params) -> Result<(&str, &str), ErrorCode> {
-    let username = params
-        .get("username")
-        .filter(|u| is_valid_identifier(u))
-        .ok_or(ErrorCode::InvalidUsername)?;
-    let password = params
-        .get("password")
-        .filter(|p| p.len() <= SECRET_LEN_MAX)
-        .ok_or(ErrorCode::InvalidPassword)?;
+    let username = params.get("username").filter(|u| is_valid_identifier(u)).ok_or(ErrorCode::InvalidUsername)?;
+    let password = params.get("password").filter(|p| p.len() <= SECRET_LEN_MAX).ok_or(ErrorCode::InvalidPassword)?;
     Ok((username, password))
 }
 
 /// Everything that identifies the request except the password, keyed with the server key.
 fn fingerprint(app: &App, params: &Params, institution: Option<&str>) -> [u8; 32] {
-    let mut parts: Vec<(&str, &str)> = params
-        .iter()
-        .filter(|(name, _)| *name != "password")
-        .collect();
+    let mut parts: Vec<(&str, &str)> = params.iter().filter(|(name, _)| *name != "password").collect();
     parts.push((" institutionId", institution.unwrap_or_default()));
     credential::request_fingerprint(&app.keys, &mut parts)
 }
@@ -185,12 +147,9 @@ fn render(app: &App, issued: &Issued) -> TokenReply {
     TokenReply {
         access_token: token_string::encode(&app.keys, StringKind::Access, &issued.access.id),
         expires_in: expires_in(issued.access.expires_at_ms),
-        refresh_token: issued.refresh.map(|r| {
-            (
-                token_string::encode(&app.keys, StringKind::Refresh, &r.id),
-                expires_in(r.expires_at_ms),
-            )
-        }),
+        refresh_token: issued
+            .refresh
+            .map(|r| (token_string::encode(&app.keys, StringKind::Refresh, &r.id), expires_in(r.expires_at_ms))),
         scope: scope::join(&issued.scopes),
         id_token: None,
     }
@@ -209,25 +168,12 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(()),
     };
-    let owned = app
-        .state
-        .read()
-        .tokens
-        .get(&token)
-        .is_some_and(|t| *t.grant.client_id == *client.id);
+    let owned = app.state.read().tokens.get(&token).is_some_and(|t| *t.grant.client_id == *client.id);
     if !owned {
         return Ok(());
     }
-    let revoke = Revoke {
-        client_id: client.id.clone(),
-        token,
-        kind,
-    };
-    match app
-        .ledger
-        .submit(Command::Revoke(revoke), call.transaction_id)
-        .await
-    {
+    let revoke = Revoke { client_id: client.id.clone(), token, kind };
+    match app.ledger.submit(Command::Revoke(revoke), call.transaction_id).await {
         Ok(_) => Ok(()),
         Err(_) => Err(ErrorCode::TokenNotRecorded),
     }
@@ -272,9 +218,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
     };
     let grant = &token.grant;
     // A caller sees only tokens of its own institutions (and of the one it names).
-    if !caller.serves_institution(&grant.institution_id)
-        || institution.is_some_and(|i| i != &*grant.institution_id)
-    {
+    if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| i != &*grant.institution_id) {
         return Ok(Introspection::default());
     }
     let user = grant.user.as_ref();
@@ -283,10 +227,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         scope: Some(scope::join(&token.scopes)),
         client_id: Some(grant.client_id.to_string()),
         username: user.map(|u| u.login_id.to_string()),
-        sub: Some(user.map_or_else(
-            || grant.client_id.to_string(),
-            |u| u.institution_user_id.to_string(),
-        )),
+        sub: Some(user.map_or_else(|| grant.client_id.to_string(), |u| u.institution_user_id.to_string())),
         token_type: Some(kind.introspection_name()),
         exp: Some(token.expires_at_ms / 1000),
         iat: Some(token.issued_at_ms / 1000),

@@ -83,9 +83,7 @@ pub struct BasicCredentials {
 
 impl std::fmt::Debug for BasicCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BasicCredentials")
-            .field("client_id", &self.client_id)
-            .finish_non_exhaustive()
+        f.debug_struct("BasicCredentials").field("client_id", &self.client_id).finish_non_exhaustive()
     }
 }
 
@@ -100,30 +98,21 @@ pub fn basic_credentials(value: HeaderValues<'_>) -> Result<BasicCredentials, Er
     let HeaderValues::One(raw) = value else {
         return Err(ErrorCode::InvalidClient);
     };
-    let text = std::str::from_utf8(raw)
-        .map_err(|_| ErrorCode::InvalidClient)?
-        .trim();
+    let text = std::str::from_utf8(raw).map_err(|_| ErrorCode::InvalidClient)?.trim();
     let (scheme, rest) = text.split_once(' ').ok_or(ErrorCode::InvalidClient)?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(ErrorCode::InvalidClient);
     }
     let encoded = rest.trim_start_matches(' ');
-    if encoded.is_empty()
-        || encoded.len() > 4 * (IDENTIFIER_LEN_MAX * 3 + SECRET_LEN_MAX * 3 + 1).div_ceil(3)
-    {
+    if encoded.is_empty() || encoded.len() > 4 * (IDENTIFIER_LEN_MAX * 3 + SECRET_LEN_MAX * 3 + 1).div_ceil(3) {
         return Err(ErrorCode::InvalidClient);
     }
-    let decoded = BASE64_LENIENT
-        .decode(encoded)
-        .map_err(|_| ErrorCode::InvalidClient)?;
+    let decoded = BASE64_LENIENT.decode(encoded).map_err(|_| ErrorCode::InvalidClient)?;
     let decoded = String::from_utf8(decoded).map_err(|_| ErrorCode::InvalidClient)?;
     let (id, secret) = decoded.split_once(':').ok_or(ErrorCode::InvalidClient)?;
     let client_id = decode_credential(id, IDENTIFIER_LEN_MAX)?;
     let client_secret = decode_credential(secret, SECRET_LEN_MAX)?;
-    Ok(BasicCredentials {
-        client_id,
-        client_secret,
-    })
+    Ok(BasicCredentials { client_id, client_secret })
 }
 
 fn decode_credential(part: &str, len_max: usize) -> Result<String, ErrorCode> {
@@ -143,21 +132,13 @@ pub fn bearer_token(value: HeaderValues<'_>) -> Option<&str> {
     let text = std::str::from_utf8(raw).ok()?.trim();
     let (scheme, token) = text.split_once(' ')?;
     let token = token.trim_start_matches(' ');
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' '))
-        .then_some(token)
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty() && !token.contains(' ')).then_some(token)
 }
 
 /// Encodes credentials the way RFC 6749 2.3.1 asks clients to (for tests and the CLI).
 pub fn encode_basic(client_id: &str, client_secret: &str) -> String {
     let encode = |s: &str| super::form::percent_encode(s);
-    format!(
-        "Basic {}",
-        general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            encode(client_id),
-            encode(client_secret)
-        ))
-    )
+    format!("Basic {}", general_purpose::STANDARD.encode(format!("{}:{}", encode(client_id), encode(client_secret))))
 }
 
 #[cfg(test)]
@@ -181,20 +162,10 @@ mod tests {
             "3f2b8c1e-9d4a-4b7e-8f00-123456789abg",
             " 3f2b8c1e-9d4a-4b7e-8f00-123456789ab",
         ] {
-            assert_eq!(
-                transaction_id(one(bad)),
-                Err(ErrorCode::InvalidTransactionId),
-                "{bad:?}"
-            );
+            assert_eq!(transaction_id(one(bad)), Err(ErrorCode::InvalidTransactionId), "{bad:?}");
         }
-        assert_eq!(
-            transaction_id(HeaderValues::Absent),
-            Err(ErrorCode::InvalidTransactionId)
-        );
-        assert_eq!(
-            transaction_id(HeaderValues::Repeated),
-            Err(ErrorCode::InvalidTransactionId)
-        );
+        assert_eq!(transaction_id(HeaderValues::Absent), Err(ErrorCode::InvalidTransactionId));
+        assert_eq!(transaction_id(HeaderValues::Repeated), Err(ErrorCode::InvalidTransactionId));
     }
 
     #[test]
@@ -213,62 +184,23 @@ mod tests {
     fn malformed_basic_headers_are_invalid_client() {
         let no_colon = format!("Basic {}", general_purpose::STANDARD.encode("abc"));
         let empty_id = format!("Basic {}", general_purpose::STANDARD.encode(":secret"));
-        let control = format!(
-            "Basic {}",
-            general_purpose::STANDARD.encode("id:se\u{1}cret")
-        );
-        let bad_utf8 = format!(
-            "Basic {}",
-            general_purpose::STANDARD.encode([b'a', b':', 0xff])
-        );
-        for bad in [
-            "",
-            "Basic",
-            "Basic ",
-            "Basic !!!",
-            "Bearer abc",
-            &no_colon,
-            &empty_id,
-            &control,
-            &bad_utf8,
-        ] {
-            assert_eq!(
-                basic_credentials(one(bad)),
-                Err(ErrorCode::InvalidClient),
-                "{bad:?}"
-            );
+        let control = format!("Basic {}", general_purpose::STANDARD.encode("id:se\u{1}cret"));
+        let bad_utf8 = format!("Basic {}", general_purpose::STANDARD.encode([b'a', b':', 0xff]));
+        for bad in ["", "Basic", "Basic ", "Basic !!!", "Bearer abc", &no_colon, &empty_id, &control, &bad_utf8] {
+            assert_eq!(basic_credentials(one(bad)), Err(ErrorCode::InvalidClient), "{bad:?}");
         }
-        assert_eq!(
-            basic_credentials(one(&format!("Basic {}", "A".repeat(16 * 1024)))),
-            Err(ErrorCode::InvalidClient)
-        );
-        assert_eq!(
-            basic_credentials(HeaderValues::Repeated),
-            Err(ErrorCode::InvalidClient)
-        );
+        assert_eq!(basic_credentials(one(&format!("Basic {}", "A".repeat(16 * 1024)))), Err(ErrorCode::InvalidClient));
+        assert_eq!(basic_credentials(HeaderValues::Repeated), Err(ErrorCode::InvalidClient));
     }
 
     #[test]
     fn institution_header_rules() {
-        assert_eq!(
-            Institution::parse(one("00016")),
-            Institution::Valid("00016".into())
-        );
+        assert_eq!(Institution::parse(one("00016")), Institution::Valid("00016".into()));
         for bad in ["12a", "-1", "+1", "12345678901", " 1", ""] {
-            assert_eq!(
-                Institution::parse(one(bad)),
-                Institution::Invalid,
-                "{bad:?}"
-            );
+            assert_eq!(Institution::parse(one(bad)), Institution::Invalid, "{bad:?}");
         }
-        assert_eq!(
-            Institution::parse(HeaderValues::Repeated),
-            Institution::Invalid
-        );
-        assert_eq!(
-            Institution::Absent.required(),
-            Err(ErrorCode::InvalidInstitution)
-        );
+        assert_eq!(Institution::parse(HeaderValues::Repeated), Institution::Invalid);
+        assert_eq!(Institution::Absent.required(), Err(ErrorCode::InvalidInstitution));
         assert_eq!(Institution::Absent.optional(), Ok(None));
     }
 }

@@ -83,10 +83,7 @@ impl ImportFile {
             institutions: self
                 .institutions
                 .into_iter()
-                .map(|i| api::Institution {
-                    institution_id: i.institution_id,
-                    name: i.name,
-                })
+                .map(|i| api::Institution { institution_id: i.institution_id, name: i.name })
                 .collect(),
             clients: self
                 .clients
@@ -142,23 +139,15 @@ impl ImportFile {
 }
 
 pub async fn run(args: ImportArgs) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.file)
-        .map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
-    let file: ImportFile =
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
+    let text = std::fs::read_to_string(&args.file).map_err(|e| format!("cannot read {}: {e}", args.file.display()))?;
+    let file: ImportFile = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", args.file.display()))?;
     let mut client = super::remote::admin_client(&args.remote).await?;
-    let summary = client
-        .import(file.into_request())
-        .await
-        .map_err(|s| super::remote::describe(&s))?
-        .into_inner();
+    let summary = client.import(file.into_request()).await.map_err(|s| super::remote::describe(&s))?.into_inner();
     if args.json {
         let secrets: Vec<_> = summary
             .generated_secrets
             .iter()
-            .map(
-                |g| serde_json::json!({"client_id": g.client_id, "client_secret": g.client_secret}),
-            )
+            .map(|g| serde_json::json!({"client_id": g.client_id, "client_secret": g.client_secret}))
             .collect();
         let out = serde_json::json!({
             "institutions_created": summary.institutions_created,
@@ -179,10 +168,7 @@ pub async fn run(args: ImportArgs) -> Result<(), String> {
             summary.head_seq
         );
         for g in &summary.generated_secrets {
-            println!(
-                "generated secret for client {}: {} (shown once)",
-                g.client_id, g.client_secret
-            );
+            println!("generated secret for client {}: {} (shown once)", g.client_id, g.client_secret);
         }
     }
     Ok(())

@@ -11,11 +11,7 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "tokenledger",
-    version,
-    about = "OAuth 2.0 token service with a hash-chained event ledger"
-)]
+#[command(name = "tokenledger", version, about = "OAuth 2.0 token service with a hash-chained event ledger")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -35,18 +31,10 @@ pub enum Command {
 #[derive(clap::Args, Debug, Clone)]
 pub struct RemoteArgs {
     /// Server address
-    #[arg(
-        long,
-        env = "TOKENLEDGER_SERVER",
-        default_value = "http://127.0.0.1:8080"
-    )]
+    #[arg(long, env = "TOKENLEDGER_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Data directory holding admin.token
-    #[arg(
-        long,
-        env = "TOKENLEDGER_DATA_DIR",
-        default_value = "./tokenledger-data"
-    )]
+    #[arg(long, env = "TOKENLEDGER_DATA_DIR", default_value = "./tokenledger-data")]
     pub data_dir: PathBuf,
     /// Admin credential file (default: <data-dir>/admin.token)
     #[arg(long, env = "TOKENLEDGER_ADMIN_TOKEN_FILE")]

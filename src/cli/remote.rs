@@ -13,13 +13,8 @@ use crate::proto::admin_service_client::AdminServiceClient;
 pub struct AdminAuth(MetadataValue<tonic::metadata::Ascii>);
 
 impl Interceptor for AdminAuth {
-    fn call(
-        &mut self,
-        mut request: tonic::Request<()>,
-    ) -> Result<tonic::Request<()>, tonic::Status> {
-        request
-            .metadata_mut()
-            .insert("authorization", self.0.clone());
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -27,10 +22,8 @@ impl Interceptor for AdminAuth {
 pub type AdminClient = AdminServiceClient<InterceptedService<Channel, AdminAuth>>;
 
 pub async fn connect(args: &RemoteArgs) -> Result<(Channel, AdminAuth), String> {
-    let path = args.admin_token_file.clone().unwrap_or_else(|| {
-        args.data_dir
-            .join(crate::server::data_dir::ADMIN_TOKEN_FILE)
-    });
+    let path =
+        args.admin_token_file.clone().unwrap_or_else(|| args.data_dir.join(crate::server::data_dir::ADMIN_TOKEN_FILE));
     let token = crate::server::data_dir::read_admin_token(&path)
         .map_err(|e| format!("cannot read the admin credential {}: {e}", path.display()))?;
     let value = MetadataValue::try_from(format!("Bearer {token}"))

@@ -20,9 +20,7 @@ pub struct ServeArgs {
 pub fn init_logging(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -57,19 +55,14 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         "ledger replayed"
     );
     if args.demo {
-        let text = server::demo::seed(&opened.app)
-            .await
-            .map_err(|e| format!("demo seeding failed: {e}"))?;
+        let text = server::demo::seed(&opened.app).await.map_err(|e| format!("demo seeding failed: {e}"))?;
         println!("{text}");
     }
-    let local = listener
-        .local_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
+    // Install the signal handlers before announcing readiness.
+    let shutdown = server::shutdown_signal();
+    let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %local, "serving REST and gRPC");
-    server::run(opened.app.clone(), listener, server::shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    server::run(opened.app.clone(), listener, shutdown).await.map_err(|e| e.to_string())?;
     drop(opened);
     Ok(())
 }

@@ -11,11 +11,7 @@ use crate::server::data_dir;
 #[derive(clap::Args, Debug)]
 pub struct VerifyArgs {
     /// Data directory of the stopped server
-    #[arg(
-        long,
-        env = "TOKENLEDGER_DATA_DIR",
-        default_value = "./tokenledger-data"
-    )]
+    #[arg(long, env = "TOKENLEDGER_DATA_DIR", default_value = "./tokenledger-data")]
     pub data_dir: PathBuf,
     /// Print the result as JSON
     #[arg(long)]
@@ -27,22 +23,14 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
     if !path.exists() {
         return Err(format!("no ledger at {}", path.display()));
     }
-    let _lock = data_dir::lock(&args.data_dir)
-        .map_err(|e| format!("{e}; stop the server before verifying offline"))?;
-    let db =
-        redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let _lock = data_dir::lock(&args.data_dir).map_err(|e| format!("{e}; stop the server before verifying offline"))?;
+    let db = redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let store = Store::from_database(db).map_err(|e| e.to_string())?;
     let mut state = State::default();
-    let (report, _) = replay::replay(&store, &mut state, false, |n| {
-        eprintln!("verified {n} events")
-    })
-    .map_err(|e| format!("ledger verification FAILED: {e}"))?;
+    let (report, _) = replay::replay(&store, &mut state, false, |n| eprintln!("verified {n} events"))
+        .map_err(|e| format!("ledger verification FAILED: {e}"))?;
     let now_ms = crate::clock::now_ms();
-    let active = state
-        .tokens
-        .values()
-        .filter(|t| state.is_active(t, now_ms))
-        .count();
+    let active = state.tokens.values().filter(|t| state.is_active(t, now_ms)).count();
     if args.json {
         let out = serde_json::json!({
             "ok": true,

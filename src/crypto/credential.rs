@@ -47,13 +47,7 @@ pub fn keyed_digest(keys: &ServerKeys, client_id: &str, secret: &str) -> Credent
 pub fn pbkdf2_digest(iterations: NonZeroU32, secret: &str) -> CredentialDigest {
     let salt = super::random_bytes::<16>();
     let mut digest = [0u8; 32];
-    pbkdf2::derive(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        &salt,
-        secret.as_bytes(),
-        &mut digest,
-    );
+    pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, secret.as_bytes(), &mut digest);
     CredentialDigest {
         kind: Some(credential_digest::Kind::Pbkdf2(Pbkdf2Digest {
             iterations: iterations.get(),
@@ -74,25 +68,13 @@ pub enum Check {
 
 /// Checks a client secret against a keyed digest in constant time; PBKDF2 digests are left to
 /// [`verify_slow`].
-pub fn verify_fast(
-    keys: &ServerKeys,
-    client_id: &str,
-    presented: &str,
-    stored: &CredentialDigest,
-) -> Check {
+pub fn verify_fast(keys: &ServerKeys, client_id: &str, presented: &str, stored: &CredentialDigest) -> Check {
     match &stored.kind {
         Some(credential_digest::Kind::Keyed(keyed)) => {
-            let Some(key) = u16::try_from(keyed.key_id)
-                .ok()
-                .and_then(|id| keys.by_id(id))
-            else {
+            let Some(key) = u16::try_from(keyed.key_id).ok().and_then(|id| keys.by_id(id)) else {
                 return Check::Mismatch;
             };
-            match hmac::verify(
-                &key.secret_digest,
-                &keyed_input(client_id, presented),
-                &keyed.digest,
-            ) {
+            match hmac::verify(&key.secret_digest, &keyed_input(client_id, presented), &keyed.digest) {
                 Ok(()) => Check::Match,
                 Err(_) => Check::Mismatch,
             }
@@ -110,23 +92,13 @@ pub fn verify_slow(presented: &str, stored: &CredentialDigest) -> bool {
     let Some(iterations) = NonZeroU32::new(d.iterations) else {
         return false;
     };
-    pbkdf2::verify(
-        pbkdf2::PBKDF2_HMAC_SHA256,
-        iterations,
-        &d.salt,
-        presented.as_bytes(),
-        &d.digest,
-    )
-    .is_ok()
+    pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &d.salt, presented.as_bytes(), &d.digest).is_ok()
 }
 
 /// A digest of a random password with the configured cost, checked for unknown users so that
 /// an unknown login id takes as long as a wrong password.
 pub fn dummy_digest(iterations: NonZeroU32) -> CredentialDigest {
-    pbkdf2_digest(
-        iterations,
-        &URL_SAFE_NO_PAD.encode(super::random_bytes::<16>()),
-    )
+    pbkdf2_digest(iterations, &URL_SAFE_NO_PAD.encode(super::random_bytes::<16>()))
 }
 
 /// Keyed digest of a request's non-secret parameters, for idempotent retries. Parameters are
@@ -149,10 +121,7 @@ pub fn request_fingerprint(keys: &ServerKeys, parts: &mut [(&str, &str)]) -> [u8
 /// A short, non-reversible tag of a presented secret for the in-memory cache of verified
 /// imported secrets (never stored on disk).
 pub fn cache_tag(keys: &ServerKeys, client_id: &str, secret: &str) -> [u8; 32] {
-    let tag = hmac::sign(
-        &keys.active().secret_digest,
-        &keyed_input(&format!("cache:{client_id}"), secret),
-    );
+    let tag = hmac::sign(&keys.active().secret_digest, &keyed_input(&format!("cache:{client_id}"), secret));
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
@@ -188,18 +157,9 @@ mod tests {
     #[test]
     fn fingerprint_ignores_parameter_order() {
         let keys = ServerKeys::from_secret(1, &[5; 32]);
-        let a = request_fingerprint(
-            &keys,
-            &mut [("grant_type", "client_credentials"), ("scopes", "a")],
-        );
-        let b = request_fingerprint(
-            &keys,
-            &mut [("scopes", "a"), ("grant_type", "client_credentials")],
-        );
-        let c = request_fingerprint(
-            &keys,
-            &mut [("scopes", "b"), ("grant_type", "client_credentials")],
-        );
+        let a = request_fingerprint(&keys, &mut [("grant_type", "client_credentials"), ("scopes", "a")]);
+        let b = request_fingerprint(&keys, &mut [("scopes", "a"), ("grant_type", "client_credentials")]);
+        let c = request_fingerprint(&keys, &mut [("scopes", "b"), ("grant_type", "client_credentials")]);
         assert_eq!(a, b);
         assert_ne!(a, c);
     }

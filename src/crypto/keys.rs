@@ -44,15 +44,9 @@ pub struct ServerKeys {
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     #[error("cannot read key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("cannot write key file {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    Write { path: String, source: std::io::Error },
     #[error("key file {path} is malformed: {reason}")]
     Malformed { path: String, reason: String },
 }
@@ -72,38 +66,24 @@ impl ServerKeys {
                 secret: URL_SAFE_NO_PAD.encode(super::random_bytes::<32>()),
             }],
         };
-        let text = serde_json::to_string_pretty(&file).map_err(|e| KeyError::Malformed {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        crate::fsutil::write_private_file(path, text.as_bytes()).map_err(|source| {
-            KeyError::Write {
-                path: path.display().to_string(),
-                source,
-            }
-        })?;
+        let text = serde_json::to_string_pretty(&file)
+            .map_err(|e| KeyError::Malformed { path: path.display().to_string(), reason: e.to_string() })?;
+        crate::fsutil::write_private_file(path, text.as_bytes())
+            .map_err(|source| KeyError::Write { path: path.display().to_string(), source })?;
         Ok((Self::load(path)?, true))
     }
 
     pub fn load(path: &Path) -> Result<Self, KeyError> {
         let display = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read {
-            path: display.clone(),
-            source,
-        })?;
-        let malformed = |reason: String| KeyError::Malformed {
-            path: display.clone(),
-            reason,
-        };
+        let text = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: display.clone(), source })?;
+        let malformed = |reason: String| KeyError::Malformed { path: display.clone(), reason };
         let file: KeyFile = serde_json::from_str(&text).map_err(|e| malformed(e.to_string()))?;
         if file.format != FORMAT {
             return Err(malformed(format!("unsupported format {}", file.format)));
         }
         let mut sets = Vec::with_capacity(file.keys.len());
         for key in &file.keys {
-            let secret = URL_SAFE_NO_PAD
-                .decode(&key.secret)
-                .map_err(|e| malformed(format!("key {}: {e}", key.id)))?;
+            let secret = URL_SAFE_NO_PAD.decode(&key.secret).map_err(|e| malformed(format!("key {}: {e}", key.id)))?;
             if secret.len() != 32 {
                 return Err(malformed(format!("key {} must be 32 bytes", key.id)));
             }
@@ -112,31 +92,18 @@ impl ServerKeys {
         let active = sets
             .iter()
             .position(|s| s.id == file.active_key_id)
-            .ok_or_else(|| {
-                malformed(format!(
-                    "active key {} is not in the file",
-                    file.active_key_id
-                ))
-            })?;
+            .ok_or_else(|| malformed(format!("active key {} is not in the file", file.active_key_id)))?;
         Ok(Self { active, sets })
     }
 
     /// Keys from a fixed secret, for tests and benchmarks.
     pub fn from_secret(id: u16, secret: &[u8; 32]) -> Self {
-        Self {
-            active: 0,
-            sets: vec![Self::derive(id, secret)],
-        }
+        Self { active: 0, sets: vec![Self::derive(id, secret)] }
     }
 
     fn derive(id: u16, secret: &[u8]) -> KeySet {
         let master = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let purpose = |label: &str| {
-            hmac::Key::new(
-                hmac::HMAC_SHA256,
-                hmac::sign(&master, label.as_bytes()).as_ref(),
-            )
-        };
+        let purpose = |label: &str| hmac::Key::new(hmac::HMAC_SHA256, hmac::sign(&master, label.as_bytes()).as_ref());
         KeySet {
             id,
             token_mac: purpose("tokenledger/token-mac/v1"),

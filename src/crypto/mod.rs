@@ -16,9 +16,7 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     // The OS generator only fails when the platform has no entropy source at all; there is
     // no safe way to continue issuing credentials then.
     #[allow(clippy::expect_used)]
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .expect("the operating system random generator failed");
+    SystemRandom::new().fill(&mut bytes).expect("the operating system random generator failed");
     bytes
 }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use super::state::{
-    Client, EndCause, Family, Grant, GrantTypes, Institution, RecentRequest, RequestKey,
-    Revocation, State, Token, TokenEnd, TokenKind, User, UserIdentity, user_key,
+    Client, EndCause, Family, Grant, GrantTypes, Institution, RecentRequest, RequestKey, Revocation, State, Token,
+    TokenEnd, TokenKind, User, UserIdentity, user_key,
 };
 use crate::domain::directory::parse_grant_type;
 use crate::proto::ledger::{
@@ -29,22 +29,13 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         None | Some(event::Kind::LedgerCreated(_)) => {}
         Some(event::Kind::InstitutionCreated(i)) => {
             let id: Arc<str> = i.institution_id.as_str().into();
-            state.institutions.insert(
-                id.clone(),
-                Institution {
-                    id,
-                    name: i.name.clone(),
-                    created_seq: at.seq,
-                },
-            );
+            state.institutions.insert(id.clone(), Institution { id, name: i.name.clone(), created_seq: at.seq });
         }
         Some(event::Kind::ClientCreated(c)) => apply_client(state, at, c),
         Some(event::Kind::UserCreated(u)) => apply_user(state, at, u),
         Some(event::Kind::TokensIssued(t)) => apply_issued(state, at, t),
         Some(event::Kind::TokenRevoked(r)) => {
-            if let Some(token) =
-                TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id))
-            {
+            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id)) {
                 token.end.get_or_insert(TokenEnd {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -53,9 +44,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             }
         }
         Some(event::Kind::FamilyRevoked(r)) => {
-            if let Some(family) =
-                FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get_mut(&id))
-            {
+            if let Some(family) = FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get_mut(&id)) {
                 family.revoked.get_or_insert(Revocation {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -83,11 +72,7 @@ fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
     let client = Client {
         id: id.clone(),
         name: c.name.clone(),
-        institution_ids: c
-            .institution_ids
-            .iter()
-            .map(|i| Arc::from(i.as_str()))
-            .collect(),
+        institution_ids: c.institution_ids.iter().map(|i| Arc::from(i.as_str())).collect(),
         grant_types,
         scopes: c.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
         redirect_uri: c.redirect_uri.clone(),
@@ -121,10 +106,7 @@ fn apply_user(state: &mut State, at: Recorded<'_>, u: &UserCreated) {
         created_seq: at.seq,
     };
     let key = user_key(&u.institution_id, &u.login_id);
-    state.users_by_institution_user_id.insert(
-        user_key(&u.institution_id, &u.institution_user_id),
-        key.clone(),
-    );
+    state.users_by_institution_user_id.insert(user_key(&u.institution_id, &u.institution_user_id), key.clone());
     state.users.insert(key, Arc::new(user));
 }
 
@@ -132,25 +114,19 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     let family = FamilyId::from_slice(&t.family_id);
     let client = state.clients.get(t.client_id.as_str()).cloned();
     let user = (!t.login_id.is_empty()).then(|| {
-        state
-            .user(&t.institution_id, &t.login_id)
-            .map(|u| u.identity.clone())
-            .unwrap_or_else(|| {
-                Arc::new(UserIdentity {
-                    institution_id: t.institution_id.as_str().into(),
-                    login_id: t.login_id.as_str().into(),
-                    institution_user_id: t.login_id.as_str().into(),
-                    host_user_id: String::new(),
-                    user_type: UserType::Unspecified,
-                })
+        state.user(&t.institution_id, &t.login_id).map(|u| u.identity.clone()).unwrap_or_else(|| {
+            Arc::new(UserIdentity {
+                institution_id: t.institution_id.as_str().into(),
+                login_id: t.login_id.as_str().into(),
+                institution_user_id: t.login_id.as_str().into(),
+                host_user_id: String::new(),
+                user_type: UserType::Unspecified,
             })
+        })
     });
     let grant = Arc::new(Grant {
         grant_type: GrantType::try_from(t.grant_type).unwrap_or(GrantType::Unspecified),
-        client_id: client
-            .as_ref()
-            .map(|c| c.id.clone())
-            .unwrap_or_else(|| t.client_id.as_str().into()),
+        client_id: client.as_ref().map(|c| c.id.clone()).unwrap_or_else(|| t.client_id.as_str().into()),
         institution_id: state
             .institutions
             .get_key_value(t.institution_id.as_str())
@@ -161,12 +137,8 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     });
     let client_scopes = client.as_ref().map(|c| c.scopes.clone());
     let mut minted = [None, None];
-    for (slot, (kind, wire)) in [
-        (TokenKind::Access, &t.access),
-        (TokenKind::Refresh, &t.refresh),
-    ]
-    .into_iter()
-    .enumerate()
+    for (slot, (kind, wire)) in
+        [(TokenKind::Access, &t.access), (TokenKind::Refresh, &t.refresh)].into_iter().enumerate()
     {
         let Some(wire) = wire else { continue };
         let Some(id) = TokenId::from_slice(&wire.token_id) else {
@@ -186,23 +158,17 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
         minted[slot] = Some((id, wire.expires_at_ms));
     }
     let [access, refresh] = minted;
-    if let Some(old) = TokenId::from_slice(&t.rotated_from).and_then(|id| state.tokens.get_mut(&id))
+    if let (Some(old), Some((successor, _))) =
+        (TokenId::from_slice(&t.rotated_from).and_then(|id| state.tokens.get_mut(&id)), refresh)
     {
-        if let Some((successor, _)) = refresh {
-            old.end.get_or_insert(TokenEnd {
-                seq: at.seq,
-                at_ms: at.recorded_at_ms,
-                cause: EndCause::Rotated { successor },
-            });
-        }
+        old.end.get_or_insert(TokenEnd {
+            seq: at.seq,
+            at_ms: at.recorded_at_ms,
+            cause: EndCause::Rotated { successor },
+        });
     }
     if let Some(family_id) = family {
-        let expires_at_ms = access
-            .iter()
-            .chain(refresh.iter())
-            .map(|(_, exp)| *exp)
-            .max()
-            .unwrap_or(at.recorded_at_ms);
+        let expires_at_ms = access.iter().chain(refresh.iter()).map(|(_, exp)| *exp).max().unwrap_or(at.recorded_at_ms);
         let entry = state.families.entry(family_id).or_insert_with(|| Family {
             client_id: grant.client_id.clone(),
             revoked: None,
@@ -214,32 +180,22 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             entry.live_refresh = Some(id);
         }
     }
-    if let (Some((access, _)), false) = (access, at.transaction_id.is_empty()) {
-        if let Ok(fingerprint) = <[u8; 32]>::try_from(t.request_fingerprint.as_slice()) {
-            let key = RequestKey {
-                client_id: grant.client_id.clone(),
-                transaction_id: at.transaction_id.to_owned(),
-            };
-            let recent = RecentRequest {
-                fingerprint,
-                at_ms: at.recorded_at_ms,
-                access,
-                refresh: refresh.map(|(id, _)| id),
-            };
-            state.recent_requests.insert(key, recent);
-        }
+    let fingerprint = <[u8; 32]>::try_from(t.request_fingerprint.as_slice());
+    if let (Some((access, _)), Ok(fingerprint), false) = (access, fingerprint, at.transaction_id.is_empty()) {
+        let key = RequestKey { client_id: grant.client_id.clone(), transaction_id: at.transaction_id.to_owned() };
+        let recent =
+            RecentRequest { fingerprint, at_ms: at.recorded_at_ms, access, refresh: refresh.map(|(id, _)| id) };
+        state.recent_requests.insert(key, recent);
     }
 }
 
 /// Shares the client's scope list when a token has exactly those scopes, which is the common
 /// case, so most tokens cost no scope allocation.
 fn shared_scopes(names: &[String], client_scopes: Option<&ScopeList>) -> ScopeList {
-    if let Some(client_scopes) = client_scopes {
-        if client_scopes.len() == names.len()
-            && client_scopes.iter().zip(names).all(|(a, b)| **a == **b)
-        {
-            return client_scopes.clone();
-        }
+    if let Some(client_scopes) =
+        client_scopes.filter(|c| c.len() == names.len() && c.iter().zip(names).all(|(a, b)| **a == **b))
+    {
+        return client_scopes.clone();
     }
     names.iter().map(|s| Box::from(s.as_str())).collect()
 }

@@ -1,7 +1,7 @@
 //! Commands (what a caller asks the writer to do), their outcomes, and the conflict keys that
 //! let the writer put independent commands in one batch.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
@@ -72,17 +72,11 @@ pub struct Decision {
 
 impl Decision {
     pub fn ok(events: Vec<Event>, outcome: Outcome) -> Self {
-        Self {
-            events,
-            outcome: Ok(outcome),
-        }
+        Self { events, outcome: Ok(outcome) }
     }
 
     pub fn refuse(code: ErrorCode) -> Self {
-        Self {
-            events: Vec::new(),
-            outcome: Err(Rejection::Token(code)),
-        }
+        Self { events: Vec::new(), outcome: Err(Rejection::Token(code)) }
     }
 }
 
@@ -138,9 +132,7 @@ pub enum Entity<'a> {
 impl Entity<'_> {
     pub fn key(&self) -> u64 {
         // Fixed seed: keys only need to be equal within one process.
-        let mut hasher = foldhash::fast::FixedState::with_seed(0x746c_6b65_7973).build_hasher();
-        self.hash(&mut hasher);
-        hasher.finish()
+        foldhash::fast::FixedState::with_seed(0x746c_6b65_7973).hash_one(self)
     }
 }
 

@@ -8,8 +8,7 @@ use super::scope::{self, ScopeList};
 use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, TokenKind};
 use crate::error::ErrorCode;
 use crate::proto::ledger::{
-    Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked,
-    TokensIssued, event,
+    Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
 };
 
 /// Checks that `client_id` may use `grant` for `institution_id` (when the grant needs one)
@@ -50,12 +49,8 @@ pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision 
         return answer;
     }
     match &issue.grant {
-        IssueGrant::ClientCredentials => {
-            issue_fresh(state, issue, ctx, GrantType::ClientCredentials, None)
-        }
-        IssueGrant::Password { login_id } => {
-            issue_fresh(state, issue, ctx, GrantType::Password, Some(login_id))
-        }
+        IssueGrant::ClientCredentials => issue_fresh(state, issue, ctx, GrantType::ClientCredentials, None),
+        IssueGrant::Password { login_id } => issue_fresh(state, issue, ctx, GrantType::Password, Some(login_id)),
         IssueGrant::Refresh { token } => refresh(state, issue, ctx, token),
     }
 }
@@ -66,10 +61,7 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
     if ctx.transaction_id.is_empty() {
         return None;
     }
-    let key = RequestKey {
-        client_id: issue.client_id.clone(),
-        transaction_id: ctx.transaction_id.to_owned(),
-    };
+    let key = RequestKey { client_id: issue.client_id.clone(), transaction_id: ctx.transaction_id.to_owned() };
     let recent = state.recent_requests.get(&key)?;
     if recent.at_ms + RETRY_WINDOW_MS <= ctx.now_ms {
         return None;
@@ -78,17 +70,10 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
         return Some(Decision::refuse(ErrorCode::InvalidRequest));
     }
     let access = state.tokens.get(&recent.access)?;
-    let refresh = recent.refresh.and_then(|id| {
-        state.tokens.get(&id).map(|t| IssuedToken {
-            id,
-            expires_at_ms: t.expires_at_ms,
-        })
-    });
+    let refresh =
+        recent.refresh.and_then(|id| state.tokens.get(&id).map(|t| IssuedToken { id, expires_at_ms: t.expires_at_ms }));
     let issued = Issued {
-        access: IssuedToken {
-            id: recent.access,
-            expires_at_ms: access.expires_at_ms,
-        },
+        access: IssuedToken { id: recent.access, expires_at_ms: access.expires_at_ms },
         refresh,
         scopes: access.scopes.clone(),
         replayed: true,
@@ -103,17 +88,13 @@ fn issue_fresh(
     grant: GrantType,
     login_id: Option<&String>,
 ) -> Decision {
-    let (client, scopes) = match admit(
-        state,
-        &issue.client_id,
-        grant,
-        issue.institution_id.as_deref(),
-        issue.requested_scopes.as_deref(),
-    ) {
-        Ok((client, Some(scopes))) => (client, scopes),
-        Ok((_, None)) => return Decision::refuse(ErrorCode::Internal),
-        Err(code) => return Decision::refuse(code),
-    };
+    let (client, scopes) =
+        match admit(state, &issue.client_id, grant, issue.institution_id.as_deref(), issue.requested_scopes.as_deref())
+        {
+            Ok((client, Some(scopes))) => (client, scopes),
+            Ok((_, None)) => return Decision::refuse(ErrorCode::Internal),
+            Err(code) => return Decision::refuse(code),
+        };
     let institution_id = issue.institution_id.clone().unwrap_or_default();
     if let Some(login_id) = login_id {
         // The api layer verified the password against this user; it must still exist.
@@ -122,38 +103,20 @@ fn issue_fresh(
         }
     }
     let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
-    let refresh = login_id.map(|_| {
-        mint(
-            issue.fresh.refresh,
-            ctx.now_ms,
-            client.refresh_token_ttl_secs,
-        )
-    });
+    let refresh = login_id.map(|_| mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs));
     let event = TokensIssued {
         grant_type: grant as i32,
         client_id: client.id.to_string(),
         institution_id,
         login_id: login_id.cloned().unwrap_or_default(),
-        family_id: if refresh.is_some() {
-            issue.fresh.family.0.to_vec()
-        } else {
-            Vec::new()
-        },
+        family_id: if refresh.is_some() { issue.fresh.family.0.to_vec() } else { Vec::new() },
         access: Some(wire_token(&access, &scopes)),
         refresh: refresh.as_ref().map(|r| wire_token(r, &scopes)),
         rotated_from: Vec::new(),
         request_fingerprint: issue.fingerprint.to_vec(),
     };
-    let issued = Issued {
-        access,
-        refresh,
-        scopes,
-        replayed: false,
-    };
-    Decision::ok(
-        vec![wrap(event::Kind::TokensIssued(event))],
-        Outcome::Issued(issued),
-    )
+    let issued = Issued { access, refresh, scopes, replayed: false };
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
 }
 
 fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) -> Decision {
@@ -161,25 +124,16 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         Ok((client, _)) => client,
         Err(code) => return Decision::refuse(code),
     };
-    let Some(old) = state
-        .tokens
-        .get(presented)
-        .filter(|t| t.kind == TokenKind::Refresh)
-    else {
+    let Some(old) = state.tokens.get(presented).filter(|t| t.kind == TokenKind::Refresh) else {
         return Decision::refuse(ErrorCode::InvalidToken);
     };
     // A refresh token of another client is simply invalid here: a stranger must not be able
     // to revoke the owner's family by presenting it.
-    if *old.grant.client_id != *client.id
-        || old.expires_at_ms <= ctx.now_ms
-        || state.family_revoked(old)
-    {
+    if *old.grant.client_id != *client.id || old.expires_at_ms <= ctx.now_ms || state.family_revoked(old) {
         return Decision::refuse(ErrorCode::InvalidToken);
     }
-    if let Some(institution) = &issue.institution_id {
-        if **institution != *old.grant.institution_id {
-            return Decision::refuse(ErrorCode::InvalidInstitution);
-        }
+    if issue.institution_id.as_deref().is_some_and(|i| i != &*old.grant.institution_id) {
+        return Decision::refuse(ErrorCode::InvalidInstitution);
     }
     let Some(family) = old.grant.family else {
         return Decision::refuse(ErrorCode::InvalidToken);
@@ -203,27 +157,17 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     let access_scopes = match issue.requested_scopes.as_deref() {
         None | Some([]) => old.scopes.clone(),
         Some(requested) if scope::is_subset(requested, &old.scopes) => {
-            scope::grant(Some(requested.to_vec()), &old.scopes)
-                .unwrap_or_else(|_| old.scopes.clone())
+            scope::grant(Some(requested.to_vec()), &old.scopes).unwrap_or_else(|_| old.scopes.clone())
         }
         Some(_) => return Decision::refuse(ErrorCode::InvalidScope),
     };
     let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
-    let refresh = mint(
-        issue.fresh.refresh,
-        ctx.now_ms,
-        client.refresh_token_ttl_secs,
-    );
+    let refresh = mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs);
     let event = TokensIssued {
         grant_type: GrantType::RefreshToken as i32,
         client_id: client.id.to_string(),
         institution_id: old.grant.institution_id.to_string(),
-        login_id: old
-            .grant
-            .user
-            .as_ref()
-            .map(|u| u.login_id.to_string())
-            .unwrap_or_default(),
+        login_id: old.grant.user.as_ref().map(|u| u.login_id.to_string()).unwrap_or_default(),
         family_id: family.0.to_vec(),
         access: Some(wire_token(&access, &access_scopes)),
         // RFC 6749 section 6: the new refresh token keeps the scope of the one it replaces.
@@ -231,32 +175,17 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         rotated_from: presented.0.to_vec(),
         request_fingerprint: issue.fingerprint.to_vec(),
     };
-    let issued = Issued {
-        access,
-        refresh: Some(refresh),
-        scopes: access_scopes,
-        replayed: false,
-    };
-    Decision::ok(
-        vec![wrap(event::Kind::TokensIssued(event))],
-        Outcome::Issued(issued),
-    )
+    let issued = Issued { access, refresh: Some(refresh), scopes: access_scopes, replayed: false };
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
 }
 
 /// RFC 7009 revocation. Unknown, expired, already revoked and other clients' tokens are no-ops
 /// with the same answer, so revocation is no existence oracle.
 pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decision {
-    let Some(token) = state
-        .tokens
-        .get(&revoke.token)
-        .filter(|t| t.kind == revoke.kind)
-    else {
+    let Some(token) = state.tokens.get(&revoke.token).filter(|t| t.kind == revoke.kind) else {
         return Decision::ok(Vec::new(), Outcome::Revoked);
     };
-    if *token.grant.client_id != *revoke.client_id
-        || token.expires_at_ms <= ctx.now_ms
-        || state.family_revoked(token)
-    {
+    if *token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(token) {
         return Decision::ok(Vec::new(), Outcome::Revoked);
     }
     let event = match (token.kind, token.grant.family) {
@@ -277,10 +206,7 @@ pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decisi
 
 fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
     let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
-    IssuedToken {
-        id,
-        expires_at_ms: now_ms.saturating_add(ttl_ms),
-    }
+    IssuedToken { id, expires_at_ms: now_ms.saturating_add(ttl_ms) }
 }
 
 fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {

@@ -108,10 +108,7 @@ fn client_keys(client: &ClientCreated, keys: &mut ConflictKeys) {
 
 fn user_keys(user: &UserCreated, keys: &mut ConflictKeys) {
     keys.write(Entity::User(&user.institution_id, &user.login_id));
-    keys.write(Entity::InstitutionUserId(
-        &user.institution_id,
-        &user.institution_user_id,
-    ));
+    keys.write(Entity::InstitutionUserId(&user.institution_id, &user.institution_user_id));
     keys.read(Entity::Institution(&user.institution_id));
 }
 
@@ -119,20 +116,12 @@ pub fn decide_directory(state: &State, command: &DirectoryCommand) -> Decision {
     let result = match command {
         DirectoryCommand::CreateInstitution(i) => create_institution(state, i),
         DirectoryCommand::CreateClient(c) => create_client(state, c),
-        DirectoryCommand::CreateUser(u) => {
-            create_user(&state.institutions, state, u, &HashSet::new())
-        }
+        DirectoryCommand::CreateUser(u) => create_user(&state.institutions, state, u, &HashSet::new()),
         DirectoryCommand::Import(plan) => return import(state, plan),
     };
     match result {
-        Ok(kind) => Decision::ok(
-            vec![wrap(kind)],
-            Outcome::Directory(DirectoryOutcome::Created),
-        ),
-        Err(error) => Decision {
-            events: Vec::new(),
-            outcome: Err(Rejection::Directory(error)),
-        },
+        Ok(kind) => Decision::ok(vec![wrap(kind)], Outcome::Directory(DirectoryOutcome::Created)),
+        Err(error) => Decision { events: Vec::new(), outcome: Err(Rejection::Directory(error)) },
     }
 }
 
@@ -145,9 +134,7 @@ fn check_text(field: &str, value: &str, required: bool) -> Result<(), DirectoryE
         return Err(invalid(format!("{field} is required")));
     }
     if value.len() > TEXT_LEN_MAX {
-        return Err(invalid(format!(
-            "{field} is longer than {TEXT_LEN_MAX} bytes"
-        )));
+        return Err(invalid(format!("{field} is longer than {TEXT_LEN_MAX} bytes")));
     }
     if value.chars().any(char::is_control) {
         return Err(invalid(format!("{field} contains control characters")));
@@ -157,24 +144,15 @@ fn check_text(field: &str, value: &str, required: bool) -> Result<(), DirectoryE
 
 pub fn validate_institution(i: &InstitutionCreated) -> Result<(), DirectoryError> {
     if !is_valid_institution_id(&i.institution_id) {
-        return Err(invalid(format!(
-            "institution_id {:?} must be 1 to 10 ASCII digits",
-            i.institution_id
-        )));
+        return Err(invalid(format!("institution_id {:?} must be 1 to 10 ASCII digits", i.institution_id)));
     }
     check_text("institution name", &i.name, true)
 }
 
-fn create_institution(
-    state: &State,
-    i: &InstitutionCreated,
-) -> Result<event::Kind, DirectoryError> {
+fn create_institution(state: &State, i: &InstitutionCreated) -> Result<event::Kind, DirectoryError> {
     validate_institution(i)?;
     if state.institutions.contains_key(i.institution_id.as_str()) {
-        return Err(DirectoryError::AlreadyExists(format!(
-            "institution {} already exists",
-            i.institution_id
-        )));
+        return Err(DirectoryError::AlreadyExists(format!("institution {} already exists", i.institution_id)));
     }
     Ok(event::Kind::InstitutionCreated(i.clone()))
 }
@@ -201,10 +179,7 @@ pub fn grant_type_name(grant: GrantType) -> &'static str {
 }
 
 /// Syntax rules of a client; `state` is consulted for the institutions it names.
-pub fn validate_client(
-    institutions: &Institutions,
-    c: &ClientCreated,
-) -> Result<(), DirectoryError> {
+pub fn validate_client(institutions: &Institutions, c: &ClientCreated) -> Result<(), DirectoryError> {
     if !is_valid_identifier(&c.client_id) || c.client_id.contains(':') {
         return Err(invalid(format!(
             "client_id {:?} must be 1 to 128 printable ASCII characters without spaces or ':'",
@@ -217,9 +192,7 @@ pub fn validate_client(
     }
     for institution in &c.institution_ids {
         if !institutions.contains_key(institution.as_str()) {
-            return Err(DirectoryError::NotFound(format!(
-                "institution {institution:?} does not exist"
-            )));
+            return Err(DirectoryError::NotFound(format!("institution {institution:?} does not exist")));
         }
     }
     if c.grant_types.is_empty() {
@@ -236,23 +209,16 @@ pub fn validate_client(
         return Err(invalid("a client may have at most 256 scopes"));
     }
     if let Some(bad) = c.scopes.iter().find(|s| !is_valid_scope(s)) {
-        return Err(invalid(format!(
-            "scope {bad:?} is not a valid RFC 6749 scope token"
-        )));
+        return Err(invalid(format!("scope {bad:?} is not a valid RFC 6749 scope token")));
     }
     if !c.redirect_uri.is_empty() && !is_absolute_uri(&c.redirect_uri) {
-        return Err(invalid(
-            "redirect_uri must be an absolute http(s) URI without fragment",
-        ));
+        return Err(invalid("redirect_uri must be an absolute http(s) URI without fragment"));
     }
-    for (field, ttl) in [
-        ("access_token_ttl_secs", c.access_token_ttl_secs),
-        ("refresh_token_ttl_secs", c.refresh_token_ttl_secs),
-    ] {
+    for (field, ttl) in
+        [("access_token_ttl_secs", c.access_token_ttl_secs), ("refresh_token_ttl_secs", c.refresh_token_ttl_secs)]
+    {
         if ttl == 0 || ttl > TTL_SECS_MAX {
-            return Err(invalid(format!(
-                "{field} must be between 1 and {TTL_SECS_MAX}"
-            )));
+            return Err(invalid(format!("{field} must be between 1 and {TTL_SECS_MAX}")));
         }
     }
     if c.secret.as_ref().and_then(|s| s.kind.as_ref()).is_none() {
@@ -262,9 +228,7 @@ pub fn validate_client(
 }
 
 fn is_absolute_uri(uri: &str) -> bool {
-    let rest = uri
-        .strip_prefix("https://")
-        .or_else(|| uri.strip_prefix("http://"));
+    let rest = uri.strip_prefix("https://").or_else(|| uri.strip_prefix("http://"));
     uri.len() <= REDIRECT_URI_LEN_MAX
         && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
         && !uri.contains('#')
@@ -274,20 +238,14 @@ fn is_absolute_uri(uri: &str) -> bool {
 fn create_client(state: &State, c: &ClientCreated) -> Result<event::Kind, DirectoryError> {
     validate_client(&state.institutions, c)?;
     if state.clients.contains_key(c.client_id.as_str()) {
-        return Err(DirectoryError::AlreadyExists(format!(
-            "client {} already exists",
-            c.client_id
-        )));
+        return Err(DirectoryError::AlreadyExists(format!("client {} already exists", c.client_id)));
     }
     Ok(event::Kind::ClientCreated(c.clone()))
 }
 
 pub fn validate_user(institutions: &Institutions, u: &UserCreated) -> Result<(), DirectoryError> {
     if !institutions.contains_key(u.institution_id.as_str()) {
-        return Err(DirectoryError::NotFound(format!(
-            "institution {:?} does not exist",
-            u.institution_id
-        )));
+        return Err(DirectoryError::NotFound(format!("institution {:?} does not exist", u.institution_id)));
     }
     if !is_valid_identifier(&u.login_id) {
         return Err(invalid(format!(
@@ -296,19 +254,12 @@ pub fn validate_user(institutions: &Institutions, u: &UserCreated) -> Result<(),
         )));
     }
     if !is_valid_identifier(&u.institution_user_id) {
-        return Err(invalid(
-            "institution_user_id must be 1 to 128 printable ASCII characters without spaces",
-        ));
+        return Err(invalid("institution_user_id must be 1 to 128 printable ASCII characters without spaces"));
     }
     if !u.host_user_id.is_empty() && !is_valid_identifier(&u.host_user_id) {
-        return Err(invalid(
-            "host_user_id must be 1 to 128 printable ASCII characters without spaces",
-        ));
+        return Err(invalid("host_user_id must be 1 to 128 printable ASCII characters without spaces"));
     }
-    if UserType::try_from(u.user_type)
-        .ok()
-        .is_none_or(|t| t == UserType::Unspecified)
-    {
+    if UserType::try_from(u.user_type).ok().is_none_or(|t| t == UserType::Unspecified) {
         return Err(invalid("user_type must be RETAIL or BUSINESS"));
     }
     check_text("first_name", &u.first_name, false)?;
@@ -319,9 +270,7 @@ pub fn validate_user(institutions: &Institutions, u: &UserCreated) -> Result<(),
     }
     for customer in &u.institution_customers {
         if !is_valid_identifier(&customer.institution_customer_id) {
-            return Err(invalid(
-                "institution_customer_id must be 1 to 128 printable ASCII characters without spaces",
-            ));
+            return Err(invalid("institution_customer_id must be 1 to 128 printable ASCII characters without spaces"));
         }
         check_text("member_number", &customer.member_number, false)?;
         check_text("member_name", &customer.member_name, false)?;
@@ -345,12 +294,8 @@ fn create_user(
             u.login_id, u.institution_id
         )));
     }
-    let iuid_taken = state
-        .user_by_institution_user_id(&u.institution_id, &u.institution_user_id)
-        .is_some();
-    if iuid_taken
-        || taken_in_batch.contains(&(u.institution_id.clone(), u.institution_user_id.clone()))
-    {
+    let iuid_taken = state.user_by_institution_user_id(&u.institution_id, &u.institution_user_id).is_some();
+    if iuid_taken || taken_in_batch.contains(&(u.institution_id.clone(), u.institution_user_id.clone())) {
         return Err(DirectoryError::AlreadyExists(format!(
             "institution_user_id {} is already used in institution {}",
             u.institution_user_id, u.institution_id
@@ -364,29 +309,17 @@ fn same_client(existing: &Client, c: &ClientCreated) -> bool {
     let mut grant_types: Vec<&str> = c.grant_types.iter().map(String::as_str).collect();
     grant_types.sort_unstable();
     grant_types.dedup();
-    let mut existing_grants: Vec<&str> = [
-        GrantType::ClientCredentials,
-        GrantType::Password,
-        GrantType::RefreshToken,
-        GrantType::AuthorizationCode,
-    ]
-    .into_iter()
-    .filter(|g| existing.grant_types.contains(*g))
-    .map(grant_type_name)
-    .collect();
+    let mut existing_grants: Vec<&str> =
+        [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode]
+            .into_iter()
+            .filter(|g| existing.grant_types.contains(*g))
+            .map(grant_type_name)
+            .collect();
     existing_grants.sort_unstable();
     existing.name == c.name
-        && existing
-            .institution_ids
-            .iter()
-            .map(|i| &**i)
-            .eq(c.institution_ids.iter().map(String::as_str))
+        && existing.institution_ids.iter().map(|i| &**i).eq(c.institution_ids.iter().map(String::as_str))
         && existing_grants == grant_types
-        && existing
-            .scopes
-            .iter()
-            .map(|s| &**s)
-            .eq(c.scopes.iter().map(String::as_str))
+        && existing.scopes.iter().map(|s| &**s).eq(c.scopes.iter().map(String::as_str))
         && existing.redirect_uri == c.redirect_uri
         && existing.access_token_ttl_secs == c.access_token_ttl_secs
         && existing.refresh_token_ttl_secs == c.refresh_token_ttl_secs
@@ -424,10 +357,9 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
         }
         match state.institutions.get(i.institution_id.as_str()) {
             Some(existing) if existing.name == i.name => summary.unchanged += 1,
-            Some(existing) => conflicts.push(format!(
-                "institution {}: exists with name {:?}",
-                i.institution_id, existing.name
-            )),
+            Some(existing) => {
+                conflicts.push(format!("institution {}: exists with name {:?}", i.institution_id, existing.name))
+            }
             None => match validate_institution(i) {
                 Ok(()) => {
                     summary.institutions_created += 1;
@@ -475,10 +407,7 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
     let mut users_in_plan = HashSet::new();
     let mut iuids_in_plan = HashSet::new();
     for u in &plan.users {
-        let label = format!(
-            "user {} of institution {}",
-            u.event.login_id, u.event.institution_id
-        );
+        let label = format!("user {} of institution {}", u.event.login_id, u.event.institution_id);
         if !users_in_plan.insert((u.event.institution_id.clone(), u.event.login_id.clone())) {
             conflicts.push(format!("{label}: listed twice"));
             continue;
@@ -496,10 +425,7 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
             }
             None => match create_user(&institutions, state, &u.event, &iuids_in_plan) {
                 Ok(kind) => {
-                    iuids_in_plan.insert((
-                        u.event.institution_id.clone(),
-                        u.event.institution_user_id.clone(),
-                    ));
+                    iuids_in_plan.insert((u.event.institution_id.clone(), u.event.institution_user_id.clone()));
                     summary.users_created += 1;
                     events.push(wrap(kind));
                 }
@@ -513,17 +439,14 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
             outcome: Err(Rejection::Directory(DirectoryError::Conflicts(conflicts))),
         };
     }
-    Decision::ok(
-        events,
-        Outcome::Directory(DirectoryOutcome::Imported(summary)),
-    )
+    Decision::ok(events, Outcome::Directory(DirectoryOutcome::Imported(summary)))
 }
 
 fn describe(label: &str, error: DirectoryError) -> String {
     match error {
-        DirectoryError::Invalid(text)
-        | DirectoryError::AlreadyExists(text)
-        | DirectoryError::NotFound(text) => format!("{label}: {text}"),
+        DirectoryError::Invalid(text) | DirectoryError::AlreadyExists(text) | DirectoryError::NotFound(text) => {
+            format!("{label}: {text}")
+        }
         DirectoryError::Conflicts(lines) => format!("{label}: {}", lines.join("; ")),
     }
 }

@@ -32,9 +32,7 @@ pub fn parse_scopes(text: &str) -> Result<Vec<Box<str>>, ErrorCode> {
 
 pub fn is_valid_scope(name: &str) -> bool {
     (1..=SCOPE_LEN_MAX).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+        && name.bytes().all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
 }
 
 /// True when every name in `requested` is in `allowed`.
@@ -44,17 +42,12 @@ pub fn is_subset(requested: &[Box<str>], allowed: &[Box<str>]) -> bool {
 
 /// The scopes to grant: all of `allowed` when nothing was requested, else the requested ones,
 /// which must all be allowed.
-pub fn grant(
-    requested: Option<Vec<Box<str>>>,
-    allowed: &ScopeList,
-) -> Result<ScopeList, ErrorCode> {
+pub fn grant(requested: Option<Vec<Box<str>>>, allowed: &ScopeList) -> Result<ScopeList, ErrorCode> {
     match requested {
         None => Ok(allowed.clone()),
         Some(requested) if requested.is_empty() => Ok(allowed.clone()),
         Some(requested) if is_subset(&requested, allowed) => {
-            if requested.len() == allowed.len()
-                && requested.iter().zip(allowed.iter()).all(|(a, b)| a == b)
-            {
+            if requested.len() == allowed.len() && requested.iter().zip(allowed.iter()).all(|(a, b)| a == b) {
                 Ok(allowed.clone())
             } else {
                 Ok(requested.into())
@@ -79,17 +72,8 @@ mod tests {
 
     #[test]
     fn separators_are_commas_spaces_or_both() {
-        for text in [
-            "a:read,b:write",
-            "a:read, b:write",
-            "a:read b:write",
-            " a:read ,, b:write ",
-        ] {
-            assert_eq!(
-                names(&parse_scopes(text).unwrap()),
-                ["a:read", "b:write"],
-                "{text:?}"
-            );
+        for text in ["a:read,b:write", "a:read, b:write", "a:read b:write", " a:read ,, b:write "] {
+            assert_eq!(names(&parse_scopes(text).unwrap()), ["a:read", "b:write"], "{text:?}");
         }
         assert_eq!(names(&parse_scopes("a,a, a").unwrap()), ["a"]);
         assert!(parse_scopes("").unwrap().is_empty());
@@ -100,30 +84,16 @@ mod tests {
         for text in ["a\"b", "a\\b", "a\tb", "é", "a\nb"] {
             assert_eq!(parse_scopes(text), Err(ErrorCode::InvalidScope), "{text:?}");
         }
-        let too_many: Vec<String> = (0..=SCOPES_PER_REQUEST_MAX)
-            .map(|i| format!("s{i}"))
-            .collect();
-        assert_eq!(
-            parse_scopes(&too_many.join(",")),
-            Err(ErrorCode::InvalidScope)
-        );
-        assert_eq!(
-            parse_scopes(&"x".repeat(SCOPE_LEN_MAX + 1)),
-            Err(ErrorCode::InvalidScope)
-        );
+        let too_many: Vec<String> = (0..=SCOPES_PER_REQUEST_MAX).map(|i| format!("s{i}")).collect();
+        assert_eq!(parse_scopes(&too_many.join(",")), Err(ErrorCode::InvalidScope));
+        assert_eq!(parse_scopes(&"x".repeat(SCOPE_LEN_MAX + 1)), Err(ErrorCode::InvalidScope));
     }
 
     #[test]
     fn grant_defaults_to_everything_allowed_and_refuses_the_rest() {
         let allowed: ScopeList = vec!["a".into(), "b".into()].into();
         assert!(Arc::ptr_eq(&grant(None, &allowed).unwrap(), &allowed));
-        assert_eq!(
-            names(&grant(Some(vec!["b".into()]), &allowed).unwrap()),
-            ["b"]
-        );
-        assert_eq!(
-            grant(Some(vec!["c".into()]), &allowed),
-            Err(ErrorCode::InvalidScope)
-        );
+        assert_eq!(names(&grant(Some(vec!["b".into()]), &allowed).unwrap()), ["b"]);
+        assert_eq!(grant(Some(vec!["c".into()]), &allowed), Err(ErrorCode::InvalidScope));
     }
 }

@@ -7,9 +7,7 @@ use std::sync::Arc;
 
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
-use crate::proto::ledger::{
-    CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType,
-};
+use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType};
 
 /// A hash map for keys we generate ourselves from a CSPRNG (token and family ids): a fast
 /// hasher is safe because callers cannot choose the keys.
@@ -26,7 +24,7 @@ pub struct ChainHead {
     pub recorded_at_ms: i64,
 }
 
-#[derive(Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
     pub head: ChainHead,
     pub institutions: Institutions,
@@ -221,14 +219,8 @@ impl State {
         self.users.get(&user_key(institution_id, login_id))
     }
 
-    pub fn user_by_institution_user_id(
-        &self,
-        institution_id: &str,
-        institution_user_id: &str,
-    ) -> Option<&Arc<User>> {
-        let key = self
-            .users_by_institution_user_id
-            .get(&user_key(institution_id, institution_user_id))?;
+    pub fn user_by_institution_user_id(&self, institution_id: &str, institution_user_id: &str) -> Option<&Arc<User>> {
+        let key = self.users_by_institution_user_id.get(&user_key(institution_id, institution_user_id))?;
         self.users.get(key)
     }
 
@@ -243,11 +235,7 @@ impl State {
     }
 
     pub fn family_revoked(&self, token: &Token) -> bool {
-        token
-            .grant
-            .family
-            .and_then(|f| self.families.get(&f))
-            .is_some_and(|f| f.revoked.is_some())
+        token.grant.family.and_then(|f| self.families.get(&f)).is_some_and(|f| f.revoked.is_some())
     }
 
     /// Forgets what can no longer matter at `now_ms`: expired tokens and families, and retry
@@ -255,7 +243,6 @@ impl State {
     pub fn purge_expired(&mut self, now_ms: i64) {
         self.tokens.retain(|_, t| t.expires_at_ms > now_ms);
         self.families.retain(|_, f| f.expires_at_ms > now_ms);
-        self.recent_requests
-            .retain(|_, r| r.at_ms + RETRY_WINDOW_MS > now_ms);
+        self.recent_requests.retain(|_, r| r.at_ms + RETRY_WINDOW_MS > now_ms);
     }
 }

@@ -9,13 +9,7 @@ use crate::proto::ledger::{Envelope, Event};
 const HASH_LABEL: &[u8] = b"tokenledger-event-v1";
 
 /// `hash = SHA-256(label ‖ prev_hash ‖ seq ‖ recorded_at_ms ‖ len(txid) ‖ txid ‖ event)`.
-pub fn chain_hash(
-    prev_hash: &[u8; 32],
-    seq: u64,
-    recorded_at_ms: i64,
-    transaction_id: &str,
-    event: &[u8],
-) -> [u8; 32] {
+pub fn chain_hash(prev_hash: &[u8; 32], seq: u64, recorded_at_ms: i64, transaction_id: &str, event: &[u8]) -> [u8; 32] {
     let mut ctx = digest::Context::new(&digest::SHA256);
     ctx.update(HASH_LABEL);
     ctx.update(prev_hash);
@@ -36,13 +30,7 @@ pub struct Sealed {
     pub bytes: Vec<u8>,
 }
 
-pub fn seal(
-    prev_hash: &[u8; 32],
-    seq: u64,
-    recorded_at_ms: i64,
-    transaction_id: &str,
-    event: &Event,
-) -> Sealed {
+pub fn seal(prev_hash: &[u8; 32], seq: u64, recorded_at_ms: i64, transaction_id: &str, event: &Event) -> Sealed {
     let event_bytes = event.encode_to_vec();
     let hash = chain_hash(prev_hash, seq, recorded_at_ms, transaction_id, &event_bytes);
     let envelope = Envelope {
@@ -53,11 +41,7 @@ pub fn seal(
         hash: hash.to_vec(),
         event: event_bytes,
     };
-    Sealed {
-        seq,
-        hash,
-        bytes: envelope.encode_to_vec(),
-    }
+    Sealed { seq, hash, bytes: envelope.encode_to_vec() }
 }
 
 /// A stored envelope, decoded and checked against its own hash.
@@ -78,9 +62,7 @@ pub enum ChainError {
     MisplacedSeq { key: u64, seq: u64 },
     #[error("event {seq}: expected sequence number {expected}: an event was dropped or reordered")]
     Gap { seq: u64, expected: u64 },
-    #[error(
-        "event {seq}: its prev_hash does not match the previous event's hash: the chain is broken"
-    )]
+    #[error("event {seq}: its prev_hash does not match the previous event's hash: the chain is broken")]
     BrokenLink { seq: u64 },
     #[error("event {seq}: its content does not match its hash: the event was changed")]
     HashMismatch { seq: u64 },
@@ -105,51 +87,24 @@ impl ChainError {
 /// Decodes the envelope stored under `key` and checks it in isolation (its hash and kind).
 /// The link to the predecessor is checked by the caller, which knows the previous hash.
 pub fn open(key: u64, bytes: &[u8]) -> Result<Opened, ChainError> {
-    let envelope = Envelope::decode(bytes).map_err(|e| ChainError::Undecodable {
-        seq: key,
-        reason: e.to_string(),
-    })?;
+    let envelope = Envelope::decode(bytes).map_err(|e| ChainError::Undecodable { seq: key, reason: e.to_string() })?;
     if envelope.seq != key {
         return Err(ChainError::MisplacedSeq { key, seq: key });
     }
     let seq = envelope.seq;
-    let undecodable = |reason: &str| ChainError::Undecodable {
-        seq,
-        reason: reason.to_owned(),
-    };
-    let prev_hash: [u8; 32] = envelope
-        .prev_hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| undecodable("prev_hash is not 32 bytes"))?;
-    let hash: [u8; 32] = envelope
-        .hash
-        .as_slice()
-        .try_into()
-        .map_err(|_| undecodable("hash is not 32 bytes"))?;
-    if chain_hash(
-        &prev_hash,
-        seq,
-        envelope.recorded_at_ms,
-        &envelope.transaction_id,
-        &envelope.event,
-    ) != hash
-    {
+    let undecodable = |reason: &str| ChainError::Undecodable { seq, reason: reason.to_owned() };
+    let prev_hash: [u8; 32] =
+        envelope.prev_hash.as_slice().try_into().map_err(|_| undecodable("prev_hash is not 32 bytes"))?;
+    let hash: [u8; 32] = envelope.hash.as_slice().try_into().map_err(|_| undecodable("hash is not 32 bytes"))?;
+    if chain_hash(&prev_hash, seq, envelope.recorded_at_ms, &envelope.transaction_id, &envelope.event) != hash {
         return Err(ChainError::HashMismatch { seq });
     }
-    let event = Event::decode(envelope.event.as_slice()).map_err(|e| ChainError::Undecodable {
-        seq,
-        reason: e.to_string(),
-    })?;
+    let event =
+        Event::decode(envelope.event.as_slice()).map_err(|e| ChainError::Undecodable { seq, reason: e.to_string() })?;
     if event.kind.is_none() {
         return Err(ChainError::UnknownKind { seq });
     }
-    Ok(Opened {
-        envelope,
-        event,
-        prev_hash,
-        hash,
-    })
+    Ok(Opened { envelope, event, prev_hash, hash })
 }
 
 #[cfg(test)]
@@ -159,10 +114,7 @@ mod tests {
 
     fn created() -> Event {
         Event {
-            kind: Some(event::Kind::LedgerCreated(LedgerCreated {
-                format_version: 1,
-                software_version: "t".into(),
-            })),
+            kind: Some(event::Kind::LedgerCreated(LedgerCreated { format_version: 1, software_version: "t".into() })),
         }
     }
 
@@ -181,23 +133,11 @@ mod tests {
         let sealed = seal(&[0; 32], 1, 10, "tx", &created());
         let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
         envelope.recorded_at_ms += 1;
-        assert_eq!(
-            open(1, &envelope.encode_to_vec()).unwrap_err(),
-            ChainError::HashMismatch { seq: 1 }
-        );
+        assert_eq!(open(1, &envelope.encode_to_vec()).unwrap_err(), ChainError::HashMismatch { seq: 1 });
         let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
         envelope.transaction_id.push('x');
-        assert_eq!(
-            open(1, &envelope.encode_to_vec()).unwrap_err(),
-            ChainError::HashMismatch { seq: 1 }
-        );
-        assert!(matches!(
-            open(2, &sealed.bytes),
-            Err(ChainError::MisplacedSeq { .. })
-        ));
-        assert!(matches!(
-            open(1, b"\xff\xff"),
-            Err(ChainError::Undecodable { .. })
-        ));
+        assert_eq!(open(1, &envelope.encode_to_vec()).unwrap_err(), ChainError::HashMismatch { seq: 1 });
+        assert!(matches!(open(2, &sealed.bytes), Err(ChainError::MisplacedSeq { .. })));
+        assert!(matches!(open(1, b"\xff\xff"), Err(ChainError::Undecodable { .. })));
     }
 }

@@ -69,9 +69,7 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
     };
     match &event.kind {
         None | Some(event::Kind::LedgerCreated(_)) => {}
-        Some(event::Kind::InstitutionCreated(i)) => {
-            add(IndexKind::Institution, i.institution_id.as_bytes())
-        }
+        Some(event::Kind::InstitutionCreated(i)) => add(IndexKind::Institution, i.institution_id.as_bytes()),
         Some(event::Kind::ClientCreated(c)) => {
             add(IndexKind::Client, c.client_id.as_bytes());
             for institution in &c.institution_ids {
@@ -79,10 +77,7 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
             }
         }
         Some(event::Kind::UserCreated(u)) => {
-            add(
-                IndexKind::User,
-                user_key(&u.institution_id, &u.login_id).as_bytes(),
-            );
+            add(IndexKind::User, user_key(&u.institution_id, &u.login_id).as_bytes());
             add(IndexKind::Institution, u.institution_id.as_bytes());
         }
         Some(event::Kind::TokensIssued(t)) => {
@@ -94,17 +89,12 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
             add(IndexKind::Client, t.client_id.as_bytes());
             add(IndexKind::Institution, t.institution_id.as_bytes());
             if !t.login_id.is_empty() {
-                add(
-                    IndexKind::User,
-                    user_key(&t.institution_id, &t.login_id).as_bytes(),
-                );
+                add(IndexKind::User, user_key(&t.institution_id, &t.login_id).as_bytes());
             }
         }
         Some(event::Kind::TokenRevoked(r)) => {
             add(IndexKind::Token, &r.token_id);
-            if let Some(token) =
-                TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get(&id))
-            {
+            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get(&id)) {
                 add_grant(&mut add, &token.grant);
             }
         }
@@ -112,10 +102,7 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
             add(IndexKind::Family, &r.family_id);
             add(IndexKind::Token, &r.trigger_token_id);
             let family = FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get(&id));
-            let grant = family.and_then(|f| {
-                f.live_refresh
-                    .or_else(|| TokenId::from_slice(&r.trigger_token_id))
-            });
+            let grant = family.and_then(|f| f.live_refresh.or_else(|| TokenId::from_slice(&r.trigger_token_id)));
             if let Some(token) = grant.and_then(|id| state.tokens.get(&id)) {
                 add_grant(&mut add, &token.grant);
             }
@@ -130,9 +117,6 @@ fn add_grant(add: &mut impl FnMut(IndexKind, &[u8]), grant: &crate::domain::stat
     add(IndexKind::Client, grant.client_id.as_bytes());
     add(IndexKind::Institution, grant.institution_id.as_bytes());
     if let Some(user) = &grant.user {
-        add(
-            IndexKind::User,
-            user_key(&user.institution_id, &user.login_id).as_bytes(),
-        );
+        add(IndexKind::User, user_key(&user.institution_id, &user.login_id).as_bytes());
     }
 }

@@ -31,11 +31,7 @@ pub enum OpenError {
 
 /// Opens the ledger at `path`, replays it into a fresh [`State`] and, for a new ledger,
 /// records the `LedgerCreated` event.
-pub fn open(
-    path: &Path,
-    now_ms: i64,
-    progress: impl FnMut(u64),
-) -> Result<(Store, State, ReplayReport), OpenError> {
+pub fn open(path: &Path, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
     let store = Store::open(path)?;
     let mut state = State::default();
     let reindex = store.index_version()? != index::INDEX_VERSION;
@@ -54,16 +50,7 @@ pub fn open(
         let index_keys = index::keys_for(&state, &created, 1);
         let hash = sealed.hash;
         store.append(&[store::Append { sealed, index_keys }])?;
-        apply(
-            &mut state,
-            Recorded {
-                seq: 1,
-                recorded_at_ms: now_ms,
-                transaction_id: "",
-                hash,
-            },
-            &created,
-        );
+        apply(&mut state, Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash }, &created);
         report.events = 1;
         report.head = state.head.clone();
     }

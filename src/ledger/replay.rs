@@ -59,15 +59,11 @@ pub fn replay(
         };
         apply(state, at, &opened.event);
         events += 1;
-        if events % PROGRESS_EVERY_EVENTS == 0 {
+        if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
             progress(events);
         }
         Ok(())
     })?;
-    let report = ReplayReport {
-        events,
-        head: state.head.clone(),
-        elapsed_ms: started.elapsed().as_millis(),
-    };
+    let report = ReplayReport { events, head: state.head.clone(), elapsed_ms: started.elapsed().as_millis() };
     Ok((report, index_keys))
 }

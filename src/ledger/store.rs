@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use redb::{
-    Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition,
-};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::codec::Sealed;
 
@@ -20,9 +18,7 @@ const META_INDEX: &str = "index_version";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error(
-        "another process has the ledger open (is a tokenledger server running on this data dir?)"
-    )]
+    #[error("another process has the ledger open (is a tokenledger server running on this data dir?)")]
     AlreadyOpen,
     #[error("ledger format {found} is not supported by this build (supports {FORMAT_VERSION})")]
     UnsupportedFormat { found: u32 },
@@ -81,9 +77,7 @@ impl Store {
                 }
                 Some(Some(FORMAT_VERSION)) => {}
                 Some(other) => {
-                    return Err(StoreError::UnsupportedFormat {
-                        found: other.unwrap_or(0),
-                    });
+                    return Err(StoreError::UnsupportedFormat { found: other.unwrap_or(0) });
                 }
             }
             txn.open_table(EVENTS)?;
@@ -119,18 +113,11 @@ impl Store {
     pub fn index_version(&self) -> Result<u32, StoreError> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        Ok(meta
-            .get(META_INDEX)?
-            .and_then(|v| read_u32(v.value()))
-            .unwrap_or(0))
+        Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
     }
 
     /// Replaces the whole index (after a change of index layout) in one transaction.
-    pub fn rebuild_index(
-        &self,
-        keys: impl Iterator<Item = Vec<u8>>,
-        version: u32,
-    ) -> Result<(), StoreError> {
+    pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(INDEX)?;
@@ -153,10 +140,7 @@ impl Store {
 
     /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first
     /// error `visit` returns.
-    pub fn scan<E: From<StoreError>>(
-        &self,
-        mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>,
-    ) -> Result<(), E> {
+    pub fn scan<E: From<StoreError>>(&self, mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
         let txn = self.db.begin_read().map_err(StoreError::from)?;
         let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
         for row in events.iter().map_err(StoreError::from)? {

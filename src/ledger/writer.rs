@@ -35,10 +35,7 @@ pub struct WriterConfig {
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self {
-            queue_capacity: 16_384,
-            batch_commands_max: 1024,
-        }
+        Self { queue_capacity: 16_384, batch_commands_max: 1024 }
     }
 }
 
@@ -56,7 +53,7 @@ struct Job {
 }
 
 enum Message {
-    Job(Job),
+    Job(Box<Job>),
     /// Forget expired tokens and retry answers.
     Purge,
     Stop(oneshot::Sender<()>),
@@ -84,45 +81,23 @@ pub struct LedgerHandle {
 
 impl LedgerHandle {
     /// Starts the writer thread, which owns `store` from now on.
-    pub fn spawn(
-        store: Store,
-        state: Arc<RwLock<State>>,
-        config: WriterConfig,
-    ) -> std::io::Result<Self> {
+    pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
-        let writer = Writer {
-            store,
-            state,
-            receiver,
-            status: status.clone(),
-            batch_max: config.batch_commands_max.max(1),
-        };
-        std::thread::Builder::new()
-            .name("ledger-writer".into())
-            .spawn(move || writer.run())?;
+        let writer =
+            Writer { store, state, receiver, status: status.clone(), batch_max: config.batch_commands_max.max(1) };
+        std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
         Ok(Self { sender, status })
     }
 
     /// Decides `command` in the writer and waits until its events are durable and applied.
-    pub async fn submit(
-        &self,
-        command: Command,
-        transaction_id: String,
-    ) -> Result<Reply, SubmitError> {
+    pub async fn submit(&self, command: Command, transaction_id: String) -> Result<Reply, SubmitError> {
         if !self.is_writable() {
             return Err(SubmitError);
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job {
-            command,
-            transaction_id,
-            reply,
-        };
-        self.sender
-            .send(Message::Job(job))
-            .await
-            .map_err(|_| SubmitError)?;
+        let job = Job { command, transaction_id, reply };
+        self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| SubmitError)?;
         answer.await.map_err(|_| SubmitError)?
     }
 
@@ -209,17 +184,12 @@ impl Writer {
         }
     }
 
-    fn take(
-        &mut self,
-        message: Message,
-        queue: &mut VecDeque<Job>,
-        stop: &mut Option<oneshot::Sender<()>>,
-    ) {
+    fn take(&mut self, message: Message, queue: &mut VecDeque<Job>, stop: &mut Option<oneshot::Sender<()>>) {
         match message {
             Message::Job(job) if self.status.failed.load(Ordering::Acquire) => {
                 let _ = job.reply.send(Err(SubmitError));
             }
-            Message::Job(job) => queue.push_back(job),
+            Message::Job(job) => queue.push_back(*job),
             Message::Purge => self.state.write().purge_expired(crate::clock::now_ms()),
             Message::Stop(done) => {
                 self.status.stopped.store(true, Ordering::Release);
@@ -251,42 +221,27 @@ impl Writer {
                     deferred.push(job);
                     continue;
                 }
-                let ctx = Context {
-                    now_ms,
-                    transaction_id: &job.transaction_id,
-                };
+                let ctx = Context { now_ms, transaction_id: &job.transaction_id };
                 let decision = decide(&state, &job.command, ctx);
                 for event in decision.events {
                     seq += 1;
                     let sealed = codec::seal(&prev_hash, seq, now_ms, &job.transaction_id, &event);
                     prev_hash = sealed.hash;
                     let index_keys = index::keys_for(&state, &event, seq);
-                    pending.push(Pending {
-                        event,
-                        transaction_id: job.transaction_id.clone(),
-                        seq,
-                        hash: sealed.hash,
-                    });
+                    pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });
                     appends.push(Append { sealed, index_keys });
                 }
-                staged.push(Staged {
-                    reply: job.reply,
-                    outcome: decision.outcome,
-                });
+                staged.push(Staged { reply: job.reply, outcome: decision.outcome });
             }
         }
-        self.status
-            .deferred_commands
-            .fetch_add(deferred.len() as u64, Ordering::Relaxed);
+        self.status.deferred_commands.fetch_add(deferred.len() as u64, Ordering::Relaxed);
         for job in deferred.into_iter().rev() {
             queue.push_front(job);
         }
         if !appends.is_empty() {
             let started = Instant::now();
             let result = self.store.append(&appends);
-            self.status
-                .commit_micros_total
-                .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            self.status.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             if let Err(error) = result {
                 // Fail closed: nothing of this batch is acknowledged, and no later write is
                 // accepted until the process restarts and replays what is durable.
@@ -314,12 +269,8 @@ impl Writer {
             }
         }
         self.status.batches.fetch_add(1, Ordering::Relaxed);
-        self.status
-            .commands
-            .fetch_add(staged.len() as u64, Ordering::Relaxed);
-        self.status
-            .events
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
+        self.status.events.fetch_add(pending.len() as u64, Ordering::Relaxed);
         for item in staged {
             let _ = item.reply.send(Ok(item.outcome));
         }
@@ -337,10 +288,7 @@ impl BatchLocks {
     /// Takes `keys` unless they conflict with keys already taken: a write conflicts with any
     /// earlier read or write of the same key, a read with an earlier write.
     fn try_lock(&mut self, keys: &ConflictKeys) -> bool {
-        let conflict = keys
-            .writes
-            .iter()
-            .any(|k| self.writes.contains(k) || self.reads.contains(k))
+        let conflict = keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
             || keys.reads.iter().any(|k| self.writes.contains(k));
         if conflict {
             return false;

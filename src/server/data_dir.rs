@@ -21,10 +21,7 @@ pub const LOCK_FILE: &str = "tokenledger.lock";
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: String,
-        source: std::io::Error,
-    },
+    DataDir { path: String, source: std::io::Error },
     #[error("data directory {0} is in use by another tokenledger process")]
     Locked(String),
     #[error(transparent)]
@@ -48,10 +45,7 @@ pub struct Opened {
 }
 
 fn io_error(dir: &Path) -> impl Fn(std::io::Error) -> StartError + '_ {
-    move |source| StartError::DataDir {
-        path: dir.display().to_string(),
-        source,
-    }
+    move |source| StartError::DataDir { path: dir.display().to_string(), source }
 }
 
 /// Takes the directory lock, or fails at once if another process holds it.
@@ -71,9 +65,7 @@ pub fn lock(dir: &Path) -> Result<File, StartError> {
         .map_err(io_error(dir))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err(StartError::Locked(dir.display().to_string()))
-        }
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked(dir.display().to_string())),
         Err(std::fs::TryLockError::Error(source)) => Err(io_error(dir)(source)),
     }
 }
@@ -103,39 +95,23 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
         Ok(text) => text.trim().to_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             use base64::Engine as _;
-            let token = format!(
-                "tladm_{}",
-                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-            );
-            crate::fsutil::write_private_file(&admin_path, format!("{token}\n").as_bytes())
-                .map_err(io_error(&dir))?;
+            let token =
+                format!("tladm_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>()));
+            crate::fsutil::write_private_file(&admin_path, format!("{token}\n").as_bytes()).map_err(io_error(&dir))?;
             created.push(admin_path);
             token
         }
         Err(e) => return Err(io_error(&dir)(e)),
     };
-    let (store, state, report) = ledger::open(&ledger_path, now_ms, |events| {
-        tracing::info!(events, "replaying the ledger")
-    })?;
+    let (store, state, report) =
+        ledger::open(&ledger_path, now_ms, |events| tracing::info!(events, "replaying the ledger"))?;
     if !ledger_exists {
         created.push(ledger_path);
     }
     let state = Arc::new(RwLock::new(state));
-    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone())
-        .map_err(StartError::Writer)?;
-    let app = Arc::new(App::new(
-        config.clone(),
-        keys,
-        state,
-        handle,
-        sha256(admin_token.as_bytes()),
-    ));
-    Ok(Opened {
-        app,
-        report,
-        created,
-        _lock: lock,
-    })
+    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).map_err(StartError::Writer)?;
+    let app = Arc::new(App::new(config.clone(), keys, state, handle, sha256(admin_token.as_bytes())));
+    Ok(Opened { app, report, created, _lock: lock })
 }
 
 /// Reads the admin credential of a data directory (for CLI commands).

@@ -27,25 +27,15 @@ pub async fn seed(app: &App) -> Result<String, AdminError> {
         ));
     }
     let txid = || uuid::Uuid::new_v4().to_string();
-    let institution = api::CreateInstitutionRequest {
-        institution_id: DEMO_INSTITUTION.into(),
-        name: "Demo Credit Union".into(),
-    };
+    let institution =
+        api::CreateInstitutionRequest { institution_id: DEMO_INSTITUTION.into(), name: "Demo Credit Union".into() };
     admin::create_institution(app, txid(), institution).await?;
     let spec = api::ClientSpec {
         client_id: DEMO_CLIENT.into(),
         name: "Demo banking app".into(),
         institution_ids: vec![DEMO_INSTITUTION.into()],
-        grant_types: vec![
-            "client_credentials".into(),
-            "password".into(),
-            "refresh_token".into(),
-        ],
-        scopes: vec![
-            "accounts:read".into(),
-            "transactions:read".into(),
-            "institution-users:read".into(),
-        ],
+        grant_types: vec!["client_credentials".into(), "password".into(), "refresh_token".into()],
+        scopes: vec!["accounts:read".into(), "transactions:read".into(), "institution-users:read".into()],
         introspect: true,
         ..Default::default()
     };
@@ -75,11 +65,7 @@ pub async fn seed(app: &App) -> Result<String, AdminError> {
     let mut text = String::new();
     let _ = writeln!(text, "demo data seeded (also in {}):", env_path.display());
     let _ = writeln!(text, "  institution  {DEMO_INSTITUTION}");
-    let _ = writeln!(
-        text,
-        "  client       {DEMO_CLIENT}  secret {}",
-        client.client_secret
-    );
+    let _ = writeln!(text, "  client       {DEMO_CLIENT}  secret {}", client.client_secret);
     let _ = writeln!(text, "  user         {DEMO_USER}  password {password}");
     let _ = writeln!(text, "try:");
     let _ = writeln!(

@@ -30,20 +30,12 @@ const SERVICE_NAMES: [&str; 2] = ["tokenledger.v1.TokenService", "tokenledger.v1
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
 /// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
-pub async fn run(
-    app: Arc<App>,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> std::io::Result<()> {
+pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
-        health_reporter
-            .set_service_status(name, ServingStatus::Serving)
-            .await;
+        health_reporter.set_service_status(name, ServingStatus::Serving).await;
     }
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    health_reporter.set_service_status("", ServingStatus::Serving).await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -55,13 +47,9 @@ pub async fn run(
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
     let grpc = tonic::service::Routes::new(
-        TokenServiceServer::new(TokenGrpc { app: app.clone() })
-            .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+        TokenServiceServer::new(TokenGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
-    .add_service(
-        AdminServiceServer::new(AdminGrpc { app: app.clone() })
-            .max_decoding_message_size(16 * 1024 * 1024),
-    )
+    .add_service(AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(16 * 1024 * 1024))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
@@ -73,11 +61,7 @@ pub async fn run(
         let rest = rest.clone();
         async move {
             let request = request.map(Body::new);
-            if is_grpc(&request) {
-                grpc.oneshot(request).await
-            } else {
-                rest.oneshot(request).await
-            }
+            if is_grpc(&request) { grpc.oneshot(request).await } else { rest.oneshot(request).await }
         }
     });
     let service = hyper_util::service::TowerToHyperService::new(service);
@@ -117,24 +101,14 @@ pub async fn run(
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Release);
     for name in SERVICE_NAMES {
-        health_reporter
-            .set_service_status(name, ServingStatus::NotServing)
-            .await;
+        health_reporter.set_service_status(name, ServingStatus::NotServing).await;
     }
-    health_reporter
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
+    health_reporter.set_service_status("", ServingStatus::NotServing).await;
     drop(listener);
     purge.abort();
     let grace = Duration::from_secs(app.config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            grace_secs = app.config.shutdown_grace_secs,
-            "in-flight requests did not finish in time"
-        );
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(grace_secs = app.config.shutdown_grace_secs, "in-flight requests did not finish in time");
     }
     app.ledger.stop().await;
     tracing::info!("ledger closed");
@@ -149,26 +123,32 @@ fn is_grpc<B>(request: &Request<B>) -> bool {
         .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
-/// Completes on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Completes on SIGINT or SIGTERM. The handlers are installed when this is called (not when
+/// the future is first polled), so call it before announcing that the server is up.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(signal) => signal,
-                Err(_) => {
-                    let _ = interrupt.await;
-                    return;
+        use tokio::signal::unix::{SignalKind, signal};
+        let terminate = signal(SignalKind::terminate());
+        let interrupt = signal(SignalKind::interrupt());
+        async move {
+            match (terminate, interrupt) {
+                (Ok(mut terminate), Ok(mut interrupt)) => {
+                    tokio::select! {
+                        _ = terminate.recv() => {}
+                        _ = interrupt.recv() => {}
+                    }
                 }
-            };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+                _ => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = interrupt.await;
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -1,0 +1,11 @@
+//! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
+//! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
+
+mod binary;
+mod durability;
+mod grpc;
+mod harness;
+mod introspect;
+mod refresh;
+mod revoke;
+mod token;
