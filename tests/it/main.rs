@@ -7,5 +7,6 @@ mod grpc;
 mod harness;
 mod introspect;
 mod refresh;
+mod replay_property;
 mod revoke;
 mod token;
