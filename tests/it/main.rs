@@ -3,6 +3,7 @@
 
 mod binary;
 mod durability;
+mod formats;
 mod grpc;
 mod harness;
 mod introspect;
