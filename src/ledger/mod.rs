@@ -32,7 +32,41 @@ pub enum OpenError {
 /// Opens the ledger at `path`, replays it into a fresh [`State`] and, for a new ledger,
 /// records the `LedgerCreated` event.
 pub fn open(path: &Path, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
-    let store = Store::open(path)?;
+    if !path.exists() {
+        create(path, now_ms)?;
+    }
+    open_store(Store::open(path)?, now_ms, progress)
+}
+
+/// Creates a new ledger atomically: it is initialised (tables, `LedgerCreated`) under a
+/// temporary name and renamed into place only when complete, so a crash during the first start
+/// leaves either no ledger or a whole one, never a half-created file that cannot be opened.
+fn create(path: &Path, now_ms: i64) -> Result<(), OpenError> {
+    let temporary = path.with_extension("redb.init");
+    let io = |e: std::io::Error| OpenError::Store(StoreError::Storage(redb::Error::Io(e)));
+    if temporary.exists() {
+        std::fs::remove_file(&temporary).map_err(io)?;
+    }
+    drop(open_store(Store::open(&temporary)?, now_ms, |_| {})?);
+    std::fs::File::open(&temporary).and_then(|f| f.sync_all()).map_err(io)?;
+    std::fs::rename(&temporary, path).map_err(io)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
+    }
+    Ok(())
+}
+
+/// [`open`] for a database on any redb storage backend (the crash tests use a backend that
+/// models lost unsynced writes).
+pub fn open_database(
+    db: redb::Database,
+    now_ms: i64,
+    progress: impl FnMut(u64),
+) -> Result<(Store, State, ReplayReport), OpenError> {
+    open_store(Store::from_database(db)?, now_ms, progress)
+}
+
+fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
     let mut state = State::default();
     let reindex = store.index_version()? != index::INDEX_VERSION;
     let (mut report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
