@@ -264,7 +264,7 @@ async fn setup(running: &Running, dir: &std::path::Path) -> Env {
         }))
         .await
         .unwrap();
-    let mut client = |id: &str, grants: &[&str]| api::ClientSpec {
+    let client = |id: &str, grants: &[&str]| api::ClientSpec {
         client_id: id.into(),
         institution_ids: vec![INSTITUTION.into()],
         grant_types: grants.iter().map(|g| g.to_string()).collect(),
@@ -344,9 +344,7 @@ async fn sigkill_at_random_instants_loses_nothing_acknowledged() {
         }
         for token in uncertain {
             // All or nothing: whatever we see now must hold from now on.
-            let mut m = model.lock().unwrap();
-            m.uncertain.remove(&token);
-            drop(m);
+            model.lock().unwrap().uncertain.remove(&token);
             let active = env.active(&token).await;
             let mut m = model.lock().unwrap();
             if active {
