@@ -20,6 +20,8 @@ pub const INSTITUTION: &str = "01001";
 pub const OTHER_INSTITUTION: &str = "02002";
 
 pub struct TestServer {
+    /// Overrides the admin credential file (servers built around a custom `App`).
+    admin_token: Option<String>,
     pub addr: SocketAddr,
     pub app: Arc<App>,
     pub dir: Arc<TempDir>,
@@ -57,19 +59,35 @@ impl TestServer {
         let config = Config::resolve(settings).expect("config");
         let opened =
             tokio::task::spawn_blocking(move || data_dir::open(&config)).await.expect("join").expect("open data dir");
+        let app = opened.app.clone();
+        Self::serve(app, dir, opened).await
+    }
+
+    /// Serves an `App` built by the test itself (e.g. on a fault-injecting storage backend).
+    pub async fn serve_app(app: Arc<App>, dir: Arc<TempDir>) -> Self {
+        Self::serve(app, dir, ()).await
+    }
+
+    /// Serves `app`; `keep` (the data-dir lock, for example) lives as long as the server.
+    async fn serve<K: Send + 'static>(app: Arc<App>, dir: Arc<TempDir>, keep: K) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
-        let app = opened.app.clone();
         let (stop, stopped) = oneshot::channel::<()>();
+        let served = app.clone();
         let task = tokio::spawn(async move {
             let shutdown = async move {
                 let _ = stopped.await;
             };
-            server::run(opened.app.clone(), listener, shutdown).await.expect("server run");
-            drop(opened);
+            server::run(served, listener, shutdown).await.expect("server run");
+            drop(keep);
         });
         let http = reqwest::Client::builder().build().expect("http client");
-        Self { addr, app, dir, http, stop: Some(stop), task: Some(task) }
+        Self { admin_token: None, addr, app, dir, http, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn with_admin_token(mut self, token: String) -> Self {
+        self.admin_token = Some(token);
+        self
     }
 
     /// Stops the server gracefully and waits until the data dir is released.
@@ -101,6 +119,9 @@ impl TestServer {
     }
 
     pub fn admin_token(&self) -> String {
+        if let Some(token) = &self.admin_token {
+            return token.clone();
+        }
         data_dir::read_admin_token(&self.dir.path().join(data_dir::ADMIN_TOKEN_FILE)).expect("admin token")
     }
 

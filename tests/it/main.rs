@@ -12,4 +12,5 @@ mod introspect;
 mod refresh;
 mod replay_property;
 mod revoke;
+mod storage_faults;
 mod token;

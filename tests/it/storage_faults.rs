@@ -1,0 +1,129 @@
+//! Storage faults: when the disk fails (I/O error or full), writes fail closed with CMN_90019,
+//! introspection of existing tokens keeps working from memory, readiness turns false; after the
+//! fault is gone and the process restarts, nothing acknowledged is lost.
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use redb::StorageBackend;
+use tokenledger::app::{App, sha256};
+use tokenledger::config::Config;
+use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::ledger::{self, LedgerHandle};
+
+use crate::harness::*;
+
+/// An in-memory disk that can be told to start failing every write and sync.
+#[derive(Debug, Clone, Default)]
+struct FlakyDisk {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    failing: Arc<AtomicBool>,
+    /// ENOSPC instead of EIO.
+    full: bool,
+}
+
+impl FlakyDisk {
+    fn fault(&self) -> io::Result<()> {
+        if !self.failing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(if self.full { io::Error::from_raw_os_error(28) } else { io::Error::other("injected I/O error") })
+    }
+}
+
+impl StorageBackend for FlakyDisk {
+    fn len(&self) -> io::Result<u64> {
+        Ok(self.bytes.lock().unwrap().len() as u64)
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> io::Result<()> {
+        let bytes = self.bytes.lock().unwrap();
+        let start = offset as usize;
+        out.copy_from_slice(bytes.get(start..start + out.len()).ok_or_else(|| io::Error::other("read past the end"))?);
+        Ok(())
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.fault()?;
+        self.bytes.lock().unwrap().resize(len as usize, 0);
+        Ok(())
+    }
+    fn sync_data(&self) -> io::Result<()> {
+        self.fault()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.fault()?;
+        let mut bytes = self.bytes.lock().unwrap();
+        let end = offset as usize + data.len();
+        if bytes.len() < end {
+            bytes.resize(end, 0);
+        }
+        bytes[offset as usize..end].copy_from_slice(data);
+        Ok(())
+    }
+}
+
+/// A server whose ledger lives on `disk`.
+async fn start_on(disk: FlakyDisk, dir: Arc<tempfile::TempDir>) -> (TestServer, String) {
+    let config = Config::resolve(test_settings(dir.path())).unwrap();
+    let db = redb::Database::builder().create_with_backend(disk).unwrap();
+    let (store, state, _) = ledger::open_database(db, tokenledger::clock::now_ms(), |_| {}).unwrap();
+    let state = Arc::new(parking_lot::RwLock::new(state));
+    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).unwrap();
+    let admin = "tladm_storage-fault-test".to_owned();
+    let app = Arc::new(App::new(config, ServerKeys::from_secret(1, &[9; 32]), state, handle, sha256(admin.as_bytes())));
+    (TestServer::serve_app(app, dir).await, admin)
+}
+
+async fn fault_then_recover(full: bool) {
+    let disk = FlakyDisk { full, ..FlakyDisk::default() };
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let (server, admin) = start_on(disk.clone(), dir.clone()).await;
+    let server = server.with_admin_token(admin.clone());
+    let f = server.seed().await;
+    let kept = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    let revoked = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    assert_eq!(server.revoke(&f.service, &revoked).await.status, 204);
+    assert_eq!(server.http.get(server.url("/readyz")).send().await.unwrap().status(), 200);
+
+    disk.failing.store(true, Ordering::SeqCst);
+    server.token(&f.service, "grant_type=client_credentials").await.assert_error(500, "CMN_90019");
+    // Once failed, the ledger refuses writes without touching the disk again.
+    server.token(&f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.assert_error(500, "CMN_90019");
+    server.revoke(&f.service, &kept).await.assert_error(500, "CMN_90019");
+    // Reads keep working from memory, and the revocation that was not recorded did not happen.
+    assert!(server.is_active(&f.service, &kept).await);
+    assert!(!server.is_active(&f.service, &revoked).await);
+    assert_eq!(server.http.get(server.url("/readyz")).send().await.unwrap().status(), 503);
+    assert_eq!(server.http.get(server.url("/healthz")).send().await.unwrap().status(), 200, "alive, not ready");
+    let mut tokens = server.token_client().await;
+    let mut request = tonic::Request::new(tokenledger::proto::CreateTokenRequest {
+        grant_type: "client_credentials".into(),
+        ..Default::default()
+    });
+    request.metadata_mut().insert("transactionid", txid().parse().unwrap());
+    request.metadata_mut().insert("institutionid", INSTITUTION.parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
+    );
+    assert_eq!(tokens.create_token(request).await.unwrap_err().code(), tonic::Code::Unavailable);
+    server.stop().await;
+
+    // The fault is gone (space freed); a restart replays what is durable.
+    disk.failing.store(false, Ordering::SeqCst);
+    let (server, admin) = start_on(disk.clone(), dir).await;
+    let server = server.with_admin_token(admin);
+    assert!(server.is_active(&f.service, &kept).await, "an acknowledged token was lost");
+    assert!(!server.is_active(&f.service, &revoked).await, "an acknowledged revocation was lost");
+    assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200);
+}
+
+#[tokio::test]
+async fn an_io_error_fails_writes_closed_and_keeps_reads() {
+    fault_then_recover(false).await;
+}
+
+#[tokio::test]
+async fn a_full_disk_fails_writes_closed_and_keeps_reads() {
+    fault_then_recover(true).await;
+}
