@@ -13,6 +13,8 @@ pub mod crypto;
 pub mod domain;
 pub mod error;
 pub mod fsutil;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod ledger;
 pub mod proto;
 pub mod server;

@@ -6,6 +6,7 @@ mod crash_kill;
 mod crash_storage;
 mod durability;
 mod formats;
+mod fuzz_regressions;
 mod grpc;
 mod harness;
 mod introspect;
