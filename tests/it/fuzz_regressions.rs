@@ -5,10 +5,13 @@ use std::path::Path;
 
 use tokenledger::fuzz_checks as checks;
 
+/// One fuzz oracle: panics when its property fails.
+type Oracle = fn(&[u8]);
+
 #[test]
 fn committed_fuzz_inputs_still_pass_their_oracles() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
-    let targets: [(&str, fn(&[u8])); 6] = [
+    let targets: [(&str, Oracle); 6] = [
         ("basic_header", checks::basic_header),
         ("form_body", checks::form_body),
         ("scopes", checks::scopes),
