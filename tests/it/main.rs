@@ -2,6 +2,7 @@
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
 mod binary;
+mod constant_time;
 mod crash_kill;
 mod crash_storage;
 mod durability;
