@@ -5,5 +5,6 @@ pub mod admin;
 pub mod form;
 pub mod grpc;
 pub mod rest;
+pub mod signin;
 pub mod token;
 pub mod wire;
