@@ -2,6 +2,7 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod directory;
 pub mod form;
 pub mod grpc;
 pub mod rest;
