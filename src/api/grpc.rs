@@ -23,7 +23,7 @@ use crate::proto::*;
 pub const ERROR_DOMAIN: &str = "tokenledger";
 
 /// All values of one metadata key, as the validators want them.
-fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
+pub(super) fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
     let mut values = metadata.get_all(key).iter();
     match (values.next(), values.next()) {
         (None, _) => HeaderValues::Absent,
@@ -52,7 +52,7 @@ fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
     }
 }
 
-fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
+pub(super) fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
     let mut response = Response::new(message);
     echo(response.metadata_mut(), Some(transaction_id));
     response
