@@ -2,10 +2,14 @@
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
 mod binary;
+mod cli;
+mod directory;
 mod durability;
 mod grpc;
 mod harness;
 mod introspect;
+mod lookup;
 mod refresh;
 mod revoke;
+mod signin;
 mod token;
