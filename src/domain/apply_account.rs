@@ -14,13 +14,11 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
         event::Kind::ClientSecretRotated(r) => update_client(state, &r.client_id, |c| {
             let previous = std::mem::replace(&mut c.secret, r.secret.clone().unwrap_or_default());
             c.previous_secret = (r.previous_secret_valid_until_ms > at.recorded_at_ms)
-                .then(|| PreviousSecret { digest: previous, valid_until_ms: r.previous_secret_valid_until_ms });
+                .then_some(PreviousSecret { digest: previous, valid_until_ms: r.previous_secret_valid_until_ms });
         }),
-        event::Kind::ClientDisabled(d) => {
-            if state.clients.contains_key(d.client_id.as_str()) {
-                update_client(state, &d.client_id, |c| c.disabled = true);
-                state.cutoffs.clients.insert(d.client_id.as_str().into(), at.seq);
-            }
+        event::Kind::ClientDisabled(d) if state.clients.contains_key(d.client_id.as_str()) => {
+            update_client(state, &d.client_id, |c| c.disabled = true);
+            state.cutoffs.clients.insert(d.client_id.as_str().into(), at.seq);
         }
         event::Kind::ClientEnabled(e) => update_client(state, &e.client_id, |c| c.disabled = false),
         event::Kind::UserPasswordSet(p) => {
@@ -31,12 +29,9 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             update_user(state, &l.institution_id, &l.login_id, |u| u.locked = false);
             signin::reset(state, &l.institution_id, &l.login_id);
         }
-        event::Kind::UserDisabled(d) => {
-            let key = user_key(&d.institution_id, &d.login_id);
-            if state.users.contains_key(&key) {
-                update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);
-                state.cutoffs.users.insert(key, at.seq);
-            }
+        event::Kind::UserDisabled(d) if state.user(&d.institution_id, &d.login_id).is_some() => {
+            update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);
+            state.cutoffs.users.insert(user_key(&d.institution_id, &d.login_id), at.seq);
         }
         event::Kind::UserEnabled(e) => update_user(state, &e.institution_id, &e.login_id, |u| u.disabled = false),
         event::Kind::UserUpdated(u) => apply_user_updated(state, u),
