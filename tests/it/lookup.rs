@@ -228,3 +228,29 @@ async fn the_same_lookup_over_grpc() {
     let status = client.get_institution_user(request("x", "NOPE", Some(&token))).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
 }
+
+#[tokio::test]
+async fn the_lookup_service_is_in_reflection_and_health() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let server = TestServer::start().await;
+    let service = "tokenledger.v1.InstitutionUserService";
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let mut reflection = ServerReflectionClient::new(server.channel().await);
+    let mut stream = reflection.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
+    let answer = stream.message().await.unwrap().unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("unexpected {answer:?}")
+    };
+    assert!(list.service.iter().any(|s| s.name == service), "{list:?}");
+    let mut health = HealthClient::new(server.channel().await);
+    let status = health.check(HealthCheckRequest { service: service.into() }).await.unwrap().into_inner();
+    assert_eq!(status.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+}
