@@ -69,32 +69,45 @@ impl App {
         self.ledger.is_writable() && !self.draining.load(Ordering::Acquire)
     }
 
-    /// Authenticates a client by its Basic credentials (CMN_90004 on any failure).
+    /// Authenticates a client by its Basic credentials (CMN_90004 on any failure). A disabled
+    /// client always fails; during a rotation overlap the previous secret works too.
     pub async fn authenticate_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
         let client = self.state.read().client(&credentials.client_id).cloned();
-        let Some(client) = client else {
+        let Some(client) = client.filter(|c| !c.disabled) else {
             // Spend the same keyed digest as a known client so timing does not reveal ids.
             let _ = credential::keyed_digest(&self.keys, &credentials.client_id, &credentials.client_secret);
             return Err(ErrorCode::InvalidClient);
         };
-        match credential::verify_fast(&self.keys, &client.id, &credentials.client_secret, &client.secret) {
-            Check::Match => Ok(client),
-            Check::Mismatch => Err(ErrorCode::InvalidClient),
+        if self.secret_matches(&client, &credentials.client_secret, &client.secret).await {
+            return Ok(client);
+        }
+        match client.previous_secret_at(crate::clock::now_ms()) {
+            Some(previous) if self.secret_matches(&client, &credentials.client_secret, previous).await => Ok(client),
+            _ => Err(ErrorCode::InvalidClient),
+        }
+    }
+
+    /// Checks a presented secret against one stored digest of `client`: keyed digests at
+    /// once, PBKDF2 ones on the pool, remembered once verified.
+    async fn secret_matches(&self, client: &Client, presented: &str, stored: &CredentialDigest) -> bool {
+        match credential::verify_fast(&self.keys, &client.id, presented, stored) {
+            Check::Match => true,
+            Check::Mismatch => false,
             Check::NeedsSlowHash => {
-                let tag = credential::cache_tag(&self.keys, &client.id, &credentials.client_secret);
+                let tag = credential::cache_tag(&self.keys, &client.id, presented);
                 let cached = self
                     .secret_cache
                     .lock()
                     .get(&client.id)
-                    .is_some_and(|(t, d)| crate::crypto::digests_equal(t, &tag) && *d == client.secret);
+                    .is_some_and(|(t, d)| crate::crypto::digests_equal(t, &tag) && d == stored);
                 if cached {
-                    return Ok(client);
+                    return true;
                 }
-                if self.verify_slow(credentials.client_secret.clone(), client.secret.clone()).await {
-                    self.secret_cache.lock().insert(client.id.clone(), (tag, client.secret.clone()));
-                    Ok(client)
+                if self.verify_slow(presented.to_owned(), stored.clone()).await {
+                    self.secret_cache.lock().insert(client.id.clone(), (tag, stored.clone()));
+                    true
                 } else {
-                    Err(ErrorCode::InvalidClient)
+                    false
                 }
             }
         }

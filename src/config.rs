@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::domain::signin::LockoutPolicy;
 use crate::ledger::WriterConfig;
 
 /// Every setting, as given by one source; `None` means "not set here".
@@ -54,6 +55,15 @@ pub struct Settings {
     /// Password and legacy-secret hashes computed at once [default: number of CPUs]
     #[arg(long, env = "TOKENLEDGER_SLOW_HASH_CONCURRENCY")]
     pub slow_hash_concurrency: Option<usize>,
+    /// Failed sign-ins of one login id within the window that lock it; 0 disables lockout [default: 5]
+    #[arg(long, env = "TOKENLEDGER_LOCKOUT_FAILURES")]
+    pub lockout_failures: Option<u32>,
+    /// Observation window for counting failed sign-ins, from the first failure [default: 900]
+    #[arg(long, env = "TOKENLEDGER_LOCKOUT_WINDOW_SECS")]
+    pub lockout_window_secs: Option<u64>,
+    /// How long a locked-out login id stays locked [default: 900]
+    #[arg(long, env = "TOKENLEDGER_LOCKOUT_DURATION_SECS")]
+    pub lockout_duration_secs: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -82,6 +92,9 @@ impl Settings {
             batch_commands_max,
             shutdown_grace_secs,
             slow_hash_concurrency,
+            lockout_failures,
+            lockout_window_secs,
+            lockout_duration_secs,
         )
     }
 
@@ -89,6 +102,17 @@ impl Settings {
         let text = std::fs::read_to_string(path)
             .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
         toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
+    }
+}
+
+/// Longest lockout window or duration: one week.
+pub const LOCKOUT_SECS_MAX: u64 = 7 * 24 * 3600;
+
+/// A lockout time setting in milliseconds: 1 second to one week, 15 minutes by default.
+fn lockout_ms(value: Option<u64>, name: &str) -> Result<i64, ConfigError> {
+    match value.unwrap_or(900) {
+        secs @ 1..=LOCKOUT_SECS_MAX => Ok(secs as i64 * 1000),
+        _ => Err(ConfigError(format!("{name} must be between 1 and {LOCKOUT_SECS_MAX}"))),
     }
 }
 
@@ -118,6 +142,8 @@ pub struct Config {
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
     pub slow_hash_concurrency: usize,
+    /// Lockout after repeated failed sign-ins.
+    pub lockout: LockoutPolicy,
 }
 
 impl Config {
@@ -162,6 +188,11 @@ impl Config {
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
+            lockout: LockoutPolicy {
+                failures_max: settings.lockout_failures.unwrap_or(5),
+                window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,
+                duration_ms: lockout_ms(settings.lockout_duration_secs, "lockout_duration_secs")?,
+            },
         })
     }
 }

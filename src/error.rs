@@ -191,6 +191,67 @@ impl ErrorCode {
     ];
 }
 
+/// A caller-visible error of the institution-user lookup (SPEC 3.5), which answers with
+/// Candescent's ISR codes instead of the CMN ones. Like [`ErrorCode::info`], the match in
+/// [`LookupError::info`] is exhaustive. The `oauth_error` values are RFC 6750's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LookupError {
+    /// Malformed request: `userIdType`, `institutionId` or the query.
+    BadRequest,
+    /// No bearer token, or one that is not an active access token.
+    Unauthenticated,
+    /// The token lacks `institution-users:read`, or is bound to another institution or user.
+    Forbidden,
+    NotFound,
+    Internal,
+}
+
+impl LookupError {
+    pub const fn info(self) -> ErrorInfo {
+        use Code as G;
+        use StatusCode as H;
+        match self {
+            Self::BadRequest => info(
+                "ISR_10000",
+                "InstitutionId is invalid or its incorrectly configured",
+                H::BAD_REQUEST,
+                G::InvalidArgument,
+                "invalid_request",
+            ),
+            Self::Unauthenticated => info(
+                "ISR_11001",
+                "Full authentication was not provided in the request",
+                H::UNAUTHORIZED,
+                G::Unauthenticated,
+                "invalid_token",
+            ),
+            Self::Forbidden => info(
+                "ISR_11003",
+                "The authentication provided does not authorize this request",
+                H::FORBIDDEN,
+                G::PermissionDenied,
+                "insufficient_scope",
+            ),
+            Self::NotFound => info("ISR_10001", "InstitutionUser not found", H::NOT_FOUND, G::NotFound, "not_found"),
+            Self::Internal => {
+                info("ISR_99999", "Internal server error", H::INTERNAL_SERVER_ERROR, G::Internal, "server_error")
+            }
+        }
+    }
+
+    pub const ALL: [LookupError; 5] =
+        [Self::BadRequest, Self::Unauthenticated, Self::Forbidden, Self::NotFound, Self::Internal];
+}
+
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let info = self.info();
+        write!(f, "{}: {}", info.code, info.message)
+    }
+}
+
+impl std::error::Error for LookupError {}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let info = self.info();
@@ -227,5 +288,24 @@ mod tests {
             assert_eq!(info.grpc_code, grpc, "{}", info.code);
         }
         assert_eq!(seen.len(), 22);
+    }
+
+    #[test]
+    fn lookup_codes_follow_spec_3_5() {
+        let rows: Vec<(&str, u16, Code)> = LookupError::ALL
+            .iter()
+            .map(|e| (e.info().code, e.info().http_status.as_u16(), e.info().grpc_code))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("ISR_10000", 400, Code::InvalidArgument),
+                ("ISR_11001", 401, Code::Unauthenticated),
+                ("ISR_11003", 403, Code::PermissionDenied),
+                ("ISR_10001", 404, Code::NotFound),
+                ("ISR_99999", 500, Code::Internal),
+            ]
+        );
+        assert_eq!(LookupError::NotFound.info().message, "InstitutionUser not found");
     }
 }

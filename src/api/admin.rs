@@ -303,6 +303,8 @@ pub fn client_view(client: &Arc<Client>) -> api::Client {
             None => "none".to_owned(),
         },
         created_seq: client.created_seq,
+        disabled: client.disabled,
+        previous_secret_valid_until_ms: client.previous_secret.as_ref().map_or(0, |p| p.valid_until_ms),
     }
 }
 
@@ -334,5 +336,10 @@ pub fn user_view(user: &Arc<User>) -> api::User {
                 .collect(),
         }),
         created_seq: user.created_seq,
+        disabled: user.disabled,
+        locked: user.locked,
+        has_password: user.password.kind.is_some(),
+        // The sign-in counts live in the state's sign-in records; see `directory::user_status_view`.
+        ..Default::default()
     }
 }

@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::admin::{self, AdminError, DirectoryErrorKind};
+use super::directory::{self, UserChange};
 use super::form::Params;
 use super::token::{self, Call, Introspection};
 use super::wire::{self, HeaderValues, Institution};
@@ -22,7 +23,7 @@ use crate::proto::*;
 pub const ERROR_DOMAIN: &str = "tokenledger";
 
 /// All values of one metadata key, as the validators want them.
-fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
+pub(super) fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
     let mut values = metadata.get_all(key).iter();
     match (values.next(), values.next()) {
         (None, _) => HeaderValues::Absent,
@@ -51,7 +52,7 @@ fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
     }
 }
 
-fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
+pub(super) fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
     let mut response = Response::new(message);
     echo(response.metadata_mut(), Some(transaction_id));
     response
@@ -208,5 +209,119 @@ impl AdminService for AdminGrpc {
         let summary =
             admin::import(&self.app, transaction_id.clone(), request.into_inner()).await.map_err(admin_status)?;
         Ok(reply(summary, &transaction_id))
+    }
+
+    async fn list_institutions(
+        &self,
+        request: Request<ListInstitutionsRequest>,
+    ) -> Result<Response<ListInstitutionsResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        Ok(reply(directory::list_institutions(&self.app), &transaction_id))
+    }
+
+    async fn get_institution(
+        &self,
+        request: Request<GetInstitutionRequest>,
+    ) -> Result<Response<crate::proto::Institution>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let found = directory::get_institution(&self.app, request.get_ref()).map_err(admin_status)?;
+        Ok(reply(found, &transaction_id))
+    }
+
+    async fn list_clients(
+        &self,
+        request: Request<ListClientsRequest>,
+    ) -> Result<Response<ListClientsResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        Ok(reply(directory::list_clients(&self.app, request.get_ref()), &transaction_id))
+    }
+
+    async fn get_client(&self, request: Request<GetClientRequest>) -> Result<Response<Client>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let found = directory::get_client(&self.app, &request.get_ref().client_id).map_err(admin_status)?;
+        Ok(reply(found, &transaction_id))
+    }
+
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let page = directory::list_users(&self.app, request.get_ref()).map_err(admin_status)?;
+        Ok(reply(page, &transaction_id))
+    }
+
+    async fn get_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let found = directory::get_user(&self.app, request.get_ref()).map_err(admin_status)?;
+        Ok(reply(found, &transaction_id))
+    }
+
+    async fn rotate_client_secret(
+        &self,
+        request: Request<RotateClientSecretRequest>,
+    ) -> Result<Response<RotateClientSecretResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let rotated = directory::rotate_client_secret(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(rotated, &transaction_id))
+    }
+
+    async fn disable_client(&self, request: Request<GetClientRequest>) -> Result<Response<Client>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let client_id = request.into_inner().client_id;
+        let client = directory::set_client_disabled(&self.app, transaction_id.clone(), client_id, true)
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(client, &transaction_id))
+    }
+
+    async fn enable_client(&self, request: Request<GetClientRequest>) -> Result<Response<Client>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let client_id = request.into_inner().client_id;
+        let client = directory::set_client_disabled(&self.app, transaction_id.clone(), client_id, false)
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(client, &transaction_id))
+    }
+
+    async fn set_user_password(&self, request: Request<SetUserPasswordRequest>) -> Result<Response<User>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let user = directory::set_user_password(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(user, &transaction_id))
+    }
+
+    async fn lock_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.user_change(request, UserChange::Lock).await
+    }
+
+    async fn unlock_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.user_change(request, UserChange::Unlock).await
+    }
+
+    async fn disable_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.user_change(request, UserChange::Disable).await
+    }
+
+    async fn enable_user(&self, request: Request<GetUserRequest>) -> Result<Response<User>, Status> {
+        self.user_change(request, UserChange::Enable).await
+    }
+
+    async fn update_user(&self, request: Request<UpdateUserRequest>) -> Result<Response<User>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let user = directory::update_user(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(user, &transaction_id))
+    }
+}
+
+impl AdminGrpc {
+    async fn user_change(&self, request: Request<GetUserRequest>, kind: UserChange) -> Result<Response<User>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let user = directory::change_user(&self.app, transaction_id.clone(), request.into_inner(), kind)
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(user, &transaction_id))
     }
 }

@@ -2,8 +2,13 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod directory;
 pub mod form;
 pub mod grpc;
+pub mod grpc_users;
 pub mod rest;
+pub mod rest_users;
+pub mod signin;
 pub mod token;
+pub mod users;
 pub mod wire;

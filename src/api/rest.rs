@@ -28,6 +28,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth2/v1/introspect", post(introspect_token))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .merge(super::rest_users::routes())
         .fallback(not_found)
         .with_state(app)
 }

@@ -72,13 +72,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
-            let stored = app.state.read().user(institution, login_id).map(|u| u.password.clone());
-            // Unknown users are checked against a dummy digest: same answer, same time.
-            let known = stored.is_some();
-            let digest = stored.unwrap_or_else(|| app.dummy_password.clone());
-            if !app.verify_slow(password.to_owned(), digest).await || !known {
-                return Err(ErrorCode::InvalidUserCredentials);
-            }
+            super::signin::check_user(app, institution, login_id, password, &call.transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
         GrantType::RefreshToken => {

@@ -1,6 +1,7 @@
 //! The command line: `serve`, and commands that talk to a running server with the admin
 //! credential (`import`, ...), plus the offline `verify`.
 
+pub mod directory;
 pub mod import;
 pub mod remote;
 pub mod serve;
@@ -25,19 +26,25 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Offline check of a stopped ledger: hash chain and full replay.
     Verify(verify::VerifyArgs),
+    /// Institutions: create, list, show.
+    Institution(directory::InstitutionArgs),
+    /// Clients: create, list, show, rotate-secret, disable, enable.
+    Client(directory::ClientArgs),
+    /// Users: create, list, show, set-password, lock, unlock, disable, enable, update.
+    User(directory::UserArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RemoteArgs {
     /// Server address
-    #[arg(long, env = "TOKENLEDGER_SERVER", default_value = "http://127.0.0.1:8080")]
+    #[arg(long, global = true, env = "TOKENLEDGER_SERVER", default_value = "http://127.0.0.1:8080")]
     pub server: String,
     /// Data directory holding admin.token
-    #[arg(long, env = "TOKENLEDGER_DATA_DIR", default_value = "./tokenledger-data")]
+    #[arg(long, global = true, env = "TOKENLEDGER_DATA_DIR", default_value = "./tokenledger-data")]
     pub data_dir: PathBuf,
     /// Admin credential file (default: <data-dir>/admin.token)
-    #[arg(long, env = "TOKENLEDGER_ADMIN_TOKEN_FILE")]
+    #[arg(long, global = true, env = "TOKENLEDGER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 }
 
@@ -47,5 +54,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => serve::run(args).await,
         Command::Import(args) => import::run(args).await,
         Command::Verify(args) => verify::run(args),
+        Command::Institution(args) => directory::run_institution(args).await,
+        Command::Client(args) => directory::run_client(args).await,
+        Command::User(args) => directory::run_user(args).await,
     }
 }

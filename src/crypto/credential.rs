@@ -127,6 +127,16 @@ pub fn cache_tag(keys: &ServerKeys, client_id: &str, secret: &str) -> [u8; 32] {
     out
 }
 
+/// The keyed digest that stands for a login id the institution does not know in the ledger's
+/// sign-in events, so that a password typed into the username field is never recorded.
+/// Deterministic under one server key, so repeated failures of one login id count together.
+pub fn unknown_login_digest(keys: &ServerKeys, institution_id: &str, login_id: &str) -> [u8; 32] {
+    request_fingerprint(
+        keys,
+        &mut [(" purpose", "unknown-login/v1"), (" institution", institution_id), (" login", login_id)],
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -33,7 +33,23 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         }
         Some(event::Kind::ClientCreated(c)) => apply_client(state, at, c),
         Some(event::Kind::UserCreated(u)) => apply_user(state, at, u),
-        Some(event::Kind::TokensIssued(t)) => apply_issued(state, at, t),
+        Some(event::Kind::TokensIssued(t)) => {
+            apply_issued(state, at, t);
+            super::apply_account::signed_in(state, t);
+        }
+        Some(
+            kind @ (event::Kind::ClientSecretRotated(_)
+            | event::Kind::ClientDisabled(_)
+            | event::Kind::ClientEnabled(_)
+            | event::Kind::UserPasswordSet(_)
+            | event::Kind::UserLocked(_)
+            | event::Kind::UserUnlocked(_)
+            | event::Kind::UserDisabled(_)
+            | event::Kind::UserEnabled(_)
+            | event::Kind::UserUpdated(_)
+            | event::Kind::SignInFailed(_)
+            | event::Kind::SignInLockedOut(_)),
+        ) => super::apply_account::apply_change(state, at, kind),
         Some(event::Kind::TokenRevoked(r)) => {
             if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id)) {
                 token.end.get_or_insert(TokenEnd {
@@ -84,6 +100,8 @@ fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
         device_registration_enabled: c.device_registration_enabled,
         secret: c.secret.clone().unwrap_or_default(),
         created_seq: at.seq,
+        disabled: false,
+        previous_secret: None,
     };
     state.clients.insert(id, Arc::new(client));
 }
@@ -104,8 +122,13 @@ fn apply_user(state: &mut State, at: Recorded<'_>, u: &UserCreated) {
         institution_customers: u.institution_customers.clone(),
         password: u.password.clone().unwrap_or_default(),
         created_seq: at.seq,
+        disabled: false,
+        locked: false,
     };
     let key = user_key(&u.institution_id, &u.login_id);
+    if !u.host_user_id.is_empty() {
+        state.users_by_host_user_id.insert(user_key(&u.institution_id, &u.host_user_id), key.clone());
+    }
     state.users_by_institution_user_id.insert(user_key(&u.institution_id, &u.institution_user_id), key.clone());
     state.users.insert(key, Arc::new(user));
 }

@@ -4,9 +4,11 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
+use super::account::AccountCommand;
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
+use super::signin::SignInFailure;
 use super::state::{State, TokenKind};
 use crate::error::ErrorCode;
 use crate::proto::ledger::Event;
@@ -15,6 +17,10 @@ pub enum Command {
     Issue(Issue),
     Revoke(Revoke),
     Directory(DirectoryCommand),
+    /// A change to an existing client or user.
+    Account(AccountCommand),
+    /// A failed password sign-in, recorded before the caller hears CMN_90015.
+    SignInFailed(SignInFailure),
 }
 
 /// A token request whose caller has been authenticated (client secret, and for the password
@@ -85,6 +91,8 @@ pub enum Outcome {
     Issued(Issued),
     Revoked,
     Directory(DirectoryOutcome),
+    /// An account change was recorded.
+    Changed,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +135,9 @@ pub enum Entity<'a> {
     Family(&'a FamilyId),
     Token(&'a TokenId),
     Request(&'a str, &'a str),
+    HostUserId(&'a str, &'a str),
+    /// The keyed digest of a login id the institution does not know.
+    UnknownLogin(&'a str, &'a [u8; 32]),
 }
 
 impl Entity<'_> {
@@ -169,6 +180,8 @@ impl Command {
             }
             Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
             Command::Directory(command) => command.conflict_keys(&mut keys),
+            Command::Account(command) => command.conflict_keys(&mut keys),
+            Command::SignInFailed(failure) => failure.conflict_keys(&mut keys),
         }
         keys
     }

@@ -21,7 +21,7 @@ pub fn admit<'s>(
     institution_id: Option<&str>,
     requested_scopes: Option<&[Box<str>]>,
 ) -> Result<(&'s Arc<Client>, Option<ScopeList>), ErrorCode> {
-    let client = state.client(client_id).ok_or(ErrorCode::InvalidClient)?;
+    let client = state.client(client_id).filter(|c| !c.disabled).ok_or(ErrorCode::InvalidClient)?;
     let entitled = match grant {
         GrantType::RefreshToken => client.grant_types.allows_refresh(),
         other => client.grant_types.contains(other),
@@ -97,9 +97,10 @@ fn issue_fresh(
         };
     let institution_id = issue.institution_id.clone().unwrap_or_default();
     if let Some(login_id) = login_id {
-        // The api layer verified the password against this user; it must still exist.
-        if state.user(&institution_id, login_id).is_none() {
-            return Decision::refuse(ErrorCode::InvalidUserCredentials);
+        // The api layer verified the password against this user; it must still exist and
+        // may have been locked or disabled since.
+        if let Err(code) = super::signin::may_sign_in(state, &institution_id, login_id, ctx.now_ms) {
+            return Decision::refuse(code);
         }
     }
     let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
@@ -129,7 +130,11 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     };
     // A refresh token of another client is simply invalid here: a stranger must not be able
     // to revoke the owner's family by presenting it.
-    if *old.grant.client_id != *client.id || old.expires_at_ms <= ctx.now_ms || state.family_revoked(old) {
+    if *old.grant.client_id != *client.id
+        || old.expires_at_ms <= ctx.now_ms
+        || state.family_revoked(old)
+        || state.cut_off(old)
+    {
         return Decision::refuse(ErrorCode::InvalidToken);
     }
     if issue.institution_id.as_deref().is_some_and(|i| i != &*old.grant.institution_id) {

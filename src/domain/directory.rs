@@ -108,6 +108,9 @@ fn client_keys(client: &ClientCreated, keys: &mut ConflictKeys) {
 
 fn user_keys(user: &UserCreated, keys: &mut ConflictKeys) {
     keys.write(Entity::User(&user.institution_id, &user.login_id));
+    if !user.host_user_id.is_empty() {
+        keys.write(Entity::HostUserId(&user.institution_id, &user.host_user_id));
+    }
     keys.write(Entity::InstitutionUserId(&user.institution_id, &user.institution_user_id));
     keys.read(Entity::Institution(&user.institution_id));
 }
@@ -116,7 +119,7 @@ pub fn decide_directory(state: &State, command: &DirectoryCommand) -> Decision {
     let result = match command {
         DirectoryCommand::CreateInstitution(i) => create_institution(state, i),
         DirectoryCommand::CreateClient(c) => create_client(state, c),
-        DirectoryCommand::CreateUser(u) => create_user(&state.institutions, state, u, &HashSet::new()),
+        DirectoryCommand::CreateUser(u) => create_user(&state.institutions, state, u, &HashSet::new(), &HashSet::new()),
         DirectoryCommand::Import(plan) => return import(state, plan),
     };
     match result {
@@ -286,6 +289,7 @@ fn create_user(
     state: &State,
     u: &UserCreated,
     taken_in_batch: &HashSet<(String, String)>,
+    hosts_in_batch: &HashSet<(String, String)>,
 ) -> Result<event::Kind, DirectoryError> {
     validate_user(institutions, u)?;
     if state.user(&u.institution_id, &u.login_id).is_some() {
@@ -301,6 +305,7 @@ fn create_user(
             u.institution_user_id, u.institution_id
         )));
     }
+    super::account::check_host_user_id_in_batch(state, u, hosts_in_batch)?;
     Ok(event::Kind::UserCreated(u.clone()))
 }
 
@@ -406,6 +411,7 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
     }
     let mut users_in_plan = HashSet::new();
     let mut iuids_in_plan = HashSet::new();
+    let mut hosts_in_plan = HashSet::new();
     for u in &plan.users {
         let label = format!("user {} of institution {}", u.event.login_id, u.event.institution_id);
         if !users_in_plan.insert((u.event.institution_id.clone(), u.event.login_id.clone())) {
@@ -423,9 +429,12 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
                     conflicts.push(format!("{label}: exists with different settings"));
                 }
             }
-            None => match create_user(&institutions, state, &u.event, &iuids_in_plan) {
+            None => match create_user(&institutions, state, &u.event, &iuids_in_plan, &hosts_in_plan) {
                 Ok(kind) => {
                     iuids_in_plan.insert((u.event.institution_id.clone(), u.event.institution_user_id.clone()));
+                    if !u.event.host_user_id.is_empty() {
+                        hosts_in_plan.insert((u.event.institution_id.clone(), u.event.host_user_id.clone()));
+                    }
                     summary.users_created += 1;
                     events.push(wrap(kind));
                 }

@@ -3,12 +3,15 @@
 //! **Invariant:** nothing here does I/O, reads a clock or draws random numbers; time and
 //! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
 
+pub mod account;
 pub mod apply;
+mod apply_account;
 pub mod command;
 pub mod decide;
 pub mod directory;
 pub mod ids;
 pub mod scope;
+pub mod signin;
 pub mod state;
 
 pub use apply::{Recorded, apply};
@@ -21,5 +24,7 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
         Command::Issue(issue) => decide::decide_issue(state, issue, ctx),
         Command::Revoke(revoke) => decide::decide_revoke(state, revoke, ctx),
         Command::Directory(command) => directory::decide_directory(state, command),
+        Command::Account(command) => account::decide_account(state, command, ctx),
+        Command::SignInFailed(failure) => signin::decide_failure(state, failure, ctx),
     }
 }

@@ -37,6 +37,12 @@ pub struct State {
     pub families: FastMap<FamilyId, Family>,
     /// Answers of recent token requests, for idempotent retries by transactionId.
     pub recent_requests: HashMap<RequestKey, RecentRequest>,
+    /// [`user_key`] of (institution id, host user id) to the user's key in `users`.
+    pub users_by_host_user_id: HashMap<String, String>,
+    /// Failed sign-ins and lockouts per (institution, login id), known or not.
+    pub sign_ins: HashMap<SignInKey, SignInRecord>,
+    /// Clients and users that were disabled: their older tokens are no longer active.
+    pub cutoffs: TokenCutoffs,
 }
 
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
@@ -90,11 +96,27 @@ pub struct Client {
     pub device_registration_enabled: bool,
     pub secret: CredentialDigest,
     pub created_seq: u64,
+    /// A disabled client fails authentication (CMN_90004) everywhere.
+    pub disabled: bool,
+    /// The secret replaced by the last rotation, while its overlap period lasts.
+    pub previous_secret: Option<PreviousSecret>,
+}
+
+/// A rotated-out client secret that still authenticates until `valid_until_ms`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PreviousSecret {
+    pub digest: CredentialDigest,
+    pub valid_until_ms: i64,
 }
 
 impl Client {
     pub fn serves_institution(&self, institution_id: &str) -> bool {
         self.institution_ids.iter().any(|i| &**i == institution_id)
+    }
+
+    /// The previous secret if it still authenticates at `now_ms`.
+    pub fn previous_secret_at(&self, now_ms: i64) -> Option<&CredentialDigest> {
+        self.previous_secret.as_ref().filter(|p| now_ms < p.valid_until_ms).map(|p| &p.digest)
     }
 }
 
@@ -117,6 +139,52 @@ pub struct User {
     pub institution_customers: Vec<InstitutionCustomer>,
     pub password: CredentialDigest,
     pub created_seq: u64,
+    /// Disabled by an operator: the right password answers CMN_90016.
+    pub disabled: bool,
+    /// Locked by an operator: sign-ins answer CMN_90009 until unlocked.
+    pub locked: bool,
+}
+
+/// Whose sign-in failures a [`SignInRecord`] counts: a login id the institution knew at the
+/// time, or the keyed digest of one it did not (so mistyped passwords never reach the ledger).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SignInSubject {
+    Login(String),
+    Unknown([u8; 32]),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct SignInKey {
+    pub institution_id: String,
+    pub subject: SignInSubject,
+}
+
+/// Failed sign-ins of one (institution, login id); every value comes from ledger events.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SignInRecord {
+    /// Failures inside the current observation window.
+    pub window_failures: u32,
+    /// When the current observation window closes.
+    pub window_ends_at_ms: i64,
+    /// Failures since the last successful sign-in or unlock.
+    pub failed_login_count: u32,
+    /// Sign-ins are refused until then.
+    pub locked_until_ms: i64,
+}
+
+impl SignInRecord {
+    pub fn is_locked_at(&self, now_ms: i64) -> bool {
+        now_ms < self.locked_until_ms
+    }
+}
+
+/// Disabling a client or user ends every token it holds: tokens issued before the seq of the
+/// disabling event are no longer active, even after the client or user is enabled again.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenCutoffs {
+    pub clients: HashMap<Arc<str>, u64>,
+    /// Keyed by [`user_key`].
+    pub users: HashMap<String, u64>,
 }
 
 /// The key of a user in [`State::users`].
@@ -231,7 +299,32 @@ impl State {
     }
 
     pub fn is_active(&self, token: &Token, now_ms: i64) -> bool {
-        token.end.is_none() && now_ms < token.expires_at_ms && !self.family_revoked(token)
+        token.end.is_none() && now_ms < token.expires_at_ms && !self.family_revoked(token) && !self.cut_off(token)
+    }
+
+    /// True when the token's client or user was disabled after the token was issued. Costs
+    /// nothing while no client or user was ever disabled.
+    pub fn cut_off(&self, token: &Token) -> bool {
+        let cutoffs = &self.cutoffs;
+        let before = |seq: Option<&u64>| seq.is_some_and(|s| token.issued_seq < *s);
+        if !cutoffs.clients.is_empty() && before(cutoffs.clients.get(&*token.grant.client_id)) {
+            return true;
+        }
+        match &token.grant.user {
+            Some(user) if !cutoffs.users.is_empty() => {
+                before(cutoffs.users.get(&user_key(&user.institution_id, &user.login_id)))
+            }
+            _ => false,
+        }
+    }
+
+    pub fn user_by_host_user_id(&self, institution_id: &str, host_user_id: &str) -> Option<&Arc<User>> {
+        let key = self.users_by_host_user_id.get(&user_key(institution_id, host_user_id))?;
+        self.users.get(key)
+    }
+
+    pub fn sign_in_record(&self, key: &SignInKey) -> Option<&SignInRecord> {
+        self.sign_ins.get(key)
     }
 
     pub fn family_revoked(&self, token: &Token) -> bool {
@@ -244,5 +337,11 @@ impl State {
         self.tokens.retain(|_, t| t.expires_at_ms > now_ms);
         self.families.retain(|_, f| f.expires_at_ms > now_ms);
         self.recent_requests.retain(|_, r| r.at_ms + RETRY_WINDOW_MS > now_ms);
+        // Records of unknown login ids matter only while their window or lockout lasts.
+        self.sign_ins.retain(|key, r| {
+            matches!(key.subject, SignInSubject::Login(_)) && r.failed_login_count > 0
+                || r.window_ends_at_ms > now_ms
+                || r.locked_until_ms > now_ms
+        });
     }
 }

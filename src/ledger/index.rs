@@ -6,7 +6,7 @@
 
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::{State, user_key};
-use crate::proto::ledger::{Event, event};
+use crate::proto::ledger::{self, Event, event};
 
 /// Bumped whenever `keys_for` changes; a ledger with another version is re-indexed on open.
 pub const INDEX_VERSION: u32 = 1;
@@ -52,6 +52,17 @@ pub fn kind_number(event: &Event) -> u8 {
         Some(event::Kind::InstitutionCreated(_)) => 2,
         Some(event::Kind::ClientCreated(_)) => 3,
         Some(event::Kind::UserCreated(_)) => 4,
+        Some(event::Kind::ClientSecretRotated(_)) => 5,
+        Some(event::Kind::ClientDisabled(_)) => 6,
+        Some(event::Kind::ClientEnabled(_)) => 7,
+        Some(event::Kind::UserPasswordSet(_)) => 20,
+        Some(event::Kind::UserLocked(_)) => 21,
+        Some(event::Kind::UserUnlocked(_)) => 22,
+        Some(event::Kind::UserDisabled(_)) => 23,
+        Some(event::Kind::UserEnabled(_)) => 24,
+        Some(event::Kind::UserUpdated(_)) => 25,
+        Some(event::Kind::SignInFailed(_)) => 26,
+        Some(event::Kind::SignInLockedOut(_)) => 27,
         Some(event::Kind::TokensIssued(_)) => 10,
         Some(event::Kind::TokenRevoked(_)) => 11,
         Some(event::Kind::FamilyRevoked(_)) => 12,
@@ -79,6 +90,25 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
         Some(event::Kind::UserCreated(u)) => {
             add(IndexKind::User, user_key(&u.institution_id, &u.login_id).as_bytes());
             add(IndexKind::Institution, u.institution_id.as_bytes());
+        }
+        Some(event::Kind::ClientSecretRotated(ledger::ClientSecretRotated { client_id, .. }))
+        | Some(event::Kind::ClientDisabled(ledger::ClientDisabled { client_id }))
+        | Some(event::Kind::ClientEnabled(ledger::ClientEnabled { client_id })) => {
+            add(IndexKind::Client, client_id.as_bytes())
+        }
+        Some(event::Kind::UserPasswordSet(ledger::UserPasswordSet { institution_id, login_id, .. }))
+        | Some(event::Kind::UserLocked(ledger::UserLocked { institution_id, login_id }))
+        | Some(event::Kind::UserUnlocked(ledger::UserUnlocked { institution_id, login_id }))
+        | Some(event::Kind::UserDisabled(ledger::UserDisabled { institution_id, login_id }))
+        | Some(event::Kind::UserEnabled(ledger::UserEnabled { institution_id, login_id }))
+        | Some(event::Kind::UserUpdated(ledger::UserUpdated { institution_id, login_id, .. }))
+        | Some(event::Kind::SignInFailed(ledger::SignInFailed { institution_id, login_id, .. }))
+        | Some(event::Kind::SignInLockedOut(ledger::SignInLockedOut { institution_id, login_id, .. })) => {
+            // Sign-ins of unknown login ids carry no login id: they index by institution only.
+            if !login_id.is_empty() {
+                add(IndexKind::User, user_key(institution_id, login_id).as_bytes());
+            }
+            add(IndexKind::Institution, institution_id.as_bytes());
         }
         Some(event::Kind::TokensIssued(t)) => {
             for token in [&t.access, &t.refresh].into_iter().flatten() {

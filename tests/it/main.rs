@@ -2,17 +2,21 @@
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
 mod binary;
+mod cli;
 mod constant_time;
 mod crash_kill;
 mod crash_storage;
+mod directory;
 mod durability;
 mod formats;
 mod fuzz_regressions;
 mod grpc;
 mod harness;
 mod introspect;
+mod lookup;
 mod refresh;
 mod replay_property;
 mod revoke;
+mod signin;
 mod storage_faults;
 mod token;

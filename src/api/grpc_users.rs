@@ -1,0 +1,86 @@
+//! gRPC transport of the institution-user lookup (`InstitutionUserService`): the same flow as
+//! REST, with ISR codes in the status message and a google.rpc.ErrorInfo.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use super::grpc::{ERROR_DOMAIN, metadata_values, reply, status};
+use super::users::{self, InstitutionUserView, LookupCall};
+use super::wire::{self, Institution};
+use crate::app::App;
+use crate::error::LookupError;
+use crate::proto::institution_user_service_server::InstitutionUserService;
+use crate::proto::{
+    AdditionalInfoEntry, GetInstitutionUserRequest, InstitutionCustomer, InstitutionUser, InstitutionUserStatus,
+};
+
+pub struct InstitutionUserGrpc {
+    pub app: Arc<App>,
+}
+
+fn lookup_status(error: LookupError, transaction_id: &str) -> Status {
+    let info = error.info();
+    let details = ErrorDetails::with_error_info(
+        info.code,
+        ERROR_DOMAIN,
+        HashMap::from([("message".to_owned(), info.message.to_owned())]),
+    );
+    let mut status = Status::with_error_details(info.grpc_code, format!("{}: {}", info.code, info.message), details);
+    if let Ok(value) = MetadataValue::try_from(transaction_id) {
+        status.metadata_mut().insert("transactionid", value);
+    }
+    status
+}
+
+fn message(v: InstitutionUserView) -> InstitutionUser {
+    InstitutionUser {
+        institution_user_id: v.institution_user_id,
+        institution_id: v.institution_id,
+        institution_user_type: v.institution_user_type.to_owned(),
+        user_id: v.user_id,
+        user_name: v.user_name,
+        failed_login_count: v.failed_login_count,
+        failed_password_reset_count: v.failed_password_reset_count,
+        additional_info: v.additional_info.into_iter().map(|(key, value)| AdditionalInfoEntry { key, value }).collect(),
+        user_status: Some(InstitutionUserStatus { active: v.active, locked: v.locked }),
+        first_name: v.first_name.unwrap_or_default(),
+        last_name: v.last_name.unwrap_or_default(),
+        email: v.email.unwrap_or_default(),
+        institution_customers: v
+            .institution_customers
+            .into_iter()
+            .map(|c| InstitutionCustomer {
+                institution_customer_id: c.institution_customer_id,
+                member_number: c.member_number,
+                member_name: c.member_name,
+                customer_type: c.customer_type,
+                primary: c.primary,
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl InstitutionUserService for InstitutionUserGrpc {
+    async fn get_institution_user(
+        &self,
+        request: Request<GetInstitutionUserRequest>,
+    ) -> Result<Response<InstitutionUser>, Status> {
+        let metadata = request.metadata();
+        let transaction_id =
+            wire::transaction_id(metadata_values(metadata, "transactionid")).map_err(|code| status(code, None))?;
+        let r = request.get_ref();
+        let call = LookupCall {
+            bearer: wire::bearer_token(metadata_values(metadata, "authorization")).map(str::to_owned),
+            institution: Institution::parse(metadata_values(metadata, "institutionid")),
+            id: r.id.clone(),
+            user_id_type: Ok((!r.user_id_type.is_empty()).then(|| r.user_id_type.clone())),
+        };
+        let view = users::lookup(&self.app, &call).map_err(|e| lookup_status(e, &transaction_id))?;
+        Ok(reply(message(view), &transaction_id))
+    }
+}

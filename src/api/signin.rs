@@ -1,0 +1,65 @@
+//! The user check of the password grant, in the order that keeps it from being an oracle:
+//!
+//! 1. a running lockout of (institution, login id) answers CMN_90009 at once, for known and
+//!    unknown login ids alike (no hash, nothing recorded);
+//! 2. the password is checked with PBKDF2 against the user's digest, or against a dummy digest
+//!    for an unknown login id or a user without a password, so every path costs one hash;
+//! 3. a wrong pair is recorded as a `SignInFailed` event (and a `SignInLockedOut` when it
+//!    reaches the threshold) and only then answered with CMN_90015;
+//! 4. the right password of an operator-locked user answers CMN_90009, of a disabled user
+//!    CMN_90016. The writer checks these again when it issues the tokens.
+
+use crate::app::App;
+use crate::crypto::credential;
+use crate::domain::command::{Command, Rejection};
+use crate::domain::signin::{self, SignInFailure};
+use crate::domain::state::{SignInKey, SignInSubject};
+use crate::error::ErrorCode;
+
+/// Checks `password` for (institution, login id); `Ok` means the writer may issue tokens.
+pub async fn check_user(
+    app: &App,
+    institution_id: &str,
+    login_id: &str,
+    password: &str,
+    transaction_id: &str,
+) -> Result<(), ErrorCode> {
+    let now_ms = crate::clock::now_ms();
+    let (key, stored) = {
+        let state = app.state.read();
+        match state.user(institution_id, login_id) {
+            Some(user) => (signin::login_key(institution_id, login_id), Some(user.password.clone())),
+            None => {
+                let digest = credential::unknown_login_digest(&app.keys, institution_id, login_id);
+                let key =
+                    SignInKey { institution_id: institution_id.to_owned(), subject: SignInSubject::Unknown(digest) };
+                (key, None)
+            }
+        }
+    };
+    if signin::is_locked_out(&app.state.read(), &key, now_ms) {
+        tracing::info!(institution_id, "sign-in refused: locked out");
+        return Err(ErrorCode::AccessBlocked);
+    }
+    // A user created without a password has an empty digest: check the dummy instead, so
+    // the answer takes as long as any other wrong password.
+    let stored = stored.filter(|d| d.kind.is_some());
+    let known = stored.is_some();
+    let digest = stored.unwrap_or_else(|| app.dummy_password.clone());
+    if !app.verify_slow(password.to_owned(), digest).await || !known {
+        return record_failure(app, key, transaction_id).await;
+    }
+    signin::may_sign_in(&app.state.read(), institution_id, login_id, now_ms)
+}
+
+/// Records the failure durably, then answers (CMN_90015, or CMN_90009 if a lockout began
+/// meanwhile).
+async fn record_failure(app: &App, key: SignInKey, transaction_id: &str) -> Result<(), ErrorCode> {
+    let failure = SignInFailure { key, policy: app.config.lockout };
+    match app.ledger.submit(Command::SignInFailed(failure), transaction_id.to_owned()).await {
+        Ok(Err(Rejection::Token(code))) => Err(code),
+        Ok(_) => Err(ErrorCode::InvalidUserCredentials),
+        // Not recorded means not answered as a plain failure: the caller may retry.
+        Err(_) => Err(ErrorCode::TokenNotRecorded),
+    }
+}
