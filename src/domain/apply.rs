@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::authcode::apply as authcode;
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use super::state::{
@@ -33,7 +34,10 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         }
         Some(event::Kind::ClientCreated(c)) => apply_client(state, at, c),
         Some(event::Kind::UserCreated(u)) => apply_user(state, at, u),
-        Some(event::Kind::TokensIssued(t)) => apply_issued(state, at, t),
+        Some(event::Kind::TokensIssued(t)) => {
+            apply_issued(state, at, t);
+            authcode::tokens_issued(state, at, t);
+        }
         Some(event::Kind::TokenRevoked(r)) => {
             if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id)) {
                 token.end.get_or_insert(TokenEnd {
@@ -53,6 +57,10 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
                 family.live_refresh = None;
             }
         }
+        Some(event::Kind::AuthorizationCodeIssued(e)) => authcode::code_issued(state, at, e),
+        Some(event::Kind::AuthorizationCodeReplayed(e)) => authcode::code_replayed(state, at, e),
+        Some(event::Kind::AuthorizationCodeBurned(e)) => authcode::code_burned(state, at, e),
+        Some(event::Kind::SigningKeyActivated(e)) => authcode::signing_key_activated(state, at, e),
     }
     state.head.seq = at.seq;
     state.head.hash = at.hash;

@@ -4,6 +4,7 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
+use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption};
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
@@ -15,6 +16,7 @@ pub enum Command {
     Issue(Issue),
     Revoke(Revoke),
     Directory(DirectoryCommand),
+    Authorization(AuthorizationCommand),
 }
 
 /// A token request whose caller has been authenticated (client secret, and for the password
@@ -38,6 +40,7 @@ pub enum IssueGrant {
     ClientCredentials,
     Password { login_id: String },
     Refresh { token: TokenId },
+    AuthorizationCode(CodeRedemption),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -85,6 +88,7 @@ pub enum Outcome {
     Issued(Issued),
     Revoked,
     Directory(DirectoryOutcome),
+    Authorization(AuthorizationOutcome),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -126,6 +130,9 @@ pub enum Entity<'a> {
     InstitutionUserId(&'a str, &'a str),
     Family(&'a FamilyId),
     Token(&'a TokenId),
+    AuthorizationCode(&'a TokenId),
+    /// Which key signs ID tokens.
+    SigningKeys,
     Request(&'a str, &'a str),
 }
 
@@ -165,10 +172,14 @@ impl Command {
                         }
                     }
                     IssueGrant::Refresh { token } => token_keys(state, token, &mut keys),
+                    IssueGrant::AuthorizationCode(redemption) => {
+                        super::authcode::decide::redemption_keys(state, redemption, &mut keys)
+                    }
                 }
             }
             Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
             Command::Directory(command) => command.conflict_keys(&mut keys),
+            Command::Authorization(command) => command.conflict_keys(state, &mut keys),
         }
         keys
     }

@@ -4,6 +4,7 @@
 //! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
 
 pub mod apply;
+pub mod authcode;
 pub mod command;
 pub mod decide;
 pub mod directory;
@@ -21,5 +22,6 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
         Command::Issue(issue) => decide::decide_issue(state, issue, ctx),
         Command::Revoke(revoke) => decide::decide_revoke(state, revoke, ctx),
         Command::Directory(command) => directory::decide_directory(state, command),
+        Command::Authorization(command) => authcode::decide::decide(state, command, ctx),
     }
 }

@@ -37,6 +37,8 @@ pub struct State {
     pub families: FastMap<FamilyId, Family>,
     /// Answers of recent token requests, for idempotent retries by transactionId.
     pub recent_requests: HashMap<RequestKey, RecentRequest>,
+    /// Authorization codes and ID-token signing keys.
+    pub authorization: super::authcode::AuthorizationState,
 }
 
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
@@ -244,5 +246,7 @@ impl State {
         self.tokens.retain(|_, t| t.expires_at_ms > now_ms);
         self.families.retain(|_, f| f.expires_at_ms > now_ms);
         self.recent_requests.retain(|_, r| r.at_ms + RETRY_WINDOW_MS > now_ms);
+        let families = &self.families;
+        self.authorization.purge(now_ms, |family| families.contains_key(family));
     }
 }
