@@ -3,6 +3,7 @@
 
 pub mod data_dir;
 pub mod demo;
+pub mod signing;
 
 use std::future::Future;
 use std::sync::Arc;
