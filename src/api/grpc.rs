@@ -22,7 +22,7 @@ use crate::proto::*;
 pub const ERROR_DOMAIN: &str = "tokenledger";
 
 /// All values of one metadata key, as the validators want them.
-fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
+pub(super) fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
     let mut values = metadata.get_all(key).iter();
     match (values.next(), values.next()) {
         (None, _) => HeaderValues::Absent,
@@ -51,14 +51,14 @@ fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
     }
 }
 
-fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
+pub(super) fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
     let mut response = Response::new(message);
     echo(response.metadata_mut(), Some(transaction_id));
     response
 }
 
 /// Builds the shared [`Call`] from metadata and message fields.
-fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
+pub(super) fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
     let transaction_id =
         wire::transaction_id(metadata_values(metadata, "transactionid")).map_err(|code| status(code, None))?;
     let params = Params::from_pairs(fields.iter().copied()).map_err(|code| status(code, Some(&transaction_id)))?;
@@ -126,6 +126,20 @@ impl TokenService for TokenGrpc {
         let answer =
             token::introspect_token(&self.app, call).await.map_err(|code| status(code, Some(&transaction_id)))?;
         Ok(reply(introspection_message(answer), &transaction_id))
+    }
+
+    async fn authorize_client(
+        &self,
+        request: Request<AuthorizeClientRequest>,
+    ) -> Result<Response<AuthorizeClientResponse>, Status> {
+        super::grpc_authcode::authorize_client(&self.app, request)
+    }
+
+    async fn create_authorization_code(
+        &self,
+        request: Request<CreateAuthorizationCodeRequest>,
+    ) -> Result<Response<CreateAuthorizationCodeResponse>, Status> {
+        super::grpc_authcode::create_authorization_code(&self.app, request).await
     }
 }
 

@@ -2,8 +2,13 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod authcode;
+pub mod discovery;
 pub mod form;
 pub mod grpc;
+pub mod grpc_authcode;
 pub mod rest;
+pub mod rest_authcode;
+pub mod signing;
 pub mod token;
 pub mod wire;

@@ -2,6 +2,7 @@
 //! credential (`import`, ...), plus the offline `verify`.
 
 pub mod import;
+pub mod keys;
 pub mod remote;
 pub mod serve;
 pub mod verify;
@@ -17,6 +18,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up, so the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (REST and gRPC on one port).
@@ -25,6 +28,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Offline check of a stopped ledger: hash chain and full replay.
     Verify(verify::VerifyArgs),
+    /// ID-token signing keys of a running server: rotate-signing, list.
+    Keys(keys::KeysArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
@@ -47,5 +52,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => serve::run(args).await,
         Command::Import(args) => import::run(args).await,
         Command::Verify(args) => verify::run(args),
+        Command::Keys(args) => keys::run(args).await,
     }
 }

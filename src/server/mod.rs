@@ -19,15 +19,18 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 
 use crate::api::grpc::{AdminGrpc, TokenGrpc};
+use crate::api::grpc_authcode::KeyGrpc;
 use crate::app::App;
 use crate::proto::admin_service_server::AdminServiceServer;
+use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
 
 /// Largest gRPC message we decode (tonic's default of 4 MiB is far above any real request).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 
 /// The gRPC services we serve, for health status.
-const SERVICE_NAMES: [&str; 2] = ["tokenledger.v1.TokenService", "tokenledger.v1.AdminService"];
+const SERVICE_NAMES: [&str; 3] =
+    ["tokenledger.v1.TokenService", "tokenledger.v1.AdminService", "tokenledger.v1.KeyService"];
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
 /// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
@@ -51,6 +54,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         TokenServiceServer::new(TokenGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
     .add_service(AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(16 * 1024 * 1024))
+    .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
