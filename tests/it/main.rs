@@ -1,11 +1,13 @@
 //! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
+mod authcode;
 mod binary;
 mod durability;
 mod grpc;
 mod harness;
 mod introspect;
+mod redeem;
 mod refresh;
 mod revoke;
 mod token;
