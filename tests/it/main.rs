@@ -2,6 +2,8 @@
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
 mod authcode;
+mod authcode_durability;
+mod authcode_grpc;
 mod binary;
 mod durability;
 mod grpc;
