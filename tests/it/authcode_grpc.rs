@@ -91,7 +91,8 @@ async fn grpc_errors_carry_the_same_cmn_codes() {
     let mut tokens = flow.server.token_client().await;
     let bearer = Some(flow.bearer.as_str());
     let create = |request, bearer, institution| bearer_request(request, bearer, institution);
-    let cases: Vec<(api::CreateAuthorizationCodeRequest, Option<&str>, Option<&str>, Code, &str)> = vec![
+    type Case<'a> = (api::CreateAuthorizationCodeRequest, Option<&'a str>, Option<&'a str>, Code, &'a str);
+    let cases: Vec<Case> = vec![
         (code_request(), None, Some(INSTITUTION), Code::Unauthenticated, "CMN_90018"),
         (code_request(), Some("tla_nope"), Some(INSTITUTION), Code::Unauthenticated, "CMN_90018"),
         (code_request(), bearer, None, Code::InvalidArgument, "CMN_90005"),
