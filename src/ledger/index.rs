@@ -111,6 +111,8 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
             if let Some(token) = grant.and_then(|id| state.tokens.get(&id)) {
                 add_grant(&mut add, &token.grant);
             }
+            // A code replay's family may hold no refresh token: its code names the parties.
+            add_code(&mut add, state, &r.trigger_token_id);
         }
         Some(event::Kind::AuthorizationCodeIssued(c)) => {
             add(IndexKind::Token, &c.code_id);

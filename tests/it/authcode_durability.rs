@@ -166,3 +166,48 @@ async fn the_ledger_holds_no_code_verifier_or_private_signing_key() {
     assert_eq!(public_keys.len(), 2);
     assert!(public_keys.iter().all(|k| k.len() == 65 && contains(k)));
 }
+
+#[tokio::test]
+async fn code_events_are_indexed_by_code_client_and_user() {
+    use redb::ReadableDatabase;
+    use tokenledger::ledger::index::{IndexKind, prefix, seq_of};
+    const INDEX: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
+    let flow = flow().await;
+    // A code without offline_access: its family has no refresh token to name the client.
+    let code = flow.code(&Form::code().without("requested_scopes")).await;
+    flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.access_token();
+    flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.assert_error(401, "CMN_90018");
+    let dir = flow.server.stop().await;
+    let events = read_events(dir.path());
+    let seqs_of = |kind: IndexKind, value: &[u8]| -> Vec<u64> {
+        let db = redb::Database::open(dir.path().join(data_dir::LEDGER_FILE)).unwrap();
+        let read = db.begin_read().unwrap();
+        let table = read.open_table(INDEX).unwrap();
+        let start = prefix(kind, value);
+        let mut end = start.clone();
+        end.extend_from_slice(&[0xff; 9]);
+        table
+            .range(start.as_slice()..end.as_slice())
+            .unwrap()
+            .map(|row| seq_of(row.unwrap().0.value()).unwrap())
+            .collect()
+    };
+    let kind_at = |seq: u64| events[seq as usize - 1].kind.clone().unwrap();
+    let code_id = tokenledger::crypto::token::decode(&flow_keys(dir.path()), &code).unwrap().1;
+    let code_history: Vec<event::Kind> = seqs_of(IndexKind::Token, &code_id.0).into_iter().map(kind_at).collect();
+    assert!(matches!(code_history[0], event::Kind::AuthorizationCodeIssued(_)), "{code_history:?}");
+    assert!(matches!(&code_history[1], event::Kind::TokensIssued(t) if t.authorization_code_id == code_id.0));
+    assert!(matches!(code_history[2], event::Kind::AuthorizationCodeReplayed(_)));
+    assert!(matches!(code_history[3], event::Kind::FamilyRevoked(_)));
+    assert_eq!(code_history.len(), 4);
+    let partner_history = seqs_of(IndexKind::Client, b"partner");
+    let revocation = seqs_of(IndexKind::Token, &code_id.0)[3];
+    assert!(partner_history.contains(&revocation), "the family revocation is found by the partner's client id");
+    let user = format!("{}:{CAROL}", crate::harness::INSTITUTION);
+    assert!(seqs_of(IndexKind::User, user.as_bytes()).contains(&revocation));
+}
+
+/// The server keys of a stopped data directory, to decode token strings.
+fn flow_keys(dir: &std::path::Path) -> tokenledger::crypto::keys::ServerKeys {
+    tokenledger::crypto::keys::ServerKeys::load(&dir.join(data_dir::KEYS_FILE)).unwrap()
+}
