@@ -207,3 +207,24 @@ fn the_cli_rotates_and_lists_signing_keys() {
     assert_eq!(after[1]["key_id"], first.as_str());
     assert_eq!(after[1]["active"], false);
 }
+
+#[tokio::test]
+async fn a_lost_signing_key_file_is_replaced_and_old_id_tokens_still_verify() {
+    let flow = flow().await;
+    let old = id_token(&flow, &Form::code()).await;
+    let old_kid = decode_header(&old).unwrap().kid.unwrap();
+    let Flow { server, f, partner, .. } = flow;
+    let dir = server.stop().await;
+    std::fs::remove_file(dir.path().join(tokenledger::server::signing::SIGNING_KEYS_FILE)).unwrap();
+    let server = TestServer::start_in(dir, |_| {}).await;
+    let published = key_ids(&jwks(&server).await);
+    assert_eq!(published.len(), 2, "a new key, and the lost one while its ID token lives: {published:?}");
+    verify(&server, &old, "partner").await.expect("the public key came from the ledger");
+    let bearer = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    let flow = Flow { server, f, partner, bearer };
+    let new = id_token(&flow, &Form::code()).await;
+    let new_kid = decode_header(&new).unwrap().kid.unwrap();
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(published[0], new_kid);
+    verify(&flow.server, &new, "partner").await.unwrap();
+}
