@@ -8,6 +8,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tokenledger/v1/token.proto",
         "proto/tokenledger/v1/admin.proto",
         "proto/tokenledger/v1/users.proto",
+        "proto/tokenledger/v1/keys.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

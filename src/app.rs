@@ -12,6 +12,7 @@ use crate::api::wire::BasicCredentials;
 use crate::config::Config;
 use crate::crypto::credential::{self, Check};
 use crate::crypto::keys::ServerKeys;
+use crate::crypto::signing::SigningKeys;
 use crate::domain::State;
 use crate::domain::state::Client;
 use crate::error::ErrorCode;
@@ -24,6 +25,8 @@ type VerifiedSecret = ([u8; 32], CredentialDigest);
 pub struct App {
     pub config: Config,
     pub keys: ServerKeys,
+    /// The ID-token signing keys (`signing-keys.json`).
+    pub signing: SigningKeys,
     /// The projections; only the ledger writer takes the write lock.
     pub state: Arc<RwLock<State>>,
     pub ledger: LedgerHandle,
@@ -45,6 +48,7 @@ impl App {
     pub fn new(
         config: Config,
         keys: ServerKeys,
+        signing: SigningKeys,
         state: Arc<RwLock<State>>,
         ledger: LedgerHandle,
         admin_token_digest: [u8; 32],
@@ -54,6 +58,7 @@ impl App {
         Self {
             config,
             keys,
+            signing,
             state,
             ledger,
             admin_token_digest,

@@ -37,6 +37,12 @@ pub struct Settings {
     /// Send `expires_in` as a digit string instead of a JSON number [default: false]
     #[arg(long, env = "TOKENLEDGER_EXPIRES_IN_AS_STRING")]
     pub expires_in_as_string: Option<bool>,
+    /// Lifetime of authorization codes, 1 to 3600 seconds [default: 600]
+    #[arg(long, env = "TOKENLEDGER_AUTHORIZATION_CODE_TTL_SECS")]
+    pub authorization_code_ttl_secs: Option<u64>,
+    /// Lifetime of ID tokens, 1 to 86400 seconds [default: 3600]
+    #[arg(long, env = "TOKENLEDGER_ID_TOKEN_TTL_SECS")]
+    pub id_token_ttl_secs: Option<u64>,
     /// PBKDF2-HMAC-SHA256 iterations for new passwords and imported secrets [default: 600000]
     #[arg(long, env = "TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS")]
     pub password_pbkdf2_iterations: Option<u32>,
@@ -86,6 +92,8 @@ impl Settings {
             access_token_ttl_secs,
             refresh_token_ttl_secs,
             expires_in_as_string,
+            authorization_code_ttl_secs,
+            id_token_ttl_secs,
             password_pbkdf2_iterations,
             body_limit_bytes,
             writer_queue_capacity,
@@ -137,6 +145,8 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     pub expires_in_as_string: bool,
+    pub authorization_code_ttl_secs: u64,
+    pub id_token_ttl_secs: u64,
     pub password_pbkdf2_iterations: NonZeroU32,
     pub body_limit_bytes: usize,
     pub writer: WriterConfig,
@@ -176,6 +186,14 @@ impl Config {
             access_token_ttl_secs: ttl(settings.access_token_ttl_secs, 3600, "access_token_ttl_secs")?,
             refresh_token_ttl_secs: ttl(settings.refresh_token_ttl_secs, 15_552_000, "refresh_token_ttl_secs")?,
             expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
+            authorization_code_ttl_secs: match settings.authorization_code_ttl_secs.unwrap_or(600) {
+                n @ 1..=3600 => n,
+                _ => return Err(bad("authorization_code_ttl_secs must be between 1 and 3600")),
+            },
+            id_token_ttl_secs: match settings.id_token_ttl_secs.unwrap_or(3600) {
+                n @ 1..=86_400 => n,
+                _ => return Err(bad("id_token_ttl_secs must be between 1 and 86400")),
+            },
             password_pbkdf2_iterations: NonZeroU32::new(iterations)
                 .ok_or_else(|| bad("password_pbkdf2_iterations must be positive"))?,
             body_limit_bytes: match settings.body_limit_bytes.unwrap_or(16 * 1024) {

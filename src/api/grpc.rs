@@ -59,7 +59,7 @@ pub(super) fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
 }
 
 /// Builds the shared [`Call`] from metadata and message fields.
-fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
+pub(super) fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
     let transaction_id =
         wire::transaction_id(metadata_values(metadata, "transactionid")).map_err(|code| status(code, None))?;
     let params = Params::from_pairs(fields.iter().copied()).map_err(|code| status(code, Some(&transaction_id)))?;
@@ -127,6 +127,20 @@ impl TokenService for TokenGrpc {
         let answer =
             token::introspect_token(&self.app, call).await.map_err(|code| status(code, Some(&transaction_id)))?;
         Ok(reply(introspection_message(answer), &transaction_id))
+    }
+
+    async fn authorize_client(
+        &self,
+        request: Request<AuthorizeClientRequest>,
+    ) -> Result<Response<AuthorizeClientResponse>, Status> {
+        super::grpc_authcode::authorize_client(&self.app, request)
+    }
+
+    async fn create_authorization_code(
+        &self,
+        request: Request<CreateAuthorizationCodeRequest>,
+    ) -> Result<Response<CreateAuthorizationCodeResponse>, Status> {
+        super::grpc_authcode::create_authorization_code(&self.app, request).await
     }
 }
 

@@ -2,13 +2,18 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod authcode;
 pub mod directory;
+pub mod discovery;
 pub mod form;
 pub mod grpc;
+pub mod grpc_authcode;
 pub mod grpc_users;
 pub mod rest;
+pub mod rest_authcode;
 pub mod rest_users;
 pub mod signin;
+pub mod signing;
 pub mod token;
 pub mod users;
 pub mod wire;

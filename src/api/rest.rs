@@ -29,6 +29,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .merge(super::rest_users::routes())
+        .merge(super::rest_authcode::routes())
         .fallback(not_found)
         .with_state(app)
 }
@@ -44,7 +45,7 @@ pub fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> HeaderVal
 }
 
 /// Cache-Control and Pragma for answers that carry tokens or token data (RFC 6749 5.1).
-fn no_store(response: &mut Response) {
+pub(super) fn no_store(response: &mut Response) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
@@ -75,7 +76,7 @@ pub fn error_response(code: ErrorCode, transaction_id: Option<&str>) -> Response
     response
 }
 
-fn echo_transaction_id(response: &mut Response, transaction_id: Option<&str>) {
+pub(super) fn echo_transaction_id(response: &mut Response, transaction_id: Option<&str>) {
     if let Some(value) = transaction_id.and_then(|t| HeaderValue::from_str(t).ok()) {
         response.headers_mut().insert(TRANSACTION_ID, value);
     }
@@ -83,7 +84,12 @@ fn echo_transaction_id(response: &mut Response, transaction_id: Option<&str>) {
 
 /// Checks the common request rules in SPEC order and builds the [`Call`]: `transactionId`,
 /// `Content-Type`, no query string, the bounded body, then the form itself.
-async fn read_call(app: &App, uri: &Uri, headers: &HeaderMap, body: Body) -> Result<Call, (ErrorCode, Option<String>)> {
+pub(super) async fn read_call(
+    app: &App,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Call, (ErrorCode, Option<String>)> {
     let transaction_id = wire::transaction_id(header_values(headers, &TRANSACTION_ID)).map_err(|code| (code, None))?;
     let fail = |code: ErrorCode| (code, Some(transaction_id.clone()));
     if !is_form_content_type(headers) {

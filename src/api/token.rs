@@ -43,6 +43,7 @@ fn parse_grant(name: Option<&str>) -> Result<GrantType, ErrorCode> {
         Some("client_credentials") => Ok(GrantType::ClientCredentials),
         Some("password") => Ok(GrantType::Password),
         Some("refresh_token") => Ok(GrantType::RefreshToken),
+        Some("authorization_code") => Ok(GrantType::AuthorizationCode),
         _ => Err(ErrorCode::InvalidGrantType),
     }
 }
@@ -83,6 +84,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
                 _ => return Err(ErrorCode::InvalidToken),
             }
         }
+        GrantType::AuthorizationCode => super::authcode::redemption_grant(app, &client, &call.params)?,
         _ => {
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             IssueGrant::ClientCredentials
@@ -103,7 +105,11 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         fresh,
     };
     match app.ledger.submit(Command::Issue(issue), call.transaction_id).await {
-        Ok(Ok(Outcome::Issued(issued))) => Ok(render(app, &issued)),
+        Ok(Ok(Outcome::Issued(issued))) => {
+            let mut reply = render(app, &issued);
+            reply.id_token = super::authcode::id_token(app, &issued)?;
+            Ok(reply)
+        }
         Ok(Ok(_)) => Err(ErrorCode::Internal),
         Ok(Err(Rejection::Token(code))) => Err(code),
         Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),

@@ -3,6 +3,7 @@
 
 pub mod directory;
 pub mod import;
+pub mod keys;
 pub mod remote;
 pub mod serve;
 pub mod verify;
@@ -18,6 +19,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start-up, so the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the server (REST and gRPC on one port).
@@ -32,6 +35,8 @@ pub enum Command {
     Client(directory::ClientArgs),
     /// Users: create, list, show, set-password, lock, unlock, disable, enable, update.
     User(directory::UserArgs),
+    /// ID-token signing keys of a running server: rotate-signing, list.
+    Keys(keys::KeysArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
@@ -57,5 +62,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Institution(args) => directory::run_institution(args).await,
         Command::Client(args) => directory::run_client(args).await,
         Command::User(args) => directory::run_user(args).await,
+        Command::Keys(args) => keys::run(args).await,
     }
 }

@@ -6,6 +6,8 @@
 
 pub mod credential;
 pub mod keys;
+pub mod pkce;
+pub mod signing;
 pub mod token;
 
 use ring::rand::{SecureRandom, SystemRandom};

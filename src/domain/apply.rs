@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use super::authcode::apply as authcode;
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use super::state::{
@@ -36,6 +37,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         Some(event::Kind::TokensIssued(t)) => {
             apply_issued(state, at, t);
             super::apply_account::signed_in(state, t);
+            authcode::tokens_issued(state, at, t);
         }
         Some(
             kind @ (event::Kind::ClientSecretRotated(_)
@@ -69,6 +71,10 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
                 family.live_refresh = None;
             }
         }
+        Some(event::Kind::AuthorizationCodeIssued(e)) => authcode::code_issued(state, at, e),
+        Some(event::Kind::AuthorizationCodeReplayed(e)) => authcode::code_replayed(state, at, e),
+        Some(event::Kind::AuthorizationCodeBurned(e)) => authcode::code_burned(state, at, e),
+        Some(event::Kind::SigningKeyActivated(e)) => authcode::signing_key_activated(state, at, e),
     }
     state.head.seq = at.seq;
     state.head.hash = at.hash;

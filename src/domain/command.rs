@@ -5,6 +5,7 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::account::AccountCommand;
+use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption};
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
@@ -21,6 +22,7 @@ pub enum Command {
     Account(AccountCommand),
     /// A failed password sign-in, recorded before the caller hears CMN_90015.
     SignInFailed(SignInFailure),
+    Authorization(AuthorizationCommand),
 }
 
 /// A token request whose caller has been authenticated (client secret, and for the password
@@ -44,6 +46,7 @@ pub enum IssueGrant {
     ClientCredentials,
     Password { login_id: String },
     Refresh { token: TokenId },
+    AuthorizationCode(CodeRedemption),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -93,6 +96,7 @@ pub enum Outcome {
     Directory(DirectoryOutcome),
     /// An account change was recorded.
     Changed,
+    Authorization(AuthorizationOutcome),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -134,6 +138,9 @@ pub enum Entity<'a> {
     InstitutionUserId(&'a str, &'a str),
     Family(&'a FamilyId),
     Token(&'a TokenId),
+    AuthorizationCode(&'a TokenId),
+    /// Which key signs ID tokens.
+    SigningKeys,
     Request(&'a str, &'a str),
     HostUserId(&'a str, &'a str),
     /// The keyed digest of a login id the institution does not know.
@@ -176,12 +183,16 @@ impl Command {
                         }
                     }
                     IssueGrant::Refresh { token } => token_keys(state, token, &mut keys),
+                    IssueGrant::AuthorizationCode(redemption) => {
+                        super::authcode::decide::redemption_keys(state, redemption, &mut keys)
+                    }
                 }
             }
             Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
             Command::Directory(command) => command.conflict_keys(&mut keys),
             Command::Account(command) => command.conflict_keys(&mut keys),
             Command::SignInFailed(failure) => failure.conflict_keys(&mut keys),
+            Command::Authorization(command) => command.conflict_keys(state, &mut keys),
         }
         keys
     }

@@ -52,6 +52,7 @@ pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision 
         IssueGrant::ClientCredentials => issue_fresh(state, issue, ctx, GrantType::ClientCredentials, None),
         IssueGrant::Password { login_id } => issue_fresh(state, issue, ctx, GrantType::Password, Some(login_id)),
         IssueGrant::Refresh { token } => refresh(state, issue, ctx, token),
+        IssueGrant::AuthorizationCode(redemption) => super::authcode::decide::redeem(state, issue, redemption, ctx),
     }
 }
 
@@ -115,6 +116,7 @@ fn issue_fresh(
         refresh: refresh.as_ref().map(|r| wire_token(r, &scopes)),
         rotated_from: Vec::new(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        ..TokensIssued::default()
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
     Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
@@ -179,6 +181,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         refresh: Some(wire_token(&refresh, &old.scopes)),
         rotated_from: presented.0.to_vec(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        ..TokensIssued::default()
     };
     let issued = Issued { access, refresh: Some(refresh), scopes: access_scopes, replayed: false };
     Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
@@ -209,12 +212,12 @@ pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decisi
     Decision::ok(vec![wrap(event)], Outcome::Revoked)
 }
 
-fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
+pub(super) fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
     let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     IssuedToken { id, expires_at_ms: now_ms.saturating_add(ttl_ms) }
 }
 
-fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
+pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
     WireToken {
         token_id: token.id.0.to_vec(),
         expires_at_ms: token.expires_at_ms,

@@ -6,6 +6,7 @@
 pub mod account;
 pub mod apply;
 mod apply_account;
+pub mod authcode;
 pub mod command;
 pub mod decide;
 pub mod directory;
@@ -26,5 +27,6 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
         Command::Directory(command) => directory::decide_directory(state, command),
         Command::Account(command) => account::decide_account(state, command, ctx),
         Command::SignInFailed(failure) => signin::decide_failure(state, failure, ctx),
+        Command::Authorization(command) => authcode::decide::decide(state, command, ctx),
     }
 }

@@ -43,6 +43,8 @@ pub struct State {
     pub sign_ins: HashMap<SignInKey, SignInRecord>,
     /// Clients and users that were disabled: their older tokens are no longer active.
     pub cutoffs: TokenCutoffs,
+    /// Authorization codes and ID-token signing keys.
+    pub authorization: super::authcode::AuthorizationState,
 }
 
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
@@ -343,5 +345,7 @@ impl State {
                 || r.window_ends_at_ms > now_ms
                 || r.locked_until_ms > now_ms
         });
+        let families = &self.families;
+        self.authorization.purge(now_ms, |family| families.contains_key(family));
     }
 }

@@ -66,6 +66,10 @@ pub fn kind_number(event: &Event) -> u8 {
         Some(event::Kind::TokensIssued(_)) => 10,
         Some(event::Kind::TokenRevoked(_)) => 11,
         Some(event::Kind::FamilyRevoked(_)) => 12,
+        Some(event::Kind::AuthorizationCodeIssued(_)) => 30,
+        Some(event::Kind::AuthorizationCodeReplayed(_)) => 31,
+        Some(event::Kind::AuthorizationCodeBurned(_)) => 32,
+        Some(event::Kind::SigningKeyActivated(_)) => 33,
     }
 }
 
@@ -115,6 +119,7 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
                 add(IndexKind::Token, &token.token_id);
             }
             add(IndexKind::Token, &t.rotated_from);
+            add(IndexKind::Token, &t.authorization_code_id);
             add(IndexKind::Family, &t.family_id);
             add(IndexKind::Client, t.client_id.as_bytes());
             add(IndexKind::Institution, t.institution_id.as_bytes());
@@ -136,11 +141,40 @@ pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
             if let Some(token) = grant.and_then(|id| state.tokens.get(&id)) {
                 add_grant(&mut add, &token.grant);
             }
+            // A code replay's family may hold no refresh token: its code names the parties.
+            add_code(&mut add, state, &r.trigger_token_id);
         }
+        Some(event::Kind::AuthorizationCodeIssued(c)) => {
+            add(IndexKind::Token, &c.code_id);
+            add(IndexKind::Client, c.client_id.as_bytes());
+            add(IndexKind::Client, c.authorized_by_client_id.as_bytes());
+            add(IndexKind::Token, &c.authorized_by_token_id);
+            add(IndexKind::Institution, c.institution_id.as_bytes());
+            add(IndexKind::User, user_key(&c.institution_id, &c.login_id).as_bytes());
+        }
+        Some(event::Kind::AuthorizationCodeReplayed(r)) => {
+            add(IndexKind::Token, &r.code_id);
+            add(IndexKind::Family, &r.family_id);
+            add_code(&mut add, state, &r.code_id);
+        }
+        Some(event::Kind::AuthorizationCodeBurned(b)) => {
+            add(IndexKind::Token, &b.code_id);
+            add_code(&mut add, state, &b.code_id);
+        }
+        Some(event::Kind::SigningKeyActivated(_)) => {}
     }
     keys.sort_unstable();
     keys.dedup();
     keys
+}
+
+/// The client, institution and user of the code `code_id`, from the state before the event.
+fn add_code(add: &mut impl FnMut(IndexKind, &[u8]), state: &State, code_id: &[u8]) {
+    if let Some(code) = TokenId::from_slice(code_id).and_then(|id| state.authorization.codes.get(&id)) {
+        add(IndexKind::Client, code.client_id.as_bytes());
+        add(IndexKind::Institution, code.institution_id.as_bytes());
+        add(IndexKind::User, user_key(&code.institution_id, &code.login_id).as_bytes());
+    }
 }
 
 fn add_grant(add: &mut impl FnMut(IndexKind, &[u8]), grant: &crate::domain::state::Grant) {

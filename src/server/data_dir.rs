@@ -1,5 +1,6 @@
 //! The data directory: `ledger.redb`, `keys.json` (token MAC and digest keys), `admin.token`
-//! (the admin credential) and `tokenledger.lock`, which keeps a second process out.
+//! (the admin credential), `signing-keys.json` (ID-token signing keys, see `signing`) and
+//! `tokenledger.lock`, which keeps a second process out.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -32,6 +33,8 @@ pub enum StartError {
     Ledger(#[from] OpenError),
     #[error("cannot start the ledger writer: {0}")]
     Writer(std::io::Error),
+    #[error(transparent)]
+    Signing(#[from] super::signing::SigningStartError),
 }
 
 /// An open data directory: everything a server needs, holding the directory lock.
@@ -103,14 +106,18 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
         }
         Err(e) => return Err(io_error(&dir)(e)),
     };
-    let (store, state, report) =
+    let (store, mut state, report) =
         ledger::open(&ledger_path, now_ms, |events| tracing::info!(events, "replaying the ledger"))?;
     if !ledger_exists {
         created.push(ledger_path);
     }
+    let (signing, new_signing_keys) = super::signing::prepare(&dir, &store, &mut state, now_ms)?;
+    if new_signing_keys {
+        created.push(dir.join(super::signing::SIGNING_KEYS_FILE));
+    }
     let state = Arc::new(RwLock::new(state));
     let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).map_err(StartError::Writer)?;
-    let app = Arc::new(App::new(config.clone(), keys, state, handle, sha256(admin_token.as_bytes())));
+    let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
     Ok(Opened { app, report, created, _lock: lock })
 }
 

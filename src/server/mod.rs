@@ -3,6 +3,7 @@
 
 pub mod data_dir;
 pub mod demo;
+pub mod signing;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,18 +19,24 @@ use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 
 use crate::api::grpc::{AdminGrpc, TokenGrpc};
+use crate::api::grpc_authcode::KeyGrpc;
 use crate::api::grpc_users::InstitutionUserGrpc;
 use crate::app::App;
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::institution_user_service_server::InstitutionUserServiceServer;
+use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
 
 /// Largest gRPC message we decode (tonic's default of 4 MiB is far above any real request).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 
 /// The gRPC services we serve, for health status.
-const SERVICE_NAMES: [&str; 3] =
-    ["tokenledger.v1.TokenService", "tokenledger.v1.AdminService", "tokenledger.v1.InstitutionUserService"];
+const SERVICE_NAMES: [&str; 4] = [
+    "tokenledger.v1.TokenService",
+    "tokenledger.v1.AdminService",
+    "tokenledger.v1.InstitutionUserService",
+    "tokenledger.v1.KeyService",
+];
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
 /// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
@@ -57,6 +64,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         InstitutionUserServiceServer::new(InstitutionUserGrpc { app: app.clone() })
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
+    .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)

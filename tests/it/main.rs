@@ -1,6 +1,9 @@
 //! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
+mod authcode;
+mod authcode_durability;
+mod authcode_grpc;
 mod binary;
 mod cli;
 mod constant_time;
@@ -12,8 +15,11 @@ mod formats;
 mod fuzz_regressions;
 mod grpc;
 mod harness;
+mod id_token;
 mod introspect;
 mod lookup;
+mod metadata;
+mod redeem;
 mod refresh;
 mod replay_property;
 mod revoke;

@@ -10,6 +10,7 @@ use redb::StorageBackend;
 use tokenledger::app::{App, sha256};
 use tokenledger::config::Config;
 use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::crypto::signing::SigningKeys;
 use tokenledger::ledger::{self, LedgerHandle};
 
 use crate::harness::*;
@@ -70,7 +71,10 @@ async fn start_on(disk: FlakyDisk, dir: Arc<tempfile::TempDir>) -> (TestServer, 
     let state = Arc::new(parking_lot::RwLock::new(state));
     let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).unwrap();
     let admin = "tladm_storage-fault-test".to_owned();
-    let app = Arc::new(App::new(config, ServerKeys::from_secret(1, &[9; 32]), state, handle, sha256(admin.as_bytes())));
+    let (signing, _, _) =
+        SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), tokenledger::clock::now_ms()).unwrap();
+    let keys = ServerKeys::from_secret(1, &[9; 32]);
+    let app = Arc::new(App::new(config, keys, signing, state, handle, sha256(admin.as_bytes())));
     (TestServer::serve_app(app, dir).await, admin)
 }
 

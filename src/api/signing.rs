@@ -1,0 +1,67 @@
+//! Rotating and listing the ID-token signing keys (KeyService, `tokenledger keys`).
+//!
+//! A rotation generates a key, writes the key file durably with the new key active (keeping
+//! the private keys that are still published, dropping the rest), makes the key available for
+//! signing, and only then records `SigningKeyActivated`. A crash or failed commit after the
+//! file write is repaired at the next start-up, which records the file's active key.
+
+use crate::app::App;
+use crate::crypto::signing::{ALGORITHM, SigningKey};
+use crate::domain::authcode::{AuthorizationCommand, AuthorizationOutcome, SigningKeyActivation, SigningKeyInfo};
+use crate::domain::command::{Command, Outcome};
+use crate::proto as api;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("cannot store the new signing key: {0}")]
+    KeyFile(String),
+    #[error("the ledger is not accepting writes")]
+    Unavailable,
+}
+
+/// Makes a new key the one that signs; returns it and the key it replaced.
+pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSigningKeyResponse, RotateError> {
+    let _one_at_a_time = app.signing.rotation.lock().await;
+    let now_ms = crate::clock::now_ms();
+    let keep: Vec<String> =
+        app.state.read().authorization.published_keys(now_ms).into_iter().map(|k| k.key_id.clone()).collect();
+    let key = SigningKey::generate(now_ms).map_err(|e| RotateError::KeyFile(e.to_string()))?;
+    let key = app.signing.install(key, &keep).map_err(|e| RotateError::KeyFile(e.to_string()))?;
+    let activation = SigningKeyActivation {
+        key_id: key.key_id.clone(),
+        algorithm: ALGORITHM.to_owned(),
+        public_key: key.public_key().to_vec(),
+    };
+    let command = Command::Authorization(AuthorizationCommand::ActivateSigningKey(activation));
+    let previous_key_id = match app.ledger.submit(command, transaction_id).await {
+        Ok(Ok(Outcome::Authorization(AuthorizationOutcome::SigningKeyActivated { previous_key_id }))) => {
+            previous_key_id.unwrap_or_default()
+        }
+        _ => return Err(RotateError::Unavailable),
+    };
+    tracing::info!(key_id = %key.key_id, %previous_key_id, "ID-token signing key rotated");
+    let state = app.state.read();
+    let view = state.authorization.signing_keys.get(&key.key_id).map(|k| key_view(k, now_ms));
+    Ok(api::RotateSigningKeyResponse { key: view, previous_key_id })
+}
+
+/// Every signing key the ledger knows, newest first.
+pub fn list(app: &App) -> api::ListSigningKeysResponse {
+    let now_ms = crate::clock::now_ms();
+    let state = app.state.read();
+    let mut keys: Vec<&SigningKeyInfo> = state.authorization.signing_keys.values().collect();
+    keys.sort_by_key(|k| std::cmp::Reverse(k.activated_seq));
+    api::ListSigningKeysResponse { keys: keys.into_iter().map(|k| key_view(k, now_ms)).collect() }
+}
+
+fn key_view(key: &SigningKeyInfo, now_ms: i64) -> api::SigningKey {
+    api::SigningKey {
+        key_id: key.key_id.clone(),
+        algorithm: key.algorithm.clone(),
+        active: key.retired_at_ms.is_none(),
+        published: key.is_published(now_ms),
+        activated_seq: key.activated_seq,
+        retired_at_ms: key.retired_at_ms.unwrap_or(0),
+        id_tokens_valid_until_ms: key.id_tokens_expire_at_ms,
+    }
+}

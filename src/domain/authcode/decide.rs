@@ -1,0 +1,289 @@
+//! Decisions of the authorization-code flow: who may ask for a code, issuing it, redeeming it
+//! (with replay and burn), and activating a signing key. Pure functions of state and time.
+
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq as _;
+
+use super::{
+    AUTH_TIME_SKEW_SECS, AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, CodeStatus, Redeemed,
+    SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, SigningKeyActivation,
+};
+use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
+use crate::domain::decide::{mint, wire_token, wrap};
+use crate::domain::ids::TokenId;
+use crate::domain::scope::{self, ScopeList};
+use crate::domain::state::{Client, State, Token, TokenKind};
+use crate::error::ErrorCode;
+use crate::proto::ledger::{
+    AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, FamilyRevoked,
+    GrantType, RevocationReason, SigningKeyActivated, TokensIssued, event,
+};
+
+/// The first-party app's access token, if it may authorize partners for `institution_id` at
+/// `now_ms`: active, an access token, of that institution, of a client still serving it, and
+/// not itself a partner token (issued from a code), so that a partner cannot pass the user on.
+pub fn check_bearer<'s>(
+    state: &'s State,
+    token: &TokenId,
+    institution_id: &str,
+    now_ms: i64,
+) -> Result<&'s Token, ErrorCode> {
+    let bearer =
+        state.active_token(token, now_ms).filter(|t| t.kind == TokenKind::Access).ok_or(ErrorCode::InvalidToken)?;
+    if *bearer.grant.institution_id != *institution_id {
+        return Err(ErrorCode::InvalidInstitution);
+    }
+    let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
+        || bearer.grant.family.is_some_and(|f| state.authorization.code_by_family.contains_key(&f));
+    let serving = state.client(&bearer.grant.client_id).is_some_and(|c| c.serves_institution(institution_id));
+    if code_born || !serving {
+        return Err(ErrorCode::NotAuthorized);
+    }
+    Ok(bearer)
+}
+
+/// The partner app `partner_id`, if the bearer's client may authorize it: not the bearer's own
+/// client (CMN_90020), and configured for the flow at the bearer's institution: the
+/// authorization_code grant, allowed scopes and, when a code is to be issued, a redirect URI
+/// (CMN_90021 otherwise, also for an unknown client id).
+pub fn check_partner<'s>(
+    state: &'s State,
+    bearer: &Token,
+    partner_id: &str,
+    needs_redirect_uri: bool,
+) -> Result<&'s Arc<Client>, ErrorCode> {
+    if *bearer.grant.client_id == *partner_id {
+        return Err(ErrorCode::SelfAuthorization);
+    }
+    let partner = state.client(partner_id).ok_or(ErrorCode::InvalidClientConfiguration)?;
+    let configured = partner.grant_types.contains(GrantType::AuthorizationCode)
+        && !partner.scopes.is_empty()
+        && partner.serves_institution(&bearer.grant.institution_id)
+        && !(needs_redirect_uri && partner.redirect_uri.is_empty());
+    if !configured {
+        return Err(ErrorCode::InvalidClientConfiguration);
+    }
+    Ok(partner)
+}
+
+pub fn decide(state: &State, command: &AuthorizationCommand, ctx: Context<'_>) -> Decision {
+    match command {
+        AuthorizationCommand::IssueCode(request) => issue_code(state, request, ctx),
+        AuthorizationCommand::ActivateSigningKey(activation) => {
+            let previous_key_id = state.authorization.active_signing_key.clone();
+            let event = activation_event(state, activation);
+            Decision::ok(
+                vec![event],
+                Outcome::Authorization(AuthorizationOutcome::SigningKeyActivated { previous_key_id }),
+            )
+        }
+    }
+}
+
+/// The event that makes `activation` the signing key (also recorded at start-up when the key
+/// file's active key is not the ledger's).
+pub fn activation_event(state: &State, activation: &SigningKeyActivation) -> crate::proto::ledger::Event {
+    wrap(event::Kind::SigningKeyActivated(SigningKeyActivated {
+        key_id: activation.key_id.clone(),
+        algorithm: activation.algorithm.clone(),
+        public_key: activation.public_key.clone(),
+        previous_key_id: state.authorization.active_signing_key.clone().unwrap_or_default(),
+    }))
+}
+
+fn issue_code(state: &State, request: &CodeRequest, ctx: Context<'_>) -> Decision {
+    match code_event(state, request, ctx) {
+        Ok((event, redirect_uri)) => {
+            let outcome = AuthorizationOutcome::CodeIssued {
+                code: request.code_id,
+                redirect_uri,
+                expires_at_ms: event.expires_at_ms,
+            };
+            Decision::ok(vec![wrap(event::Kind::AuthorizationCodeIssued(event))], Outcome::Authorization(outcome))
+        }
+        Err(code) => Decision::refuse(code),
+    }
+}
+
+fn code_event(
+    state: &State,
+    request: &CodeRequest,
+    ctx: Context<'_>,
+) -> Result<(AuthorizationCodeIssued, String), ErrorCode> {
+    let bearer = check_bearer(state, &request.bearer_token, &request.institution_id, ctx.now_ms)?;
+    let partner = check_partner(state, bearer, &request.partner_client_id, true)?;
+    let user = state
+        .user_by_institution_user_id(&request.institution_id, &request.institution_user_id)
+        .ok_or(ErrorCode::InvalidInstitution)?;
+    if *user.identity.login_id != *request.username {
+        return Err(ErrorCode::InvalidUsername);
+    }
+    if request.scopes.is_empty() || !scope::is_subset(&request.scopes, &partner.scopes) {
+        return Err(ErrorCode::InvalidScope);
+    }
+    if request.auth_time_secs.is_some_and(|t| t < 0 || t > ctx.now_ms / 1000 + AUTH_TIME_SKEW_SECS) {
+        return Err(ErrorCode::InvalidRequest);
+    }
+    let expires = mint(request.code_id, ctx.now_ms, request.ttl_secs);
+    let event = AuthorizationCodeIssued {
+        code_id: request.code_id.0.to_vec(),
+        client_id: partner.id.to_string(),
+        institution_id: request.institution_id.clone(),
+        login_id: user.identity.login_id.to_string(),
+        institution_user_id: user.identity.institution_user_id.to_string(),
+        scopes: request.scopes.iter().map(|s| s.to_string()).collect(),
+        requested_scopes: request.requested_scopes.iter().map(|s| s.to_string()).collect(),
+        nonce: request.nonce.clone().unwrap_or_default(),
+        audience: request.audience.clone().unwrap_or_default(),
+        auth_time_secs: request.auth_time_secs.unwrap_or(0),
+        code_challenge: request.challenge.map(|c| c.to_vec()).unwrap_or_default(),
+        code_challenge_method: if request.challenge.is_some() { "S256".to_owned() } else { String::new() },
+        expires_at_ms: expires.expires_at_ms,
+        authorized_by_client_id: bearer.grant.client_id.to_string(),
+        authorized_by_token_id: request.bearer_token.0.to_vec(),
+        redirect_uri: partner.redirect_uri.clone(),
+    };
+    Ok((event, partner.redirect_uri.clone()))
+}
+
+/// The authorization_code grant. Only the code's own client can use or spend a code: for
+/// anyone else it is simply invalid. For its own client, a live code is consumed by any
+/// attempt: success redeems it, any failed check burns it (so a stolen code cannot be tried
+/// against many verifiers), and presenting a redeemed code again revokes every token issued
+/// from it.
+pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Context<'_>) -> Decision {
+    let Some(client) = state.client(&issue.client_id) else {
+        return Decision::refuse(ErrorCode::InvalidClient);
+    };
+    if !client.grant_types.contains(GrantType::AuthorizationCode) {
+        return Decision::refuse(ErrorCode::NotAuthorized);
+    }
+    let code_id = redemption.code;
+    let Some(code) = state.authorization.codes.get(&code_id).filter(|c| *c.client_id == *client.id) else {
+        return Decision::refuse(ErrorCode::InvalidToken);
+    };
+    match &code.status {
+        CodeStatus::Live if code.expires_at_ms > ctx.now_ms => {}
+        CodeStatus::Live | CodeStatus::Burned { .. } => return Decision::refuse(ErrorCode::InvalidToken),
+        CodeStatus::Redeemed(redeemed) => return replay(state, &code_id, redeemed),
+    }
+    let burn = |reason: CodeBurnReason, error: ErrorCode| Decision {
+        events: vec![wrap(event::Kind::AuthorizationCodeBurned(AuthorizationCodeBurned {
+            code_id: code_id.0.to_vec(),
+            reason: reason as i32,
+        }))],
+        outcome: Err(Rejection::Token(error)),
+    };
+    if issue.institution_id.as_deref().is_some_and(|i| i != &*code.institution_id) {
+        return burn(CodeBurnReason::InstitutionMismatch, ErrorCode::InvalidInstitution);
+    }
+    if !client.serves_institution(&code.institution_id) {
+        return burn(CodeBurnReason::ClientNotEntitled, ErrorCode::NotAuthorized);
+    }
+    if redemption.redirect_uri.as_deref().is_some_and(|uri| uri != client.redirect_uri) {
+        return burn(CodeBurnReason::RedirectUriMismatch, ErrorCode::InvalidToken);
+    }
+    match (&code.challenge, &redemption.verifier) {
+        (None, None) => {}
+        (Some(challenge), Some(verifier)) => {
+            let equal: bool = challenge.ct_eq(&verifier.digest).into();
+            if !(verifier.well_formed && equal) {
+                return burn(CodeBurnReason::WrongVerifier, ErrorCode::InvalidToken);
+            }
+        }
+        (Some(_), None) => return burn(CodeBurnReason::MissingVerifier, ErrorCode::InvalidToken),
+        (None, Some(_)) => return burn(CodeBurnReason::UnexpectedVerifier, ErrorCode::InvalidToken),
+    }
+    let scopes: ScopeList = match issue.requested_scopes.as_deref() {
+        None | Some([]) => code.scopes.clone(),
+        Some(requested) => match scope::grant(Some(requested.to_vec()), &code.scopes) {
+            Ok(scopes) => scopes,
+            Err(_) => return burn(CodeBurnReason::ScopeNotGranted, ErrorCode::InvalidScope),
+        },
+    };
+    if state.user(&code.institution_id, &code.login_id).is_none() {
+        return burn(CodeBurnReason::UserUnavailable, ErrorCode::InvalidToken);
+    }
+    let id_token = if code.requested(SCOPE_OPENID) {
+        let Some(key_id) = state.authorization.active_signing_key.clone() else {
+            // Start-up records a signing key before serving, so this is a programming error.
+            return Decision::refuse(ErrorCode::Internal);
+        };
+        Some((key_id, mint(code_id, ctx.now_ms, redemption.id_token_ttl_secs).expires_at_ms))
+    } else {
+        None
+    };
+    let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
+    let refresh = code
+        .requested(SCOPE_OFFLINE_ACCESS)
+        .then(|| mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs));
+    let (id_token_key_id, id_token_expires_at_ms) = id_token.unwrap_or_default();
+    let event = TokensIssued {
+        grant_type: GrantType::AuthorizationCode as i32,
+        client_id: client.id.to_string(),
+        institution_id: code.institution_id.to_string(),
+        login_id: code.login_id.to_string(),
+        // Tokens issued from a code always form a family, so that a replay can revoke them
+        // all, including every refresh descendant.
+        family_id: issue.fresh.family.0.to_vec(),
+        access: Some(wire_token(&access, &scopes)),
+        refresh: refresh.as_ref().map(|r| wire_token(r, &code.scopes)),
+        rotated_from: Vec::new(),
+        request_fingerprint: issue.fingerprint.to_vec(),
+        authorization_code_id: code_id.0.to_vec(),
+        id_token_key_id,
+        id_token_expires_at_ms,
+    };
+    let issued = Issued { access, refresh, scopes, replayed: false };
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
+}
+
+/// A redeemed code presented again by its client: record the replay once and revoke the
+/// family if it is still live. Later presentations change nothing.
+fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
+    if redeemed.replayed_seq.is_some() {
+        return Decision::refuse(ErrorCode::InvalidToken);
+    }
+    let mut events = vec![wrap(event::Kind::AuthorizationCodeReplayed(AuthorizationCodeReplayed {
+        code_id: code_id.0.to_vec(),
+        family_id: redeemed.family.0.to_vec(),
+    }))];
+    if state.families.get(&redeemed.family).is_some_and(|f| f.revoked.is_none()) {
+        events.push(wrap(event::Kind::FamilyRevoked(FamilyRevoked {
+            family_id: redeemed.family.0.to_vec(),
+            reason: RevocationReason::AuthorizationCodeReplay as i32,
+            trigger_token_id: code_id.0.to_vec(),
+        })));
+    }
+    Decision { events, outcome: Err(Rejection::Token(ErrorCode::InvalidToken)) }
+}
+
+/// Conflict keys of a redemption: it spends the code and may revoke the code's family; it
+/// reads which key signs.
+pub fn redemption_keys(state: &State, redemption: &CodeRedemption, keys: &mut ConflictKeys) {
+    keys.write(Entity::AuthorizationCode(&redemption.code));
+    if let Some(CodeStatus::Redeemed(redeemed)) = state.authorization.codes.get(&redemption.code).map(|c| &c.status) {
+        keys.write(Entity::Family(&redeemed.family));
+    }
+    keys.read(Entity::SigningKeys);
+}
+
+impl AuthorizationCommand {
+    pub fn conflict_keys(&self, state: &State, keys: &mut ConflictKeys) {
+        match self {
+            Self::IssueCode(request) => {
+                keys.write(Entity::AuthorizationCode(&request.code_id));
+                keys.read(Entity::Token(&request.bearer_token));
+                if let Some(family) = state.tokens.get(&request.bearer_token).and_then(|t| t.grant.family) {
+                    keys.read(Entity::Family(&family));
+                }
+                keys.read(Entity::Institution(&request.institution_id));
+                keys.read(Entity::Client(&request.partner_client_id));
+                keys.read(Entity::InstitutionUserId(&request.institution_id, &request.institution_user_id));
+                keys.read(Entity::User(&request.institution_id, &request.username));
+            }
+            Self::ActivateSigningKey(_) => keys.write(Entity::SigningKeys),
+        }
+    }
+}
