@@ -242,6 +242,30 @@ async fn the_user_must_exist_in_the_institution_and_match_the_username() {
 }
 
 #[tokio::test]
+async fn users_who_may_not_sign_in_get_no_code_and_cannot_redeem_one() {
+    let flow = flow().await;
+    let carol = || {
+        flow.server.admin(api::GetUserRequest {
+            institution_id: INSTITUTION.into(),
+            login_id: CAROL.into(),
+            ..Default::default()
+        })
+    };
+    let mut admin = flow.server.admin_client().await;
+    // A code issued before the user was disabled cannot be redeemed after.
+    let early = flow.code(&Form::code()).await;
+    admin.disable_user(carol()).await.expect("disable");
+    flow.post("/v1/auth-code", &Form::code().encode()).await.assert_error(400, "CMN_90016");
+    flow.redeem(&redeem_body(&early, Some(VERIFIER))).await.assert_error(401, "CMN_90018");
+    admin.enable_user(carol()).await.expect("enable");
+    admin.lock_user(carol()).await.expect("lock");
+    flow.post("/v1/auth-code", &Form::code().encode()).await.assert_error(400, "CMN_90009");
+    admin.unlock_user(carol()).await.expect("unlock");
+    let code = flow.code(&Form::code()).await;
+    assert_eq!(flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.status, 200);
+}
+
+#[tokio::test]
 async fn scopes_are_required_and_must_be_a_subset_of_the_partners() {
     let flow = flow().await;
     let code = |scopes: &str| Form::code().set("scopes", scopes).encode();

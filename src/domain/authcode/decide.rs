@@ -119,6 +119,8 @@ fn code_event(
     if *user.identity.login_id != *request.username {
         return Err(ErrorCode::InvalidUsername);
     }
+    // A user who may not sign in (locked: CMN_90009, disabled: CMN_90016) gets no code either.
+    crate::domain::signin::may_sign_in(state, &request.institution_id, &user.identity.login_id, ctx.now_ms)?;
     if request.scopes.is_empty() || !scope::is_subset(&request.scopes, &partner.scopes) {
         return Err(ErrorCode::InvalidScope);
     }
@@ -202,7 +204,8 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
             Err(_) => return burn(CodeBurnReason::ScopeNotGranted, ErrorCode::InvalidScope),
         },
     };
-    if state.user(&code.institution_id, &code.login_id).is_none() {
+    // The user must still exist and be allowed to sign in (not disabled or locked since).
+    if crate::domain::signin::may_sign_in(state, &code.institution_id, &code.login_id, ctx.now_ms).is_err() {
         return burn(CodeBurnReason::UserUnavailable, ErrorCode::InvalidToken);
     }
     let id_token = if code.requested(SCOPE_OPENID) {
