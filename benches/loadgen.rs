@@ -369,6 +369,7 @@ async fn run_mode(
     let cpu_before = (
         server_pid.and_then(cpu_seconds),
         cpu_seconds(std::process::id()),
+        server_pid.map(writer_cpu_seconds),
     );
     let wall_before = Instant::now();
     let start = wall_before + Duration::from_secs_f64(args.warmup);
@@ -427,6 +428,12 @@ async fn run_mode(
         (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
         _ => "na".to_owned(),
     };
+    // The ledger writer thread's share: near 1.0 means the writer is CPU-bound, well below
+    // means it mostly waits (for fsync, or for work).
+    let writer_cpu = match (cpu_before.2, server_pid.map(writer_cpu_seconds)) {
+        (Some(Some(a)), Some(Some(b))) => format!("{:.2}", (b - a) / wall),
+        _ => "na".to_owned(),
+    };
     let client_cpu = match (cpu_before.1, cpu_seconds(std::process::id())) {
         (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
         _ => "na".to_owned(),
@@ -447,7 +454,8 @@ async fn run_mode(
     println!(
         "RESULT label={} mode={} url={} conc={} conns={} secs={measured:.2} requests={} rps={:.1} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} failed={} \
-         statuses={} server_cpu={server_cpu} client_cpu={client_cpu}",
+         statuses={} server_cpu={server_cpu} writer_thread_cpu={writer_cpu} \
+         client_cpu={client_cpu}",
         args.label,
         mode.name(),
         target.url,
@@ -469,7 +477,23 @@ async fn run_mode(
 
 /// CPU seconds (user + system) a process has used so far, from /proc (Linux).
 fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu_seconds(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU seconds used so far by the server's thread named `ledger-writer`, if it has one.
+fn writer_cpu_seconds(pid: u32) -> Option<f64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    for task in tasks.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if comm.trim() == "ledger-writer" {
+            return stat_cpu_seconds(&task.path().join("stat").to_string_lossy());
+        }
+    }
+    None
+}
+
+fn stat_cpu_seconds(path: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(path).ok()?;
     // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
