@@ -154,6 +154,9 @@ run_one() { # series-name round
         'BEGIN{printf "server_cpu=%.2f client_cpu=%.2f", (b-a)/100/(y-x), c/(y-x)}')" ;;
     tl-rest-token-wrk)
       wrk_series tl-rest-token-wrk "$r" "$TL_PID" "http://127.0.0.1:$TL_PORT/oauth2/v1/token" "$S/tl_token.lua" ;;
+    fsync)
+      # raw flush latency of the disk the ledger is on, right now (it varies with other I/O)
+      while read -r l; do record fsync "$r" "$l"; done < <(python3 "$S/fsync_probe.py" "$TLDIR" 300) ;;
     tl-rest-token|tl-rest-introspect|tl-grpc-token|tl-grpc-introspect)
       local mode=${1#tl-}
       if line=$("$LOADGEN" --url "http://127.0.0.1:$TL_PORT" --server-pid "$TL_PID" --mode "$mode" \
@@ -163,7 +166,7 @@ run_one() { # series-name round
   esac
 }
 
-order=(oidc-token tl-rest-token-wrk tl-rest-token axum tl-rest-introspect tonic-echo tl-grpc-token tl-grpc-introspect oidc-introspect)
+order=(fsync oidc-token tl-rest-token-wrk tl-rest-token axum tl-rest-introspect tonic-echo tl-grpc-token tl-grpc-introspect oidc-introspect)
 for r in $(seq "$ROUNDS"); do
   log "round $r of $ROUNDS"
   if [ $((r % 2)) = 0 ]; then
@@ -220,6 +223,10 @@ for s in names:
     cpu = lambda k: rng(s, k, 2) if all(r.get(k, 'na') != 'na' for r in rows[s].values()) else 'na'
     print(f"| {names[s]} | {rng(s, 'rps')} | {rng(s, 'p50_ms', 2)} | {rng(s, 'p99_ms', 2)} | {cpu('server_cpu')} | {cpu('cpu_client')} | {cpu('cpu_other')} | "
           f"{'YES' if any(r['failed'] for r in rows[s].values()) else 'no'} |")
+fs = [dict(re.findall(r'(\w+)=([^\s]+)', l)) for l in open(raw) if l.startswith('series=fsync')]
+if fs:
+    print("\nraw fdatasync of the ledger's disk during the run (python probe, 200-byte write + fdatasync, 300 per probe): " +
+          "; ".join(f"round {f['round']} {f['mode']} p50 {f['p50_us']} µs p99 {f['p99_us']} µs" for f in fs))
 print("\n## targets (ratio of medians; per-round ratios in brackets)\n")
 print("| target | value | goal | met |")
 print("|---|---|---|---|")
