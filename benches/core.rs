@@ -17,11 +17,15 @@ use tokenledger::crypto::credential::keyed_digest;
 use tokenledger::crypto::keys::ServerKeys;
 use tokenledger::crypto::random_bytes;
 use tokenledger::crypto::token::{self, TokenKind};
+use tokenledger::domain::State;
 use tokenledger::domain::command::{Command, FreshIds, Issue, IssueGrant, Outcome};
 use tokenledger::domain::directory::DirectoryCommand;
 use tokenledger::domain::ids::{FamilyId, TokenId};
-use tokenledger::ledger::{self, LedgerHandle, WriterConfig};
-use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated};
+use tokenledger::ledger::store::{Append, Store};
+use tokenledger::ledger::{self, LedgerHandle, WriterConfig, codec, index};
+use tokenledger::proto::ledger::{
+    ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, TokensIssued, event,
+};
 
 const BASIC: &[u8] = b"Basic YmVuY2g6YmVuY2gtc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -225,6 +229,11 @@ fn writer(c: &mut Criterion) {
         let batches = after.0 - before.0;
         let commands = after.1 - before.1;
         let commit_us = after.2 - before.2;
+        if batches == 0 {
+            // This benchmark was filtered out.
+            runtime.block_on(bench.handle.stop());
+            continue;
+        }
         eprintln!(
             "writer counters, concurrency {concurrency}: {commands} commands in {batches} batches \
              = {:.1} per batch; mean commit (redb append + fsync) {:.0} µs; commits took {:.0}% \
@@ -247,5 +256,140 @@ fn counters(status: &ledger::writer::WriterStatus) -> (u64, u64, u64) {
     )
 }
 
-criterion_group!(benches, token_strings, request_parsing, writer);
+/// How the 16-byte token ids of a what-if run are drawn.
+#[derive(Clone, Copy)]
+enum Ids {
+    /// As the server draws them today: 16 random bytes.
+    Random,
+    /// What-if: 8 bytes of a growing sequence then 8 random bytes, so that the token index
+    /// entries of new tokens land at the right edge of the index B-tree.
+    TimeOrdered,
+}
+
+/// `Store::append` alone (no writer, no decide), batches of 64 client_credentials issue
+/// events with the index keys the server writes, on a ledger already holding 100,000 of them.
+/// Also prints the bytes the batch wrote to the file (`wchar` of /proc/self/io), which does not
+/// depend on how busy the machine is.
+fn store_append(c: &mut Criterion) {
+    let mut group = c.benchmark_group("store_append_64_issues");
+    group.throughput(Throughput::Elements(64));
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(8));
+    for (name, ids) in [
+        ("random_ids", Ids::Random),
+        ("time_ordered_ids", Ids::TimeOrdered),
+    ] {
+        let dir = tempfile::Builder::new()
+            .prefix("tl-core-store-")
+            .tempdir()
+            .unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let store = Store::open(&dir.path().join("ledger.redb"))
+            .unwrap_or_else(|e| panic!("open store: {e}"));
+        let state = State::default();
+        let mut chain = Chain {
+            seq: 0,
+            hash: [0; 32],
+            ids,
+        };
+        for _ in 0..200 {
+            let batch = chain.batch(&state, 500);
+            store
+                .append(&batch)
+                .unwrap_or_else(|e| panic!("prefill: {e}"));
+        }
+        let (mut batches, mut bytes) = (0u64, 0u64);
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = chain.batch(&state, 64);
+                    let written = written_bytes();
+                    let started = Instant::now();
+                    store
+                        .append(&batch)
+                        .unwrap_or_else(|e| panic!("append: {e}"));
+                    took += started.elapsed();
+                    bytes += written_bytes().saturating_sub(written);
+                    batches += 1;
+                }
+                took
+            })
+        });
+        if batches == 0 {
+            continue;
+        }
+        eprintln!(
+            "store_append {name}: {:.0} KiB written per batch of 64 issue events",
+            bytes as f64 / batches.max(1) as f64 / 1024.0
+        );
+    }
+    group.finish();
+}
+
+struct Chain {
+    seq: u64,
+    hash: [u8; 32],
+    ids: Ids,
+}
+
+impl Chain {
+    fn token_id(&self) -> Vec<u8> {
+        match self.ids {
+            Ids::Random => random_bytes::<16>().to_vec(),
+            Ids::TimeOrdered => {
+                let mut id = self.seq.to_be_bytes().to_vec();
+                id.extend_from_slice(&random_bytes::<8>());
+                id
+            }
+        }
+    }
+
+    fn batch(&mut self, state: &State, n: usize) -> Vec<Append> {
+        let now_ms = tokenledger::clock::now_ms();
+        (0..n)
+            .map(|_| {
+                self.seq += 1;
+                let event = Event {
+                    kind: Some(event::Kind::TokensIssued(TokensIssued {
+                        grant_type: GrantType::ClientCredentials as i32,
+                        client_id: "bench".to_owned(),
+                        institution_id: "01001".to_owned(),
+                        access: Some(IssuedToken {
+                            token_id: self.token_id(),
+                            expires_at_ms: now_ms + 3_600_000,
+                            scopes: vec!["api:read".to_owned()],
+                        }),
+                        request_fingerprint: random_bytes::<32>().to_vec(),
+                        ..Default::default()
+                    })),
+                };
+                let transaction_id = uuid::Uuid::new_v4().to_string();
+                let sealed = codec::seal(&self.hash, self.seq, now_ms, &transaction_id, &event);
+                self.hash = sealed.hash;
+                let index_keys = index::keys_for(state, &event, self.seq);
+                Append { sealed, index_keys }
+            })
+            .collect()
+    }
+}
+
+/// Bytes this process has passed to write syscalls so far (`wchar`, /proc/self/io).
+fn written_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("wchar:"))
+                .and_then(|v| v.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+criterion_group!(
+    benches,
+    token_strings,
+    request_parsing,
+    writer,
+    store_append
+);
 criterion_main!(benches);
