@@ -43,9 +43,7 @@ fn token_strings(c: &mut Criterion) {
     let forged = String::from_utf8(forged).unwrap_or_default();
     let mut group = c.benchmark_group("token");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("encode", |b| {
-        b.iter(|| token::encode(&keys, TokenKind::Access, black_box(&id)))
-    });
+    group.bench_function("encode", |b| b.iter(|| token::encode(&keys, TokenKind::Access, black_box(&id))));
     group.bench_function("decode_valid", |b| {
         b.iter(|| {
             let decoded = token::decode(&keys, black_box(&text));
@@ -64,18 +62,13 @@ fn token_strings(c: &mut Criterion) {
 }
 
 fn request_parsing(c: &mut Criterion) {
-    let introspect_body = format!(
-        "token={}&token_type_hint=access_token",
-        token::encode(&keys(), TokenKind::Access, &TokenId([3; 16]))
-    );
+    let introspect_body =
+        format!("token={}&token_type_hint=access_token", token::encode(&keys(), TokenKind::Access, &TokenId([3; 16])));
     let mut group = c.benchmark_group("parse");
     group.throughput(Throughput::Elements(1));
     for (name, body) in [
         ("form_token", &b"grant_type=client_credentials"[..]),
-        (
-            "form_token_scopes",
-            &b"grant_type=client_credentials&scopes=api%3Aread%2Capi%3Awrite"[..],
-        ),
+        ("form_token_scopes", &b"grant_type=client_credentials&scopes=api%3Aread%2Capi%3Awrite"[..]),
         ("form_introspect", introspect_body.as_bytes()),
     ] {
         group.bench_function(name, |b| {
@@ -95,9 +88,7 @@ fn request_parsing(c: &mut Criterion) {
     });
     group.bench_function("transaction_id", |b| {
         b.iter(|| {
-            let id = wire::transaction_id(HeaderValues::One(black_box(
-                b"0f8fad5b-d9cb-469f-a165-70867728950e",
-            )));
+            let id = wire::transaction_id(HeaderValues::One(black_box(b"0f8fad5b-d9cb-469f-a165-70867728950e")));
             assert!(id.is_ok());
             id
         })
@@ -114,13 +105,10 @@ struct Bench {
 }
 
 async fn open_ledger() -> Bench {
-    let dir = tempfile::Builder::new()
-        .prefix("tl-core-bench-")
-        .tempdir()
-        .unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let dir = tempfile::Builder::new().prefix("tl-core-bench-").tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
     let now_ms = tokenledger::clock::now_ms();
-    let (store, state, _) = ledger::open(&dir.path().join("ledger.redb"), now_ms, |_| {})
-        .unwrap_or_else(|e| panic!("open ledger: {e}"));
+    let (store, state, _) =
+        ledger::open(&dir.path().join("ledger.redb"), now_ms, |_| {}).unwrap_or_else(|e| panic!("open ledger: {e}"));
     let handle = LedgerHandle::spawn(store, Arc::new(RwLock::new(state)), WriterConfig::default())
         .unwrap_or_else(|e| panic!("spawn writer: {e}"));
     let setup = [
@@ -142,19 +130,10 @@ async fn open_ledger() -> Bench {
         }),
     ];
     for command in setup {
-        let reply = handle
-            .submit(
-                Command::Directory(command),
-                uuid::Uuid::new_v4().to_string(),
-            )
-            .await;
+        let reply = handle.submit(Command::Directory(command), uuid::Uuid::new_v4().to_string()).await;
         assert!(matches!(reply, Ok(Ok(_))), "set-up failed: {reply:?}");
     }
-    Bench {
-        _dir: dir,
-        handle,
-        client_id: Arc::from("bench"),
-    }
+    Bench { _dir: dir, handle, client_id: Arc::from("bench") }
 }
 
 fn issue(client_id: &Arc<str>) -> Command {
@@ -183,13 +162,8 @@ async fn submit_issues(bench: &Bench, total: u64, concurrency: u64) -> Duration 
         let client_id = bench.client_id.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..n {
-                let reply = handle
-                    .submit(issue(&client_id), uuid::Uuid::new_v4().to_string())
-                    .await;
-                assert!(
-                    matches!(reply, Ok(Ok(Outcome::Issued(_)))),
-                    "issue failed: {reply:?}"
-                );
+                let reply = handle.submit(issue(&client_id), uuid::Uuid::new_v4().to_string()).await;
+                assert!(matches!(reply, Ok(Ok(Outcome::Issued(_)))), "issue failed: {reply:?}");
             }
         }));
     }
@@ -200,10 +174,8 @@ async fn submit_issues(bench: &Bench, total: u64, concurrency: u64) -> Duration 
 }
 
 fn writer(c: &mut Criterion) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("runtime: {e}"));
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("runtime: {e}"));
     let mut group = c.benchmark_group("writer_issue_fsync");
     group.throughput(Throughput::Elements(1));
     group.sample_size(10);
@@ -249,20 +221,16 @@ fn writer(c: &mut Criterion) {
 
 fn counters(status: &ledger::writer::WriterStatus) -> (u64, u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
-    (
-        status.batches.load(Relaxed),
-        status.commands.load(Relaxed),
-        status.commit_micros_total.load(Relaxed),
-    )
+    (status.batches.load(Relaxed), status.commands.load(Relaxed), status.commit_micros_total.load(Relaxed))
 }
 
 /// How the 16-byte token ids of a what-if run are drawn.
 #[derive(Clone, Copy)]
 enum Ids {
-    /// As the server draws them today: 16 random bytes.
+    /// 16 random bytes (the first release's ids): every index entry lands on its own page.
     Random,
-    /// What-if: 8 bytes of a growing sequence then 8 random bytes, so that the token index
-    /// entries of new tokens land at the right edge of the index B-tree.
+    /// As the server mints them (`ledger::token_ids`): masked creation time and 8 random bytes,
+    /// indexed by creation time, so new tokens share the right edge of the index B-tree.
     TimeOrdered,
 }
 
@@ -275,27 +243,15 @@ fn store_append(c: &mut Criterion) {
     group.throughput(Throughput::Elements(64));
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(8));
-    for (name, ids) in [
-        ("random_ids", Ids::Random),
-        ("time_ordered_ids", Ids::TimeOrdered),
-    ] {
-        let dir = tempfile::Builder::new()
-            .prefix("tl-core-store-")
-            .tempdir()
-            .unwrap_or_else(|e| panic!("temp dir: {e}"));
-        let store = Store::open(&dir.path().join("ledger.redb"))
-            .unwrap_or_else(|e| panic!("open store: {e}"));
+    for (name, ids) in [("random_ids", Ids::Random), ("time_ordered_ids", Ids::TimeOrdered)] {
+        let dir =
+            tempfile::Builder::new().prefix("tl-core-store-").tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+        let store = Store::open(&dir.path().join("ledger.redb")).unwrap_or_else(|e| panic!("open store: {e}"));
         let state = State::default();
-        let mut chain = Chain {
-            seq: 0,
-            hash: [0; 32],
-            ids,
-        };
+        let mut chain = Chain { seq: 0, hash: [0; 32], ids, scheme: store.token_ids().clone() };
         for _ in 0..200 {
             let batch = chain.batch(&state, 500);
-            store
-                .append(&batch)
-                .unwrap_or_else(|e| panic!("prefill: {e}"));
+            store.append(&batch).unwrap_or_else(|e| panic!("prefill: {e}"));
         }
         let (mut batches, mut bytes) = (0u64, 0u64);
         group.bench_function(name, |b| {
@@ -305,9 +261,7 @@ fn store_append(c: &mut Criterion) {
                     let batch = chain.batch(&state, 64);
                     let written = written_bytes();
                     let started = Instant::now();
-                    store
-                        .append(&batch)
-                        .unwrap_or_else(|e| panic!("append: {e}"));
+                    store.append(&batch).unwrap_or_else(|e| panic!("append: {e}"));
                     took += started.elapsed();
                     bytes += written_bytes().saturating_sub(written);
                     batches += 1;
@@ -330,17 +284,14 @@ struct Chain {
     seq: u64,
     hash: [u8; 32],
     ids: Ids,
+    scheme: std::sync::Arc<tokenledger::ledger::token_ids::TokenIdScheme>,
 }
 
 impl Chain {
     fn token_id(&self) -> Vec<u8> {
         match self.ids {
             Ids::Random => random_bytes::<16>().to_vec(),
-            Ids::TimeOrdered => {
-                let mut id = self.seq.to_be_bytes().to_vec();
-                id.extend_from_slice(&random_bytes::<8>());
-                id
-            }
+            Ids::TimeOrdered => self.scheme.token_id(tokenledger::clock::now_ms(), random_bytes::<8>()).0.to_vec(),
         }
     }
 
@@ -366,7 +317,7 @@ impl Chain {
                 let transaction_id = uuid::Uuid::new_v4().to_string();
                 let sealed = codec::seal(&self.hash, self.seq, now_ms, &transaction_id, &event);
                 self.hash = sealed.hash;
-                let index_keys = index::keys_for(state, &event, self.seq);
+                let index_keys = index::keys_for(state, &self.scheme, &event, self.seq);
                 Append { sealed, index_keys }
             })
             .collect()
@@ -377,19 +328,9 @@ impl Chain {
 fn written_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/io")
         .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("wchar:"))
-                .and_then(|v| v.trim().parse().ok())
-        })
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok()))
         .unwrap_or(0)
 }
 
-criterion_group!(
-    benches,
-    token_strings,
-    request_parsing,
-    writer,
-    store_append
-);
+criterion_group!(benches, token_strings, request_parsing, writer, store_append);
 criterion_main!(benches);

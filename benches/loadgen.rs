@@ -142,14 +142,9 @@ fn run(args: Args) -> Result<bool, BoxError> {
         return Err("--duration must be in (0, 3600] seconds and --warmup non-negative".into());
     }
     let runtime = if args.threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
     } else {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
-            .enable_all()
-            .build()?
+        tokio::runtime::Builder::new_multi_thread().worker_threads(args.threads).enable_all().build()?
     };
     let mut spawned = None;
     let (url, server_pid) = if args.spawn {
@@ -189,20 +184,13 @@ impl Target {
         }
         let authority = uri.authority().ok_or("the URL needs host:port")?;
         let port = authority.port_u16().unwrap_or(80);
-        let host = authority
-            .host()
-            .trim_start_matches('[')
-            .trim_end_matches(']');
+        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
         let addrs: Vec<SocketAddr> = (host, port).to_socket_addrs()?.collect();
         let addr = *addrs.first().ok_or("the host did not resolve")?;
         if !addrs.iter().all(|a| a.ip().is_loopback()) {
             return Err(format!("{url}: load goes to loopback addresses only").into());
         }
-        Ok(Self {
-            url: format!("http://{authority}"),
-            addr,
-            host_header: authority.to_string(),
-        })
+        Ok(Self { url: format!("http://{authority}"), addr, host_header: authority.to_string() })
     }
 }
 
@@ -217,12 +205,7 @@ struct TransactionIds {
 
 impl TransactionIds {
     fn new(seed: u64, worker: usize) -> Self {
-        Self {
-            seed,
-            worker: worker as u64 & 0xfff,
-            counter: 0,
-            text: [b'-'; 36],
-        }
+        Self { seed, worker: worker as u64 & 0xfff, counter: 0, text: [b'-'; 36] }
     }
 
     fn next(&mut self) -> &str {
@@ -327,12 +310,7 @@ async fn drive<W: Worker>(window: Window, mut worker: W) -> Result<Tally, BoxErr
 }
 
 /// Runs one mode and prints its RESULT line; `Ok(false)` when any request failed.
-async fn run_mode(
-    args: &Args,
-    target: &Target,
-    mode: Mode,
-    server_pid: Option<u32>,
-) -> Result<bool, BoxError> {
+async fn run_mode(args: &Args, target: &Target, mode: Mode, server_pid: Option<u32>) -> Result<bool, BoxError> {
     let seed = u64::from_be_bytes(tokenledger::crypto::random_bytes::<8>());
     let basic = encode_basic(&args.client_id, &args.client_secret);
     let timeout = Duration::from_millis(args.timeout_ms);
@@ -341,11 +319,7 @@ async fn run_mode(
     let tokens = if mode.is_grpc() {
         let channel = grpc_channel(target).await?;
         let mut ids = TransactionIds::new(seed, 0xfff);
-        let n = if mode.is_introspect() {
-            args.introspect_tokens.max(1)
-        } else {
-            1
-        };
+        let n = if mode.is_introspect() { args.introspect_tokens.max(1) } else { 1 };
         let mut tokens = Vec::with_capacity(n);
         for _ in 0..n {
             tokens.push(grpc_issue(&channel, args, &basic, ids.next()).await?);
@@ -354,11 +328,7 @@ async fn run_mode(
     } else {
         let mut conn = RestConn::connect(target).await?;
         let mut ids = TransactionIds::new(seed, 0xfff);
-        let n = if mode.is_introspect() {
-            args.introspect_tokens.max(1)
-        } else {
-            1
-        };
+        let n = if mode.is_introspect() { args.introspect_tokens.max(1) } else { 1 };
         let mut tokens = Vec::with_capacity(n);
         let request = RestRequest::token(target, args, &basic);
         for _ in 0..n {
@@ -366,18 +336,11 @@ async fn run_mode(
         }
         tokens
     };
-    let cpu_before = (
-        server_pid.and_then(cpu_seconds),
-        cpu_seconds(std::process::id()),
-        server_pid.map(writer_cpu_seconds),
-    );
+    let cpu_before =
+        (server_pid.and_then(cpu_seconds), cpu_seconds(std::process::id()), server_pid.map(writer_cpu_seconds));
     let wall_before = Instant::now();
     let start = wall_before + Duration::from_secs_f64(args.warmup);
-    let window = Window {
-        start,
-        end: start + Duration::from_secs_f64(args.duration),
-        timeout,
-    };
+    let window = Window { start, end: start + Duration::from_secs_f64(args.duration), timeout };
     let mut handles = Vec::with_capacity(args.concurrency);
     if mode.is_grpc() {
         let mut channels = Vec::with_capacity(args.grpc_conns);
@@ -390,14 +353,7 @@ async fn run_mode(
             let client = TokenServiceClient::new(channels[worker % channels.len()].clone());
             let token = tokens[worker % tokens.len()].clone();
             let (auth, institution) = (auth.clone(), institution.clone());
-            let worker = GrpcWorker {
-                mode,
-                client,
-                ids: TransactionIds::new(seed, worker),
-                auth,
-                institution,
-                token,
-            };
+            let worker = GrpcWorker { mode, client, ids: TransactionIds::new(seed, worker), auth, institution, token };
             handles.push(tokio::spawn(drive(window, worker)));
         }
     } else {
@@ -411,11 +367,7 @@ async fn run_mode(
             } else {
                 RestRequest::token(target, args, &basic)
             };
-            let worker = RestWorker {
-                conn,
-                request,
-                ids: TransactionIds::new(seed, worker),
-            };
+            let worker = RestWorker { conn, request, ids: TransactionIds::new(seed, worker) };
             handles.push(tokio::spawn(drive(window, worker)));
         }
     }
@@ -441,16 +393,8 @@ async fn run_mode(
     let measured = (total.last_finish.max(window.end) - window.start).as_secs_f64();
     let h = &total.histogram;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    let statuses: Vec<String> = total
-        .statuses
-        .iter()
-        .map(|(s, n)| format!("{s}:{n}"))
-        .collect();
-    let conns = if mode.is_grpc() {
-        args.grpc_conns
-    } else {
-        args.concurrency
-    };
+    let statuses: Vec<String> = total.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    let conns = if mode.is_grpc() { args.grpc_conns } else { args.concurrency };
     println!(
         "RESULT label={} mode={} url={} conc={} conns={} secs={measured:.2} requests={} rps={:.1} \
          p50_ms={:.3} p90_ms={:.3} p99_ms={:.3} p999_ms={:.3} max_ms={:.3} failed={} \
@@ -535,26 +479,14 @@ impl RestRequest {
     fn token(target: &Target, args: &Args, basic: &str) -> Self {
         Self {
             expect: b"\"access_token\":\"tla_",
-            ..Self::new(
-                target,
-                "/oauth2/v1/token",
-                args,
-                basic,
-                "grant_type=client_credentials",
-            )
+            ..Self::new(target, "/oauth2/v1/token", args, basic, "grant_type=client_credentials")
         }
     }
 
     fn introspect(target: &Target, args: &Args, basic: &str, token: &str) -> Self {
         Self {
             expect: b"\"active\":true",
-            ..Self::new(
-                target,
-                "/oauth2/v1/introspect",
-                args,
-                basic,
-                &format!("token={token}"),
-            )
+            ..Self::new(target, "/oauth2/v1/introspect", args, basic, &format!("token={token}"))
         }
     }
 
@@ -584,11 +516,7 @@ impl RestConn {
     async fn connect(target: &Target) -> Result<Self, BoxError> {
         let stream = TcpStream::connect(target.addr).await?;
         stream.set_nodelay(true)?;
-        Ok(Self {
-            addr: target.addr,
-            stream,
-            buf: Vec::with_capacity(4096),
-        })
+        Ok(Self { addr: target.addr, stream, buf: Vec::with_capacity(4096) })
     }
 
     async fn reconnect(&mut self) -> std::io::Result<()> {
@@ -602,10 +530,7 @@ impl RestConn {
     /// the server sends for every answer it has).
     async fn exchange(&mut self, request: &[u8]) -> Result<RestAnswer, String> {
         self.buf.clear();
-        self.stream
-            .write_all(request)
-            .await
-            .map_err(|e| format!("io-write:{:?}", e.kind()))?;
+        self.stream.write_all(request).await.map_err(|e| format!("io-write:{:?}", e.kind()))?;
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut response = httparse::Response::new(&mut headers);
@@ -616,9 +541,7 @@ impl RestConn {
                     let mut close = false;
                     for h in response.headers.iter() {
                         if h.name.eq_ignore_ascii_case("content-length") {
-                            length = std::str::from_utf8(h.value)
-                                .ok()
-                                .and_then(|v| v.trim().parse::<usize>().ok());
+                            length = std::str::from_utf8(h.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
                         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                             return Err("unsupported-framing".to_owned());
                         } else if h.name.eq_ignore_ascii_case("connection") {
@@ -630,11 +553,7 @@ impl RestConn {
                     while self.buf.len() < total {
                         self.fill().await?;
                     }
-                    return Ok(RestAnswer {
-                        status,
-                        body: head_len..total,
-                        close,
-                    });
+                    return Ok(RestAnswer { status, body: head_len..total, close });
                 }
                 Ok(httparse::Status::Partial) => self.fill().await?,
                 Err(_) => return Err("bad-response".to_owned()),
@@ -676,11 +595,7 @@ impl RestConn {
     }
 
     /// Issues one token during set-up and returns it.
-    async fn issue(
-        &mut self,
-        request: &RestRequest,
-        transaction_id: &str,
-    ) -> Result<String, BoxError> {
+    async fn issue(&mut self, request: &RestRequest, transaction_id: &str) -> Result<String, BoxError> {
         let mut bytes = request.head.clone();
         bytes.extend_from_slice(transaction_id.as_bytes());
         bytes.extend_from_slice(&request.tail);
@@ -721,23 +636,13 @@ impl Worker for RestWorker {
 // gRPC: the generated tonic client over shared HTTP/2 connections.
 
 async fn grpc_channel(target: &Target) -> Result<Channel, BoxError> {
-    Ok(Endpoint::from_shared(target.url.clone())?
-        .tcp_nodelay(true)
-        .connect()
-        .await?)
+    Ok(Endpoint::from_shared(target.url.clone())?.tcp_nodelay(true).connect().await?)
 }
 
-async fn grpc_issue(
-    channel: &Channel,
-    args: &Args,
-    basic: &str,
-    transaction_id: &str,
-) -> Result<String, BoxError> {
+async fn grpc_issue(channel: &Channel, args: &Args, basic: &str, transaction_id: &str) -> Result<String, BoxError> {
     let mut client = TokenServiceClient::new(channel.clone());
-    let mut request = tonic::Request::new(CreateTokenRequest {
-        grant_type: "client_credentials".to_owned(),
-        ..Default::default()
-    });
+    let mut request =
+        tonic::Request::new(CreateTokenRequest { grant_type: "client_credentials".to_owned(), ..Default::default() });
     let metadata = request.metadata_mut();
     metadata.insert("authorization", basic.parse()?);
     metadata.insert("transactionid", transaction_id.parse()?);
@@ -763,8 +668,8 @@ struct GrpcWorker {
 
 impl GrpcWorker {
     fn metadata<T>(&mut self, message: T) -> Result<tonic::Request<T>, String> {
-        let transaction_id: AsciiMetadataValue = MetadataValue::try_from(self.ids.next())
-            .map_err(|_| "bad-transaction-id".to_owned())?;
+        let transaction_id: AsciiMetadataValue =
+            MetadataValue::try_from(self.ids.next()).map_err(|_| "bad-transaction-id".to_owned())?;
         let mut request = tonic::Request::new(message);
         let metadata = request.metadata_mut();
         metadata.insert("authorization", self.auth.clone());
@@ -777,19 +682,15 @@ impl GrpcWorker {
 impl Worker for GrpcWorker {
     async fn call(&mut self) -> Outcome {
         if self.mode == Mode::GrpcToken {
-            let request = self.metadata(CreateTokenRequest {
-                grant_type: "client_credentials".to_owned(),
-                ..Default::default()
-            })?;
+            let request = self
+                .metadata(CreateTokenRequest { grant_type: "client_credentials".to_owned(), ..Default::default() })?;
             match self.client.create_token(request).await {
                 Ok(answer) if answer.get_ref().access_token.starts_with("tla_") => Ok(()),
                 Ok(_) => Err("ok-unexpected-body".to_owned()),
                 Err(status) => Err(grpc_label(&status)),
             }
         } else {
-            let request = self.metadata(IntrospectTokenRequest {
-                token: self.token.clone(),
-            })?;
+            let request = self.metadata(IntrospectTokenRequest { token: self.token.clone() })?;
             match self.client.introspect_token(request).await {
                 Ok(answer) if answer.get_ref().active => Ok(()),
                 Ok(_) => Err("ok-inactive".to_owned()),
@@ -812,10 +713,7 @@ const BENCH_IMPORT: &str = r#"{"institutions":[{"institution_id":"01001","name":
 
 impl SpawnedServer {
     fn start(args: &Args) -> Result<Self, BoxError> {
-        let bin = args
-            .server_bin
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tokenledger")));
+        let bin = args.server_bin.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_tokenledger")));
         let dir = tempfile::Builder::new().prefix("tl-loadgen-").tempdir()?;
         let data = dir.path().join("data");
         // A free loopback port: bind port 0, note it, release it for the server.
@@ -835,11 +733,7 @@ impl SpawnedServer {
             .stderr(log)
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
-        let mut server = Self {
-            child,
-            url: format!("http://{listen}"),
-            dir,
-        };
+        let mut server = Self { child, url: format!("http://{listen}"), dir };
         eprintln!(
             "loadgen: started {} (pid {}) on {} in {}",
             bin.display(),
@@ -882,8 +776,7 @@ impl SpawnedServer {
             }
             if let Ok(mut s) = std::net::TcpStream::connect(addr) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let _ =
-                    s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+                let _ = s.write_all(b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
                 let mut text = String::new();
                 let _ = s.read_to_string(&mut text);
                 if text.starts_with("HTTP/1.1 200") {

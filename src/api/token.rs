@@ -11,7 +11,7 @@ use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::command::{Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke};
 use crate::domain::decide::admit;
 use crate::domain::directory::grant_type_name;
-use crate::domain::ids::{FamilyId, TokenId, is_valid_identifier};
+use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
 use crate::error::ErrorCode;
@@ -91,11 +91,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         }
     };
     let fingerprint = fingerprint(app, &call.params, institution.as_deref());
-    let fresh = FreshIds {
-        access: TokenId(random_bytes()),
-        refresh: TokenId(random_bytes()),
-        family: FamilyId(random_bytes()),
-    };
+    let fresh = fresh_ids(app);
     let issue = Issue {
         client_id: client.id.clone(),
         institution_id: institution,
@@ -114,6 +110,20 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         Ok(Err(Rejection::Token(code))) => Err(code),
         Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
         Err(_) => Err(ErrorCode::TokenNotRecorded),
+    }
+}
+
+/// Ids for what a token request may mint, ordered by time for the index (see
+/// `ledger::token_ids`), from one read of the CSPRNG.
+fn fresh_ids(app: &App) -> FreshIds {
+    let now_ms = crate::clock::now_ms();
+    let random: [u8; 24] = random_bytes();
+    let half = |i: usize| -> [u8; 8] { random[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
+    let ids = app.ledger.token_ids();
+    FreshIds {
+        access: ids.token_id(now_ms, half(0)),
+        refresh: ids.token_id(now_ms, half(1)),
+        family: crate::ledger::token_ids::family_id(now_ms, half(2)),
     }
 }
 

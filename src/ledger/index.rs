@@ -4,12 +4,13 @@
 //! Key layout: `kind (1 byte) ‖ len (1 byte) ‖ value (len bytes) ‖ seq (8 bytes, big endian)`;
 //! all entries of one value are contiguous and ordered by seq.
 
+use super::token_ids::TokenIdScheme;
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::{State, user_key};
 use crate::proto::ledger::{self, Event, event};
 
 /// Bumped whenever `keys_for` changes; a ledger with another version is re-indexed on open.
-pub const INDEX_VERSION: u32 = 1;
+pub const INDEX_VERSION: u32 = 2;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -20,6 +21,12 @@ pub enum IndexKind {
     User = 4,
     Institution = 5,
     EventKind = 6,
+}
+
+/// The index value of a token id: its position by creation time (see `token_ids`). Queries by
+/// token use this with [`prefix`].
+pub fn token_value(token_ids: &TokenIdScheme, id: &TokenId) -> [u8; 16] {
+    token_ids.index_key(id)
 }
 
 /// The prefix shared by every index entry of (`kind`, `value`).
@@ -75,12 +82,13 @@ pub fn kind_number(event: &Event) -> u8 {
 
 /// Index entries of `event` at `seq`. `state` (before the event) supplies what the event only
 /// refers to, such as the client of a revoked token.
-pub fn keys_for(state: &State, event: &Event, seq: u64) -> Vec<Vec<u8>> {
+pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u64) -> Vec<Vec<u8>> {
     let mut keys = vec![entry(IndexKind::EventKind, &[kind_number(event)], seq)];
-    let mut add = |kind: IndexKind, value: &[u8]| {
-        if !value.is_empty() {
-            keys.push(entry(kind, value, seq));
-        }
+    let mut add = |kind: IndexKind, value: &[u8]| match (kind, TokenId::from_slice(value)) {
+        // Tokens are indexed by creation time (see `token_ids`), so new ones are neighbours.
+        (IndexKind::Token, Some(id)) => keys.push(entry(kind, &token_ids.index_key(&id), seq)),
+        _ if !value.is_empty() => keys.push(entry(kind, value, seq)),
+        _ => {}
     };
     match &event.kind {
         None | Some(event::Kind::LedgerCreated(_)) => {}

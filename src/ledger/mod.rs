@@ -8,6 +8,7 @@ pub mod codec;
 pub mod index;
 pub mod replay;
 pub mod store;
+pub mod token_ids;
 pub mod writer;
 
 use std::path::Path;
@@ -81,7 +82,7 @@ fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(S
             })),
         };
         let sealed = codec::seal(&state.head.hash, 1, now_ms, "", &created);
-        let index_keys = index::keys_for(&state, &created, 1);
+        let index_keys = index::keys_for(&state, store.token_ids(), &created, 1);
         let hash = sealed.hash;
         store.append(&[store::Append { sealed, index_keys }])?;
         apply(&mut state, Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash }, &created);

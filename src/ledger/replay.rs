@@ -49,7 +49,7 @@ pub fn replay(
             return Err(ChainError::BrokenLink { seq }.into());
         }
         if collect_index {
-            index_keys.extend(index::keys_for(state, &opened.event, seq));
+            index_keys.extend(index::keys_for(state, store.token_ids(), &opened.event, seq));
         }
         let at = Recorded {
             seq,

@@ -5,7 +5,10 @@ use std::path::Path;
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
+use std::sync::Arc;
+
 use super::codec::Sealed;
+use super::token_ids::TokenIdScheme;
 
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index");
@@ -15,6 +18,7 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub const FORMAT_VERSION: u32 = 1;
 const META_FORMAT: &str = "format_version";
 const META_INDEX: &str = "index_version";
+const META_TOKEN_ID_KEY: &str = "token_id_key";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -49,6 +53,8 @@ storage_from!(
 
 pub struct Store {
     db: Database,
+    /// How token ids map to index positions (its key is in `meta`).
+    token_ids: Arc<TokenIdScheme>,
 }
 
 /// One event to append, with its index entries.
@@ -65,10 +71,9 @@ impl Store {
     }
 
     pub fn from_database(db: Database) -> Result<Self, StoreError> {
-        let store = Self { db };
-        let mut txn = store.db.begin_write()?;
+        let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        {
+        let token_id_key = {
             let mut meta = txn.open_table(META)?;
             let found = meta.get(META_FORMAT)?.map(|v| read_u32(v.value()));
             match found {
@@ -80,11 +85,26 @@ impl Store {
                     return Err(StoreError::UnsupportedFormat { found: other.unwrap_or(0) });
                 }
             }
+            let stored = meta.get(META_TOKEN_ID_KEY)?.map(|v| v.value().to_vec());
+            let key = match stored {
+                Some(key) => key,
+                None => {
+                    let key = crate::crypto::random_bytes::<32>().to_vec();
+                    meta.insert(META_TOKEN_ID_KEY, key.as_slice())?;
+                    key
+                }
+            };
+            drop(meta);
             txn.open_table(EVENTS)?;
             txn.open_table(INDEX)?;
-        }
+            key
+        };
         txn.commit()?;
-        Ok(store)
+        Ok(Self { db, token_ids: Arc::new(TokenIdScheme::new(&token_id_key)) })
+    }
+
+    pub fn token_ids(&self) -> &Arc<TokenIdScheme> {
+        &self.token_ids
     }
 
     pub fn database(&self) -> &Database {

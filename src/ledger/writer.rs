@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec;
 use super::index;
 use super::store::{Append, Store};
+use super::token_ids::TokenIdScheme;
 use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
@@ -77,6 +78,8 @@ pub struct WriterStatus {
 pub struct LedgerHandle {
     sender: mpsc::Sender<Message>,
     status: Arc<WriterStatus>,
+    /// This ledger's token-id scheme, for minting ids that index well.
+    token_ids: Arc<TokenIdScheme>,
 }
 
 impl LedgerHandle {
@@ -84,10 +87,11 @@ impl LedgerHandle {
     pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
-        let writer =
-            Writer { store, state, receiver, status: status.clone(), batch_max: config.batch_commands_max.max(1) };
+        let token_ids = store.token_ids().clone();
+        let batch_max = config.batch_commands_max.max(1);
+        let writer = Writer { store, token_ids: token_ids.clone(), state, receiver, status: status.clone(), batch_max };
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
-        Ok(Self { sender, status })
+        Ok(Self { sender, status, token_ids })
     }
 
     /// Decides `command` in the writer and waits until its events are durable and applied.
@@ -103,6 +107,10 @@ impl LedgerHandle {
 
     pub fn is_writable(&self) -> bool {
         !self.status.failed.load(Ordering::Acquire) && !self.status.stopped.load(Ordering::Acquire)
+    }
+
+    pub fn token_ids(&self) -> &Arc<TokenIdScheme> {
+        &self.token_ids
     }
 
     pub fn status(&self) -> &WriterStatus {
@@ -125,6 +133,7 @@ impl LedgerHandle {
 
 struct Writer {
     store: Store,
+    token_ids: Arc<TokenIdScheme>,
     state: Arc<RwLock<State>>,
     receiver: mpsc::Receiver<Message>,
     status: Arc<WriterStatus>,
@@ -227,7 +236,7 @@ impl Writer {
                     seq += 1;
                     let sealed = codec::seal(&prev_hash, seq, now_ms, &job.transaction_id, &event);
                     prev_hash = sealed.hash;
-                    let index_keys = index::keys_for(&state, &event, seq);
+                    let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
                     pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });
                     appends.push(Append { sealed, index_keys });
                 }

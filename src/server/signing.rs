@@ -50,7 +50,7 @@ pub fn prepare(
     let recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
     let sealed = codec::seal(&state.head.hash, seq, recorded_at_ms, "", &event);
     let hash = sealed.hash;
-    let index_keys = index::keys_for(state, &event, seq);
+    let index_keys = index::keys_for(state, store.token_ids(), &event, seq);
     store.append(&[Append { sealed, index_keys }])?;
     apply(state, Recorded { seq, recorded_at_ms, transaction_id: "", hash }, &event);
     tracing::info!(key_id = %key.key_id, "ID-token signing key recorded in the ledger");

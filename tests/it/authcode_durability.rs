@@ -179,7 +179,20 @@ async fn code_events_are_indexed_by_code_client_and_user() {
     flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.assert_error(401, "CMN_90018");
     let dir = flow.server.stop().await;
     let events = read_events(dir.path());
+    let token_ids = {
+        let db = redb::Database::open(dir.path().join(data_dir::LEDGER_FILE)).unwrap();
+        tokenledger::ledger::Store::from_database(db).unwrap().token_ids().clone()
+    };
     let seqs_of = |kind: IndexKind, value: &[u8]| -> Vec<u64> {
+        // Tokens (and codes) sit in the index by creation time; see ledger::token_ids.
+        let token_value;
+        let value = match tokenledger::domain::ids::TokenId::from_slice(value) {
+            Some(id) if kind == IndexKind::Token => {
+                token_value = tokenledger::ledger::index::token_value(&token_ids, &id);
+                &token_value[..]
+            }
+            _ => value,
+        };
         let db = redb::Database::open(dir.path().join(data_dir::LEDGER_FILE)).unwrap();
         let read = db.begin_read().unwrap();
         let table = read.open_table(INDEX).unwrap();
