@@ -53,6 +53,8 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
                 family.live_refresh = None;
             }
         }
+        Some(event::Kind::BulkRevoked(b)) => super::bulk::apply_bulk_revoked(state, at, b),
+        Some(event::Kind::BlastRadiusRevoked(b)) => super::bulk::apply_blast_radius_revoked(state, at, b),
     }
     state.head.seq = at.seq;
     state.head.hash = at.hash;

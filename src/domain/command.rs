@@ -4,6 +4,7 @@
 use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
+use super::bulk::{BulkCommand, BulkOutcome};
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
@@ -15,6 +16,8 @@ pub enum Command {
     Issue(Issue),
     Revoke(Revoke),
     Directory(DirectoryCommand),
+    /// Bulk revocation and blast-radius containment (operator commands).
+    Bulk(BulkCommand),
 }
 
 /// A token request whose caller has been authenticated (client secret, and for the password
@@ -85,6 +88,7 @@ pub enum Outcome {
     Issued(Issued),
     Revoked,
     Directory(DirectoryOutcome),
+    Bulk(BulkOutcome),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -115,6 +119,9 @@ pub struct IssuedToken {
 pub struct ConflictKeys {
     pub reads: Vec<u64>,
     pub writes: Vec<u64>,
+    /// The command must be alone in its batch (bulk revocations: they change what every
+    /// other command would decide, whatever entities it names).
+    pub exclusive: bool,
 }
 
 /// Kinds of entity a conflict key can name.
@@ -169,6 +176,7 @@ impl Command {
             }
             Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
             Command::Directory(command) => command.conflict_keys(&mut keys),
+            Command::Bulk(command) => command.conflict_keys(&mut keys),
         }
         keys
     }

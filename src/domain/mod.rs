@@ -4,12 +4,15 @@
 //! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
 
 pub mod apply;
+pub mod bulk;
 pub mod command;
+pub mod cutoff;
 pub mod decide;
 pub mod directory;
 pub mod ids;
 pub mod scope;
 pub mod state;
+pub mod validity;
 
 pub use apply::{Recorded, apply};
 pub use command::{Command, Context, Decision};
@@ -21,5 +24,6 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
         Command::Issue(issue) => decide::decide_issue(state, issue, ctx),
         Command::Revoke(revoke) => decide::decide_revoke(state, revoke, ctx),
         Command::Directory(command) => directory::decide_directory(state, command),
+        Command::Bulk(command) => bulk::decide_bulk(state, command, ctx),
     }
 }

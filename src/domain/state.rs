@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::cutoff::Cutoffs;
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType};
@@ -37,6 +38,8 @@ pub struct State {
     pub families: FastMap<FamilyId, Family>,
     /// Answers of recent token requests, for idempotent retries by transactionId.
     pub recent_requests: HashMap<RequestKey, RecentRequest>,
+    /// Bulk revocations in force (see `cutoff.rs`); validity is computed in `validity.rs`.
+    pub cutoffs: Cutoffs,
 }
 
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
@@ -228,10 +231,6 @@ impl State {
     pub fn active_token(&self, id: &TokenId, now_ms: i64) -> Option<&Token> {
         let token = self.tokens.get(id)?;
         self.is_active(token, now_ms).then_some(token)
-    }
-
-    pub fn is_active(&self, token: &Token, now_ms: i64) -> bool {
-        token.end.is_none() && now_ms < token.expires_at_ms && !self.family_revoked(token)
     }
 
     pub fn family_revoked(&self, token: &Token) -> bool {

@@ -282,12 +282,20 @@ impl Writer {
 struct BatchLocks {
     reads: HashSet<u64>,
     writes: HashSet<u64>,
+    /// Commands that took their keys.
+    taken: usize,
+    /// Set when an exclusive command took the batch: nothing else joins it.
+    exclusive: bool,
 }
 
 impl BatchLocks {
     /// Takes `keys` unless they conflict with keys already taken: a write conflicts with any
-    /// earlier read or write of the same key, a read with an earlier write.
+    /// earlier read or write of the same key, a read with an earlier write. An exclusive
+    /// command only starts a batch, and nothing joins a batch it started.
     fn try_lock(&mut self, keys: &ConflictKeys) -> bool {
+        if self.exclusive || (keys.exclusive && self.taken > 0) {
+            return false;
+        }
         let conflict = keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
             || keys.reads.iter().any(|k| self.writes.contains(k));
         if conflict {
@@ -295,6 +303,8 @@ impl BatchLocks {
         }
         self.reads.extend(keys.reads.iter().copied());
         self.writes.extend(keys.writes.iter().copied());
+        self.exclusive = keys.exclusive;
+        self.taken += 1;
         true
     }
 }

@@ -15,12 +15,19 @@ use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated,
 
 #[derive(Clone, Debug)]
 enum Op {
-    ClientCredentials { scopes: Option<Vec<&'static str>> },
+    ClientCredentials {
+        scopes: Option<Vec<&'static str>>,
+    },
     Password,
     /// Refresh the n-th refresh token seen so far (rotated ones included: that is reuse).
-    Refresh { pick: usize, narrow: bool },
+    Refresh {
+        pick: usize,
+        narrow: bool,
+    },
     /// Revoke the n-th token seen so far.
-    Revoke { pick: usize },
+    Revoke {
+        pick: usize,
+    },
     /// Retry the previous request with its transaction id.
     RetryLast,
 }
@@ -107,7 +114,9 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                         let scopes = scopes.clone().map(|s| s.into_iter().map(Box::from).collect());
                         Command::Issue(issue(IssueGrant::ClientCredentials, scopes, &mut seed, 1))
                     }
-                    Op::Password => Command::Issue(issue(IssueGrant::Password { login_id: "u".into() }, None, &mut seed, 2)),
+                    Op::Password => {
+                        Command::Issue(issue(IssueGrant::Password { login_id: "u".into() }, None, &mut seed, 2))
+                    }
                     Op::Refresh { pick, narrow } if !refresh_tokens.is_empty() => {
                         let token = refresh_tokens[pick % refresh_tokens.len()];
                         let scopes = narrow.then(|| vec![Box::from("a")]);
