@@ -2,6 +2,8 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod audit;
+pub mod bulk;
 pub mod form;
 pub mod grpc;
 pub mod rest;

@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec;
 use super::index;
+use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
@@ -77,6 +78,10 @@ pub struct WriterStatus {
 pub struct LedgerHandle {
     sender: mpsc::Sender<Message>,
     status: Arc<WriterStatus>,
+    /// The seq of the last event committed and applied; followers of the live event stream
+    /// wait on it and then read the committed events from the store.
+    head: watch::Receiver<u64>,
+    reader: LedgerReader,
 }
 
 impl LedgerHandle {
@@ -84,10 +89,29 @@ impl LedgerHandle {
     pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
-        let writer =
-            Writer { store, state, receiver, status: status.clone(), batch_max: config.batch_commands_max.max(1) };
+        let (head_sender, head) = watch::channel(state.read().head.seq);
+        let reader = store.reader();
+        let writer = Writer {
+            store,
+            state,
+            receiver,
+            status: status.clone(),
+            batch_max: config.batch_commands_max.max(1),
+            head: head_sender,
+        };
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
-        Ok(Self { sender, status })
+        Ok(Self { sender, status, head, reader })
+    }
+
+    /// The seq of the last committed and applied event, updated after every batch. The
+    /// sender goes away when the writer stops, which ends every `changed()` wait.
+    pub fn committed_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    /// Read-only access to the stored events and index, for audit queries.
+    pub fn reader(&self) -> &LedgerReader {
+        &self.reader
     }
 
     /// Decides `command` in the writer and waits until its events are durable and applied.
@@ -129,6 +153,8 @@ struct Writer {
     receiver: mpsc::Receiver<Message>,
     status: Arc<WriterStatus>,
     batch_max: usize,
+    /// Published after each batch is applied (see `LedgerHandle::committed_head`).
+    head: watch::Sender<u64>,
 }
 
 /// One command waiting for its batch to commit.
@@ -178,7 +204,8 @@ impl Writer {
                 let _ = job.reply.send(Err(SubmitError));
             }
         }
-        drop(self.store);
+        self.store.close();
+        drop(self.head);
         if let Some(done) = stop {
             let _ = done.send(());
         }
@@ -266,6 +293,11 @@ impl Writer {
                     hash: item.hash,
                 };
                 apply(&mut state, at, &item.event);
+            }
+            drop(state);
+            // Followers may read these events from the store now: committed and applied.
+            if let Some(last) = pending.last() {
+                self.head.send_replace(last.seq);
             }
         }
         self.status.batches.fetch_add(1, Ordering::Relaxed);
