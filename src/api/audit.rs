@@ -61,6 +61,9 @@ impl From<QueryError> for AuditError {
                 Self::Internal
             }
             QueryError::Chain(error) => Self::DataLoss(format!("the ledger failed verification: {error}")),
+            QueryError::Missing(seq) => {
+                Self::DataLoss(format!("the ledger failed verification: event {seq} is missing (dropped)"))
+            }
         }
     }
 }
@@ -326,6 +329,9 @@ async fn stream_events(
                     return Ok(());
                 }
                 sent += 1;
+            }
+            if let Some(problem) = page.problem {
+                return Err(audit_status(problem.into()));
             }
         }
         if !plan.follow || range_ends || plan.limit.is_some_and(|limit| sent >= limit) {

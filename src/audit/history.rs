@@ -5,7 +5,8 @@
 //! projections forgot long ago.
 
 use super::query::{QueryError, open_all};
-use crate::domain::cutoff::CutoffScope;
+use crate::domain::bulk;
+use crate::domain::cutoff::{Cutoff, CutoffScope};
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::{EndCause, State, TokenKind};
 use crate::domain::validity::Validity;
@@ -108,7 +109,18 @@ pub fn related_events(snapshot: &Snapshot, facts: &TokenFacts, head: u64) -> Res
     seqs.dedup();
     let truncated = seqs.len() > max;
     seqs.truncate(max);
-    Ok((open_all(snapshot, &seqs)?, truncated))
+    let mut events = open_all(snapshot, &seqs)?;
+    // A cutoff that spares this token (issued after its time bound) is not part of its story,
+    // unless it is about the token's family.
+    events.retain(|e| match &e.event.kind {
+        Some(event::Kind::BulkRevoked(b)) => {
+            let cutoff = Cutoff::new(e.envelope.seq, e.envelope.recorded_at_ms, b.issued_before_ms);
+            facts.issued_at_ms < cutoff.before_ms
+                || bulk::scope_of(b).is_some_and(|s| facts.family.is_some_and(|f| s == CutoffScope::Family(f)))
+        }
+        _ => true,
+    });
+    Ok((events, truncated))
 }
 
 /// The verdict on a token at a time.

@@ -19,6 +19,9 @@ pub enum QueryError {
     /// A stored event failed its own check (it was changed after start-up).
     #[error(transparent)]
     Chain(#[from] ChainError),
+    /// A committed event is not in the file any more (it was deleted after start-up).
+    #[error("event {0} is missing from the ledger: it was dropped")]
+    Missing(u64),
 }
 
 /// Which events to deliver; every given filter must match.
@@ -38,6 +41,9 @@ pub struct EventFilter {
 pub struct Page {
     pub events: Vec<Opened>,
     pub next_seq: u64,
+    /// Why the page stops early: the event at `next_seq` cannot be trusted. The events
+    /// before it are good and are delivered first.
+    pub problem: Option<QueryError>,
 }
 
 impl EventFilter {
@@ -66,7 +72,7 @@ impl EventFilter {
     /// so a page costs a bounded amount of work even when few candidates match.
     pub fn read_page(&self, snapshot: &Snapshot, from: u64, to: u64, max: usize) -> Result<Page, QueryError> {
         if from > to {
-            return Ok(Page { events: Vec::new(), next_seq: from });
+            return Ok(Page { events: Vec::new(), next_seq: from, problem: None });
         }
         let max = max.max(1);
         let terms = self.terms();
@@ -96,24 +102,44 @@ impl EventFilter {
             seqs.dedup();
             (seqs, bound + 1)
         } else {
-            let mut events = Vec::new();
+            // Every seq up to the committed head exists: a hole means a dropped event.
             let rows = snapshot.envelopes(from..=to, max)?;
-            let next_seq = rows.last().map_or(to + 1, |(seq, _)| if rows.len() >= max { seq + 1 } else { to + 1 });
-            for (seq, bytes) in rows {
-                events.push(codec::open(seq, &bytes)?);
+            let complete = rows.len() >= max;
+            let mut events = Vec::with_capacity(rows.len());
+            for (expected, (seq, bytes)) in (from..).zip(rows) {
+                if seq != expected {
+                    return Ok(stopped(events, expected, QueryError::Missing(expected)));
+                }
+                match codec::open(seq, &bytes) {
+                    Ok(opened) => events.push(opened),
+                    Err(error) => return Ok(stopped(events, seq, error.into())),
+                }
             }
-            return Ok(Page { events, next_seq });
+            let next_seq = from + events.len() as u64;
+            if !complete && next_seq <= to {
+                return Ok(stopped(events, next_seq, QueryError::Missing(next_seq)));
+            }
+            return Ok(Page { events, next_seq, problem: None });
         };
         let mut events = Vec::with_capacity(candidates.len());
         for seq in candidates {
-            let Some(bytes) = snapshot.envelope(seq)? else { continue };
-            let opened = codec::open(seq, &bytes)?;
+            let Some(bytes) = snapshot.envelope(seq)? else {
+                return Ok(stopped(events, seq, QueryError::Missing(seq)));
+            };
+            let opened = match codec::open(seq, &bytes) {
+                Ok(opened) => opened,
+                Err(error) => return Ok(stopped(events, seq, error.into())),
+            };
             if self.kinds.is_empty() || self.kinds.contains(&kind_number(&opened.event)) {
                 events.push(opened);
             }
         }
-        Ok(Page { events, next_seq })
+        Ok(Page { events, next_seq, problem: None })
     }
+}
+
+fn stopped(events: Vec<Opened>, at: u64, problem: QueryError) -> Page {
+    Page { events, next_seq: at, problem: Some(problem) }
 }
 
 fn matches_all(snapshot: &Snapshot, terms: &[(IndexKind, Vec<u8>)], seq: u64) -> Result<bool, ReadError> {
@@ -152,13 +178,12 @@ pub fn first_seq_at_or_after(snapshot: &Snapshot, at_ms: i64, from: u64, to: u64
     Ok(low)
 }
 
-/// Reads and checks the events `seqs` (sorted), skipping any that are missing.
+/// Reads and checks the events `seqs` (sorted), which the index says exist.
 pub fn open_all(snapshot: &Snapshot, seqs: &[u64]) -> Result<Vec<Opened>, QueryError> {
     let mut events = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        if let Some(bytes) = snapshot.envelope(*seq)? {
-            events.push(codec::open(*seq, &bytes)?);
-        }
+        let bytes = snapshot.envelope(*seq)?.ok_or(QueryError::Missing(*seq))?;
+        events.push(codec::open(*seq, &bytes)?);
     }
     Ok(events)
 }

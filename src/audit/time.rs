@@ -3,10 +3,18 @@
 
 use std::time::{Duration, UNIX_EPOCH};
 
-/// RFC 3339 with milliseconds, UTC.
+/// The last millisecond RFC 3339 can show (9999-12-31T23:59:59.999Z).
+const RFC3339_MS_MAX: i64 = 253_402_300_799_999;
+
+/// RFC 3339 with milliseconds, UTC; times RFC 3339 cannot show (an unbounded window's end)
+/// are shown as raw milliseconds.
 pub fn format_ms(ms: i64) -> String {
-    let time = UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0));
-    humantime::format_rfc3339_millis(time).to_string()
+    match u64::try_from(ms) {
+        Ok(positive) if ms <= RFC3339_MS_MAX => {
+            humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(positive)).to_string()
+        }
+        _ => format!("{ms} (unix ms)"),
+    }
 }
 
 /// Parses a time given on the command line, relative to `now_ms` where it says so.
@@ -24,7 +32,7 @@ pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
         return text.parse::<i64>().map_err(|e| format!("{text:?}: {e}"));
     }
     let time = humantime::parse_rfc3339_weak(text).map_err(|_| {
-        format!("{text:?} is not a time: use RFC 3339 (2025-11-29T16:03:01Z), unix milliseconds, now, or -2h")
+        format!("{text:?} is not a time: use RFC 3339 (2025-11-29T16:03:01Z), unix milliseconds, now, or now-2h")
     })?;
     let since = time.duration_since(UNIX_EPOCH).map_err(|_| format!("{text:?} is before 1970"))?;
     i64::try_from(since.as_millis()).map_err(|_| format!("{text:?} is too far ahead"))
@@ -45,5 +53,7 @@ mod tests {
         assert_eq!(parse_time("-2h", ms), Ok(ms - 7_200_000));
         assert_eq!(parse_time("now-30m", ms), Ok(ms - 1_800_000));
         assert!(parse_time("yesterday", ms).is_err());
+        assert_eq!(format_ms(i64::MAX), "9223372036854775807 (unix ms)");
+        assert_eq!(format_ms(-1), "-1 (unix ms)");
     }
 }

@@ -228,10 +228,13 @@ pub fn summary(event: &Event) -> String {
                 Some(blast_radius_revoked::Credential::TokenId(t)) => format!("token {}", id(t)),
                 None => "nothing".to_owned(),
             };
+            let window = match (b.from_ms, b.to_ms) {
+                (0, i64::MAX) => "at any time".to_owned(),
+                (from, i64::MAX) => format!("from {}", format_ms(from)),
+                (from, to) => format!("from {} to {}", format_ms(from), format_ms(to)),
+            };
             let text = format!(
-                "blast-radius revocation for {credential}, minted {} .. {}: {} tokens ended",
-                format_ms(b.from_ms),
-                format_ms(b.to_ms),
+                "blast-radius revocation for {credential}, minted {window}: {} tokens ended",
                 b.token_ids.len()
             );
             with_note(text, &b.note)

@@ -1,8 +1,10 @@
 //! The command line: `serve`, and commands that talk to a running server with the admin
 //! credential (`import`, ...), plus the offline `verify`.
 
+pub mod audit;
 pub mod import;
 pub mod remote;
+pub mod revoke;
 pub mod serve;
 pub mod verify;
 
@@ -25,6 +27,11 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Offline check of a stopped ledger: hash chain and full replay.
     Verify(verify::VerifyArgs),
+    /// Audit and incident response: events, token history, status at a time, verification,
+    /// signed checkpoints, blast radius.
+    Audit(audit::AuditArgs),
+    /// Bulk revocation: every token of a client, user, institution or family, or one token.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
@@ -47,5 +54,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Serve(args) => serve::run(args).await,
         Command::Import(args) => import::run(args).await,
         Command::Verify(args) => verify::run(args),
+        Command::Audit(args) => audit::run(args).await,
+        Command::Revoke(args) => revoke::run(args).await,
     }
 }

@@ -37,6 +37,12 @@ impl LedgerReader {
         Self { db }
     }
 
+    /// The database itself while the store is open, for tools and tests (a test tampers with
+    /// a live ledger through it). Writing through it bypasses the writer and its chain.
+    pub fn database(&self) -> Option<Arc<Database>> {
+        self.db.upgrade()
+    }
+
     /// A consistent view of everything committed so far. Keep it short-lived: closing the
     /// store waits for open snapshots.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {

@@ -3,7 +3,9 @@
 
 mod audit;
 mod audit_history;
+mod audit_verify;
 mod binary;
+mod bulk;
 mod durability;
 mod formats;
 mod grpc;
