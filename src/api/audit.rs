@@ -35,6 +35,9 @@ pub const STREAMS_MAX: usize = 64;
 const STREAM_PAGE_EVENTS: usize = 512;
 /// Events buffered per stream before the reader waits for the client.
 const STREAM_BUFFER_EVENTS: usize = 256;
+/// A follow with an end time ends at the first event after it; on an idle ledger, this long
+/// after it, by when no batch stamped before the end time can still be committing.
+const FOLLOW_END_GRACE_MS: i64 = 60_000;
 
 /// Why an audit request failed.
 #[derive(Debug, thiserror::Error)]
@@ -338,7 +341,12 @@ async fn stream_events(
             return Ok(());
         }
         let resume = format!("resume from seq {cursor}");
+        let idle_end = plan.to_time_ms.map(|to| {
+            let wait_ms = to.saturating_add(FOLLOW_END_GRACE_MS).saturating_sub(crate::clock::now_ms()).max(0);
+            tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms as u64)
+        });
         tokio::select! {
+            () = sleep_until(idle_end) => return Ok(()),
             changed = heads.changed() => {
                 if changed.is_err() {
                     return Err(Status::unavailable(format!("the ledger closed; {resume}")));
@@ -349,6 +357,14 @@ async fn stream_events(
             }
             () = sender.closed() => return Ok(()),
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 

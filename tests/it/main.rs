@@ -2,6 +2,7 @@
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
 mod audit;
+mod audit_cli;
 mod audit_history;
 mod audit_verify;
 mod binary;
