@@ -18,8 +18,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Two passes: the stored event format alone, into `proto::ledger`; then everything with
     // that package extern, so the audit API's messages that embed stored events refer to
     // `proto::ledger` (prost generates no code for an extern package, hence the first pass).
-    let ledger: Vec<_> =
-        descriptors.file.iter().filter(|f| f.package() == "tokenledger.ledger.v1").cloned().collect();
+    let ledger: Vec<_> = descriptors.file.iter().filter(|f| f.package() == "tokenledger.ledger.v1").cloned().collect();
     let ledger = prost_types::FileDescriptorSet { file: ledger };
     tonic_prost_build::configure().build_client(false).build_server(false).compile_fds(ledger)?;
     tonic_prost_build::configure()

@@ -155,15 +155,15 @@ fn reason(facts: &TokenFacts, status: &StatusAt, deciding: Option<&Opened>) -> S
     let seq = status.deciding_seq;
     let summary = deciding.map(|e| view::summary(&e.event)).unwrap_or_default();
     match &status.validity {
-        None => format!("not issued yet: issued at {} by event {seq}", format_ms(facts.issued_at_ms)),
+        None => format!("issued later, at {} by event {seq}", format_ms(facts.issued_at_ms)),
         Some(Validity::Active { .. }) => format!(
-            "active: issued at {} by event {seq}, expires at {}",
+            "issued at {} by event {seq}, expires at {}",
             format_ms(facts.issued_at_ms),
             format_ms(facts.expires_at_ms)
         ),
         Some(Validity::Expired { expires_at_ms, .. }) => format!("expired at {}", format_ms(*expires_at_ms)),
         Some(Validity::Ended { cause: EndCause::Rotated { successor }, at_ms, .. }) => format!(
-            "refresh token exchanged for {successor} at {} by event {seq} (presenting it again is reuse)",
+            "exchanged for the refresh token {successor} at {} by event {seq}; presenting it again is reuse",
             format_ms(*at_ms)
         ),
         Some(Validity::Ended { cause: EndCause::Revoked(why), at_ms, .. }) => {

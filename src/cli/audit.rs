@@ -339,7 +339,7 @@ async fn token(a: TokenArgs) -> Result<(), String> {
     for text in describe_token(token) {
         line(text)?;
     }
-    line(format!("  now: {} ({})", now.state, now.reason))?;
+    line(format!("  now: {} - {}", now.state, now.reason))?;
     line("history (* changed this token):")?;
     for entry in &answer.entries {
         if let Some(e) = &entry.event {
@@ -370,7 +370,7 @@ async fn status_at(a: StatusAtArgs) -> Result<(), String> {
         return line(out);
     }
     let word = if verdict.active { "ACTIVE" } else { "NOT ACTIVE" };
-    line(format!("{word} at {}: {} ({})", format_ms(at_ms), verdict.state, verdict.reason))?;
+    line(format!("{word} at {}: {} - {}", format_ms(at_ms), verdict.state, verdict.reason))?;
     if let Some(e) = &verdict.deciding_event {
         line(format!("decided by {}", event_line(e)))?;
     }
