@@ -2,6 +2,8 @@
 //! every token of a client, user, institution or family issued so far (or before a time), or
 //! one token.
 
+use std::io::Write as _;
+
 use clap::Args;
 
 use super::RemoteArgs;
@@ -65,20 +67,20 @@ pub async fn run(args: RevokeArgs) -> Result<(), String> {
     let request = api::BulkRevokeRequest { scope: Some(scope), issued_before_ms, note: args.note };
     let mut client = admin_client(&args.remote).await?;
     let answer = client.bulk_revoke(request).await.map_err(|s| describe(&s))?.into_inner();
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "live_tokens_ended": answer.live_tokens_ended,
-                "seq": answer.seq,
-                "event_kind": answer.event_kind,
-            })
-        );
+    let text = if args.json {
+        serde_json::json!({
+            "live_tokens_ended": answer.live_tokens_ended,
+            "seq": answer.seq,
+            "event_kind": answer.event_kind,
+        })
+        .to_string()
     } else {
-        println!(
+        format!(
             "revoked {} live tokens of {label} (ledger event {}, {})",
             answer.live_tokens_ended, answer.seq, answer.event_kind
-        );
-    }
+        )
+    };
+    // The revocation is done; a closed stdout is no reason to fail.
+    let _ = writeln!(std::io::stdout().lock(), "{text}");
     Ok(())
 }

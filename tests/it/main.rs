@@ -7,6 +7,7 @@ mod audit_history;
 mod audit_verify;
 mod binary;
 mod bulk;
+mod bulk_property;
 mod durability;
 mod formats;
 mod grpc;
