@@ -157,3 +157,15 @@ async fn verify_ledger_names_the_first_changed_dropped_or_reordered_event() {
         assert!(status.message().contains(&format!("event {}", tamper.seq())), "{tamper:?}: {}", status.message());
     }
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_checkpoint_key_is_created_at_first_start_private_and_kept_across_restarts() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = TestServer::start().await;
+    let path = server.data_dir().join(tokenledger::audit::checkpoint::CHECKPOINT_KEY_FILE);
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    let before = checkpoint(&server).await.public_key;
+    let server = server.restart().await;
+    assert_eq!(checkpoint(&server).await.public_key, before, "the same key signs after a restart");
+}
