@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tokenledger/v1/admin.proto",
         "proto/tokenledger/v1/users.proto",
         "proto/tokenledger/v1/keys.proto",
+        "proto/tokenledger/v1/audit.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
@@ -16,6 +17,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(files, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(out_dir.join("tokenledger_descriptor.bin"), prost::Message::encode_to_vec(&descriptors))?;
-    tonic_prost_build::configure().build_client(true).build_server(true).compile_fds(descriptors)?;
+    // Two passes: the stored event format alone, into `proto::ledger`; then everything with
+    // that package extern, so the audit API's messages that embed stored events refer to
+    // `proto::ledger` (prost generates no code for an extern package, hence the first pass).
+    let ledger: Vec<_> = descriptors.file.iter().filter(|f| f.package() == "tokenledger.ledger.v1").cloned().collect();
+    let ledger = prost_types::FileDescriptorSet { file: ledger };
+    tonic_prost_build::configure().build_client(false).build_server(false).compile_fds(ledger)?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".tokenledger.ledger.v1", "crate::proto::ledger")
+        .compile_fds(descriptors)?;
     Ok(())
 }

@@ -328,6 +328,26 @@ impl AdminService for AdminGrpc {
             .map_err(admin_status)?;
         Ok(reply(user, &transaction_id))
     }
+
+    // Bulk revocation (issue 5): the flows live in `api::bulk`.
+    async fn bulk_revoke(&self, request: Request<BulkRevokeRequest>) -> Result<Response<BulkRevokeResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let answer = super::bulk::bulk_revoke(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(answer, &transaction_id))
+    }
+
+    async fn revoke_blast_radius(
+        &self,
+        request: Request<RevokeBlastRadiusRequest>,
+    ) -> Result<Response<RevokeBlastRadiusResponse>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let answer = super::bulk::revoke_blast_radius(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(answer, &transaction_id))
+    }
 }
 
 impl AdminGrpc {

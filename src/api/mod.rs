@@ -2,7 +2,9 @@
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
 pub mod admin;
+pub mod audit;
 pub mod authcode;
+pub mod bulk;
 pub mod directory;
 pub mod discovery;
 pub mod form;

@@ -1,10 +1,12 @@
 //! The command line: `serve`, and commands that talk to a running server with the admin
 //! credential (`import`, ...), plus the offline `verify`.
 
+pub mod audit;
 pub mod directory;
 pub mod import;
 pub mod keys;
 pub mod remote;
+pub mod revoke;
 pub mod serve;
 pub mod verify;
 
@@ -37,6 +39,11 @@ pub enum Command {
     User(directory::UserArgs),
     /// ID-token signing keys of a running server: rotate-signing, list.
     Keys(keys::KeysArgs),
+    /// Audit and incident response: events, token history, status at a time, verification,
+    /// signed checkpoints, blast radius.
+    Audit(audit::AuditArgs),
+    /// Bulk revocation: every token of a client, user, institution or family, or one token.
+    Revoke(revoke::RevokeArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
@@ -63,5 +70,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Client(args) => directory::run_client(args).await,
         Command::User(args) => directory::run_user(args).await,
         Command::Keys(args) => keys::run(args).await,
+        Command::Audit(args) => audit::run(args).await,
+        Command::Revoke(args) => revoke::run(args).await,
     }
 }

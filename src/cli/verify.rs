@@ -27,8 +27,13 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
     let db = redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     let store = Store::from_database(db).map_err(|e| e.to_string())?;
     let mut state = State::default();
-    let (report, _) = replay::replay(&store, &mut state, false, |n| eprintln!("verified {n} events"))
-        .map_err(|e| format!("ledger verification FAILED: {e}"))?;
+    let (report, _) =
+        replay::replay(&store, &mut state, false, |n| eprintln!("verified {n} events")).map_err(|e| match &e {
+            replay::ReplayError::Chain(chain) => {
+                format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
+            }
+            replay::ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
+        })?;
     let now_ms = crate::clock::now_ms();
     let active = state.tokens.values().filter(|t| state.is_active(t, now_ms)).count();
     if args.json {

@@ -282,9 +282,9 @@ mod tests {
         let mut state = directory();
         when(&mut state, AccountCommand::DisableClient { client_id: "c1".into() }, 1);
         assert!(state.client("c1").unwrap().disabled);
-        let cutoff = state.cutoffs.clients["c1"];
+        let cutoff = state.cutoffs.by_client["c1"];
         when(&mut state, AccountCommand::EnableClient { client_id: "c1".into() }, 2);
         assert!(!state.client("c1").unwrap().disabled);
-        assert_eq!(state.cutoffs.clients["c1"], cutoff, "tokens from before the disable stay ended");
+        assert_eq!(state.cutoffs.by_client["c1"], cutoff, "tokens from before the disable stay ended");
     }
 }

@@ -75,6 +75,8 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         Some(event::Kind::AuthorizationCodeReplayed(e)) => authcode::code_replayed(state, at, e),
         Some(event::Kind::AuthorizationCodeBurned(e)) => authcode::code_burned(state, at, e),
         Some(event::Kind::SigningKeyActivated(e)) => authcode::signing_key_activated(state, at, e),
+        Some(event::Kind::BulkRevoked(b)) => super::bulk::apply_bulk_revoked(state, at, b),
+        Some(event::Kind::BlastRadiusRevoked(b)) => super::bulk::apply_blast_radius_revoked(state, at, b),
     }
     state.head.seq = at.seq;
     state.head.hash = at.hash;

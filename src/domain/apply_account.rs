@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use super::apply::Recorded;
+use super::cutoff::{Cutoff, CutoffScope};
 use super::signin;
 use super::state::{Client, PreviousSecret, State, User, UserIdentity, user_key};
 use crate::proto::ledger::{GrantType, TokensIssued, UserType, event};
@@ -18,7 +19,8 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
         }),
         event::Kind::ClientDisabled(d) if state.clients.contains_key(d.client_id.as_str()) => {
             update_client(state, &d.client_id, |c| c.disabled = true);
-            state.cutoffs.clients.insert(d.client_id.as_str().into(), at.seq);
+            // Disabling is a cutoff on the client: every token issued before this event ends.
+            state.cutoffs.add(&CutoffScope::Client(d.client_id.clone()), Cutoff::new(at.seq, at.recorded_at_ms, 0));
         }
         event::Kind::ClientEnabled(e) => update_client(state, &e.client_id, |c| c.disabled = false),
         event::Kind::UserPasswordSet(p) => {
@@ -31,7 +33,8 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
         }
         event::Kind::UserDisabled(d) if state.user(&d.institution_id, &d.login_id).is_some() => {
             update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);
-            state.cutoffs.users.insert(user_key(&d.institution_id, &d.login_id), at.seq);
+            let scope = CutoffScope::User { institution_id: d.institution_id.clone(), login_id: d.login_id.clone() };
+            state.cutoffs.add(&scope, Cutoff::new(at.seq, at.recorded_at_ms, 0));
         }
         event::Kind::UserEnabled(e) => update_user(state, &e.institution_id, &e.login_id, |u| u.disabled = false),
         event::Kind::UserUpdated(u) => apply_user_updated(state, u),

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::account::AccountCommand;
 use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption};
+use super::bulk::{BulkCommand, BulkOutcome};
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
@@ -23,6 +24,8 @@ pub enum Command {
     /// A failed password sign-in, recorded before the caller hears CMN_90015.
     SignInFailed(SignInFailure),
     Authorization(AuthorizationCommand),
+    /// Bulk revocation and blast-radius containment (operator commands).
+    Bulk(BulkCommand),
 }
 
 /// A token request whose caller has been authenticated (client secret, and for the password
@@ -97,6 +100,7 @@ pub enum Outcome {
     /// An account change was recorded.
     Changed,
     Authorization(AuthorizationOutcome),
+    Bulk(BulkOutcome),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +131,9 @@ pub struct IssuedToken {
 pub struct ConflictKeys {
     pub reads: Vec<u64>,
     pub writes: Vec<u64>,
+    /// The command must be alone in its batch (bulk revocations: they change what every
+    /// other command would decide, whatever entities it names).
+    pub exclusive: bool,
 }
 
 /// Kinds of entity a conflict key can name.
@@ -193,6 +200,7 @@ impl Command {
             Command::Account(command) => command.conflict_keys(&mut keys),
             Command::SignInFailed(failure) => failure.conflict_keys(&mut keys),
             Command::Authorization(command) => command.conflict_keys(state, &mut keys),
+            Command::Bulk(command) => command.conflict_keys(&mut keys),
         }
         keys
     }

@@ -135,7 +135,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     if *old.grant.client_id != *client.id
         || old.expires_at_ms <= ctx.now_ms
         || state.family_revoked(old)
-        || state.cut_off(old)
+        || state.cutoffs.covering(old).is_some()
     {
         return Decision::refuse(ErrorCode::InvalidToken);
     }
@@ -146,6 +146,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         return Decision::refuse(ErrorCode::InvalidToken);
     };
     match &old.end {
+        None if state.cutoffs.covering(old).is_some() => return Decision::refuse(ErrorCode::InvalidToken),
         None => {}
         Some(end) if matches!(end.cause, super::state::EndCause::Rotated { .. }) => {
             // Reuse of a rotated refresh token: end the whole family (RFC 9700 4.14.2).

@@ -7,13 +7,16 @@ pub mod account;
 pub mod apply;
 mod apply_account;
 pub mod authcode;
+pub mod bulk;
 pub mod command;
+pub mod cutoff;
 pub mod decide;
 pub mod directory;
 pub mod ids;
 pub mod scope;
 pub mod signin;
 pub mod state;
+pub mod validity;
 
 pub use apply::{Recorded, apply};
 pub use command::{Command, Context, Decision};
@@ -28,5 +31,6 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {
         Command::Account(command) => account::decide_account(state, command, ctx),
         Command::SignInFailed(failure) => signin::decide_failure(state, failure, ctx),
         Command::Authorization(command) => authcode::decide::decide(state, command, ctx),
+        Command::Bulk(command) => bulk::decide_bulk(state, command, ctx),
     }
 }

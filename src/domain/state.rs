@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::cutoff::Cutoffs;
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType};
@@ -41,10 +42,10 @@ pub struct State {
     pub users_by_host_user_id: HashMap<String, String>,
     /// Failed sign-ins and lockouts per (institution, login id), known or not.
     pub sign_ins: HashMap<SignInKey, SignInRecord>,
-    /// Clients and users that were disabled: their older tokens are no longer active.
-    pub cutoffs: TokenCutoffs,
     /// Authorization codes and ID-token signing keys.
     pub authorization: super::authcode::AuthorizationState,
+    /// Bulk revocations in force (see `cutoff.rs`); validity is computed in `validity.rs`.
+    pub cutoffs: Cutoffs,
 }
 
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
@@ -180,15 +181,6 @@ impl SignInRecord {
     }
 }
 
-/// Disabling a client or user ends every token it holds: tokens issued before the seq of the
-/// disabling event are no longer active, even after the client or user is enabled again.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TokenCutoffs {
-    pub clients: HashMap<Arc<str>, u64>,
-    /// Keyed by [`user_key`].
-    pub users: HashMap<String, u64>,
-}
-
 /// The key of a user in [`State::users`].
 pub fn user_key(institution_id: &str, login_id: &str) -> String {
     // Institution ids are digits only, so the first ':' always ends them.
@@ -298,26 +290,6 @@ impl State {
     pub fn active_token(&self, id: &TokenId, now_ms: i64) -> Option<&Token> {
         let token = self.tokens.get(id)?;
         self.is_active(token, now_ms).then_some(token)
-    }
-
-    pub fn is_active(&self, token: &Token, now_ms: i64) -> bool {
-        token.end.is_none() && now_ms < token.expires_at_ms && !self.family_revoked(token) && !self.cut_off(token)
-    }
-
-    /// True when the token's client or user was disabled after the token was issued. Costs
-    /// nothing while no client or user was ever disabled.
-    pub fn cut_off(&self, token: &Token) -> bool {
-        let cutoffs = &self.cutoffs;
-        let before = |seq: Option<&u64>| seq.is_some_and(|s| token.issued_seq < *s);
-        if !cutoffs.clients.is_empty() && before(cutoffs.clients.get(&*token.grant.client_id)) {
-            return true;
-        }
-        match &token.grant.user {
-            Some(user) if !cutoffs.users.is_empty() => {
-                before(cutoffs.users.get(&user_key(&user.institution_id, &user.login_id)))
-            }
-            _ => false,
-        }
     }
 
     pub fn user_by_host_user_id(&self, institution_id: &str, host_user_id: &str) -> Option<&Arc<User>> {

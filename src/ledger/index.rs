@@ -5,9 +5,10 @@
 //! all entries of one value are contiguous and ordered by seq.
 
 use super::token_ids::TokenIdScheme;
+use crate::domain::cutoff::CutoffScope;
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::{State, user_key};
-use crate::proto::ledger::{self, Event, event};
+use crate::proto::ledger::{self, Event, blast_radius_revoked, event};
 
 /// Bumped whenever `keys_for` changes; a ledger with another version is re-indexed on open.
 pub const INDEX_VERSION: u32 = 2;
@@ -21,6 +22,28 @@ pub enum IndexKind {
     User = 4,
     Institution = 5,
     EventKind = 6,
+    /// Bulk revocations (cutoffs), by scope: see [`cutoff_value`]. Added with events 40-41;
+    /// no earlier event has such keys, so the index version did not change.
+    Cutoff = 7,
+}
+
+/// The value of a [`IndexKind::Cutoff`] entry: a scope tag (`c` client, `u` user, `i`
+/// institution, `f` family) and the scope's id (for users, `institution:login`).
+pub fn cutoff_value(scope: &CutoffScope) -> Vec<u8> {
+    let (tag, id): (u8, &[u8]) = match scope {
+        CutoffScope::Client(id) => (b'c', id.as_bytes()),
+        CutoffScope::Institution(id) => (b'i', id.as_bytes()),
+        CutoffScope::User { institution_id, login_id } => {
+            let mut value = vec![b'u'];
+            value.extend_from_slice(user_key(institution_id, login_id).as_bytes());
+            return value;
+        }
+        CutoffScope::Family(id) => (b'f', &id.0),
+    };
+    let mut value = Vec::with_capacity(1 + id.len());
+    value.push(tag);
+    value.extend_from_slice(id);
+    value
 }
 
 /// The index value of a token id: its position by creation time (see `token_ids`). Queries by
@@ -77,6 +100,8 @@ pub fn kind_number(event: &Event) -> u8 {
         Some(event::Kind::AuthorizationCodeReplayed(_)) => 31,
         Some(event::Kind::AuthorizationCodeBurned(_)) => 32,
         Some(event::Kind::SigningKeyActivated(_)) => 33,
+        Some(event::Kind::BulkRevoked(_)) => 40,
+        Some(event::Kind::BlastRadiusRevoked(_)) => 41,
     }
 }
 
@@ -103,15 +128,24 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add(IndexKind::User, user_key(&u.institution_id, &u.login_id).as_bytes());
             add(IndexKind::Institution, u.institution_id.as_bytes());
         }
+        Some(event::Kind::ClientDisabled(ledger::ClientDisabled { client_id })) => {
+            // Disabling is a cutoff on the client (see apply_account), found like bulk ones.
+            add(IndexKind::Cutoff, &cutoff_value(&CutoffScope::Client(client_id.clone())));
+            add(IndexKind::Client, client_id.as_bytes())
+        }
         Some(event::Kind::ClientSecretRotated(ledger::ClientSecretRotated { client_id, .. }))
-        | Some(event::Kind::ClientDisabled(ledger::ClientDisabled { client_id }))
         | Some(event::Kind::ClientEnabled(ledger::ClientEnabled { client_id })) => {
             add(IndexKind::Client, client_id.as_bytes())
+        }
+        Some(event::Kind::UserDisabled(ledger::UserDisabled { institution_id, login_id })) => {
+            let scope = CutoffScope::User { institution_id: institution_id.clone(), login_id: login_id.clone() };
+            add(IndexKind::Cutoff, &cutoff_value(&scope));
+            add(IndexKind::User, user_key(institution_id, login_id).as_bytes());
+            add(IndexKind::Institution, institution_id.as_bytes());
         }
         Some(event::Kind::UserPasswordSet(ledger::UserPasswordSet { institution_id, login_id, .. }))
         | Some(event::Kind::UserLocked(ledger::UserLocked { institution_id, login_id }))
         | Some(event::Kind::UserUnlocked(ledger::UserUnlocked { institution_id, login_id }))
-        | Some(event::Kind::UserDisabled(ledger::UserDisabled { institution_id, login_id }))
         | Some(event::Kind::UserEnabled(ledger::UserEnabled { institution_id, login_id }))
         | Some(event::Kind::UserUpdated(ledger::UserUpdated { institution_id, login_id, .. }))
         | Some(event::Kind::SignInFailed(ledger::SignInFailed { institution_id, login_id, .. }))
@@ -170,6 +204,45 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add_code(&mut add, state, &b.code_id);
         }
         Some(event::Kind::SigningKeyActivated(_)) => {}
+        Some(event::Kind::BulkRevoked(b)) => {
+            if let Some(scope) = crate::domain::bulk::scope_of(b) {
+                add(IndexKind::Cutoff, &cutoff_value(&scope));
+                match &scope {
+                    CutoffScope::Client(id) => add(IndexKind::Client, id.as_bytes()),
+                    CutoffScope::Institution(id) => add(IndexKind::Institution, id.as_bytes()),
+                    CutoffScope::User { institution_id, login_id } => {
+                        add(IndexKind::User, user_key(institution_id, login_id).as_bytes());
+                        add(IndexKind::Institution, institution_id.as_bytes());
+                    }
+                    CutoffScope::Family(id) => {
+                        add(IndexKind::Family, &id.0);
+                        let family = state.families.get(id);
+                        let token = family.and_then(|f| f.live_refresh).and_then(|t| state.tokens.get(&t));
+                        if let Some(token) = token {
+                            add_grant(&mut add, &token.grant);
+                        } else if let Some(family) = family {
+                            add(IndexKind::Client, family.client_id.as_bytes());
+                        }
+                    }
+                }
+            }
+        }
+        Some(event::Kind::BlastRadiusRevoked(b)) => {
+            match &b.credential {
+                Some(blast_radius_revoked::Credential::ClientId(id)) => add(IndexKind::Client, id.as_bytes()),
+                Some(blast_radius_revoked::Credential::TokenId(id)) => add(IndexKind::Token, id),
+                None => {}
+            }
+            for id in &b.token_ids {
+                add(IndexKind::Token, id);
+                if let Some(token) = TokenId::from_slice(id).and_then(|id| state.tokens.get(&id)) {
+                    if let Some(family) = token.grant.family {
+                        add(IndexKind::Family, &family.0);
+                    }
+                    add_grant(&mut add, &token.grant);
+                }
+            }
+        }
     }
     keys.sort_unstable();
     keys.dedup();

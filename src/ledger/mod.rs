@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod index;
+pub mod reader;
 pub mod replay;
 pub mod store;
 pub mod token_ids;
@@ -15,6 +16,7 @@ use std::path::Path;
 
 use prost::Message as _;
 
+pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
 pub use store::{Store, StoreError};
 pub use writer::{LedgerHandle, SubmitError, WriterConfig};

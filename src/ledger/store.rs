@@ -2,13 +2,17 @@
 //! `index.rs`) and `meta`. Only the writer thread writes; readers use MVCC read transactions.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
-use std::sync::Arc;
-
 use super::codec::Sealed;
+use super::reader::LedgerReader;
 use super::token_ids::TokenIdScheme;
+
+/// How long closing the store waits for readers to finish the read they are in.
+const READERS_WAIT: Duration = Duration::from_secs(5);
 
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index");
@@ -52,7 +56,8 @@ storage_from!(
 );
 
 pub struct Store {
-    db: Database,
+    /// Shared with [`LedgerReader`]s (audit queries), which hold it only weakly.
+    db: Arc<Database>,
     /// How token ids map to index positions (its key is in `meta`).
     token_ids: Arc<TokenIdScheme>,
 }
@@ -71,6 +76,7 @@ impl Store {
     }
 
     pub fn from_database(db: Database) -> Result<Self, StoreError> {
+        let db = Arc::new(db);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         let token_id_key = {
@@ -109,6 +115,21 @@ impl Store {
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// A read-only view for audit queries. It does not keep the file open: once the store
+    /// is closed, reads fail with [`ReadError::Closed`](super::reader::ReadError).
+    pub fn reader(&self) -> LedgerReader {
+        LedgerReader::new(Arc::downgrade(&self.db), self.token_ids.clone())
+    }
+
+    /// Closes the file, first waiting (at most `READERS_WAIT`) for readers in the middle of
+    /// a read, so that a restart in the same process can open it again.
+    pub fn close(self) {
+        let started = Instant::now();
+        while Arc::strong_count(&self.db) > 1 && started.elapsed() < READERS_WAIT {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Appends a batch in one durable write transaction (fsync before returning).

@@ -17,10 +17,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use parking_lot::RwLock;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::codec;
 use super::index;
+use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
@@ -80,6 +81,10 @@ pub struct LedgerHandle {
     status: Arc<WriterStatus>,
     /// This ledger's token-id scheme, for minting ids that index well.
     token_ids: Arc<TokenIdScheme>,
+    /// The seq of the last event committed and applied; followers of the live event stream
+    /// wait on it and then read the committed events from the store.
+    head: watch::Receiver<u64>,
+    reader: LedgerReader,
 }
 
 impl LedgerHandle {
@@ -87,11 +92,31 @@ impl LedgerHandle {
     pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
+        let (head_sender, head) = watch::channel(state.read().head.seq);
+        let reader = store.reader();
         let token_ids = store.token_ids().clone();
-        let batch_max = config.batch_commands_max.max(1);
-        let writer = Writer { store, token_ids: token_ids.clone(), state, receiver, status: status.clone(), batch_max };
+        let writer = Writer {
+            store,
+            token_ids: token_ids.clone(),
+            state,
+            receiver,
+            status: status.clone(),
+            batch_max: config.batch_commands_max.max(1),
+            head: head_sender,
+        };
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
-        Ok(Self { sender, status, token_ids })
+        Ok(Self { sender, status, token_ids, head, reader })
+    }
+
+    /// The seq of the last committed and applied event, updated after every batch. The
+    /// sender goes away when the writer stops, which ends every `changed()` wait.
+    pub fn committed_head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    /// Read-only access to the stored events and index, for audit queries.
+    pub fn reader(&self) -> &LedgerReader {
+        &self.reader
     }
 
     /// Decides `command` in the writer and waits until its events are durable and applied.
@@ -138,6 +163,8 @@ struct Writer {
     receiver: mpsc::Receiver<Message>,
     status: Arc<WriterStatus>,
     batch_max: usize,
+    /// Published after each batch is applied (see `LedgerHandle::committed_head`).
+    head: watch::Sender<u64>,
 }
 
 /// One command waiting for its batch to commit.
@@ -187,7 +214,8 @@ impl Writer {
                 let _ = job.reply.send(Err(SubmitError));
             }
         }
-        drop(self.store);
+        self.store.close();
+        drop(self.head);
         if let Some(done) = stop {
             let _ = done.send(());
         }
@@ -276,6 +304,11 @@ impl Writer {
                 };
                 apply(&mut state, at, &item.event);
             }
+            drop(state);
+            // Followers may read these events from the store now: committed and applied.
+            if let Some(last) = pending.last() {
+                self.head.send_replace(last.seq);
+            }
         }
         self.status.batches.fetch_add(1, Ordering::Relaxed);
         self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
@@ -291,12 +324,20 @@ impl Writer {
 struct BatchLocks {
     reads: HashSet<u64>,
     writes: HashSet<u64>,
+    /// Commands that took their keys.
+    taken: usize,
+    /// Set when an exclusive command took the batch: nothing else joins it.
+    exclusive: bool,
 }
 
 impl BatchLocks {
     /// Takes `keys` unless they conflict with keys already taken: a write conflicts with any
-    /// earlier read or write of the same key, a read with an earlier write.
+    /// earlier read or write of the same key, a read with an earlier write. An exclusive
+    /// command only starts a batch, and nothing joins a batch it started.
     fn try_lock(&mut self, keys: &ConflictKeys) -> bool {
+        if self.exclusive || (keys.exclusive && self.taken > 0) {
+            return false;
+        }
         let conflict = keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
             || keys.reads.iter().any(|k| self.writes.contains(k));
         if conflict {
@@ -304,6 +345,8 @@ impl BatchLocks {
         }
         self.reads.extend(keys.reads.iter().copied());
         self.writes.extend(keys.writes.iter().copied());
+        self.exclusive = keys.exclusive;
+        self.taken += 1;
         true
     }
 }

@@ -1,6 +1,7 @@
 //! The data directory: `ledger.redb`, `keys.json` (token MAC and digest keys), `admin.token`
-//! (the admin credential), `signing-keys.json` (ID-token signing keys, see `signing`) and
-//! `tokenledger.lock`, which keeps a second process out.
+//! (the admin credential), `signing-keys.json` (ID-token signing keys, see `signing`),
+//! `checkpoint.key` (signs audit checkpoints) and `tokenledger.lock`, which keeps a second
+//! process out.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -92,6 +93,11 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
     let (keys, new_keys) = ServerKeys::load_or_create(&keys_path, now_ms)?;
     if new_keys {
         created.push(keys_path);
+    }
+    // The checkpoint signing key (audit), in its own file so it can be kept or rotated apart.
+    let checkpoint_path = dir.join(crate::audit::checkpoint::CHECKPOINT_KEY_FILE);
+    if crate::audit::checkpoint::CheckpointKey::load_or_create(&checkpoint_path, now_ms)?.1 {
+        created.push(checkpoint_path);
     }
     let admin_path = dir.join(ADMIN_TOKEN_FILE);
     let admin_token = match std::fs::read_to_string(&admin_path) {

@@ -18,11 +18,14 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 use tower::ServiceExt as _;
 
+use crate::api::audit::AuditGrpc;
 use crate::api::grpc::{AdminGrpc, TokenGrpc};
 use crate::api::grpc_authcode::KeyGrpc;
 use crate::api::grpc_users::InstitutionUserGrpc;
 use crate::app::App;
+use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;
+use crate::proto::audit_service_server::AuditServiceServer;
 use crate::proto::institution_user_service_server::InstitutionUserServiceServer;
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
@@ -31,11 +34,12 @@ use crate::proto::token_service_server::TokenServiceServer;
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 
 /// The gRPC services we serve, for health status.
-const SERVICE_NAMES: [&str; 4] = [
+const SERVICE_NAMES: [&str; 5] = [
     "tokenledger.v1.TokenService",
     "tokenledger.v1.AdminService",
     "tokenledger.v1.InstitutionUserService",
     "tokenledger.v1.KeyService",
+    "tokenledger.v1.AuditService",
 ];
 
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
@@ -56,6 +60,12 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(std::io::Error::other)?;
+    // Live event streams end when draining starts, so they do not hold shutdown up.
+    let (draining, draining_watch) = tokio::sync::watch::channel(false);
+    let (checkpoint_key, _) =
+        CheckpointKey::load_or_create(&app.config.data_dir.join(CHECKPOINT_KEY_FILE), crate::clock::now_ms())
+            .map_err(std::io::Error::other)?;
+    let audit = AuditGrpc::new(app.clone(), checkpoint_key, draining_watch);
     let grpc = tonic::service::Routes::new(
         TokenServiceServer::new(TokenGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
@@ -65,6 +75,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
     .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }))
+    .add_service(AuditServiceServer::new(audit).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .add_service(health_service)
     .add_service(reflection_v1)
     .add_service(reflection_v1alpha)
@@ -115,6 +126,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Release);
+    draining.send_replace(true);
     for name in SERVICE_NAMES {
         health_reporter.set_service_status(name, ServingStatus::NotServing).await;
     }

@@ -1,10 +1,16 @@
 //! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
+mod audit;
+mod audit_cli;
+mod audit_history;
+mod audit_verify;
 mod authcode;
 mod authcode_durability;
 mod authcode_grpc;
 mod binary;
+mod bulk;
+mod bulk_property;
 mod cli;
 mod constant_time;
 mod crash_kill;

@@ -208,6 +208,6 @@ async fn a_fresh_replay_equals_the_live_projections_after_directory_changes_and_
     let now = tokenledger::clock::now_ms();
     live.purge_expired(now);
     replayed.purge_expired(now);
-    assert!(!replayed.sign_ins.is_empty() && !replayed.cutoffs.clients.is_empty());
+    assert!(!replayed.sign_ins.is_empty() && !replayed.cutoffs.by_client.is_empty());
     assert!(live == replayed, "replayed state differs from the live projections");
 }

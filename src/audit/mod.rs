@@ -1,0 +1,16 @@
+//! Audit: reading the ledger as history. Event queries and the live stream's pages
+//! (`query`), one token's history and point-in-time status (`history`), blast radius
+//! (`blast`), hash-chain verification (`chain`), signed checkpoints (`checkpoint`), and how
+//! events are shown (`view`, `time`).
+//!
+//! **Invariant:** audit only reads. It reads committed events from redb snapshots and the
+//! projections; every change it leads to (bulk and blast-radius revocation) goes through the
+//! writer as a command like any other.
+
+pub mod blast;
+pub mod chain;
+pub mod checkpoint;
+pub mod history;
+pub mod query;
+pub mod time;
+pub mod view;
