@@ -17,9 +17,11 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             c.previous_secret = (r.previous_secret_valid_until_ms > at.recorded_at_ms)
                 .then_some(PreviousSecret { digest: previous, valid_until_ms: r.previous_secret_valid_until_ms });
         }),
-        event::Kind::ClientDisabled(d) if state.clients.contains_key(d.client_id.as_str()) => {
+        event::Kind::ClientDisabled(d) => {
             update_client(state, &d.client_id, |c| c.disabled = true);
             // Disabling is a cutoff on the client: every token issued before this event ends.
+            // Recorded even when the client is not in this state (an audit replay of one
+            // token's events holds no directory).
             state.cutoffs.add(&CutoffScope::Client(d.client_id.clone()), Cutoff::new(at.seq, at.recorded_at_ms, 0));
         }
         event::Kind::ClientEnabled(e) => update_client(state, &e.client_id, |c| c.disabled = false),
@@ -31,7 +33,7 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             update_user(state, &l.institution_id, &l.login_id, |u| u.locked = false);
             signin::reset(state, &l.institution_id, &l.login_id);
         }
-        event::Kind::UserDisabled(d) if state.user(&d.institution_id, &d.login_id).is_some() => {
+        event::Kind::UserDisabled(d) => {
             update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);
             let scope = CutoffScope::User { institution_id: d.institution_id.clone(), login_id: d.login_id.clone() };
             state.cutoffs.add(&scope, Cutoff::new(at.seq, at.recorded_at_ms, 0));

@@ -146,3 +146,20 @@ async fn long_expired_tokens_keep_their_history_and_point_in_time_status() {
     assert_eq!(story.entries.len(), 1);
     assert_eq!(story.status_now.unwrap().state, "expired");
 }
+
+#[tokio::test]
+async fn disabling_a_client_is_the_event_that_decides_its_older_tokens_status() {
+    let (server, f) = TestServer::seeded().await;
+    let token = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    let issued = head(&server);
+    pause().await;
+    let request = api::GetClientRequest { client_id: f.service.id.clone() };
+    server.admin_client().await.disable_client(server.admin(request)).await.expect("disable");
+    let disabled = head(&server);
+    let (t_issued, t_disabled) = (time_of(&server, issued).await, time_of(&server, disabled).await);
+    assert_verdict(&status_at(&server, &token, t_issued).await, "active", issued);
+    assert_verdict(&status_at(&server, &token, t_disabled).await, "cut_off", disabled);
+    let listed = history(&server, &token).await;
+    let entry = listed.entries.iter().find(|e| e.event.as_ref().map(|e| e.seq) == Some(disabled));
+    assert!(entry.is_some_and(|e| e.affects_token), "the disable event is in the token's history: {listed:?}");
+}
