@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
 use crate::api::wire::BasicCredentials;
@@ -37,7 +37,7 @@ pub struct App {
     /// Imported (PBKDF2) client secrets verified since start-up, so each client pays the slow
     /// hash once per process instead of on every request: client id → (tag of the verified
     /// secret, the stored digest it was verified against).
-    secret_cache: Mutex<HashMap<Arc<str>, VerifiedSecret>>,
+    secret_cache: RwLock<HashMap<Arc<str>, VerifiedSecret>>,
     /// Bounds concurrent slow hashes so that a burst of sign-ins cannot starve the runtime.
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
@@ -63,7 +63,7 @@ impl App {
             ledger,
             admin_token_digest,
             dummy_password,
-            secret_cache: Mutex::new(HashMap::new()),
+            secret_cache: RwLock::new(HashMap::new()),
             slow_hashes,
             draining: AtomicBool::new(false),
         }
@@ -102,14 +102,14 @@ impl App {
                 let tag = credential::cache_tag(&self.keys, &client.id, presented);
                 let cached = self
                     .secret_cache
-                    .lock()
+                    .read()
                     .get(&client.id)
                     .is_some_and(|(t, d)| crate::crypto::digests_equal(t, &tag) && d == stored);
                 if cached {
                     return true;
                 }
                 if self.verify_slow(presented.to_owned(), stored.clone()).await {
-                    self.secret_cache.lock().insert(client.id.clone(), (tag, stored.clone()));
+                    self.secret_cache.write().insert(client.id.clone(), (tag, stored.clone()));
                     true
                 } else {
                     false

@@ -322,8 +322,9 @@ impl Writer {
 /// The conflict keys taken by the commands of one batch.
 #[derive(Default)]
 struct BatchLocks {
-    reads: HashSet<u64>,
-    writes: HashSet<u64>,
+    // The keys are already hashes: a fast hasher is enough.
+    reads: HashSet<u64, foldhash::fast::RandomState>,
+    writes: HashSet<u64, foldhash::fast::RandomState>,
     /// Commands that took their keys.
     taken: usize,
     /// Set when an exclusive command took the batch: nothing else joins it.
