@@ -81,12 +81,21 @@ impl Front {
             transactionId = transaction_id.as_deref(),
             endpoint = metrics.endpoint_name(endpoint)
         );
-        let response = self.respond(request.map(Body::new), grpc, conn).instrument(span.clone()).await;
+        let mut response = self.respond(request.map(Body::new), grpc, conn).instrument(span.clone()).await;
+        if grpc {
+            too_large_is_resource_exhausted(response.headers_mut());
+        }
         let status = status_of(&response, grpc);
         let elapsed = started.elapsed();
-        metrics.request(endpoint, status, elapsed);
         span.in_scope(|| tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request answered"));
-        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard }))
+        // A gRPC call whose status is not in the head has it in the trailers: counted then.
+        let grpc_end = if grpc && response.headers().get("grpc-status").is_none() {
+            Some(GrpcEnd { metrics: metrics.clone(), endpoint, started, recorded: false })
+        } else {
+            metrics.request(endpoint, status, elapsed);
+            None
+        };
+        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end }))
     }
 
     async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
@@ -158,6 +167,21 @@ fn status_of(response: &Response, grpc: bool) -> u16 {
     response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
+/// tonic answers a message above `max_decoding_message_size` with OUT_OF_RANGE; gRPC's own
+/// servers (and the status-code guide: "message larger than the limit") use
+/// RESOURCE_EXHAUSTED, which is what clients expect. The error comes as a trailers-only
+/// response, so its status is in the headers.
+fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let contains = |text: &[u8], part: &[u8]| text.windows(part.len()).any(|w| w == part);
+    let too_large = headers
+        .get("grpc-message")
+        .is_some_and(|v| contains(v.as_bytes(), b"too large") || contains(v.as_bytes(), b"too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+}
+
 fn timeout_response(grpc: bool) -> Response {
     if grpc {
         return tonic::Status::deadline_exceeded("the request took longer than request_timeout_secs").into_http();
@@ -214,10 +238,36 @@ impl Drop for ActivityGuard {
     }
 }
 
-/// A response body that keeps its request counted as open until it is finished or dropped.
+/// A response body that keeps its request counted as open until it is finished or dropped,
+/// and counts a gRPC call when its trailers carry the status.
 struct TrackedBody {
     inner: Body,
     _guard: ActivityGuard,
+    grpc_end: Option<GrpcEnd>,
+}
+
+/// A gRPC call waiting for its trailers to be counted.
+struct GrpcEnd {
+    metrics: Arc<Metrics>,
+    endpoint: crate::metrics::Endpoint,
+    started: Instant,
+    recorded: bool,
+}
+
+impl GrpcEnd {
+    fn record(&mut self, code: u16) {
+        if !self.recorded {
+            self.recorded = true;
+            self.metrics.request(self.endpoint, code, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for GrpcEnd {
+    fn drop(&mut self) {
+        // No trailers: the client went away mid-response.
+        self.record(1);
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -228,7 +278,16 @@ impl http_body::Body for TrackedBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.get_mut().inner).poll_frame(cx)
+        let this = self.get_mut();
+        let mut poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(end)) = (&mut poll, &mut this.grpc_end)
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            too_large_is_resource_exhausted(trailers);
+            let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            end.record(code.unwrap_or(2));
+        }
+        poll
     }
 
     fn is_end_stream(&self) -> bool {
