@@ -308,3 +308,34 @@ fn tls_settings_are_checked_at_start() {
     let error = tokenledger::server::tls::Tls::load(files).err().unwrap();
     assert!(error.contains("missing.pem"), "{error}");
 }
+
+#[tokio::test]
+async fn the_cli_reaches_an_mtls_server_with_its_client_certificate() {
+    let ca = Ca::new("server CA");
+    let client_ca = Ca::new("client CA");
+    let (server, _f, files) = tls_server(&ca, Some(&client_ca)).await;
+    let operator = client_ca.client("operator");
+    let (ca_path, cert_path, key_path) =
+        (files.path().join("ca.pem"), files.path().join("operator.pem"), files.path().join("operator.key"));
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    std::fs::write(&cert_path, &operator.cert_pem).unwrap();
+    std::fs::write(&key_path, &operator.key_pem).unwrap();
+    let url = format!("https://localhost:{}", server.addr.port());
+    let data = server.data_dir();
+    let run = move |with_certificate: bool| {
+        let mut command = std::process::Command::new(crate::binary::BIN);
+        command.args(["institution", "list", "--json", "--server", &url]).arg("--data-dir").arg(&data);
+        command.arg("--server-ca-file").arg(&ca_path);
+        if with_certificate {
+            command.arg("--client-cert-file").arg(&cert_path).arg("--client-key-file").arg(&key_path);
+        }
+        command.output().unwrap()
+    };
+    let (with, without) = tokio::task::spawn_blocking(move || (run(true), run(false))).await.unwrap();
+    assert!(with.status.success(), "{}", String::from_utf8_lossy(&with.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&with.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(2), "{listed}");
+    assert!(!without.status.success());
+    let message = String::from_utf8_lossy(&without.stderr);
+    assert!(message.contains("client certificate"), "{message}");
+}
