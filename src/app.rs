@@ -42,6 +42,10 @@ pub struct App {
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
     pub draining: AtomicBool,
+    /// Per-client spike arrest and quota (`api::ratelimit`).
+    pub rate_limits: crate::api::ratelimit::RateLimits,
+    /// What `/metrics` reports; the ledger writer reports its batches here too.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -55,6 +59,10 @@ impl App {
     ) -> Self {
         let dummy_password = credential::dummy_digest(config.password_pbkdf2_iterations);
         let slow_hashes = Semaphore::new(config.slow_hash_concurrency);
+        let rate_limits = crate::api::ratelimit::RateLimits::new(&config.rate_limits);
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let observed = metrics.clone();
+        ledger.status().observer.set(move |batch| observed.batch(batch));
         Self {
             config,
             keys,
@@ -66,6 +74,8 @@ impl App {
             secret_cache: RwLock::new(HashMap::new()),
             slow_hashes,
             draining: AtomicBool::new(false),
+            rate_limits,
+            metrics,
         }
     }
 
@@ -123,12 +133,14 @@ impl App {
         let Ok(_permit) = self.slow_hashes.acquire().await else {
             return false;
         };
+        self.metrics.password_hashes.increment(1);
         tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored)).await.unwrap_or(false)
     }
 
     /// Hashes a password or legacy secret with PBKDF2 on the blocking pool.
     pub async fn hash_slow(&self, secret: String) -> Result<CredentialDigest, ErrorCode> {
         let _permit = self.slow_hashes.acquire().await.map_err(|_| ErrorCode::Internal)?;
+        self.metrics.password_hashes.increment(1);
         let iterations = self.config.password_pbkdf2_iterations;
         tokio::task::spawn_blocking(move || credential::pbkdf2_digest(iterations, &secret))
             .await

@@ -70,6 +70,53 @@ pub struct Settings {
     /// How long a locked-out login id stays locked [default: 900]
     #[arg(long, env = "TOKENLEDGER_LOCKOUT_DURATION_SECS")]
     pub lockout_duration_secs: Option<u64>,
+    // Production hardening (issue 6): abuse limits, TLS. Resolved in `server::limits`,
+    // `api::ratelimit` and `server::tls`; documented in README's settings table.
+    /// Spike arrest: requests per second per client; 0 turns it off [default: 0]
+    #[arg(long, env = "TOKENLEDGER_SPIKE_ARREST_PER_SEC")]
+    pub spike_arrest_per_sec: Option<u32>,
+    /// Spike arrest: requests a client may send at once [default: spike_arrest_per_sec]
+    #[arg(long, env = "TOKENLEDGER_SPIKE_ARREST_BURST")]
+    pub spike_arrest_burst: Option<u32>,
+    /// Quota: requests per client per quota window; 0 turns it off [default: 0]
+    #[arg(long, env = "TOKENLEDGER_QUOTA_REQUESTS")]
+    pub quota_requests: Option<u32>,
+    /// Quota window in seconds [default: 3600]
+    #[arg(long, env = "TOKENLEDGER_QUOTA_WINDOW_SECS")]
+    pub quota_window_secs: Option<u64>,
+    /// Open connections served at once; more wait in the listen backlog [default: 4096]
+    #[arg(long, env = "TOKENLEDGER_CONNECTIONS_MAX")]
+    pub connections_max: Option<u32>,
+    /// Requests handled at once over all connections; more wait [default: 1024]
+    #[arg(long, env = "TOKENLEDGER_REQUESTS_IN_FLIGHT_MAX")]
+    pub requests_in_flight_max: Option<u32>,
+    /// Concurrent HTTP/2 streams per connection [default: 128]
+    #[arg(long, env = "TOKENLEDGER_HTTP2_MAX_CONCURRENT_STREAMS")]
+    pub http2_max_concurrent_streams: Option<u32>,
+    /// Seconds a request may take, body included, before it is answered 408 [default: 30]
+    #[arg(long, env = "TOKENLEDGER_REQUEST_TIMEOUT_SECS")]
+    pub request_timeout_secs: Option<u64>,
+    /// Seconds a connection may stay open without a request before it is closed [default: 120]
+    #[arg(long, env = "TOKENLEDGER_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
+    /// Largest request head (request line and headers), in bytes [default: 12288]
+    #[arg(long, env = "TOKENLEDGER_HEADER_BYTES_MAX")]
+    pub header_bytes_max: Option<usize>,
+    /// Most request headers [default: 64]
+    #[arg(long, env = "TOKENLEDGER_HEADERS_MAX")]
+    pub headers_max: Option<usize>,
+    /// PEM certificate chain for TLS; with tls_key_file, REST and gRPC are served over TLS
+    #[arg(long, env = "TOKENLEDGER_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1) for tls_cert_file
+    #[arg(long, env = "TOKENLEDGER_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// PEM CA certificates; when set, admin and audit gRPC services require a client certificate it signed
+    #[arg(long, env = "TOKENLEDGER_TLS_CLIENT_CA_FILE")]
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Seconds between checks of the TLS files for changes; 0 reloads only on SIGHUP [default: 60]
+    #[arg(long, env = "TOKENLEDGER_TLS_RELOAD_INTERVAL_SECS")]
+    pub tls_reload_interval_secs: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -103,6 +150,21 @@ impl Settings {
             lockout_failures,
             lockout_window_secs,
             lockout_duration_secs,
+            spike_arrest_per_sec,
+            spike_arrest_burst,
+            quota_requests,
+            quota_window_secs,
+            connections_max,
+            requests_in_flight_max,
+            http2_max_concurrent_streams,
+            request_timeout_secs,
+            idle_timeout_secs,
+            header_bytes_max,
+            headers_max,
+            tls_cert_file,
+            tls_key_file,
+            tls_client_ca_file,
+            tls_reload_interval_secs,
         )
     }
 
@@ -154,11 +216,20 @@ pub struct Config {
     pub slow_hash_concurrency: usize,
     /// Lockout after repeated failed sign-ins.
     pub lockout: LockoutPolicy,
+    /// Connection, concurrency, timeout and header limits of the listener.
+    pub limits: crate::server::limits::Limits,
+    /// Per-client spike arrest and quota.
+    pub rate_limits: crate::api::ratelimit::RateLimitConfig,
+    /// TLS on the shared port, when configured.
+    pub tls: Option<crate::server::tls::TlsFiles>,
 }
 
 impl Config {
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
         let bad = |text: &str| ConfigError(text.to_owned());
+        let limits = crate::server::limits::Limits::resolve(&settings)?;
+        let rate_limits = crate::api::ratelimit::RateLimitConfig::resolve(&settings)?;
+        let tls = crate::server::tls::TlsFiles::resolve(&settings)?;
         let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let log_format = match settings.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -211,6 +282,9 @@ impl Config {
                 window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,
                 duration_ms: lockout_ms(settings.lockout_duration_secs, "lockout_duration_secs")?,
             },
+            limits,
+            rate_limits,
+            tls,
         })
     }
 }

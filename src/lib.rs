@@ -17,5 +17,6 @@ pub mod fsutil;
 #[doc(hidden)]
 pub mod fuzz_checks;
 pub mod ledger;
+pub mod metrics;
 pub mod proto;
 pub mod server;

@@ -62,6 +62,7 @@ fn partner_id(params: &Params) -> Result<&str, ErrorCode> {
 /// configuration, so nothing is recorded.
 pub fn authorize_client(app: &App, call: &Call, bearer: Option<&str>) -> Result<ClientAuthorization, ErrorCode> {
     let token = bearer_token(app, bearer)?;
+    app.limit_bearer_client(&token)?;
     let institution = call.institution.required()?;
     let partner_id = partner_id(&call.params)?;
     let state = app.state.read();
@@ -79,6 +80,7 @@ pub fn authorize_client(app: &App, call: &Call, bearer: Option<&str>) -> Result<
 /// POST /v1/auth-code and TokenService.CreateAuthorizationCode.
 pub async fn create_authorization_code(app: &App, call: Call, bearer: Option<&str>) -> Result<CodeReply, ErrorCode> {
     let token = bearer_token(app, bearer)?;
+    app.limit_bearer_client(&token)?;
     let institution = call.institution.required()?.to_owned();
     let request = code_request(app, &call.params, token, institution)?;
     let command = Command::Authorization(AuthorizationCommand::IssueCode(Box::new(request)));

@@ -11,6 +11,8 @@ pub mod form;
 pub mod grpc;
 pub mod grpc_authcode;
 pub mod grpc_users;
+pub mod openapi;
+pub mod ratelimit;
 pub mod rest;
 pub mod rest_authcode;
 pub mod rest_users;

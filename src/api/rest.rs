@@ -30,6 +30,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/readyz", get(readyz))
         .merge(super::rest_users::routes())
         .merge(super::rest_authcode::routes())
+        .merge(super::openapi::routes())
         .fallback(not_found)
         .with_state(app)
 }

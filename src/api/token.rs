@@ -61,7 +61,7 @@ fn requested_scopes(params: &Params) -> Result<Option<Vec<Box<str>>>, ErrorCode>
 /// POST /oauth2/v1/token and TokenService.CreateToken.
 pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode> {
     let credentials = call.credentials?;
-    let client = app.authenticate_client(&credentials).await?;
+    let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
     let institution = match grant {
         GrantType::ClientCredentials | GrantType::Password => Some(call.institution.required()?.to_owned()),
@@ -170,7 +170,7 @@ fn render(app: &App, issued: &Issued) -> TokenReply {
 /// `token`, or a ledger that cannot record the revocation.
 pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
     let credentials = call.credentials?;
-    let client = app.authenticate_client(&credentials).await?;
+    let client = app.authenticate_limited_client(&credentials).await?;
     call.institution.optional()?;
     let presented = call.params.get("token").ok_or(ErrorCode::InvalidRequest)?;
     let (token, kind) = match token_string::decode(&app.keys, presented) {
@@ -210,7 +210,7 @@ pub struct Introspection {
 /// POST /oauth2/v1/introspect and TokenService.IntrospectToken.
 pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, ErrorCode> {
     let credentials = call.credentials?;
-    let caller = app.authenticate_client(&credentials).await?;
+    let caller = app.authenticate_limited_client(&credentials).await?;
     if !caller.introspect {
         return Err(ErrorCode::NotAuthorized);
     }

@@ -58,6 +58,15 @@ pub struct RemoteArgs {
     /// Admin credential file (default: <data-dir>/admin.token)
     #[arg(long, global = true, env = "TOKENLEDGER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the server's certificate; needed for an https:// --server
+    #[arg(long, global = true, env = "TOKENLEDGER_SERVER_CA_FILE")]
+    pub server_ca_file: Option<PathBuf>,
+    /// Client certificate (PEM) to present, for servers that verify client certificates
+    #[arg(long, global = true, env = "TOKENLEDGER_CLIENT_CERT_FILE", requires = "client_key_file")]
+    pub client_cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --client-cert-file
+    #[arg(long, global = true, env = "TOKENLEDGER_CLIENT_KEY_FILE", requires = "client_cert_file")]
+    pub client_key_file: Option<PathBuf>,
 }
 
 /// Runs the parsed command; `Err` is printed as one line and exits non-zero.

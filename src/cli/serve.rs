@@ -18,12 +18,28 @@ pub struct ServeArgs {
 }
 
 pub fn init_logging(config: &Config) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match config.log_format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => {
+            // One JSON object per line; the fields of the enclosing spans (the request span's
+            // `transactionId`) are top-level members of every line, next to the event's own.
+            let mut layer = json_subscriber::JsonLayer::stderr();
+            layer
+                .with_timer("timestamp", tracing_subscriber::fmt::time::SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_flattened_event()
+                .with_top_level_flattened_span_list();
+            tracing_subscriber::registry().with(filter).with(layer).try_init().map_err(|e| e.to_string())
+        }
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init()
+            .map_err(|e| e.to_string()),
     };
 }
 
@@ -34,6 +50,10 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let config = Config::resolve(args.settings.over(file)).map_err(|e| e.to_string())?;
     init_logging(&config);
+    // Refuse bad TLS files before anything starts (the server loads them again to serve).
+    if let Some(files) = &config.tls {
+        server::tls::Tls::load(files.clone()).map_err(|e| format!("TLS: {e}"))?;
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
@@ -61,7 +81,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     // Install the signal handlers before announcing readiness.
     let shutdown = server::shutdown_signal();
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    tracing::info!(listen = %local, "serving REST and gRPC");
+    tracing::info!(listen = %local, tls = config.tls.is_some(), "serving REST and gRPC");
     server::run(opened.app.clone(), listener, shutdown).await.map_err(|e| e.to_string())?;
     drop(opened);
     Ok(())

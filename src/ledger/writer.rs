@@ -72,6 +72,8 @@ pub struct WriterStatus {
     pub events: AtomicU64,
     pub commit_micros_total: AtomicU64,
     pub deferred_commands: AtomicU64,
+    /// Told about every batch (metrics), once set.
+    pub observer: BatchObserver,
 }
 
 /// The handle requests use to reach the writer. Cheap to clone.
@@ -275,10 +277,13 @@ impl Writer {
         for job in deferred.into_iter().rev() {
             queue.push_front(job);
         }
+        let mut commit = None;
         if !appends.is_empty() {
             let started = Instant::now();
             let result = self.store.append(&appends);
-            self.status.commit_micros_total.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            let elapsed = started.elapsed();
+            commit = Some(elapsed);
+            self.status.commit_micros_total.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
             if let Err(error) = result {
                 // Fail closed: nothing of this batch is acknowledged, and no later write is
                 // accepted until the process restarts and replays what is durable.
@@ -313,6 +318,7 @@ impl Writer {
         self.status.batches.fetch_add(1, Ordering::Relaxed);
         self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
         self.status.events.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        self.status.observer.notify(BatchStats { commands: staged.len(), events: pending.len(), commit });
         for item in staged {
             let _ = item.reply.send(Ok(item.outcome));
         }
@@ -349,5 +355,40 @@ impl BatchLocks {
         self.exclusive = keys.exclusive;
         self.taken += 1;
         true
+    }
+}
+
+/// What the writer reports about one batch it committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchStats {
+    /// Commands decided in the batch.
+    pub commands: usize,
+    /// Events appended (0 when every command was refused).
+    pub events: usize,
+    /// Time of the durable commit, when there was one.
+    pub commit: Option<std::time::Duration>,
+}
+
+/// A callback the writer runs after each batch, set once (the server's metrics). The ledger
+/// knows nothing of what it does; it must be quick, as it runs on the writer thread.
+#[derive(Default)]
+pub struct BatchObserver(std::sync::OnceLock<Box<dyn Fn(BatchStats) + Send + Sync>>);
+
+impl BatchObserver {
+    /// Sets the callback; a second call is ignored.
+    pub fn set(&self, observer: impl Fn(BatchStats) + Send + Sync + 'static) {
+        let _ = self.0.set(Box::new(observer));
+    }
+
+    fn notify(&self, stats: BatchStats) {
+        if let Some(observer) = self.0.get() {
+            observer(stats);
+        }
+    }
+}
+
+impl std::fmt::Debug for BatchObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("BatchObserver").field(&self.0.get().is_some()).finish()
     }
 }

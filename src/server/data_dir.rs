@@ -124,6 +124,7 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
     let state = Arc::new(RwLock::new(state));
     let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).map_err(StartError::Writer)?;
     let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
+    app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     Ok(Opened { app, report, created, _lock: lock })
 }
 

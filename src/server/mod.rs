@@ -3,20 +3,19 @@
 
 pub mod data_dir;
 pub mod demo;
+pub mod front;
+pub mod limits;
+pub mod listener;
 pub mod signing;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::body::Body;
-use http::Request;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
-use tower::ServiceExt as _;
 
 use crate::api::audit::AuditGrpc;
 use crate::api::grpc::{AdminGrpc, TokenGrpc};
@@ -74,56 +73,37 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         InstitutionUserServiceServer::new(InstitutionUserGrpc { app: app.clone() })
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
-    .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }))
+    .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .add_service(AuditServiceServer::new(audit).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
-    .add_service(health_service)
-    .add_service(reflection_v1)
-    .add_service(reflection_v1alpha)
+    .add_service(health_service.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    .add_service(reflection_v1.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    .add_service(reflection_v1alpha.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .prepare()
     .into_axum_router();
     let rest = crate::api::rest::router(app.clone());
-    let service = tower::service_fn(move |request: Request<hyper::body::Incoming>| {
-        let grpc = grpc.clone();
-        let rest = rest.clone();
-        async move {
-            let request = request.map(Body::new);
-            if is_grpc(&request) { grpc.oneshot(request).await } else { rest.oneshot(request).await }
-        }
-    });
-    let service = hyper_util::service::TowerToHyperService::new(service);
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let tls = match &app.config.tls {
+        Some(files) => Some(Arc::new(self::tls::Tls::load(files.clone()).map_err(std::io::Error::other)?)),
+        None => None,
+    };
+    let client_certificates_required = tls.as_ref().is_some_and(|t| t.verifies_clients());
+    let front = Arc::new(front::Front::new(app.clone(), grpc, rest, client_certificates_required));
+    let reloader = tls.clone().map(|tls| tls.spawn_reloader(app.metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
-    let purge_ledger = app.ledger.clone();
+    let housekeeping_app = app.clone();
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
+        let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         loop {
-            tick.tick().await;
-            purge_ledger.request_purge();
+            tokio::select! {
+                _ = tick.tick() => {
+                    housekeeping_app.ledger.request_purge();
+                    housekeeping_app.rate_limits.forget_idle();
+                }
+                _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
+            }
         }
     });
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(error) => {
-                        // Out of file descriptors and similar: back off instead of spinning.
-                        tracing::warn!(%error, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service.clone()).into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
-            }
-            () = &mut shutdown => break,
-        }
-    }
+    let connections = listener::accept_until(&listener, front, tls, &mut shutdown).await;
     tracing::info!("shutting down: draining in-flight requests");
     app.draining.store(true, Ordering::Release);
     draining.send_replace(true);
@@ -133,21 +113,15 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     health_reporter.set_service_status("", ServingStatus::NotServing).await;
     drop(listener);
     purge.abort();
-    let grace = Duration::from_secs(app.config.shutdown_grace_secs);
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    if !connections.close(Duration::from_secs(app.config.shutdown_grace_secs)).await {
         tracing::warn!(grace_secs = app.config.shutdown_grace_secs, "in-flight requests did not finish in time");
     }
     app.ledger.stop().await;
     tracing::info!("ledger closed");
     Ok(())
-}
-
-fn is_grpc<B>(request: &Request<B>) -> bool {
-    request
-        .headers()
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/grpc"))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called (not when

@@ -163,7 +163,7 @@ async fn oversized_grpc_messages_are_refused() {
         ..Default::default()
     };
     let status = tokens.create_token(with_metadata(huge, Some(&f.service), Some(INSTITUTION))).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
 
 #[tokio::test]

@@ -1,0 +1,189 @@
+//! Per-client spike arrest (CMN_90003) and quota (CMN_90002), both GCRA limiters from the
+//! `governor` crate, checked before any expensive work:
+//!
+//! - **spike arrest** is keyed by the client id the request *presents*, before the client is
+//!   authenticated, so a burst of wrong secrets is stopped before any hashing (RFC 6749 2.3.1
+//!   brute-force protection). Ids that name no client share one bucket, so random ids cannot
+//!   grow the limiter's memory.
+//! - **quota** is keyed by the *authenticated* client, after client authentication (a keyed
+//!   digest, cheap) and before the password hash, the authorization-code checks and the writer.
+//!
+//! A rejected request appends nothing to the ledger and computes no PBKDF2. The transport adds
+//! `Retry-After` (seconds, rounded up) from [`with_retry_after`], which the front door wraps
+//! around every request. Both limits are off by default.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::Clock as _;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use parking_lot::RwLock;
+
+use super::wire::BasicCredentials;
+use crate::app::App;
+use crate::config::{ConfigError, Settings};
+use crate::domain::State;
+use crate::domain::ids::TokenId;
+use crate::domain::state::Client;
+use crate::error::ErrorCode;
+
+/// The resolved rate-limit settings; `None` turns a limit off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// (requests per second, burst) per presented client id.
+    pub spike: Option<(NonZeroU32, NonZeroU32)>,
+    /// (requests, window) per authenticated client.
+    pub quota: Option<(NonZeroU32, Duration)>,
+}
+
+impl RateLimitConfig {
+    pub fn resolve(settings: &Settings) -> Result<RateLimitConfig, ConfigError> {
+        let spike = match NonZeroU32::new(settings.spike_arrest_per_sec.unwrap_or(0)) {
+            None => None,
+            Some(rate) => {
+                let burst = match settings.spike_arrest_burst {
+                    None => rate,
+                    Some(n) => {
+                        NonZeroU32::new(n).ok_or_else(|| ConfigError("spike_arrest_burst must be positive".into()))?
+                    }
+                };
+                Some((rate, burst))
+            }
+        };
+        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(0)) {
+            None => None,
+            Some(requests) => match settings.quota_window_secs.unwrap_or(3600) {
+                secs @ 1..=2_678_400 => Some((requests, Duration::from_secs(secs))),
+                _ => return Err(ConfigError("quota_window_secs must be between 1 and 2678400 (31 days)".into())),
+            },
+        };
+        Ok(RateLimitConfig { spike, quota })
+    }
+}
+
+/// The limiters of one server, and how often each refused a request.
+pub struct RateLimits {
+    spike: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    quota: Option<DefaultKeyedRateLimiter<Arc<str>>>,
+    /// The key shared by presented client ids that name no client.
+    unknown_client: Arc<str>,
+    /// Requests refused by spike arrest (for /metrics).
+    pub spike_rejections: AtomicU64,
+    /// Requests refused by the quota (for /metrics).
+    pub quota_rejections: AtomicU64,
+}
+
+impl RateLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        let spike = config.spike.and_then(|(rate, burst)| {
+            Quota::with_period(Duration::from_secs(1) / rate.get()).map(|q| q.allow_burst(burst))
+        });
+        let quota = config.quota.and_then(|(requests, window)| {
+            Quota::with_period(window / requests.get()).map(|q| q.allow_burst(requests))
+        });
+        Self {
+            spike: spike.map(DefaultKeyedRateLimiter::keyed),
+            quota: quota.map(DefaultKeyedRateLimiter::keyed),
+            unknown_client: Arc::from(""),
+            spike_rejections: AtomicU64::new(0),
+            quota_rejections: AtomicU64::new(0),
+        }
+    }
+
+    /// Spike arrest for a request presenting `client_id` (authenticated or not).
+    pub fn check_spike(&self, state: &RwLock<State>, client_id: &str) -> Result<(), ErrorCode> {
+        let Some(limiter) = &self.spike else {
+            return Ok(());
+        };
+        let key = state.read().client(client_id).map(|c| c.id.clone()).unwrap_or_else(|| self.unknown_client.clone());
+        check(limiter, &key, &self.spike_rejections, ErrorCode::SpikeLimit)
+    }
+
+    /// Spike arrest for a request of a known client.
+    pub fn check_spike_of(&self, client_id: &Arc<str>) -> Result<(), ErrorCode> {
+        let Some(limiter) = &self.spike else {
+            return Ok(());
+        };
+        check(limiter, client_id, &self.spike_rejections, ErrorCode::SpikeLimit)
+    }
+
+    /// The quota of an authenticated client.
+    pub fn check_quota(&self, client_id: &Arc<str>) -> Result<(), ErrorCode> {
+        let Some(limiter) = &self.quota else {
+            return Ok(());
+        };
+        check(limiter, client_id, &self.quota_rejections, ErrorCode::QuotaLimit)
+    }
+
+    /// Forgets clients whose buckets are full again (run now and then; memory stays bounded by
+    /// the number of clients either way).
+    pub fn forget_idle(&self) {
+        for limiter in [&self.spike, &self.quota].into_iter().flatten() {
+            limiter.retain_recent();
+        }
+    }
+}
+
+impl App {
+    /// What every Basic-authenticated endpoint does first: spike arrest on the presented client
+    /// id, client authentication, then the client's quota.
+    pub async fn authenticate_limited_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
+        self.rate_limits.check_spike(&self.state, &credentials.client_id)?;
+        let client = self.authenticate_client(credentials).await?;
+        self.rate_limits.check_quota(&client.id)?;
+        Ok(client)
+    }
+
+    /// Both limits for a request carrying an access token of some client, charged to that
+    /// client. An unknown token is not limited here: it fails at once without costly work.
+    pub fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
+        let Some(client_id) = self.state.read().tokens.get(token).map(|t| t.grant.client_id.clone()) else {
+            return Ok(());
+        };
+        self.rate_limits.check_spike_of(&client_id)?;
+        self.rate_limits.check_quota(&client_id)
+    }
+}
+
+fn check(
+    limiter: &DefaultKeyedRateLimiter<Arc<str>>,
+    key: &Arc<str>,
+    rejections: &AtomicU64,
+    code: ErrorCode,
+) -> Result<(), ErrorCode> {
+    match limiter.check_key(key) {
+        Ok(()) => Ok(()),
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(limiter.clock().now());
+            note_retry_after(wait);
+            rejections.fetch_add(1, Ordering::Relaxed);
+            Err(code)
+        }
+    }
+}
+
+tokio::task_local! {
+    /// Seconds the current request's client should wait, set by a refused limit check.
+    static RETRY_AFTER_SECS: Cell<Option<u64>>;
+}
+
+/// Runs one request's handling and returns what it set for `Retry-After`, if anything.
+pub async fn with_retry_after<F: Future>(handling: F) -> (F::Output, Option<u64>) {
+    RETRY_AFTER_SECS
+        .scope(Cell::new(None), async move {
+            let output = handling.await;
+            (output, RETRY_AFTER_SECS.with(Cell::get))
+        })
+        .await
+}
+
+/// Records `wait` (rounded up to whole seconds, at least 1) for the current request; a no-op
+/// outside [`with_retry_after`].
+fn note_retry_after(wait: Duration) {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let _ = RETRY_AFTER_SECS.try_with(|cell| cell.set(Some(secs.max(1))));
+}

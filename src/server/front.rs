@@ -1,0 +1,318 @@
+//! The front door: what happens to every request before and after its handler, for REST and
+//! gRPC alike. In order: a tracing span carrying the `transactionId` (so every log line of the
+//! request has it), the client-certificate rule of the admin services, a slot among
+//! `requests_in_flight_max`, the request timeout (a slow-drip body is answered 408 /
+//! DEADLINE_EXCEEDED), `Retry-After` for rate-limited answers, and the request metrics.
+
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use tokio::sync::Semaphore;
+use tower::ServiceExt as _;
+use tracing::Instrument as _;
+
+use super::tls::is_admin_service;
+use crate::api::ratelimit;
+use crate::api::rest::header_values;
+use crate::api::wire::{self, HeaderValues};
+use crate::app::App;
+use crate::metrics::{Metrics, Transport};
+
+const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+
+/// What the connection knows about its peer.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnInfo {
+    /// The peer presented a client certificate that the client CA verified at the handshake.
+    pub client_certificate: bool,
+}
+
+/// Shared by every connection of a listener.
+pub struct Front {
+    app: Arc<App>,
+    grpc: Router,
+    rest: Router,
+    /// `requests_in_flight_max` slots, held from the handler's start to its response head.
+    in_flight: Semaphore,
+    request_timeout: Duration,
+    /// A client CA is configured: admin services need a verified client certificate.
+    client_certificates_required: bool,
+}
+
+impl Front {
+    pub fn new(app: Arc<App>, grpc: Router, rest: Router, client_certificates_required: bool) -> Self {
+        let limits = &app.config.limits;
+        let in_flight = Semaphore::new(limits.requests_in_flight_max as usize);
+        let request_timeout = limits.request_timeout;
+        Self { app, grpc, rest, in_flight, request_timeout, client_certificates_required }
+    }
+
+    pub fn app_limits(&self) -> &super::limits::Limits {
+        &self.app.config.limits
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.app.metrics
+    }
+
+    /// Answers one request of a connection whose activity `activity` tracks.
+    pub async fn handle<B>(&self, mut request: Request<B>, conn: ConnInfo, activity: &Arc<Activity>) -> Response
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<axum::BoxError>,
+    {
+        let started = Instant::now();
+        let guard = activity.begin();
+        let grpc = is_grpc(&request);
+        let metrics = &self.app.metrics;
+        let endpoint = metrics.endpoint(if grpc { Transport::Grpc } else { Transport::Rest }, request.uri().path());
+        let transaction_id = transaction_id(&mut request, grpc);
+        let span = tracing::info_span!(
+            "request",
+            transactionId = transaction_id.as_deref(),
+            endpoint = metrics.endpoint_name(endpoint)
+        );
+        let mut response = self.respond(request.map(Body::new), grpc, conn).instrument(span.clone()).await;
+        if grpc {
+            too_large_is_resource_exhausted(response.headers_mut());
+        }
+        let status = status_of(&response, grpc);
+        let elapsed = started.elapsed();
+        span.in_scope(|| tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request answered"));
+        // A gRPC call whose status is not in the head has it in the trailers: counted then.
+        let grpc_end = if grpc && response.headers().get("grpc-status").is_none() {
+            Some(GrpcEnd { metrics: metrics.clone(), endpoint, started, recorded: false })
+        } else {
+            metrics.request(endpoint, status, elapsed);
+            None
+        };
+        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end }))
+    }
+
+    async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
+        if grpc
+            && self.client_certificates_required
+            && !conn.client_certificate
+            && is_admin_service(request.uri().path())
+        {
+            self.app.metrics.client_certificate_refusals.increment(1);
+            tracing::warn!("admin call refused: no verified client certificate");
+            return tonic::Status::unauthenticated("a verified client certificate is required for this service")
+                .into_http();
+        }
+        let router = if grpc { self.grpc.clone() } else { self.rest.clone() };
+        let work = async {
+            // The semaphore is never closed, so acquiring only waits.
+            let _slot = self.in_flight.acquire().await.ok();
+            ratelimit::with_retry_after(router.oneshot(request)).await
+        };
+        match tokio::time::timeout(self.request_timeout, work).await {
+            Ok((Ok(mut response), retry_after)) => {
+                if let Some(secs) = retry_after {
+                    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+                }
+                response
+            }
+            Ok((Err(never), _)) => match never {},
+            Err(_) => {
+                self.app.metrics.request_timeouts.increment(1);
+                tracing::info!(timeout_secs = self.request_timeout.as_secs(), "request timed out");
+                timeout_response(grpc)
+            }
+        }
+    }
+}
+
+fn is_grpc<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// The request's valid `transactionId`, for the span. An admin gRPC call without one gets a
+/// fresh one here (the admin services record one either way), so its log lines carry it too.
+/// Invalid values are never logged.
+fn transaction_id<B>(request: &mut Request<B>, grpc: bool) -> Option<String> {
+    let values = header_values(request.headers(), &TRANSACTION_ID);
+    match wire::transaction_id(values) {
+        Ok(id) => Some(id),
+        Err(_) if grpc && matches!(values, HeaderValues::Absent) && is_admin_service(request.uri().path()) => {
+            let id = uuid::Uuid::new_v4().to_string();
+            if let Ok(value) = HeaderValue::from_str(&id) {
+                request.headers_mut().insert(TRANSACTION_ID, value);
+            }
+            Some(id)
+        }
+        Err(_) => None,
+    }
+}
+
+/// The HTTP status (REST) or gRPC code (gRPC; 0 when the status comes in trailers, i.e. the
+/// call succeeded or is streaming).
+fn status_of(response: &Response, grpc: bool) -> u16 {
+    if !grpc {
+        return response.status().as_u16();
+    }
+    response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
+/// tonic answers a message above `max_decoding_message_size` with OUT_OF_RANGE; gRPC's own
+/// servers (and the status-code guide: "message larger than the limit") use
+/// RESOURCE_EXHAUSTED, which is what clients expect. The error comes as a trailers-only
+/// response, so its status is in the headers.
+fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
+    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let contains = |text: &[u8], part: &[u8]| text.windows(part.len()).any(|w| w == part);
+    let too_large = headers
+        .get("grpc-message")
+        .is_some_and(|v| contains(v.as_bytes(), b"too large") || contains(v.as_bytes(), b"too%20large"));
+    if out_of_range && too_large {
+        headers.insert("grpc-status", HeaderValue::from_static("8"));
+    }
+}
+
+fn timeout_response(grpc: bool) -> Response {
+    if grpc {
+        return tonic::Status::deadline_exceeded("the request took longer than request_timeout_secs").into_http();
+    }
+    let body = serde_json::json!({"error": "request_timeout", "error_description": "the request took too long"});
+    let mut response = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// Requests of one connection: how many are open (until their response body ends, so a live
+/// stream keeps its connection busy) and when the last one ended.
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` of the last request start or end.
+    last_ms: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl Activity {
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self { opened: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), metrics }
+    }
+
+    fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.touch();
+        self.metrics.requests_in_flight.increment(1.0);
+        ActivityGuard(self.clone())
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// When the connection became idle, or `None` while a request is open.
+    pub fn idle_since(&self) -> Option<Instant> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        Some(self.opened + Duration::from_millis(self.last_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// One open request; dropped with its response body.
+struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.requests_in_flight.decrement(1.0);
+    }
+}
+
+/// A response body that keeps its request counted as open until it is finished or dropped,
+/// and counts a gRPC call when its trailers carry the status.
+struct TrackedBody {
+    inner: Body,
+    _guard: ActivityGuard,
+    grpc_end: Option<GrpcEnd>,
+}
+
+/// A gRPC call waiting for its trailers to be counted.
+struct GrpcEnd {
+    metrics: Arc<Metrics>,
+    endpoint: crate::metrics::Endpoint,
+    started: Instant,
+    recorded: bool,
+}
+
+impl GrpcEnd {
+    fn record(&mut self, code: u16) {
+        if !self.recorded {
+            self.recorded = true;
+            self.metrics.request(self.endpoint, code, self.started.elapsed());
+        }
+    }
+}
+
+impl Drop for GrpcEnd {
+    fn drop(&mut self) {
+        // No trailers: the client went away mid-response.
+        self.record(1);
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        let this = self.get_mut();
+        let mut poll = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(end)) = (&mut poll, &mut this.grpc_end)
+            && let Some(trailers) = frame.trailers_mut()
+        {
+            too_large_is_resource_exhausted(trailers);
+            let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            end.record(code.unwrap_or(2));
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The `Infallible` service hyper wants, for one connection.
+pub fn connection_service(
+    front: Arc<Front>,
+    conn: ConnInfo,
+    activity: Arc<Activity>,
+) -> impl tower::Service<
+    Request<hyper::body::Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+> + Clone {
+    tower::service_fn(move |request: Request<hyper::body::Incoming>| {
+        let front = front.clone();
+        let activity = activity.clone();
+        async move { Ok::<_, Infallible>(front.handle(request, conn, &activity).await) }
+    })
+}

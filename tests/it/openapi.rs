@@ -1,0 +1,83 @@
+//! `/openapi.json` against the real router, both ways: every documented operation answers
+//! (neither 404 nor 405) with its method, and every route of the router is documented with
+//! exactly the methods it accepts.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::harness::*;
+
+/// The route paths of the real router, read from its `Debug` form (axum has no public route
+/// listing; `Node` prints `paths: {RouteId(n): "/path", ...}`).
+fn router_paths(server: &TestServer) -> BTreeSet<String> {
+    let debug = format!("{:?}", tokenledger::api::rest::router(server.app.clone()));
+    let mut paths = BTreeSet::new();
+    for piece in debug.split("RouteId(").skip(1) {
+        // `3): "/oauth2/v1/token"` — a route id followed by its path.
+        let Some(rest) = piece.split_once("): \"").map(|(_, rest)| rest) else { continue };
+        if let Some((path, _)) = rest.split_once('"') {
+            paths.insert(path.to_owned());
+        }
+    }
+    assert!(paths.len() >= 10, "could not read the routes from the router's Debug form: {debug}");
+    // `Router::fallback` registers "/" and a catch-all for itself (checked below to be the
+    // fallback's 404, not a route).
+    paths.retain(|p| !p.contains("__private__axum"));
+    paths
+}
+
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "sample-id")
+}
+
+/// The methods a route accepts, from the `Allow` header of a 405 to a method no route uses.
+async fn allowed_methods(server: &TestServer, path: &str) -> BTreeSet<String> {
+    let reply = server.http.request(reqwest::Method::PATCH, server.url(&concrete(path))).send().await.unwrap();
+    assert_eq!(reply.status(), 405, "{path} answers PATCH");
+    let allow = reply.headers().get("allow").unwrap_or_else(|| panic!("{path}: 405 without Allow")).to_str().unwrap();
+    allow.split(',').map(|m| m.trim().to_ascii_lowercase()).filter(|m| !m.is_empty() && m != "head").collect()
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
+    let server = TestServer::start().await;
+    let reply = server.http.get(server.url("/openapi.json")).send().await.unwrap();
+    assert_eq!(reply.status(), 200);
+    let text = reply.text().await.unwrap();
+    // A structurally valid OpenAPI 3.0 document.
+    let parsed: openapiv3::OpenAPI = serde_json::from_str(&text).unwrap();
+    assert!(parsed.openapi.starts_with("3.0"));
+    let document: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let documented: BTreeMap<String, BTreeSet<String>> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(path, item)| (path.clone(), item.as_object().unwrap().keys().cloned().collect()))
+        .collect();
+
+    let mut routes = router_paths(&server);
+    if routes.remove("/") {
+        let root = server.http.get(server.url("/")).send().await.unwrap();
+        assert_eq!(root.status(), 404, "\"/\" is a route: document it");
+    }
+    let documented_paths: BTreeSet<String> = documented.keys().cloned().collect();
+    assert_eq!(routes, documented_paths, "router paths (left) and documented paths (right) differ");
+    let listed: BTreeSet<String> = tokenledger::api::openapi::paths().iter().map(|p| (*p).to_owned()).collect();
+    assert_eq!(listed, documented_paths, "openapi::paths() (the metrics labels) must list every documented path");
+
+    for (path, methods) in &documented {
+        assert_eq!(&allowed_methods(&server, path).await, methods, "methods of {path}");
+        for method in methods {
+            let method = reqwest::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).unwrap();
+            let reply = server.http.request(method.clone(), server.url(&concrete(path))).send().await.unwrap();
+            let status = reply.status().as_u16();
+            assert!(status != 404 && status != 405, "{method} {path} answered {status}");
+            // Every operation names an operationId and its responses.
+            let operation = &document["paths"][path][method.as_str().to_ascii_lowercase()];
+            assert!(operation["operationId"].is_string() && operation["responses"].is_object(), "{path}");
+        }
+    }
+    // Security schemes used by the operations exist.
+    let schemes = document["components"]["securitySchemes"].as_object().unwrap();
+    assert!(schemes.contains_key("basicAuth") && schemes.contains_key("bearerAuth"));
+    assert_eq!(document["servers"][0]["url"], server.app.config.issuer);
+}
