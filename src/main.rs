@@ -1,5 +1,10 @@
 use clap::Parser as _;
 
+// mimalloc: the glibc allocator showed up at ~10% of both the writer and the request threads
+// under load (many small, short-lived allocations across threads); see bench/README.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = tokenledger::cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
