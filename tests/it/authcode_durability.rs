@@ -92,19 +92,8 @@ async fn every_step_of_the_flow_is_a_ledger_event() {
 async fn a_fresh_replay_equals_the_live_projections_after_code_events() {
     let flow = flow().await;
     exercise(&flow).await;
-    let live = flow.server.app.state.read().clone();
-    assert!(!live.authorization.codes.is_empty());
-    let dir = flow.server.stop().await;
-    let (_, mut replayed, report) =
-        tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), tokenledger::clock::now_ms(), |_| {})
-            .unwrap();
-    assert_eq!(report.head, live.head);
-    let mut live = live;
-    let now = tokenledger::clock::now_ms();
-    live.purge_expired(now);
-    replayed.purge_expired(now);
-    assert!(live.authorization == replayed.authorization, "replayed codes or signing keys differ from the live ones");
-    assert!(live == replayed, "replayed state differs from the live projections");
+    assert!(!flow.server.app.state.read().authorization.codes.is_empty());
+    flow.server.assert_replay_equals_live().await;
 }
 
 #[tokio::test]

@@ -234,22 +234,8 @@ async fn bulk_revocations_survive_restart_and_a_fresh_replay_equals_the_live_sta
         .unwrap()
         .into_inner();
     assert_eq!(listed.live_tokens_ended, 1);
-    let live = server.app.state.read().clone();
-    let dir = server.stop().await;
-    let (_, mut replayed, report) = tokenledger::ledger::open(
-        &dir.path().join(tokenledger::server::data_dir::LEDGER_FILE),
-        tokenledger::clock::now_ms(),
-        |_| {},
-    )
-    .unwrap();
-    assert_eq!(report.head, live.head);
-    let mut live = live;
-    let now = tokenledger::clock::now_ms();
-    live.purge_expired(now);
-    replayed.purge_expired(now);
-    assert_eq!(replayed.cutoffs, live.cutoffs);
-    assert!(replayed == live, "replayed state differs from the live projections");
-    drop(replayed);
+    let dir = server.dir.clone();
+    server.assert_replay_equals_live().await;
     let server = TestServer::start_in(dir, |_| {}).await;
     for token in [&service_old, &alice_old, &alice_refresh, &access] {
         assert!(!active(&server, &f, token).await, "revived after restart");

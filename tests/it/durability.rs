@@ -71,17 +71,7 @@ async fn a_fresh_replay_equals_the_live_projections() {
     exercise(&server, &f).await;
     // A retry answer and a refused request also leave their marks (or none).
     server.token(&f.app, "grant_type=password&username=alice&password=wrong").await.assert_error(401, "CMN_90015");
-    let live = server.app.state.read().clone();
-    let dir = server.stop().await;
-    let (_, mut replayed, report) =
-        tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), tokenledger::clock::now_ms(), |_| {})
-            .unwrap();
-    assert_eq!(report.head, live.head);
-    let mut live = live;
-    let now = tokenledger::clock::now_ms();
-    live.purge_expired(now);
-    replayed.purge_expired(now);
-    assert!(live == replayed, "replayed state differs from the live projections");
+    server.assert_replay_equals_live().await;
 }
 
 #[tokio::test]

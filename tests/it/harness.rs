@@ -105,6 +105,25 @@ impl TestServer {
         }
     }
 
+    /// The strongest check we have: stops the server, replays its ledger from the file into a
+    /// fresh state and asserts that it equals the live projections (both purged at the same
+    /// time). Returns the replayed state for further checks.
+    pub async fn assert_replay_equals_live(self) -> tokenledger::domain::State {
+        let mut live = self.app.state.read().clone();
+        let dir = self.stop().await;
+        let path = dir.path().join(data_dir::LEDGER_FILE);
+        let (_, mut replayed, report) =
+            tokenledger::ledger::open(&path, tokenledger::clock::now_ms(), |_| {}).expect("replay the ledger");
+        assert_eq!(report.head, live.head, "the replay ends at the live head");
+        let now = tokenledger::clock::now_ms();
+        live.purge_expired(now);
+        replayed.purge_expired(now);
+        assert_eq!(replayed.cutoffs, live.cutoffs, "replayed cutoffs differ");
+        assert!(replayed.authorization == live.authorization, "replayed codes or signing keys differ");
+        assert!(replayed == live, "replayed state differs from the live projections");
+        replayed
+    }
+
     pub async fn restart(self) -> Self {
         let dir = self.stop().await;
         Self::start_in(dir, |_| {}).await
