@@ -7,16 +7,14 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tokenledger::crypto::credential;
 use tokenledger::crypto::keys::ServerKeys;
 use tokenledger::domain::bulk::{BlastCredential, BlastRadius, BulkCommand};
-use tokenledger::domain::command::{Command, FreshIds, Issue, IssueGrant, Outcome};
+use tokenledger::domain::command::{Command, Issue, IssueGrant, Outcome};
 use tokenledger::domain::cutoff::CutoffScope;
-use tokenledger::domain::directory::DirectoryCommand;
 use tokenledger::domain::ids::{FamilyId, TokenId};
 use tokenledger::domain::{Recorded, State, apply};
 use tokenledger::ledger::{self, LedgerHandle, Store, WriterConfig, codec};
-use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated, UserType, event};
+use tokenledger::proto::ledger::event;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -51,43 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn fresh(seed: &mut u64) -> FreshIds {
-    let mut next = || {
-        *seed += 1;
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&seed.to_be_bytes());
-        bytes[8..].copy_from_slice(&seed.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_be_bytes());
-        bytes
-    };
-    FreshIds { access: TokenId(next()), refresh: TokenId(next()), family: FamilyId(next()) }
-}
-
-async fn setup(handle: &LedgerHandle, keys: &ServerKeys) {
-    let commands = vec![
-        DirectoryCommand::CreateInstitution(InstitutionCreated { institution_id: "1".into(), name: "One".into() }),
-        DirectoryCommand::CreateClient(ClientCreated {
-            client_id: "c".into(),
-            name: "c".into(),
-            institution_ids: vec!["1".into()],
-            grant_types: vec!["client_credentials".into(), "password".into()],
-            scopes: vec!["a".into()],
-            access_token_ttl_secs: 3600,
-            refresh_token_ttl_secs: 7200,
-            secret: Some(credential::keyed_digest(keys, "c", "s")),
-            ..Default::default()
-        }),
-        DirectoryCommand::CreateUser(UserCreated {
-            institution_id: "1".into(),
-            login_id: "u".into(),
-            institution_user_id: "U1".into(),
-            user_type: UserType::Retail as i32,
-            ..Default::default()
-        }),
-    ];
-    for command in commands {
-        assert!(handle.submit(Command::Directory(command), String::new()).await.unwrap().is_ok());
-    }
-}
+use crate::replay_property::{ids as fresh, setup};
 
 fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

@@ -42,7 +42,8 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn ids(seed: &mut u64) -> FreshIds {
+/// Deterministic, distinct ids for the n-th request (shared with `bulk_property`).
+pub fn ids(seed: &mut u64) -> FreshIds {
     let mut next = || {
         *seed += 1;
         let mut bytes = [0u8; 16];
@@ -53,7 +54,9 @@ fn ids(seed: &mut u64) -> FreshIds {
     FreshIds { access: TokenId(next()), refresh: TokenId(next()), family: FamilyId(next()) }
 }
 
-async fn setup(handle: &LedgerHandle, keys: &ServerKeys) {
+/// Institution "1", client "c" (client_credentials and password, scopes a and b) and user "u"
+/// with password "p", through the real writer (shared with `bulk_property`).
+pub async fn setup(handle: &LedgerHandle, keys: &ServerKeys) {
     let iterations = std::num::NonZeroU32::new(1).unwrap();
     let commands = vec![
         DirectoryCommand::CreateInstitution(InstitutionCreated { institution_id: "1".into(), name: "One".into() }),
