@@ -10,8 +10,8 @@
 #
 # usage: scripts/bench-compare.sh
 # env:   ROUNDS=2  DUR=10 (seconds per run)  CONC=64  OUT=bench/results/<stamp>
-#        BENCH_ANCHORS=<shared bench folder, default ../shared/bench beside the repo, else
-#        /work/shared/bench>  ANCHORS_TMP=/tmp/anchors  SKIP_SETUP=1 (anchors already built)
+#        BENCH_ANCHORS=<the shared bench folder, default ../shared/bench beside the repo>
+#        ANCHORS_TMP=/tmp/anchors  SKIP_SETUP=1 (anchors already built)
 # Every load run is bounded in time, goes to 127.0.0.1 only, and every server is started here,
 # tracked by its PID and stopped with `kill <pid>`.
 set -euo pipefail
@@ -23,7 +23,9 @@ A=${ANCHORS_TMP:-/tmp/anchors}
 T=$A/target
 SB=${BENCH_ANCHORS:-}
 if [ -z "$SB" ]; then
-  if [ -d "$root/../shared/bench/scripts" ]; then SB=$(cd "$root/../shared/bench" && pwd); else SB=/work/shared/bench; fi
+  if [ -d "$root/../shared/bench/scripts" ]; then SB=$(cd "$root/../shared/bench" && pwd); else
+    echo "set BENCH_ANCHORS to the shared bench folder (with run_all.sh and scripts/)" >&2; exit 1
+  fi
 fi
 S=$SB/scripts
 OUT=${OUT:-$root/bench/results/$(date +%Y%m%d-%H%M%S)}
