@@ -90,9 +90,12 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     let reloader = tls.clone().map(|tls| tls.spawn_reloader(app.metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     let housekeeping_app = app.clone();
+    let housekeeping_health = health_reporter.clone();
     let purge = tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(30));
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
+        let mut readiness = tokio::time::interval(Duration::from_secs(1));
+        let mut reported_failure = false;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -100,6 +103,16 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     housekeeping_app.rate_limits.forget_idle();
                 }
                 _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
+                // A ledger that failed (I/O error, full disk) stays failed until a restart:
+                // gRPC health says so too, like /readyz.
+                _ = readiness.tick(), if !reported_failure => {
+                    if !housekeeping_app.ledger.is_writable() {
+                        reported_failure = true;
+                        for name in SERVICE_NAMES.into_iter().chain([""]) {
+                            housekeeping_health.set_service_status(name, ServingStatus::NotServing).await;
+                        }
+                    }
+                }
             }
         }
     });

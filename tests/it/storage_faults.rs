@@ -111,6 +111,18 @@ async fn fault_then_recover(full: bool) {
         tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
     );
     assert_eq!(tokens.create_token(request).await.unwrap_err().code(), tonic::Code::Unavailable);
+    // gRPC health follows readiness (checked once a second).
+    let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);
+    let mut status = tonic_health::pb::health_check_response::ServingStatus::Serving;
+    for _ in 0..30 {
+        let check = tonic_health::pb::HealthCheckRequest { service: "tokenledger.v1.TokenService".into() };
+        status = health.check(check).await.expect("health").into_inner().status();
+        if status == tonic_health::pb::health_check_response::ServingStatus::NotServing {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, tonic_health::pb::health_check_response::ServingStatus::NotServing);
     server.stop().await;
 
     // The fault is gone (space freed); a restart replays what is durable.
