@@ -183,25 +183,7 @@ async fn follow_delivers_every_committed_event_once_in_order_under_concurrent_wr
     let request = api::StreamEventsRequest { from_seq: start, follow: true, ..Default::default() };
     let mut stream = audit_client(&server).await.stream_events(server.admin(request)).await.unwrap().into_inner();
     // 200 token requests from 8 concurrent workers, while the follower streams.
-    let mut workers = Vec::new();
-    for _ in 0..8 {
-        let (http, url, creds) = (server.http.clone(), server.url("/oauth2/v1/token"), f.service.clone());
-        workers.push(tokio::spawn(async move {
-            for _ in 0..25 {
-                let reply = http
-                    .post(&url)
-                    .basic_auth(&creds.id, Some(&creds.secret))
-                    .header("transactionId", txid())
-                    .header("institutionId", INSTITUTION)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body("grant_type=client_credentials")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(reply.status(), 200);
-            }
-        }));
-    }
+    let workers = server.spawn_issuers(&f.service, 8, 25);
     for worker in workers {
         worker.await.unwrap();
     }
@@ -223,24 +205,7 @@ async fn follow_delivers_every_committed_event_once_in_order_under_concurrent_wr
 async fn a_reconnect_from_the_last_seen_seq_resumes_without_gaps_or_duplicates() {
     let (server, f) = TestServer::seeded().await;
     let start = head(&server) + 1;
-    let writer = {
-        let (http, url, creds) = (server.http.clone(), server.url("/oauth2/v1/token"), f.service.clone());
-        tokio::spawn(async move {
-            for _ in 0..60 {
-                let reply = http
-                    .post(&url)
-                    .basic_auth(&creds.id, Some(&creds.secret))
-                    .header("transactionId", txid())
-                    .header("institutionId", INSTITUTION)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body("grant_type=client_credentials")
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(reply.status(), 200);
-            }
-        })
-    };
+    let writer = server.spawn_issuers(&f.service, 1, 60).remove(0);
     // First connection: take some events, then drop it mid-stream.
     let mut first = Vec::new();
     {

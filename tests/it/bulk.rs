@@ -171,28 +171,7 @@ async fn bad_bulk_requests_are_refused_without_events() {
 #[tokio::test]
 async fn a_revocation_racing_with_issuance_ends_exactly_the_tokens_issued_before_it() {
     let (server, f) = TestServer::seeded().await;
-    let mut workers = Vec::new();
-    for _ in 0..6 {
-        let (http, url, creds) = (server.http.clone(), server.url("/oauth2/v1/token"), f.service.clone());
-        workers.push(tokio::spawn(async move {
-            let mut tokens = Vec::new();
-            for _ in 0..30 {
-                let reply = http
-                    .post(&url)
-                    .basic_auth(&creds.id, Some(&creds.secret))
-                    .header("transactionId", txid())
-                    .header("institutionId", INSTITUTION)
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .body("grant_type=client_credentials")
-                    .send()
-                    .await
-                    .unwrap();
-                let body: serde_json::Value = reply.json().await.unwrap();
-                tokens.push(body["access_token"].as_str().unwrap().to_owned());
-            }
-            tokens
-        }));
-    }
+    let workers = server.spawn_issuers(&f.service, 6, 30);
     tokio::time::sleep(Duration::from_millis(30)).await;
     let answer = bulk(&server, Scope::ClientId("svc".into()), 0).await;
     let mut issued = Vec::new();

@@ -284,6 +284,35 @@ impl TestServer {
         .await
     }
 
+    /// Spawns `workers` tasks that each issue `each` client_credentials tokens to `creds` (at
+    /// institution 01001) one after another, asserting success; each task returns its tokens.
+    pub fn spawn_issuers(&self, creds: &ClientCreds, workers: usize, each: usize) -> Vec<JoinHandle<Vec<String>>> {
+        (0..workers)
+            .map(|_| {
+                let (http, url, creds) = (self.http.clone(), self.url("/oauth2/v1/token"), creds.clone());
+                tokio::spawn(async move {
+                    let mut tokens = Vec::with_capacity(each);
+                    for _ in 0..each {
+                        let reply = http
+                            .post(&url)
+                            .basic_auth(&creds.id, Some(&creds.secret))
+                            .header("transactionId", txid())
+                            .header("institutionId", INSTITUTION)
+                            .header("content-type", "application/x-www-form-urlencoded")
+                            .body("grant_type=client_credentials")
+                            .send()
+                            .await
+                            .expect("token request");
+                        assert_eq!(reply.status(), 200);
+                        let body: serde_json::Value = reply.json().await.expect("token body");
+                        tokens.push(body["access_token"].as_str().expect("access_token").to_owned());
+                    }
+                    tokens
+                })
+            })
+            .collect()
+    }
+
     pub async fn introspect(&self, creds: &ClientCreds, token: &str) -> serde_json::Value {
         let reply = self
             .post_form("/oauth2/v1/introspect", Some(creds), &[("transactionId", &txid())], &format!("token={token}"))
