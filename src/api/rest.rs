@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use super::form::{self, Params};
-use super::token::{self, Call, Introspection, TokenReply};
+use super::token::{self, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
 use crate::app::App;
 use crate::error::ErrorCode;
@@ -199,55 +199,6 @@ async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap,
     }
 }
 
-#[derive(Serialize)]
-struct IntrospectionBody<'a> {
-    active: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    scope: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    client_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    username: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sub: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    token_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    exp: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iat: Option<i64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    iss: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    institution_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    grant_type: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    institution_user_id: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    host_user_id: Option<&'a str>,
-}
-
-impl<'a> From<&'a Introspection> for IntrospectionBody<'a> {
-    fn from(i: &'a Introspection) -> Self {
-        Self {
-            active: i.active,
-            scope: i.scope.as_deref(),
-            client_id: i.client_id.as_deref(),
-            username: i.username.as_deref(),
-            sub: i.sub.as_deref(),
-            token_type: i.token_type,
-            exp: i.exp,
-            iat: i.iat,
-            iss: i.iss.as_deref(),
-            institution_id: i.institution_id.as_deref(),
-            grant_type: i.grant_type,
-            institution_user_id: i.institution_user_id.as_deref(),
-            host_user_id: i.host_user_id.as_deref(),
-        }
-    }
-}
-
 async fn introspect_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
@@ -255,7 +206,7 @@ async fn introspect_token(State(app): State<Arc<App>>, uri: Uri, headers: Header
     };
     let transaction_id = call.transaction_id.clone();
     let mut response = match token::introspect_token(&app, call).await {
-        Ok(answer) => axum::Json(IntrospectionBody::from(&answer)).into_response(),
+        Ok(answer) => axum::Json(&answer).into_response(),
         Err(code) => return error_response(code, Some(&transaction_id)),
     };
     echo_transaction_id(&mut response, Some(&transaction_id));

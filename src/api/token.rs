@@ -189,21 +189,33 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
     }
 }
 
-/// An RFC 7662 answer; `None` fields are left out.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// An RFC 7662 answer; `None` fields are left out (also of its JSON form).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Introspection {
     pub active: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub token_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub exp: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iat: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub institution_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub grant_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub institution_user_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub host_user_id: Option<String>,
 }
 
