@@ -194,6 +194,37 @@ async fn health_reports_serving_per_service() {
     }
 }
 
+/// Lists the services through reflection `$version` (v1 for current grpcurl, v1alpha for older
+/// ones) and checks the ones every client needs are there.
+macro_rules! list_services {
+    ($server:expr, $version:ident) => {{
+        use tonic_reflection::pb::$version::ServerReflectionRequest;
+        use tonic_reflection::pb::$version::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::$version::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::$version::server_reflection_response::MessageResponse;
+        let mut reflection = ServerReflectionClient::new($server.channel().await);
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut stream =
+            reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
+        let answer = stream.message().await.expect("stream").expect("one answer");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("unexpected {answer:?}")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        for expected in [
+            "tokenledger.v1.TokenService",
+            "tokenledger.v1.AdminService",
+            "tokenledger.v1.AuditService",
+            "grpc.health.v1.Health",
+        ] {
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
+        }
+    }};
+}
+
 #[tokio::test]
 async fn reflection_lists_the_services_for_grpcurl() {
     use tonic_reflection::pb::v1::ServerReflectionRequest;
@@ -201,21 +232,8 @@ async fn reflection_lists_the_services_for_grpcurl() {
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
     let server = TestServer::start().await;
+    list_services!(server, v1);
     let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream =
-        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
-    let answer = stream.message().await.expect("stream").expect("one answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("unexpected {answer:?}")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["tokenledger.v1.TokenService", "tokenledger.v1.AdminService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
-    }
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::FileContainingSymbol("tokenledger.v1.TokenService".into())),
@@ -228,24 +246,6 @@ async fn reflection_lists_the_services_for_grpcurl() {
 
 #[tokio::test]
 async fn reflection_v1alpha_is_served_too_for_older_grpcurl() {
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
-    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
-    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
     let server = TestServer::start().await;
-    let mut reflection = ServerReflectionClient::new(server.channel().await);
-    let request = ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(MessageRequest::ListServices(String::new())),
-    };
-    let mut stream =
-        reflection.server_reflection_info(tokio_stream::iter([request])).await.expect("reflection").into_inner();
-    let answer = stream.message().await.expect("stream").expect("one answer");
-    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
-        panic!("unexpected {answer:?}")
-    };
-    let names: Vec<_> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["tokenledger.v1.TokenService", "tokenledger.v1.AuditService", "grpc.health.v1.Health"] {
-        assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
-    }
+    list_services!(server, v1alpha);
 }
