@@ -116,7 +116,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
 /// Ids for what a token request may mint, ordered by time for the index (see
 /// `ledger::token_ids`), from one read of the CSPRNG.
 fn fresh_ids(app: &App) -> FreshIds {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let random: [u8; 24] = random_bytes();
     let half = |i: usize| -> [u8; 8] { random[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
     let ids = app.ledger.token_ids();
@@ -152,7 +152,7 @@ fn fingerprint(app: &App, params: &Params, institution: Option<&str>) -> [u8; 32
 }
 
 fn render(app: &App, issued: &Issued) -> TokenReply {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let expires_in = |at_ms: i64| ((at_ms - now_ms).max(0) + 999) / 1000;
     TokenReply {
         access_token: token_string::encode(&app.keys, StringKind::Access, &issued.access.id),
@@ -233,7 +233,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(Introspection::default()),
     };
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let Some(token) = state.active_token(&id, now_ms).filter(|t| t.kind == kind) else {
         return Ok(Introspection::default());

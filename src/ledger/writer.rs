@@ -24,6 +24,7 @@ use super::index;
 use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
+use crate::clock::Clock;
 use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
@@ -83,6 +84,8 @@ pub struct LedgerHandle {
     status: Arc<WriterStatus>,
     /// This ledger's token-id scheme, for minting ids that index well.
     token_ids: Arc<TokenIdScheme>,
+    /// The clock the writer stamps batches with; handlers read the same one.
+    clock: Arc<dyn Clock>,
     /// The seq of the last event committed and applied; followers of the live event stream
     /// wait on it and then read the committed events from the store.
     head: watch::Receiver<u64>,
@@ -90,8 +93,18 @@ pub struct LedgerHandle {
 }
 
 impl LedgerHandle {
-    /// Starts the writer thread, which owns `store` from now on.
+    /// Starts the writer thread on the system clock; it owns `store` from now on.
     pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
+        Self::spawn_with_clock(store, state, config, crate::clock::system())
+    }
+
+    /// Starts the writer thread, which reads time from `clock` and owns `store` from now on.
+    pub fn spawn_with_clock(
+        store: Store,
+        state: Arc<RwLock<State>>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
         let (head_sender, head) = watch::channel(state.read().head.seq);
@@ -100,6 +113,7 @@ impl LedgerHandle {
         let writer = Writer {
             store,
             token_ids: token_ids.clone(),
+            clock: clock.clone(),
             state,
             receiver,
             status: status.clone(),
@@ -107,7 +121,12 @@ impl LedgerHandle {
             head: head_sender,
         };
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
-        Ok(Self { sender, status, token_ids, head, reader })
+        Ok(Self { sender, status, token_ids, clock, head, reader })
+    }
+
+    /// The clock the writer stamps batches with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The seq of the last committed and applied event, updated after every batch. The
@@ -161,6 +180,7 @@ impl LedgerHandle {
 struct Writer {
     store: Store,
     token_ids: Arc<TokenIdScheme>,
+    clock: Arc<dyn Clock>,
     state: Arc<RwLock<State>>,
     receiver: mpsc::Receiver<Message>,
     status: Arc<WriterStatus>,
@@ -229,7 +249,7 @@ impl Writer {
                 let _ = job.reply.send(Err(SubmitError));
             }
             Message::Job(job) => queue.push_back(*job),
-            Message::Purge => self.state.write().purge_expired(crate::clock::now_ms()),
+            Message::Purge => self.state.write().purge_expired(self.clock.now_ms()),
             Message::Stop(done) => {
                 self.status.stopped.store(true, Ordering::Release);
                 *stop = Some(done);
@@ -249,7 +269,7 @@ impl Writer {
             // Only this thread changes the state, so what it reads here stays true until the
             // batch is applied below; readers keep going meanwhile.
             let state = self.state.read();
-            now_ms = crate::clock::now_ms().max(state.head.recorded_at_ms);
+            now_ms = self.clock.now_ms().max(state.head.recorded_at_ms);
             let mut locks = BatchLocks::default();
             let mut seq = state.head.seq;
             let mut prev_hash = state.head.hash;

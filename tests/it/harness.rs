@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tempfile::TempDir;
 use tokenledger::app::App;
+use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
@@ -54,11 +55,24 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: Arc<TempDir>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_in_on(dir, tokenledger::clock::system(), tweak).await
+    }
+
+    /// A server whose every reading of the time comes from `clock` (the writer's batches and
+    /// every handler), so a test can step time instead of sleeping.
+    pub async fn start_on_clock(clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_in_on(dir, clock, tweak).await
+    }
+
+    pub async fn start_in_on(dir: Arc<TempDir>, clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(dir.path());
         tweak(&mut settings);
         let config = Config::resolve(settings).expect("config");
-        let opened =
-            tokio::task::spawn_blocking(move || data_dir::open(&config)).await.expect("join").expect("open data dir");
+        let opened = tokio::task::spawn_blocking(move || data_dir::open_with_clock(&config, clock))
+            .await
+            .expect("join")
+            .expect("open data dir");
         let app = opened.app.clone();
         Self::serve(app, dir, opened).await
     }
@@ -110,12 +124,12 @@ impl TestServer {
     /// time). Returns the replayed state for further checks.
     pub async fn assert_replay_equals_live(self) -> tokenledger::domain::State {
         let mut live = self.app.state.read().clone();
+        let clock = self.app.clock.clone();
         let dir = self.stop().await;
         let path = dir.path().join(data_dir::LEDGER_FILE);
-        let (_, mut replayed, report) =
-            tokenledger::ledger::open(&path, tokenledger::clock::now_ms(), |_| {}).expect("replay the ledger");
+        let now = clock.now_ms();
+        let (_, mut replayed, report) = tokenledger::ledger::open(&path, now, |_| {}).expect("replay the ledger");
         assert_eq!(report.head, live.head, "the replay ends at the live head");
-        let now = tokenledger::clock::now_ms();
         live.purge_expired(now);
         replayed.purge_expired(now);
         assert_eq!(replayed.cutoffs, live.cutoffs, "replayed cutoffs differ");
@@ -124,9 +138,11 @@ impl TestServer {
         replayed
     }
 
+    /// Stops the server and starts a new one on the same data directory and clock.
     pub async fn restart(self) -> Self {
+        let clock = self.app.clock.clone();
         let dir = self.stop().await;
-        Self::start_in(dir, |_| {}).await
+        Self::start_in_on(dir, clock, |_| {}).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -354,6 +370,11 @@ pub struct Fixture {
 }
 
 pub const ALICE_LOGIN: &str = "username=alice&password=correct+horse+battery";
+
+/// The system clock's reading, for tests of servers on the system clock.
+pub fn wall_ms() -> i64 {
+    SystemClock.now_ms()
+}
 
 pub fn txid() -> String {
     uuid::Uuid::new_v4().to_string()

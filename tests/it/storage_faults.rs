@@ -67,12 +67,11 @@ impl StorageBackend for FlakyDisk {
 async fn start_on(disk: FlakyDisk, dir: Arc<tempfile::TempDir>) -> (TestServer, String) {
     let config = Config::resolve(test_settings(dir.path())).unwrap();
     let db = redb::Database::builder().create_with_backend(disk).unwrap();
-    let (store, state, _) = ledger::open_database(db, tokenledger::clock::now_ms(), |_| {}).unwrap();
+    let (store, state, _) = ledger::open_database(db, wall_ms(), |_| {}).unwrap();
     let state = Arc::new(parking_lot::RwLock::new(state));
     let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).unwrap();
     let admin = "tladm_storage-fault-test".to_owned();
-    let (signing, _, _) =
-        SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), tokenledger::clock::now_ms()).unwrap();
+    let (signing, _, _) = SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), wall_ms()).unwrap();
     let keys = ServerKeys::from_secret(1, &[9; 32]);
     let app = Arc::new(App::new(config, keys, signing, state, handle, sha256(admin.as_bytes())));
     (TestServer::serve_app(app, dir).await, admin)
