@@ -501,6 +501,6 @@ mod tests {
     #[test]
     fn bulk_commands_run_alone_in_their_batch() {
         let command = Command::Bulk(BulkCommand::Token { token: TokenId([1; 16]) });
-        assert!(command.conflict_keys(&State::default(), "").exclusive);
+        assert!(command.conflict_keys(&State::default(), "", Default::default()).exclusive);
     }
 }

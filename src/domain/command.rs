@@ -134,7 +134,16 @@ pub struct ConflictKeys {
     /// The command must be alone in its batch (bulk revocations: they change what every
     /// other command would decide, whatever entities it names).
     pub exclusive: bool,
+    /// Hashes entities to keys (see [`ConflictSeed`]).
+    seed: ConflictSeed,
 }
+
+/// The seed of the conflict-key hash. Callers choose entity names (client ids, login ids,
+/// transaction ids), so with a fixed seed they could craft names whose keys collide and make
+/// unrelated commands wait for each other; the writer draws a random seed when it starts. Keys
+/// only need to be equal within one process. The default (0) is for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConflictSeed(pub u64);
 
 /// Kinds of entity a conflict key can name.
 #[derive(Hash)]
@@ -155,26 +164,29 @@ pub enum Entity<'a> {
 }
 
 impl Entity<'_> {
-    pub fn key(&self) -> u64 {
-        // Fixed seed: keys only need to be equal within one process.
-        foldhash::fast::FixedState::with_seed(0x746c_6b65_7973).hash_one(self)
+    pub fn key(&self, seed: ConflictSeed) -> u64 {
+        foldhash::fast::FixedState::with_seed(seed.0).hash_one(self)
     }
 }
 
 impl ConflictKeys {
+    pub fn new(seed: ConflictSeed) -> Self {
+        Self { seed, ..Self::default() }
+    }
+
     pub fn read(&mut self, entity: Entity<'_>) {
-        self.reads.push(entity.key());
+        self.reads.push(entity.key(self.seed));
     }
 
     pub fn write(&mut self, entity: Entity<'_>) {
-        self.writes.push(entity.key());
+        self.writes.push(entity.key(self.seed));
     }
 }
 
 impl Command {
-    /// What this command touches, looked up in the committed `state`.
-    pub fn conflict_keys(&self, state: &State, transaction_id: &str) -> ConflictKeys {
-        let mut keys = ConflictKeys::default();
+    /// What this command touches, looked up in the committed `state`, hashed with `seed`.
+    pub fn conflict_keys(&self, state: &State, transaction_id: &str, seed: ConflictSeed) -> ConflictKeys {
+        let mut keys = ConflictKeys::new(seed);
         match self {
             Command::Issue(issue) => {
                 keys.read(Entity::Client(&issue.client_id));
@@ -210,5 +222,23 @@ fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
     keys.write(Entity::Token(token));
     if let Some(family) = state.tokens.get(token).and_then(|t| t.grant.family) {
         keys.write(Entity::Family(&family));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security review finding 13: the conflict-key hash is seeded by the caller (the writer
+    /// draws a random seed at start), so which names collide differs from process to process.
+    #[test]
+    fn conflict_keys_depend_on_the_seed() {
+        let entity = || Entity::Request("client", "3f2b8c1e-9d4a-4b7e-8f00-123456789abc");
+        assert_eq!(entity().key(ConflictSeed(7)), entity().key(ConflictSeed(7)));
+        let distinct: std::collections::HashSet<u64> = (0..64).map(|s| entity().key(ConflictSeed(s))).collect();
+        assert_eq!(distinct.len(), 64, "every seed hashes the same entity differently");
+        let mut keys = ConflictKeys::new(ConflictSeed(7));
+        keys.read(entity());
+        assert_eq!(keys.reads, [entity().key(ConflictSeed(7))]);
     }
 }

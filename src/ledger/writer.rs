@@ -25,7 +25,7 @@ use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
-use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
+use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
 #[derive(Clone, Debug)]
@@ -111,6 +111,7 @@ impl LedgerHandle {
         let reader = store.reader();
         let token_ids = store.token_ids().clone();
         let writer = Writer {
+            conflict_seed: ConflictSeed(u64::from_le_bytes(crate::crypto::random_bytes())),
             store,
             token_ids: token_ids.clone(),
             clock: clock.clone(),
@@ -178,6 +179,8 @@ impl LedgerHandle {
 }
 
 struct Writer {
+    /// Seeds the conflict-key hash; random per process, so callers cannot craft collisions.
+    conflict_seed: ConflictSeed,
     store: Store,
     token_ids: Arc<TokenIdScheme>,
     clock: Arc<dyn Clock>,
@@ -275,7 +278,7 @@ impl Writer {
             let mut prev_hash = state.head.hash;
             let take = queue.len().min(self.batch_max);
             for job in queue.drain(..take) {
-                let keys = job.command.conflict_keys(&state, &job.transaction_id);
+                let keys = job.command.conflict_keys(&state, &job.transaction_id, self.conflict_seed);
                 if !locks.try_lock(&keys) {
                     deferred.push(job);
                     continue;
