@@ -84,9 +84,20 @@ impl App {
         }
     }
 
-    /// Ready: the ledger is open, replayed and writable, and we are not shutting down.
+    /// Ready: the ledger is open, replayed and writable, we are not shutting down, and the
+    /// clock is not behind the ledger by more than `clock_skew_max_ms`.
     pub fn is_ready(&self) -> bool {
-        self.ledger.is_writable() && !self.draining.load(Ordering::Acquire)
+        self.ledger.is_writable()
+            && !self.draining.load(Ordering::Acquire)
+            && self.clock_behind_ledger_ms() <= self.config.writer.clock_skew_max_ms
+    }
+
+    /// How far the clock is behind the recorded time of the last ledger event; 0 when it is
+    /// not behind. More than a little means the clock stepped back, or stepped forward earlier
+    /// and was corrected (see docs/operations.md, "Clock").
+    pub fn clock_behind_ledger_ms(&self) -> i64 {
+        let head_ms = self.state.read().head.recorded_at_ms;
+        head_ms.saturating_sub(self.clock.now_ms()).max(0)
     }
 
     /// Authenticates a client by its Basic credentials (CMN_90004 on any failure). A disabled

@@ -55,6 +55,9 @@ pub struct Settings {
     /// Most commands committed in one ledger transaction [default: 1024]
     #[arg(long, env = "TOKENLEDGER_BATCH_COMMANDS_MAX")]
     pub batch_commands_max: Option<usize>,
+    /// How far the clock may be behind the ledger head before the server reports it and is not ready [default: 5000]
+    #[arg(long, env = "TOKENLEDGER_CLOCK_SKEW_MAX_MS")]
+    pub clock_skew_max_ms: Option<u64>,
     /// Seconds to drain in-flight requests on SIGINT/SIGTERM [default: 10]
     #[arg(long, env = "TOKENLEDGER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -145,6 +148,7 @@ impl Settings {
             body_limit_bytes,
             writer_queue_capacity,
             batch_commands_max,
+            clock_skew_max_ms,
             shutdown_grace_secs,
             slow_hash_concurrency,
             lockout_failures,
@@ -274,6 +278,10 @@ impl Config {
             writer: WriterConfig {
                 queue_capacity: settings.writer_queue_capacity.unwrap_or(defaults.queue_capacity).max(1),
                 batch_commands_max: settings.batch_commands_max.unwrap_or(defaults.batch_commands_max).max(1),
+                clock_skew_max_ms: match settings.clock_skew_max_ms {
+                    None => defaults.clock_skew_max_ms,
+                    Some(ms) => i64::try_from(ms).map_err(|_| bad("clock_skew_max_ms is too large"))?,
+                },
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),

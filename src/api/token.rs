@@ -252,7 +252,9 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         sub: Some(user.map_or_else(|| grant.client_id.to_string(), |u| u.institution_user_id.to_string())),
         token_type: Some(kind.introspection_name()),
         exp: Some(token.expires_at_ms / 1000),
-        iat: Some(token.issued_at_ms / 1000),
+        // A token's recorded time lies ahead of the clock while the clock is behind the ledger
+        // head (after a clock step); `iat` never claims a time later than the answer's.
+        iat: Some(token.issued_at_ms.min(now_ms) / 1000),
         iss: Some(app.config.issuer.clone()),
         institution_id: Some(grant.institution_id.to_string()),
         grant_type: Some(grant_type_name(grant.grant_type)),

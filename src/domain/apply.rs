@@ -83,6 +83,12 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     state.head.recorded_at_ms = at.recorded_at_ms;
 }
 
+/// When an event was decided: its own `issued_at_ms` field, or for events from before that
+/// field, the time it was recorded at.
+pub(super) fn decided_at_ms(issued_at_ms: i64, at: Recorded<'_>) -> i64 {
+    if issued_at_ms > 0 { issued_at_ms } else { at.recorded_at_ms }
+}
+
 fn reason(raw: i32) -> RevocationReason {
     RevocationReason::try_from(raw).unwrap_or(RevocationReason::Unspecified)
 }
@@ -214,8 +220,8 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     let fingerprint = <[u8; 32]>::try_from(t.request_fingerprint.as_slice());
     if let (Some((access, _)), Ok(fingerprint), false) = (access, fingerprint, at.transaction_id.is_empty()) {
         let key = RequestKey { client_id: grant.client_id.clone(), transaction_id: at.transaction_id.to_owned() };
-        let recent =
-            RecentRequest { fingerprint, at_ms: at.recorded_at_ms, access, refresh: refresh.map(|(id, _)| id) };
+        let at_ms = decided_at_ms(t.issued_at_ms, at);
+        let recent = RecentRequest { fingerprint, at_ms, access, refresh: refresh.map(|(id, _)| id) };
         state.recent_requests.insert(key, recent);
     }
 }

@@ -70,6 +70,10 @@ pub struct Revoke {
 /// What `decide` needs besides the state: the batch time and the request's correlation id.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
+    /// The clock's reading for this batch. Lifetimes, lockout windows and retry windows are
+    /// counted from it. The batch's events are recorded at `max(now_ms, head)` so that ledger
+    /// time never decreases; after a clock step back that is later than `now_ms`, and must not
+    /// be used for anything but ordering.
     pub now_ms: i64,
     pub transaction_id: &'a str,
 }

@@ -116,6 +116,7 @@ fn issue_fresh(
         refresh: refresh.as_ref().map(|r| wire_token(r, &scopes)),
         rotated_from: Vec::new(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        issued_at_ms: ctx.now_ms,
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
@@ -182,6 +183,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         refresh: Some(wire_token(&refresh, &old.scopes)),
         rotated_from: presented.0.to_vec(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        issued_at_ms: ctx.now_ms,
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh: Some(refresh), scopes: access_scopes, replayed: false };

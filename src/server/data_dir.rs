@@ -127,6 +127,14 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
     if new_signing_keys {
         created.push(dir.join(super::signing::SIGNING_KEYS_FILE));
     }
+    let behind_ms = state.head.recorded_at_ms.saturating_sub(now_ms);
+    if behind_ms > config.writer.clock_skew_max_ms {
+        tracing::error!(
+            behind_ms,
+            head_seq = state.head.seq,
+            "the clock is behind the last ledger event: lifetimes and lockouts count from the clock, events keep the ledger's order; not ready until the clock catches up (docs/operations.md, Clock)"
+        );
+    }
     let state = Arc::new(RwLock::new(state));
     let handle = LedgerHandle::spawn_with_clock(store, state.clone(), config.writer.clone(), clock)
         .map_err(StartError::Writer)?;

@@ -12,6 +12,7 @@ mod binary;
 mod bulk;
 mod bulk_property;
 mod cli;
+mod clock;
 mod constant_time;
 mod crash_kill;
 mod crash_storage;

@@ -145,6 +145,7 @@ fn code_event(
         authorized_by_client_id: bearer.grant.client_id.to_string(),
         authorized_by_token_id: request.bearer_token.0.to_vec(),
         redirect_uri: partner.redirect_uri.clone(),
+        issued_at_ms: ctx.now_ms,
     };
     Ok((event, partner.redirect_uri.clone()))
 }
@@ -237,6 +238,7 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
         authorization_code_id: code_id.0.to_vec(),
         id_token_key_id,
         id_token_expires_at_ms,
+        issued_at_ms: ctx.now_ms,
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
     Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
