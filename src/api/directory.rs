@@ -184,6 +184,20 @@ pub async fn set_client_disabled(
     get_client(app, &client_id)
 }
 
+/// SetClientAuthorizePartners: whether the client is a first-party app (SPEC 3.4).
+pub async fn set_client_authorize_partners(
+    app: &App,
+    transaction_id: String,
+    request: api::SetClientAuthorizePartnersRequest,
+) -> Result<api::Client, AdminError> {
+    let command = AccountCommand::SetAuthorizePartners {
+        client_id: request.client_id.clone(),
+        authorize_partners: request.authorize_partners,
+    };
+    change(app, command, transaction_id).await?;
+    get_client(app, &request.client_id)
+}
+
 pub async fn set_user_password(
     app: &App,
     transaction_id: String,

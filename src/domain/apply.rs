@@ -43,6 +43,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             kind @ (event::Kind::ClientSecretRotated(_)
             | event::Kind::ClientDisabled(_)
             | event::Kind::ClientEnabled(_)
+            | event::Kind::ClientAuthorizePartnersSet(_)
             | event::Kind::UserPasswordSet(_)
             | event::Kind::UserLocked(_)
             | event::Kind::UserUnlocked(_)
@@ -112,6 +113,7 @@ fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
         consent_enabled: c.consent_enabled,
         secondary_authentication_enabled: c.secondary_authentication_enabled,
         device_registration_enabled: c.device_registration_enabled,
+        authorize_partners: c.authorize_partners,
         secret: c.secret.clone().unwrap_or_default(),
         created_seq: at.seq,
         disabled: false,

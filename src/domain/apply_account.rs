@@ -27,6 +27,9 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             state.cutoffs.add(&CutoffScope::Client(d.client_id.clone()), Cutoff::new(at.seq, at.recorded_at_ms, 0));
         }
         event::Kind::ClientEnabled(e) => update_client(state, &e.client_id, |c| c.disabled = false),
+        event::Kind::ClientAuthorizePartnersSet(e) => {
+            update_client(state, &e.client_id, |c| c.authorize_partners = e.authorize_partners)
+        }
         event::Kind::UserPasswordSet(p) => {
             update_user(state, &p.institution_id, &p.login_id, |u| u.password = p.password.clone().unwrap_or_default())
         }

@@ -97,6 +97,8 @@ pub struct Client {
     pub consent_enabled: bool,
     pub secondary_authentication_enabled: bool,
     pub device_registration_enabled: bool,
+    /// A first-party app: its access tokens may mint authorization codes (SPEC 3.4).
+    pub authorize_partners: bool,
     pub secret: CredentialDigest,
     pub created_seq: u64,
     /// A disabled client fails authentication (CMN_90004) everywhere.

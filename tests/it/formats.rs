@@ -26,7 +26,8 @@ fn format_v1_ledger_opens_verifies_and_replays() {
     assert_eq!(report.events, 8);
     assert_eq!(hex(&report.head.hash), "f45a7556478e76c98b015237b233b042041a797dc95933174d254656e9ce572b");
     assert!(state.institutions.contains_key("01001"));
-    assert!(state.client("demo-client").is_some());
+    // Clients created before `authorize_partners` existed are no first-party apps.
+    assert!(state.client("demo-client").is_some_and(|c| !c.authorize_partners));
     assert!(state.user("01001", "demo.user").is_some());
     assert_eq!(state.tokens.len(), 5, "one client_credentials token, two per sign-in and refresh");
     assert_eq!(state.families.len(), 1);

@@ -21,8 +21,10 @@ use crate::proto::ledger::{
 };
 
 /// The first-party app's access token, if it may authorize partners for `institution_id` at
-/// `now_ms`: active, an access token, of that institution, of a client still serving it, and
-/// not itself a partner token (issued from a code), so that a partner cannot pass the user on.
+/// `now_ms` (SPEC 3.4): active (CMN_90018), an access token of that institution (CMN_90005), of
+/// a client the operator marked `authorize_partners` that is enabled and still serves the
+/// institution, and not itself a partner token (issued from a code), so that a partner cannot
+/// pass the user on (CMN_90006 for these).
 pub fn check_bearer<'s>(
     state: &'s State,
     token: &TokenId,
@@ -36,11 +38,26 @@ pub fn check_bearer<'s>(
     }
     let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
         || bearer.grant.family.is_some_and(|f| state.authorization.code_by_family.contains_key(&f));
-    let serving = state.client(&bearer.grant.client_id).is_some_and(|c| c.serves_institution(institution_id));
-    if code_born || !serving {
+    let first_party = state
+        .client(&bearer.grant.client_id)
+        .is_some_and(|c| c.authorize_partners && !c.disabled && c.serves_institution(institution_id));
+    if code_born || !first_party {
         return Err(ErrorCode::NotAuthorized);
     }
     Ok(bearer)
+}
+
+/// Whom `bearer` may ask a code for: a user-bound bearer (password grant, or refreshed from
+/// one) only for its own user, named by both `username` and `institution_user_id`; an
+/// institution-level bearer (client_credentials) for any user of its institution. CMN_90006
+/// otherwise, checked before the named user is looked up, so a user's token learns nothing
+/// about which other users exist.
+pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &str) -> Result<(), ErrorCode> {
+    match &bearer.grant.user {
+        None => Ok(()),
+        Some(own) if *own.login_id == *username && *own.institution_user_id == *institution_user_id => Ok(()),
+        Some(_) => Err(ErrorCode::NotAuthorized),
+    }
 }
 
 /// The partner app `partner_id`, if the bearer's client may authorize it: not the bearer's own
@@ -112,6 +129,7 @@ fn code_event(
     ctx: Context<'_>,
 ) -> Result<(AuthorizationCodeIssued, String), ErrorCode> {
     let bearer = check_bearer(state, &request.bearer_token, &request.institution_id, ctx.now_ms)?;
+    check_bearer_user(bearer, &request.username, &request.institution_user_id)?;
     let partner = check_partner(state, bearer, &request.partner_client_id, true)?;
     let user = state
         .user_by_institution_user_id(&request.institution_id, &request.institution_user_id)
@@ -146,6 +164,7 @@ fn code_event(
         authorized_by_token_id: request.bearer_token.0.to_vec(),
         redirect_uri: partner.redirect_uri.clone(),
         issued_at_ms: ctx.now_ms,
+        authorized_by_login_id: bearer.grant.user.as_ref().map(|u| u.login_id.to_string()).unwrap_or_default(),
     };
     Ok((event, partner.redirect_uri.clone()))
 }
@@ -280,8 +299,16 @@ impl AuthorizationCommand {
             Self::IssueCode(request) => {
                 keys.write(Entity::AuthorizationCode(&request.code_id));
                 keys.read(Entity::Token(&request.bearer_token));
-                if let Some(family) = state.tokens.get(&request.bearer_token).and_then(|t| t.grant.family) {
-                    keys.read(Entity::Family(&family));
+                if let Some(bearer) = state.tokens.get(&request.bearer_token) {
+                    if let Some(family) = bearer.grant.family {
+                        keys.read(Entity::Family(&family));
+                    }
+                    // The bearer's authority: its client (disabled, or no longer first-party)
+                    // and its user (disabled) must not change in the same batch.
+                    keys.read(Entity::Client(&bearer.grant.client_id));
+                    if let Some(user) = &bearer.grant.user {
+                        keys.read(Entity::User(&user.institution_id, &user.login_id));
+                    }
                 }
                 keys.read(Entity::Institution(&request.institution_id));
                 keys.read(Entity::Client(&request.partner_client_id));
