@@ -144,6 +144,7 @@ fn issue(client_id: &Arc<str>) -> Command {
         grant: IssueGrant::ClientCredentials,
         requested_scopes: None,
         fingerprint: random_bytes(),
+        family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId(random_bytes()),
             refresh: TokenId(random_bytes()),

@@ -37,6 +37,9 @@ pub struct Settings {
     /// Send `expires_in` as a digit string instead of a JSON number [default: false]
     #[arg(long, env = "TOKENLEDGER_EXPIRES_IN_AS_STRING")]
     pub expires_in_as_string: Option<bool>,
+    /// Longest life of a refresh-token family from its sign-in, however often it is refreshed [default: 7776000 (90 days)]
+    #[arg(long, env = "TOKENLEDGER_FAMILY_LIFETIME_MAX_SECS")]
+    pub family_lifetime_max_secs: Option<u64>,
     /// Lifetime of authorization codes, 1 to 3600 seconds [default: 600]
     #[arg(long, env = "TOKENLEDGER_AUTHORIZATION_CODE_TTL_SECS")]
     pub authorization_code_ttl_secs: Option<u64>,
@@ -142,6 +145,7 @@ impl Settings {
             access_token_ttl_secs,
             refresh_token_ttl_secs,
             expires_in_as_string,
+            family_lifetime_max_secs,
             authorization_code_ttl_secs,
             id_token_ttl_secs,
             password_pbkdf2_iterations,
@@ -211,6 +215,8 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     pub expires_in_as_string: bool,
+    /// `family_lifetime_max_secs` in milliseconds.
+    pub family_lifetime_max_ms: i64,
     pub authorization_code_ttl_secs: u64,
     pub id_token_ttl_secs: u64,
     pub password_pbkdf2_iterations: NonZeroU32,
@@ -261,6 +267,11 @@ impl Config {
             access_token_ttl_secs: ttl(settings.access_token_ttl_secs, 3600, "access_token_ttl_secs")?,
             refresh_token_ttl_secs: ttl(settings.refresh_token_ttl_secs, 15_552_000, "refresh_token_ttl_secs")?,
             expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
+            family_lifetime_max_ms: match settings.family_lifetime_max_secs {
+                None => crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                Some(secs @ 1..=crate::domain::directory::TTL_SECS_MAX) => secs as i64 * 1000,
+                Some(_) => return Err(bad("family_lifetime_max_secs must be between 1 and 315360000 (ten years)")),
+            },
             authorization_code_ttl_secs: match settings.authorization_code_ttl_secs.unwrap_or(600) {
                 n @ 1..=3600 => n,
                 _ => return Err(bad("authorization_code_ttl_secs must be between 1 and 3600")),

@@ -98,6 +98,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         grant: issue_grant,
         requested_scopes: requested,
         fingerprint,
+        family_lifetime_max_ms: app.config.family_lifetime_max_ms,
         fresh,
     };
     match app.ledger.submit(Command::Issue(issue), call.transaction_id).await {

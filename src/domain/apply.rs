@@ -213,6 +213,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             revoked: None,
             live_refresh: None,
             expires_at_ms,
+            started_at_ms: decided_at_ms(t.issued_at_ms, at),
         });
         entry.expires_at_ms = entry.expires_at_ms.max(expires_at_ms);
         if let Some((id, _)) = refresh {

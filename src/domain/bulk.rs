@@ -377,6 +377,7 @@ mod tests {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
+                family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh,
             };
             match self.when(Command::Issue(issue)) {
@@ -452,6 +453,7 @@ mod tests {
             grant: IssueGrant::Refresh { token: issued.refresh.unwrap().id },
             requested_scopes: None,
             fingerprint: [1; 32],
+            family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
             fresh,
         };
         let head = given.state.head.seq;

@@ -40,6 +40,9 @@ pub struct Issue {
     pub requested_scopes: Option<Vec<Box<str>>>,
     /// Keyed digest of the request without secrets, for idempotent retries.
     pub fingerprint: [u8; 32],
+    /// No token of a refresh-token family outlives the family's start by more than this
+    /// (`family_lifetime_max_secs`), however often it is refreshed.
+    pub family_lifetime_max_ms: i64,
     /// Random ids for whatever this request mints (the domain draws no randomness itself).
     pub fresh: FreshIds,
 }
@@ -58,6 +61,9 @@ pub struct FreshIds {
     pub refresh: TokenId,
     pub family: FamilyId,
 }
+
+/// The default of `family_lifetime_max_secs`: 90 days.
+pub const FAMILY_LIFETIME_MAX_MS_DEFAULT: i64 = 90 * 24 * 3600 * 1000;
 
 /// An RFC 7009 revocation by the token's owning client.
 #[derive(Clone, Debug)]
@@ -205,7 +211,18 @@ impl Command {
                             keys.write(Entity::User(institution, login_id));
                         }
                     }
-                    IssueGrant::Refresh { token } => token_keys(state, token, &mut keys),
+                    IssueGrant::Refresh { token } => {
+                        token_keys(state, token, &mut keys);
+                        // Disabling (or locking) the grant's user or client must not share the
+                        // refresh's batch: decided against the state before, the refresh
+                        // would mint tokens after the disable's cutoff.
+                        if let Some(grant) = state.tokens.get(token).map(|t| &t.grant) {
+                            keys.read(Entity::Client(&grant.client_id));
+                            if let Some(user) = &grant.user {
+                                keys.read(Entity::User(&user.institution_id, &user.login_id));
+                            }
+                        }
+                    }
                     IssueGrant::AuthorizationCode(redemption) => {
                         super::authcode::decide::redemption_keys(state, redemption, &mut keys)
                     }

@@ -251,6 +251,9 @@ pub struct Family {
     pub live_refresh: Option<TokenId>,
     /// The latest expiry of any member; the family can be forgotten after it.
     pub expires_at_ms: i64,
+    /// When its first tokens were decided (the sign-in or code redemption): no member
+    /// outlives it by more than `family_lifetime_max_secs`.
+    pub started_at_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -159,6 +159,11 @@ impl LedgerHandle {
         answer.await.map_err(|_| SubmitError)?
     }
 
+    /// Requests waiting for the writer, not yet taken into a batch.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity().saturating_sub(self.sender.capacity())
+    }
+
     pub fn is_writable(&self) -> bool {
         !self.status.failed.load(Ordering::Acquire) && !self.status.stopped.load(Ordering::Acquire)
     }

@@ -76,6 +76,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     grant,
                     requested_scopes: None,
                     fingerprint: [0; 32],
+                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: fresh(seed),
                 };
                 let command = match op {
@@ -194,6 +195,7 @@ fn a_refresh_racing_a_cutoff_never_mints_a_live_token() {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
+                family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh: fresh(seed),
             };
             let signed_in = handle

@@ -6,9 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
-use tokenledger::app::App;
+use tokenledger::app::{App, sha256};
 use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
+use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::crypto::signing::SigningKeys;
+use tokenledger::ledger::LedgerHandle;
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{self as api};
@@ -77,9 +80,20 @@ impl TestServer {
         Self::serve(app, dir, opened).await
     }
 
-    /// Serves an `App` built by the test itself (e.g. on a fault-injecting storage backend).
-    pub async fn serve_app(app: Arc<App>, dir: Arc<TempDir>) -> Self {
-        Self::serve(app, dir, ()).await
+    /// A server whose ledger lives on `backend` (a storage backend the test controls), with
+    /// the rest of its files in `dir`.
+    pub async fn start_on_backend(backend: impl redb::StorageBackend, dir: Arc<TempDir>) -> Self {
+        let config = Config::resolve(test_settings(dir.path())).expect("config");
+        let db = redb::Database::builder().create_with_backend(backend).expect("database on the backend");
+        let (store, state, _) = tokenledger::ledger::open_database(db, wall_ms(), |_| {}).expect("open the ledger");
+        let state = Arc::new(parking_lot::RwLock::new(state));
+        let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).expect("writer");
+        let admin = "tladm_backend-test".to_owned();
+        let (signing, _, _) =
+            SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), wall_ms()).expect("signing keys");
+        let keys = ServerKeys::from_secret(1, &[9; 32]);
+        let app = Arc::new(App::new(config, keys, signing, state, handle, sha256(admin.as_bytes())));
+        Self::serve(app, dir, ()).await.with_admin_token(admin)
     }
 
     /// Serves `app`; `keep` (the data-dir lock, for example) lives as long as the server.

@@ -24,6 +24,7 @@ mod grpc;
 mod harness;
 mod id_token;
 mod introspect;
+mod kill_switch;
 mod limits;
 mod logs;
 mod lookup;

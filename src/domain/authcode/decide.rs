@@ -10,7 +10,7 @@ use super::{
     SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, SigningKeyActivation,
 };
 use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
-use crate::domain::decide::{mint, wire_token, wrap};
+use crate::domain::decide::{mint, mint_until, wire_token, wrap};
 use crate::domain::ids::TokenId;
 use crate::domain::scope::{self, ScopeList};
 use crate::domain::state::{Client, State, Token, TokenKind};
@@ -175,7 +175,9 @@ fn code_event(
 /// against many verifiers), and presenting a redeemed code again revokes every token issued
 /// from it.
 pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Context<'_>) -> Decision {
-    let Some(client) = state.client(&issue.client_id) else {
+    // A client disabled since it authenticated (in this very batch, which the conflict keys
+    // prevent) gets nothing: defence in depth.
+    let Some(client) = state.client(&issue.client_id).filter(|c| !c.disabled) else {
         return Decision::refuse(ErrorCode::InvalidClient);
     };
     if !client.grant_types.contains(GrantType::AuthorizationCode) {
@@ -228,6 +230,10 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
     if crate::domain::signin::may_sign_in(state, &code.institution_id, &code.login_id, ctx.now_ms).is_err() {
         return burn(CodeBurnReason::UserUnavailable, ErrorCode::InvalidToken);
     }
+    // Disabling the first-party app that vouched for the sign-in withdraws its codes too.
+    if state.client(&code.authorized_by).is_some_and(|c| c.disabled) {
+        return burn(CodeBurnReason::AuthorizerDisabled, ErrorCode::InvalidToken);
+    }
     let id_token = if code.requested(SCOPE_OPENID) {
         let Some(key_id) = state.authorization.active_signing_key.clone() else {
             // Start-up records a signing key before serving, so this is a programming error.
@@ -237,10 +243,12 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
     } else {
         None
     };
-    let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
+    // The redemption starts a family: none of its tokens will outlive this.
+    let family_end = ctx.now_ms.saturating_add(issue.family_lifetime_max_ms);
+    let access = mint_until(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs, family_end);
     let refresh = code
         .requested(SCOPE_OFFLINE_ACCESS)
-        .then(|| mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs));
+        .then(|| mint_until(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs, family_end));
     let (id_token_key_id, id_token_expires_at_ms) = id_token.unwrap_or_default();
     let event = TokensIssued {
         grant_type: GrantType::AuthorizationCode as i32,
@@ -284,11 +292,17 @@ fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
 }
 
 /// Conflict keys of a redemption: it spends the code and may revoke the code's family; it
-/// reads which key signs.
+/// reads which key signs, and the code's user, partner and authorizing client, so that
+/// disabling any of them never shares its batch.
 pub fn redemption_keys(state: &State, redemption: &CodeRedemption, keys: &mut ConflictKeys) {
     keys.write(Entity::AuthorizationCode(&redemption.code));
-    if let Some(CodeStatus::Redeemed(redeemed)) = state.authorization.codes.get(&redemption.code).map(|c| &c.status) {
-        keys.write(Entity::Family(&redeemed.family));
+    if let Some(code) = state.authorization.codes.get(&redemption.code) {
+        if let CodeStatus::Redeemed(redeemed) = &code.status {
+            keys.write(Entity::Family(&redeemed.family));
+        }
+        keys.read(Entity::User(&code.institution_id, &code.login_id));
+        keys.read(Entity::Client(&code.client_id));
+        keys.read(Entity::Client(&code.authorized_by));
     }
     keys.read(Entity::SigningKeys);
 }

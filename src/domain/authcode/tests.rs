@@ -126,6 +126,7 @@ fn redeem(client: &str, code: u8, verifier: Option<PresentedVerifier>, fresh: u8
         }),
         requested_scopes: None,
         fingerprint: [fresh; 32],
+        family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId([fresh; 16]),
             refresh: TokenId([fresh + 1; 16]),
