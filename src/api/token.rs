@@ -60,6 +60,9 @@ fn requested_scopes(params: &Params) -> Result<Option<Vec<Box<str>>>, ErrorCode>
 
 /// POST /oauth2/v1/token and TokenService.CreateToken.
 pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode> {
+    // The retry key (SPEC 3.1): a UUID in any case is the same UUID, so the ledger sees the
+    // transactionId in lower case; the transports echo it as it was sent.
+    let transaction_id = call.transaction_id.to_ascii_lowercase();
     let credentials = call.credentials?;
     let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
@@ -73,7 +76,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
-            super::signin::check_user(app, institution, login_id, password, &call.transaction_id).await?;
+            super::signin::check_user(app, institution, login_id, password, &transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
         GrantType::RefreshToken => {
@@ -101,7 +104,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         family_lifetime_max_ms: app.config.family_lifetime_max_ms,
         fresh,
     };
-    match app.ledger.submit(Command::Issue(issue), call.transaction_id).await {
+    match app.ledger.submit(Command::Issue(issue), transaction_id).await {
         Ok(Ok(Outcome::Issued(issued))) => {
             let mut reply = render(app, &issued);
             reply.id_token = super::authcode::id_token(app, &issued)?;

@@ -57,7 +57,8 @@ pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision 
 }
 
 /// SPEC 3.1: the same client retrying the same transactionId within 60 s gets the same tokens
-/// back when the request is the same, and CMN_90011 when it is not.
+/// back when the request is the same, and CMN_90011 when it is not. Tokens that are no longer
+/// active (revoked, cut off, expired) are not handed out again: the retry answers CMN_90018.
 fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decision> {
     if ctx.transaction_id.is_empty() {
         return None;
@@ -70,9 +71,17 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
     if recent.fingerprint != issue.fingerprint {
         return Some(Decision::refuse(ErrorCode::InvalidRequest));
     }
-    let access = state.tokens.get(&recent.access)?;
-    let refresh =
-        recent.refresh.and_then(|id| state.tokens.get(&id).map(|t| IssuedToken { id, expires_at_ms: t.expires_at_ms }));
+    let live = |id: &TokenId| state.active_token(id, ctx.now_ms);
+    let Some(access) = live(&recent.access) else {
+        return Some(Decision::refuse(ErrorCode::InvalidToken));
+    };
+    let refresh = match recent.refresh {
+        None => None,
+        Some(id) => match live(&id) {
+            Some(token) => Some(IssuedToken { id, expires_at_ms: token.expires_at_ms }),
+            None => return Some(Decision::refuse(ErrorCode::InvalidToken)),
+        },
+    };
     let issued = Issued {
         access: IssuedToken { id: recent.access, expires_at_ms: access.expires_at_ms },
         refresh,
