@@ -13,6 +13,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use parking_lot::RwLock;
 use tokenledger::api::form;
 use tokenledger::api::wire::{self, HeaderValues};
+use tokenledger::clock::{Clock as _, SystemClock};
 use tokenledger::crypto::credential::keyed_digest;
 use tokenledger::crypto::keys::ServerKeys;
 use tokenledger::crypto::random_bytes;
@@ -106,7 +107,7 @@ struct Bench {
 
 async fn open_ledger() -> Bench {
     let dir = tempfile::Builder::new().prefix("tl-core-bench-").tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
-    let now_ms = tokenledger::clock::now_ms();
+    let now_ms = SystemClock.now_ms();
     let (store, state, _) =
         ledger::open(&dir.path().join("ledger.redb"), now_ms, |_| {}).unwrap_or_else(|e| panic!("open ledger: {e}"));
     let handle = LedgerHandle::spawn(store, Arc::new(RwLock::new(state)), WriterConfig::default())
@@ -143,6 +144,7 @@ fn issue(client_id: &Arc<str>) -> Command {
         grant: IssueGrant::ClientCredentials,
         requested_scopes: None,
         fingerprint: random_bytes(),
+        family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId(random_bytes()),
             refresh: TokenId(random_bytes()),
@@ -291,12 +293,12 @@ impl Chain {
     fn token_id(&self) -> Vec<u8> {
         match self.ids {
             Ids::Random => random_bytes::<16>().to_vec(),
-            Ids::TimeOrdered => self.scheme.token_id(tokenledger::clock::now_ms(), random_bytes::<8>()).0.to_vec(),
+            Ids::TimeOrdered => self.scheme.token_id(SystemClock.now_ms(), random_bytes::<8>()).0.to_vec(),
         }
     }
 
     fn batch(&mut self, state: &State, n: usize) -> Vec<Append> {
-        let now_ms = tokenledger::clock::now_ms();
+        let now_ms = SystemClock.now_ms();
         (0..n)
             .map(|_| {
                 self.seq += 1;

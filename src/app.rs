@@ -9,6 +9,7 @@ use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
 use crate::api::wire::BasicCredentials;
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::credential::{self, Check};
 use crate::crypto::keys::ServerKeys;
@@ -29,6 +30,8 @@ pub struct App {
     pub signing: SigningKeys,
     /// The projections; only the ledger writer takes the write lock.
     pub state: Arc<RwLock<State>>,
+    /// The wall clock every handler reads (the writer holds the same one).
+    pub clock: Arc<dyn Clock>,
     pub ledger: LedgerHandle,
     /// SHA-256 of the admin credential in `admin.token`.
     pub admin_token_digest: [u8; 32],
@@ -57,6 +60,7 @@ impl App {
         ledger: LedgerHandle,
         admin_token_digest: [u8; 32],
     ) -> Self {
+        let clock = ledger.clock().clone();
         let dummy_password = credential::dummy_digest(config.password_pbkdf2_iterations);
         let slow_hashes = Semaphore::new(config.slow_hash_concurrency);
         let rate_limits = crate::api::ratelimit::RateLimits::new(&config.rate_limits);
@@ -68,6 +72,7 @@ impl App {
             keys,
             signing,
             state,
+            clock,
             ledger,
             admin_token_digest,
             dummy_password,
@@ -79,9 +84,20 @@ impl App {
         }
     }
 
-    /// Ready: the ledger is open, replayed and writable, and we are not shutting down.
+    /// Ready: the ledger is open, replayed and writable, we are not shutting down, and the
+    /// clock is not behind the ledger by more than `clock_skew_max_ms`.
     pub fn is_ready(&self) -> bool {
-        self.ledger.is_writable() && !self.draining.load(Ordering::Acquire)
+        self.ledger.is_writable()
+            && !self.draining.load(Ordering::Acquire)
+            && self.clock_behind_ledger_ms() <= self.config.writer.clock_skew_max_ms
+    }
+
+    /// How far the clock is behind the recorded time of the last ledger event; 0 when it is
+    /// not behind. More than a little means the clock stepped back, or stepped forward earlier
+    /// and was corrected (see docs/operations.md, "Clock").
+    pub fn clock_behind_ledger_ms(&self) -> i64 {
+        let head_ms = self.state.read().head.recorded_at_ms;
+        head_ms.saturating_sub(self.clock.now_ms()).max(0)
     }
 
     /// Authenticates a client by its Basic credentials (CMN_90004 on any failure). A disabled
@@ -96,7 +112,7 @@ impl App {
         if self.secret_matches(&client, &credentials.client_secret, &client.secret).await {
             return Ok(client);
         }
-        match client.previous_secret_at(crate::clock::now_ms()) {
+        match client.previous_secret_at(self.clock.now_ms()) {
             Some(previous) if self.secret_matches(&client, &credentials.client_secret, previous).await => Ok(client),
             _ => Err(ErrorCode::InvalidClient),
         }

@@ -37,6 +37,9 @@ pub struct Settings {
     /// Send `expires_in` as a digit string instead of a JSON number [default: false]
     #[arg(long, env = "TOKENLEDGER_EXPIRES_IN_AS_STRING")]
     pub expires_in_as_string: Option<bool>,
+    /// Longest life of a refresh-token family from its sign-in, however often it is refreshed [default: 7776000 (90 days)]
+    #[arg(long, env = "TOKENLEDGER_FAMILY_LIFETIME_MAX_SECS")]
+    pub family_lifetime_max_secs: Option<u64>,
     /// Lifetime of authorization codes, 1 to 3600 seconds [default: 600]
     #[arg(long, env = "TOKENLEDGER_AUTHORIZATION_CODE_TTL_SECS")]
     pub authorization_code_ttl_secs: Option<u64>,
@@ -55,6 +58,9 @@ pub struct Settings {
     /// Most commands committed in one ledger transaction [default: 1024]
     #[arg(long, env = "TOKENLEDGER_BATCH_COMMANDS_MAX")]
     pub batch_commands_max: Option<usize>,
+    /// How far the clock may be behind the ledger head before the server reports it and is not ready [default: 5000]
+    #[arg(long, env = "TOKENLEDGER_CLOCK_SKEW_MAX_MS")]
+    pub clock_skew_max_ms: Option<u64>,
     /// Seconds to drain in-flight requests on SIGINT/SIGTERM [default: 10]
     #[arg(long, env = "TOKENLEDGER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
@@ -139,12 +145,14 @@ impl Settings {
             access_token_ttl_secs,
             refresh_token_ttl_secs,
             expires_in_as_string,
+            family_lifetime_max_secs,
             authorization_code_ttl_secs,
             id_token_ttl_secs,
             password_pbkdf2_iterations,
             body_limit_bytes,
             writer_queue_capacity,
             batch_commands_max,
+            clock_skew_max_ms,
             shutdown_grace_secs,
             slow_hash_concurrency,
             lockout_failures,
@@ -207,6 +215,8 @@ pub struct Config {
     pub access_token_ttl_secs: u64,
     pub refresh_token_ttl_secs: u64,
     pub expires_in_as_string: bool,
+    /// `family_lifetime_max_secs` in milliseconds.
+    pub family_lifetime_max_ms: i64,
     pub authorization_code_ttl_secs: u64,
     pub id_token_ttl_secs: u64,
     pub password_pbkdf2_iterations: NonZeroU32,
@@ -257,6 +267,11 @@ impl Config {
             access_token_ttl_secs: ttl(settings.access_token_ttl_secs, 3600, "access_token_ttl_secs")?,
             refresh_token_ttl_secs: ttl(settings.refresh_token_ttl_secs, 15_552_000, "refresh_token_ttl_secs")?,
             expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
+            family_lifetime_max_ms: match settings.family_lifetime_max_secs {
+                None => crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                Some(secs @ 1..=crate::domain::directory::TTL_SECS_MAX) => secs as i64 * 1000,
+                Some(_) => return Err(bad("family_lifetime_max_secs must be between 1 and 315360000 (ten years)")),
+            },
             authorization_code_ttl_secs: match settings.authorization_code_ttl_secs.unwrap_or(600) {
                 n @ 1..=3600 => n,
                 _ => return Err(bad("authorization_code_ttl_secs must be between 1 and 3600")),
@@ -274,6 +289,10 @@ impl Config {
             writer: WriterConfig {
                 queue_capacity: settings.writer_queue_capacity.unwrap_or(defaults.queue_capacity).max(1),
                 batch_commands_max: settings.batch_commands_max.unwrap_or(defaults.batch_commands_max).max(1),
+                clock_skew_max_ms: match settings.clock_skew_max_ms {
+                    None => defaults.clock_skew_max_ms,
+                    Some(ms) => i64::try_from(ms).map_err(|_| bad("clock_skew_max_ms is too large"))?,
+                },
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),

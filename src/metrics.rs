@@ -269,6 +269,7 @@ impl Metrics {
         gauge("tokenledger_ledger_head_seq", head_seq as f64);
         gauge("tokenledger_ledger_writable", f64::from(u8::from(app.ledger.is_writable())));
         gauge("tokenledger_ready", f64::from(u8::from(app.is_ready())));
+        gauge("tokenledger_clock_behind_ledger_seconds", app.clock_behind_ledger_ms() as f64 / 1000.0);
         self.handle.render()
     }
 }
@@ -279,7 +280,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 25] = [
+    let rows: [(&str, Option<Unit>, &str); 26] = [
         (
             "tokenledger_requests_total",
             None,
@@ -313,6 +314,11 @@ fn describe(recorder: &PrometheusRecorder) {
         ("tokenledger_ledger_head_seq", None, "Sequence number of the last event"),
         ("tokenledger_ledger_writable", None, "1 while the ledger accepts writes"),
         ("tokenledger_ready", None, "1 while /readyz answers ready"),
+        (
+            "tokenledger_clock_behind_ledger_seconds",
+            Some(Unit::Seconds),
+            "How far the clock is behind the time of the last ledger event (0 when it is not)",
+        ),
         ("tokenledger_live_tokens", None, "Unexpired tokens held in memory (revoked ones until they expire)"),
         ("tokenledger_live_token_families", None, "Unexpired token families held in memory"),
         ("tokenledger_replay_seconds", Some(Unit::Seconds), "Start-up replay time of the ledger"),

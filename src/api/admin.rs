@@ -90,6 +90,7 @@ fn client_event(app: &App, spec: &api::ClientSpec, secret: CredentialDigest) -> 
         secondary_authentication_enabled: spec.secondary_authentication_enabled,
         device_registration_enabled: spec.device_registration_enabled,
         secret: Some(secret),
+        authorize_partners: spec.authorize_partners,
     }
 }
 
@@ -296,6 +297,7 @@ pub fn client_view(client: &Arc<Client>) -> api::Client {
             consent_enabled: client.consent_enabled,
             secondary_authentication_enabled: client.secondary_authentication_enabled,
             device_registration_enabled: client.device_registration_enabled,
+            authorize_partners: client.authorize_partners,
         }),
         secret_kind: match client.secret.kind {
             Some(credential_digest::Kind::Keyed(_)) => "generated".to_owned(),

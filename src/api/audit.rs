@@ -342,7 +342,7 @@ async fn stream_events(
         }
         let resume = format!("resume from seq {cursor}");
         let idle_end = plan.to_time_ms.map(|to| {
-            let wait_ms = to.saturating_add(FOLLOW_END_GRACE_MS).saturating_sub(crate::clock::now_ms()).max(0);
+            let wait_ms = to.saturating_add(FOLLOW_END_GRACE_MS).saturating_sub(app.clock.now_ms()).max(0);
             tokio::time::Instant::now() + std::time::Duration::from_millis(wait_ms as u64)
         });
         tokio::select! {
@@ -423,7 +423,7 @@ impl AuditService for AuditGrpc {
         let (facts, events, truncated) =
             token_story(&self.app, &request.get_ref().token).await.map_err(audit_status)?;
         let last_ms = events.last().map_or(0, |e| e.envelope.recorded_at_ms);
-        let (steps, status) = history::replay(&facts, &events, crate::clock::now_ms().max(last_ms));
+        let (steps, status) = history::replay(&facts, &events, self.app.clock.now_ms().max(last_ms));
         let entries = steps
             .iter()
             .map(|step| api::HistoryEntry {
@@ -504,7 +504,7 @@ impl AuditService for AuditGrpc {
             seq: head.seq,
             hash: head.hash,
             recorded_at_ms: head.recorded_at_ms,
-            signed_at_ms: crate::clock::now_ms(),
+            signed_at_ms: self.app.clock.now_ms(),
         };
         let signed = self.checkpoint_key.sign(&body);
         Ok(Response::new(api::Checkpoint {
@@ -540,7 +540,7 @@ impl AuditService for AuditGrpc {
         let (credential, from_ms, to_ms) =
             blast_question(&self.app, r.credential, r.from_ms, r.to_ms).map_err(audit_status)?;
         let listing = blast_listing(&self.app, credential, from_ms, to_ms).await.map_err(audit_status)?;
-        let now_ms = crate::clock::now_ms();
+        let now_ms = self.app.clock.now_ms();
         let state = self.app.state.read();
         let mut answer = api::BlastRadiusResponse { truncated: listing.truncated, ..Default::default() };
         for (facts, relation) in &listing.tokens {

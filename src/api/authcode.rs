@@ -66,7 +66,7 @@ pub fn authorize_client(app: &App, call: &Call, bearer: Option<&str>) -> Result<
     let institution = call.institution.required()?;
     let partner_id = partner_id(&call.params)?;
     let state = app.state.read();
-    let bearer = check_bearer(&state, &token, institution, crate::clock::now_ms())?;
+    let bearer = check_bearer(&state, &token, institution, app.clock.now_ms())?;
     let partner = check_partner(&state, bearer, partner_id, false)?;
     Ok(ClientAuthorization {
         scopes: partner.scopes.join(","),

@@ -73,7 +73,7 @@ pub fn get_institution(app: &App, request: &api::GetInstitutionRequest) -> Resul
 }
 
 pub fn list_clients(app: &App, request: &api::ListClientsRequest) -> api::ListClientsResponse {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let mut clients: Vec<&Arc<Client>> = state
         .clients
@@ -87,7 +87,7 @@ pub fn list_clients(app: &App, request: &api::ListClientsRequest) -> api::ListCl
 pub fn get_client(app: &App, client_id: &str) -> Result<api::Client, AdminError> {
     let state = app.state.read();
     let client = state.client(client_id).ok_or_else(|| not_found(format!("client {client_id:?} does not exist")))?;
-    Ok(client_status_view(client, crate::clock::now_ms()))
+    Ok(client_status_view(client, app.clock.now_ms()))
 }
 
 pub fn list_users(app: &App, request: &api::ListUsersRequest) -> Result<api::ListUsersResponse, AdminError> {
@@ -96,7 +96,7 @@ pub fn list_users(app: &App, request: &api::ListUsersRequest) -> Result<api::Lis
         n if n > USERS_PAGE_MAX => return Err(invalid(format!("page_size must be at most {USERS_PAGE_MAX}"))),
         n => n,
     } as usize;
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     if !state.institutions.contains_key(request.institution_id.as_str()) {
         return Err(not_found(format!("institution {:?} does not exist", request.institution_id)));
@@ -144,13 +144,13 @@ fn read_user(app: &App, user: &UserRef) -> Result<api::User, AdminError> {
     let found = state
         .user(&user.institution_id, &user.login_id)
         .ok_or_else(|| not_found(format!("user {} does not exist", user.login_id)))?;
-    Ok(user_status_view(&state, found, crate::clock::now_ms()))
+    Ok(user_status_view(&state, found, app.clock.now_ms()))
 }
 
 pub fn get_user(app: &App, request: &api::GetUserRequest) -> Result<api::User, AdminError> {
     let state = app.state.read();
     let user = find_user(&state, request)?;
-    Ok(user_status_view(&state, user, crate::clock::now_ms()))
+    Ok(user_status_view(&state, user, app.clock.now_ms()))
 }
 
 pub async fn rotate_client_secret(
@@ -182,6 +182,20 @@ pub async fn set_client_disabled(
     };
     change(app, command, transaction_id).await?;
     get_client(app, &client_id)
+}
+
+/// SetClientAuthorizePartners: whether the client is a first-party app (SPEC 3.4).
+pub async fn set_client_authorize_partners(
+    app: &App,
+    transaction_id: String,
+    request: api::SetClientAuthorizePartnersRequest,
+) -> Result<api::Client, AdminError> {
+    let command = AccountCommand::SetAuthorizePartners {
+        client_id: request.client_id.clone(),
+        authorize_partners: request.authorize_partners,
+    };
+    change(app, command, transaction_id).await?;
+    get_client(app, &request.client_id)
 }
 
 pub async fn set_user_password(

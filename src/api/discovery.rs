@@ -40,7 +40,7 @@ pub fn metadata(app: &App) -> serde_json::Value {
 /// GET /.well-known/jwks.json: the public keys the ledger says are published now (the active
 /// key, and retired keys until the last ID token they signed has expired).
 pub fn jwks(app: &App) -> serde_json::Value {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let keys: Vec<serde_json::Value> = state
         .authorization

@@ -297,6 +297,17 @@ impl AdminService for AdminGrpc {
         Ok(reply(client, &transaction_id))
     }
 
+    async fn set_client_authorize_partners(
+        &self,
+        request: Request<SetClientAuthorizePartnersRequest>,
+    ) -> Result<Response<Client>, Status> {
+        let transaction_id = admin_call(&self.app, request.metadata())?;
+        let client = directory::set_client_authorize_partners(&self.app, transaction_id.clone(), request.into_inner())
+            .await
+            .map_err(admin_status)?;
+        Ok(reply(client, &transaction_id))
+    }
+
     async fn set_user_password(&self, request: Request<SetUserPasswordRequest>) -> Result<Response<User>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
         let user = directory::set_user_password(&self.app, transaction_id.clone(), request.into_inner())

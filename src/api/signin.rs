@@ -24,7 +24,7 @@ pub async fn check_user(
     password: &str,
     transaction_id: &str,
 ) -> Result<(), ErrorCode> {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let (key, stored) = {
         let state = app.state.read();
         match state.user(institution_id, login_id) {

@@ -22,7 +22,7 @@ pub enum RotateError {
 /// Makes a new key the one that signs; returns it and the key it replaced.
 pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSigningKeyResponse, RotateError> {
     let _one_at_a_time = app.signing.rotation.lock().await;
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let keep: Vec<String> =
         app.state.read().authorization.published_keys(now_ms).into_iter().map(|k| k.key_id.clone()).collect();
     let key = SigningKey::generate(now_ms).map_err(|e| RotateError::KeyFile(e.to_string()))?;
@@ -47,7 +47,7 @@ pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSign
 
 /// Every signing key the ledger knows, newest first.
 pub fn list(app: &App) -> api::ListSigningKeysResponse {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let mut keys: Vec<&SigningKeyInfo> = state.authorization.signing_keys.values().collect();
     keys.sort_by_key(|k| std::cmp::Reverse(k.activated_seq));

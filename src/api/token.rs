@@ -60,6 +60,9 @@ fn requested_scopes(params: &Params) -> Result<Option<Vec<Box<str>>>, ErrorCode>
 
 /// POST /oauth2/v1/token and TokenService.CreateToken.
 pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode> {
+    // The retry key (SPEC 3.1): a UUID in any case is the same UUID, so the ledger sees the
+    // transactionId in lower case; the transports echo it as it was sent.
+    let transaction_id = call.transaction_id.to_ascii_lowercase();
     let credentials = call.credentials?;
     let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
@@ -73,7 +76,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
-            super::signin::check_user(app, institution, login_id, password, &call.transaction_id).await?;
+            super::signin::check_user(app, institution, login_id, password, &transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
         GrantType::RefreshToken => {
@@ -98,9 +101,10 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         grant: issue_grant,
         requested_scopes: requested,
         fingerprint,
+        family_lifetime_max_ms: app.config.family_lifetime_max_ms,
         fresh,
     };
-    match app.ledger.submit(Command::Issue(issue), call.transaction_id).await {
+    match app.ledger.submit(Command::Issue(issue), transaction_id).await {
         Ok(Ok(Outcome::Issued(issued))) => {
             let mut reply = render(app, &issued);
             reply.id_token = super::authcode::id_token(app, &issued)?;
@@ -116,7 +120,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
 /// Ids for what a token request may mint, ordered by time for the index (see
 /// `ledger::token_ids`), from one read of the CSPRNG.
 fn fresh_ids(app: &App) -> FreshIds {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let random: [u8; 24] = random_bytes();
     let half = |i: usize| -> [u8; 8] { random[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
     let ids = app.ledger.token_ids();
@@ -152,7 +156,7 @@ fn fingerprint(app: &App, params: &Params, institution: Option<&str>) -> [u8; 32
 }
 
 fn render(app: &App, issued: &Issued) -> TokenReply {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let expires_in = |at_ms: i64| ((at_ms - now_ms).max(0) + 999) / 1000;
     TokenReply {
         access_token: token_string::encode(&app.keys, StringKind::Access, &issued.access.id),
@@ -233,7 +237,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(Introspection::default()),
     };
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let Some(token) = state.active_token(&id, now_ms).filter(|t| t.kind == kind) else {
         return Ok(Introspection::default());
@@ -252,7 +256,9 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         sub: Some(user.map_or_else(|| grant.client_id.to_string(), |u| u.institution_user_id.to_string())),
         token_type: Some(kind.introspection_name()),
         exp: Some(token.expires_at_ms / 1000),
-        iat: Some(token.issued_at_ms / 1000),
+        // A token's recorded time lies ahead of the clock while the clock is behind the ledger
+        // head (after a clock step); `iat` never claims a time later than the answer's.
+        iat: Some(token.issued_at_ms.min(now_ms) / 1000),
         iss: Some(app.config.issuer.clone()),
         institution_id: Some(grant.institution_id.to_string()),
         grant_type: Some(grant_type_name(grant.grant_type)),

@@ -82,7 +82,7 @@ pub fn lookup(app: &App, call: &LookupCall) -> Result<InstitutionUserView, Looku
     let Some((StringKind::Access, token_id)) = token_string::decode(&app.keys, presented) else {
         return Err(LookupError::Unauthenticated);
     };
-    let now_ms = crate::clock::now_ms();
+    let now_ms = app.clock.now_ms();
     let state = app.state.read();
     let token = state
         .active_token(&token_id, now_ms)

@@ -168,12 +168,36 @@ pub fn summary(event: &Event) -> String {
         }
         event::Kind::InstitutionCreated(i) => format!("institution {} created ({})", i.institution_id, i.name),
         event::Kind::ClientCreated(c) => format!(
-            "client {} created for institutions {}; grants {}; scopes {}",
+            "client {} created for institutions {}; grants {}; scopes {}{}",
             c.client_id,
             c.institution_ids.join(","),
             c.grant_types.join(","),
-            c.scopes.join(" ")
+            c.scopes.join(" "),
+            if c.authorize_partners { "; first-party (authorizes partners)" } else { "" }
         ),
+        event::Kind::ClientAuthorizePartnersSet(c) => format!(
+            "client {} {} authorize partners",
+            c.client_id,
+            if c.authorize_partners { "may now" } else { "may no longer" }
+        ),
+        event::Kind::AuthorizationCodeIssued(c) => {
+            let by_user = if c.authorized_by_login_id.is_empty() {
+                "an institution-level token".to_owned()
+            } else {
+                format!("the token of user {}", c.authorized_by_login_id)
+            };
+            format!(
+                "authorization code {} for partner {}, user {} of institution {}, scopes {}; authorized by client {} with {} ({})",
+                id(&c.code_id),
+                c.client_id,
+                c.login_id,
+                c.institution_id,
+                c.scopes.join(" "),
+                c.authorized_by_client_id,
+                by_user,
+                id(&c.authorized_by_token_id),
+            )
+        }
         event::Kind::UserCreated(u) => format!("user {} of institution {} created", u.login_id, u.institution_id),
         event::Kind::TokensIssued(t) => {
             let grant = grant_type_name(GrantType::try_from(t.grant_type).unwrap_or(GrantType::Unspecified));

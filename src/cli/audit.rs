@@ -16,6 +16,7 @@ use crate::audit::chain::{self, ChainWalker, Claim};
 use crate::audit::checkpoint::{Checkpoint, CheckpointDocument};
 use crate::audit::time::{format_ms, parse_time};
 use crate::audit::view;
+use crate::clock::{Clock as _, SystemClock};
 use crate::domain::ids::{hex, parse_hex};
 use crate::proto::audit_service_client::AuditServiceClient;
 use crate::proto::{self as api};
@@ -218,7 +219,7 @@ fn event_line(e: &api::LedgerEvent) -> String {
 }
 
 async fn events(a: EventsArgs) -> Result<(), String> {
-    let now_ms = crate::clock::now_ms();
+    let now_ms = SystemClock.now_ms();
     let time = |t: &Option<String>| t.as_deref().map(|t| parse_time(t, now_ms)).transpose();
     let user = match &a.user {
         Some(text) => {
@@ -354,7 +355,7 @@ async fn token(a: TokenArgs) -> Result<(), String> {
 }
 
 async fn status_at(a: StatusAtArgs) -> Result<(), String> {
-    let at_ms = parse_time(&a.time, crate::clock::now_ms())?;
+    let at_ms = parse_time(&a.time, SystemClock.now_ms())?;
     let mut client = audit_client(&a.output.remote).await?;
     let answer = client
         .token_status_at(api::TokenStatusAtRequest { token: a.token, at_ms })
@@ -594,7 +595,7 @@ async fn verify_checkpoint(a: VerifyCheckpointArgs) -> Result<(), String> {
 
 async fn blast_radius(a: BlastRadiusArgs) -> Result<(), String> {
     use api::blast_radius_request::Credential;
-    let now_ms = crate::clock::now_ms();
+    let now_ms = SystemClock.now_ms();
     let from_ms = a.from.as_deref().map(|t| parse_time(t, now_ms)).transpose()?.unwrap_or(0);
     let to_ms = a.to.as_deref().map(|t| parse_time(t, now_ms)).transpose()?.unwrap_or(0);
     let credential = match (&a.client, &a.token) {

@@ -66,6 +66,14 @@ pub enum ClientCommand {
         #[arg(long, default_value_t = 0)]
         overlap_secs: u64,
     },
+    /// Mark the client as a first-party app whose access tokens may mint authorization codes
+    /// for partner apps (SPEC 3.4), or take that away with --off
+    AuthorizePartners {
+        client_id: String,
+        /// Take the capability away
+        #[arg(long)]
+        off: bool,
+    },
     /// Refuse the client everywhere and end every token it holds
     Disable { client_id: String },
     /// Let a disabled client authenticate again
@@ -105,6 +113,9 @@ pub struct ClientSpecArgs {
     pub secondary_authentication_enabled: bool,
     #[arg(long)]
     pub device_registration_enabled: bool,
+    /// A first-party app: its access tokens may mint authorization codes for partner apps
+    #[arg(long)]
+    pub authorize_partners: bool,
 }
 
 #[derive(Args, Debug)]
@@ -317,6 +328,7 @@ fn client_json(client: &api::Client) -> Value {
         "consent_enabled": spec.consent_enabled,
         "secondary_authentication_enabled": spec.secondary_authentication_enabled,
         "device_registration_enabled": spec.device_registration_enabled,
+        "authorize_partners": spec.authorize_partners,
         "secret_kind": client.secret_kind,
         "disabled": client.disabled,
         "previous_secret_valid_until_ms": client.previous_secret_valid_until_ms,
@@ -327,10 +339,11 @@ fn client_json(client: &api::Client) -> Value {
 fn client_text(client: &api::Client) -> String {
     let spec = client.spec.clone().unwrap_or_default();
     format!(
-        "client {} ({}){}: institutions {}; grants {}; scopes {}",
+        "client {} ({}){}{}: institutions {}; grants {}; scopes {}",
         spec.client_id,
         if spec.name.is_empty() { "no name" } else { &spec.name },
         if client.disabled { " DISABLED" } else { "" },
+        if spec.authorize_partners { " first-party (authorizes partners)" } else { "" },
         spec.institution_ids.join(","),
         spec.grant_types.join(","),
         spec.scopes.join(" "),
@@ -442,6 +455,7 @@ pub async fn run_client(args: ClientArgs) -> Result<(), String> {
                 consent_enabled: spec.consent_enabled,
                 secondary_authentication_enabled: spec.secondary_authentication_enabled,
                 device_registration_enabled: spec.device_registration_enabled,
+                authorize_partners: spec.authorize_partners,
             };
             let created = call!(client, create_client, api::CreateClientRequest { spec: Some(spec) });
             print_secret(args.json, created.client.as_ref(), &created.client_secret, "created");
@@ -460,6 +474,11 @@ pub async fn run_client(args: ClientArgs) -> Result<(), String> {
             let rotated =
                 call!(client, rotate_client_secret, api::RotateClientSecretRequest { client_id, overlap_secs });
             print_secret(args.json, rotated.client.as_ref(), &rotated.client_secret, "rotated the secret of");
+        }
+        ClientCommand::AuthorizePartners { client_id, off } => {
+            let request = api::SetClientAuthorizePartnersRequest { client_id, authorize_partners: !off };
+            let changed = call!(client, set_client_authorize_partners, request);
+            print(args.json, client_json(&changed), client_text(&changed));
         }
         ClientCommand::Disable { client_id } => {
             let changed = call!(client, disable_client, api::GetClientRequest { client_id });

@@ -50,6 +50,8 @@ pub struct FileClient {
     pub consent_enabled: bool,
     pub secondary_authentication_enabled: bool,
     pub device_registration_enabled: bool,
+    /// A first-party app that may mint authorization codes for partners (SPEC 3.4).
+    pub authorize_partners: bool,
 }
 
 #[derive(Deserialize, Default)]
@@ -102,6 +104,7 @@ impl ImportFile {
                         consent_enabled: c.consent_enabled,
                         secondary_authentication_enabled: c.secondary_authentication_enabled,
                         device_registration_enabled: c.device_registration_enabled,
+                        authorize_partners: c.authorize_partners,
                     }),
                     client_secret: c.client_secret,
                 })

@@ -9,6 +9,7 @@ use clap::Args;
 use super::RemoteArgs;
 use super::remote::{admin_client, describe};
 use crate::audit::time::parse_time;
+use crate::clock::{Clock as _, SystemClock};
 use crate::proto::{self as api, bulk_revoke_request::Scope};
 
 #[derive(Args, Debug)]
@@ -63,7 +64,7 @@ pub async fn run(args: RevokeArgs) -> Result<(), String> {
         return Err("give one of --client, --user, --institution, --family or --token".into());
     };
     let issued_before_ms =
-        args.issued_before.as_deref().map(|t| parse_time(t, crate::clock::now_ms())).transpose()?.unwrap_or(0);
+        args.issued_before.as_deref().map(|t| parse_time(t, SystemClock.now_ms())).transpose()?.unwrap_or(0);
     let request = api::BulkRevokeRequest { scope: Some(scope), issued_before_ms, note: args.note };
     let mut client = admin_client(&args.remote).await?;
     let answer = client.bulk_revoke(request).await.map_err(|s| describe(&s))?.into_inner();

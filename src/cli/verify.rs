@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use crate::clock::{Clock as _, SystemClock};
 use crate::domain::State;
 use crate::domain::ids::hex;
 use crate::ledger::{Store, replay};
@@ -34,7 +35,7 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             }
             replay::ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
         })?;
-    let now_ms = crate::clock::now_ms();
+    let now_ms = SystemClock.now_ms();
     let active = state.tokens.values().filter(|t| state.is_active(t, now_ms)).count();
     if args.json {
         let out = serde_json::json!({

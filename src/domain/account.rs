@@ -9,8 +9,8 @@ use super::decide::wrap;
 use super::directory::{DirectoryError, validate_user};
 use super::state::{State, User};
 use crate::proto::ledger::{
-    ClientDisabled, ClientEnabled, ClientSecretRotated, CredentialDigest, UserCreated, UserDisabled, UserEnabled,
-    UserLocked, UserPasswordSet, UserUnlocked, UserUpdated, event,
+    ClientAuthorizePartnersSet, ClientDisabled, ClientEnabled, ClientSecretRotated, CredentialDigest, UserCreated,
+    UserDisabled, UserEnabled, UserLocked, UserPasswordSet, UserUnlocked, UserUpdated, event,
 };
 
 /// Longest overlap during which a rotated-out client secret still works: 30 days.
@@ -37,6 +37,11 @@ pub enum AccountCommand {
     EnableClient {
         client_id: String,
     },
+    /// Mark a client as a first-party app that may authorize partners, or take that away.
+    SetAuthorizePartners {
+        client_id: String,
+        authorize_partners: bool,
+    },
     SetPassword {
         user: UserRef,
         password: CredentialDigest,
@@ -54,7 +59,8 @@ impl AccountCommand {
         match self {
             Self::RotateClientSecret { client_id, .. }
             | Self::DisableClient { client_id }
-            | Self::EnableClient { client_id } => keys.write(Entity::Client(client_id)),
+            | Self::EnableClient { client_id }
+            | Self::SetAuthorizePartners { client_id, .. } => keys.write(Entity::Client(client_id)),
             Self::SetPassword { user, .. }
             | Self::LockUser(user)
             | Self::UnlockUser(user)
@@ -108,6 +114,12 @@ fn account_event(state: &State, command: &AccountCommand, ctx: Context<'_>) -> R
         }
         AccountCommand::EnableClient { client_id } => {
             event::Kind::ClientEnabled(ClientEnabled { client_id: client(client_id)? })
+        }
+        AccountCommand::SetAuthorizePartners { client_id, authorize_partners } => {
+            event::Kind::ClientAuthorizePartnersSet(ClientAuthorizePartnersSet {
+                client_id: client(client_id)?,
+                authorize_partners: *authorize_partners,
+            })
         }
         AccountCommand::SetPassword { user: u, password } => {
             let (institution_id, login_id) = user(u)?;

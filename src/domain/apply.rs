@@ -43,6 +43,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             kind @ (event::Kind::ClientSecretRotated(_)
             | event::Kind::ClientDisabled(_)
             | event::Kind::ClientEnabled(_)
+            | event::Kind::ClientAuthorizePartnersSet(_)
             | event::Kind::UserPasswordSet(_)
             | event::Kind::UserLocked(_)
             | event::Kind::UserUnlocked(_)
@@ -83,6 +84,12 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     state.head.recorded_at_ms = at.recorded_at_ms;
 }
 
+/// When an event was decided: its own `issued_at_ms` field, or for events from before that
+/// field, the time it was recorded at.
+pub(super) fn decided_at_ms(issued_at_ms: i64, at: Recorded<'_>) -> i64 {
+    if issued_at_ms > 0 { issued_at_ms } else { at.recorded_at_ms }
+}
+
 fn reason(raw: i32) -> RevocationReason {
     RevocationReason::try_from(raw).unwrap_or(RevocationReason::Unspecified)
 }
@@ -106,6 +113,7 @@ fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
         consent_enabled: c.consent_enabled,
         secondary_authentication_enabled: c.secondary_authentication_enabled,
         device_registration_enabled: c.device_registration_enabled,
+        authorize_partners: c.authorize_partners,
         secret: c.secret.clone().unwrap_or_default(),
         created_seq: at.seq,
         disabled: false,
@@ -205,6 +213,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             revoked: None,
             live_refresh: None,
             expires_at_ms,
+            started_at_ms: decided_at_ms(t.issued_at_ms, at),
         });
         entry.expires_at_ms = entry.expires_at_ms.max(expires_at_ms);
         if let Some((id, _)) = refresh {
@@ -214,8 +223,8 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     let fingerprint = <[u8; 32]>::try_from(t.request_fingerprint.as_slice());
     if let (Some((access, _)), Ok(fingerprint), false) = (access, fingerprint, at.transaction_id.is_empty()) {
         let key = RequestKey { client_id: grant.client_id.clone(), transaction_id: at.transaction_id.to_owned() };
-        let recent =
-            RecentRequest { fingerprint, at_ms: at.recorded_at_ms, access, refresh: refresh.map(|(id, _)| id) };
+        let at_ms = decided_at_ms(t.issued_at_ms, at);
+        let recent = RecentRequest { fingerprint, at_ms, access, refresh: refresh.map(|(id, _)| id) };
         state.recent_requests.insert(key, recent);
     }
 }

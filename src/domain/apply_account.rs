@@ -14,7 +14,9 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
     match kind {
         event::Kind::ClientSecretRotated(r) => update_client(state, &r.client_id, |c| {
             let previous = std::mem::replace(&mut c.secret, r.secret.clone().unwrap_or_default());
-            c.previous_secret = (r.previous_secret_valid_until_ms > at.recorded_at_ms)
+            // Kept whenever it has an end: `previous_secret_at` compares that with the clock,
+            // not with the recorded time, which may lie ahead of the clock after a clock step.
+            c.previous_secret = (r.previous_secret_valid_until_ms > 0)
                 .then_some(PreviousSecret { digest: previous, valid_until_ms: r.previous_secret_valid_until_ms });
         }),
         event::Kind::ClientDisabled(d) => {
@@ -25,6 +27,9 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             state.cutoffs.add(&CutoffScope::Client(d.client_id.clone()), Cutoff::new(at.seq, at.recorded_at_ms, 0));
         }
         event::Kind::ClientEnabled(e) => update_client(state, &e.client_id, |c| c.disabled = false),
+        event::Kind::ClientAuthorizePartnersSet(e) => {
+            update_client(state, &e.client_id, |c| c.authorize_partners = e.authorize_partners)
+        }
         event::Kind::UserPasswordSet(p) => {
             update_user(state, &p.institution_id, &p.login_id, |u| u.password = p.password.clone().unwrap_or_default())
         }

@@ -143,9 +143,15 @@ fn cutoff(state: &State, scope: &CutoffScope, issued_before_ms: i64, note: &str,
     if !known {
         return Err(DirectoryError::NotFound(format!("{} does not exist (or has expired)", describe(scope))));
     }
-    // The cutoff this event will record: nothing issued after the current head is covered,
-    // and no command shares this batch, so every token it covers is in `state` now.
-    let planned = Cutoff::new(state.head.seq.saturating_add(1), ctx.now_ms, issued_before_ms);
+    // A bound at or after the clock's reading means "everything so far". Recording it as
+    // no bound keeps that meaning when the ledger's time is ahead of the clock (after a clock
+    // step): tokens recorded at the ledger's later time are covered too.
+    let issued_before_ms = if issued_before_ms >= ctx.now_ms { 0 } else { issued_before_ms };
+    // The cutoff this event will record (at the batch's recorded time, which never goes back):
+    // nothing issued after the current head is covered, and no command shares this batch, so
+    // every token it covers is in `state` now.
+    let recorded_at_ms = ctx.now_ms.max(state.head.recorded_at_ms);
+    let planned = Cutoff::new(state.head.seq.saturating_add(1), recorded_at_ms, issued_before_ms);
     let ended = state
         .tokens
         .values()
@@ -371,6 +377,7 @@ mod tests {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
+                family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh,
             };
             match self.when(Command::Issue(issue)) {
@@ -446,6 +453,7 @@ mod tests {
             grant: IssueGrant::Refresh { token: issued.refresh.unwrap().id },
             requested_scopes: None,
             fingerprint: [1; 32],
+            family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
             fresh,
         };
         let head = given.state.head.seq;
@@ -501,6 +509,6 @@ mod tests {
     #[test]
     fn bulk_commands_run_alone_in_their_batch() {
         let command = Command::Bulk(BulkCommand::Token { token: TokenId([1; 16]) });
-        assert!(command.conflict_keys(&State::default(), "").exclusive);
+        assert!(command.conflict_keys(&State::default(), "", Default::default()).exclusive);
     }
 }

@@ -40,6 +40,9 @@ pub struct Issue {
     pub requested_scopes: Option<Vec<Box<str>>>,
     /// Keyed digest of the request without secrets, for idempotent retries.
     pub fingerprint: [u8; 32],
+    /// No token of a refresh-token family outlives the family's start by more than this
+    /// (`family_lifetime_max_secs`), however often it is refreshed.
+    pub family_lifetime_max_ms: i64,
     /// Random ids for whatever this request mints (the domain draws no randomness itself).
     pub fresh: FreshIds,
 }
@@ -59,6 +62,9 @@ pub struct FreshIds {
     pub family: FamilyId,
 }
 
+/// The default of `family_lifetime_max_secs`: 90 days.
+pub const FAMILY_LIFETIME_MAX_MS_DEFAULT: i64 = 90 * 24 * 3600 * 1000;
+
 /// An RFC 7009 revocation by the token's owning client.
 #[derive(Clone, Debug)]
 pub struct Revoke {
@@ -70,6 +76,10 @@ pub struct Revoke {
 /// What `decide` needs besides the state: the batch time and the request's correlation id.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
+    /// The clock's reading for this batch. Lifetimes, lockout windows and retry windows are
+    /// counted from it. The batch's events are recorded at `max(now_ms, head)` so that ledger
+    /// time never decreases; after a clock step back that is later than `now_ms`, and must not
+    /// be used for anything but ordering.
     pub now_ms: i64,
     pub transaction_id: &'a str,
 }
@@ -134,7 +144,16 @@ pub struct ConflictKeys {
     /// The command must be alone in its batch (bulk revocations: they change what every
     /// other command would decide, whatever entities it names).
     pub exclusive: bool,
+    /// Hashes entities to keys (see [`ConflictSeed`]).
+    seed: ConflictSeed,
 }
+
+/// The seed of the conflict-key hash. Callers choose entity names (client ids, login ids,
+/// transaction ids), so with a fixed seed they could craft names whose keys collide and make
+/// unrelated commands wait for each other; the writer draws a random seed when it starts. Keys
+/// only need to be equal within one process. The default (0) is for tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConflictSeed(pub u64);
 
 /// Kinds of entity a conflict key can name.
 #[derive(Hash)]
@@ -155,26 +174,29 @@ pub enum Entity<'a> {
 }
 
 impl Entity<'_> {
-    pub fn key(&self) -> u64 {
-        // Fixed seed: keys only need to be equal within one process.
-        foldhash::fast::FixedState::with_seed(0x746c_6b65_7973).hash_one(self)
+    pub fn key(&self, seed: ConflictSeed) -> u64 {
+        foldhash::fast::FixedState::with_seed(seed.0).hash_one(self)
     }
 }
 
 impl ConflictKeys {
+    pub fn new(seed: ConflictSeed) -> Self {
+        Self { seed, ..Self::default() }
+    }
+
     pub fn read(&mut self, entity: Entity<'_>) {
-        self.reads.push(entity.key());
+        self.reads.push(entity.key(self.seed));
     }
 
     pub fn write(&mut self, entity: Entity<'_>) {
-        self.writes.push(entity.key());
+        self.writes.push(entity.key(self.seed));
     }
 }
 
 impl Command {
-    /// What this command touches, looked up in the committed `state`.
-    pub fn conflict_keys(&self, state: &State, transaction_id: &str) -> ConflictKeys {
-        let mut keys = ConflictKeys::default();
+    /// What this command touches, looked up in the committed `state`, hashed with `seed`.
+    pub fn conflict_keys(&self, state: &State, transaction_id: &str, seed: ConflictSeed) -> ConflictKeys {
+        let mut keys = ConflictKeys::new(seed);
         match self {
             Command::Issue(issue) => {
                 keys.read(Entity::Client(&issue.client_id));
@@ -189,7 +211,18 @@ impl Command {
                             keys.write(Entity::User(institution, login_id));
                         }
                     }
-                    IssueGrant::Refresh { token } => token_keys(state, token, &mut keys),
+                    IssueGrant::Refresh { token } => {
+                        token_keys(state, token, &mut keys);
+                        // Disabling (or locking) the grant's user or client must not share the
+                        // refresh's batch: decided against the state before, the refresh
+                        // would mint tokens after the disable's cutoff.
+                        if let Some(grant) = state.tokens.get(token).map(|t| &t.grant) {
+                            keys.read(Entity::Client(&grant.client_id));
+                            if let Some(user) = &grant.user {
+                                keys.read(Entity::User(&user.institution_id, &user.login_id));
+                            }
+                        }
+                    }
                     IssueGrant::AuthorizationCode(redemption) => {
                         super::authcode::decide::redemption_keys(state, redemption, &mut keys)
                     }
@@ -210,5 +243,23 @@ fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
     keys.write(Entity::Token(token));
     if let Some(family) = state.tokens.get(token).and_then(|t| t.grant.family) {
         keys.write(Entity::Family(&family));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Security review finding 13: the conflict-key hash is seeded by the caller (the writer
+    /// draws a random seed at start), so which names collide differs from process to process.
+    #[test]
+    fn conflict_keys_depend_on_the_seed() {
+        let entity = || Entity::Request("client", "3f2b8c1e-9d4a-4b7e-8f00-123456789abc");
+        assert_eq!(entity().key(ConflictSeed(7)), entity().key(ConflictSeed(7)));
+        let distinct: std::collections::HashSet<u64> = (0..64).map(|s| entity().key(ConflictSeed(s))).collect();
+        assert_eq!(distinct.len(), 64, "every seed hashes the same entity differently");
+        let mut keys = ConflictKeys::new(ConflictSeed(7));
+        keys.read(entity());
+        assert_eq!(keys.reads, [entity().key(ConflictSeed(7))]);
     }
 }

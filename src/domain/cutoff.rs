@@ -3,7 +3,7 @@
 //! revocation costs O(1) to apply and every token check consults at most four records.
 //!
 //! **Invariant:** a token's `issued_at_ms` never decreases with its `issued_seq` (the writer
-//! stamps batches with `max(now, previous)`). Under it, the tokens a cutoff covers are always
+//! records batches at `max(clock, previous)`). Under it, the tokens a cutoff covers are always
 //! a prefix of the ledger, so the union of two cutoffs is one of them and a single record per
 //! key is exact (see [`Cutoff::merge`]).
 

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use super::command::{Context, Decision, Issue, IssueGrant, Issued, IssuedToken, Outcome, Revoke};
 use super::ids::TokenId;
 use super::scope::{self, ScopeList};
-use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, TokenKind};
+use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
 use crate::error::ErrorCode;
 use crate::proto::ledger::{
     Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
@@ -57,7 +57,8 @@ pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision 
 }
 
 /// SPEC 3.1: the same client retrying the same transactionId within 60 s gets the same tokens
-/// back when the request is the same, and CMN_90011 when it is not.
+/// back when the request is the same, and CMN_90011 when it is not. Tokens that are no longer
+/// active (revoked, cut off, expired) are not handed out again: the retry answers CMN_90018.
 fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decision> {
     if ctx.transaction_id.is_empty() {
         return None;
@@ -70,9 +71,17 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
     if recent.fingerprint != issue.fingerprint {
         return Some(Decision::refuse(ErrorCode::InvalidRequest));
     }
-    let access = state.tokens.get(&recent.access)?;
-    let refresh =
-        recent.refresh.and_then(|id| state.tokens.get(&id).map(|t| IssuedToken { id, expires_at_ms: t.expires_at_ms }));
+    let live = |id: &TokenId| state.active_token(id, ctx.now_ms);
+    let Some(access) = live(&recent.access) else {
+        return Some(Decision::refuse(ErrorCode::InvalidToken));
+    };
+    let refresh = match recent.refresh {
+        None => None,
+        Some(id) => match live(&id) {
+            Some(token) => Some(IssuedToken { id, expires_at_ms: token.expires_at_ms }),
+            None => return Some(Decision::refuse(ErrorCode::InvalidToken)),
+        },
+    };
     let issued = Issued {
         access: IssuedToken { id: recent.access, expires_at_ms: access.expires_at_ms },
         refresh,
@@ -104,8 +113,12 @@ fn issue_fresh(
             return Decision::refuse(code);
         }
     }
-    let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
-    let refresh = login_id.map(|_| mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs));
+    // A sign-in starts a family: none of its tokens will outlive this.
+    let family_end =
+        if login_id.is_some() { ctx.now_ms.saturating_add(issue.family_lifetime_max_ms) } else { i64::MAX };
+    let access = mint_until(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs, family_end);
+    let refresh =
+        login_id.map(|_| mint_until(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs, family_end));
     let event = TokensIssued {
         grant_type: grant as i32,
         client_id: client.id.to_string(),
@@ -116,6 +129,7 @@ fn issue_fresh(
         refresh: refresh.as_ref().map(|r| wire_token(r, &scopes)),
         rotated_from: Vec::new(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        issued_at_ms: ctx.now_ms,
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
@@ -162,6 +176,17 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         }
         Some(_) => return Decision::refuse(ErrorCode::InvalidToken),
     }
+    if let Err(code) = may_refresh(state, old) {
+        return Decision::refuse(code);
+    }
+    // The family's absolute end: a refresh never extends it.
+    let Some(started_at_ms) = state.families.get(&family).map(|f| f.started_at_ms) else {
+        return Decision::refuse(ErrorCode::InvalidToken);
+    };
+    let family_end = started_at_ms.saturating_add(issue.family_lifetime_max_ms);
+    if family_end <= ctx.now_ms {
+        return Decision::refuse(ErrorCode::InvalidToken);
+    }
     let access_scopes = match issue.requested_scopes.as_deref() {
         None | Some([]) => old.scopes.clone(),
         Some(requested) if scope::is_subset(requested, &old.scopes) => {
@@ -169,8 +194,13 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         }
         Some(_) => return Decision::refuse(ErrorCode::InvalidScope),
     };
-    let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
-    let refresh = mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs);
+    // The new access token gets no scope the client is no longer allowed.
+    let access_scopes = match still_allowed(access_scopes, &client.scopes) {
+        Some(scopes) => scopes,
+        None => return Decision::refuse(ErrorCode::InvalidScope),
+    };
+    let access = mint_until(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs, family_end);
+    let refresh = mint_until(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs, family_end);
     let event = TokensIssued {
         grant_type: GrantType::RefreshToken as i32,
         client_id: client.id.to_string(),
@@ -182,10 +212,39 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         refresh: Some(wire_token(&refresh, &old.scopes)),
         rotated_from: presented.0.to_vec(),
         request_fingerprint: issue.fingerprint.to_vec(),
+        issued_at_ms: ctx.now_ms,
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh: Some(refresh), scopes: access_scopes, replayed: false };
     Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
+}
+
+/// May the user of a refresh token's grant still refresh? Disabling ends the user's tokens
+/// through a cutoff; this refuses also a refresh decided in the same batch as the disable
+/// (which the conflict keys already prevent: defence in depth). An operator's lock stops
+/// refreshes until the unlock (CMN_90009), without ending the family. A lockout after failed
+/// passwords does not: anyone who knows the login id can cause one, and it must not log the
+/// customer out (docs/directory.md).
+fn may_refresh(state: &State, old: &Token) -> Result<(), ErrorCode> {
+    let Some(identity) = &old.grant.user else {
+        return Ok(());
+    };
+    match state.user(&identity.institution_id, &identity.login_id) {
+        None => Err(ErrorCode::InvalidToken),
+        Some(user) if user.disabled => Err(ErrorCode::InvalidToken),
+        Some(user) if user.locked => Err(ErrorCode::AccessBlocked),
+        Some(_) => Ok(()),
+    }
+}
+
+/// `scopes` without those the client may no longer use; `None` when that leaves none of a
+/// non-empty list. The common case (all still allowed) shares the list.
+fn still_allowed(scopes: ScopeList, allowed: &ScopeList) -> Option<ScopeList> {
+    if scopes.iter().all(|s| allowed.contains(s)) {
+        return Some(scopes);
+    }
+    let kept: ScopeList = scopes.iter().filter(|s| allowed.contains(s)).cloned().collect();
+    (!kept.is_empty()).then_some(kept)
 }
 
 /// RFC 7009 revocation. Unknown, expired, already revoked and other clients' tokens are no-ops
@@ -218,6 +277,12 @@ pub(super) fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
     IssuedToken { id, expires_at_ms: now_ms.saturating_add(ttl_ms) }
 }
 
+/// [`mint`], but never past `ends_at_ms` (the end of the token's family).
+pub(super) fn mint_until(id: TokenId, now_ms: i64, ttl_secs: u64, ends_at_ms: i64) -> IssuedToken {
+    let token = mint(id, now_ms, ttl_secs);
+    IssuedToken { id, expires_at_ms: token.expires_at_ms.min(ends_at_ms) }
+}
+
 pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
     WireToken {
         token_id: token.id.0.to_vec(),
@@ -228,4 +293,116 @@ pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
 
 pub(super) fn wrap(kind: event::Kind) -> Event {
     Event { kind: Some(kind) }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::apply::{Recorded, apply};
+    use crate::domain::command::{FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Rejection};
+    use crate::domain::ids::FamilyId;
+    use crate::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated};
+
+    const T0: i64 = 1_700_000_000_000;
+
+    /// Institution 01001, app `app` (password), user alice, and alice's sign-in: refresh
+    /// token [2; 16].
+    fn signed_in() -> State {
+        let mut state = State::default();
+        let events = [
+            event::Kind::InstitutionCreated(InstitutionCreated { institution_id: "01001".into(), name: "I".into() }),
+            event::Kind::ClientCreated(ClientCreated {
+                client_id: "app".into(),
+                institution_ids: vec!["01001".into()],
+                grant_types: vec!["password".into()],
+                scopes: vec!["a".into(), "b".into()],
+                access_token_ttl_secs: 60,
+                refresh_token_ttl_secs: 600,
+                ..Default::default()
+            }),
+            event::Kind::UserCreated(UserCreated {
+                institution_id: "01001".into(),
+                login_id: "alice".into(),
+                institution_user_id: "IUID".into(),
+                ..Default::default()
+            }),
+            event::Kind::TokensIssued(TokensIssued {
+                grant_type: GrantType::Password as i32,
+                client_id: "app".into(),
+                institution_id: "01001".into(),
+                login_id: "alice".into(),
+                family_id: vec![9; 16],
+                access: Some(WireToken {
+                    token_id: vec![1; 16],
+                    expires_at_ms: T0 + 60_000,
+                    scopes: vec!["a".into(), "b".into()],
+                }),
+                refresh: Some(WireToken {
+                    token_id: vec![2; 16],
+                    expires_at_ms: T0 + 600_000,
+                    scopes: vec!["a".into(), "b".into()],
+                }),
+                ..Default::default()
+            }),
+        ];
+        for (i, kind) in events.into_iter().enumerate() {
+            let at = Recorded { seq: i as u64 + 1, recorded_at_ms: T0, transaction_id: "", hash: [0; 32] };
+            apply(&mut state, at, &wrap(kind));
+        }
+        state
+    }
+
+    fn refresh_of(state: &State) -> Decision {
+        let issue = Issue {
+            client_id: "app".into(),
+            institution_id: None,
+            grant: IssueGrant::Refresh { token: TokenId([2; 16]) },
+            requested_scopes: None,
+            fingerprint: [0; 32],
+            family_lifetime_max_ms: FAMILY_LIFETIME_MAX_MS_DEFAULT,
+            fresh: FreshIds { access: TokenId([3; 16]), refresh: TokenId([4; 16]), family: FamilyId([5; 16]) },
+        };
+        decide_issue(state, &issue, Context { now_ms: T0 + 1_000, transaction_id: "" })
+    }
+
+    fn user_mut(state: &mut State) -> &mut crate::domain::state::User {
+        Arc::make_mut(state.users.get_mut("01001:alice").unwrap())
+    }
+
+    /// Security review finding 2, defence in depth: a refresh refuses a disabled user (or
+    /// client) even when no cutoff covers the token yet, as in a batch shared with the disable.
+    #[test]
+    fn a_refresh_refuses_a_disabled_or_locked_user_without_a_cutoff() {
+        let state = signed_in();
+        assert!(refresh_of(&state).outcome.is_ok());
+        let mut disabled = state.clone();
+        user_mut(&mut disabled).disabled = true;
+        assert!(disabled.cutoffs.is_empty());
+        assert_eq!(refresh_of(&disabled).outcome, Err(Rejection::Token(ErrorCode::InvalidToken)));
+        let mut locked = state.clone();
+        user_mut(&mut locked).locked = true;
+        let decision = refresh_of(&locked);
+        assert_eq!(decision.outcome, Err(Rejection::Token(ErrorCode::AccessBlocked)));
+        assert!(decision.events.is_empty(), "a lock does not end the family");
+        let mut client_disabled = state;
+        Arc::make_mut(client_disabled.clients.get_mut("app").unwrap()).disabled = true;
+        assert_eq!(refresh_of(&client_disabled).outcome, Err(Rejection::Token(ErrorCode::InvalidClient)));
+    }
+
+    /// Security review finding 12: the new access token gets only scopes the client is still
+    /// allowed; the refresh token keeps the grant's (RFC 6749 section 6).
+    #[test]
+    fn a_refresh_drops_scopes_the_client_is_no_longer_allowed() {
+        let mut state = signed_in();
+        Arc::make_mut(state.clients.get_mut("app").unwrap()).scopes = vec![Box::from("a")].into();
+        let decision = refresh_of(&state);
+        let Ok(Outcome::Issued(issued)) = &decision.outcome else { panic!("{decision:?}") };
+        assert_eq!(&*issued.scopes, [Box::from("a")]);
+        let Some(event::Kind::TokensIssued(t)) = &decision.events[0].kind else { panic!() };
+        assert_eq!(t.refresh.as_ref().unwrap().scopes, ["a", "b"]);
+        Arc::make_mut(state.clients.get_mut("app").unwrap()).scopes = vec![Box::from("c")].into();
+        assert_eq!(refresh_of(&state).outcome, Err(Rejection::Token(ErrorCode::InvalidScope)));
+    }
 }

@@ -332,6 +332,7 @@ fn same_client(existing: &Client, c: &ClientCreated) -> bool {
         && existing.consent_enabled == c.consent_enabled
         && existing.secondary_authentication_enabled == c.secondary_authentication_enabled
         && existing.device_registration_enabled == c.device_registration_enabled
+        && existing.authorize_partners == c.authorize_partners
 }
 
 fn same_user(existing: &User, u: &UserCreated) -> bool {

@@ -97,6 +97,8 @@ pub struct Client {
     pub consent_enabled: bool,
     pub secondary_authentication_enabled: bool,
     pub device_registration_enabled: bool,
+    /// A first-party app: its access tokens may mint authorization codes (SPEC 3.4).
+    pub authorize_partners: bool,
     pub secret: CredentialDigest,
     pub created_seq: u64,
     /// A disabled client fails authentication (CMN_90004) everywhere.
@@ -249,6 +251,9 @@ pub struct Family {
     pub live_refresh: Option<TokenId>,
     /// The latest expiry of any member; the family can be forgotten after it.
     pub expires_at_ms: i64,
+    /// When its first tokens were decided (the sign-in or code redemption): no member
+    /// outlives it by more than `family_lifetime_max_secs`.
+    pub started_at_ms: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

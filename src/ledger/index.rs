@@ -85,6 +85,7 @@ pub fn kind_number(event: &Event) -> u8 {
         Some(event::Kind::ClientSecretRotated(_)) => 5,
         Some(event::Kind::ClientDisabled(_)) => 6,
         Some(event::Kind::ClientEnabled(_)) => 7,
+        Some(event::Kind::ClientAuthorizePartnersSet(_)) => 8,
         Some(event::Kind::UserPasswordSet(_)) => 20,
         Some(event::Kind::UserLocked(_)) => 21,
         Some(event::Kind::UserUnlocked(_)) => 22,
@@ -134,7 +135,8 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add(IndexKind::Client, client_id.as_bytes())
         }
         Some(event::Kind::ClientSecretRotated(ledger::ClientSecretRotated { client_id, .. }))
-        | Some(event::Kind::ClientEnabled(ledger::ClientEnabled { client_id })) => {
+        | Some(event::Kind::ClientEnabled(ledger::ClientEnabled { client_id }))
+        | Some(event::Kind::ClientAuthorizePartnersSet(ledger::ClientAuthorizePartnersSet { client_id, .. })) => {
             add(IndexKind::Client, client_id.as_bytes())
         }
         Some(event::Kind::UserDisabled(ledger::UserDisabled { institution_id, login_id })) => {

@@ -24,7 +24,8 @@ use super::index;
 use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
-use crate::domain::command::{Command, ConflictKeys, Context, Outcome, Rejection};
+use crate::clock::Clock;
+use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
 #[derive(Clone, Debug)]
@@ -33,13 +34,19 @@ pub struct WriterConfig {
     pub queue_capacity: usize,
     /// Most commands decided and committed in one transaction.
     pub batch_commands_max: usize,
+    /// How far the clock may be behind the ledger head before the writer reports it.
+    pub clock_skew_max_ms: i64,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { queue_capacity: 16_384, batch_commands_max: 1024 }
+        Self { queue_capacity: 16_384, batch_commands_max: 1024, clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT }
     }
 }
+
+/// The default of `clock_skew_max_ms`: a few seconds, more than NTP's step threshold (128 ms)
+/// and a batch's commit time, far less than any token lifetime.
+pub const CLOCK_SKEW_MAX_MS_DEFAULT: i64 = 5_000;
 
 /// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -83,6 +90,8 @@ pub struct LedgerHandle {
     status: Arc<WriterStatus>,
     /// This ledger's token-id scheme, for minting ids that index well.
     token_ids: Arc<TokenIdScheme>,
+    /// The clock the writer stamps batches with; handlers read the same one.
+    clock: Arc<dyn Clock>,
     /// The seq of the last event committed and applied; followers of the live event stream
     /// wait on it and then read the committed events from the store.
     head: watch::Receiver<u64>,
@@ -90,24 +99,42 @@ pub struct LedgerHandle {
 }
 
 impl LedgerHandle {
-    /// Starts the writer thread, which owns `store` from now on.
+    /// Starts the writer thread on the system clock; it owns `store` from now on.
     pub fn spawn(store: Store, state: Arc<RwLock<State>>, config: WriterConfig) -> std::io::Result<Self> {
+        Self::spawn_with_clock(store, state, config, crate::clock::system())
+    }
+
+    /// Starts the writer thread, which reads time from `clock` and owns `store` from now on.
+    pub fn spawn_with_clock(
+        store: Store,
+        state: Arc<RwLock<State>>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
         let (head_sender, head) = watch::channel(state.read().head.seq);
         let reader = store.reader();
         let token_ids = store.token_ids().clone();
         let writer = Writer {
+            conflict_seed: ConflictSeed(u64::from_le_bytes(crate::crypto::random_bytes())),
             store,
             token_ids: token_ids.clone(),
+            clock: clock.clone(),
             state,
             receiver,
             status: status.clone(),
             batch_max: config.batch_commands_max.max(1),
+            clock_watch: ClockWatch { skew_max_ms: config.clock_skew_max_ms, skewed: false },
             head: head_sender,
         };
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
-        Ok(Self { sender, status, token_ids, head, reader })
+        Ok(Self { sender, status, token_ids, clock, head, reader })
+    }
+
+    /// The clock the writer stamps batches with.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
     }
 
     /// The seq of the last committed and applied event, updated after every batch. The
@@ -130,6 +157,11 @@ impl LedgerHandle {
         let job = Job { command, transaction_id, reply };
         self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| SubmitError)?;
         answer.await.map_err(|_| SubmitError)?
+    }
+
+    /// Requests waiting for the writer, not yet taken into a batch.
+    pub fn queued(&self) -> usize {
+        self.sender.max_capacity().saturating_sub(self.sender.capacity())
     }
 
     pub fn is_writable(&self) -> bool {
@@ -159,12 +191,17 @@ impl LedgerHandle {
 }
 
 struct Writer {
+    /// Seeds the conflict-key hash; random per process, so callers cannot craft collisions.
+    conflict_seed: ConflictSeed,
     store: Store,
     token_ids: Arc<TokenIdScheme>,
+    clock: Arc<dyn Clock>,
     state: Arc<RwLock<State>>,
     receiver: mpsc::Receiver<Message>,
     status: Arc<WriterStatus>,
     batch_max: usize,
+    /// Reports a clock that falls behind the ledger head.
+    clock_watch: ClockWatch,
     /// Published after each batch is applied (see `LedgerHandle::committed_head`).
     head: watch::Sender<u64>,
 }
@@ -229,7 +266,7 @@ impl Writer {
                 let _ = job.reply.send(Err(SubmitError));
             }
             Message::Job(job) => queue.push_back(*job),
-            Message::Purge => self.state.write().purge_expired(crate::clock::now_ms()),
+            Message::Purge => self.state.write().purge_expired(self.clock.now_ms()),
             Message::Stop(done) => {
                 self.status.stopped.store(true, Ordering::Release);
                 *stop = Some(done);
@@ -244,18 +281,24 @@ impl Writer {
         let mut pending: Vec<Pending> = Vec::new();
         let mut appends: Vec<Append> = Vec::new();
         let mut deferred: Vec<Job> = Vec::new();
-        let now_ms;
+        let recorded_at_ms;
         {
             // Only this thread changes the state, so what it reads here stays true until the
             // batch is applied below; readers keep going meanwhile.
             let state = self.state.read();
-            now_ms = crate::clock::now_ms().max(state.head.recorded_at_ms);
+            // Decisions use the clock; the record's time never goes back (replay, cutoffs and
+            // time search rely on that). The two differ only while the clock is behind the
+            // ledger head, e.g. after a step forward and back: then expiries still count from
+            // the clock, not from a time that may lie years ahead.
+            let now_ms = self.clock.now_ms();
+            recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
+            self.clock_watch.observe(now_ms, state.head.recorded_at_ms);
             let mut locks = BatchLocks::default();
             let mut seq = state.head.seq;
             let mut prev_hash = state.head.hash;
             let take = queue.len().min(self.batch_max);
             for job in queue.drain(..take) {
-                let keys = job.command.conflict_keys(&state, &job.transaction_id);
+                let keys = job.command.conflict_keys(&state, &job.transaction_id, self.conflict_seed);
                 if !locks.try_lock(&keys) {
                     deferred.push(job);
                     continue;
@@ -264,7 +307,7 @@ impl Writer {
                 let decision = decide(&state, &job.command, ctx);
                 for event in decision.events {
                     seq += 1;
-                    let sealed = codec::seal(&prev_hash, seq, now_ms, &job.transaction_id, &event);
+                    let sealed = codec::seal(&prev_hash, seq, recorded_at_ms, &job.transaction_id, &event);
                     prev_hash = sealed.hash;
                     let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
                     pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });
@@ -301,12 +344,8 @@ impl Writer {
             // own write at once.
             let mut state = self.state.write();
             for item in &pending {
-                let at = Recorded {
-                    seq: item.seq,
-                    recorded_at_ms: now_ms,
-                    transaction_id: &item.transaction_id,
-                    hash: item.hash,
-                };
+                let at =
+                    Recorded { seq: item.seq, recorded_at_ms, transaction_id: &item.transaction_id, hash: item.hash };
                 apply(&mut state, at, &item.event);
             }
             drop(state);
@@ -321,6 +360,34 @@ impl Writer {
         self.status.observer.notify(BatchStats { commands: staged.len(), events: pending.len(), commit });
         for item in staged {
             let _ = item.reply.send(Ok(item.outcome));
+        }
+    }
+}
+
+/// Logs when the clock falls behind the ledger head by more than the allowed skew, and when it
+/// has caught up again; readiness and `/metrics` compute the same gap themselves.
+struct ClockWatch {
+    skew_max_ms: i64,
+    /// Whether the last batch found the clock behind by more than `skew_max_ms`.
+    skewed: bool,
+}
+
+impl ClockWatch {
+    fn observe(&mut self, now_ms: i64, head_ms: i64) {
+        let behind_ms = head_ms.saturating_sub(now_ms);
+        let skewed = behind_ms > self.skew_max_ms;
+        if skewed == self.skewed {
+            return;
+        }
+        self.skewed = skewed;
+        if skewed {
+            tracing::error!(
+                behind_ms,
+                skew_max_ms = self.skew_max_ms,
+                "the clock is behind the ledger head; lifetimes and lockouts count from the clock, events keep the ledger's order; not ready until the clock catches up"
+            );
+        } else {
+            tracing::warn!("the clock has caught up with the ledger head");
         }
     }
 }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use crate::app::{App, sha256};
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::keys::{KeyError, ServerKeys};
 use crate::crypto::random_bytes;
@@ -76,6 +77,11 @@ pub fn lock(dir: &Path) -> Result<File, StartError> {
 
 /// Opens (initialising on first start) the data directory of `config` and replays the ledger.
 pub fn open(config: &Config) -> Result<Opened, StartError> {
+    open_with_clock(config, crate::clock::system())
+}
+
+/// [`open`] on a given clock (tests step a manual one).
+pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened, StartError> {
     let dir = config.data_dir.clone();
     let lock = lock(&dir)?;
     let mut created = Vec::new();
@@ -89,7 +95,7 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
             keys_path.display()
         )));
     }
-    let now_ms = crate::clock::now_ms();
+    let now_ms = clock.now_ms();
     let (keys, new_keys) = ServerKeys::load_or_create(&keys_path, now_ms)?;
     if new_keys {
         created.push(keys_path);
@@ -121,8 +127,17 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
     if new_signing_keys {
         created.push(dir.join(super::signing::SIGNING_KEYS_FILE));
     }
+    let behind_ms = state.head.recorded_at_ms.saturating_sub(now_ms);
+    if behind_ms > config.writer.clock_skew_max_ms {
+        tracing::error!(
+            behind_ms,
+            head_seq = state.head.seq,
+            "the clock is behind the last ledger event: lifetimes and lockouts count from the clock, events keep the ledger's order; not ready until the clock catches up (docs/operations.md, Clock)"
+        );
+    }
     let state = Arc::new(RwLock::new(state));
-    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).map_err(StartError::Writer)?;
+    let handle = LedgerHandle::spawn_with_clock(store, state.clone(), config.writer.clone(), clock)
+        .map_err(StartError::Writer)?;
     let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     Ok(Opened { app, report, created, _lock: lock })

@@ -37,6 +37,9 @@ pub async fn seed(app: &App) -> Result<String, AdminError> {
         grant_types: vec!["client_credentials".into(), "password".into(), "refresh_token".into()],
         scopes: vec!["accounts:read".into(), "transactions:read".into(), "institution-users:read".into()],
         introspect: true,
+        // The demo's banking app is a first-party app, so the code flow can be tried with it
+        // (docs/authorization-code.md); a real deployment grants this only to its own apps.
+        authorize_partners: true,
         ..Default::default()
     };
     let client = admin::create_client(app, txid(), spec).await?;

@@ -62,7 +62,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     // Live event streams end when draining starts, so they do not hold shutdown up.
     let (draining, draining_watch) = tokio::sync::watch::channel(false);
     let (checkpoint_key, _) =
-        CheckpointKey::load_or_create(&app.config.data_dir.join(CHECKPOINT_KEY_FILE), crate::clock::now_ms())
+        CheckpointKey::load_or_create(&app.config.data_dir.join(CHECKPOINT_KEY_FILE), app.clock.now_ms())
             .map_err(std::io::Error::other)?;
     let audit = AuditGrpc::new(app.clone(), checkpoint_key, draining_watch);
     let grpc = tonic::service::Routes::new(

@@ -243,7 +243,7 @@ async fn a_filtered_follow_sees_new_matching_events_only_and_ends_at_its_time_ra
     assert!(event.summary.contains("refresh_token grant"), "{}", event.summary);
 
     // A follow with an end time that has passed ends by itself.
-    let now = tokenledger::clock::now_ms();
+    let now = wall_ms();
     let request = api::StreamEventsRequest { follow: true, to_time_ms: now, ..Default::default() };
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     server.token(&f.service, "grant_type=client_credentials").await.access_token();

@@ -14,7 +14,8 @@ pub const CAROL: &str = "carol";
 pub const CAROL_ID: &str = "40BC0EB5891C08D8E063C0A011ACE593";
 
 /// A seeded server plus a partner app for the code flow, a business user carol with a known
-/// institution user id, and an access token of the first-party service app as the bearer.
+/// institution user id, and an access token of the service app, marked as a first-party app
+/// (`authorize_partners`), as the bearer.
 pub struct Flow {
     pub server: TestServer,
     pub f: Fixture,
@@ -52,8 +53,18 @@ pub async fn flow_on(server: TestServer) -> Flow {
     };
     let request = api::CreateUserRequest { spec: Some(spec), password: "carol's password".into() };
     server.admin_client().await.create_user(server.admin(request)).await.expect("create carol");
+    set_authorize_partners(&server, &f.service.id, true).await;
     let bearer = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     Flow { server, f, partner, bearer }
+}
+
+/// Marks `client_id` as a first-party app (or takes that away) through AdminService.
+pub async fn set_authorize_partners(server: &TestServer, client_id: &str, on: bool) -> api::Client {
+    let request = api::SetClientAuthorizePartnersRequest { client_id: client_id.into(), authorize_partners: on };
+    let client = server.admin_client().await.set_client_authorize_partners(server.admin(request)).await;
+    let client = client.expect("set authorize_partners").into_inner();
+    assert_eq!(client.spec.as_ref().map(|s| s.authorize_partners), Some(on));
+    client
 }
 
 /// A form as ordered pairs, so tests can change or drop one field of the standard request.
@@ -319,9 +330,14 @@ async fn the_bearer_must_be_an_active_first_party_access_token_of_the_institutio
     let signed_in = flow.server.token(&flow.f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.json();
     let refresh = signed_in["refresh_token"].as_str().unwrap();
     flow.post_as("/v1/auth-code", refresh, INSTITUTION, &form).await.assert_error(401, "CMN_90018");
-    // A user's access token of a first-party app works too.
+    // A user's access token of a first-party app works too, for its own user (see
+    // `only_first_party_apps_mint_codes_and_a_users_token_only_for_its_user` for the rest).
+    set_authorize_partners(&flow.server, &flow.f.app.id, true).await;
     let user_token = signed_in["access_token"].as_str().unwrap();
-    assert_eq!(flow.post_as("/v1/auth-code", user_token, INSTITUTION, &form).await.status, 200);
+    let alice_id =
+        flow.server.app.state.read().user(INSTITUTION, "alice").unwrap().identity.institution_user_id.to_string();
+    let own = Form::code().set("username", "alice").set("institution_user_id", &alice_id).encode();
+    assert_eq!(flow.post_as("/v1/auth-code", user_token, INSTITUTION, &own).await.status, 200);
     // A revoked token no longer authorizes.
     let revoked = flow.server.token(&flow.f.service, "grant_type=client_credentials").await.access_token();
     flow.server.revoke(&flow.f.service, &revoked).await;
@@ -381,4 +397,149 @@ async fn common_request_rules_apply() {
     Reply::from(json).await.assert_error(400, "CMN_90010");
     let get = flow.server.http.get(flow.server.url("/v1/auth-code")).send().await.unwrap();
     assert_eq!(get.status().as_u16(), 405);
+}
+
+/// The institution user id the directory gave alice.
+pub fn alice_id(server: &TestServer) -> String {
+    server.app.state.read().user(INSTITUTION, "alice").unwrap().identity.institution_user_id.to_string()
+}
+
+/// Security review finding 1: any client's access token could mint codes (and so partner
+/// tokens and ID tokens) for any user of the institution. Now only a client marked
+/// `authorize_partners` may call either code endpoint, a user-bound bearer only for its own
+/// user, and the code event records who vouched for the sign-in.
+#[tokio::test]
+async fn only_first_party_apps_mint_codes_and_a_users_token_only_for_its_user() {
+    let flow = flow().await;
+    let server = &flow.server;
+    // A client_credentials client without the capability (the review's `low-priv`).
+    let low = server
+        .client(api::ClientSpec {
+            client_id: "low-priv".into(),
+            institution_ids: vec![INSTITUTION.into()],
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["x:none".into()],
+            ..Default::default()
+        })
+        .await;
+    let low_token = server.token(&low, "grant_type=client_credentials").await.access_token();
+    let form = Form::code().encode();
+    flow.post_as("/v1/auth-code", &low_token, INSTITUTION, &form).await.assert_error(400, "CMN_90006");
+    flow.post_as("/v1/client-authorization", &low_token, INSTITUTION, "client_id=partner")
+        .await
+        .assert_error(400, "CMN_90006");
+    // A password-grant token of an app without the capability.
+    let signed_in = server.token(&flow.f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.json();
+    let alice_token = signed_in["access_token"].as_str().unwrap().to_owned();
+    let alice_id = alice_id(server);
+    let own = Form::code().set("username", "alice").set("institution_user_id", &alice_id);
+    flow.post_as("/v1/auth-code", &alice_token, INSTITUTION, &own.encode()).await.assert_error(400, "CMN_90006");
+    flow.post_as("/v1/client-authorization", &alice_token, INSTITUTION, "client_id=partner")
+        .await
+        .assert_error(400, "CMN_90006");
+
+    // With the capability, alice's token mints codes for alice only.
+    set_authorize_partners(server, &flow.f.app.id, true).await;
+    assert_eq!(
+        flow.post_as("/v1/client-authorization", &alice_token, INSTITUTION, "client_id=partner").await.status,
+        200
+    );
+    let other_user = [
+        Form::code(),                                                                     // carol
+        Form::code().set("username", "alice"),                                            // alice's name, carol's id
+        Form::code().set("institution_user_id", &alice_id),                               // carol's name, alice's id
+        Form::code().set("username", "alice").set("institution_user_id", "NO-SUCH-USER"), // no 90005 oracle
+    ];
+    for form in other_user {
+        flow.post_as("/v1/auth-code", &alice_token, INSTITUTION, &form.encode()).await.assert_error(400, "CMN_90006");
+    }
+    let reply = flow.post_as("/v1/auth-code", &alice_token, INSTITUTION, &own.encode()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let own_code = reply.json()["code"].as_str().unwrap().to_owned();
+    let partner_tokens = flow.redeem(&redeem_body(&own_code, Some(VERIFIER))).await.json();
+    let seen = server.introspect(&flow.partner, partner_tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(seen["username"], "alice");
+    // An institution-level bearer of a first-party app may name any user of its institution.
+    flow.code(&Form::code()).await;
+
+    // The code events name the authorizing client and, for a user's bearer, the user.
+    let issued = crate::audit::events(
+        server,
+        api::StreamEventsRequest { kinds: vec!["authorization_code_issued".into()], ..Default::default() },
+    )
+    .await;
+    let by = |login: &str| {
+        issued
+            .iter()
+            .filter_map(|e| match e.event.as_ref().and_then(|e| e.kind.as_ref()) {
+                Some(tokenledger::proto::ledger::event::Kind::AuthorizationCodeIssued(c)) if c.login_id == login => {
+                    Some((c.authorized_by_client_id.clone(), c.authorized_by_login_id.clone(), e.summary.clone()))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+    };
+    let alice_codes = by("alice");
+    assert_eq!(alice_codes.len(), 1, "{alice_codes:?}");
+    assert_eq!((alice_codes[0].0.as_str(), alice_codes[0].1.as_str()), ("app", "alice"));
+    assert!(alice_codes[0].2.contains("authorized by client app with the token of user alice"), "{alice_codes:?}");
+    let carol_codes = by(CAROL);
+    assert!(carol_codes.iter().all(|(client, user, _)| client == "svc" && user.is_empty()), "{carol_codes:?}");
+    assert!(carol_codes.iter().any(|(_, _, s)| s.contains("with an institution-level token")), "{carol_codes:?}");
+
+    // Taking the capability away stops the same bearer at once.
+    set_authorize_partners(server, &flow.f.service.id, false).await;
+    flow.post("/v1/auth-code", &Form::code().encode()).await.assert_error(400, "CMN_90006");
+    flow.post("/v1/client-authorization", "client_id=partner").await.assert_error(400, "CMN_90006");
+    flow.server.assert_replay_equals_live().await;
+}
+
+/// The setup file of docs/authorization-code.md's walk-through, as printed there.
+fn walk_through_setup() -> tokenledger::cli::import::ImportFile {
+    let doc = include_str!("../../docs/authorization-code.md");
+    let start = doc.find("cat > tl-demo-setup.json <<'EOF'\n").expect("the setup file in the doc");
+    let json = &doc[start..].split_once('\n').unwrap().1;
+    let json = &json[..json.find("\nEOF").expect("end of the setup file")];
+    serde_json::from_str(json).expect("the doc's setup file parses")
+}
+
+/// The walk-through of docs/authorization-code.md works as written: its import marks the
+/// first-party app (`authorize_partners`), whose client_credentials token then authorizes the
+/// partner and gets a code that the partner redeems.
+#[tokio::test]
+async fn the_documented_walk_through_imports_a_first_party_app_that_can_mint_codes() {
+    let server = TestServer::start().await;
+    let request = walk_through_setup().into_request();
+    let mut admin = server.admin_client().await;
+    admin.import(server.admin(request.clone())).await.expect("import the doc's setup");
+    // Importing it again changes nothing; the same client without the flag is a conflict.
+    let again = admin.import(server.admin(request.clone())).await.expect("re-import").into_inner();
+    assert_eq!(again.unchanged, 4);
+    let mut flipped = request;
+    flipped.clients[0].spec.as_mut().unwrap().authorize_partners = false;
+    let refused = admin.import(server.admin(flipped)).await.unwrap_err();
+    assert!(refused.message().contains("client online-banking: exists with different settings"), "{refused:?}");
+    let first_party = ClientCreds { id: "online-banking".into(), secret: "first-party-secret-change-me".into() };
+    let partner = ClientCreds { id: "budget-app".into(), secret: "partner-secret-change-me".into() };
+    let bearer = server.token(&first_party, "grant_type=client_credentials").await.access_token();
+    let authorization = format!("Bearer {bearer}");
+    let post = async |path: &str, form: &str| {
+        let headers =
+            [("authorization", authorization.as_str()), ("transactionId", &txid()), ("institutionId", INSTITUTION)];
+        server.post_form(path, None, &headers, form).await
+    };
+    let authorized = post("/v1/client-authorization", "client_id=budget-app").await;
+    assert_eq!(authorized.status, 200, "{}", authorized.text);
+    assert_eq!(authorized.json()["scopes"], "accounts:read,transactions:read");
+    let form = Form::code()
+        .set("client_id", "budget-app")
+        .set("username", "dana")
+        .set("institution_user_id", CAROL_ID)
+        .set("requested_scopes", "openid,offline_access");
+    let code = post("/v1/auth-code", &form.encode()).await;
+    assert_eq!(code.status, 200, "{}", code.text);
+    let body = redeem_body(code.json()["code"].as_str().unwrap(), Some(VERIFIER));
+    let tokens =
+        server.post_form("/oauth2/v1/token", Some(&partner), &[("transactionId", &txid())], &body).await.json();
+    assert!(tokens["id_token"].is_string() && tokens["refresh_token"].is_string(), "{tokens}");
 }

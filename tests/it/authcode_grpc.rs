@@ -153,3 +153,38 @@ async fn grpc_errors_carry_the_same_cmn_codes() {
     no_txid.metadata_mut().insert("authorization", format!("Bearer {}", flow.bearer).parse().unwrap());
     assert_cmn(&tokens.create_authorization_code(no_txid).await.unwrap_err(), Code::InvalidArgument, "CMN_90008");
 }
+
+/// Security review finding 1 over gRPC: AuthorizeClient and CreateAuthorizationCode refuse a
+/// bearer of a client that is not a first-party app (`authorize_partners`), and a user-bound
+/// bearer asking for another user, with CMN_90006.
+#[tokio::test]
+async fn grpc_code_rpcs_need_a_first_party_bearer_for_its_own_user() {
+    let flow = flow().await;
+    let mut tokens = flow.server.token_client().await;
+    crate::authcode::set_authorize_partners(&flow.server, &flow.f.service.id, false).await;
+    let not_first_party = Some(flow.bearer.as_str());
+    let status = tokens
+        .create_authorization_code(bearer_request(code_request(), not_first_party, Some(INSTITUTION)))
+        .await
+        .unwrap_err();
+    assert_cmn(&status, Code::InvalidArgument, "CMN_90006");
+    let authorize = api::AuthorizeClientRequest { client_id: flow.partner.id.clone() };
+    let status = tokens
+        .authorize_client(bearer_request(authorize.clone(), not_first_party, Some(INSTITUTION)))
+        .await
+        .unwrap_err();
+    assert_cmn(&status, Code::InvalidArgument, "CMN_90006");
+
+    crate::authcode::set_authorize_partners(&flow.server, &flow.f.app.id, true).await;
+    let alice = flow.server.token(&flow.f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.access_token();
+    let for_carol = bearer_request(code_request(), Some(&alice), Some(INSTITUTION));
+    assert_cmn(&tokens.create_authorization_code(for_carol).await.unwrap_err(), Code::InvalidArgument, "CMN_90006");
+    let own = api::CreateAuthorizationCodeRequest {
+        username: "alice".into(),
+        institution_user_id: crate::authcode::alice_id(&flow.server),
+        ..code_request()
+    };
+    let issued = tokens.create_authorization_code(bearer_request(own, Some(&alice), Some(INSTITUTION))).await;
+    assert!(issued.expect("a code for alice herself").into_inner().code.starts_with("tlc_"));
+    assert!(tokens.authorize_client(bearer_request(authorize, Some(&alice), Some(INSTITUTION))).await.is_ok());
+}

@@ -195,7 +195,7 @@ async fn bulk_revocations_survive_restart_and_a_fresh_replay_equals_the_live_sta
     let service_old = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     let (alice_old, alice_refresh) = sign_in(&server, &f).await;
     pause().await;
-    let boundary = tokenledger::clock::now_ms();
+    let boundary = wall_ms();
     pause().await;
     let service_young = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     bulk(&server, Scope::ClientId("svc".into()), boundary).await;
@@ -240,11 +240,11 @@ async fn blast_radius_of_a_client_lists_minted_tokens_and_descendants_and_revoke
     let (server, f) = TestServer::seeded().await;
     let (before_window, _) = sign_in(&server, &f).await;
     pause().await;
-    let from = tokenledger::clock::now_ms();
+    let from = wall_ms();
     let (in_window, in_window_refresh) = sign_in(&server, &f).await;
     let also = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     pause().await;
-    let to = tokenledger::clock::now_ms();
+    let to = wall_ms();
     pause().await;
     // Descendants minted after the window, by refreshing a token minted in it.
     let (child, child_refresh) = refresh(&server, &f, &in_window_refresh).await;
@@ -290,7 +290,7 @@ async fn blast_radius_of_a_client_lists_minted_tokens_and_descendants_and_revoke
     for token in [&before_window, &after_window, &also] {
         assert!(active(&server, &f, token).await, "outside the blast radius");
     }
-    let verdict = status_at(&server, &child, tokenledger::clock::now_ms()).await;
+    let verdict = status_at(&server, &child, wall_ms()).await;
     assert_verdict(&verdict, "revoked", before + 1);
     let after = blast(&server, Credential::ClientId("app".into()), from, to).await;
     assert_eq!((after.live, after.tokens.len()), (0, listing.tokens.len()));

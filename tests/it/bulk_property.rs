@@ -49,6 +49,7 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
+use crate::harness::wall_ms;
 use crate::replay_property::{ids as fresh, setup};
 
 fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
@@ -57,7 +58,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.redb");
         let keys = ServerKeys::from_secret(1, &[7; 32]);
-        let (store, state, _) = ledger::open(&path, tokenledger::clock::now_ms(), |_| {}).unwrap();
+        let (store, state, _) = ledger::open(&path, wall_ms(), |_| {}).unwrap();
         let state = Arc::new(parking_lot::RwLock::new(state));
         let handle = LedgerHandle::spawn(store, state.clone(), WriterConfig::default()).unwrap();
         setup(&handle, &keys).await;
@@ -68,13 +69,14 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
         for chunk in ops.chunks(concurrency) {
             let mut pending = Vec::new();
             for op in chunk {
-                let now = tokenledger::clock::now_ms();
+                let now = wall_ms();
                 let issue = |grant, seed: &mut u64| Issue {
                     client_id: "c".into(),
                     institution_id: Some("1".into()),
                     grant,
                     requested_scopes: None,
                     fingerprint: [0; 32],
+                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: fresh(seed),
                 };
                 let command = match op {
@@ -181,7 +183,7 @@ fn a_refresh_racing_a_cutoff_never_mints_a_live_token() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ledger.redb");
         let keys = ServerKeys::from_secret(1, &[7; 32]);
-        let (store, state, _) = ledger::open(&path, tokenledger::clock::now_ms(), |_| {}).unwrap();
+        let (store, state, _) = ledger::open(&path, wall_ms(), |_| {}).unwrap();
         let state = Arc::new(parking_lot::RwLock::new(state));
         let handle = LedgerHandle::spawn(store, state.clone(), WriterConfig::default()).unwrap();
         setup(&handle, &keys).await;
@@ -193,6 +195,7 @@ fn a_refresh_racing_a_cutoff_never_mints_a_live_token() {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
+                family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh: fresh(seed),
             };
             let signed_in = handle
@@ -219,7 +222,7 @@ fn a_refresh_racing_a_cutoff_never_mints_a_live_token() {
             let refresh = handle.submit(Command::Issue(refresh), uuid::Uuid::new_v4().to_string());
             let (_, _, refreshed) = futures_util::join!(burst, cutoff, refresh);
             if let Ok(Outcome::Issued(minted)) = refreshed.unwrap() {
-                let now = tokenledger::clock::now_ms();
+                let now = wall_ms();
                 assert!(
                     state.read().active_token(&minted.access.id, now).is_none(),
                     "round {round}: a refresh of a revoked token minted a live token"

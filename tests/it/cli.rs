@@ -161,4 +161,15 @@ fn the_cli_manages_the_directory_with_json_output() {
     // Human-readable output by default.
     let text = cli.run(&["client", "show", "mobile"], None);
     assert!(String::from_utf8_lossy(&text.stdout).starts_with("client mobile"));
+    // First-party apps (SPEC 3.4): set at creation or later, shown by show and --json.
+    assert_eq!(cli.json(&["client", "show", "mobile"], None)["authorize_partners"], false);
+    let create =
+        ["client", "create", "--client-id", "web", "--institution", "00516", "--grant-type", "client_credentials"];
+    let web = cli.json(&[&create[..], &["--authorize-partners"]].concat(), None);
+    assert_eq!(web["authorize_partners"], true);
+    let text = String::from_utf8_lossy(&cli.run(&["client", "show", "web"], None).stdout).into_owned();
+    assert!(text.contains("first-party (authorizes partners)"), "{text}");
+    assert_eq!(cli.json(&["client", "authorize-partners", "web", "--off"], None)["authorize_partners"], false);
+    assert_eq!(cli.json(&["client", "authorize-partners", "mobile"], None)["authorize_partners"], true);
+    cli.fails(&["client", "authorize-partners", "ghost"], None);
 }

@@ -135,6 +135,7 @@ async fn every_sync_point_image_reopens_with_everything_acknowledged_before_it()
                     grant: IssueGrant::ClientCredentials,
                     requested_scopes: None,
                     fingerprint: [0; 32],
+                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: fresh(&mut n),
                 })
             };

@@ -2,8 +2,6 @@
 //! clients and users (and what it does to their tokens), passwords, profile updates, and
 //! validation that applies nothing.
 
-use std::time::{Duration, Instant};
-
 use tokenledger::proto::{self as api};
 use tonic::Code;
 
@@ -15,10 +13,11 @@ fn user_name(login: &str) -> api::GetUserRequest {
 
 #[tokio::test]
 async fn secret_rotation_overlap_lets_both_secrets_work_until_it_ends() {
-    let (server, f) = TestServer::seeded().await;
+    let clock = tokenledger::clock::ManualClock::new();
+    let server = TestServer::start_on_clock(clock.clone(), |_| {}).await;
+    let f = server.seed().await;
     let mut admin = server.admin_client().await;
     let request = api::RotateClientSecretRequest { client_id: f.service.id.clone(), overlap_secs: 1 };
-    let rotated_at = Instant::now();
     let rotated = admin.rotate_client_secret(server.admin(request)).await.unwrap().into_inner();
     assert_eq!(rotated.client_secret.len(), 43, "256 bits, base64url");
     assert_ne!(rotated.client_secret, f.service.secret);
@@ -28,7 +27,7 @@ async fn secret_rotation_overlap_lets_both_secrets_work_until_it_ends() {
     let new = ClientCreds { id: f.service.id.clone(), secret: rotated.client_secret.clone() };
     assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200, "old secret in overlap");
     assert_eq!(server.token(&new, "grant_type=client_credentials").await.status, 200, "new secret");
-    tokio::time::sleep(Duration::from_millis(1_100).saturating_sub(rotated_at.elapsed())).await;
+    clock.advance(1_100);
     server.token(&f.service, "grant_type=client_credentials").await.assert_error(401, "CMN_90004");
     assert_eq!(server.token(&new, "grant_type=client_credentials").await.status, 200);
     // Without an overlap the old secret stops at once.

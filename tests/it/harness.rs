@@ -6,8 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
-use tokenledger::app::App;
+use tokenledger::app::{App, sha256};
+use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
+use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::crypto::signing::SigningKeys;
+use tokenledger::ledger::LedgerHandle;
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{self as api};
@@ -54,18 +58,42 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: Arc<TempDir>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        Self::start_in_on(dir, tokenledger::clock::system(), tweak).await
+    }
+
+    /// A server whose every reading of the time comes from `clock` (the writer's batches and
+    /// every handler), so a test can step time instead of sleeping.
+    pub async fn start_on_clock(clock: Arc<ManualClock>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_in_on(dir, clock, tweak).await
+    }
+
+    pub async fn start_in_on(dir: Arc<TempDir>, clock: Arc<dyn Clock>, tweak: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(dir.path());
         tweak(&mut settings);
         let config = Config::resolve(settings).expect("config");
-        let opened =
-            tokio::task::spawn_blocking(move || data_dir::open(&config)).await.expect("join").expect("open data dir");
+        let opened = tokio::task::spawn_blocking(move || data_dir::open_with_clock(&config, clock))
+            .await
+            .expect("join")
+            .expect("open data dir");
         let app = opened.app.clone();
         Self::serve(app, dir, opened).await
     }
 
-    /// Serves an `App` built by the test itself (e.g. on a fault-injecting storage backend).
-    pub async fn serve_app(app: Arc<App>, dir: Arc<TempDir>) -> Self {
-        Self::serve(app, dir, ()).await
+    /// A server whose ledger lives on `backend` (a storage backend the test controls), with
+    /// the rest of its files in `dir`.
+    pub async fn start_on_backend(backend: impl redb::StorageBackend, dir: Arc<TempDir>) -> Self {
+        let config = Config::resolve(test_settings(dir.path())).expect("config");
+        let db = redb::Database::builder().create_with_backend(backend).expect("database on the backend");
+        let (store, state, _) = tokenledger::ledger::open_database(db, wall_ms(), |_| {}).expect("open the ledger");
+        let state = Arc::new(parking_lot::RwLock::new(state));
+        let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).expect("writer");
+        let admin = "tladm_backend-test".to_owned();
+        let (signing, _, _) =
+            SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), wall_ms()).expect("signing keys");
+        let keys = ServerKeys::from_secret(1, &[9; 32]);
+        let app = Arc::new(App::new(config, keys, signing, state, handle, sha256(admin.as_bytes())));
+        Self::serve(app, dir, ()).await.with_admin_token(admin)
     }
 
     /// Serves `app`; `keep` (the data-dir lock, for example) lives as long as the server.
@@ -110,12 +138,12 @@ impl TestServer {
     /// time). Returns the replayed state for further checks.
     pub async fn assert_replay_equals_live(self) -> tokenledger::domain::State {
         let mut live = self.app.state.read().clone();
+        let clock = self.app.clock.clone();
         let dir = self.stop().await;
         let path = dir.path().join(data_dir::LEDGER_FILE);
-        let (_, mut replayed, report) =
-            tokenledger::ledger::open(&path, tokenledger::clock::now_ms(), |_| {}).expect("replay the ledger");
+        let now = clock.now_ms();
+        let (_, mut replayed, report) = tokenledger::ledger::open(&path, now, |_| {}).expect("replay the ledger");
         assert_eq!(report.head, live.head, "the replay ends at the live head");
-        let now = tokenledger::clock::now_ms();
         live.purge_expired(now);
         replayed.purge_expired(now);
         assert_eq!(replayed.cutoffs, live.cutoffs, "replayed cutoffs differ");
@@ -124,9 +152,11 @@ impl TestServer {
         replayed
     }
 
+    /// Stops the server and starts a new one on the same data directory and clock.
     pub async fn restart(self) -> Self {
+        let clock = self.app.clock.clone();
         let dir = self.stop().await;
-        Self::start_in(dir, |_| {}).await
+        Self::start_in_on(dir, clock, |_| {}).await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -354,6 +384,11 @@ pub struct Fixture {
 }
 
 pub const ALICE_LOGIN: &str = "username=alice&password=correct+horse+battery";
+
+/// The system clock's reading, for tests of servers on the system clock.
+pub fn wall_ms() -> i64 {
+    SystemClock.now_ms()
+}
 
 pub fn txid() -> String {
     uuid::Uuid::new_v4().to_string()

@@ -59,7 +59,7 @@ async fn id_tokens_verify_against_the_jwks_with_an_independent_jose_library() {
     assert_eq!(claims["preferred_username"], CAROL);
     let (iat, exp) = (claims["iat"].as_i64().unwrap(), claims["exp"].as_i64().unwrap());
     assert_eq!(exp - iat, 3600, "id_token_ttl_secs defaults to an hour");
-    let now = tokenledger::clock::now_ms() / 1000;
+    let now = wall_ms() / 1000;
     assert!((now - 5..=now).contains(&iat), "iat {iat} now {now}");
     assert!(claims.get("azp").is_none());
     // Another audience, a changed payload or a changed signature do not verify.
@@ -87,7 +87,7 @@ async fn id_tokens_verify_against_the_jwks_with_an_independent_jose_library() {
 async fn optional_claims_follow_the_code_request() {
     let flow = flow().await;
     // No nonce: none in the token; no auth_time: the time the code was issued.
-    let before = tokenledger::clock::now_ms() / 1000;
+    let before = wall_ms() / 1000;
     let token = id_token(&flow, &Form::code().without("nonce").without("auth_time")).await;
     let claims = verify(&flow.server, &token, "partner").await.unwrap();
     assert!(claims.get("nonce").is_none(), "{claims}");
@@ -105,7 +105,8 @@ async fn optional_claims_follow_the_code_request() {
 
 #[tokio::test]
 async fn rotation_keeps_old_keys_published_until_their_id_tokens_expire() {
-    let flow = flow_on(TestServer::start_with(|s| s.id_token_ttl_secs = Some(2)).await).await;
+    let clock = tokenledger::clock::ManualClock::new();
+    let flow = flow_on(TestServer::start_on_clock(clock.clone(), |s| s.id_token_ttl_secs = Some(2)).await).await;
     let server = &flow.server;
     let first_key = key_ids(&jwks(server).await);
     assert_eq!(first_key.len(), 1, "one key after first start");
@@ -136,7 +137,7 @@ async fn rotation_keeps_old_keys_published_until_their_id_tokens_expire() {
     assert!(!listed[1].active && listed[1].published && listed[1].retired_at_ms > 0);
     assert_eq!(listed.len(), 3);
 
-    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    clock.advance(2100);
     assert_eq!(
         key_ids(&jwks(server).await),
         std::slice::from_ref(&k2),

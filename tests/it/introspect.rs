@@ -71,11 +71,12 @@ async fn anything_not_active_is_exactly_active_false() {
 
 #[tokio::test]
 async fn tokens_expire() {
-    let server = TestServer::start_with(|s| s.access_token_ttl_secs = Some(1)).await;
+    let clock = tokenledger::clock::ManualClock::new();
+    let server = TestServer::start_on_clock(clock.clone(), |s| s.access_token_ttl_secs = Some(1)).await;
     let f = server.seed().await;
     let token = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     assert!(server.is_active(&f.service, &token).await);
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clock.advance(1100);
     assert!(!server.is_active(&f.service, &token).await);
 }
 

@@ -218,9 +218,11 @@ async fn institution_id_is_optional_on_redemption_but_must_match() {
 
 #[tokio::test]
 async fn codes_expire() {
-    let flow = flow_on(TestServer::start_with(|s| s.authorization_code_ttl_secs = Some(1)).await).await;
+    let clock = tokenledger::clock::ManualClock::new();
+    let flow =
+        flow_on(TestServer::start_on_clock(clock.clone(), |s| s.authorization_code_ttl_secs = Some(1)).await).await;
     let code = flow.code(&Form::code()).await;
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clock.advance(1100);
     flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.assert_error(401, "CMN_90018");
 }
 

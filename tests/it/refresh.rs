@@ -166,3 +166,61 @@ async fn concurrent_refreshes_of_one_token_have_exactly_one_winner() {
         assert!(!server.is_active(&f.app, winners[0]["refresh_token"].as_str().unwrap()).await);
     }
 }
+
+/// Security review finding 9: a retry within 60 s handed back tokens revoked since (with a
+/// positive `expires_in`), and the same transactionId in another case was a new request (for a
+/// refresh: reuse, which revoked the family). Now dead tokens answer CMN_90018, and the
+/// transactionId is compared case-insensitively, over REST and gRPC alike.
+#[tokio::test]
+async fn a_retry_never_returns_dead_tokens_and_the_transaction_id_ignores_case() {
+    let (server, f) = TestServer::seeded().await;
+    // A refresh retried in upper case is the same request: same tokens, no reuse.
+    let first = sign_in(&server, &f).await;
+    let txid = txid();
+    let upper = txid.to_uppercase();
+    let body = refresh_body(&first["refresh_token"]);
+    let answer = server.post_form("/oauth2/v1/token", Some(&f.app), &[("transactionId", &txid)], &body).await;
+    let answer = answer.json();
+    let retry = server.post_form("/oauth2/v1/token", Some(&f.app), &[("transactionId", &upper)], &body).await;
+    assert_eq!(retry.status, 200, "{}", retry.text);
+    assert_eq!(retry.header("transactionid"), Some(upper.as_str()), "echoed as sent");
+    assert_eq!(retry.json()["refresh_token"], answer["refresh_token"]);
+    let refresh = answer["refresh_token"].as_str().unwrap();
+    assert!(server.is_active(&f.app, refresh).await, "not counted as reuse");
+    // The same over gRPC, in mixed case.
+    let mut tokens = server.token_client().await;
+    let grpc_retry = |txid: String| {
+        let mut request = tonic::Request::new(tokenledger::proto::CreateTokenRequest {
+            grant_type: "refresh_token".into(),
+            refresh_token: first["refresh_token"].as_str().unwrap().into(),
+            ..Default::default()
+        });
+        request.metadata_mut().insert("transactionid", txid.parse().unwrap());
+        request
+            .metadata_mut()
+            .insert("authorization", tokenledger::api::wire::encode_basic(&f.app.id, &f.app.secret).parse().unwrap());
+        request
+    };
+    let mixed: String =
+        txid.chars().enumerate().map(|(i, c)| if i % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect();
+    let over_grpc = tokens.create_token(grpc_retry(mixed.clone())).await.expect("gRPC retry").into_inner();
+    assert_eq!(over_grpc.refresh_token, refresh);
+
+    // Once the tokens are revoked, the retry answers CMN_90018 instead of handing them out.
+    assert_eq!(server.revoke(&f.app, refresh).await.status, 204);
+    let dead = server.post_form("/oauth2/v1/token", Some(&f.app), &[("transactionId", &txid)], &body).await;
+    dead.assert_error(401, "CMN_90018");
+    let status = tokens.create_token(grpc_retry(mixed)).await.unwrap_err();
+    assert!(status.message().contains("CMN_90018"), "{status:?}");
+    // Also for a client_credentials token revoked on its own.
+    let txid = crate::harness::txid();
+    let headers = [("transactionId", txid.as_str()), ("institutionId", INSTITUTION)];
+    let access =
+        server.post_form("/oauth2/v1/token", Some(&f.service), &headers, "grant_type=client_credentials").await;
+    let access = access.access_token();
+    assert_eq!(server.revoke(&f.service, &access).await.status, 204);
+    server
+        .post_form("/oauth2/v1/token", Some(&f.service), &headers, "grant_type=client_credentials")
+        .await
+        .assert_error(401, "CMN_90018");
+}

@@ -110,6 +110,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     grant,
                     requested_scopes: scopes,
                     fingerprint: [fingerprint; 32],
+                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: ids(seed),
                 };
                 let command = match op {

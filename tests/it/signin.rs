@@ -2,8 +2,6 @@
 //! repeated failures (identical for unknown login ids), reset on success, restart in the middle
 //! of a lockout, and replay equality after the new events.
 
-use std::time::{Duration, Instant};
-
 use tokenledger::config::Settings;
 use tokenledger::proto::{self as api};
 
@@ -106,22 +104,23 @@ async fn a_successful_sign_in_resets_the_failure_count() {
 
 #[tokio::test]
 async fn a_restart_in_the_middle_of_a_lockout_keeps_it_until_it_ends() {
-    let server = TestServer::start_with(lockout(2, 2)).await;
+    let clock = tokenledger::clock::ManualClock::new();
+    let server = TestServer::start_on_clock(clock.clone(), lockout(2, 2)).await;
     let f = server.seed().await;
     for login in ["alice", "mallory"] {
         for _ in 0..2 {
             sign_in(&server, &f, login, "wrong").await.assert_error(401, "CMN_90015");
         }
     }
-    let locked_at = Instant::now();
     // Restart with the default settings: the lockout is replayed from the events.
-    let dir = server.stop().await;
-    let server = TestServer::start_in(dir, |_| {}).await;
+    let server = server.restart().await;
     sign_in(&server, &f, "alice", RIGHT).await.assert_error(400, "CMN_90009");
     sign_in(&server, &f, "mallory", RIGHT).await.assert_error(400, "CMN_90009");
     let user = lookup(&server, &lookup_client(&server).await, "alice").await;
     assert_eq!((user["failedLoginCount"].as_u64(), user["userStatus"]["locked"].as_bool()), (Some(2), Some(true)));
-    tokio::time::sleep(Duration::from_millis(2_150).saturating_sub(locked_at.elapsed())).await;
+    clock.advance(1_990);
+    sign_in(&server, &f, "alice", RIGHT).await.assert_error(400, "CMN_90009");
+    clock.advance(20);
     assert_eq!(sign_in(&server, &f, "alice", RIGHT).await.status, 200, "the lockout ended on time");
     sign_in(&server, &f, "mallory", RIGHT).await.assert_error(401, "CMN_90015");
 }

@@ -7,11 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use redb::StorageBackend;
-use tokenledger::app::{App, sha256};
-use tokenledger::config::Config;
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::crypto::signing::SigningKeys;
-use tokenledger::ledger::{self, LedgerHandle};
 
 use crate::harness::*;
 
@@ -63,26 +58,10 @@ impl StorageBackend for FlakyDisk {
     }
 }
 
-/// A server whose ledger lives on `disk`.
-async fn start_on(disk: FlakyDisk, dir: Arc<tempfile::TempDir>) -> (TestServer, String) {
-    let config = Config::resolve(test_settings(dir.path())).unwrap();
-    let db = redb::Database::builder().create_with_backend(disk).unwrap();
-    let (store, state, _) = ledger::open_database(db, tokenledger::clock::now_ms(), |_| {}).unwrap();
-    let state = Arc::new(parking_lot::RwLock::new(state));
-    let handle = LedgerHandle::spawn(store, state.clone(), config.writer.clone()).unwrap();
-    let admin = "tladm_storage-fault-test".to_owned();
-    let (signing, _, _) =
-        SigningKeys::load_or_create(&dir.path().join("signing-keys.json"), tokenledger::clock::now_ms()).unwrap();
-    let keys = ServerKeys::from_secret(1, &[9; 32]);
-    let app = Arc::new(App::new(config, keys, signing, state, handle, sha256(admin.as_bytes())));
-    (TestServer::serve_app(app, dir).await, admin)
-}
-
 async fn fault_then_recover(full: bool) {
     let disk = FlakyDisk { full, ..FlakyDisk::default() };
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let (server, admin) = start_on(disk.clone(), dir.clone()).await;
-    let server = server.with_admin_token(admin.clone());
+    let server = TestServer::start_on_backend(disk.clone(), dir.clone()).await;
     let f = server.seed().await;
     let kept = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     let revoked = server.token(&f.service, "grant_type=client_credentials").await.access_token();
@@ -127,8 +106,7 @@ async fn fault_then_recover(full: bool) {
 
     // The fault is gone (space freed); a restart replays what is durable.
     disk.failing.store(false, Ordering::SeqCst);
-    let (server, admin) = start_on(disk.clone(), dir).await;
-    let server = server.with_admin_token(admin);
+    let server = TestServer::start_on_backend(disk.clone(), dir).await;
     assert!(server.is_active(&f.service, &kept).await, "an acknowledged token was lost");
     assert!(!server.is_active(&f.service, &revoked).await, "an acknowledged revocation was lost");
     assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200);

@@ -33,7 +33,8 @@ async fn expires_in_can_be_a_digit_string() {
     let f = server.seed().await;
     let body = server.token(&f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.json();
     assert_eq!(body["expires_in"], "3600");
-    assert_eq!(body["refresh_token_expires_in"], "15552000");
+    // 180 days configured, capped by the family's 90-day maximum (family_lifetime_max_secs).
+    assert_eq!(body["refresh_token_expires_in"], "7776000");
 }
 
 #[tokio::test]
@@ -213,7 +214,8 @@ async fn password_grant_issues_access_and_refresh_tokens() {
     assert_eq!(reply.status, 200, "{}", reply.text);
     let body = reply.json();
     assert!(body["refresh_token"].as_str().unwrap().starts_with("tlr_"));
-    assert_eq!(body["refresh_token_expires_in"], 15_552_000);
+    // The refresh token's 180 days are capped by the family's 90-day maximum lifetime.
+    assert_eq!(body["refresh_token_expires_in"], 7_776_000);
     assert_eq!(body["scope"], "accounts:read");
     let info = server.introspect(&f.app, body["access_token"].as_str().unwrap()).await;
     assert_eq!(info["username"], "alice");

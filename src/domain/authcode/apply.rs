@@ -3,7 +3,7 @@
 //! (a purged code) changes nothing.
 
 use super::{AuthorizationCode, CodeStatus, IdTokenRecord, Redeemed, SigningKeyInfo};
-use crate::domain::apply::Recorded;
+use crate::domain::apply::{Recorded, decided_at_ms};
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::State;
 use crate::proto::ledger::{
@@ -27,6 +27,7 @@ pub fn code_issued(state: &mut State, at: Recorded<'_>, e: &AuthorizationCodeIss
         .map(|c| c.id.clone())
         .unwrap_or_else(|| e.authorized_by_client_id.as_str().into());
     let text = |s: &str| (!s.is_empty()).then(|| s.to_owned());
+    let issued_at_ms = decided_at_ms(e.issued_at_ms, at);
     let code = AuthorizationCode {
         client_id,
         institution_id,
@@ -36,10 +37,10 @@ pub fn code_issued(state: &mut State, at: Recorded<'_>, e: &AuthorizationCodeIss
         requested_scopes: e.requested_scopes.iter().map(|s| Box::from(s.as_str())).collect(),
         nonce: text(&e.nonce),
         audience: text(&e.audience),
-        auth_time_secs: if e.auth_time_secs > 0 { e.auth_time_secs } else { at.recorded_at_ms / 1000 },
+        auth_time_secs: if e.auth_time_secs > 0 { e.auth_time_secs } else { issued_at_ms / 1000 },
         challenge: <[u8; 32]>::try_from(e.code_challenge.as_slice()).ok(),
         authorized_by,
-        issued_at_ms: at.recorded_at_ms,
+        issued_at_ms,
         expires_at_ms: e.expires_at_ms,
         issued_seq: at.seq,
         status: CodeStatus::Live,
@@ -67,7 +68,7 @@ pub fn tokens_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     };
     let id_token = (!t.id_token_key_id.is_empty()).then(|| IdTokenRecord {
         key_id: t.id_token_key_id.clone(),
-        issued_at_ms: at.recorded_at_ms,
+        issued_at_ms: decided_at_ms(t.issued_at_ms, at),
         expires_at_ms: t.id_token_expires_at_ms,
     });
     code.status = CodeStatus::Redeemed(Redeemed {

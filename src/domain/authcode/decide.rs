@@ -10,7 +10,7 @@ use super::{
     SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, SigningKeyActivation,
 };
 use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
-use crate::domain::decide::{mint, wire_token, wrap};
+use crate::domain::decide::{mint, mint_until, wire_token, wrap};
 use crate::domain::ids::TokenId;
 use crate::domain::scope::{self, ScopeList};
 use crate::domain::state::{Client, State, Token, TokenKind};
@@ -21,8 +21,10 @@ use crate::proto::ledger::{
 };
 
 /// The first-party app's access token, if it may authorize partners for `institution_id` at
-/// `now_ms`: active, an access token, of that institution, of a client still serving it, and
-/// not itself a partner token (issued from a code), so that a partner cannot pass the user on.
+/// `now_ms` (SPEC 3.4): active (CMN_90018), an access token of that institution (CMN_90005), of
+/// a client the operator marked `authorize_partners` that is enabled and still serves the
+/// institution, and not itself a partner token (issued from a code), so that a partner cannot
+/// pass the user on (CMN_90006 for these).
 pub fn check_bearer<'s>(
     state: &'s State,
     token: &TokenId,
@@ -36,11 +38,26 @@ pub fn check_bearer<'s>(
     }
     let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
         || bearer.grant.family.is_some_and(|f| state.authorization.code_by_family.contains_key(&f));
-    let serving = state.client(&bearer.grant.client_id).is_some_and(|c| c.serves_institution(institution_id));
-    if code_born || !serving {
+    let first_party = state
+        .client(&bearer.grant.client_id)
+        .is_some_and(|c| c.authorize_partners && !c.disabled && c.serves_institution(institution_id));
+    if code_born || !first_party {
         return Err(ErrorCode::NotAuthorized);
     }
     Ok(bearer)
+}
+
+/// Whom `bearer` may ask a code for: a user-bound bearer (password grant, or refreshed from
+/// one) only for its own user, named by both `username` and `institution_user_id`; an
+/// institution-level bearer (client_credentials) for any user of its institution. CMN_90006
+/// otherwise, checked before the named user is looked up, so a user's token learns nothing
+/// about which other users exist.
+pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &str) -> Result<(), ErrorCode> {
+    match &bearer.grant.user {
+        None => Ok(()),
+        Some(own) if *own.login_id == *username && *own.institution_user_id == *institution_user_id => Ok(()),
+        Some(_) => Err(ErrorCode::NotAuthorized),
+    }
 }
 
 /// The partner app `partner_id`, if the bearer's client may authorize it: not the bearer's own
@@ -112,6 +129,7 @@ fn code_event(
     ctx: Context<'_>,
 ) -> Result<(AuthorizationCodeIssued, String), ErrorCode> {
     let bearer = check_bearer(state, &request.bearer_token, &request.institution_id, ctx.now_ms)?;
+    check_bearer_user(bearer, &request.username, &request.institution_user_id)?;
     let partner = check_partner(state, bearer, &request.partner_client_id, true)?;
     let user = state
         .user_by_institution_user_id(&request.institution_id, &request.institution_user_id)
@@ -145,6 +163,8 @@ fn code_event(
         authorized_by_client_id: bearer.grant.client_id.to_string(),
         authorized_by_token_id: request.bearer_token.0.to_vec(),
         redirect_uri: partner.redirect_uri.clone(),
+        issued_at_ms: ctx.now_ms,
+        authorized_by_login_id: bearer.grant.user.as_ref().map(|u| u.login_id.to_string()).unwrap_or_default(),
     };
     Ok((event, partner.redirect_uri.clone()))
 }
@@ -155,7 +175,9 @@ fn code_event(
 /// against many verifiers), and presenting a redeemed code again revokes every token issued
 /// from it.
 pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Context<'_>) -> Decision {
-    let Some(client) = state.client(&issue.client_id) else {
+    // A client disabled since it authenticated (in this very batch, which the conflict keys
+    // prevent) gets nothing: defence in depth.
+    let Some(client) = state.client(&issue.client_id).filter(|c| !c.disabled) else {
         return Decision::refuse(ErrorCode::InvalidClient);
     };
     if !client.grant_types.contains(GrantType::AuthorizationCode) {
@@ -208,6 +230,10 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
     if crate::domain::signin::may_sign_in(state, &code.institution_id, &code.login_id, ctx.now_ms).is_err() {
         return burn(CodeBurnReason::UserUnavailable, ErrorCode::InvalidToken);
     }
+    // Disabling the first-party app that vouched for the sign-in withdraws its codes too.
+    if state.client(&code.authorized_by).is_some_and(|c| c.disabled) {
+        return burn(CodeBurnReason::AuthorizerDisabled, ErrorCode::InvalidToken);
+    }
     let id_token = if code.requested(SCOPE_OPENID) {
         let Some(key_id) = state.authorization.active_signing_key.clone() else {
             // Start-up records a signing key before serving, so this is a programming error.
@@ -217,10 +243,12 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
     } else {
         None
     };
-    let access = mint(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs);
+    // The redemption starts a family: none of its tokens will outlive this.
+    let family_end = ctx.now_ms.saturating_add(issue.family_lifetime_max_ms);
+    let access = mint_until(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs, family_end);
     let refresh = code
         .requested(SCOPE_OFFLINE_ACCESS)
-        .then(|| mint(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs));
+        .then(|| mint_until(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs, family_end));
     let (id_token_key_id, id_token_expires_at_ms) = id_token.unwrap_or_default();
     let event = TokensIssued {
         grant_type: GrantType::AuthorizationCode as i32,
@@ -237,6 +265,7 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
         authorization_code_id: code_id.0.to_vec(),
         id_token_key_id,
         id_token_expires_at_ms,
+        issued_at_ms: ctx.now_ms,
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
     Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
@@ -263,11 +292,17 @@ fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
 }
 
 /// Conflict keys of a redemption: it spends the code and may revoke the code's family; it
-/// reads which key signs.
+/// reads which key signs, and the code's user, partner and authorizing client, so that
+/// disabling any of them never shares its batch.
 pub fn redemption_keys(state: &State, redemption: &CodeRedemption, keys: &mut ConflictKeys) {
     keys.write(Entity::AuthorizationCode(&redemption.code));
-    if let Some(CodeStatus::Redeemed(redeemed)) = state.authorization.codes.get(&redemption.code).map(|c| &c.status) {
-        keys.write(Entity::Family(&redeemed.family));
+    if let Some(code) = state.authorization.codes.get(&redemption.code) {
+        if let CodeStatus::Redeemed(redeemed) = &code.status {
+            keys.write(Entity::Family(&redeemed.family));
+        }
+        keys.read(Entity::User(&code.institution_id, &code.login_id));
+        keys.read(Entity::Client(&code.client_id));
+        keys.read(Entity::Client(&code.authorized_by));
     }
     keys.read(Entity::SigningKeys);
 }
@@ -278,8 +313,16 @@ impl AuthorizationCommand {
             Self::IssueCode(request) => {
                 keys.write(Entity::AuthorizationCode(&request.code_id));
                 keys.read(Entity::Token(&request.bearer_token));
-                if let Some(family) = state.tokens.get(&request.bearer_token).and_then(|t| t.grant.family) {
-                    keys.read(Entity::Family(&family));
+                if let Some(bearer) = state.tokens.get(&request.bearer_token) {
+                    if let Some(family) = bearer.grant.family {
+                        keys.read(Entity::Family(&family));
+                    }
+                    // The bearer's authority: its client (disabled, or no longer first-party)
+                    // and its user (disabled) must not change in the same batch.
+                    keys.read(Entity::Client(&bearer.grant.client_id));
+                    if let Some(user) = &bearer.grant.user {
+                        keys.read(Entity::User(&user.institution_id, &user.login_id));
+                    }
                 }
                 keys.read(Entity::Institution(&request.institution_id));
                 keys.read(Entity::Client(&request.partner_client_id));

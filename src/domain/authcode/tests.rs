@@ -6,8 +6,8 @@ use crate::domain::ids::FamilyId;
 use crate::domain::{Recorded, State, apply, decide};
 use crate::error::ErrorCode;
 use crate::proto::ledger::{
-    ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, SigningKeyActivated, TokensIssued, UserCreated,
-    event,
+    ClientAuthorizePartnersSet, ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, SigningKeyActivated,
+    TokensIssued, UserCreated, event,
 };
 
 const INSTITUTION: &str = "01001";
@@ -24,8 +24,9 @@ struct World {
 }
 
 impl World {
-    /// Institution 01001, a first-party app with an active access token (id [1; 16]), a
-    /// partner for the code flow, and user alice.
+    /// Institution 01001, a first-party app (`authorize_partners`) with an active
+    /// institution-level access token (id [1; 16]), a partner for the code flow, a client
+    /// `plain` that is no first-party app, and user alice.
     fn new() -> Self {
         let mut world = Self { state: State::default(), now_ms: T0 };
         world.given(event::Kind::InstitutionCreated(InstitutionCreated {
@@ -35,6 +36,10 @@ impl World {
         world.given(client("app", &["client_credentials"], ""));
         world.given(client("partner", &["authorization_code"], "https://partner.example/cb"));
         world.given(client("plain", &["client_credentials"], "https://plain.example/cb"));
+        world.given(event::Kind::ClientAuthorizePartnersSet(ClientAuthorizePartnersSet {
+            client_id: "app".into(),
+            authorize_partners: true,
+        }));
         world.given(event::Kind::UserCreated(UserCreated {
             institution_id: INSTITUTION.into(),
             login_id: "alice".into(),
@@ -121,6 +126,7 @@ fn redeem(client: &str, code: u8, verifier: Option<PresentedVerifier>, fresh: u8
         }),
         requested_scopes: None,
         fingerprint: [fresh; 32],
+        family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId([fresh; 16]),
             refresh: TokenId([fresh + 1; 16]),
@@ -265,6 +271,62 @@ fn code_requests_follow_the_spec_rules() {
     let mut request = code_request(7);
     request.institution_id = "09999".into();
     assert_eq!(refused(&world.when(&issue_code(request))), ErrorCode::InvalidInstitution);
+}
+
+/// An access token of `client_id`, for `login_id` when given.
+fn bearer(world: &mut World, client_id: &str, login_id: &str, id: u8) -> TokenId {
+    world.given(event::Kind::TokensIssued(TokensIssued {
+        grant_type: if login_id.is_empty() { GrantType::ClientCredentials } else { GrantType::Password } as i32,
+        client_id: client_id.into(),
+        institution_id: INSTITUTION.into(),
+        login_id: login_id.into(),
+        access: Some(IssuedToken { token_id: vec![id; 16], expires_at_ms: T0 + 3_600_000, scopes: vec![] }),
+        ..Default::default()
+    }));
+    TokenId([id; 16])
+}
+
+/// Security review finding 1: only a first-party app's token, and a user's token only for its
+/// own user; the event names who authorized the code.
+#[test]
+fn only_first_party_apps_may_ask_and_a_users_token_only_for_its_user() {
+    let mut world = World::new();
+    world.given(event::Kind::UserCreated(UserCreated {
+        institution_id: INSTITUTION.into(),
+        login_id: "bob".into(),
+        institution_user_id: "IUID-BOB".into(),
+        ..Default::default()
+    }));
+    let plain = bearer(&mut world, "plain", "", 3);
+    let request = CodeRequest { bearer_token: plain, ..code_request(7) };
+    assert_eq!(refused(&world.when(&issue_code(request))), ErrorCode::NotAuthorized);
+    let alice = bearer(&mut world, "app", "alice", 4);
+    for (username, iuid) in [("bob", "IUID-BOB"), ("alice", "IUID-BOB"), ("bob", "IUID-ALICE"), ("alice", "NOBODY")] {
+        let request = CodeRequest {
+            bearer_token: alice,
+            username: username.into(),
+            institution_user_id: iuid.into(),
+            ..code_request(8)
+        };
+        let decision = world.when(&issue_code(request));
+        assert!(decision.events.is_empty());
+        assert_eq!(refused(&decision), ErrorCode::NotAuthorized, "{username} {iuid}");
+    }
+    let issued = |decision: &Decision| match decision.events.first().and_then(|e| e.kind.clone()) {
+        Some(event::Kind::AuthorizationCodeIssued(c)) => (c.authorized_by_client_id, c.authorized_by_login_id),
+        other => panic!("{other:?}"),
+    };
+    let own = world.when(&issue_code(CodeRequest { bearer_token: alice, ..code_request(9) }));
+    assert_eq!(issued(&own), ("app".to_owned(), "alice".to_owned()));
+    let institution_level =
+        CodeRequest { username: "bob".into(), institution_user_id: "IUID-BOB".into(), ..code_request(10) };
+    assert_eq!(issued(&world.when(&issue_code(institution_level))), ("app".to_owned(), String::new()));
+    // Without the capability any more, the same bearer is refused.
+    world.given(event::Kind::ClientAuthorizePartnersSet(ClientAuthorizePartnersSet {
+        client_id: "app".into(),
+        authorize_partners: false,
+    }));
+    assert_eq!(refused(&world.when(&issue_code(code_request(11)))), ErrorCode::NotAuthorized);
 }
 
 #[test]
