@@ -35,7 +35,7 @@ pub fn document(issuer: &str) -> Value {
     paths.insert("/oauth2/v1/token".into(), json!({"post": token()}));
     paths.insert(
         "/oauth2/v1/revoke".into(),
-        json!({"post": revoke("revokeTokenPost"), "delete": revoke("revokeToken")}),
+        json!({"post": revoke("revokeTokenPost", "200"), "delete": revoke("revokeToken", "204")}),
     );
     paths.insert("/oauth2/v1/introspect".into(), json!({"post": introspect()}));
     for (path, id) in [
@@ -160,7 +160,8 @@ fn no_store_headers() -> Value {
     })
 }
 
-fn revoke(id: &str) -> Value {
+/// `success` is 204 for DELETE (Candescent) and 200 for POST (RFC 7009 section 2.2).
+fn revoke(id: &str, success: &str) -> Value {
     let mut op = operation(
         id,
         "Revoke an access or refresh token (RFC 7009); a refresh token revokes its family",
@@ -171,8 +172,8 @@ fn revoke(id: &str) -> Value {
     op["requestBody"] = form_body("TokenParameter");
     let mut responses = serde_json::Map::new();
     responses.insert(
-        "204".into(),
-        json!({"description": "Revoked, or nothing to revoke (unknown, expired, foreign)", "headers": {"transactionId": {"$ref": "#/components/headers/TransactionId"}}}),
+        success.into(),
+        json!({"description": "Revoked, or nothing to revoke (unknown, expired, foreign); no body", "headers": {"transactionId": {"$ref": "#/components/headers/TransactionId"}}}),
     );
     cmn_errors(&mut responses);
     op["responses"] = Value::Object(responses);

@@ -183,7 +183,15 @@ async fn create_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap,
     response
 }
 
-async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+/// DELETE answers 204, as Candescent documents; POST answers 200, as RFC 7009 section 2.2
+/// specifies and standard clients (oauth4webapi, openid-client) require. Both with no body.
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
         Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
@@ -191,7 +199,8 @@ async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap,
     let transaction_id = call.transaction_id.clone();
     match token::revoke_token(&app, call).await {
         Ok(()) => {
-            let mut response = StatusCode::NO_CONTENT.into_response();
+            let status = if method == Method::DELETE { StatusCode::NO_CONTENT } else { StatusCode::OK };
+            let mut response = status.into_response();
             echo_transaction_id(&mut response, Some(&transaction_id));
             response
         }
