@@ -6,7 +6,7 @@
 use serde_json::{Value, json};
 
 /// Every REST path the router serves, in the router's own syntax.
-const PATHS: [&str; 15] = [
+const PATHS: [&str; 16] = [
     "/oauth2/v1/token",
     "/oauth2/v1/revoke",
     "/oauth2/v1/introspect",
@@ -17,6 +17,7 @@ const PATHS: [&str; 15] = [
     "/db-users/v1/institution-users/{id}",
     "/v1/institution-users/{id}",
     "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -57,6 +58,10 @@ pub fn document(issuer: &str) -> Value {
     paths.insert(
         "/.well-known/oauth-authorization-server".into(),
         json!({"get": plain_get("getAuthorizationServerMetadata", "RFC 8414 authorization server metadata", "Discovery", object("Metadata"))}),
+    );
+    paths.insert(
+        "/.well-known/openid-configuration".into(),
+        json!({"get": plain_get("getOpenIdConfiguration", "OpenID Connect discovery: the same metadata document", "Discovery", object("Metadata"))}),
     );
     paths.insert(
         "/.well-known/jwks.json".into(),

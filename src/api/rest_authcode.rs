@@ -25,6 +25,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/auth-code", post(create_code))
         .route("/auth-code/v1/auth-code", post(create_code))
         .route("/.well-known/oauth-authorization-server", get(metadata))
+        // OIDC discovery is what standard clients try first (openid-client's default).
+        .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
 }
 
