@@ -33,6 +33,7 @@ mod ratelimit;
 mod redeem;
 mod refresh;
 mod replay_property;
+mod rest_errors;
 mod revoke;
 mod signin;
 mod storage_faults;
