@@ -75,7 +75,11 @@ pub fn error_response_as(code: ErrorCode, oauth_error: &'static str, transaction
     let body =
         ErrorBody { code: info.code, message: info.message, error: oauth_error, error_description: info.message };
     let mut response = (info.http_status, axum::Json(body)).into_response();
-    if info.http_status == StatusCode::UNAUTHORIZED {
+    // Only a client-authentication failure challenges (SPEC 3, RFC 6749 5.2). The other 401s
+    // (CMN_90015 user credentials, CMN_90018 token or code) are grant errors: a Basic challenge
+    // on them makes standard clients (oauth4webapi) report an authentication challenge instead
+    // of the `invalid_grant` in the body.
+    if code == ErrorCode::InvalidClient {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tokenledger\""));

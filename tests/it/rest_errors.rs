@@ -100,3 +100,23 @@ async fn bearer_failures_are_invalid_token_in_body_and_challenge() {
     reply.assert_error(401, "CMN_90018");
     assert_eq!(reply.json()["error"], "invalid_grant");
 }
+
+/// Only a client-authentication failure (CMN_90004) challenges with `WWW-Authenticate: Basic`.
+/// The token endpoint's other 401s are grant errors; a challenge on them makes oauth4webapi
+/// and openid-client report a WWW-Authenticate challenge instead of the body's `invalid_grant`.
+#[tokio::test]
+async fn only_client_authentication_failures_challenge() {
+    let (server, f) = TestServer::seeded().await;
+    let wrong_password = server.token(&f.app, "grant_type=password&username=alice&password=nope").await;
+    wrong_password.assert_error(401, "CMN_90015");
+    let bad_refresh = server.token(&f.app, "grant_type=refresh_token&refresh_token=tlr_garbage").await;
+    bad_refresh.assert_error(401, "CMN_90018");
+    for reply in [&wrong_password, &bad_refresh] {
+        assert_eq!(reply.json()["error"], "invalid_grant");
+        assert!(reply.header("www-authenticate").is_none(), "{:?}", reply.header("www-authenticate"));
+    }
+    let wrong_secret = ClientCreds { id: f.app.id.clone(), secret: "nope".into() };
+    let reply = server.token(&wrong_secret, "grant_type=client_credentials").await;
+    reply.assert_error(401, "CMN_90004");
+    assert_eq!(reply.header("www-authenticate"), Some("Basic realm=\"tokenledger\""));
+}
