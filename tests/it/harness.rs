@@ -54,13 +54,27 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: Arc<TempDir>, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::start_on(listener, dir, tweak).await
+    }
+
+    /// A server whose issuer is the URL it is reached at, as standard clients require (OIDC
+    /// discovery compares the two, and ID tokens carry it as `iss`).
+    pub async fn start_with_own_issuer() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let issuer = format!("http://{}", listener.local_addr().expect("addr"));
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::start_on(listener, dir, |s| s.issuer = Some(issuer)).await
+    }
+
+    async fn start_on(listener: tokio::net::TcpListener, dir: Arc<TempDir>, tweak: impl FnOnce(&mut Settings)) -> Self {
         let mut settings = test_settings(dir.path());
         tweak(&mut settings);
         let config = Config::resolve(settings).expect("config");
         let opened =
             tokio::task::spawn_blocking(move || data_dir::open(&config)).await.expect("join").expect("open data dir");
         let app = opened.app.clone();
-        Self::serve(app, dir, opened).await
+        Self::serve_on(listener, app, dir, opened).await
     }
 
     /// Serves an `App` built by the test itself (e.g. on a fault-injecting storage backend).
@@ -71,6 +85,15 @@ impl TestServer {
     /// Serves `app`; `keep` (the data-dir lock, for example) lives as long as the server.
     async fn serve<K: Send + 'static>(app: Arc<App>, dir: Arc<TempDir>, keep: K) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        Self::serve_on(listener, app, dir, keep).await
+    }
+
+    async fn serve_on<K: Send + 'static>(
+        listener: tokio::net::TcpListener,
+        app: Arc<App>,
+        dir: Arc<TempDir>,
+        keep: K,
+    ) -> Self {
         let addr = listener.local_addr().expect("addr");
         let (stop, stopped) = oneshot::channel::<()>();
         let served = app.clone();

@@ -22,6 +22,7 @@ mod fuzz_regressions;
 mod grpc;
 mod harness;
 mod id_token;
+mod interop;
 mod introspect;
 mod limits;
 mod logs;
