@@ -344,6 +344,31 @@ fn grant(grant_type: &str, required: &[&str], mut properties: Value) -> Value {
     json!({"type": "object", "required": names, "properties": properties})
 }
 
+/// The Get Authorization Code form, without PKCE or with both PKCE fields (OpenAPI 3.0 has
+/// no `dependentRequired`, so the two shapes are told apart by the fields being absent).
+fn auth_code_request(pkce: bool) -> Value {
+    let mut properties = json!({
+        "client_id": identifier("The partner app's client id"),
+        "scopes": scope_list("API scopes of the code, a subset of the partner's"),
+        "username": identifier("The user's login id"),
+        "institution_user_id": identifier("The user's institution user id"),
+        "requested_scopes": {"type": "string", "pattern": SCOPE_LIST_OR_EMPTY, "description": "OIDC scopes, e.g. openid,profile,offline_access"},
+        "nonce": {"type": "string", "maxLength": NONCE_LEN_MAX, "pattern": PRINTABLE},
+        "aud": {"type": "string", "maxLength": AUDIENCE_LEN_MAX, "pattern": PRINTABLE},
+        "auth_time": {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds, at most 5 minutes ahead"},
+    });
+    let mut required = vec!["client_id", "scopes", "username", "institution_user_id"];
+    if pkce {
+        properties["code_challenge"] = json!({"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{43}$", "description": "base64url(SHA-256(verifier))"});
+        properties["code_challenge_method"] = json!({"type": "string", "enum": ["S256"]});
+        required.extend(["code_challenge", "code_challenge_method"]);
+    } else {
+        properties["code_challenge"] = json!({"not": {}});
+        properties["code_challenge_method"] = json!({"not": {}});
+    }
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
 /// The schemas of the request bodies: what each form must hold, as the handlers enforce it.
 fn request_schemas() -> Value {
     json!({
@@ -370,18 +395,10 @@ fn request_schemas() -> Value {
         })),
         "TokenParameter": {"type": "object", "required": ["token"], "properties": {"token": credential(), "token_type_hint": printable()}},
         "ClientAuthorizationRequest": {"type": "object", "required": ["client_id"], "properties": {"client_id": identifier("The partner app's client id")}},
-        "AuthCodeRequest": {"type": "object", "required": ["client_id", "scopes", "username", "institution_user_id"], "properties": {
-            "client_id": identifier("The partner app's client id"),
-            "scopes": scope_list("API scopes of the code, a subset of the partner's"),
-            "username": identifier("The user's login id"),
-            "institution_user_id": identifier("The user's institution user id"),
-            "requested_scopes": {"type": "string", "pattern": SCOPE_LIST_OR_EMPTY, "description": "OIDC scopes, e.g. openid,profile,offline_access"},
-            "nonce": {"type": "string", "maxLength": NONCE_LEN_MAX, "pattern": PRINTABLE},
-            "aud": {"type": "string", "maxLength": AUDIENCE_LEN_MAX, "pattern": PRINTABLE},
-            "auth_time": {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds, at most 5 minutes ahead"},
-            "code_challenge": {"type": "string", "pattern": "^[A-Za-z0-9_-]{43}$", "description": "base64url(SHA-256(verifier)); needs code_challenge_method"},
-            "code_challenge_method": {"type": "string", "enum": ["S256"]},
-        }},
+        "AuthCodeRequest": {
+            "description": "PKCE is optional, but code_challenge and code_challenge_method come together (a challenge without a method would be plain, which is refused).",
+            "oneOf": [auth_code_request(false), auth_code_request(true)],
+        },
     })
 }
 
