@@ -359,7 +359,7 @@ fn auth_code_request(pkce: bool) -> Value {
     });
     let mut required = vec!["client_id", "scopes", "username", "institution_user_id"];
     if pkce {
-        properties["code_challenge"] = json!({"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{43}$", "description": "base64url(SHA-256(verifier))"});
+        properties["code_challenge"] = json!({"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", "description": "base64url(SHA-256(verifier)), unpadded and canonical (the last character carries 4 bits)"});
         properties["code_challenge_method"] = json!({"type": "string", "enum": ["S256"]});
         required.extend(["code_challenge", "code_challenge_method"]);
     } else {

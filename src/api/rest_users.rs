@@ -157,8 +157,8 @@ impl<'a> From<&'a InstitutionUserView> for InstitutionUserBody<'a> {
     }
 }
 
-/// The `userIdType` of the query; other parameters (`$expand`, `retrieveBillPayCredentials`)
-/// are accepted and ignored. A `userIdType` that is present but empty, or repeated, is
+/// The `userIdType` of the query; other parameters (`$expand`, `retrieveBillPayCredentials`,
+/// which must be `true` or `false`) are accepted and ignored. A `userIdType` that is present but empty, or repeated, is
 /// ISR_10000 naming it (an empty value is not the default: the caller meant to say something);
 /// any other malformed query is ISR_10000 naming the query.
 fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
@@ -176,6 +176,10 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
         }
     }
     let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
+    // Ignored, but Candescent documents it as a boolean, so anything else is malformed.
+    if params.get("retrieveBillPayCredentials").is_some_and(|v| v != "true" && v != "false") {
+        return Err(LookupError::BadQuery);
+    }
     Ok(params.get("userIdType").map(str::to_owned))
 }
 

@@ -208,8 +208,12 @@ async fn malformed_lookup_parameters_are_400s_that_name_the_parameter() {
             let path = format!("{base}{query}");
             assert_bad_request(&get(&server, &path, Some(&token), &headers).await, BAD_USER_ID_TYPE);
         }
-        let path = format!("{base}?userIdType=LOGIN_ID&$expand=%zz");
-        assert_bad_request(&get(&server, &path, Some(&token), &headers).await, "Query is invalid");
+        for query in ["$expand=%zz", "retrieveBillPayCredentials=AAA", "$expand=caf%C3%A9"] {
+            let path = format!("{base}?userIdType=LOGIN_ID&{query}");
+            assert_bad_request(&get(&server, &path, Some(&token), &headers).await, "Query is invalid");
+        }
+        let path = format!("{base}?userIdType=LOGIN_ID&retrieveBillPayCredentials=true&$expand=subUsers");
+        assert_eq!(get(&server, &path, Some(&token), &headers).await.status, 200);
     }
     for id in ["acme%01admin", "%7F", "acme%FFadmin", "caf%C3%A9", "two%20words", &"x".repeat(300)] {
         for query in ["", "?userIdType=LOGIN_ID"] {
