@@ -136,3 +136,29 @@ async fn openid_client_works_unmodified_through_every_flow() {
     // What the library saw is what the ledger holds.
     flow.server.assert_replay_equals_live().await;
 }
+
+/// What docs/operations.md warns about: redirect URIs are compared exactly, and URL parsers
+/// (such as the WHATWG `URL` openid-client builds `redirect_uri` from) add a `/` to a bare
+/// origin, so a partner registered without a path cannot redeem through such a client.
+#[tokio::test]
+async fn a_bare_origin_redirect_uri_does_not_match_the_slash_url_parsers_add() {
+    let flow = flow().await;
+    let bare = flow
+        .server
+        .client(tokenledger::proto::ClientSpec {
+            client_id: "bare".into(),
+            institution_ids: vec![INSTITUTION.into()],
+            grant_types: vec!["authorization_code".into()],
+            scopes: vec!["accounts:read".into()],
+            redirect_uri: "https://bare.example".into(),
+            ..Default::default()
+        })
+        .await;
+    let form = Form::code().set("client_id", "bare");
+    let code = flow.code(&form).await;
+    let body = format!("{}&redirect_uri=https%3A%2F%2Fbare.example%2F", redeem_body(&code, Some(VERIFIER)));
+    flow.redeem_as(&bare, &body).await.assert_error(401, "CMN_90018");
+    let code = flow.code(&form).await;
+    let body = format!("{}&redirect_uri=https%3A%2F%2Fbare.example", redeem_body(&code, Some(VERIFIER)));
+    assert_eq!(flow.redeem_as(&bare, &body).await.status, 200);
+}
