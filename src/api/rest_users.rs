@@ -168,11 +168,16 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
     let mut named = 0;
     for segment in query.split('&') {
         let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
-        if super::form::percent_decode(name.as_bytes()).is_some_and(|n| n == b"userIdType") {
+        let name = super::form::percent_decode(name.as_bytes()).unwrap_or_default();
+        if name == b"userIdType" {
             named += 1;
             if value.is_empty() || named > 1 {
                 return Err(LookupError::BadUserIdType);
             }
+        }
+        // A boolean (Candescent's document): present but empty is not `false`.
+        if name == b"retrieveBillPayCredentials" && value.is_empty() {
+            return Err(LookupError::BadQuery);
         }
     }
     let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;

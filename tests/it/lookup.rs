@@ -208,7 +208,9 @@ async fn malformed_lookup_parameters_are_400s_that_name_the_parameter() {
             let path = format!("{base}{query}");
             assert_bad_request(&get(&server, &path, Some(&token), &headers).await, BAD_USER_ID_TYPE);
         }
-        for query in ["$expand=%zz", "retrieveBillPayCredentials=AAA", "$expand=caf%C3%A9"] {
+        for query in
+            ["$expand=%zz", "retrieveBillPayCredentials=AAA", "retrieveBillPayCredentials=", "$expand=caf%C3%A9"]
+        {
             let path = format!("{base}?userIdType=LOGIN_ID&{query}");
             assert_bad_request(&get(&server, &path, Some(&token), &headers).await, "Query is invalid");
         }
