@@ -17,6 +17,7 @@ import atexit
 import base64
 import json
 import os
+import re
 import sys
 import time
 import urllib.parse
@@ -211,6 +212,10 @@ def vendor_fault(failure, case, response) -> str | None:
         return "vendor: required form fields without minLength (an empty value is a missing one)"
     if failure.code == "ST202" and response.status_code == 400 and not all(is_printable(v) for v in sent(case, response)):
         return "vendor: no printable-ASCII constraint (SPEC 3: CMN_90017 / ISR_10000)"
+    if failure.code == "ST202" and path.endswith("/auth-code") and response_code(response) == "CMN_90011":
+        auth_time, nonce, aud = (str(body.get(f, "")) for f in ("auth_time", "nonce", "aud"))
+        if not re.fullmatch(r"[0-9]{0,12}", auth_time) or len(nonce) > 512 or len(aud) > 256:
+            return "vendor: auth_time (epoch seconds), nonce and aud without a pattern or maxLength"
     if failure.code == "ST204" and (method, path) == ("POST", "/oauth2/v1/revoke"):
         return "vendor: lists only DELETE revoke (SPEC 3.2 adds POST, answered 200)"
     allow = {m.strip().upper() for m in response.headers.get("allow", [""])[0].split(",")} if hasattr(response, "headers") else set()
