@@ -61,6 +61,12 @@ pub struct Settings {
     /// Password and legacy-secret hashes computed at once [default: number of CPUs]
     #[arg(long, env = "TOKENLEDGER_SLOW_HASH_CONCURRENCY")]
     pub slow_hash_concurrency: Option<usize>,
+    /// Client-secret PBKDF2 checks at once; when all are busy, answer CMN_90003 at once [default: CPUs / 4, at least 1]
+    #[arg(long, env = "TOKENLEDGER_CLIENT_SECRET_HASH_CONCURRENCY")]
+    pub client_secret_hash_concurrency: Option<usize>,
+    /// Failed client authentications per (client id, source address) before a backoff starts; 0: off [default: 5]
+    #[arg(long, env = "TOKENLEDGER_CLIENT_AUTH_FREE_FAILURES")]
+    pub client_auth_free_failures: Option<u32>,
     /// Failed sign-ins of one login id within the window that lock it; 0 disables lockout [default: 5]
     #[arg(long, env = "TOKENLEDGER_LOCKOUT_FAILURES")]
     pub lockout_failures: Option<u32>,
@@ -147,6 +153,8 @@ impl Settings {
             batch_commands_max,
             shutdown_grace_secs,
             slow_hash_concurrency,
+            client_secret_hash_concurrency,
+            client_auth_free_failures,
             lockout_failures,
             lockout_window_secs,
             lockout_duration_secs,
@@ -214,6 +222,10 @@ pub struct Config {
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
     pub slow_hash_concurrency: usize,
+    /// Slow client-secret checks at once (`api::client_auth`), apart from password sign-ins.
+    pub client_secret_hash_concurrency: usize,
+    /// Failed client authentications per (client id, source) before the backoff; 0: off.
+    pub client_auth_free_failures: u32,
     /// Lockout after repeated failed sign-ins.
     pub lockout: LockoutPolicy,
     /// Connection, concurrency, timeout and header limits of the listener.
@@ -277,6 +289,8 @@ impl Config {
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
+            client_secret_hash_concurrency: settings.client_secret_hash_concurrency.unwrap_or(cpus / 4).max(1),
+            client_auth_free_failures: settings.client_auth_free_failures.unwrap_or(5),
             lockout: LockoutPolicy {
                 failures_max: settings.lockout_failures.unwrap_or(5),
                 window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,

@@ -257,13 +257,28 @@ impl Metrics {
             vec![Label::new("limit", "quota")],
             load(&limits.quota_rejections),
         );
-        let (tokens, families, head_seq) = {
+        let auth = &app.client_auth.counters;
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "client_auth_backoff")],
+            load(&auth.throttled),
+        );
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "client_secret_budget")],
+            load(&auth.budget_exhausted),
+        );
+        set_counter("tokenledger_client_auth_known_wrong_total", vec![], load(&auth.known_wrong));
+        let (tokens, families, head_seq, slow_secrets) = {
             let state = app.state.read();
-            (state.tokens.len(), state.families.len(), state.head.seq)
+            let slow =
+                state.clients.values().filter(|c| crate::api::client_auth::ClientAuth::is_slow_secret(c)).count();
+            (state.tokens.len(), state.families.len(), state.head.seq, slow)
         };
         let gauge = |name: &'static str, value: f64| {
             self.recorder.register_gauge(&Key::from_name(name), &metadata()).set(value);
         };
+        gauge("tokenledger_clients_with_imported_secret", slow_secrets as f64);
         gauge("tokenledger_live_tokens", tokens as f64);
         gauge("tokenledger_live_token_families", families as f64);
         gauge("tokenledger_ledger_head_seq", head_seq as f64);
@@ -279,7 +294,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 25] = [
+    let rows: [(&str, Option<Unit>, &str); 27] = [
         (
             "tokenledger_requests_total",
             None,
@@ -301,7 +316,17 @@ fn describe(recorder: &PrometheusRecorder) {
             "Admin or audit calls refused for lack of a verified client certificate",
         ),
         ("tokenledger_tls_reloads_total", None, "Reloads of the TLS certificate files, by result"),
-        ("tokenledger_rate_limited_total", None, "Requests refused by spike arrest (CMN_90003) or quota (CMN_90002)"),
+        (
+            "tokenledger_rate_limited_total",
+            None,
+            "Requests refused by a limit: spike arrest and the client-authentication limits (CMN_90003), quota (CMN_90002)",
+        ),
+        (
+            "tokenledger_client_auth_known_wrong_total",
+            None,
+            "Client authentications refused from the cache of known wrong secrets (no hash)",
+        ),
+        ("tokenledger_clients_with_imported_secret", None, "Clients whose secret is imported (PBKDF2); rotate them"),
         ("tokenledger_password_hashes_total", None, "PBKDF2 computations (password checks and imported secrets)"),
         ("tokenledger_ledger_batch_commands", None, "Commands per ledger write transaction"),
         ("tokenledger_ledger_batch_events", None, "Events per ledger write transaction"),

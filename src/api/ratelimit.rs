@@ -1,19 +1,19 @@
 //! Per-client spike arrest (CMN_90003) and quota (CMN_90002), both GCRA limiters from the
 //! `governor` crate, checked before any expensive work:
 //!
-//! - **spike arrest** is keyed by the client id the request *presents*, before the client is
-//!   authenticated, so a burst of wrong secrets is stopped before any hashing (RFC 6749 2.3.1
-//!   brute-force protection). Ids that name no client share one bucket, so random ids cannot
-//!   grow the limiter's memory.
-//! - **quota** is keyed by the *authenticated* client, after client authentication (a keyed
-//!   digest, cheap) and before the password hash, the authorization-code checks and the writer.
+//! - **spike arrest** and **quota** are keyed by the *authenticated* client, after client
+//!   authentication and before the password hash, the authorization-code checks and the writer,
+//!   so nobody but the client itself can spend its allowance (security review finding 5).
+//!   Guessing secrets is stopped before that by the failure backoff of `api::client_auth`,
+//!   keyed by the presented id and the source address.
 //!
 //! A rejected request appends nothing to the ledger and computes no PBKDF2. The transport adds
-//! `Retry-After` (seconds, rounded up) from [`with_retry_after`], which the front door wraps
+//! `Retry-After` (seconds, rounded up) from [`request_scope`], which the front door wraps
 //! around every request. Both limits are off by default.
 
 use std::cell::Cell;
 use std::future::Future;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,12 +21,10 @@ use std::time::Duration;
 
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use parking_lot::RwLock;
 
 use super::wire::BasicCredentials;
 use crate::app::App;
 use crate::config::{ConfigError, Settings};
-use crate::domain::State;
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;
 use crate::error::ErrorCode;
@@ -69,8 +67,6 @@ impl RateLimitConfig {
 pub struct RateLimits {
     spike: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     quota: Option<DefaultKeyedRateLimiter<Arc<str>>>,
-    /// The key shared by presented client ids that name no client.
-    unknown_client: Arc<str>,
     /// Requests refused by spike arrest (for /metrics).
     pub spike_rejections: AtomicU64,
     /// Requests refused by the quota (for /metrics).
@@ -88,19 +84,9 @@ impl RateLimits {
         Self {
             spike: spike.map(DefaultKeyedRateLimiter::keyed),
             quota: quota.map(DefaultKeyedRateLimiter::keyed),
-            unknown_client: Arc::from(""),
             spike_rejections: AtomicU64::new(0),
             quota_rejections: AtomicU64::new(0),
         }
-    }
-
-    /// Spike arrest for a request presenting `client_id` (authenticated or not).
-    pub fn check_spike(&self, state: &RwLock<State>, client_id: &str) -> Result<(), ErrorCode> {
-        let Some(limiter) = &self.spike else {
-            return Ok(());
-        };
-        let key = state.read().client(client_id).map(|c| c.id.clone()).unwrap_or_else(|| self.unknown_client.clone());
-        check(limiter, &key, &self.spike_rejections, ErrorCode::SpikeLimit)
     }
 
     /// Spike arrest for a request of a known client.
@@ -129,11 +115,12 @@ impl RateLimits {
 }
 
 impl App {
-    /// What every Basic-authenticated endpoint does first: spike arrest on the presented client
-    /// id, client authentication, then the client's quota.
+    /// What every Basic-authenticated endpoint does first: client authentication (with its own
+    /// throttle for failures, `api::client_auth`), then the authenticated client's spike arrest
+    /// and quota. Nobody but the client itself can spend its allowance.
     pub async fn authenticate_limited_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
-        self.rate_limits.check_spike(&self.state, &credentials.client_id)?;
         let client = self.authenticate_client(credentials).await?;
+        self.rate_limits.check_spike_of(&client.id)?;
         self.rate_limits.check_quota(&client.id)?;
         Ok(client)
     }
@@ -169,21 +156,28 @@ fn check(
 tokio::task_local! {
     /// Seconds the current request's client should wait, set by a refused limit check.
     static RETRY_AFTER_SECS: Cell<Option<u64>>;
+    /// The peer of the current request (see [`crate::api::throttle::peer_key`]).
+    static PEER: Option<IpAddr>;
 }
 
-/// Runs one request's handling and returns what it set for `Retry-After`, if anything.
-pub async fn with_retry_after<F: Future>(handling: F) -> (F::Output, Option<u64>) {
-    RETRY_AFTER_SECS
-        .scope(Cell::new(None), async move {
-            let output = handling.await;
-            (output, RETRY_AFTER_SECS.with(Cell::get))
-        })
-        .await
+/// Runs one request's handling with its peer address known to the throttles, and returns what
+/// it set for `Retry-After`, if anything.
+pub async fn request_scope<F: Future>(peer: Option<IpAddr>, handling: F) -> (F::Output, Option<u64>) {
+    let scoped = RETRY_AFTER_SECS.scope(Cell::new(None), async move {
+        let output = handling.await;
+        (output, RETRY_AFTER_SECS.with(Cell::get))
+    });
+    PEER.scope(peer, scoped).await
+}
+
+/// The peer of the current request; `None` outside [`request_scope`] (in-process callers).
+pub fn current_peer() -> Option<IpAddr> {
+    PEER.try_with(|peer| *peer).ok().flatten()
 }
 
 /// Records `wait` (rounded up to whole seconds, at least 1) for the current request; a no-op
-/// outside [`with_retry_after`].
-fn note_retry_after(wait: Duration) {
+/// outside [`request_scope`].
+pub(crate) fn note_retry_after(wait: Duration) {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let _ = RETRY_AFTER_SECS.try_with(|cell| cell.set(Some(secs.max(1))));
 }

@@ -34,6 +34,8 @@ const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 pub struct ConnInfo {
     /// The peer presented a client certificate that the client CA verified at the handshake.
     pub client_certificate: bool,
+    /// The peer's address as the throttles key it (`api::throttle::peer_key`).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 /// Shared by every connection of a listener.
@@ -113,7 +115,7 @@ impl Front {
         let work = async {
             // The semaphore is never closed, so acquiring only waits.
             let _slot = self.in_flight.acquire().await.ok();
-            ratelimit::with_retry_after(router.oneshot(request)).await
+            ratelimit::request_scope(conn.peer, router.oneshot(request)).await
         };
         match tokio::time::timeout(self.request_timeout, work).await {
             Ok((Ok(mut response), retry_after)) => {

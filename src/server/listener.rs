@@ -3,6 +3,7 @@
 //! (bounded), hyper's HTTP/1.1 + HTTP/2 connection with the listener limits, closing idle
 //! connections, and closing every connection gracefully on shutdown.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,9 +68,9 @@ pub async fn accept_until(
             () = &mut *shutdown => break,
         };
         let Ok(slot) = slot else { break };
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -79,24 +80,25 @@ pub async fn accept_until(
             },
             () = &mut *shutdown => break,
         };
-        tokio::spawn(serve_connection(stream, slot, serving.clone()));
+        let peer = crate::api::throttle::peer_key(peer.ip());
+        tokio::spawn(serve_connection(stream, peer, slot, serving.clone()));
     }
     Connections { slots, slots_max: limits.connections_max, closing }
 }
 
-async fn serve_connection(stream: TcpStream, _slot: OwnedSemaphorePermit, serving: Serving) {
+async fn serve_connection(stream: TcpStream, peer: IpAddr, _slot: OwnedSemaphorePermit, serving: Serving) {
     let metrics = serving.front.metrics().clone();
     metrics.connections.increment(1);
     metrics.connections_open.increment(1.0);
     let _ = stream.set_nodelay(true);
     match serving.tls.clone() {
-        None => drive(stream, ConnInfo::default(), serving).await,
+        None => drive(stream, ConnInfo { client_certificate: false, peer: Some(peer) }, serving).await,
         Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
                 // With a client CA the verifier has checked any certificate presented.
                 let client_certificate =
                     tls.verifies_clients() && stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                drive(stream, ConnInfo { client_certificate }, serving).await;
+                drive(stream, ConnInfo { client_certificate, peer: Some(peer) }, serving).await;
             }
             Ok(Err(error)) => {
                 metrics.tls_handshake_failures.increment(1);
