@@ -34,6 +34,10 @@ pub struct App {
     /// Client authentication: the cache of verified imported secrets, the negative cache, the
     /// failure backoff and the small budget of slow client-secret checks (`api::client_auth`).
     pub client_auth: ClientAuth,
+    /// Failed password sign-ins each client may still cause (`sign_in_failures_per_client_per_min`).
+    pub sign_in_failures: crate::api::throttle::FailureBudget,
+    /// Sign-ins refused because their client had used up that budget (for /metrics).
+    pub sign_in_failures_refused: std::sync::atomic::AtomicU64,
     /// Bounds concurrent password hashes so that a burst of sign-ins cannot starve the runtime.
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
@@ -61,6 +65,7 @@ impl App {
             dummy_password.clone(),
         );
         let rate_limits = crate::api::ratelimit::RateLimits::new(&config.rate_limits);
+        let sign_in_failures = crate::api::throttle::FailureBudget::new(config.sign_in_failures_per_client_per_min);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let observed = metrics.clone();
         ledger.status().observer.set(move |batch| observed.batch(batch));
@@ -73,6 +78,8 @@ impl App {
             admin_token_digest,
             dummy_password,
             client_auth,
+            sign_in_failures,
+            sign_in_failures_refused: std::sync::atomic::AtomicU64::new(0),
             slow_hashes,
             draining: AtomicBool::new(false),
             rate_limits,

@@ -67,6 +67,9 @@ pub struct Settings {
     /// Failed client authentications per (client id, source address) before a backoff starts; 0: off [default: 5]
     #[arg(long, env = "TOKENLEDGER_CLIENT_AUTH_FREE_FAILURES")]
     pub client_auth_free_failures: Option<u32>,
+    /// Failed password sign-ins one client may cause per minute (and at once); more answer CMN_90003; 0: off [default: 600]
+    #[arg(long, env = "TOKENLEDGER_SIGN_IN_FAILURES_PER_CLIENT_PER_MIN")]
+    pub sign_in_failures_per_client_per_min: Option<u32>,
     /// Failed sign-ins of one login id within the window that lock it; 0 disables lockout [default: 5]
     #[arg(long, env = "TOKENLEDGER_LOCKOUT_FAILURES")]
     pub lockout_failures: Option<u32>,
@@ -155,6 +158,7 @@ impl Settings {
             slow_hash_concurrency,
             client_secret_hash_concurrency,
             client_auth_free_failures,
+            sign_in_failures_per_client_per_min,
             lockout_failures,
             lockout_window_secs,
             lockout_duration_secs,
@@ -226,6 +230,8 @@ pub struct Config {
     pub client_secret_hash_concurrency: usize,
     /// Failed client authentications per (client id, source) before the backoff; 0: off.
     pub client_auth_free_failures: u32,
+    /// Failed password sign-ins per client and minute before CMN_90003; 0: off.
+    pub sign_in_failures_per_client_per_min: u32,
     /// Lockout after repeated failed sign-ins.
     pub lockout: LockoutPolicy,
     /// Connection, concurrency, timeout and header limits of the listener.
@@ -291,6 +297,7 @@ impl Config {
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
             client_secret_hash_concurrency: settings.client_secret_hash_concurrency.unwrap_or(cpus / 4).max(1),
             client_auth_free_failures: settings.client_auth_free_failures.unwrap_or(5),
+            sign_in_failures_per_client_per_min: settings.sign_in_failures_per_client_per_min.unwrap_or(600),
             lockout: LockoutPolicy {
                 failures_max: settings.lockout_failures.unwrap_or(5),
                 window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,

@@ -269,6 +269,11 @@ impl Metrics {
             load(&auth.budget_exhausted),
         );
         set_counter("tokenledger_client_auth_known_wrong_total", vec![], load(&auth.known_wrong));
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "sign_in_failures")],
+            load(&app.sign_in_failures_refused),
+        );
         let (tokens, families, head_seq, slow_secrets) = {
             let state = app.state.read();
             let slow =

@@ -6,8 +6,10 @@
 //! grows with the number of ids or addresses an attacker invents, and nobody can aim two keys
 //! at one slot. Two keys that share a slot throttle each other, which errs on the safe side.
 
+use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -105,6 +107,65 @@ fn millis(duration: Duration) -> u32 {
     u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)
 }
 
+/// A budget of failures per authenticated client: `per_min` a minute, `per_min` at once (a
+/// token bucket). It is looked at before costly work and charged only when that work failed,
+/// so a client's successes never use it. Keys are clients, so memory is bounded by them.
+pub struct FailureBudget {
+    per_min: u32,
+    buckets: Mutex<HashMap<Arc<str>, Bucket>>,
+}
+
+#[derive(Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl FailureBudget {
+    /// `per_min` of 0 turns the budget off.
+    pub fn new(per_min: u32) -> Self {
+        Self { per_min, buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// `Err(wait)` while `key` has no failure left.
+    pub fn check(&self, key: &str) -> Result<(), Duration> {
+        if self.per_min == 0 {
+            return Ok(());
+        }
+        let now = Instant::now();
+        let tokens = self.buckets.lock().get(key).map_or(f64::from(self.per_min), |b| self.refilled(b, now));
+        if tokens >= 1.0 {
+            return Ok(());
+        }
+        Err(Duration::from_secs_f64((1.0 - tokens) * 60.0 / f64::from(self.per_min)))
+    }
+
+    /// Spends one failure of `key`.
+    pub fn charge(&self, key: &Arc<str>) {
+        if self.per_min == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock();
+        let full = Bucket { tokens: f64::from(self.per_min), at: now };
+        let bucket = buckets.entry(key.clone()).or_insert(full);
+        *bucket = Bucket { tokens: (self.refilled(bucket, now) - 1.0).max(0.0), at: now };
+    }
+
+    /// Forgets buckets that are full again (run now and then).
+    pub fn forget_full(&self) {
+        let now = Instant::now();
+        let full = f64::from(self.per_min);
+        self.buckets.lock().retain(|_, bucket| self.refilled(bucket, now) < full);
+    }
+
+    fn refilled(&self, bucket: &Bucket, now: Instant) -> f64 {
+        let per_sec = f64::from(self.per_min) / 60.0;
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        (bucket.tokens + elapsed * per_sec).min(f64::from(self.per_min))
+    }
+}
+
 /// The part of a peer address that one party controls: an IPv4 address, or the /64 prefix of
 /// an IPv6 address (one host is given a whole /64, so its single addresses mean nothing).
 pub fn peer_key(ip: IpAddr) -> IpAddr {
@@ -151,6 +212,22 @@ mod tests {
             throttle.record_failure("a");
         }
         assert!(throttle.check("a").is_ok());
+    }
+
+    #[test]
+    fn a_failure_budget_is_charged_only_by_failures_and_refills() {
+        let budget = FailureBudget::new(120);
+        let key: Arc<str> = Arc::from("c1");
+        for _ in 0..120 {
+            assert!(budget.check(&key).is_ok());
+            budget.charge(&key);
+        }
+        let wait = budget.check(&key).unwrap_err();
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(budget.check("c2").is_ok(), "another client has its own budget");
+        std::thread::sleep(Duration::from_millis(600));
+        assert!(budget.check(&key).is_ok(), "one failure back every 0.5 s");
+        assert!(FailureBudget::new(0).check(&key).is_ok());
     }
 
     #[test]

@@ -101,6 +101,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                 _ = tick.tick() => {
                     housekeeping_app.ledger.request_purge();
                     housekeeping_app.rate_limits.forget_idle();
+                    housekeeping_app.sign_in_failures.forget_full();
                 }
                 _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
                 // A ledger that failed (I/O error, full disk) stays failed until a restart:

@@ -193,3 +193,49 @@ async fn finding_5_wrong_secrets_naming_a_client_do_not_spend_its_spike_allowanc
     tokio::time::sleep(Duration::from_millis(250)).await;
     assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200);
 }
+
+/// Security review finding 11: lockout as a weapon. Failures counted only per (institution,
+/// login id), so any client with the password grant could lock every known login id with five
+/// wrong passwords each. Now each client has a budget of failed sign-ins; beyond it its
+/// attempts are refused (CMN_90003) before the hash and without recording a failure, so the
+/// lockout is never reached, for known and unknown login ids alike.
+#[tokio::test]
+async fn finding_11_one_client_cannot_lock_users_out_beyond_its_failure_budget() {
+    let server = TestServer::start_with(|s| s.sign_in_failures_per_client_per_min = Some(3)).await;
+    let f = server.seed().await;
+    let spec = |id: &str| api::ClientSpec {
+        client_id: id.into(),
+        name: id.into(),
+        institution_ids: vec![INSTITUTION.into()],
+        grant_types: vec!["password".into()],
+        scopes: vec!["accounts:read".into()],
+        ..Default::default()
+    };
+    let second = server.client(spec("second-app")).await;
+    let third = server.client(spec("third-app")).await;
+    let answers = |creds: ClientCreds, login: &'static str| {
+        let server = &server;
+        async move {
+            let mut codes = Vec::new();
+            for _ in 0..5 {
+                let reply = server.token(&creds, &format!("grant_type=password&username={login}&password=wrong")).await;
+                codes.push(reply.json()["code"].as_str().unwrap_or_default().to_owned());
+                if reply.status == 500 {
+                    assert!(reply.header("retry-after").is_some(), "CMN_90003 without Retry-After");
+                }
+            }
+            codes
+        }
+    };
+    let head = server.app.state.read().head.seq;
+    let known = answers(f.app.clone(), "alice").await;
+    assert_eq!(known, ["CMN_90015", "CMN_90015", "CMN_90015", "CMN_90003", "CMN_90003"]);
+    assert_eq!(server.app.state.read().head.seq, head + 3, "refused attempts record nothing");
+    // The same answers for a login id that does not exist (SPEC 6: no oracle).
+    let unknown = answers(third, "nobody").await;
+    assert_eq!(unknown, known);
+    // alice was never locked out: her right password works through another client.
+    assert_eq!(server.token(&second, &format!("grant_type=password&{ALICE_LOGIN}")).await.status, 200);
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tokenledger_rate_limited_total{limit=\"sign_in_failures\"} 4"), "{text}");
+}
