@@ -74,6 +74,7 @@ pub struct Metrics {
     pub connections: Counter,
     pub tls_handshake_failures: Counter,
     pub client_certificate_refusals: Counter,
+    pub admin_credential_refusals: Counter,
     pub password_hashes: Counter,
     batch_commands: Histogram,
     batch_events: Histogram,
@@ -124,6 +125,7 @@ impl Metrics {
             connections: counter("tokenledger_connections_total"),
             tls_handshake_failures: counter("tokenledger_tls_handshake_failures_total"),
             client_certificate_refusals: counter("tokenledger_client_certificate_refusals_total"),
+            admin_credential_refusals: counter("tokenledger_admin_credential_refusals_total"),
             password_hashes: counter("tokenledger_password_hashes_total"),
             batch_commands: histogram("tokenledger_ledger_batch_commands"),
             batch_events: histogram("tokenledger_ledger_batch_events"),
@@ -299,7 +301,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 27] = [
+    let rows: [(&str, Option<Unit>, &str); 28] = [
         (
             "tokenledger_requests_total",
             None,
@@ -319,6 +321,11 @@ fn describe(recorder: &PrometheusRecorder) {
             "tokenledger_client_certificate_refusals_total",
             None,
             "Admin or audit calls refused for lack of a verified client certificate",
+        ),
+        (
+            "tokenledger_admin_credential_refusals_total",
+            None,
+            "Admin, audit or key calls refused for a missing or wrong admin credential, before their message was read",
         ),
         ("tokenledger_tls_reloads_total", None, "Reloads of the TLS certificate files, by result"),
         (

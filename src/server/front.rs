@@ -1,6 +1,9 @@
 //! The front door: what happens to every request before and after its handler, for REST and
 //! gRPC alike. In order: a tracing span carrying the `transactionId` (so every log line of the
-//! request has it), the client-certificate rule of the admin services, a slot among
+//! request has it), the client-certificate rule of the admin services, the admin credential of
+//! those services (checked before their message is read, so an unauthenticated caller cannot
+//! make the server buffer one; only an authenticated `AdminService/Import` may send up to
+//! 16 MiB, everything else 256 KiB), a slot among
 //! `requests_in_flight_max`, the request timeout (a slow-drip body is answered 408 /
 //! DEADLINE_EXCEEDED), `Retry-After` for rate-limited answers, and the request metrics.
 
@@ -38,10 +41,23 @@ pub struct ConnInfo {
     pub peer: Option<std::net::IpAddr>,
 }
 
+/// The routers behind the front door.
+pub struct Routers {
+    /// Every gRPC service, each decoding at most 256 KiB.
+    pub grpc: Router,
+    /// AdminService with the import limit, for `AdminService/Import` only.
+    pub grpc_import: Router,
+    pub rest: Router,
+}
+
+/// The one method allowed messages above 256 KiB.
+const IMPORT_PATH: &str = "/tokenledger.v1.AdminService/Import";
+
 /// Shared by every connection of a listener.
 pub struct Front {
     app: Arc<App>,
     grpc: Router,
+    grpc_import: Router,
     rest: Router,
     /// `requests_in_flight_max` slots, held from the handler's start to its response head.
     in_flight: Semaphore,
@@ -51,11 +67,12 @@ pub struct Front {
 }
 
 impl Front {
-    pub fn new(app: Arc<App>, grpc: Router, rest: Router, client_certificates_required: bool) -> Self {
+    pub fn new(app: Arc<App>, routers: Routers, client_certificates_required: bool) -> Self {
         let limits = &app.config.limits;
         let in_flight = Semaphore::new(limits.requests_in_flight_max as usize);
         let request_timeout = limits.request_timeout;
-        Self { app, grpc, rest, in_flight, request_timeout, client_certificates_required }
+        let Routers { grpc, grpc_import, rest } = routers;
+        Self { app, grpc, grpc_import, rest, in_flight, request_timeout, client_certificates_required }
     }
 
     pub fn app_limits(&self) -> &super::limits::Limits {
@@ -101,17 +118,26 @@ impl Front {
     }
 
     async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
-        if grpc
-            && self.client_certificates_required
-            && !conn.client_certificate
-            && is_admin_service(request.uri().path())
-        {
+        let admin_service = grpc && is_admin_service(request.uri().path());
+        if admin_service && self.client_certificates_required && !conn.client_certificate {
             self.app.metrics.client_certificate_refusals.increment(1);
             tracing::warn!("admin call refused: no verified client certificate");
             return tonic::Status::unauthenticated("a verified client certificate is required for this service")
                 .into_http();
         }
-        let router = if grpc { self.grpc.clone() } else { self.rest.clone() };
+        // Before the body is read: the handlers check it again (`api::grpc::admin_call`).
+        if admin_service
+            && !self.app.is_admin(wire::bearer_token(header_values(request.headers(), &header::AUTHORIZATION)))
+        {
+            self.app.metrics.admin_credential_refusals.increment(1);
+            return tonic::Status::unauthenticated("the admin credential (Bearer <admin.token>) is required")
+                .into_http();
+        }
+        let router = match (grpc, request.uri().path() == IMPORT_PATH) {
+            (true, true) => self.grpc_import.clone(),
+            (true, false) => self.grpc.clone(),
+            (false, _) => self.rest.clone(),
+        };
         let work = async {
             // The semaphore is never closed, so acquiring only waits.
             let _slot = self.in_flight.acquire().await.ok();

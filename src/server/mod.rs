@@ -31,6 +31,9 @@ use crate::proto::token_service_server::TokenServiceServer;
 
 /// Largest gRPC message we decode (tonic's default of 4 MiB is far above any real request).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
+/// Largest `AdminService/Import` message: bulk set-up. Only calls that carry the admin
+/// credential get this far (the front door checks it before the body is read).
+pub const IMPORT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The gRPC services we serve, for health status.
 const SERVICE_NAMES: [&str; 5] = [
@@ -68,7 +71,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     let grpc = tonic::service::Routes::new(
         TokenServiceServer::new(TokenGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
-    .add_service(AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(16 * 1024 * 1024))
+    .add_service(
+        AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+    )
     .add_service(
         InstitutionUserServiceServer::new(InstitutionUserGrpc { app: app.clone() })
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
@@ -80,13 +85,23 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     .add_service(reflection_v1alpha.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .prepare()
     .into_axum_router();
+    // The same AdminService with the import limit; the front door routes only Import here.
+    let grpc_import = tonic::service::Routes::new(
+        AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(IMPORT_MESSAGE_BYTES_MAX),
+    )
+    .prepare()
+    .into_axum_router();
     let rest = crate::api::rest::router(app.clone());
     let tls = match &app.config.tls {
         Some(files) => Some(Arc::new(self::tls::Tls::load(files.clone()).map_err(std::io::Error::other)?)),
         None => None,
     };
     let client_certificates_required = tls.as_ref().is_some_and(|t| t.verifies_clients());
-    let front = Arc::new(front::Front::new(app.clone(), grpc, rest, client_certificates_required));
+    let front = Arc::new(front::Front::new(
+        app.clone(),
+        front::Routers { grpc, grpc_import, rest },
+        client_certificates_required,
+    ));
     let reloader = tls.clone().map(|tls| tls.spawn_reloader(app.metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     let housekeeping_app = app.clone();

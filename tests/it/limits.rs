@@ -196,6 +196,16 @@ async fn requests_beyond_the_in_flight_limit_wait_for_a_slot() {
 /// Sends `bytes` as the message of the unary gRPC method at `path` (any message type: the
 /// limit applies before decoding).
 async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) -> tonic::Status {
+    raw_grpc_call_as(server, path, bytes, None).await
+}
+
+/// [`raw_grpc_call`] with `authorization: Bearer <bearer>` when given.
+async fn raw_grpc_call_as(
+    server: &TestServer,
+    path: &'static str,
+    bytes: usize,
+    bearer: Option<&str>,
+) -> tonic::Status {
     let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
@@ -203,7 +213,11 @@ async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) ->
     let message = api::CreateInstitutionRequest { institution_id: String::new(), name: "n".repeat(bytes) };
     let codec = tonic_prost::ProstCodec::<api::CreateInstitutionRequest, api::Institution>::default();
     let path = http::uri::PathAndQuery::from_static(path);
-    match grpc.unary(tonic::Request::new(message), path, codec).await {
+    let mut request = tonic::Request::new(message);
+    if let Some(bearer) = bearer {
+        request.metadata_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    }
+    match grpc.unary(request, path, codec).await {
         Ok(_) => tonic::Status::ok(""),
         Err(status) => status,
     }
@@ -213,6 +227,8 @@ async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) ->
 async fn every_grpc_service_has_a_decoding_limit() {
     let server = TestServer::start().await;
     let over = 300 * 1024;
+    // The services of the admin credential are asked with it (without, they refuse first).
+    let admin = server.admin_token();
     for path in [
         "/tokenledger.v1.TokenService/CreateToken",
         "/tokenledger.v1.TokenService/IntrospectToken",
@@ -220,13 +236,62 @@ async fn every_grpc_service_has_a_decoding_limit() {
         "/tokenledger.v1.KeyService/RotateSigningKey",
         "/grpc.health.v1.Health/Check",
     ] {
-        let status = raw_grpc_call(&server, path, over).await;
+        let status = raw_grpc_call_as(&server, path, over, Some(&admin)).await;
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{path}: {status:?}");
     }
-    // AdminService takes bulk imports: 16 MiB.
-    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/CreateInstitution", over).await;
-    assert_ne!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/CreateInstitution", 17 * 1024 * 1024).await;
+    // AdminService too, for every method but Import.
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/CreateInstitution", over, Some(&admin)).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Import takes bulk set-up: 16 MiB, for a caller with the admin credential.
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/Import", over, Some(&admin)).await;
+    assert_ne!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let huge = 17 * 1024 * 1024;
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/Import", huge, Some(&admin)).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Without it, Import is refused before its message is read.
+    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/Import", over).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
+    healthy(&server).await;
+}
+
+/// Security review finding 7: AdminService decoded messages of up to 16 MiB before it checked
+/// the admin credential, so anyone could make the server buffer 16 MiB per request. The front
+/// door now checks the credential before the body is read: a call that announces a 15 MiB
+/// message and sends only its first 64 KiB is answered UNAUTHENTICATED at once (it used to
+/// wait for the rest of the message), for every service of the admin credential.
+#[tokio::test]
+async fn finding_7_admin_services_refuse_a_wrong_credential_before_reading_the_message() {
+    let server = TestServer::start().await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    for path in [
+        "/tokenledger.v1.AdminService/Import",
+        "/tokenledger.v1.AdminService/CreateInstitution",
+        "/tokenledger.v1.AuditService/StreamEvents",
+        "/tokenledger.v1.KeyService/RotateSigningKey",
+    ] {
+        h2 = h2.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{}{path}", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", "Bearer nope")
+            .body(())
+            .unwrap();
+        let (response, mut body) = h2.send_request(request, false).unwrap();
+        // A gRPC frame header announcing 15 MiB, then only the start of the message.
+        let mut start = vec![0u8];
+        start.extend_from_slice(&(15u32 * 1024 * 1024).to_be_bytes());
+        start.resize(64 * 1024, b'x');
+        body.send_data(start.into(), false).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer before the whole message was sent"))
+            .unwrap();
+        let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok());
+        assert_eq!(status, Some("16"), "{path}: {:?}", response.headers());
+    }
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tokenledger_admin_credential_refusals_total 4"), "{text}");
     healthy(&server).await;
 }
