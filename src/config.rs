@@ -96,6 +96,15 @@ pub struct Settings {
     /// Open connections served at once; more wait in the listen backlog [default: 4096]
     #[arg(long, env = "TOKENLEDGER_CONNECTIONS_MAX")]
     pub connections_max: Option<u32>,
+    /// Connections one peer (IPv4 address or IPv6 /64) may have open; more are closed at once; 0: no cap [default: 512]
+    #[arg(long, env = "TOKENLEDGER_CONNECTIONS_PER_PEER_MAX")]
+    pub connections_per_peer_max: Option<u32>,
+    /// Seconds a new connection has to send its first request before it is closed [default: 10]
+    #[arg(long, env = "TOKENLEDGER_FIRST_REQUEST_TIMEOUT_SECS")]
+    pub first_request_timeout_secs: Option<u64>,
+    /// Seconds a gRPC health Watch or reflection stream may last before it ends with UNAVAILABLE [default: 300]
+    #[arg(long, env = "TOKENLEDGER_UNAUTHENTICATED_STREAM_MAX_SECS")]
+    pub unauthenticated_stream_max_secs: Option<u64>,
     /// Requests handled at once over all connections; more wait [default: 1024]
     #[arg(long, env = "TOKENLEDGER_REQUESTS_IN_FLIGHT_MAX")]
     pub requests_in_flight_max: Option<u32>,
@@ -167,6 +176,9 @@ impl Settings {
             quota_requests,
             quota_window_secs,
             connections_max,
+            connections_per_peer_max,
+            first_request_timeout_secs,
+            unauthenticated_stream_max_secs,
             requests_in_flight_max,
             http2_max_concurrent_streams,
             request_timeout_secs,

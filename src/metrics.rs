@@ -75,6 +75,9 @@ pub struct Metrics {
     pub tls_handshake_failures: Counter,
     pub client_certificate_refusals: Counter,
     pub admin_credential_refusals: Counter,
+    pub connections_refused_per_peer: Counter,
+    pub first_request_timeouts: Counter,
+    pub stream_lifetime_ends: Counter,
     pub password_hashes: Counter,
     batch_commands: Histogram,
     batch_events: Histogram,
@@ -126,6 +129,9 @@ impl Metrics {
             tls_handshake_failures: counter("tokenledger_tls_handshake_failures_total"),
             client_certificate_refusals: counter("tokenledger_client_certificate_refusals_total"),
             admin_credential_refusals: counter("tokenledger_admin_credential_refusals_total"),
+            connections_refused_per_peer: counter("tokenledger_connections_refused_per_peer_total"),
+            first_request_timeouts: counter("tokenledger_first_request_timeouts_total"),
+            stream_lifetime_ends: counter("tokenledger_stream_lifetime_ends_total"),
             password_hashes: counter("tokenledger_password_hashes_total"),
             batch_commands: histogram("tokenledger_ledger_batch_commands"),
             batch_events: histogram("tokenledger_ledger_batch_events"),
@@ -301,7 +307,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 28] = [
+    let rows: [(&str, Option<Unit>, &str); 31] = [
         (
             "tokenledger_requests_total",
             None,
@@ -316,6 +322,21 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         ("tokenledger_connections_open", None, "Open client connections"),
         ("tokenledger_connections_total", None, "Connections accepted"),
+        (
+            "tokenledger_connections_refused_per_peer_total",
+            None,
+            "Connections closed at once because their peer had connections_per_peer_max open",
+        ),
+        (
+            "tokenledger_first_request_timeouts_total",
+            None,
+            "Connections closed because they sent no request within first_request_timeout_secs",
+        ),
+        (
+            "tokenledger_stream_lifetime_ends_total",
+            None,
+            "Health Watch and reflection streams ended after unauthenticated_stream_max_secs",
+        ),
         ("tokenledger_tls_handshake_failures_total", None, "TLS handshakes that failed or timed out"),
         (
             "tokenledger_client_certificate_refusals_total",

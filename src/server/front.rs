@@ -50,6 +50,13 @@ pub struct Routers {
     pub rest: Router,
 }
 
+/// Response streams that need no credential; they end after `unauthenticated_stream_max`.
+const UNAUTHENTICATED_STREAMS: [&str; 3] = [
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// The one method allowed messages above 256 KiB.
 const IMPORT_PATH: &str = "/tokenledger.v1.AdminService/Import";
 
@@ -95,6 +102,8 @@ impl Front {
         let metrics = &self.app.metrics;
         let endpoint = metrics.endpoint(if grpc { Transport::Grpc } else { Transport::Rest }, request.uri().path());
         let transaction_id = transaction_id(&mut request, grpc);
+        let lifetime = (grpc && UNAUTHENTICATED_STREAMS.contains(&request.uri().path()))
+            .then(|| Box::pin(tokio::time::sleep(self.app.config.limits.unauthenticated_stream_max)));
         let span = tracing::info_span!(
             "request",
             transactionId = transaction_id.as_deref(),
@@ -114,7 +123,8 @@ impl Front {
             metrics.request(endpoint, status, elapsed);
             None
         };
-        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end }))
+        let metrics = metrics.clone();
+        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end, lifetime, metrics }))
     }
 
     async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
@@ -225,6 +235,8 @@ fn timeout_response(grpc: bool) -> Response {
 pub struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
+    /// A request has begun on this connection.
+    begun: std::sync::atomic::AtomicBool,
     /// Milliseconds after `opened` of the last request start or end.
     last_ms: AtomicU64,
     metrics: Arc<Metrics>,
@@ -232,10 +244,17 @@ pub struct Activity {
 
 impl Activity {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { opened: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), metrics }
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            begun: std::sync::atomic::AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+            metrics,
+        }
     }
 
     fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.begun.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         self.metrics.requests_in_flight.increment(1.0);
@@ -244,6 +263,11 @@ impl Activity {
 
     fn touch(&self) {
         self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// True once a request has begun on the connection.
+    pub fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
     }
 
     /// When the connection became idle, or `None` while a request is open.
@@ -272,6 +296,26 @@ struct TrackedBody {
     inner: Body,
     _guard: ActivityGuard,
     grpc_end: Option<GrpcEnd>,
+    /// When an unauthenticated stream must end; `None` for everything else.
+    lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TrackedBody {
+    /// Ends the stream in place of its body: UNAVAILABLE (retryable), so a health watcher
+    /// or a reflection client simply calls again on a connection of its own.
+    fn end_stream(&mut self) -> http_body::Frame<Bytes> {
+        self.inner = Body::empty();
+        self.lifetime = None;
+        self.metrics.stream_lifetime_ends.increment(1);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        trailers.insert("grpc-message", HeaderValue::from_static("stream lifetime limit reached; call again"));
+        if let Some(end) = &mut self.grpc_end {
+            end.record(14);
+        }
+        http_body::Frame::trailers(trailers)
+    }
 }
 
 /// A gRPC call waiting for its trailers to be counted.
@@ -307,6 +351,11 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if let Some(lifetime) = &mut this.lifetime
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Ok(this.end_stream())));
+        }
         let mut poll = Pin::new(&mut this.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(end)) = (&mut poll, &mut this.grpc_end)
             && let Some(trailers) = frame.trailers_mut()
@@ -314,6 +363,10 @@ impl http_body::Body for TrackedBody {
             too_large_is_resource_exhausted(trailers);
             let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             end.record(code.unwrap_or(2));
+        }
+        // A stream that ended by itself needs no end of ours.
+        if matches!(&poll, Poll::Ready(None)) || matches!(&poll, Poll::Ready(Some(Ok(frame))) if frame.is_trailers()) {
+            this.lifetime = None;
         }
         poll
     }

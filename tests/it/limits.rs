@@ -295,3 +295,75 @@ async fn finding_7_admin_services_refuse_a_wrong_credential_before_reading_the_m
     assert!(text.contains("tokenledger_admin_credential_refusals_total 4"), "{text}");
     healthy(&server).await;
 }
+
+/// A TCP connection to the server from the loopback address `from` (127.0.0.0/8 all reach it).
+async fn connect_from(server: &TestServer, from: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// Security review finding 6 (slot exhaustion): one host could open every connection slot and
+/// lock everyone else out. With `connections_per_peer_max` a peer's connections beyond the cap
+/// are closed at once, and other peers are still served.
+#[tokio::test]
+async fn finding_6_a_peer_beyond_its_connection_cap_is_closed_and_others_are_served() {
+    let server = TestServer::start_with(|s| s.connections_per_peer_max = Some(2)).await;
+    let first = connect_from(&server, "127.0.0.1").await;
+    let second = connect_from(&server, "127.0.0.1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect_from(&server, "127.0.0.1").await;
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let (text, closed) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(closed && text.is_empty(), "the third connection of one peer was served: {text:?}");
+    let mut other = connect_from(&server, "127.0.0.2").await;
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (text, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    assert_eq!(status_line(&text), "HTTP/1.1 200 OK");
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tokenledger_connections_refused_per_peer_total 1"), "{text}");
+}
+
+/// Security review finding 6 (pinning): a connection that sends nothing held its slot for the
+/// idle timeout (120 s). A new connection now has `first_request_timeout_secs` to begin its
+/// first request; one that did is kept as before.
+#[tokio::test]
+async fn finding_6_a_connection_without_a_first_request_is_closed_after_the_deadline() {
+    let server = TestServer::start_with(|s| s.first_request_timeout_secs = Some(1)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut used = TcpStream::connect(server.addr).await.unwrap();
+    used.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    for (name, stream) in [("silent", &mut silent), ("half a head", &mut half)] {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(5)).await;
+        assert!(closed, "the {name} connection was not closed");
+    }
+    // The connection that made a request is still open well after the deadline.
+    let (text, closed) = read_until_closed(&mut used, Duration::from_millis(500)).await;
+    assert!(!closed && status_line(&text) == "HTTP/1.1 200 OK", "{text}");
+    used.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (text, _) = read_until_closed(&mut used, Duration::from_secs(5)).await;
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+}
+
+/// Security review finding 6 (streams): an open gRPC health `Watch` (or reflection) stream
+/// needs no credential and kept its connection busy for ever. It now ends after
+/// `unauthenticated_stream_max_secs` with UNAVAILABLE, and the client may call again.
+#[tokio::test]
+async fn finding_6_an_unauthenticated_health_watch_ends_after_its_lifetime() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start_with(|s| s.unauthenticated_stream_max_secs = Some(1)).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "the first status");
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("the watch never ended");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Calling again works.
+    let mut again = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert!(again.message().await.unwrap().is_some());
+}
