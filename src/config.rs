@@ -123,6 +123,9 @@ pub struct Settings {
     /// Most request headers [default: 64]
     #[arg(long, env = "TOKENLEDGER_HEADERS_MAX")]
     pub headers_max: Option<usize>,
+    /// Send raw envelopes of credential events (PBKDF2 digests) to audit streams that ask; for a trusted replica [default: false]
+    #[arg(long, env = "TOKENLEDGER_AUDIT_RAW_ENVELOPES")]
+    pub audit_raw_envelopes: Option<bool>,
     /// PEM certificate chain for TLS; with tls_key_file, REST and gRPC are served over TLS
     #[arg(long, env = "TOKENLEDGER_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -185,6 +188,7 @@ impl Settings {
             idle_timeout_secs,
             header_bytes_max,
             headers_max,
+            audit_raw_envelopes,
             tls_cert_file,
             tls_key_file,
             tls_client_ca_file,
@@ -250,6 +254,8 @@ pub struct Config {
     pub limits: crate::server::limits::Limits,
     /// Per-client spike arrest and quota.
     pub rate_limits: crate::api::ratelimit::RateLimitConfig,
+    /// Audit streams may send envelopes of events that carry credential digests.
+    pub audit_raw_envelopes: bool,
     /// TLS on the shared port, when configured.
     pub tls: Option<crate::server::tls::TlsFiles>,
 }
@@ -317,6 +323,7 @@ impl Config {
             },
             limits,
             rate_limits,
+            audit_raw_envelopes: settings.audit_raw_envelopes.unwrap_or(false),
             tls,
         })
     }

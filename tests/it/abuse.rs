@@ -239,3 +239,67 @@ async fn finding_11_one_client_cannot_lock_users_out_beyond_its_failure_budget()
     let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
     assert!(text.contains("tokenledger_rate_limited_total{limit=\"sign_in_failures\"} 4"), "{text}");
 }
+
+/// Every stored envelope `StreamEvents` sends with `include_envelope`, decoded.
+async fn envelopes(server: &TestServer) -> Vec<(api::LedgerEvent, Option<tokenledger::proto::ledger::Event>)> {
+    use prost::Message as _;
+    use tokenledger::proto::ledger::{Envelope, Event};
+    let request = api::StreamEventsRequest { include_envelope: true, ..Default::default() };
+    let events = crate::audit::events(server, request).await;
+    events
+        .into_iter()
+        .map(|e| {
+            let decoded = (!e.envelope.is_empty()).then(|| {
+                let envelope = Envelope::decode(e.envelope.as_slice()).expect("envelope");
+                Event::decode(envelope.event.as_slice()).expect("event")
+            });
+            (e, decoded)
+        })
+        .collect()
+}
+
+/// Security review finding 8: `include_envelope` handed every user's PBKDF2 digest (and the
+/// digests of client secrets) to whoever holds the audit credential, although the decoded
+/// events are redacted. Now the envelopes of events that carry a credential digest are
+/// withheld, with their hashes, so the chain's links can still be checked through them, unless
+/// the server runs with `audit_raw_envelopes` (for a trusted replica).
+#[tokio::test]
+async fn finding_8_audit_envelopes_carry_no_credential_digest_unless_the_server_allows_raw_ones() {
+    use tokenledger::audit::chain::ChainWalker;
+    use tokenledger::audit::view::redact;
+    use tokenledger::proto::ledger::{credential_digest, event};
+    let server = TestServer::start().await;
+    server.seed().await;
+    import_client(&server, "legacy", "legacy-secret").await;
+    let streamed = envelopes(&server).await;
+    let mut walker = ChainWalker::default();
+    let mut withheld = Vec::new();
+    for (e, decoded) in &streamed {
+        match decoded {
+            Some(event) => {
+                assert!(redact(event) == *event, "event {} ({}) hands out a credential digest", e.seq, e.kind);
+                walker.push(e.seq, &e.envelope).expect("chain");
+            }
+            None => {
+                assert!(e.envelope_withheld, "event {} has no envelope", e.seq);
+                withheld.push(e.kind.clone());
+                walker.push_withheld(e.seq, &e.prev_hash, &e.hash, e.recorded_at_ms).expect("chain links");
+            }
+        }
+    }
+    assert_eq!(walker.head.seq, streamed.len() as u64);
+    assert!(withheld.contains(&"user_created".to_owned()) && withheld.contains(&"client_created".to_owned()));
+    assert!(streamed.iter().any(|(e, d)| e.kind == "tokens_issued" || d.is_some()), "other envelopes are sent");
+    // A server configured for a trusted replica sends them all, digests included.
+    let dir = server.stop().await;
+    let server = TestServer::start_in(dir, |s| s.audit_raw_envelopes = Some(true)).await;
+    let raw = envelopes(&server).await;
+    assert!(raw.iter().all(|(e, d)| d.is_some() && !e.envelope_withheld));
+    let pbkdf2 = raw.iter().filter_map(|(_, d)| d.as_ref()).any(|event| match &event.kind {
+        Some(event::Kind::UserCreated(u)) => {
+            matches!(u.password.as_ref().and_then(|p| p.kind.as_ref()), Some(credential_digest::Kind::Pbkdf2(_)))
+        }
+        _ => false,
+    });
+    assert!(pbkdf2, "the raw envelopes are the stored bytes");
+}
