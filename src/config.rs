@@ -87,7 +87,7 @@ pub struct Settings {
     /// Spike arrest: requests a client may send at once [default: spike_arrest_per_sec]
     #[arg(long, env = "TOKENLEDGER_SPIKE_ARREST_BURST")]
     pub spike_arrest_burst: Option<u32>,
-    /// Quota: requests per client per quota window; 0 turns it off [default: 0]
+    /// Quota: requests per client per quota window; 0 turns it off [default: 1000000]
     #[arg(long, env = "TOKENLEDGER_QUOTA_REQUESTS")]
     pub quota_requests: Option<u32>,
     /// Quota window in seconds [default: 3600]

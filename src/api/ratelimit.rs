@@ -9,7 +9,8 @@
 //!
 //! A rejected request appends nothing to the ledger and computes no PBKDF2. The transport adds
 //! `Retry-After` (seconds, rounded up) from [`request_scope`], which the front door wraps
-//! around every request. Both limits are off by default.
+//! around every request. Spike arrest is off by default; the quota is on
+//! ([`DEFAULT_QUOTA_REQUESTS`] per hour).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -28,6 +29,12 @@ use crate::config::{ConfigError, Settings};
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;
 use crate::error::ErrorCode;
+
+/// Requests per client per quota window when `quota_requests` is not set: generous enough for
+/// any one real client of a bank (a million at once, then 278 a second), small enough that a
+/// runaway client cannot grow memory and the ledger without bound (security review finding
+/// 10). The load generators turn it off (`--quota-requests 0`).
+pub const DEFAULT_QUOTA_REQUESTS: u32 = 1_000_000;
 
 /// The resolved rate-limit settings; `None` turns a limit off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -52,7 +59,7 @@ impl RateLimitConfig {
                 Some((rate, burst))
             }
         };
-        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(0)) {
+        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(DEFAULT_QUOTA_REQUESTS)) {
             None => None,
             Some(requests) => match settings.quota_window_secs.unwrap_or(3600) {
                 secs @ 1..=2_678_400 => Some((requests, Duration::from_secs(secs))),
