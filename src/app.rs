@@ -29,8 +29,11 @@ pub struct App {
     pub ledger: LedgerHandle,
     /// SHA-256 of the admin credential in `admin.token`.
     pub admin_token_digest: [u8; 32],
-    /// Checked for unknown users so that they cost the same time as a wrong password.
+    /// A digest at the configured cost, checked for failed client authentications.
     pub dummy_password: CredentialDigest,
+    /// Checked for unknown users (and users without a password) so that they cost what a real
+    /// user's wrong password costs, at the iteration counts stored passwords use.
+    pub dummy_passwords: crate::api::dummy::DummyDigests,
     /// Client authentication: the cache of verified imported secrets, the negative cache, the
     /// failure backoff and the small budget of slow client-secret checks (`api::client_auth`).
     pub client_auth: ClientAuth,
@@ -44,6 +47,8 @@ pub struct App {
     pub draining: AtomicBool,
     /// Per-client spike arrest and quota (`api::ratelimit`).
     pub rate_limits: crate::api::ratelimit::RateLimits,
+    /// The address of the separate metrics listener once it is bound (`metrics_listen`).
+    pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What `/metrics` reports; the ledger writer reports its batches here too.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -76,6 +81,7 @@ impl App {
             state,
             ledger,
             admin_token_digest,
+            dummy_passwords: crate::api::dummy::DummyDigests::new(dummy_password.clone()),
             dummy_password,
             client_auth,
             sign_in_failures,
@@ -83,6 +89,7 @@ impl App {
             slow_hashes,
             draining: AtomicBool::new(false),
             rate_limits,
+            metrics_addr: std::sync::OnceLock::new(),
             metrics,
         }
     }

@@ -46,6 +46,12 @@ pub struct Settings {
     /// PBKDF2-HMAC-SHA256 iterations for new passwords and imported secrets [default: 600000]
     #[arg(long, env = "TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS")]
     pub password_pbkdf2_iterations: Option<u32>,
+    /// Allow password_pbkdf2_iterations below 100000; for tests and development only [default: false]
+    #[arg(long, env = "TOKENLEDGER_INSECURE_LOW_PBKDF2_ITERATIONS")]
+    pub insecure_low_pbkdf2_iterations: Option<bool>,
+    /// Serve GET /metrics on this address instead of the API port (e.g. a private interface)
+    #[arg(long, env = "TOKENLEDGER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Largest REST request body accepted, in bytes [default: 16384]
     #[arg(long, env = "TOKENLEDGER_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -163,6 +169,8 @@ impl Settings {
             authorization_code_ttl_secs,
             id_token_ttl_secs,
             password_pbkdf2_iterations,
+            insecure_low_pbkdf2_iterations,
+            metrics_listen,
             body_limit_bytes,
             writer_queue_capacity,
             batch_commands_max,
@@ -203,6 +211,9 @@ impl Settings {
     }
 }
 
+/// Fewest PBKDF2 iterations a server accepts without `insecure_low_pbkdf2_iterations`.
+pub const PBKDF2_ITERATIONS_MIN: u32 = 100_000;
+
 /// Longest lockout window or duration: one week.
 pub const LOCKOUT_SECS_MAX: u64 = 7 * 24 * 3600;
 
@@ -238,6 +249,8 @@ pub struct Config {
     pub authorization_code_ttl_secs: u64,
     pub id_token_ttl_secs: u64,
     pub password_pbkdf2_iterations: NonZeroU32,
+    /// Where `/metrics` is served when not on the API port.
+    pub metrics_listen: Option<String>,
     pub body_limit_bytes: usize,
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
@@ -282,6 +295,12 @@ impl Config {
             v => Ok(v),
         };
         let iterations = settings.password_pbkdf2_iterations.unwrap_or(600_000);
+        if iterations < PBKDF2_ITERATIONS_MIN && !settings.insecure_low_pbkdf2_iterations.unwrap_or(false) {
+            return Err(ConfigError(format!(
+                "password_pbkdf2_iterations must be at least {PBKDF2_ITERATIONS_MIN} (600000 is the default and \
+                 OWASP's advice); lower values are for tests only, with insecure_low_pbkdf2_iterations = true"
+            )));
+        }
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let defaults = WriterConfig::default();
         Ok(Config {
@@ -303,6 +322,7 @@ impl Config {
             },
             password_pbkdf2_iterations: NonZeroU32::new(iterations)
                 .ok_or_else(|| bad("password_pbkdf2_iterations must be positive"))?,
+            metrics_listen: settings.metrics_listen,
             body_limit_bytes: match settings.body_limit_bytes.unwrap_or(16 * 1024) {
                 n @ 1024..=1_048_576 => n,
                 _ => return Err(bad("body_limit_bytes must be between 1024 and 1048576")),

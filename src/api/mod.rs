@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod client_auth;
 pub mod directory;
 pub mod discovery;
+pub mod dummy;
 pub mod form;
 pub mod grpc;
 pub mod grpc_authcode;

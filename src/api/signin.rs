@@ -7,7 +7,8 @@
 //!    before any hash and without recording anything, so no lockout is counted: one client
 //!    cannot lock every known login id at will (security review finding 11);
 //! 3. the password is checked with PBKDF2 against the user's digest, or against a dummy digest
-//!    for an unknown login id or a user without a password, so every path costs one hash;
+//!    for an unknown login id or a user without a password, so every path costs one hash (the
+//!    dummy's iteration count follows those of stored passwords, `api::dummy`);
 //! 4. a wrong pair is charged to the client's budget, recorded as a `SignInFailed` event (and a `SignInLockedOut` when it
 //!    reaches the threshold) and only then answered with CMN_90015;
 //! 5. the right password of an operator-locked user answers CMN_90009, of a disabled user
@@ -61,7 +62,7 @@ pub async fn check_user(
     // the answer takes as long as any other wrong password.
     let stored = stored.filter(|d| d.kind.is_some());
     let known = stored.is_some();
-    let digest = stored.unwrap_or_else(|| app.dummy_password.clone());
+    let digest = stored.unwrap_or_else(|| app.dummy_passwords.pick(&app.keys, institution_id, login_id));
     if !app.verify_slow(password.to_owned(), digest).await || !known {
         app.sign_in_failures.charge(client_id);
         return record_failure(app, key, transaction_id).await;

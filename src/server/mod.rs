@@ -97,6 +97,10 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         None => None,
     };
     let client_certificates_required = tls.as_ref().is_some_and(|t| t.verifies_clients());
+    let metrics_server = match &app.config.metrics_listen {
+        Some(address) => Some(serve_metrics(app.clone(), address, draining.subscribe()).await?),
+        None => None,
+    };
     let front = Arc::new(front::Front::new(
         app.clone(),
         front::Routers { grpc, grpc_import, rest },
@@ -117,6 +121,8 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                     housekeeping_app.ledger.request_purge();
                     housekeeping_app.rate_limits.forget_idle();
                     housekeeping_app.sign_in_failures.forget_full();
+                    let counts = crate::api::dummy::DummyDigests::sample(&housekeeping_app.state.read());
+                    housekeeping_app.dummy_passwords.refresh(counts).await;
                 }
                 _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
                 // A ledger that failed (I/O error, full disk) stays failed until a restart:
@@ -148,9 +154,36 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     if !connections.close(Duration::from_secs(app.config.shutdown_grace_secs)).await {
         tracing::warn!(grace_secs = app.config.shutdown_grace_secs, "in-flight requests did not finish in time");
     }
+    if let Some(metrics_server) = metrics_server {
+        let _ = tokio::time::timeout(Duration::from_secs(1), metrics_server).await;
+    }
     app.ledger.stop().await;
     tracing::info!("ledger closed");
     Ok(())
+}
+
+/// Binds `address` and serves `GET /metrics` there (and nothing else) until draining starts.
+/// The metrics then leave the API port, which answers 404 for them.
+async fn serve_metrics(
+    app: Arc<App>,
+    address: &str,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {address}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let _ = app.metrics_addr.set(bound);
+    tracing::info!(metrics_listen = %bound, "serving /metrics on its own listener");
+    let router = crate::api::openapi::metrics_router(app);
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = draining.wait_for(|d| *d).await;
+        };
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::warn!(%error, "the metrics listener failed");
+        }
+    }))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called (not when
