@@ -14,7 +14,9 @@
 //!   of `requests_in_flight_max`.
 //! - Failures back off per (presented client id, source address) and per source address
 //!   (`api::throttle`); while a key backs off it is refused (CMN_90003 with `Retry-After`)
-//!   before any hash. A right secret that the cheap checks recognise is never refused, so a
+//!   before any hash, and the refusal is sent after the wait (at most 1 s, without holding an
+//!   in-flight slot), so a guesser that does not honour `Retry-After` cannot turn refusals
+//!   into a CPU flood either. A right secret that the cheap checks recognise is never refused, so a
 //!   flood of guesses from elsewhere cannot lock a working client out.
 //! - The same wrong secret presented again is answered from a bounded negative cache (CMN_90004,
 //!   no hash, no backoff): a client deployed with a stale secret costs nothing and keeps
@@ -31,7 +33,7 @@ use prost::Message as _;
 use ring::hmac;
 use tokio::sync::Semaphore;
 
-use super::ratelimit::{current_peer, note_retry_after};
+use super::ratelimit::{current_peer, note_retry_after, release_in_flight_slot};
 use super::throttle::{Backoff, FailureThrottle};
 use super::wire::BasicCredentials;
 use crate::crypto::credential::{self, Check};
@@ -42,6 +44,10 @@ use crate::proto::ledger::{CredentialDigest, credential_digest};
 
 /// Wrong secrets remembered by the negative cache.
 const REJECTED_MAX: usize = 4096;
+/// Longest time a refused guess waits for its answer.
+pub const TARPIT_MAX: Duration = Duration::from_secs(1);
+/// Refused guesses that may wait for their answer at once; more are answered at once.
+pub const TARPIT_WAITING_MAX: usize = 4096;
 /// Per source address alone, this many times the per-(id, source) free failures.
 const SOURCE_FAILURES_FACTOR: u32 = 10;
 
@@ -79,6 +85,8 @@ pub struct ClientAuth {
     rejected: Mutex<Rejected>,
     /// Slow client-secret checks at once; never waited for.
     budget: Semaphore,
+    /// Refused guesses waiting for their answer ([`TARPIT_WAITING_MAX`]).
+    tarpit: Semaphore,
     /// Failures per (presented client id, source address).
     by_client: FailureThrottle,
     /// Failures per source address.
@@ -103,6 +111,7 @@ impl ClientAuth {
             verified: RwLock::new(HashMap::new()),
             rejected: Mutex::new((HashSet::new(), VecDeque::new())),
             budget: Semaphore::new(budget.max(1)),
+            tarpit: Semaphore::new(TARPIT_WAITING_MAX),
             by_client: FailureThrottle::new(backoff(free_failures)),
             by_source: FailureThrottle::new(source),
             dummy,
@@ -140,13 +149,11 @@ impl ClientAuth {
         let by_client = (credentials.client_id.as_str(), peer);
         if let Err(wait) = self.by_client.check(by_client).and_then(|()| self.by_source.check(peer)) {
             self.counters.throttled.fetch_add(1, Ordering::Relaxed);
-            note_retry_after(wait);
-            return Err(ErrorCode::SpikeLimit);
+            return Err(self.refuse(wait).await);
         }
         let Ok(_permit) = self.budget.try_acquire() else {
             self.counters.budget_exhausted.fetch_add(1, Ordering::Relaxed);
-            note_retry_after(Duration::from_secs(1));
-            return Err(ErrorCode::SpikeLimit);
+            return Err(self.refuse(Duration::from_secs(1)).await);
         };
         let checked = slow.clone().unwrap_or_else(|| self.dummy.clone());
         let matched = app.verify_slow_now(presented.to_owned(), checked).await;
@@ -161,6 +168,20 @@ impl ClientAuth {
                 Err(ErrorCode::InvalidClient)
             }
         }
+    }
+
+    /// CMN_90003 with `Retry-After: wait`, answered after the wait (at most [`TARPIT_MAX`]):
+    /// a guesser that does not wait gets one answer per wait and connection instead of as many
+    /// as the CPU can refuse. The request gives its in-flight slot back first, so waiting holds
+    /// nothing others need; when [`TARPIT_WAITING_MAX`] requests already wait, it is answered
+    /// at once.
+    async fn refuse(&self, wait: Duration) -> ErrorCode {
+        note_retry_after(wait);
+        release_in_flight_slot();
+        if let Ok(_waiting) = self.tarpit.try_acquire() {
+            tokio::time::sleep(wait.min(TARPIT_MAX)).await;
+        }
+        ErrorCode::SpikeLimit
     }
 
     fn fast(&self, keys: &ServerKeys, client: &Client, presented: &str, stored: &CredentialDigest) -> Fast {

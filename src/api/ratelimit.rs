@@ -12,7 +12,7 @@
 //! around every request. Spike arrest is off by default; the quota is on
 //! ([`DEFAULT_QUOTA_REQUESTS`] per hour).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::wire::BasicCredentials;
 use crate::app::App;
@@ -165,21 +166,33 @@ tokio::task_local! {
     static RETRY_AFTER_SECS: Cell<Option<u64>>;
     /// The peer of the current request (see [`crate::api::throttle::peer_key`]).
     static PEER: Option<IpAddr>;
+    /// The request's slot among `requests_in_flight_max`, until the handler ends or gives it back.
+    static IN_FLIGHT_SLOT: RefCell<Option<OwnedSemaphorePermit>>;
 }
 
-/// Runs one request's handling with its peer address known to the throttles, and returns what
-/// it set for `Retry-After`, if anything.
-pub async fn request_scope<F: Future>(peer: Option<IpAddr>, handling: F) -> (F::Output, Option<u64>) {
+/// Runs one request's handling with its peer address known to the throttles and its in-flight
+/// slot, and returns what it set for `Retry-After`, if anything.
+pub async fn request_scope<F: Future>(
+    peer: Option<IpAddr>,
+    slot: Option<OwnedSemaphorePermit>,
+    handling: F,
+) -> (F::Output, Option<u64>) {
     let scoped = RETRY_AFTER_SECS.scope(Cell::new(None), async move {
         let output = handling.await;
         (output, RETRY_AFTER_SECS.with(Cell::get))
     });
-    PEER.scope(peer, scoped).await
+    IN_FLIGHT_SLOT.scope(RefCell::new(slot), PEER.scope(peer, scoped)).await
 }
 
 /// The peer of the current request; `None` outside [`request_scope`] (in-process callers).
 pub fn current_peer() -> Option<IpAddr> {
     PEER.try_with(|peer| *peer).ok().flatten()
+}
+
+/// Gives the current request's in-flight slot back before its answer, for a request that only
+/// waits from now on (see `api::client_auth`, which makes refused guessers wait).
+pub(crate) fn release_in_flight_slot() {
+    let _ = IN_FLIGHT_SLOT.try_with(|slot| slot.borrow_mut().take());
 }
 
 /// Records `wait` (rounded up to whole seconds, at least 1) for the current request; a no-op

@@ -67,7 +67,7 @@ pub struct Front {
     grpc_import: Router,
     rest: Router,
     /// `requests_in_flight_max` slots, held from the handler's start to its response head.
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     request_timeout: Duration,
     /// A client CA is configured: admin services need a verified client certificate.
     client_certificates_required: bool,
@@ -76,7 +76,7 @@ pub struct Front {
 impl Front {
     pub fn new(app: Arc<App>, routers: Routers, client_certificates_required: bool) -> Self {
         let limits = &app.config.limits;
-        let in_flight = Semaphore::new(limits.requests_in_flight_max as usize);
+        let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max as usize));
         let request_timeout = limits.request_timeout;
         let Routers { grpc, grpc_import, rest } = routers;
         Self { app, grpc, grpc_import, rest, in_flight, request_timeout, client_certificates_required }
@@ -149,9 +149,10 @@ impl Front {
             (false, _) => self.rest.clone(),
         };
         let work = async {
-            // The semaphore is never closed, so acquiring only waits.
-            let _slot = self.in_flight.acquire().await.ok();
-            ratelimit::request_scope(conn.peer, router.oneshot(request)).await
+            // The semaphore is never closed, so acquiring only waits. The slot lives in the
+            // request's scope, so a handler may give it back early (`release_in_flight_slot`).
+            let slot = self.in_flight.clone().acquire_owned().await.ok();
+            ratelimit::request_scope(conn.peer, slot, router.oneshot(request)).await
         };
         match tokio::time::timeout(self.request_timeout, work).await {
             Ok((Ok(mut response), retry_after)) => {
