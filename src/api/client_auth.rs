@@ -170,7 +170,8 @@ impl ClientAuth {
         }
     }
 
-    /// CMN_90003 with `Retry-After: wait`, answered after the wait (at most [`TARPIT_MAX`]):
+    /// CMN_90003 with `Retry-After: wait`, answered after half to all of the wait (at most
+    /// [`TARPIT_MAX`]):
     /// a guesser that does not wait gets one answer per wait and connection instead of as many
     /// as the CPU can refuse. The request gives its in-flight slot back first, so waiting holds
     /// nothing others need; when [`TARPIT_WAITING_MAX`] requests already wait, it is answered
@@ -179,7 +180,9 @@ impl ClientAuth {
         note_retry_after(wait);
         release_in_flight_slot();
         if let Ok(_waiting) = self.tarpit.try_acquire() {
-            tokio::time::sleep(wait.min(TARPIT_MAX)).await;
+            // Half to all of the wait, at random, so refused guessers do not come back in step.
+            let jitter = f64::from(u16::from_be_bytes(crate::crypto::random_bytes::<2>())) / f64::from(u16::MAX);
+            tokio::time::sleep(wait.min(TARPIT_MAX).mul_f64(0.5 + jitter / 2.0)).await;
         }
         ErrorCode::SpikeLimit
     }
