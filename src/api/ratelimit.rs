@@ -40,7 +40,7 @@ pub const DEFAULT_QUOTA_REQUESTS: u32 = 1_000_000;
 /// The resolved rate-limit settings; `None` turns a limit off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RateLimitConfig {
-    /// (requests per second, burst) per presented client id.
+    /// (requests per second, burst) per authenticated client.
     pub spike: Option<(NonZeroU32, NonZeroU32)>,
     /// (requests, window) per authenticated client.
     pub quota: Option<(NonZeroU32, Duration)>,
