@@ -484,8 +484,30 @@ pub fn routes() -> axum::Router<std::sync::Arc<crate::app::App>> {
         .route(
             "/metrics",
             axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move {
-                let text = app.metrics.render(&app);
-                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+                // Served on its own listener instead (`metrics_listen`): not here.
+                if app.config.metrics_listen.is_some() {
+                    let body = serde_json::json!({"error": "not_found", "error_description": "no such endpoint"});
+                    return (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+                }
+                metrics_text(&app)
             }),
         )
+}
+
+/// The Prometheus exposition of `app`, as both listeners serve it.
+pub fn metrics_text(app: &crate::app::App) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = app.metrics.render(app);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// The router of the separate metrics listener: `GET /metrics` only.
+pub fn metrics_router(app: std::sync::Arc<crate::app::App>) -> axum::Router {
+    use axum::extract::State;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move { metrics_text(&app) }),
+        )
+        .with_state(app)
 }

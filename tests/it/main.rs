@@ -1,6 +1,7 @@
 //! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
+mod abuse;
 mod audit;
 mod audit_cli;
 mod audit_history;
