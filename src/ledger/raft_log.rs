@@ -11,9 +11,11 @@
 //! when the call returns. Only `save_committed` is not made durable by itself (openraft allows a
 //! stale committed id: it only re-applies fewer entries at start-up).
 //!
-//! **Invariant:** the stored entries are contiguous: `append` refuses entries that would leave a
-//! hole or overwrite an entry (conflicts are removed with `truncate_from` first), and every entry
-//! sits above the last purged index.
+//! **Invariant:** an entry is never overwritten in place: `append` refuses an index at or below
+//! the last stored one (openraft removes conflicting entries with `truncate_from` first, so a
+//! stale tail cannot survive behind a rewritten entry), and the entries of one append are
+//! consecutive. Gaps between appends are openraft's to avoid (its storage suite writes some on
+//! purpose, below the purged index and after it), so they are not refused here.
 
 use std::ops::{Bound, RangeBounds};
 use std::sync::Arc;
@@ -42,8 +44,10 @@ pub enum RaftLogError {
     CorruptEntry { index: u64, problem: &'static str },
     #[error("raft_meta `{key}` is corrupt")]
     CorruptMeta { key: &'static str },
-    #[error("raft log entry {index} does not follow the log (expected index {expected})")]
-    NotContiguous { index: u64, expected: u64 },
+    #[error("raft log entry {index} would overwrite the log, which ends at {last} (truncate first)")]
+    Overwrite { index: u64, last: u64 },
+    #[error("raft log entry {index} does not follow the previous one of its append (expected index {expected})")]
+    NotConsecutive { index: u64, expected: u64 },
     #[error("raft log storage error: {0}")]
     Storage(#[from] redb::Error),
 }
@@ -104,27 +108,28 @@ impl RaftLog {
         Ok(Self { db })
     }
 
-    /// Appends `entries` (consecutive, starting right after the last entry or the last purged
-    /// index) in one durable transaction: they are on disk when this returns.
+    /// Appends `entries` (consecutive, and after the last stored entry) in one durable
+    /// transaction: they are on disk when this returns.
     pub fn append(&self, entries: &[RaftEntry]) -> Result<(), RaftLogError> {
         let Some(first) = entries.first() else { return Ok(()) };
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
             let mut log = txn.open_table(RAFT_LOG)?;
-            let meta = txn.open_table(RAFT_META)?;
-            let follows = match log.last()? {
-                Some((index, _)) => Some(index.value()),
-                None => read_log_id(&meta, META_PURGED)?.map(|id| id.index),
-            };
-            let mut expected = follows.map_or(index_of(first)?, |index| index + 1);
+            let first_index = index_of(first)?;
+            if let Some(last) = log.last()?.map(|(key, _)| key.value()) {
+                if first_index <= last {
+                    return Err(RaftLogError::Overwrite { index: first_index, last });
+                }
+            }
+            let mut expected = first_index;
             for entry in entries {
                 let index = index_of(entry)?;
                 if entry.payload.is_none() {
                     return Err(RaftLogError::CorruptEntry { index, problem: "it has no payload" });
                 }
                 if index != expected {
-                    return Err(RaftLogError::NotContiguous { index, expected });
+                    return Err(RaftLogError::NotConsecutive { index, expected });
                 }
                 log.insert(index, entry.encode_to_vec().as_slice())?;
                 expected = index + 1;
@@ -136,16 +141,16 @@ impl RaftLog {
 
     /// The entries in `range` that are present, in index order.
     pub fn entries(&self, range: impl RangeBounds<u64>) -> Result<Vec<RaftEntry>, RaftLogError> {
-        self.read_entries(range, usize::MAX)
+        self.entries_limited(range, usize::MAX)
     }
 
-    /// The entries in `start..end`, stopping once their encoded size reaches `bytes_max`; at
+    /// The first entries in `range`, stopping once their encoded size reaches `bytes_max`; at
     /// least one entry when the range holds one, so a reader always makes progress.
-    pub fn entries_limited(&self, start: u64, end: u64, bytes_max: usize) -> Result<Vec<RaftEntry>, RaftLogError> {
-        self.read_entries(start..end, bytes_max)
-    }
-
-    fn read_entries(&self, range: impl RangeBounds<u64>, bytes_max: usize) -> Result<Vec<RaftEntry>, RaftLogError> {
+    pub fn entries_limited(
+        &self,
+        range: impl RangeBounds<u64>,
+        bytes_max: usize,
+    ) -> Result<Vec<RaftEntry>, RaftLogError> {
         // redb panics on a range whose start is after its end; such a range holds nothing.
         if is_empty(&range) {
             return Ok(Vec::new());

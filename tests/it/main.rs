@@ -32,6 +32,8 @@ mod lookup;
 mod metadata;
 mod openapi;
 mod ops_metrics;
+mod raft_log;
+mod raft_support;
 mod ratelimit;
 mod redeem;
 mod refresh;
