@@ -117,10 +117,10 @@ impl RaftLog {
         {
             let mut log = txn.open_table(RAFT_LOG)?;
             let first_index = index_of(first)?;
-            if let Some(last) = log.last()?.map(|(key, _)| key.value()) {
-                if first_index <= last {
-                    return Err(RaftLogError::Overwrite { index: first_index, last });
-                }
+            if let Some(last) = log.last()?.map(|(key, _)| key.value())
+                && first_index <= last
+            {
+                return Err(RaftLogError::Overwrite { index: first_index, last });
             }
             let mut expected = first_index;
             for entry in entries {
@@ -178,7 +178,7 @@ impl RaftLog {
         let last_purged = read_log_id(&meta, META_PURGED)?;
         let last = match log.last()? {
             Some((key, value)) => Some(decode_head(key.value(), value.value())?),
-            None => last_purged.clone(),
+            None => last_purged,
         };
         Ok(RaftLogState { last_purged, last })
     }

@@ -105,6 +105,8 @@ pub fn membership_from_stored(stored: RaftMembership, index: u64) -> Result<Memb
 mod tests {
     use prost::Message as _;
 
+    use openraft::entry::RaftPayload as _;
+
     use super::*;
     use crate::proto::ledger::RaftBatch;
 

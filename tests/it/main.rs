@@ -33,6 +33,7 @@ mod metadata;
 mod openapi;
 mod ops_metrics;
 mod raft_log;
+mod raft_log_crash;
 mod raft_support;
 mod ratelimit;
 mod redeem;

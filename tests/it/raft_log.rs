@@ -6,7 +6,7 @@ use std::path::Path;
 
 use openraft::storage::RaftLogStorage;
 use openraft::testing::{StoreBuilder, Suite};
-use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader, StorageIOError};
+use openraft::{CommittedLeaderId, EntryPayload, RaftLogReader};
 use tokenledger::ledger::{self, RaftLogError, Store, StoreError};
 use tokenledger::proto::ledger::raft_entry::Payload;
 use tokenledger::proto::ledger::{RaftBatch, RaftEntry, RaftLogId, RaftVote};
@@ -18,21 +18,17 @@ use crate::raft_support::MemStateMachine;
 /// the temp dir is the suite's guard, dropped when the case ends.
 struct RedbLedger;
 
-fn storage_error(e: impl std::error::Error + 'static) -> StorageError {
-    StorageIOError::write(&e).into()
-}
-
 /// A new ledger file in `dir` and its raft log store.
-fn ledger_in(dir: &Path) -> Result<(Store, LogStore), StorageError> {
-    let (store, _, _) = ledger::open(&dir.join("ledger.redb"), 1_000, |_| {}).map_err(storage_error)?;
-    let log = store.raft_log().map_err(storage_error)?;
-    Ok((store, LogStore::new(log)))
+fn ledger_in(dir: &Path) -> (Store, LogStore) {
+    let (store, _, _) = ledger::open(&dir.join("ledger.redb"), 1_000, |_| {}).unwrap();
+    let log = store.raft_log().unwrap();
+    (store, LogStore::new(log))
 }
 
 impl StoreBuilder<TypeConfig, LogStore, MemStateMachine, tempfile::TempDir> for RedbLedger {
     async fn build(&self) -> Result<(tempfile::TempDir, LogStore, MemStateMachine), StorageError> {
-        let dir = tempfile::tempdir().map_err(storage_error)?;
-        let (_store, log_store) = ledger_in(dir.path())?;
+        let dir = tempfile::tempdir().unwrap();
+        let (_store, log_store) = ledger_in(dir.path());
         Ok((dir, log_store, MemStateMachine::default()))
     }
 }
@@ -74,7 +70,7 @@ async fn entries_vote_and_committed_survive_reopening_the_file() {
         Entry { log_id: log_id(2, 4), payload: EntryPayload::Blank },
     ];
     {
-        let (store, mut log_store) = ledger_in(dir.path()).unwrap();
+        let (store, mut log_store) = ledger_in(dir.path());
         let stored: Vec<RaftEntry> = entries.iter().cloned().map(codec::entry_to_stored).collect();
         store.raft_log().unwrap().append(&stored).unwrap();
         log_store.save_vote(&Vote::new_committed(2, 1)).await.unwrap();
@@ -97,7 +93,7 @@ async fn entries_vote_and_committed_survive_reopening_the_file() {
 #[test]
 fn append_refuses_overwrites_and_gaps_inside_one_append() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = ledger_in(dir.path()).unwrap();
+    let (store, _) = ledger_in(dir.path());
     let log = store.raft_log().unwrap();
     let stored = |index| codec::entry_to_stored(batch(index));
     log.append(&[stored(5), stored(6)]).unwrap();
@@ -129,7 +125,7 @@ fn append_refuses_overwrites_and_gaps_inside_one_append() {
 #[test]
 fn limited_reads_stop_at_the_byte_budget_but_always_return_one_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, _) = ledger_in(dir.path()).unwrap();
+    let (store, _) = ledger_in(dir.path());
     let log = store.raft_log().unwrap();
     let stored: Vec<RaftEntry> = (1..=10).map(|index| codec::entry_to_stored(batch(index))).collect();
     log.append(&stored).unwrap();
@@ -146,7 +142,7 @@ fn limited_reads_stop_at_the_byte_budget_but_always_return_one_entry() {
 fn a_raft_log_of_an_unknown_format_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.redb");
-    let (store, _) = ledger_in(dir.path()).unwrap();
+    let (store, _) = ledger_in(dir.path());
     drop(store.raft_log().unwrap());
     store.close();
     {
