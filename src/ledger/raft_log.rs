@@ -151,7 +151,8 @@ impl RaftLog {
         range: impl RangeBounds<u64>,
         bytes_max: usize,
     ) -> Result<Vec<RaftEntry>, RaftLogError> {
-        // redb panics on a range whose start is after its end; such a range holds nothing.
+        // A range that ends before it starts holds nothing; answer it without handing redb an
+        // inverted range.
         if is_empty(&range) {
             return Ok(Vec::new());
         }
