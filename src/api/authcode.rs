@@ -209,12 +209,14 @@ pub fn id_token(app: &App, issued: &Issued) -> Result<Option<String>, ErrorCode>
             "auth_time": code.auth_time_secs,
             "preferred_username": &*code.login_id,
         });
-        if claims["aud"].is_array() {
-            // OIDC Core 2: with several audiences, `azp` names the party the token is for.
-            claims["azp"] = serde_json::json!(&*code.client_id);
-        }
-        if let Some(nonce) = &code.nonce {
-            claims["nonce"] = serde_json::json!(nonce);
+        if let Some(claims) = claims.as_object_mut() {
+            if claims.get("aud").is_some_and(serde_json::Value::is_array) {
+                // OIDC Core 2: with several audiences, `azp` names the party the token is for.
+                claims.insert("azp".to_owned(), serde_json::json!(&*code.client_id));
+            }
+            if let Some(nonce) = &code.nonce {
+                claims.insert("nonce".to_owned(), serde_json::json!(nonce));
+            }
         }
         (record.key_id.clone(), claims)
     };

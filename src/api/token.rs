@@ -122,7 +122,9 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
 fn fresh_ids(app: &App) -> FreshIds {
     let now_ms = app.clock.now_ms();
     let random: [u8; 24] = random_bytes();
-    let half = |i: usize| -> [u8; 8] { random[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
+    let half = |i: usize| -> [u8; 8] {
+        random.get(i * 8..i * 8 + 8).and_then(|part| part.try_into().ok()).unwrap_or_default()
+    };
     let ids = app.ledger.token_ids();
     FreshIds {
         access: ids.token_id(now_ms, half(0)),

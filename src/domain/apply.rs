@@ -175,10 +175,8 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
         family,
     });
     let client_scopes = client.as_ref().map(|c| c.scopes.clone());
-    let mut minted = [None, None];
-    for (slot, (kind, wire)) in
-        [(TokenKind::Access, &t.access), (TokenKind::Refresh, &t.refresh)].into_iter().enumerate()
-    {
+    let (mut access, mut refresh) = (None, None);
+    for (kind, wire) in [(TokenKind::Access, &t.access), (TokenKind::Refresh, &t.refresh)] {
         let Some(wire) = wire else { continue };
         let Some(id) = TokenId::from_slice(&wire.token_id) else {
             continue;
@@ -194,9 +192,12 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             end: None,
         };
         state.tokens.insert(id, token);
-        minted[slot] = Some((id, wire.expires_at_ms));
+        let minted = Some((id, wire.expires_at_ms));
+        match kind {
+            TokenKind::Access => access = minted,
+            TokenKind::Refresh => refresh = minted,
+        }
     }
-    let [access, refresh] = minted;
     if let (Some(old), Some((successor, _))) =
         (TokenId::from_slice(&t.rotated_from).and_then(|id| state.tokens.get_mut(&id)), refresh)
     {

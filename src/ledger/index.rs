@@ -58,7 +58,7 @@ pub fn prefix(kind: IndexKind, value: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + len + 8);
     key.push(kind as u8);
     key.push(len as u8);
-    key.extend_from_slice(&value[..len]);
+    key.extend(value.iter().take(len));
     key
 }
 
