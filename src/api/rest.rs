@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::form::{self, Params};
+use super::form;
 use super::token::{self, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
 use crate::app::App;
@@ -264,9 +264,4 @@ async fn not_found(headers: HeaderMap) -> Response {
         .into_response();
     echo_transaction_id(&mut response, wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok().as_deref());
     response
-}
-
-/// Exposed for the gRPC transport, which builds the same parameters from message fields.
-pub fn params_from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Params, ErrorCode> {
-    Params::from_pairs(fields)
 }

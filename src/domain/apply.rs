@@ -26,6 +26,7 @@ pub struct Recorded<'a> {
 }
 
 pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
+    debug_assert!(at.seq > state.head.seq, "events apply in ledger order: seq {} after {}", at.seq, state.head.seq);
     match &event.kind {
         None | Some(event::Kind::LedgerCreated(_)) => {}
         Some(event::Kind::InstitutionCreated(i)) => {

@@ -241,11 +241,8 @@ mod tests {
             let decision = decide_failure(&state, &failure, Context { now_ms, transaction_id: "" });
             assert_eq!(kinds(&decision.events), ["failed"]);
             for event in &decision.events {
-                apply(
-                    &mut state,
-                    Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] },
-                    event,
-                );
+                let seq = state.head.seq + 1;
+                apply(&mut state, Recorded { seq, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] }, event);
             }
         }
     }

@@ -302,10 +302,6 @@ impl State {
         self.users.get(key)
     }
 
-    pub fn sign_in_record(&self, key: &SignInKey) -> Option<&SignInRecord> {
-        self.sign_ins.get(key)
-    }
-
     pub fn family_revoked(&self, token: &Token) -> bool {
         token.grant.family.and_then(|f| self.families.get(&f)).is_some_and(|f| f.revoked.is_some())
     }

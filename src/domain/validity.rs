@@ -34,16 +34,6 @@ impl Validity {
             Self::CutOff { cutoff } => cutoff.seq,
         }
     }
-
-    /// When the token stopped being usable, if it did.
-    pub fn ended_at_ms(&self) -> Option<i64> {
-        match self {
-            Self::Active { .. } => None,
-            Self::Expired { expires_at_ms, .. } => Some(*expires_at_ms),
-            Self::Ended { at_ms, .. } | Self::FamilyRevoked { at_ms, .. } => Some(*at_ms),
-            Self::CutOff { cutoff } => Some(cutoff.at_ms),
-        }
-    }
 }
 
 impl State {

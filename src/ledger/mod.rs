@@ -15,8 +15,6 @@ pub mod writer;
 
 use std::path::Path;
 
-use prost::Message as _;
-
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
@@ -96,7 +94,31 @@ fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(S
     Ok((store, state, report))
 }
 
-/// Decodes one stored envelope's event, for readers outside the replay path.
-pub fn decode_event(bytes: &[u8]) -> Option<Event> {
-    Event::decode(bytes).ok()
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/design.md keeps the format log: a build whose format or index version has no row
+    /// there fails, so a version bump cannot ship undocumented.
+    #[test]
+    fn the_design_document_has_a_row_for_the_current_versions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/design.md");
+        let design = std::fs::read_to_string(path).expect("docs/design.md");
+        let table = design.split("## Format versions").nth(1).expect("a \"Format versions\" section");
+        let row = format!("| {} | {} |", store::FORMAT_VERSION, index::INDEX_VERSION);
+        assert!(
+            table.lines().any(|line| line.starts_with(&row)),
+            "docs/design.md has no format-log row for format {} and index {}",
+            store::FORMAT_VERSION,
+            index::INDEX_VERSION
+        );
+        let raft = format!("raft log format {}", raft_log::RAFT_LOG_FORMAT_VERSION);
+        assert!(table.contains(&raft), "docs/design.md has no format-log row for {raft}");
+        let tables = format!("## redb tables (format version {})", store::FORMAT_VERSION);
+        assert!(
+            design.contains(&tables),
+            "docs/design.md does not describe the tables of format {}",
+            store::FORMAT_VERSION
+        );
+    }
 }

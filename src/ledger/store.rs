@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::Sealed;
 use super::raft_log::{RaftLog, RaftLogError};
@@ -179,11 +179,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
-    }
-
-    pub fn event_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(EVENTS)?.len()?)
     }
 
     /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first

@@ -316,6 +316,11 @@ impl Writer {
                 staged.push(Staged { reply: job.reply, outcome: decision.outcome });
             }
         }
+        debug_assert_eq!(pending.len(), appends.len(), "every decided event is appended");
+        debug_assert!(
+            pending.iter().zip(pending.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1),
+            "a batch's events have consecutive seqs"
+        );
         self.status.deferred_commands.fetch_add(deferred.len() as u64, Ordering::Relaxed);
         for job in deferred.into_iter().rev() {
             queue.push_front(job);
@@ -343,6 +348,11 @@ impl Writer {
             // Apply after the commit, then answer: a caller that hears "done" can read its
             // own write at once.
             let mut state = self.state.write();
+            debug_assert!(
+                pending.first().is_none_or(|first| first.seq == state.head.seq + 1),
+                "the batch continues the committed chain"
+            );
+            debug_assert!(recorded_at_ms >= state.head.recorded_at_ms, "recorded times never decrease");
             for item in &pending {
                 let at =
                     Recorded { seq: item.seq, recorded_at_ms, transaction_id: &item.transaction_id, hash: item.hash };
