@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use super::form::Params;
 use super::token::Call;
+use super::wire::Params;
 use crate::app::App;
 use crate::crypto::pkce;
 use crate::crypto::random_bytes;

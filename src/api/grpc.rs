@@ -10,9 +10,8 @@ use tonic_types::{ErrorDetails, StatusExt};
 
 use super::admin::{self, AdminError, DirectoryErrorKind};
 use super::directory::{self, UserChange};
-use super::form::Params;
 use super::token::{self, Call, Introspection};
-use super::wire::{self, HeaderValues, Institution};
+use super::wire::{self, HeaderValues, Institution, Params};
 use crate::app::App;
 use crate::error::ErrorCode;
 use crate::proto::admin_service_server::AdminService;

@@ -126,7 +126,10 @@ impl App {
     /// What every Basic-authenticated endpoint does first: client authentication (with its own
     /// throttle for failures, `api::client_auth`), then the authenticated client's spike arrest
     /// and quota. Nobody but the client itself can spend its allowance.
-    pub async fn authenticate_limited_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
+    pub(crate) async fn authenticate_limited_client(
+        &self,
+        credentials: &BasicCredentials,
+    ) -> Result<Arc<Client>, ErrorCode> {
         let client = self.authenticate_client(credentials).await?;
         self.rate_limits.check_spike_of(&client.id)?;
         self.rate_limits.check_quota(&client.id)?;
@@ -135,7 +138,7 @@ impl App {
 
     /// Both limits for a request carrying an access token of some client, charged to that
     /// client. An unknown token is not limited here: it fails at once without costly work.
-    pub fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
+    pub(crate) fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
         let Some(client_id) = self.state.read().tokens.get(token).map(|t| t.grant.client_id.clone()) else {
             return Ok(());
         };

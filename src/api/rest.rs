@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::form;
 use super::token::{self, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
 use crate::app::App;
@@ -119,7 +118,7 @@ pub(super) async fn read_call(
         return Err(fail(ErrorCode::InvalidRequest));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| fail(ErrorCode::InvalidRequest))?;
-    let params = form::parse(&bytes).map_err(fail)?;
+    let params = wire::form::parse(&bytes).map_err(fail)?;
     // One authentication method only: Basic (RFC 6749 2.3).
     if params.get("client_secret").is_some() {
         return Err(fail(ErrorCode::InvalidRequest));

@@ -168,7 +168,7 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
     let mut named = 0;
     for segment in query.split('&') {
         let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
-        let name = super::form::percent_decode(name.as_bytes()).unwrap_or_default();
+        let name = super::wire::percent_decode(name.as_bytes()).unwrap_or_default();
         if name == b"userIdType" {
             named += 1;
             if value.is_empty() || named > 1 {
@@ -180,7 +180,7 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
             return Err(LookupError::BadQuery);
         }
     }
-    let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
+    let params = super::wire::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
     // Ignored, but Candescent documents it as a boolean, so anything else is malformed.
     if params.get("retrieveBillPayCredentials").is_some_and(|v| v != "true" && v != "false") {
         return Err(LookupError::BadQuery);

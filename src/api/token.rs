@@ -2,8 +2,7 @@
 //! turns its request into a [`Call`] and renders the answer; the rules and their order live
 //! here once.
 
-use super::form::Params;
-use super::wire::{BasicCredentials, Institution};
+use super::wire::{BasicCredentials, Institution, Params};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;

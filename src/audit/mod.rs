@@ -7,10 +7,14 @@
 //! projections; every change it leads to (bulk and blast-radius revocation) goes through the
 //! writer as a command like any other.
 
-pub mod blast;
-pub mod chain;
-pub mod checkpoint;
-pub mod history;
-pub mod query;
-pub mod time;
-pub mod view;
+pub(crate) mod blast;
+pub(crate) mod chain;
+pub(crate) mod checkpoint;
+pub(crate) mod history;
+pub(crate) mod query;
+pub(crate) mod time;
+pub(crate) mod view;
+
+pub use chain::ChainWalker;
+pub use checkpoint::{CHECKPOINT_KEY_FILE, Checkpoint, CheckpointBody};
+pub use view::redact;

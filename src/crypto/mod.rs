@@ -5,10 +5,13 @@
 //! digests (`ring::hmac::verify`, `ring::pbkdf2::verify`, `subtle`).
 
 pub mod credential;
-pub mod keys;
-pub mod pkce;
-pub mod signing;
+pub(crate) mod keys;
+pub(crate) mod pkce;
+pub(crate) mod signing;
 pub mod token;
+
+pub use keys::ServerKeys;
+pub use signing::SigningKeys;
 
 use ring::rand::{SecureRandom, SystemRandom};
 

@@ -6,20 +6,21 @@
 
 pub mod codec;
 pub mod index;
-pub mod raft_log;
-pub mod reader;
-pub mod replay;
-pub mod store;
-pub mod token_ids;
-pub mod writer;
+pub(crate) mod raft_log;
+pub(crate) mod reader;
+pub(crate) mod replay;
+pub(crate) mod store;
+pub(crate) mod token_ids;
+pub(crate) mod writer;
 
 use std::path::Path;
 
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
-pub use store::{Store, StoreError};
-pub use writer::{LedgerHandle, SubmitError, WriterConfig};
+pub use store::{Append, Store, StoreError};
+pub use token_ids::TokenIdScheme;
+pub use writer::{LedgerHandle, SubmitError, WriterConfig, WriterStatus};
 
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::{Event, LedgerCreated, event};

@@ -114,10 +114,6 @@ impl Store {
         &self.token_ids
     }
 
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// The Raft log and vote of cluster mode, in this file's `raft_log` and `raft_meta` tables
     /// (created on first use; a single-node ledger never has them).
     pub fn raft_log(&self) -> Result<RaftLog, RaftLogError> {

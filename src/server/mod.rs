@@ -2,12 +2,15 @@
 //! `content-type: application/grpc`, with graceful shutdown.
 
 pub mod data_dir;
-pub mod demo;
-pub mod front;
-pub mod limits;
-pub mod listener;
-pub mod signing;
-pub mod tls;
+pub(crate) mod demo;
+pub(crate) mod front;
+pub(crate) mod limits;
+pub(crate) mod listener;
+pub(crate) mod signing;
+pub(crate) mod tls;
+
+pub use signing::SIGNING_KEYS_FILE;
+pub use tls::{Tls, TlsFiles};
 
 use std::future::Future;
 use std::sync::Arc;

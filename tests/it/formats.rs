@@ -2,9 +2,9 @@
 //! each released format under tests/ and test that it still opens").
 
 use tokenledger::config::Config;
-use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::token::{self, TokenKind};
-use tokenledger::domain::ids::hex;
+use tokenledger::domain::hex;
 use tokenledger::ledger::{Store, StoreError, codec};
 use tokenledger::proto::ledger::{AuthorizationCodeIssued, CodeBurnReason, Event, event};
 use tokenledger::server::data_dir;

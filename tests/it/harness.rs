@@ -6,16 +6,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
-use tokenledger::app::{App, sha256};
 use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::crypto::signing::SigningKeys;
+use tokenledger::crypto::ServerKeys;
+use tokenledger::crypto::SigningKeys;
 use tokenledger::ledger::LedgerHandle;
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{self as api};
 use tokenledger::server::{self, data_dir};
+use tokenledger::{App, sha256};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
@@ -332,7 +332,7 @@ impl TestServer {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.to_owned());
         if let Some(creds) = creds {
-            request = request.header("authorization", tokenledger::api::wire::encode_basic(&creds.id, &creds.secret));
+            request = request.header("authorization", tokenledger::wire::encode_basic(&creds.id, &creds.secret));
         }
         for (name, value) in headers {
             request = request.header(*name, *value);

@@ -94,7 +94,7 @@ async fn every_advertised_grant_works_and_no_other_does() {
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange",
     ] {
-        let body = format!("grant_type={}", tokenledger::api::form::percent_encode(unadvertised));
+        let body = format!("grant_type={}", tokenledger::wire::percent_encode(unadvertised));
         server.token(&flow.f.service, &body).await.assert_error(400, "CMN_90007");
     }
 }
