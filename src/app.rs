@@ -150,12 +150,6 @@ impl App {
         let Some(presented) = presented else {
             return false;
         };
-        crate::crypto::digests_equal(&sha256(presented.as_bytes()), &self.admin_token_digest)
+        crate::crypto::digests_equal(&crate::crypto::sha256(presented.as_bytes()), &self.admin_token_digest)
     }
-}
-
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
 }

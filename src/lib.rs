@@ -42,4 +42,4 @@ mod metrics;
 pub use api::openapi::paths as rest_paths;
 pub use api::rest::router as rest_router;
 pub use api::wire;
-pub use app::{App, sha256};
+pub use app::App;

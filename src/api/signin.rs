@@ -21,7 +21,7 @@ use super::ratelimit::note_retry_after;
 use crate::app::App;
 use crate::crypto::credential;
 use crate::domain::command::{Command, Rejection};
-use crate::domain::signin::{self, SignInFailure};
+use crate::domain::signin::{self, LockoutPolicy, SignInFailure};
 use crate::domain::state::{SignInKey, SignInSubject};
 use crate::error::ErrorCode;
 
@@ -73,7 +73,13 @@ pub async fn check_user(
 /// Records the failure durably, then answers (CMN_90015, or CMN_90009 if a lockout began
 /// meanwhile).
 async fn record_failure(app: &App, key: SignInKey, transaction_id: &str) -> Result<(), ErrorCode> {
-    let failure = SignInFailure { key, policy: app.config.lockout };
+    let lockout = app.config.lockout;
+    let policy = LockoutPolicy {
+        failures_max: lockout.failures_max,
+        window_ms: lockout.window_ms,
+        duration_ms: lockout.duration_ms,
+    };
+    let failure = SignInFailure { key, policy };
     match app.ledger.submit(Command::SignInFailed(failure), transaction_id.to_owned()).await {
         Ok(Err(Rejection::Token(code))) => Err(code),
         Ok(_) => Err(ErrorCode::InvalidUserCredentials),

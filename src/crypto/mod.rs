@@ -25,6 +25,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     bytes
 }
 
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, d) in out.iter_mut().zip(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()) {
+        *o = *d;
+    }
+    out
+}
+
 /// Constant-time equality of two equal-length digests.
 pub fn digests_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
     use subtle::ConstantTimeEq;

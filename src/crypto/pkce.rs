@@ -20,7 +20,7 @@ pub fn is_valid_verifier(verifier: &str) -> bool {
 
 /// SHA-256 of the verifier's ASCII bytes: what the S256 challenge encodes (RFC 7636 4.2).
 pub fn s256(verifier: &str) -> [u8; 32] {
-    crate::app::sha256(verifier.as_bytes())
+    super::sha256(verifier.as_bytes())
 }
 
 /// The digest an S256 challenge stands for, or `None` unless it is exactly 43 characters of

@@ -104,7 +104,7 @@ pub fn thumbprint(public_key: &[u8]) -> Option<String> {
     let (x, y) = coordinates(public_key)?;
     // Members in lexicographic order, no whitespace (RFC 7638 3.2).
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    Some(URL_SAFE_NO_PAD.encode(crate::app::sha256(canonical.as_bytes())))
+    Some(URL_SAFE_NO_PAD.encode(super::sha256(canonical.as_bytes())))
 }
 
 fn coordinates(public_key: &[u8]) -> Option<(String, String)> {

@@ -15,12 +15,13 @@ pub(crate) mod writer;
 
 use std::path::Path;
 
+pub use crate::config::WriterConfig;
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
 pub use store::{Append, Store, StoreError};
 pub use token_ids::TokenIdScheme;
-pub use writer::{LedgerHandle, SubmitError, WriterConfig, WriterStatus};
+pub use writer::{LedgerHandle, SubmitError, WriterStatus};
 
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::{Event, LedgerCreated, event};

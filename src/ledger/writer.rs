@@ -25,28 +25,9 @@ use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
+use crate::config::WriterConfig;
 use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
-
-#[derive(Clone, Debug)]
-pub struct WriterConfig {
-    /// Requests that may wait for the writer before callers are told to back off.
-    pub queue_capacity: usize,
-    /// Most commands decided and committed in one transaction.
-    pub batch_commands_max: usize,
-    /// How far the clock may be behind the ledger head before the writer reports it.
-    pub clock_skew_max_ms: i64,
-}
-
-impl Default for WriterConfig {
-    fn default() -> Self {
-        Self { queue_capacity: 16_384, batch_commands_max: 1024, clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT }
-    }
-}
-
-/// The default of `clock_skew_max_ms`: a few seconds, more than NTP's step threshold (128 ms)
-/// and a batch's commit time, far less than any token lifetime.
-pub const CLOCK_SKEW_MAX_MS_DEFAULT: i64 = 5_000;
 
 /// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

@@ -82,7 +82,7 @@ impl Front {
         Self { app, grpc, grpc_import, rest, in_flight, request_timeout, client_certificates_required }
     }
 
-    pub fn app_limits(&self) -> &super::limits::Limits {
+    pub fn app_limits(&self) -> &crate::config::Limits {
         &self.app.config.limits
     }
 

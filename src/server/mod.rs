@@ -10,7 +10,7 @@ pub(crate) mod signing;
 pub(crate) mod tls;
 
 pub use signing::SIGNING_KEYS_FILE;
-pub use tls::{Tls, TlsFiles};
+pub use tls::Tls;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -6,16 +6,17 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
+use tokenledger::App;
 use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
 use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::SigningKeys;
+use tokenledger::crypto::sha256;
 use tokenledger::ledger::LedgerHandle;
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{self as api};
 use tokenledger::server::{self, data_dir};
-use tokenledger::{App, sha256};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;

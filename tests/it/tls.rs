@@ -296,7 +296,7 @@ fn tls_settings_are_checked_at_start() {
     settings.tls_client_ca_file = Some(dir.path().join("ca.pem"));
     assert!(tokenledger::config::Config::resolve(settings).is_err(), "client verification needs TLS");
     // Missing or malformed files are named in the error.
-    let files = tokenledger::server::TlsFiles {
+    let files = tokenledger::config::TlsFiles {
         cert: dir.path().join("missing.pem"),
         key: dir.path().join("missing.key"),
         client_ca: None,
