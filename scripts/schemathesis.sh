@@ -50,9 +50,9 @@ trap cleanup EXIT
 
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 url="http://127.0.0.1:$port"
-# A test server: cheap password hashing and no lockout, since generated sign-ins fail by the
+# A test server: cheap password hashing (explicitly insecure) and no lockout, since generated sign-ins fail by the
 # thousand and a locked user would turn every later sign-in into CMN_90009.
-TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS=1000 TOKENLEDGER_LOCKOUT_FAILURES=0 \
+TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS=1000 TOKENLEDGER_INSECURE_LOW_PBKDF2_ITERATIONS=true TOKENLEDGER_LOCKOUT_FAILURES=0 \
   "$binary" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --log-level warn >"$work/server.log" 2>&1 &
 server_pid=$!
 for _ in $(seq 1 100); do
