@@ -18,14 +18,13 @@ use crate::audit::history::{self, StatusAt, TokenFacts};
 use crate::audit::query::{EventFilter, QueryError, first_seq_at_or_after};
 use crate::audit::time::format_ms;
 use crate::audit::view;
+use crate::audit::{Opened, ReadError, Snapshot};
 use crate::crypto::token as token_string;
 use crate::domain::bulk::BlastCredential;
 use crate::domain::directory::grant_type_name;
 use crate::domain::ids::{FamilyId, TokenId, parse_hex};
 use crate::domain::state::EndCause;
 use crate::domain::validity::Validity;
-use crate::ledger::codec::Opened;
-use crate::ledger::reader::{ReadError, Snapshot};
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::{self as api};
 

@@ -116,20 +116,10 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     }
 }
 
-/// Ids for what a token request may mint, ordered by time for the index (see
-/// `ledger::token_ids`), from one read of the CSPRNG.
+/// Ids for what a token request may mint, ordered by time for the index, from one read of
+/// the CSPRNG.
 fn fresh_ids(app: &App) -> FreshIds {
-    let now_ms = app.clock.now_ms();
-    let random: [u8; 24] = random_bytes();
-    let half = |i: usize| -> [u8; 8] {
-        random.get(i * 8..i * 8 + 8).and_then(|part| part.try_into().ok()).unwrap_or_default()
-    };
-    let ids = app.ledger.token_ids();
-    FreshIds {
-        access: ids.token_id(now_ms, half(0)),
-        refresh: ids.token_id(now_ms, half(1)),
-        family: crate::ledger::token_ids::family_id(now_ms, half(2)),
-    }
+    app.ledger.fresh_ids(app.clock.now_ms(), random_bytes())
 }
 
 fn check_admission(

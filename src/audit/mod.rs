@@ -18,3 +18,9 @@ pub(crate) mod view;
 pub use chain::ChainWalker;
 pub use checkpoint::{CHECKPOINT_KEY_FILE, Checkpoint, CheckpointBody};
 pub use view::redact;
+
+/// What the audit side reads, under its own names: the api and the CLI reach the ledger's
+/// storage only through these and the queries above.
+pub use crate::ledger::ReadError;
+pub use crate::ledger::codec::{Opened, open as open_envelope};
+pub use crate::ledger::reader::Snapshot;

@@ -85,15 +85,51 @@ fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(S
                 software_version: env!("CARGO_PKG_VERSION").to_owned(),
             })),
         };
-        let sealed = codec::seal(&state.head.hash, 1, now_ms, "", &created);
-        let index_keys = index::keys_for(&state, store.token_ids(), &created, 1);
-        let hash = sealed.hash;
-        store.append(&[store::Append { sealed, index_keys }])?;
-        apply(&mut state, Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash }, &created);
+        append_bootstrap(&store, &mut state, &created, now_ms)?;
         report.events = 1;
         report.head = state.head.clone();
     }
     Ok((store, state, report))
+}
+
+/// Records `event` before the writer runs: the one appender besides the writer, for the
+/// events of start-up (`LedgerCreated` on a new ledger, the signing-key activation). Seals,
+/// indexes, appends durably and only then applies, as the writer does for a batch of one.
+pub fn append_bootstrap(store: &Store, state: &mut State, event: &Event, now_ms: i64) -> Result<(), StoreError> {
+    let seq = state.head.seq + 1;
+    let recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
+    let sealed = codec::seal(&state.head.hash, seq, recorded_at_ms, "", event);
+    let hash = sealed.hash;
+    let index_keys = index::keys_for(state, store.token_ids(), event, seq);
+    store.append(&[Append { sealed, index_keys }])?;
+    apply(state, Recorded { seq, recorded_at_ms, transaction_id: "", hash }, event);
+    Ok(())
+}
+
+/// A stopped ledger opened for reading: the offline `verify` and `audit verify-checkpoint
+/// --offline` commands. It never appends.
+pub struct ReadOnlyLedger {
+    store: Store,
+}
+
+/// Opens the existing ledger file at `path` for reading (it is not created if missing).
+pub fn open_read_only(path: &Path) -> Result<ReadOnlyLedger, StoreError> {
+    let db = redb::Database::open(path)?;
+    Ok(ReadOnlyLedger { store: Store::from_database(db)? })
+}
+
+impl ReadOnlyLedger {
+    /// Checks every event and link of the chain and replays it into a fresh [`State`].
+    pub fn replay(&self, progress: impl FnMut(u64)) -> Result<(State, ReplayReport), ReplayError> {
+        let mut state = State::default();
+        let (report, _) = replay::replay(&self.store, &mut state, false, progress)?;
+        Ok((state, report))
+    }
+
+    /// A consistent read view of the committed events, for the audit queries.
+    pub fn snapshot(&self) -> Result<reader::Snapshot, ReadError> {
+        self.store.reader().snapshot()
+    }
 }
 
 #[cfg(test)]

@@ -26,7 +26,7 @@ use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
 use crate::config::WriterConfig;
-use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, Outcome, Rejection};
+use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
 /// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
@@ -151,6 +151,19 @@ impl LedgerHandle {
 
     pub fn token_ids(&self) -> &Arc<TokenIdScheme> {
         &self.token_ids
+    }
+
+    /// Ids for what one command may mint at `now_ms` (see `token_ids`: time-ordered for the
+    /// index, masked so they tell nothing), from 24 random bytes.
+    pub fn fresh_ids(&self, now_ms: i64, random: [u8; 24]) -> FreshIds {
+        let half = |i: usize| -> [u8; 8] {
+            random.get(i * 8..i * 8 + 8).and_then(|part| part.try_into().ok()).unwrap_or_default()
+        };
+        FreshIds {
+            access: self.token_ids.token_id(now_ms, half(0)),
+            refresh: self.token_ids.token_id(now_ms, half(1)),
+            family: super::token_ids::family_id(now_ms, half(2)),
+        }
     }
 
     pub fn status(&self) -> &WriterStatus {
