@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
 use crate::api::client_auth::ClientAuth;
+use crate::api::error::ErrorCode;
 use crate::api::wire::BasicCredentials;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -16,7 +17,6 @@ use crate::crypto::keys::ServerKeys;
 use crate::crypto::signing::SigningKeys;
 use crate::domain::State;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
 use crate::ledger::LedgerHandle;
 use crate::proto::ledger::CredentialDigest;
 

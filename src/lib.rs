@@ -35,7 +35,6 @@ pub mod server;
 // Crate-private layers.
 mod api;
 mod app;
-mod error;
 mod fsutil;
 mod metrics;
 

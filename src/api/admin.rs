@@ -6,13 +6,13 @@ use std::sync::Arc;
 use crate::app::App;
 use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
-use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::directory::{
     DirectoryCommand, DirectoryError, DirectoryOutcome, ImportPlan, ImportSummary, PlannedClient, PlannedUser,
     grant_type_name,
 };
 use crate::domain::ids::{hex, is_printable_ascii};
 use crate::domain::state::{Client, User};
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::{
     self as ledger, ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated, UserType,
     credential_digest,
@@ -55,11 +55,10 @@ fn invalid(text: impl Into<String>) -> AdminError {
 }
 
 async fn run(app: &App, command: DirectoryCommand, transaction_id: String) -> Result<DirectoryOutcome, AdminError> {
-    match app.ledger.submit(Command::Directory(command), transaction_id).await {
-        Ok(Ok(Outcome::Directory(outcome))) => Ok(outcome),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
-        Ok(Err(Rejection::Directory(error))) => Err(error.into()),
-        Err(_) => Err(AdminError::Unavailable),
+    match app.ledger.submit_as(command, transaction_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(SubmitFailure::Refused(error)) => Err(error.into()),
+        Err(SubmitFailure::Unavailable) => Err(AdminError::Unavailable),
     }
 }
 

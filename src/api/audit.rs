@@ -9,6 +9,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::error::audit_status;
 use super::grpc::admin_call;
 use crate::app::App;
 use crate::audit::blast::{self, Relation};
@@ -73,17 +74,6 @@ impl From<QueryError> for AuditError {
 impl From<ReadError> for AuditError {
     fn from(error: ReadError) -> Self {
         QueryError::Read(error).into()
-    }
-}
-
-/// The status for an audit error, as `admin_status` does for directory errors.
-pub fn audit_status(error: AuditError) -> Status {
-    match error {
-        AuditError::Invalid(text) => Status::invalid_argument(text),
-        AuditError::NotFound(text) => Status::not_found(text),
-        AuditError::Unavailable => Status::unavailable("the ledger is not available"),
-        AuditError::DataLoss(text) => Status::data_loss(text),
-        AuditError::Internal => Status::internal("internal error"),
     }
 }
 

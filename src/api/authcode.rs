@@ -7,19 +7,18 @@ use std::sync::Arc;
 
 use super::token::Call;
 use super::wire::Params;
+use crate::api::error::ErrorCode;
 use crate::app::App;
 use crate::crypto::pkce;
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::authcode::decide::{check_bearer, check_partner};
-use crate::domain::authcode::{
-    AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, CodeStatus, PresentedVerifier,
-};
-use crate::domain::command::{Command, IssueGrant, Issued, Outcome, Rejection};
+use crate::domain::authcode::{CodeRedemption, CodeRequest, CodeStatus, PresentedVerifier};
+use crate::domain::command::{IssueGrant, Issued};
 use crate::domain::ids::{TokenId, is_valid_identifier};
 use crate::domain::scope;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::GrantType;
 
 /// Longest `nonce` we record.
@@ -83,14 +82,12 @@ pub async fn create_authorization_code(app: &App, call: Call, bearer: Option<&st
     app.limit_bearer_client(&token)?;
     let institution = call.institution.required()?.to_owned();
     let request = code_request(app, &call.params, token, institution)?;
-    let command = Command::Authorization(AuthorizationCommand::IssueCode(Box::new(request)));
-    match app.ledger.submit(command, call.transaction_id).await {
-        Ok(Ok(Outcome::Authorization(AuthorizationOutcome::CodeIssued { code, redirect_uri, .. }))) => {
+    match app.ledger.submit_as(request, call.transaction_id).await {
+        Ok((code, redirect_uri)) => {
             Ok(CodeReply { code: token_string::encode(&app.keys, StringKind::Code, &code), redirect_uri })
         }
-        Ok(Ok(_)) | Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
-        Ok(Err(Rejection::Token(code))) => Err(code),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+        Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 

@@ -7,8 +7,8 @@ use super::audit::{self, AuditError, blast_listing, blast_question, parse_family
 use crate::app::App;
 use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};
-use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::cutoff::CutoffScope;
+use crate::ledger::SubmitFailure;
 use crate::proto::{self as api, bulk_revoke_request::Scope};
 
 impl From<AuditError> for AdminError {
@@ -27,11 +27,10 @@ fn invalid(text: &str) -> AdminError {
 }
 
 async fn run(app: &App, command: BulkCommand, transaction_id: String) -> Result<BulkOutcome, AdminError> {
-    match app.ledger.submit(Command::Bulk(command), transaction_id).await {
-        Ok(Ok(Outcome::Bulk(outcome))) => Ok(outcome),
-        Ok(Err(Rejection::Directory(error))) => Err(error.into()),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
-        Err(_) => Err(AdminError::Unavailable),
+    match app.ledger.submit_as(command, transaction_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(SubmitFailure::Refused(error)) => Err(error.into()),
+        Err(SubmitFailure::Unavailable) => Err(AdminError::Unavailable),
     }
 }
 

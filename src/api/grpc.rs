@@ -8,12 +8,13 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::admin::{self, AdminError, DirectoryErrorKind};
+use super::admin;
 use super::directory::{self, UserChange};
+use super::error::admin_status;
 use super::token::{self, Call, Introspection};
 use super::wire::{self, HeaderValues, Institution, Params};
+use crate::api::error::ErrorCode;
 use crate::app::App;
-use crate::error::ErrorCode;
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
@@ -170,16 +171,6 @@ pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
     match metadata_values(metadata, "transactionid") {
         HeaderValues::Absent => Ok(uuid::Uuid::new_v4().to_string()),
         value => wire::transaction_id(value).map_err(|code| status(code, None)),
-    }
-}
-
-pub fn admin_status(error: AdminError) -> Status {
-    match error {
-        AdminError::Directory(text, DirectoryErrorKind::Invalid) => Status::invalid_argument(text),
-        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => Status::already_exists(text),
-        AdminError::Directory(text, DirectoryErrorKind::NotFound) => Status::not_found(text),
-        AdminError::Directory(text, DirectoryErrorKind::Conflict) => Status::failed_precondition(text),
-        AdminError::Unavailable => Status::unavailable("the ledger is not accepting writes"),
     }
 }
 

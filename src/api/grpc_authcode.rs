@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::error::key_status;
 use super::grpc::{admin_call, call, metadata_values, reply, status};
 use super::{authcode, signing, wire};
 use crate::app::App;
@@ -72,10 +73,7 @@ impl KeyService for KeyGrpc {
         request: Request<RotateSigningKeyRequest>,
     ) -> Result<Response<RotateSigningKeyResponse>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let rotated = signing::rotate(&self.app, transaction_id.clone()).await.map_err(|error| match error {
-            signing::RotateError::KeyFile(text) => Status::internal(text),
-            signing::RotateError::Unavailable => Status::unavailable(error.to_string()),
-        })?;
+        let rotated = signing::rotate(&self.app, transaction_id.clone()).await.map_err(key_status)?;
         Ok(reply(rotated, &transaction_id))
     }
 

@@ -9,6 +9,7 @@ pub(crate) mod client_auth;
 pub(crate) mod directory;
 pub(crate) mod discovery;
 pub(crate) mod dummy;
+pub(crate) mod error;
 pub(crate) mod grpc;
 pub(crate) mod grpc_authcode;
 pub(crate) mod grpc_users;

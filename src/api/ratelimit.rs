@@ -24,11 +24,11 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::wire::BasicCredentials;
+use crate::api::error::ErrorCode;
 use crate::app::App;
 use crate::config::RateLimitConfig;
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
 
 /// The limiters of one server, and how often each refused a request.
 pub struct RateLimits {

@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::token::{self, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
+use crate::api::error::ErrorCode;
 use crate::app::App;
-use crate::error::ErrorCode;
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");

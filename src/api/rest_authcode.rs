@@ -15,8 +15,8 @@ use super::authcode::{self, ClientAuthorization};
 use super::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
 use super::wire::{self, HeaderValues};
 use super::{discovery, token::Call};
+use crate::api::error::ErrorCode;
 use crate::app::App;
-use crate::error::ErrorCode;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()

@@ -14,8 +14,8 @@ use serde::Serialize;
 use super::rest::{error_response, header_values};
 use super::users::{self, InstitutionUserView, LookupCall};
 use super::wire::{self, HeaderValues, Institution};
+use crate::api::error::LookupError;
 use crate::app::App;
-use crate::error::LookupError;
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");

@@ -3,17 +3,18 @@
 //! here once.
 
 use super::wire::{BasicCredentials, Institution, Params};
+use crate::api::error::ErrorCode;
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
-use crate::domain::command::{Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke};
+use crate::domain::command::{FreshIds, Issue, IssueGrant, Issued, Revoke};
 use crate::domain::decide::admit;
 use crate::domain::directory::grant_type_name;
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
-use crate::error::ErrorCode;
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::{GrantType, UserType};
 
 /// One request to the token, revocation or introspection endpoint, after the transport has
@@ -103,16 +104,14 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         family_lifetime_max_ms: app.config.family_lifetime_max_ms,
         fresh,
     };
-    match app.ledger.submit(Command::Issue(issue), transaction_id).await {
-        Ok(Ok(Outcome::Issued(issued))) => {
+    match app.ledger.submit_as(issue, transaction_id).await {
+        Ok(issued) => {
             let mut reply = render(app, &issued);
             reply.id_token = super::authcode::id_token(app, &issued)?;
             Ok(reply)
         }
-        Ok(Ok(_)) => Err(ErrorCode::Internal),
-        Ok(Err(Rejection::Token(code))) => Err(code),
-        Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+        Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 
@@ -129,7 +128,7 @@ fn check_admission(
     institution: Option<&str>,
     scopes: Option<&[Box<str>]>,
 ) -> Result<(), ErrorCode> {
-    admit(&app.state.read(), client_id, grant, institution, scopes).map(|_| ())
+    admit(&app.state.read(), client_id, grant, institution, scopes).map(|_| ()).map_err(ErrorCode::from)
 }
 
 /// `username` (CMN_90013) and `password` (CMN_90014), checked for shape before any hashing.
@@ -178,9 +177,10 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
         return Ok(());
     }
     let revoke = Revoke { client_id: client.id.clone(), token, kind };
-    match app.ledger.submit(Command::Revoke(revoke), call.transaction_id).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+    match app.ledger.submit_as(revoke, call.transaction_id).await {
+        // RFC 7009 2.2: a refused revocation is answered like a done one.
+        Ok(()) | Err(SubmitFailure::Refused(_)) => Ok(()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 

@@ -7,12 +7,12 @@
 //! enumerate the institution's users.
 
 use super::wire::Institution;
+use crate::api::error::LookupError;
 use crate::app::App;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::signin;
 use crate::domain::state::{State, TokenKind, User};
-use crate::error::LookupError;
 use crate::proto::ledger::{InstitutionCustomer, UserType};
 
 /// The scope a token needs for the lookup.

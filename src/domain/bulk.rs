@@ -457,7 +457,10 @@ mod tests {
             fresh,
         };
         let head = given.state.head.seq;
-        assert_eq!(given.when(Command::Issue(refresh)), Err(Rejection::Token(crate::error::ErrorCode::InvalidToken)));
+        assert_eq!(
+            given.when(Command::Issue(refresh)),
+            Err(Rejection::Refused(crate::domain::error::Refusal::InvalidGrant))
+        );
         assert_eq!(given.state.head.seq, head, "a cut-off token is simply invalid, not reuse");
     }
 

@@ -68,15 +68,7 @@ pub struct ImportSummary {
     pub unchanged: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DirectoryError {
-    /// The request is malformed; the text says which field and why.
-    Invalid(String),
-    AlreadyExists(String),
-    NotFound(String),
-    /// An import conflicts with what exists; one line per conflicting entry.
-    Conflicts(Vec<String>),
-}
+pub use super::error::DirectoryError;
 
 impl DirectoryCommand {
     pub fn conflict_keys(&self, keys: &mut ConflictKeys) {

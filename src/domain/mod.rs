@@ -12,6 +12,7 @@ pub(crate) mod command;
 pub(crate) mod cutoff;
 pub(crate) mod decide;
 pub(crate) mod directory;
+pub(crate) mod error;
 pub(crate) mod ids;
 pub(crate) mod scope;
 pub(crate) mod signin;

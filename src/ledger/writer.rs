@@ -26,8 +26,19 @@ use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
 use crate::config::WriterConfig;
-use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
+use crate::domain::command::{Answered, Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
+
+/// Why a typed submission ([`LedgerHandle::submit_as`]) did not give its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitFailure<R> {
+    /// The command's decider refused it (events may still have been recorded, e.g. a failed
+    /// sign-in or a burned code).
+    Refused(R),
+    /// The ledger cannot take writes (it failed or is stopping): the command is not known
+    /// to be recorded, so the caller may retry.
+    Unavailable,
+}
 
 /// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -138,6 +149,18 @@ impl LedgerHandle {
         let job = Job { command, transaction_id, reply };
         self.sender.send(Message::Job(Box::new(job))).await.map_err(|_| SubmitError)?;
         answer.await.map_err(|_| SubmitError)?
+    }
+
+    /// Submits `command` and gives its decider's typed answer: see [`Answered`].
+    pub async fn submit_as<C: Answered>(
+        &self,
+        command: C,
+        transaction_id: String,
+    ) -> Result<C::Answer, SubmitFailure<C::Refusal>> {
+        match self.submit(command.into_command(), transaction_id).await {
+            Ok(outcome) => C::answer(outcome).map_err(SubmitFailure::Refused),
+            Err(SubmitError) => Err(SubmitFailure::Unavailable),
+        }
     }
 
     /// Requests waiting for the writer, not yet taken into a batch.

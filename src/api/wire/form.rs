@@ -1,7 +1,7 @@
 //! `application/x-www-form-urlencoded` bodies, parsed strictly: every value printable ASCII
 //! (CMN_90017), no repeated parameter (CMN_90011), bounded size and count.
 
-use crate::error::ErrorCode;
+use crate::api::error::ErrorCode;
 
 /// Most parameters one form may carry.
 pub const FORM_PARAMS_MAX: usize = 32;

@@ -6,9 +6,9 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 
 use super::form::{percent_decode, percent_encode};
+use crate::api::error::ErrorCode;
 use crate::crypto::credential::SECRET_LEN_MAX;
 use crate::domain::ids::{IDENTIFIER_LEN_MAX, is_printable_ascii, is_valid_institution_id};
-use crate::error::ErrorCode;
 
 /// The values of one header: none, one, or several (which we always refuse).
 #[derive(Clone, Copy, Debug)]

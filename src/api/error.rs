@@ -1,9 +1,39 @@
 //! The one error table: every error a caller can see, with its CMN code, message, HTTP status,
 //! gRPC code and RFC 6749 `error` string. The match in [`ErrorCode::info`] is exhaustive and has
-//! no catch-all arm, so a new error forces a decision for every transport.
+//! no catch-all arm, so a new error forces a decision for every transport; so are the maps from
+//! the domain's [`Refusal`] (below) and, for the gRPC-only services, `admin_status`,
+//! `audit_status` and `key_status`.
 
 use http::StatusCode;
 use tonic::Code;
+
+use tonic::Status;
+
+use super::admin::{AdminError, DirectoryErrorKind};
+use super::audit::AuditError;
+use super::signing::RotateError;
+use crate::domain::error::Refusal;
+
+/// The CMN code of each domain refusal.
+impl From<Refusal> for ErrorCode {
+    fn from(refusal: Refusal) -> Self {
+        match refusal {
+            Refusal::InvalidClient => Self::InvalidClient,
+            Refusal::UnauthorizedClient => Self::NotAuthorized,
+            Refusal::InvalidClientConfiguration => Self::InvalidClientConfiguration,
+            Refusal::InvalidGrant => Self::InvalidToken,
+            Refusal::InvalidScope => Self::InvalidScope,
+            Refusal::InvalidRequest => Self::InvalidRequest,
+            Refusal::InvalidInstitution => Self::InvalidInstitution,
+            Refusal::AccessBlocked => Self::AccessBlocked,
+            Refusal::InvalidUsername => Self::InvalidUsername,
+            Refusal::InvalidUser => Self::InvalidUser,
+            Refusal::InvalidUserCredentials => Self::InvalidUserCredentials,
+            Refusal::SelfAuthorization => Self::SelfAuthorization,
+            Refusal::Inconsistent => Self::Internal,
+        }
+    }
+}
 
 /// A caller-visible error of the token, revocation, introspection and authorization-code
 /// endpoints (SPEC section 6).
@@ -193,6 +223,40 @@ impl ErrorCode {
         Self::SelfAuthorization,
         Self::InvalidClientConfiguration,
     ];
+}
+
+// The gRPC-only services (AdminService, AuditService, KeyService) answer with a status and a
+// text; these are their whole tables.
+
+/// The gRPC status of each AdminService error (directory, account and bulk commands; the
+/// service is gRPC-only, so the status is the whole answer).
+pub fn admin_status(error: AdminError) -> Status {
+    match error {
+        AdminError::Directory(text, DirectoryErrorKind::Invalid) => Status::invalid_argument(text),
+        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => Status::already_exists(text),
+        AdminError::Directory(text, DirectoryErrorKind::NotFound) => Status::not_found(text),
+        AdminError::Directory(text, DirectoryErrorKind::Conflict) => Status::failed_precondition(text),
+        AdminError::Unavailable => Status::unavailable("the ledger is not accepting writes"),
+    }
+}
+
+/// The gRPC status of each AuditService error.
+pub fn audit_status(error: AuditError) -> Status {
+    match error {
+        AuditError::Invalid(text) => Status::invalid_argument(text),
+        AuditError::NotFound(text) => Status::not_found(text),
+        AuditError::Unavailable => Status::unavailable("the ledger is not available"),
+        AuditError::DataLoss(text) => Status::data_loss(text),
+        AuditError::Internal => Status::internal("internal error"),
+    }
+}
+
+/// The gRPC status of each KeyService error.
+pub fn key_status(error: RotateError) -> Status {
+    match error {
+        RotateError::KeyFile(text) => Status::internal(text),
+        RotateError::Unavailable => Status::unavailable(error.to_string()),
+    }
 }
 
 /// A caller-visible error of the institution-user lookup (SPEC 3.5), which answers with
