@@ -8,14 +8,13 @@ use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::domain::directory::{
     DirectoryCommand, DirectoryError, DirectoryOutcome, ImportPlan, ImportSummary, PlannedClient, PlannedUser,
-    grant_type_name,
 };
+use crate::domain::grant::GrantKind;
 use crate::domain::ids::{hex, is_printable_ascii};
 use crate::domain::state::{Client, User};
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::{
-    self as ledger, ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated, UserType,
-    credential_digest,
+    self as ledger, ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, credential_digest,
 };
 use crate::proto::{self as api};
 
@@ -276,12 +275,11 @@ pub async fn import(
 }
 
 pub fn client_view(client: &Arc<Client>) -> api::Client {
-    let grant_types =
-        [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode]
-            .into_iter()
-            .filter(|g| client.grant_types.contains(*g))
-            .map(|g| grant_type_name(g).to_owned())
-            .collect();
+    let grant_types = GrantKind::ALL
+        .into_iter()
+        .filter(|g| client.grant_types.contains(g.stored()))
+        .map(|g| g.name().to_owned())
+        .collect();
     api::Client {
         spec: Some(api::ClientSpec {
             client_id: client.id.to_string(),

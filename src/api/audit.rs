@@ -22,7 +22,7 @@ use crate::audit::view;
 use crate::audit::{Opened, ReadError, Snapshot};
 use crate::crypto::token as token_string;
 use crate::domain::bulk::BlastCredential;
-use crate::domain::directory::grant_type_name;
+use crate::domain::grant::stored_name;
 use crate::domain::ids::{FamilyId, TokenId, parse_hex};
 use crate::domain::state::EndCause;
 use crate::domain::validity::Validity;
@@ -150,7 +150,7 @@ pub fn token_record(facts: &TokenFacts) -> api::TokenRecord {
         client_id: facts.client_id.clone(),
         institution_id: facts.institution_id.clone(),
         login_id: facts.login_id.clone(),
-        grant_type: grant_type_name(facts.grant_type).to_owned(),
+        grant_type: stored_name(facts.grant_type).to_owned(),
         scopes: facts.scopes.clone(),
         issued_seq: facts.issued_seq,
         issued_at_ms: facts.issued_at_ms,

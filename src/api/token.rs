@@ -10,12 +10,12 @@ use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::command::{FreshIds, Issue, IssueGrant, Issued, Revoke};
 use crate::domain::decide::admit;
-use crate::domain::directory::grant_type_name;
+use crate::domain::grant::{GrantKind, stored_name};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
 use crate::ledger::SubmitFailure;
-use crate::proto::ledger::{GrantType, UserType};
+use crate::proto::ledger::UserType;
 
 /// One request to the token, revocation or introspection endpoint, after the transport has
 /// checked `transactionId` and parsed the body.
@@ -37,15 +37,9 @@ pub struct TokenReply {
     pub id_token: Option<String>,
 }
 
-/// Grant types a token request may name, in the order we recognise them.
-fn parse_grant(name: Option<&str>) -> Result<GrantType, ErrorCode> {
-    match name {
-        Some("client_credentials") => Ok(GrantType::ClientCredentials),
-        Some("password") => Ok(GrantType::Password),
-        Some("refresh_token") => Ok(GrantType::RefreshToken),
-        Some("authorization_code") => Ok(GrantType::AuthorizationCode),
-        _ => Err(ErrorCode::InvalidGrantType),
-    }
+/// The grant a token request names (`domain::grant`); any other name, or none, is CMN_90007.
+fn parse_grant(name: Option<&str>) -> Result<GrantKind, ErrorCode> {
+    name.and_then(GrantKind::parse).ok_or(ErrorCode::InvalidGrantType)
 }
 
 /// `scopes` (Candescent) or its RFC 6749 alias `scope`, never both.
@@ -67,19 +61,23 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
     let institution = match grant {
-        GrantType::ClientCredentials | GrantType::Password => Some(call.institution.required()?.to_owned()),
-        _ => call.institution.optional()?.map(str::to_owned),
+        GrantKind::ClientCredentials | GrantKind::Password => Some(call.institution.required()?.to_owned()),
+        GrantKind::RefreshToken | GrantKind::AuthorizationCode => call.institution.optional()?.map(str::to_owned),
     };
     let requested = requested_scopes(&call.params)?;
     let issue_grant = match grant {
-        GrantType::Password => {
+        GrantKind::ClientCredentials => {
+            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
+            IssueGrant::ClientCredentials
+        }
+        GrantKind::Password => {
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
             super::signin::check_user(app, &client.id, institution, login_id, password, &transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
-        GrantType::RefreshToken => {
+        GrantKind::RefreshToken => {
             check_admission(app, &client.id, grant, None, None)?;
             let presented = call.params.get("refresh_token").ok_or(ErrorCode::InvalidRequest)?;
             match token_string::decode(&app.keys, presented) {
@@ -87,11 +85,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
                 _ => return Err(ErrorCode::InvalidToken),
             }
         }
-        GrantType::AuthorizationCode => super::authcode::redemption_grant(app, &client, &call.params)?,
-        _ => {
-            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
-            IssueGrant::ClientCredentials
-        }
+        GrantKind::AuthorizationCode => super::authcode::redemption_grant(app, &client, &call.params)?,
     };
     let fingerprint = fingerprint(app, &call.params, institution.as_deref());
     let fresh = fresh_ids(app);
@@ -124,11 +118,11 @@ fn fresh_ids(app: &App) -> FreshIds {
 fn check_admission(
     app: &App,
     client_id: &str,
-    grant: GrantType,
+    grant: GrantKind,
     institution: Option<&str>,
     scopes: Option<&[Box<str>]>,
 ) -> Result<(), ErrorCode> {
-    admit(&app.state.read(), client_id, grant, institution, scopes).map(|_| ()).map_err(ErrorCode::from)
+    admit(&app.state.read(), client_id, grant.stored(), institution, scopes).map(|_| ()).map_err(ErrorCode::from)
 }
 
 /// `username` (CMN_90013) and `password` (CMN_90014), checked for shape before any hashing.
@@ -252,7 +246,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         iat: Some(token.issued_at_ms.min(now_ms) / 1000),
         iss: Some(app.config.issuer.clone()),
         institution_id: Some(grant.institution_id.to_string()),
-        grant_type: Some(grant_type_name(grant.grant_type)),
+        grant_type: Some(stored_name(grant.grant_type)),
         institution_user_id: user
             .filter(|u| u.user_type == UserType::Business)
             .map(|u| u.institution_user_id.to_string()),

@@ -11,7 +11,7 @@ use super::state::{
     Client, EndCause, Family, Grant, GrantTypes, Institution, RecentRequest, RequestKey, Revocation, State, Token,
     TokenEnd, TokenKind, User, UserIdentity, user_key,
 };
-use crate::domain::directory::parse_grant_type;
+use crate::domain::grant::parse_stored;
 use crate::proto::ledger::{
     ClientCreated, Event, GrantType, RevocationReason, TokensIssued, UserCreated, UserType, event,
 };
@@ -97,7 +97,7 @@ fn reason(raw: i32) -> RevocationReason {
 
 fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
     let mut grant_types = GrantTypes::default();
-    for grant in c.grant_types.iter().filter_map(|g| parse_grant_type(g)) {
+    for grant in c.grant_types.iter().filter_map(|g| parse_stored(g)) {
         grant_types.insert(grant);
     }
     let id: Arc<str> = c.client_id.as_str().into();

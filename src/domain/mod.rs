@@ -13,6 +13,7 @@ pub(crate) mod cutoff;
 pub(crate) mod decide;
 pub(crate) mod directory;
 pub(crate) mod error;
+pub(crate) mod grant;
 pub(crate) mod ids;
 pub(crate) mod scope;
 pub(crate) mod signin;
@@ -26,6 +27,7 @@ pub use command::{
 };
 pub use cutoff::CutoffScope;
 pub use directory::DirectoryCommand;
+pub use grant::GrantKind;
 pub use ids::{FamilyId, TokenId, hex};
 pub use state::{State, TokenKind};
 
