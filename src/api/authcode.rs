@@ -178,7 +178,7 @@ pub fn redemption_grant(app: &App, client: &Arc<Client>, params: &Params) -> Res
 pub fn id_token(app: &App, issued: &Issued) -> Result<Option<String>, ErrorCode> {
     let (key_id, claims) = {
         let state = app.state.read();
-        let Some(token) = state.tokens.get(&issued.access.id) else {
+        let Some(token) = state.token(&issued.access.id) else {
             return Ok(None);
         };
         if token.grant.grant_type != GrantType::AuthorizationCode {

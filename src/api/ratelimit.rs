@@ -98,7 +98,7 @@ impl App {
     /// Both limits for a request carrying an access token of some client, charged to that
     /// client. An unknown token is not limited here: it fails at once without costly work.
     pub(crate) fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
-        let Some(client_id) = self.state.read().tokens.get(token).map(|t| t.grant.client_id.clone()) else {
+        let Some(client_id) = self.state.read().token(token).map(|t| t.grant.client_id.clone()) else {
             return Ok(());
         };
         self.rate_limits.check_spike_of(&client_id)?;

@@ -166,7 +166,7 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(()),
     };
-    let owned = app.state.read().tokens.get(&token).is_some_and(|t| *t.grant.client_id == *client.id);
+    let owned = app.state.read().token(&token).is_some_and(|t| *t.grant.client_id == *client.id);
     if !owned {
         return Ok(());
     }

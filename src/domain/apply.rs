@@ -55,7 +55,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             | event::Kind::SignInLockedOut(_)),
         ) => super::apply_account::apply_change(state, at, kind),
         Some(event::Kind::TokenRevoked(r)) => {
-            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id)) {
+            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.token_mut(&id)) {
                 token.end.get_or_insert(TokenEnd {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -64,7 +64,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             }
         }
         Some(event::Kind::FamilyRevoked(r)) => {
-            if let Some(family) = FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get_mut(&id)) {
+            if let Some(family) = FamilyId::from_slice(&r.family_id).and_then(|id| state.family_mut(&id)) {
                 family.revoked.get_or_insert(Revocation {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -192,7 +192,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             issued_seq: at.seq,
             end: None,
         };
-        state.tokens.insert(id, token);
+        state.insert_token(id, token);
         let minted = Some((id, wire.expires_at_ms));
         match kind {
             TokenKind::Access => access = minted,
@@ -200,7 +200,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
         }
     }
     if let (Some(old), Some((successor, _))) =
-        (TokenId::from_slice(&t.rotated_from).and_then(|id| state.tokens.get_mut(&id)), refresh)
+        (TokenId::from_slice(&t.rotated_from).and_then(|id| state.token_mut(&id)), refresh)
     {
         old.end.get_or_insert(TokenEnd {
             seq: at.seq,
@@ -210,7 +210,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     }
     if let Some(family_id) = family {
         let expires_at_ms = access.iter().chain(refresh.iter()).map(|(_, exp)| *exp).max().unwrap_or(at.recorded_at_ms);
-        let entry = state.families.entry(family_id).or_insert_with(|| Family {
+        let entry = state.family_or_insert_with(family_id, || Family {
             client_id: grant.client_id.clone(),
             revoked: None,
             live_refresh: None,

@@ -354,7 +354,7 @@ impl Command {
                         // Disabling (or locking) the grant's user or client must not share the
                         // refresh's batch: decided against the state before, the refresh
                         // would mint tokens after the disable's cutoff.
-                        if let Some(grant) = state.tokens.get(token).map(|t| &t.grant) {
+                        if let Some(grant) = state.token(token).map(|t| &t.grant) {
                             keys.read(Entity::Client(&grant.client_id));
                             if let Some(user) = &grant.user {
                                 keys.read(Entity::User(&user.institution_id, &user.login_id));
@@ -379,7 +379,7 @@ impl Command {
 
 fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
     keys.write(Entity::Token(token));
-    if let Some(family) = state.tokens.get(token).and_then(|t| t.grant.family) {
+    if let Some(family) = state.token(token).and_then(|t| t.grant.family) {
         keys.write(Entity::Family(&family));
     }
 }

@@ -141,7 +141,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         Ok((client, _)) => client,
         Err(code) => return Decision::refuse(code),
     };
-    let Some(old) = state.tokens.get(presented).filter(|t| t.kind == TokenKind::Refresh) else {
+    let Some(old) = state.token(presented).filter(|t| t.kind == TokenKind::Refresh) else {
         return Decision::refuse(Refusal::InvalidGrant);
     };
     // A refresh token of another client is simply invalid here: a stranger must not be able
@@ -180,7 +180,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         return Decision::refuse(code);
     }
     // The family's absolute end: a refresh never extends it.
-    let Some(started_at_ms) = state.families.get(&family).map(|f| f.started_at_ms) else {
+    let Some(started_at_ms) = state.family(&family).map(|f| f.started_at_ms) else {
         return Decision::refuse(Refusal::InvalidGrant);
     };
     let family_end = started_at_ms.saturating_add(issue.family_lifetime_max_ms);
@@ -250,7 +250,7 @@ fn still_allowed(scopes: ScopeList, allowed: &ScopeList) -> Option<ScopeList> {
 /// RFC 7009 revocation. Unknown, expired, already revoked and other clients' tokens are no-ops
 /// with the same answer, so revocation is no existence oracle.
 pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decision {
-    let Some(token) = state.tokens.get(&revoke.token).filter(|t| t.kind == revoke.kind) else {
+    let Some(token) = state.token(&revoke.token).filter(|t| t.kind == revoke.kind) else {
         return Decision::ok(Vec::new(), Outcome::Revoked);
     };
     if *token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(token) {

@@ -55,7 +55,7 @@ impl State {
         if let Some(end) = &token.end {
             consider(end.at_ms, end.seq, Validity::Ended { seq: end.seq, at_ms: end.at_ms, cause: end.cause.clone() });
         }
-        if let Some(revoked) = token.grant.family.and_then(|f| self.families.get(&f)).and_then(|f| f.revoked.as_ref()) {
+        if let Some(revoked) = token.grant.family.and_then(|f| self.family(&f)).and_then(|f| f.revoked.as_ref()) {
             let candidate = Validity::FamilyRevoked { seq: revoked.seq, at_ms: revoked.at_ms, reason: revoked.reason };
             consider(revoked.at_ms, revoked.seq, candidate);
         }

@@ -119,7 +119,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     if let Some(refresh) = issued.refresh {
                         refresh_tokens.push(refresh.id);
                         tokens.push(refresh.id);
-                        let family = state.read().tokens.get(&refresh.id).and_then(|t| t.grant.family);
+                        let family = state.read().token(&refresh.id).and_then(|t| t.grant.family);
                         families.extend(family);
                     }
                 }

@@ -185,11 +185,11 @@ async fn every_sync_point_image_reopens_with_everything_acknowledged_before_it()
         for fact in &acked {
             match *fact {
                 Acked::Issued { token, syncs, .. } if syncs <= syncs_done => {
-                    assert!(state.tokens.contains_key(&token), "sync {syncs_done}: acknowledged token lost");
+                    assert!(state.token(&token).is_some(), "sync {syncs_done}: acknowledged token lost");
                     checked += 1;
                 }
                 Acked::Revoked { token, syncs } if syncs <= syncs_done => {
-                    let token = state.tokens.get(&token).expect("revoked token known");
+                    let token = state.token(&token).expect("revoked token known");
                     assert!(!state.is_active(token, now), "sync {syncs_done}: acknowledged revocation lost");
                     checked += 1;
                 }

@@ -281,7 +281,7 @@ fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
         code_id: code_id.0.to_vec(),
         family_id: redeemed.family.0.to_vec(),
     }))];
-    if state.families.get(&redeemed.family).is_some_and(|f| f.revoked.is_none()) {
+    if state.family(&redeemed.family).is_some_and(|f| f.revoked.is_none()) {
         events.push(wrap(event::Kind::FamilyRevoked(FamilyRevoked {
             family_id: redeemed.family.0.to_vec(),
             reason: RevocationReason::AuthorizationCodeReplay as i32,
@@ -313,7 +313,7 @@ impl AuthorizationCommand {
             Self::IssueCode(request) => {
                 keys.write(Entity::AuthorizationCode(&request.code_id));
                 keys.read(Entity::Token(&request.bearer_token));
-                if let Some(bearer) = state.tokens.get(&request.bearer_token) {
+                if let Some(bearer) = state.token(&request.bearer_token) {
                     if let Some(family) = bearer.grant.family {
                         keys.read(Entity::Family(&family));
                     }
