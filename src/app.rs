@@ -20,13 +20,23 @@ use crate::domain::state::Client;
 use crate::ledger::LedgerHandle;
 use crate::proto::ledger::CredentialDigest;
 
+/// The projections as everything but the writer sees them: `read()` only, so "only the writer
+/// changes `State`" holds by type. Hold the guard for a lookup, never across an `.await`.
+pub struct Projections(Arc<RwLock<State>>);
+
+impl Projections {
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
+        self.0.read()
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub keys: ServerKeys,
     /// The ID-token signing keys (`signing-keys.json`).
     pub(crate) signing: SigningKeys,
-    /// The projections; only the ledger writer takes the write lock.
-    pub state: Arc<RwLock<State>>,
+    /// The projections, read only: the ledger writer holds the one handle that writes.
+    pub state: Projections,
     /// The wall clock every handler reads (the writer holds the same one).
     pub clock: Arc<dyn Clock>,
     pub ledger: LedgerHandle,
@@ -80,7 +90,7 @@ impl App {
             config,
             keys,
             signing,
-            state,
+            state: Projections(state),
             clock,
             ledger,
             admin_token_digest,

@@ -1,7 +1,8 @@
 //! The pure domain core: the projections ([`State`]), commands, `decide` and `apply`.
 //!
 //! **Invariant:** nothing here does I/O, reads a clock or draws random numbers; time and
-//! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
+//! random ids come in as arguments. The domain imports no tokio, redb, tonic, axum or http, and
+//! refuses in its own words (`error::Refusal`); `api::error` renders refusals for callers.
 
 pub(crate) mod account;
 pub(crate) mod apply;
