@@ -11,7 +11,7 @@ use tonic::Status;
 
 use super::admin::{AdminError, DirectoryErrorKind};
 use super::audit::AuditError;
-use super::signing::RotateError;
+use super::keys::flow::RotateError;
 use crate::domain::error::Refusal;
 
 /// The CMN code of each domain refusal.

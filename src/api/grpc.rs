@@ -133,14 +133,14 @@ impl TokenService for TokenGrpc {
         &self,
         request: Request<AuthorizeClientRequest>,
     ) -> Result<Response<AuthorizeClientResponse>, Status> {
-        super::grpc_authcode::authorize_client(&self.app, request)
+        super::authcode::grpc::authorize_client(&self.app, request)
     }
 
     async fn create_authorization_code(
         &self,
         request: Request<CreateAuthorizationCodeRequest>,
     ) -> Result<Response<CreateAuthorizationCodeResponse>, Status> {
-        super::grpc_authcode::create_authorization_code(&self.app, request).await
+        super::authcode::grpc::create_authorization_code(&self.app, request).await
     }
 }
 

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::authcode::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
+use crate::api::authcode::flow::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
 use crate::crypto::credential::SECRET_LEN_MAX;
 use crate::domain::grant::GrantKind;
 use crate::domain::ids::IDENTIFIER_LEN_MAX;

@@ -27,8 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth2/v1/introspect", post(introspect_token))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(super::rest_users::routes())
-        .merge(super::rest_authcode::routes())
+        .merge(super::lookup::rest::routes())
+        .merge(super::authcode::rest::routes())
         .merge(super::openapi::routes())
         // After every route, so that it reaches them all; axum still adds `Allow`.
         .method_not_allowed_fallback(method_not_allowed)

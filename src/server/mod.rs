@@ -22,8 +22,8 @@ use tonic_health::ServingStatus;
 
 use crate::api::audit::AuditGrpc;
 use crate::api::grpc::{AdminGrpc, TokenGrpc};
-use crate::api::grpc_authcode::KeyGrpc;
-use crate::api::grpc_users::InstitutionUserGrpc;
+use crate::api::keys::grpc::KeyGrpc;
+use crate::api::lookup::grpc::InstitutionUserGrpc;
 use crate::app::App;
 use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;

@@ -5,9 +5,9 @@
 
 use std::sync::Arc;
 
-use super::token::Call;
-use super::wire::Params;
 use crate::api::error::ErrorCode;
+use crate::api::token::Call;
+use crate::api::wire::Params;
 use crate::app::App;
 use crate::crypto::pkce;
 use crate::crypto::random_bytes;
