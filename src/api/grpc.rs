@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::admin;
-use super::directory::{self, UserChange};
+use super::admin::directory::{self, UserChange};
 use super::error::admin_status;
 use super::token::{self, Call, Introspection};
 use super::wire::{self, HeaderValues, Institution, Params};
@@ -333,7 +333,7 @@ impl AdminService for AdminGrpc {
     // Bulk revocation (issue 5): the flows live in `api::bulk`.
     async fn bulk_revoke(&self, request: Request<BulkRevokeRequest>) -> Result<Response<BulkRevokeResponse>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let answer = super::bulk::bulk_revoke(&self.app, transaction_id.clone(), request.into_inner())
+        let answer = super::admin::bulk::bulk_revoke(&self.app, transaction_id.clone(), request.into_inner())
             .await
             .map_err(admin_status)?;
         Ok(reply(answer, &transaction_id))
@@ -344,7 +344,7 @@ impl AdminService for AdminGrpc {
         request: Request<RevokeBlastRadiusRequest>,
     ) -> Result<Response<RevokeBlastRadiusResponse>, Status> {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        let answer = super::bulk::revoke_blast_radius(&self.app, transaction_id.clone(), request.into_inner())
+        let answer = super::admin::bulk::revoke_blast_radius(&self.app, transaction_id.clone(), request.into_inner())
             .await
             .map_err(admin_status)?;
         Ok(reply(answer, &transaction_id))

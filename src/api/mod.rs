@@ -4,9 +4,7 @@
 pub(crate) mod admin;
 pub(crate) mod audit;
 pub(crate) mod authcode;
-pub(crate) mod bulk;
 pub(crate) mod client_auth;
-pub(crate) mod directory;
 pub(crate) mod discovery;
 pub(crate) mod dummy;
 pub(crate) mod error;

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::admin::{AdminError, DirectoryErrorKind, client_view, user_view};
+use super::{AdminError, DirectoryErrorKind, client_view, user_view};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::domain::account::{AccountCommand, UserRef};

@@ -2,8 +2,8 @@
 //! request, look up what only the ledger remembers (blast radius), submit one command, and
 //! report what it ended and which event records it.
 
-use super::admin::{AdminError, DirectoryErrorKind};
-use super::audit::{self, AuditError, blast_listing, blast_question, parse_family, resolve_token};
+use super::{AdminError, DirectoryErrorKind};
+use crate::api::audit::{self, AuditError, blast_listing, blast_question, parse_family, resolve_token};
 use crate::app::App;
 use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};

@@ -1,6 +1,9 @@
 //! The directory flows behind AdminService (and the demo seeding): turn API requests into
 //! directory commands, hashing secrets outside the writer, and read back from the projections.
 
+pub(crate) mod bulk;
+pub(crate) mod directory;
+
 use std::sync::Arc;
 
 use crate::app::App;
