@@ -10,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::error::audit_status;
-use super::grpc::admin_call;
+use super::grpc_util::admin_call;
 use crate::app::App;
 use crate::audit::blast::{self, Relation};
 use crate::audit::chain::{self, Claim};

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::token::{self, Call, TokenReply};
+use super::token::flow::{self as token, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
 use crate::api::error::ErrorCode;
 use crate::app::App;

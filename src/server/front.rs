@@ -135,7 +135,7 @@ impl Front {
             return tonic::Status::unauthenticated("a verified client certificate is required for this service")
                 .into_http();
         }
-        // Before the body is read: the handlers check it again (`api::grpc::admin_call`).
+        // Before the body is read: the handlers check it again (`api::grpc_util::admin_call`).
         if admin_service
             && !self.app.is_admin(wire::bearer_token(header_values(request.headers(), &header::AUTHORIZATION)))
         {

@@ -20,10 +20,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
+use crate::api::admin::grpc::AdminGrpc;
 use crate::api::audit::AuditGrpc;
-use crate::api::grpc::{AdminGrpc, TokenGrpc};
 use crate::api::keys::grpc::KeyGrpc;
 use crate::api::lookup::grpc::InstitutionUserGrpc;
+use crate::api::token::grpc::TokenGrpc;
 use crate::app::App;
 use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;

@@ -3,6 +3,7 @@
 
 pub(crate) mod bulk;
 pub(crate) mod directory;
+pub(crate) mod grpc;
 
 use std::sync::Arc;
 

@@ -4,7 +4,7 @@
 use tonic::{Request, Response, Status};
 
 use crate::api::authcode::flow as authcode;
-use crate::api::grpc::{call, metadata_values, reply, status};
+use crate::api::grpc_util::{call, metadata_values, reply, status};
 use crate::api::wire;
 use crate::app::App;
 use crate::proto::*;

@@ -12,10 +12,11 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::api::authcode::flow::{self as authcode, ClientAuthorization};
+use crate::api::discovery;
 use crate::api::error::ErrorCode;
 use crate::api::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
+use crate::api::token::flow::Call;
 use crate::api::wire::{self, HeaderValues};
-use crate::api::{discovery, token::Call};
 use crate::app::App;
 
 pub fn routes() -> Router<Arc<App>> {

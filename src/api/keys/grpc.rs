@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::flow as signing;
 use crate::api::error::key_status;
-use crate::api::grpc::{admin_call, reply};
+use crate::api::grpc_util::{admin_call, reply};
 use crate::app::App;
 use crate::proto::key_service_server::KeyService;
 use crate::proto::{

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::api::error::LookupError;
-use crate::api::grpc::{ERROR_DOMAIN, metadata_values, reply, status};
+use crate::api::grpc_util::{ERROR_DOMAIN, metadata_values, reply, status};
 use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
 use crate::api::wire::{self, Institution};
 use crate::app::App;

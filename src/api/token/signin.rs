@@ -17,8 +17,8 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::ratelimit::note_retry_after;
 use crate::api::error::ErrorCode;
+use crate::api::ratelimit::note_retry_after;
 use crate::app::App;
 use crate::crypto::credential;
 use crate::domain::signin::{self, LockoutPolicy, SignInFailure};

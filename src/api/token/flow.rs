@@ -2,8 +2,8 @@
 //! turns its request into a [`Call`] and renders the answer; the rules and their order live
 //! here once.
 
-use super::wire::{BasicCredentials, Institution, Params};
 use crate::api::error::ErrorCode;
+use crate::api::wire::{BasicCredentials, Institution, Params};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
@@ -85,7 +85,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
                 _ => return Err(ErrorCode::InvalidToken),
             }
         }
-        GrantKind::AuthorizationCode => super::authcode::flow::redemption_grant(app, &client, &call.params)?,
+        GrantKind::AuthorizationCode => crate::api::authcode::flow::redemption_grant(app, &client, &call.params)?,
     };
     let fingerprint = fingerprint(app, &call.params, institution.as_deref());
     let fresh = fresh_ids(app);
@@ -101,7 +101,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     match app.ledger.submit_as(issue, transaction_id).await {
         Ok(issued) => {
             let mut reply = render(app, &issued);
-            reply.id_token = super::authcode::flow::id_token(app, &issued)?;
+            reply.id_token = crate::api::authcode::flow::id_token(app, &issued)?;
             Ok(reply)
         }
         Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
