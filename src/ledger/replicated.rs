@@ -18,9 +18,9 @@ use prost::Message as _;
 use super::codec::{self, ChainError};
 use super::replay;
 use super::store::{Append, Store, StoreError};
-use super::{OpenError, index};
+use super::{OpenError, index, raft_log};
 use crate::domain::{Recorded, State, apply};
-use crate::proto::ledger::Envelope;
+use crate::proto::ledger::{Envelope, RaftApplied};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplicatedError {
@@ -54,7 +54,15 @@ pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, St
 ///
 /// The caller is the only writer of `state` while it runs (in a cluster the state machine
 /// applies every batch; no local writer does).
-pub fn apply_batch(store: &Store, state: &RwLock<State>, envelopes: &[Vec<u8>]) -> Result<u64, ReplicatedError> {
+///
+/// `applied` is written in the same transaction (`raft_meta` `applied`), with its `head_seq` set
+/// to the head after the batch; when the batch brings nothing new, the caller records it.
+pub fn apply_batch(
+    store: &Store,
+    state: &RwLock<State>,
+    envelopes: &[Vec<u8>],
+    applied: Option<&RaftApplied>,
+) -> Result<u64, ReplicatedError> {
     let mut appends = Vec::with_capacity(envelopes.len());
     let mut opened = Vec::with_capacity(envelopes.len());
     {
@@ -96,7 +104,9 @@ pub fn apply_batch(store: &Store, state: &RwLock<State>, envelopes: &[Vec<u8>]) 
     if appends.is_empty() {
         return Ok(state.read().head.seq);
     }
-    store.append(&appends)?;
+    let head_after = appends.last().map_or(0, |append| append.sealed.seq);
+    let record = applied.map(|applied| RaftApplied { head_seq: head_after, ..applied.clone() }.encode_to_vec());
+    store.append_with_raft_meta(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
     let mut state = state.write();
     for event in &opened {
         let at = Recorded {

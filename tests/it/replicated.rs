@@ -60,12 +60,12 @@ async fn a_node_applying_the_leaders_batches_holds_the_same_chain_and_projection
             break;
         }
         let batch = &envelopes[applied..(applied + size).min(envelopes.len())];
-        let head = replicated::apply_batch(&store, &state, batch).unwrap();
+        let head = replicated::apply_batch(&store, &state, batch, None).unwrap();
         applied += batch.len();
         assert_eq!(head, applied as u64);
         if i % 3 == 0 {
             // The same batch again (Raft re-applies after a crash before it recorded the apply).
-            assert_eq!(replicated::apply_batch(&store, &state, batch).unwrap(), applied as u64);
+            assert_eq!(replicated::apply_batch(&store, &state, batch, None).unwrap(), applied as u64);
         }
     }
     assert_eq!(envelopes_of(&store), envelopes, "the same events, byte for byte");
@@ -86,28 +86,28 @@ async fn a_batch_that_does_not_continue_the_chain_is_refused_whole() {
     let dir = tempfile::tempdir().unwrap();
     let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
     let state = RwLock::new(state);
-    replicated::apply_batch(&store, &state, &envelopes[..5]).unwrap();
+    replicated::apply_batch(&store, &state, &envelopes[..5], None).unwrap();
 
     // A gap: event 7 where 6 is due. Nothing of the batch is written.
-    let refused = replicated::apply_batch(&store, &state, &envelopes[6..8]).unwrap_err();
+    let refused = replicated::apply_batch(&store, &state, &envelopes[6..8], None).unwrap_err();
     assert!(matches!(refused, ReplicatedError::Diverged { seq: 7, .. }), "{refused:?}");
     // A changed event (its hash no longer matches), after a good one in the same batch.
     let mut changed = prost::Message::decode(envelopes[6].as_slice()).map(|e: Envelope| e).unwrap();
     changed.recorded_at_ms += 1;
     let batch = vec![envelopes[5].clone(), prost::Message::encode_to_vec(&changed)];
-    let refused = replicated::apply_batch(&store, &state, &batch).unwrap_err();
+    let refused = replicated::apply_batch(&store, &state, &batch, None).unwrap_err();
     assert!(matches!(refused, ReplicatedError::Diverged { seq: 7, .. }), "{refused:?}");
     // Another ledger's event 6 (its chain, not this node's): refused.
     let (_other_dir, other, _) = leader_events().await;
-    let refused = replicated::apply_batch(&store, &state, &other[5..6]).unwrap_err();
+    let refused = replicated::apply_batch(&store, &state, &other[5..6], None).unwrap_err();
     assert!(matches!(refused, ReplicatedError::Diverged { seq: 6, .. }), "{refused:?}");
     // An event this node holds, with other content: refused as a rewrite.
-    let refused = replicated::apply_batch(&store, &state, &other[1..2]).unwrap_err();
+    let refused = replicated::apply_batch(&store, &state, &other[1..2], None).unwrap_err();
     assert!(matches!(refused, ReplicatedError::Rewritten { seq: 2 }), "{refused:?}");
 
     assert_eq!(state.read().head.seq, 5, "nothing of a refused batch was applied");
     assert_eq!(envelopes_of(&store), envelopes[..5].to_vec(), "nothing of a refused batch was written");
-    replicated::apply_batch(&store, &state, &envelopes[5..]).unwrap();
+    replicated::apply_batch(&store, &state, &envelopes[5..], None).unwrap();
     assert_eq!(envelopes_of(&store), envelopes);
     store.close();
 }
