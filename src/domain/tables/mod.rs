@@ -521,7 +521,7 @@ impl TokenTables {
     #[allow(clippy::type_complexity)]
     fn contents(
         &self,
-    ) -> (BTreeMap<TokenId, Token>, BTreeMap<FamilyId, Family>, BTreeMap<(String, [u8; 21]), RecentAnswer>) {
+    ) -> (BTreeMap<TokenId, Token>, BTreeMap<FamilyId, Family>, BTreeMap<(String, [u8; 17]), RecentAnswer>) {
         let mut tokens = BTreeMap::new();
         self.for_each_token(|id, view| {
             tokens.insert(id, view.to_token());
@@ -536,7 +536,7 @@ impl TokenTables {
             let Some(entry) = ring.at(position) else { continue };
             if ring.find(&entry.key).map(|e| e as *const RetryEntry) == Some(entry as *const RetryEntry) {
                 let client = self.clients.get(entry.key.client()).map(|c| c.to_string()).unwrap_or_default();
-                answers.insert((client, entry.key.to_bytes()), entry.answer());
+                answers.insert((client, entry.key.transaction_bytes()), entry.answer());
             }
         }
         (tokens, families, answers)

@@ -55,6 +55,14 @@ impl RetryKey {
         u32::from_le_bytes(self.client)
     }
 
+    /// The key without the client handle (which differs between tables).
+    pub(crate) fn transaction_bytes(&self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[0] = self.form;
+        out[1..].copy_from_slice(&self.txid);
+        out
+    }
+
     pub(crate) fn to_bytes(self) -> [u8; 21] {
         let mut out = [0u8; 21];
         out[..4].copy_from_slice(&self.client);
