@@ -7,7 +7,7 @@ use parking_lot::RwLock;
 
 use super::memory::{PartMemory, map_bytes};
 use super::pack::{get_i48, get_u32, get_u48, i48, u48};
-use super::shard::{IdKey, IdMap, ShardMap};
+use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::Revocation;
 use crate::proto::ledger::RevocationReason;
@@ -49,6 +49,7 @@ struct FamilyWide {
 }
 
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 pub(crate) struct FamilyShard {
     slots: IdMap<FamilySlot>,
     wide: IdMap<FamilyWide>,
@@ -152,6 +153,7 @@ impl FamilyShard {
             }
             keep
         });
+        super::tokens::shrink_if_sparse(slots);
         before - slots.len()
     }
 
@@ -184,7 +186,7 @@ pub(crate) struct FamilyIssue {
 }
 
 pub(crate) struct FamilyTable {
-    shards: Box<[RwLock<FamilyShard>]>,
+    shards: Box<[CacheLine<RwLock<FamilyShard>>]>,
     map: ShardMap,
     len: AtomicUsize,
     cursor: AtomicUsize,
@@ -193,7 +195,7 @@ pub(crate) struct FamilyTable {
 impl FamilyTable {
     pub(crate) fn new(shards_log2: u32) -> Self {
         let map = ShardMap::new(shards_log2);
-        let shards = (0..map.len()).map(|_| RwLock::new(FamilyShard::default())).collect();
+        let shards = (0..map.len()).map(|_| CacheLine(RwLock::new(FamilyShard::default()))).collect();
         Self { shards, map, len: AtomicUsize::new(0), cursor: AtomicUsize::new(0) }
     }
 
@@ -206,7 +208,7 @@ impl FamilyTable {
     }
 
     pub(crate) fn shard(&self, index: usize) -> Option<&RwLock<FamilyShard>> {
-        self.shards.get(index)
+        self.shards.get(index).map(|s| &s.0)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -294,7 +296,7 @@ impl FamilyTable {
             let m = lock.read().memory();
             total.add(m.entries, m.bytes);
         }
-        total.bytes += self.shards.len() * size_of::<RwLock<FamilyShard>>();
+        total.bytes += self.shards.len() * size_of::<CacheLine<RwLock<FamilyShard>>>();
         total
     }
 

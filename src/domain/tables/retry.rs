@@ -18,12 +18,16 @@ use std::hash::BuildHasher;
 use ring::digest;
 
 use super::memory::{PartMemory, map_bytes};
+use super::shard::ShardMap;
 use crate::domain::ids::TokenId;
 
 /// Entries per ring chunk; chunks are allocated and freed whole.
 pub(crate) const RETRY_CHUNK: usize = 4096;
-/// Shards of the position index, so that its growth rehashes a small part at a time.
-const INDEX_SHARDS: usize = 64;
+/// log2 of the shards of the position index, so that its growth rehashes a small part at a
+/// time (geometric, like the token shards, so they do not double in lockstep).
+const INDEX_SHARDS_LOG2: u32 = 6;
+/// The ring holds fewer entries than this, so a position fits the index's 32 bits.
+const ENTRIES_MAX_LIMIT: usize = 1 << 31;
 /// The default limit: 60 s at 70 000 token requests per second.
 pub const RETRY_ENTRIES_MAX_DEFAULT: usize = 1 << 22;
 
@@ -187,7 +191,11 @@ pub(crate) struct RetryRing {
     tail: u64,
     /// Position the next entry gets.
     head: u64,
-    index: Box<[HashMap<RetryKey, u64, foldhash::fast::FixedState>]>,
+    /// Key to the low 32 bits of the position of its newest entry. Every index entry points at
+    /// a live entry (popping an entry removes the index entry that points at it), and live
+    /// positions span less than 2^32, so the low bits determine the position.
+    index: Box<[HashMap<RetryKey, [u8; 4], foldhash::fast::FixedState>]>,
+    index_shards: ShardMap,
     hasher: foldhash::fast::FixedState,
     entries_max: usize,
     /// Entries dropped because the ring was full.
@@ -199,14 +207,16 @@ pub(crate) struct RetryRing {
 impl RetryRing {
     pub(crate) fn new(entries_max: usize, seed: u64) -> Self {
         let hasher = foldhash::fast::FixedState::with_seed(seed ^ 0x0072_6574_7279);
+        let index_shards = ShardMap::new(INDEX_SHARDS_LOG2);
         Self {
             chunks: VecDeque::new(),
             base: 0,
             tail: 0,
             head: 0,
-            index: (0..INDEX_SHARDS).map(|_| HashMap::with_hasher(hasher.clone())).collect(),
+            index: (0..index_shards.len()).map(|_| HashMap::with_hasher(hasher.clone())).collect(),
+            index_shards,
             hasher,
-            entries_max: entries_max.max(1),
+            entries_max: entries_max.clamp(1, ENTRIES_MAX_LIMIT - 1),
             dropped_full: 0,
             applied_seq: 0,
         }
@@ -225,7 +235,12 @@ impl RetryRing {
     }
 
     fn shard(&self, key: &RetryKey) -> usize {
-        (self.hasher.hash_one(key) >> 58) as usize % INDEX_SHARDS
+        self.index_shards.shard_of_key((self.hasher.hash_one(key) >> 32) as u32)
+    }
+
+    /// The position whose low 32 bits are `low`, among the live ones.
+    fn position(&self, low: u32) -> u64 {
+        self.tail + u64::from(low.wrapping_sub(self.tail as u32))
     }
 
     pub(crate) fn at(&self, position: u64) -> Option<&RetryEntry> {
@@ -237,8 +252,8 @@ impl RetryRing {
     }
 
     pub(crate) fn find(&self, key: &RetryKey) -> Option<&RetryEntry> {
-        let position = *self.index.get(self.shard(key))?.get(key)?;
-        self.at(position).filter(|e| e.key == *key)
+        let low = u32::from_le_bytes(*self.index.get(self.shard(key))?.get(key)?);
+        self.at(self.position(low)).filter(|e| e.key == *key)
     }
 
     /// Appends the entry of event `seq`, unless the ring has applied it.
@@ -266,7 +281,7 @@ impl RetryRing {
         self.head += 1;
         let shard = self.shard(&entry.key);
         if let Some(index) = self.index.get_mut(shard) {
-            index.insert(entry.key, position);
+            index.insert(entry.key, (position as u32).to_le_bytes());
         }
     }
 
@@ -275,7 +290,7 @@ impl RetryRing {
         let Some(entry) = self.at(self.tail).copied() else { return };
         let shard = self.shard(&entry.key);
         if let Some(index) = self.index.get_mut(shard)
-            && index.get(&entry.key) == Some(&self.tail)
+            && index.get(&entry.key) == Some(&(self.tail as u32).to_le_bytes())
         {
             index.remove(&entry.key);
         }
@@ -296,6 +311,14 @@ impl RetryRing {
             self.pop();
             removed += 1;
         }
+        if removed > 0 {
+            // Give back index memory after a burst ends (each shard is small to rehash).
+            for shard in self.index.iter_mut() {
+                if shard.len() < shard.capacity() / 4 {
+                    shard.shrink_to(shard.len() * 2);
+                }
+            }
+        }
         removed
     }
 
@@ -305,7 +328,7 @@ impl RetryRing {
         entries.add(self.len(), chunk_bytes + self.chunks.capacity() * size_of::<Vec<RetryEntry>>());
         let mut index = PartMemory::default();
         for shard in self.index.iter() {
-            index.add(shard.len(), map_bytes(shard.capacity(), size_of::<(RetryKey, u64)>()));
+            index.add(shard.len(), map_bytes(shard.capacity(), size_of::<(RetryKey, [u8; 4])>()));
         }
         (entries, index)
     }
@@ -322,6 +345,7 @@ mod tests {
     #[test]
     fn an_entry_is_78_bytes_and_encodes_as_many() {
         assert_eq!(size_of::<RetryEntry>(), 78);
+        assert_eq!(size_of::<(RetryKey, [u8; 4])>(), 25, "an index entry");
         let e = RetryEntry::new(RetryKey::new(3, "x"), &[1; 32], -7, TokenId([2; 16]), Some(TokenId([3; 16])));
         let mut bytes = Vec::new();
         e.encode(&mut bytes);

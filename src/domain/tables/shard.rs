@@ -59,7 +59,11 @@ impl ShardMap {
 
     /// The shard of `id`.
     pub(crate) fn shard_of(&self, id: &[u8; 16]) -> usize {
-        let key = shard_key(id);
+        self.shard_of_key(shard_key(id))
+    }
+
+    /// The shard of 32 uniformly distributed bits.
+    pub(crate) fn shard_of_key(&self, key: u32) -> usize {
         let mut shard = usize::from(self.coarse.get((key >> (32 - COARSE_BITS)) as usize).copied().unwrap_or(0));
         // Each shard spans more keys than a coarse prefix does, so this runs at most once or twice.
         while self.starts.get(shard + 1).is_some_and(|next| *next <= key) {
@@ -118,6 +122,20 @@ impl Hasher for IdHasher {
 }
 
 pub(crate) type IdBuild = BuildHasherDefault<IdHasher>;
+
+/// Aligns a shard to a cache line, so a lookup touches one line for the lock and the table's
+/// header, and neighbouring shards never share one.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub(crate) struct CacheLine<T>(pub(crate) T);
+
+impl<T> std::ops::Deref for CacheLine<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
 pub(crate) type IdMap<V> = std::collections::HashMap<IdKey, V, IdBuild>;
 
 #[cfg(test)]

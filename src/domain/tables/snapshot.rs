@@ -157,7 +157,17 @@ impl TokenTables {
     /// Reads a snapshot stream into new tables (with the stream's shard counts and the rest of
     /// `config`). Any damage or mismatch is an error; nothing half-loaded is returned.
     pub fn load(reader: &mut impl Read, config: TablesConfig) -> Result<(Self, Loaded), SnapshotError> {
-        Loader::new(reader, config)?.run()
+        Loader::new(reader, config)?.run(0)
+    }
+
+    /// [`TokenTables::load`], with token shards built on `workers` more threads while this one
+    /// reads the stream and checks its digests (start-up on a machine with idle cores).
+    pub fn load_parallel(
+        reader: &mut impl Read,
+        config: TablesConfig,
+        workers: usize,
+    ) -> Result<(Self, Loaded), SnapshotError> {
+        Loader::new(reader, config)?.run(workers)
     }
 
     fn covered(&self, applied_seq: u64) -> u64 {
@@ -183,14 +193,16 @@ impl SnapshotWriter<'_> {
             }
             Phase::Tokens(i) => match tables.tokens.shard(i) {
                 Some(lock) => {
-                    let mut payload = Vec::new();
-                    let (covered, count) = {
+                    // A copy (a memcpy of the shard's tables) is all the lock is held for.
+                    let (copy, covered) = {
                         let shard = lock.read();
-                        for (id, token) in shard.entries() {
-                            encode_token(&mut payload, &id, &token);
-                        }
-                        (tables.covered(shard.applied_seq), shard.len())
+                        (shard.clone(), tables.covered(shard.applied_seq))
                     };
+                    let count = copy.len();
+                    let mut payload = Vec::with_capacity(count * 48);
+                    for (id, token) in copy.entries() {
+                        encode_token(&mut payload, &id, &token);
+                    }
                     self.summary.tokens += count as u64;
                     self.chunk(out, KIND_TOKENS, i as u32, covered, count as u32, &payload);
                     self.phase = Phase::Tokens(i + 1);
@@ -202,14 +214,15 @@ impl SnapshotWriter<'_> {
             },
             Phase::Families(i) => match tables.families.shard(i) {
                 Some(lock) => {
-                    let mut payload = Vec::new();
-                    let (covered, count) = {
+                    let (copy, covered) = {
                         let shard = lock.read();
-                        for (id, family) in shard.entries() {
-                            encode_family(&mut payload, &id, &family);
-                        }
-                        (tables.covered(shard.applied_seq), shard.len())
+                        (shard.clone(), tables.covered(shard.applied_seq))
                     };
+                    let count = copy.len();
+                    let mut payload = Vec::with_capacity(count * 64);
+                    for (id, family) in copy.entries() {
+                        encode_family(&mut payload, &id, &family);
+                    }
                     self.summary.families += count as u64;
                     self.chunk(out, KIND_FAMILIES, i as u32, covered, count as u32, &payload);
                     self.phase = Phase::Families(i + 1);
@@ -530,6 +543,53 @@ fn decode_family(b: &mut Bytes<'_>) -> Option<(FamilyId, StoredFamily)> {
     Some((id, StoredFamily { client, revoked, live_refresh, expires_at_ms, started_at_ms }))
 }
 
+/// The largest handles referenced, checked against the interners at the end.
+#[derive(Clone, Copy, Debug, Default)]
+struct Handles {
+    class: Option<u32>,
+    scopes: Option<u32>,
+    user: Option<u32>,
+    client: Option<u32>,
+}
+
+impl Handles {
+    fn merge(&mut self, other: Handles) {
+        self.class = self.class.max(other.class);
+        self.scopes = self.scopes.max(other.scopes);
+        self.user = self.user.max(other.user);
+        self.client = self.client.max(other.client);
+    }
+}
+
+struct BuiltShard {
+    shard: TokenShard,
+    handles: Handles,
+    tokens: u64,
+}
+
+/// Builds token shard `index` from its chunk; `None` if any entry is malformed, duplicated or
+/// belongs to another shard.
+fn token_shard(tables: &TokenTables, chunk: &Chunk, index: usize) -> Option<BuiltShard> {
+    let mut shard = TokenShard::default();
+    shard.reserve(chunk.count as usize);
+    let mut handles = Handles::default();
+    let mut b = Bytes { rest: &chunk.payload };
+    for _ in 0..chunk.count {
+        let (id, token) = decode_token(&mut b)?;
+        if tables.tokens.shard_of(&id) != index || !shard.insert(IdKey(id.0), &token) {
+            return None;
+        }
+        handles.class = handles.class.max(Some(token.class));
+        handles.scopes = handles.scopes.max(Some(token.scopes));
+        handles.user = handles.user.max(token.user);
+    }
+    if !b.rest.is_empty() {
+        return None;
+    }
+    shard.applied_seq = chunk.covered;
+    Some(BuiltShard { shard, handles, tokens: u64::from(chunk.count) })
+}
+
 /// One chunk as read: its fields and payload (the digest was checked).
 struct Chunk {
     kind: u8,
@@ -539,51 +599,14 @@ struct Chunk {
     payload: Vec<u8>,
 }
 
-struct Loader<'r, R> {
+/// The stream being read: every chunk's digest is checked and chained as it is read.
+struct Stream<'r, R> {
     reader: &'r mut R,
-    tables: TokenTables,
     chain: digest::Context,
     summary: SnapshotSummary,
-    /// Largest handles referenced, checked against the interners at the end.
-    class_max: Option<u32>,
-    scopes_max: Option<u32>,
-    user_max: Option<u32>,
-    client_max: Option<u32>,
 }
 
-impl<'r, R: Read> Loader<'r, R> {
-    fn new(reader: &'r mut R, config: TablesConfig) -> Result<Self, SnapshotError> {
-        let mut header = [0u8; HEADER_LEN];
-        reader.read_exact(&mut header)?;
-        let mut b = Bytes { rest: &header };
-        if b.array::<8>().as_ref() != Some(SNAPSHOT_MAGIC) {
-            return Err(SnapshotError::Magic);
-        }
-        let version = b.u32().unwrap_or(0);
-        if version != SNAPSHOT_FORMAT_VERSION {
-            return Err(SnapshotError::Version(version));
-        }
-        let token_shards_log2 = b.u32().unwrap_or(0);
-        let family_shards_log2 = b.u32().unwrap_or(0);
-        let bad_header = SnapshotError::Corrupt { chunk: 0, what: "header" };
-        if !(1..=16).contains(&token_shards_log2) || !(1..=16).contains(&family_shards_log2) || b.u32() != Some(0) {
-            return Err(bad_header);
-        }
-        let config = TablesConfig { token_shards_log2, family_shards_log2, ..config };
-        let mut chain = digest::Context::new(&digest::SHA256);
-        chain.update(&header);
-        Ok(Self {
-            reader,
-            tables: TokenTables::new(config),
-            chain,
-            summary: SnapshotSummary { covered_min: u64::MAX, bytes: HEADER_LEN as u64, ..Default::default() },
-            class_max: None,
-            scopes_max: None,
-            user_max: None,
-            client_max: None,
-        })
-    }
-
+impl<R: Read> Stream<'_, R> {
     fn corrupt(&self, what: &'static str) -> SnapshotError {
         SnapshotError::Corrupt { chunk: self.summary.chunks, what }
     }
@@ -625,63 +648,6 @@ impl<'r, R: Read> Loader<'r, R> {
         self.summary.covered_max = self.summary.covered_max.max(covered);
     }
 
-    fn run(mut self) -> Result<(TokenTables, Loaded), SnapshotError> {
-        for index in 0..self.tables.tokens.shard_count() {
-            let chunk = self.expect(KIND_TOKENS, index as u32)?;
-            let shard = self.token_shard(&chunk, index).ok_or_else(|| self.corrupt("token entries"))?;
-            self.tables.tokens.install(index, shard);
-        }
-        for index in 0..self.tables.families.shard_count() {
-            let chunk = self.expect(KIND_FAMILIES, index as u32)?;
-            let shard = self.family_shard(&chunk, index).ok_or_else(|| self.corrupt("family entries"))?;
-            self.tables.families.install(index, shard);
-        }
-        let mut ring = RetryRing::new(self.tables.config.retry_entries_max, self.tables.config.hash_seed);
-        let mut chunk = self.next()?;
-        let mut piece = 0;
-        while chunk.kind == KIND_RETRY {
-            if chunk.index != piece || chunk.payload.len() != chunk.count as usize * RetryEntry::ENCODED_LEN {
-                return Err(self.corrupt("retry piece"));
-            }
-            for bytes in chunk.payload.chunks_exact(RetryEntry::ENCODED_LEN) {
-                let entry = RetryEntry::decode(bytes).ok_or_else(|| self.corrupt("retry entry"))?;
-                self.client_max = self.client_max.max(Some(entry.key.client()));
-                ring.push(entry);
-            }
-            self.summary.retry_entries += u64::from(chunk.count);
-            piece += 1;
-            chunk = self.next()?;
-        }
-        if chunk.kind != KIND_RETRY_END {
-            return Err(self.corrupt("expected the end of the retry index"));
-        }
-        ring.applied_seq = chunk.covered;
-        ring.dropped_full = Bytes { rest: &chunk.payload }.u64().ok_or_else(|| self.corrupt("retry end"))?;
-        self.covers(chunk.covered);
-        *self.tables.retries.lock() = ring;
-        let mut chunk = self.next()?;
-        while chunk.kind == KIND_INTERNED {
-            self.interned(&chunk).ok_or_else(|| self.corrupt("interned values"))?;
-            chunk = self.next()?;
-        }
-        self.end(&chunk)?;
-        let t = &self.tables;
-        let fits = |max: Option<u32>, len: u32| max.is_none_or(|m| m < len);
-        if !(fits(self.class_max, t.classes.len())
-            && fits(self.scopes_max, t.scopes.len())
-            && fits(self.user_max, t.users.len())
-            && fits(self.client_max, t.clients.len()))
-        {
-            return Err(self.corrupt("a handle without its value"));
-        }
-        if self.summary.covered_min == u64::MAX {
-            self.summary.covered_min = 0;
-        }
-        self.tables.complete_seq.store(self.summary.covered_min, Ordering::Release);
-        let loaded = Loaded { replay_from_seq: self.summary.covered_min + 1, summary: self.summary };
-        Ok((self.tables, loaded))
-    }
-
     fn next(&mut self) -> Result<Chunk, SnapshotError> {
         let chunk = self.read_chunk()?;
         self.summary.chunks += 1;
@@ -696,26 +662,169 @@ impl<'r, R: Read> Loader<'r, R> {
         self.covers(chunk.covered);
         Ok(chunk)
     }
+}
 
-    fn token_shard(&mut self, chunk: &Chunk, index: usize) -> Option<TokenShard> {
-        let mut shard = TokenShard::default();
-        shard.reserve(chunk.count as usize);
-        let mut b = Bytes { rest: &chunk.payload };
-        for _ in 0..chunk.count {
-            let (id, token) = decode_token(&mut b)?;
-            if self.tables.tokens.shard_of(&id) != index || !shard.insert(IdKey(id.0), &token) {
-                return None;
+struct Loader<'r, R> {
+    stream: Stream<'r, R>,
+    tables: TokenTables,
+    handles: Handles,
+}
+
+impl<'r, R: Read> Loader<'r, R> {
+    fn new(reader: &'r mut R, config: TablesConfig) -> Result<Self, SnapshotError> {
+        let mut header = [0u8; HEADER_LEN];
+        reader.read_exact(&mut header)?;
+        let mut b = Bytes { rest: &header };
+        if b.array::<8>().as_ref() != Some(SNAPSHOT_MAGIC) {
+            return Err(SnapshotError::Magic);
+        }
+        let version = b.u32().unwrap_or(0);
+        if version != SNAPSHOT_FORMAT_VERSION {
+            return Err(SnapshotError::Version(version));
+        }
+        let token_shards_log2 = b.u32().unwrap_or(0);
+        let family_shards_log2 = b.u32().unwrap_or(0);
+        let bad_header = SnapshotError::Corrupt { chunk: 0, what: "header" };
+        if !(1..=16).contains(&token_shards_log2) || !(1..=16).contains(&family_shards_log2) || b.u32() != Some(0) {
+            return Err(bad_header);
+        }
+        let config = TablesConfig { token_shards_log2, family_shards_log2, ..config };
+        let mut chain = digest::Context::new(&digest::SHA256);
+        chain.update(&header);
+        let summary = SnapshotSummary { covered_min: u64::MAX, bytes: HEADER_LEN as u64, ..Default::default() };
+        Ok(Self {
+            stream: Stream { reader, chain, summary },
+            tables: TokenTables::new(config),
+            handles: Handles::default(),
+        })
+    }
+
+    fn corrupt(&self, what: &'static str) -> SnapshotError {
+        self.stream.corrupt(what)
+    }
+
+    fn run(mut self, workers: usize) -> Result<(TokenTables, Loaded), SnapshotError> {
+        self.token_shards(workers)?;
+        for index in 0..self.tables.families.shard_count() {
+            let chunk = self.stream.expect(KIND_FAMILIES, index as u32)?;
+            let shard = self.family_shard(&chunk, index).ok_or_else(|| self.corrupt("family entries"))?;
+            self.tables.families.install(index, shard);
+        }
+        let mut ring = RetryRing::new(self.tables.config.retry_entries_max, self.tables.config.hash_seed);
+        let mut chunk = self.stream.next()?;
+        let mut piece = 0;
+        while chunk.kind == KIND_RETRY {
+            if chunk.index != piece || chunk.payload.len() != chunk.count as usize * RetryEntry::ENCODED_LEN {
+                return Err(self.corrupt("retry piece"));
             }
-            self.class_max = self.class_max.max(Some(token.class));
-            self.scopes_max = self.scopes_max.max(Some(token.scopes));
-            self.user_max = self.user_max.max(token.user);
+            for bytes in chunk.payload.chunks_exact(RetryEntry::ENCODED_LEN) {
+                let entry = RetryEntry::decode(bytes).ok_or_else(|| self.corrupt("retry entry"))?;
+                self.handles.client = self.handles.client.max(Some(entry.key.client()));
+                ring.push(entry);
+            }
+            self.stream.summary.retry_entries += u64::from(chunk.count);
+            piece += 1;
+            chunk = self.stream.next()?;
         }
-        if !b.rest.is_empty() {
-            return None;
+        if chunk.kind != KIND_RETRY_END {
+            return Err(self.corrupt("expected the end of the retry index"));
         }
-        shard.applied_seq = chunk.covered;
-        self.summary.tokens += u64::from(chunk.count);
-        Some(shard)
+        ring.applied_seq = chunk.covered;
+        ring.dropped_full = Bytes { rest: &chunk.payload }.u64().ok_or_else(|| self.corrupt("retry end"))?;
+        self.stream.covers(chunk.covered);
+        *self.tables.retries.lock() = ring;
+        let mut chunk = self.stream.next()?;
+        while chunk.kind == KIND_INTERNED {
+            self.interned(&chunk).ok_or_else(|| self.corrupt("interned values"))?;
+            chunk = self.stream.next()?;
+        }
+        self.end(&chunk)?;
+        let t = &self.tables;
+        let fits = |max: Option<u32>, len: u32| max.is_none_or(|m| m < len);
+        let h = self.handles;
+        if !(fits(h.class, t.classes.len())
+            && fits(h.scopes, t.scopes.len())
+            && fits(h.user, t.users.len())
+            && fits(h.client, t.clients.len()))
+        {
+            return Err(self.corrupt("a handle without its value"));
+        }
+        if self.stream.summary.covered_min == u64::MAX {
+            self.stream.summary.covered_min = 0;
+        }
+        self.tables.complete_seq.store(self.stream.summary.covered_min, Ordering::Release);
+        let loaded = Loaded { replay_from_seq: self.stream.summary.covered_min + 1, summary: self.stream.summary };
+        Ok((self.tables, loaded))
+    }
+
+    /// Reads the token chunks and builds their shards, on `workers` threads besides this one
+    /// (which reads and checks digests), or here when `workers` is 0.
+    fn token_shards(&mut self, workers: usize) -> Result<(), SnapshotError> {
+        let shards = self.tables.tokens.shard_count();
+        if workers == 0 {
+            for index in 0..shards {
+                let chunk = self.stream.expect(KIND_TOKENS, index as u32)?;
+                let built = token_shard(&self.tables, &chunk, index).ok_or_else(|| self.corrupt("token entries"))?;
+                self.built(built, index);
+            }
+            return Ok(());
+        }
+        let (tables, stream) = (&self.tables, &mut self.stream);
+        let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, u32, Chunk)>(workers * 2);
+        let receiver = parking_lot::Mutex::new(receiver);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let next = receiver.lock().recv();
+                            let Ok((index, chunk_number, chunk)) = next else { return Ok(done) };
+                            let corrupt = SnapshotError::Corrupt { chunk: chunk_number, what: "token entries" };
+                            let built = token_shard(tables, &chunk, index).ok_or(corrupt)?;
+                            done.push((index, built.handles, built.tokens));
+                            tables.tokens.install(index, built.shard);
+                        }
+                    })
+                })
+                .collect();
+            let mut read = Ok(());
+            let mut merged = Handles::default();
+            for index in 0..shards {
+                let chunk = match stream.expect(KIND_TOKENS, index as u32) {
+                    Ok(chunk) => chunk,
+                    Err(e) => {
+                        read = Err(e);
+                        break;
+                    }
+                };
+                if sender.send((index, stream.summary.chunks, chunk)).is_err() {
+                    break;
+                }
+            }
+            drop(sender);
+            for handle in handles {
+                let done: Result<Vec<_>, SnapshotError> =
+                    handle.join().unwrap_or(Err(SnapshotError::Corrupt { chunk: 0, what: "a loader thread failed" }));
+                match done {
+                    Ok(done) => {
+                        for (_, handles, tokens) in done {
+                            merged.merge(handles);
+                            stream.summary.tokens += tokens;
+                        }
+                    }
+                    Err(e) => read = read.and(Err(e)),
+                }
+            }
+            read.map(|()| merged)
+        })
+        .map(|merged| self.handles.merge(merged))
+    }
+
+    fn built(&mut self, built: BuiltShard, index: usize) {
+        self.handles.merge(built.handles);
+        self.stream.summary.tokens += built.tokens;
+        self.tables.tokens.install(index, built.shard);
     }
 
     fn family_shard(&mut self, chunk: &Chunk, index: usize) -> Option<FamilyShard> {
@@ -727,13 +836,13 @@ impl<'r, R: Read> Loader<'r, R> {
             if self.tables.families.shard_of(&id) != index || !shard.put(IdKey(id.0), &family) {
                 return None;
             }
-            self.client_max = self.client_max.max(Some(family.client));
+            self.handles.client = self.handles.client.max(Some(family.client));
         }
         if !b.rest.is_empty() {
             return None;
         }
         shard.applied_seq = chunk.covered;
-        self.summary.families += u64::from(chunk.count);
+        self.stream.summary.families += u64::from(chunk.count);
         Some(shard)
     }
 
@@ -794,12 +903,12 @@ impl<'r, R: Read> Loader<'r, R> {
         let mut b = Bytes { rest: &chunk.payload };
         let counts = (b.u64(), b.u64(), b.u64(), b.u32());
         let expected = (
-            Some(self.summary.tokens),
-            Some(self.summary.families),
-            Some(self.summary.retry_entries),
-            Some(self.summary.chunks - 1),
+            Some(self.stream.summary.tokens),
+            Some(self.stream.summary.families),
+            Some(self.stream.summary.retry_entries),
+            Some(self.stream.summary.chunks - 1),
         );
-        let chain = std::mem::replace(&mut self.chain, digest::Context::new(&digest::SHA256)).finish();
+        let chain = std::mem::replace(&mut self.stream.chain, digest::Context::new(&digest::SHA256)).finish();
         if counts != expected || b.take(32) != Some(chain.as_ref()) || !b.rest.is_empty() {
             return Err(self.corrupt("end counts or chain digest"));
         }

@@ -501,7 +501,8 @@ fn snapshot_at_any_moment_plus_tail_equals_a_full_apply() {
         if let Some(mut w) = writer.take() {
             while w.next_chunk(&mut stream) {}
         }
-        let (loaded, info) = match TokenTables::load(&mut stream.as_slice(), config) {
+        let workers = rng.below(3) as usize;
+        let (loaded, info) = match TokenTables::load_parallel(&mut stream.as_slice(), config, workers) {
             Ok(loaded) => loaded,
             Err(e) => panic!("seed {seed}: {e}"),
         };

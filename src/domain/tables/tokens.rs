@@ -18,7 +18,7 @@ use parking_lot::RwLock;
 
 use super::memory::{PartMemory, map_bytes};
 use super::pack::{NO_HANDLE, Slab, get_i48, get_u32, get_u48, i48, u48};
-use super::shard::{IdKey, IdMap, ShardMap};
+use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::{EndCause, TokenEnd, TokenKind};
 use crate::proto::ledger::RevocationReason;
@@ -110,6 +110,7 @@ struct Wide {
 
 /// One shard: its own lock guards all of it.
 #[derive(Clone, Debug, Default)]
+#[repr(C)]
 pub(crate) struct TokenShard {
     slots: IdMap<Slot>,
     links: Slab<Link>,
@@ -277,6 +278,7 @@ impl TokenShard {
             release(links, rotations, ends, wide, key, *slot);
             false
         });
+        shrink_if_sparse(slots);
         before - slots.len()
     }
 
@@ -307,6 +309,14 @@ impl TokenShard {
     }
 }
 
+/// After a purge left a table at under a quarter of its capacity, give the memory back (a
+/// shard's rehash is small, like its growth).
+pub(crate) fn shrink_if_sparse<V>(map: &mut IdMap<V>) {
+    if map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
 fn release(
     links: &mut Slab<Link>,
     rotations: &mut Slab<Rotation>,
@@ -332,7 +342,7 @@ fn release(
 /// The sharded token table. Each shard has its own lock; readers hold one shard's lock for one
 /// lookup, and growing a shard rehashes only that shard.
 pub(crate) struct TokenTable {
-    shards: Box<[RwLock<TokenShard>]>,
+    shards: Box<[CacheLine<RwLock<TokenShard>>]>,
     map: ShardMap,
     len: AtomicUsize,
     /// The next shard the incremental purge visits.
@@ -342,7 +352,7 @@ pub(crate) struct TokenTable {
 impl TokenTable {
     pub(crate) fn new(shards_log2: u32) -> Self {
         let map = ShardMap::new(shards_log2);
-        let shards = (0..map.len()).map(|_| RwLock::new(TokenShard::default())).collect();
+        let shards = (0..map.len()).map(|_| CacheLine(RwLock::new(TokenShard::default()))).collect();
         Self { shards, map, len: AtomicUsize::new(0), cursor: AtomicUsize::new(0) }
     }
 
@@ -355,7 +365,7 @@ impl TokenTable {
     }
 
     pub(crate) fn shard(&self, index: usize) -> Option<&RwLock<TokenShard>> {
-        self.shards.get(index)
+        self.shards.get(index).map(|s| &s.0)
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -445,7 +455,7 @@ impl TokenTable {
             total.1.add(sides.entries, sides.bytes);
             total.2.add(rare.entries, rare.bytes);
         }
-        total.0.bytes += self.shards.len() * size_of::<RwLock<TokenShard>>();
+        total.0.bytes += self.shards.len() * size_of::<CacheLine<RwLock<TokenShard>>>();
         total
     }
 
