@@ -423,7 +423,7 @@ impl FillWorker {
                 return;
             }
             self.requests += 1;
-            let refresh = refresh_every > 0 && self.requests % refresh_every == 0;
+            let refresh = refresh_every > 0 && self.requests.is_multiple_of(refresh_every);
             let started = Instant::now();
             let result = match tokio::time::timeout(timeout, self.one(&target, refresh)).await {
                 Ok(result) => result,
