@@ -64,6 +64,7 @@ impl<T: Hash + Eq + Clone> Interner<T> {
     }
 
     /// The value of `handle`.
+    #[inline]
     pub(crate) fn get(&self, handle: u32) -> Option<&T> {
         let h = handle as usize;
         self.segments.get()?.get(h / SEGMENT_LEN)?.get()?.get(h % SEGMENT_LEN)?.get()

@@ -98,6 +98,12 @@ pub struct TablesConfig {
 }
 
 impl TablesConfig {
+    /// For short-lived tables of a few tokens (an audit replay of one token's events): two
+    /// shards each, so creating one costs next to nothing.
+    pub fn small() -> Self {
+        Self { token_shards_log2: 1, family_shards_log2: 1, retry_entries_max: 1 << 12, ..Self::default() }
+    }
+
     pub fn token_shards(&self) -> usize {
         1 << self.token_shards_log2.clamp(1, 16)
     }
@@ -294,10 +300,12 @@ impl TokenTables {
     // ---- reads ----
 
     /// The token `id`, if the tables hold it (expired tokens stay until purged).
+    #[inline]
     pub fn token(&self, id: &TokenId) -> Option<TokenView<'_>> {
         self.view(self.tokens.get(id)?)
     }
 
+    #[inline]
     fn view(&self, stored: StoredToken) -> Option<TokenView<'_>> {
         let class = self.classes.get(stored.class)?;
         let user = match stored.user {

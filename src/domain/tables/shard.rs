@@ -58,11 +58,13 @@ impl ShardMap {
     }
 
     /// The shard of `id`.
+    #[inline]
     pub(crate) fn shard_of(&self, id: &[u8; 16]) -> usize {
         self.shard_of_key(shard_key(id))
     }
 
     /// The shard of 32 uniformly distributed bits.
+    #[inline]
     pub(crate) fn shard_of_key(&self, key: u32) -> usize {
         let mut shard = usize::from(self.coarse.get((key >> (32 - COARSE_BITS)) as usize).copied().unwrap_or(0));
         // Each shard spans more keys than a coarse prefix does, so this runs at most once or twice.
@@ -79,6 +81,7 @@ fn shard_key(id: &[u8; 16]) -> u32 {
 }
 
 /// The in-shard hash of an id: a 64-bit finaliser (MurmurHash3's fmix64) of both halves.
+#[inline]
 pub(crate) fn id_hash(id: &[u8; 16]) -> u64 {
     let hi = u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]]);
     let lo = u64::from_le_bytes([id[8], id[9], id[10], id[11], id[12], id[13], id[14], id[15]]);

@@ -126,6 +126,7 @@ impl TokenShard {
         self.slots.len()
     }
 
+    #[inline]
     pub(crate) fn get(&self, key: &IdKey) -> Option<StoredToken> {
         let slot = self.slots.get(key)?;
         let (issued_seq, issued_at_ms, expires_at_ms) = if slot.flags & WIDE != 0 {
@@ -360,6 +361,7 @@ impl TokenTable {
         self.shards.len()
     }
 
+    #[inline]
     pub(crate) fn shard_of(&self, id: &TokenId) -> usize {
         self.map.shard_of(&id.0)
     }
@@ -372,6 +374,7 @@ impl TokenTable {
         self.len.load(Ordering::Relaxed)
     }
 
+    #[inline]
     pub(crate) fn get(&self, id: &TokenId) -> Option<StoredToken> {
         self.shards.get(self.shard_of(id))?.read().get(&IdKey(id.0))
     }
