@@ -5,6 +5,7 @@ use std::path::PathBuf;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/tokenledger/ledger/v1/events.proto",
+        "proto/tokenledger/ledger/v1/raft.proto",
         "proto/tokenledger/v1/token.proto",
         "proto/tokenledger/v1/admin.proto",
         "proto/tokenledger/v1/users.proto",

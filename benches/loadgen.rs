@@ -9,6 +9,13 @@
 //! - `grpc-token` / `grpc-introspect`: `TokenService/CreateToken` / `IntrospectToken` over
 //!   `--grpc-conns` HTTP/2 connections, the workers spread round-robin over them.
 //!
+//! - `auth-flood`: the wrong-secret flood of security review finding 3. Probes measure
+//!   password grants (`--password-workers`, closed loop) and introspection (`--probe-workers`,
+//!   one request every `--probe-pause-ms`) with the bench client, first on an idle server, then
+//!   while `--flood` workers (closed loop, one keep-alive connection each) send a fresh wrong
+//!   secret for `--flood-client` (an imported, PBKDF2 client) with every request. Each phase
+//!   lasts `--duration`; it prints one RESULT line per phase and series and the p99 ratios.
+//!
 //! Latency is recorded per request (hdrhistogram, microseconds) from just before the request
 //! is written until its answer is read whole. Every answer is checked (status 200 / gRPC OK, and
 //! the body carries a token or `"active": true`); anything else is counted by status and makes
@@ -41,6 +48,7 @@ enum Mode {
     RestIntrospect,
     GrpcToken,
     GrpcIntrospect,
+    AuthFlood,
 }
 
 impl Mode {
@@ -50,6 +58,7 @@ impl Mode {
             Mode::RestIntrospect => "rest-introspect",
             Mode::GrpcToken => "grpc-token",
             Mode::GrpcIntrospect => "grpc-introspect",
+            Mode::AuthFlood => "auth-flood",
         }
     }
 
@@ -108,6 +117,25 @@ struct Args {
     /// PID of the server, to report its CPU use during the run (set by --spawn)
     #[arg(long)]
     server_pid: Option<u32>,
+    /// auth-flood: concurrent wrong-secret workers during the flood phase
+    #[arg(long, default_value_t = 64)]
+    flood: usize,
+    /// auth-flood: the imported client whose id the flood presents
+    #[arg(long, default_value = "legacy-client")]
+    flood_client: String,
+    /// auth-flood: closed-loop password-grant workers (bench client, bench user)
+    #[arg(long, default_value_t = 1)]
+    password_workers: usize,
+    /// auth-flood: introspection workers, each pausing --probe-pause-ms between requests
+    #[arg(long, default_value_t = 4)]
+    probe_workers: usize,
+    #[arg(long, default_value_t = 10)]
+    probe_pause_ms: u64,
+    /// auth-flood: the bench user's login id and password
+    #[arg(long, default_value = "bench.user")]
+    username: String,
+    #[arg(long, default_value = "bench-password-0123456789")]
+    password: String,
     /// Label printed at the start of the RESULT line
     #[arg(long, default_value = "tokenledger")]
     label: String,
@@ -159,7 +187,11 @@ fn run(args: Args) -> Result<bool, BoxError> {
     let target = Target::parse(&url)?;
     let mut all_ok = true;
     for &mode in &args.mode {
-        let report = runtime.block_on(run_mode(&args, &target, mode, server_pid))?;
+        let report = if mode == Mode::AuthFlood {
+            runtime.block_on(run_auth_flood(&args, &target, server_pid))?
+        } else {
+            runtime.block_on(run_mode(&args, &target, mode, server_pid))?
+        };
         all_ok &= report;
     }
     drop(runtime);
@@ -279,9 +311,17 @@ trait Worker: Send {
 
 /// One closed loop: keep issuing requests until `window.end`; record those started after
 /// `window.start`.
-async fn drive<W: Worker>(window: Window, mut worker: W) -> Result<Tally, BoxError> {
+async fn drive<W: Worker>(window: Window, worker: W) -> Result<Tally, BoxError> {
+    drive_paced(window, worker, Duration::ZERO).await
+}
+
+/// [`drive`] with `pause` between one answer and the next request (not measured).
+async fn drive_paced<W: Worker>(window: Window, mut worker: W, pause: Duration) -> Result<Tally, BoxError> {
     let mut tally = Tally::new()?;
     loop {
+        if !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
         let started = Instant::now();
         if started >= window.end {
             break;
@@ -633,6 +673,169 @@ impl Worker for RestWorker {
 }
 
 // ---------------------------------------------------------------------------------------------
+// auth-flood: probes idle, then probes during a flood of wrong secrets.
+
+/// A worker that sends a fresh wrong secret for one client with every request; 401 (CMN_90004)
+/// and 500 (CMN_90003, refused by a limit) are the expected answers.
+struct FloodWorker {
+    conn: RestConn,
+    target_host: String,
+    client_id: String,
+    institution: String,
+    worker: usize,
+    sent: u64,
+    ids: TransactionIds,
+}
+
+impl Worker for FloodWorker {
+    async fn call(&mut self) -> Outcome {
+        self.sent += 1;
+        let basic = encode_basic(&self.client_id, &format!("wrong-{}-{}", self.worker, self.sent));
+        let body = "grant_type=client_credentials";
+        let request = format!(
+            "POST /oauth2/v1/token HTTP/1.1\r\nHost: {}\r\nAuthorization: {basic}\r\ninstitutionId: {}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\ntransactionId: {}\r\n\r\n{body}",
+            self.target_host,
+            self.institution,
+            body.len(),
+            self.ids.next()
+        );
+        let answer = self.conn.exchange(request.as_bytes()).await;
+        let broken = answer.as_ref().map_or(true, |a| a.close);
+        if broken && self.conn.reconnect().await.is_err() {
+            return Err("io-reconnect".to_owned());
+        }
+        // Every answer is a "failure" by status label; the report shows them by status, and
+        // anything but 401 (CMN_90004) and 500 (CMN_90003) is unexpected.
+        match answer {
+            Ok(a) if a.status == 401 || a.status == 500 => Err(a.status.to_string()),
+            Ok(a) => Err(format!("unexpected-{}", a.status)),
+            Err(label) => Err(label),
+        }
+    }
+}
+
+/// One phase: the probes (and the flood, if `flood`) for one window; returns the tallies of
+/// the password probes, the introspection probes and the flood.
+async fn auth_flood_phase(
+    args: &Args,
+    target: &Target,
+    token: &str,
+    seed: u64,
+    flood: bool,
+) -> Result<(Tally, Tally, Tally), BoxError> {
+    let basic = encode_basic(&args.client_id, &args.client_secret);
+    let timeout = Duration::from_millis(args.timeout_ms);
+    let wall = Instant::now();
+    let start = wall + Duration::from_secs_f64(args.warmup);
+    let window = Window { start, end: start + Duration::from_secs_f64(args.duration), timeout };
+    let login = format!("grant_type=password&username={}&password={}", args.username, args.password);
+    let mut flooders = Vec::new();
+    if flood {
+        for worker in 0..args.flood {
+            let conn = RestConn::connect(target).await?;
+            let w = FloodWorker {
+                conn,
+                target_host: target.host_header.clone(),
+                client_id: args.flood_client.clone(),
+                institution: args.institution.clone(),
+                worker,
+                sent: 0,
+                ids: TransactionIds::new(seed ^ 0xf100d, worker),
+            };
+            flooders.push(tokio::spawn(drive(window, w)));
+        }
+    }
+    let mut passwords = Vec::new();
+    for worker in 0..args.password_workers {
+        let conn = RestConn::connect(target).await?;
+        let request = RestRequest {
+            expect: b"\"refresh_token\":\"tlr_",
+            ..RestRequest::new(target, "/oauth2/v1/token", args, &basic, &login)
+        };
+        let w = RestWorker { conn, request, ids: TransactionIds::new(seed ^ 0xba55, worker) };
+        passwords.push(tokio::spawn(drive(window, w)));
+    }
+    let mut probes = Vec::new();
+    for worker in 0..args.probe_workers {
+        let conn = RestConn::connect(target).await?;
+        let request = RestRequest::introspect(target, args, &basic, token);
+        let w = RestWorker { conn, request, ids: TransactionIds::new(seed ^ 0x1259, worker) };
+        probes.push(tokio::spawn(drive_paced(window, w, Duration::from_millis(args.probe_pause_ms))));
+    }
+    let mut totals = (Tally::new()?, Tally::new()?, Tally::new()?);
+    for handle in passwords {
+        totals.0.merge(handle.await??)?;
+    }
+    for handle in probes {
+        totals.1.merge(handle.await??)?;
+    }
+    for handle in flooders {
+        totals.2.merge(handle.await??)?;
+    }
+    Ok(totals)
+}
+
+/// Runs the idle phase and the flood phase and prints their RESULT lines and the p99 ratios;
+/// `Ok(false)` when a probe failed.
+async fn run_auth_flood(args: &Args, target: &Target, server_pid: Option<u32>) -> Result<bool, BoxError> {
+    let seed = u64::from_be_bytes(tokenledger::crypto::random_bytes::<8>());
+    let basic = encode_basic(&args.client_id, &args.client_secret);
+    // Set-up: the bench client's first request pays its one PBKDF2; a token to introspect.
+    let mut conn = RestConn::connect(target).await?;
+    let mut ids = TransactionIds::new(seed, 0xfff);
+    let token = conn.issue(&RestRequest::token(target, args, &basic), ids.next()).await?;
+    let mut p99 = Vec::new();
+    let mut all_ok = true;
+    for (phase, flood) in [("idle", false), ("flood", true)] {
+        let cpu_before = server_pid.and_then(cpu_seconds);
+        let wall = Instant::now();
+        let (password, introspect, flooded) = auth_flood_phase(args, target, &token, seed, flood).await?;
+        let server_cpu = match (cpu_before, server_pid.and_then(cpu_seconds)) {
+            (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall.elapsed().as_secs_f64()),
+            _ => "na".to_owned(),
+        };
+        let mut series = vec![("password", &password), ("introspect", &introspect)];
+        if flood {
+            series.push(("wrong-secret", &flooded));
+        }
+        for (name, tally) in series {
+            let h = &tally.histogram;
+            let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+            let statuses: Vec<String> = tally.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+            println!(
+                "RESULT label={} mode=auth-flood phase={phase} series={name} flood={} requests={} rps={:.1} \
+                 p50_ms={:.3} p99_ms={:.3} max_ms={:.3} statuses={} server_cpu={server_cpu}",
+                args.label,
+                if flood { args.flood } else { 0 },
+                h.len(),
+                h.len() as f64 / args.duration,
+                ms(0.5),
+                ms(0.99),
+                h.max() as f64 / 1000.0,
+                statuses.join(","),
+            );
+            if name != "wrong-secret" {
+                all_ok &= tally.failed == 0 && !h.is_empty();
+                p99.push((phase, name, ms(0.99)));
+            }
+        }
+    }
+    for name in ["password", "introspect"] {
+        let get = |phase: &str| p99.iter().find(|(p, n, _)| *p == phase && *n == name).map(|(_, _, v)| *v);
+        if let (Some(idle), Some(flood)) = (get("idle"), get("flood")) {
+            println!(
+                "RATIO label={} series={name} p99_idle_ms={idle:.3} p99_flood_ms={flood:.3} flood_over_idle={:.2}",
+                args.label,
+                flood / idle
+            );
+        }
+    }
+    std::io::stdout().flush()?;
+    Ok(all_ok)
+}
+
+// ---------------------------------------------------------------------------------------------
 // gRPC: the generated tonic client over shared HTTP/2 connections.
 
 async fn grpc_channel(target: &Target) -> Result<Channel, BoxError> {
@@ -709,7 +912,9 @@ struct SpawnedServer {
     dir: tempfile::TempDir,
 }
 
-const BENCH_IMPORT: &str = r#"{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"],"introspect":true}]}"#;
+/// The bench client (imported, so its secret is PBKDF2), a user for the password grant, and
+/// the imported client that the auth-flood mode floods with wrong secrets.
+const BENCH_IMPORT: &str = r#"{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials","password"],"scopes":["api:read"],"introspect":true},{"client_id":"legacy-client","client_secret":"legacy-secret-0123456789","name":"legacy","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"]}],"users":[{"institution_id":"01001","login_id":"bench.user","password":"bench-password-0123456789","institution_user_id":"IUID-BENCH","user_type":"RETAIL"}]}"#;
 
 impl SpawnedServer {
     fn start(args: &Args) -> Result<Self, BoxError> {
@@ -728,6 +933,9 @@ impl SpawnedServer {
             .arg(&listen)
             .arg("--log-level")
             .arg("warn")
+            // The bench client sends far more than a real client's quota allows.
+            .arg("--quota-requests")
+            .arg("0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -1,17 +1,17 @@
 //! `App`: what every request handler shares — configuration, keys, the projections and the
 //! ledger handle — plus client and admin authentication, which REST and gRPC both use.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
+use crate::api::client_auth::ClientAuth;
 use crate::api::wire::BasicCredentials;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::crypto::credential::{self, Check};
+use crate::crypto::credential;
 use crate::crypto::keys::ServerKeys;
 use crate::crypto::signing::SigningKeys;
 use crate::domain::State;
@@ -19,9 +19,6 @@ use crate::domain::state::Client;
 use crate::error::ErrorCode;
 use crate::ledger::LedgerHandle;
 use crate::proto::ledger::CredentialDigest;
-
-/// A verified imported secret: its cache tag and the stored digest it was checked against.
-type VerifiedSecret = ([u8; 32], CredentialDigest);
 
 pub struct App {
     pub config: Config,
@@ -35,18 +32,26 @@ pub struct App {
     pub ledger: LedgerHandle,
     /// SHA-256 of the admin credential in `admin.token`.
     pub admin_token_digest: [u8; 32],
-    /// Checked for unknown users so that they cost the same time as a wrong password.
+    /// A digest at the configured cost, checked for failed client authentications.
     pub dummy_password: CredentialDigest,
-    /// Imported (PBKDF2) client secrets verified since start-up, so each client pays the slow
-    /// hash once per process instead of on every request: client id → (tag of the verified
-    /// secret, the stored digest it was verified against).
-    secret_cache: RwLock<HashMap<Arc<str>, VerifiedSecret>>,
-    /// Bounds concurrent slow hashes so that a burst of sign-ins cannot starve the runtime.
+    /// Checked for unknown users (and users without a password) so that they cost what a real
+    /// user's wrong password costs, at the iteration counts stored passwords use.
+    pub dummy_passwords: crate::api::dummy::DummyDigests,
+    /// Client authentication: the cache of verified imported secrets, the negative cache, the
+    /// failure backoff and the small budget of slow client-secret checks (`api::client_auth`).
+    pub client_auth: ClientAuth,
+    /// Failed password sign-ins each client may still cause (`sign_in_failures_per_client_per_min`).
+    pub sign_in_failures: crate::api::throttle::FailureBudget,
+    /// Sign-ins refused because their client had used up that budget (for /metrics).
+    pub sign_in_failures_refused: std::sync::atomic::AtomicU64,
+    /// Bounds concurrent password hashes so that a burst of sign-ins cannot starve the runtime.
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
     pub draining: AtomicBool,
     /// Per-client spike arrest and quota (`api::ratelimit`).
     pub rate_limits: crate::api::ratelimit::RateLimits,
+    /// The address of the separate metrics listener once it is bound (`metrics_listen`).
+    pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What `/metrics` reports; the ledger writer reports its batches here too.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -63,7 +68,13 @@ impl App {
         let clock = ledger.clock().clone();
         let dummy_password = credential::dummy_digest(config.password_pbkdf2_iterations);
         let slow_hashes = Semaphore::new(config.slow_hash_concurrency);
+        let client_auth = ClientAuth::new(
+            config.client_secret_hash_concurrency,
+            config.client_auth_free_failures,
+            dummy_password.clone(),
+        );
         let rate_limits = crate::api::ratelimit::RateLimits::new(&config.rate_limits);
+        let sign_in_failures = crate::api::throttle::FailureBudget::new(config.sign_in_failures_per_client_per_min);
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let observed = metrics.clone();
         ledger.status().observer.set(move |batch| observed.batch(batch));
@@ -75,11 +86,15 @@ impl App {
             clock,
             ledger,
             admin_token_digest,
+            dummy_passwords: crate::api::dummy::DummyDigests::new(dummy_password.clone()),
             dummy_password,
-            secret_cache: RwLock::new(HashMap::new()),
+            client_auth,
+            sign_in_failures,
+            sign_in_failures_refused: std::sync::atomic::AtomicU64::new(0),
             slow_hashes,
             draining: AtomicBool::new(false),
             rate_limits,
+            metrics_addr: std::sync::OnceLock::new(),
             metrics,
         }
     }
@@ -100,48 +115,12 @@ impl App {
         head_ms.saturating_sub(self.clock.now_ms()).max(0)
     }
 
-    /// Authenticates a client by its Basic credentials (CMN_90004 on any failure). A disabled
+    /// Authenticates a client by its Basic credentials (CMN_90004 on any failure, CMN_90003
+    /// when failures from this caller back off or the slow-check budget is busy). A disabled
     /// client always fails; during a rotation overlap the previous secret works too.
     pub async fn authenticate_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
-        let client = self.state.read().client(&credentials.client_id).cloned();
-        let Some(client) = client.filter(|c| !c.disabled) else {
-            // Spend the same keyed digest as a known client so timing does not reveal ids.
-            let _ = credential::keyed_digest(&self.keys, &credentials.client_id, &credentials.client_secret);
-            return Err(ErrorCode::InvalidClient);
-        };
-        if self.secret_matches(&client, &credentials.client_secret, &client.secret).await {
-            return Ok(client);
-        }
-        match client.previous_secret_at(self.clock.now_ms()) {
-            Some(previous) if self.secret_matches(&client, &credentials.client_secret, previous).await => Ok(client),
-            _ => Err(ErrorCode::InvalidClient),
-        }
-    }
-
-    /// Checks a presented secret against one stored digest of `client`: keyed digests at
-    /// once, PBKDF2 ones on the pool, remembered once verified.
-    async fn secret_matches(&self, client: &Client, presented: &str, stored: &CredentialDigest) -> bool {
-        match credential::verify_fast(&self.keys, &client.id, presented, stored) {
-            Check::Match => true,
-            Check::Mismatch => false,
-            Check::NeedsSlowHash => {
-                let tag = credential::cache_tag(&self.keys, &client.id, presented);
-                let cached = self
-                    .secret_cache
-                    .read()
-                    .get(&client.id)
-                    .is_some_and(|(t, d)| crate::crypto::digests_equal(t, &tag) && d == stored);
-                if cached {
-                    return true;
-                }
-                if self.verify_slow(presented.to_owned(), stored.clone()).await {
-                    self.secret_cache.write().insert(client.id.clone(), (tag, stored.clone()));
-                    true
-                } else {
-                    false
-                }
-            }
-        }
+        let client = self.state.read().client(&credentials.client_id).cloned().filter(|c| !c.disabled);
+        self.client_auth.authenticate(self, credentials, client, self.clock.now_ms()).await
     }
 
     /// Runs a PBKDF2 check on the blocking pool, at most `slow_hash_concurrency` at a time.
@@ -149,6 +128,12 @@ impl App {
         let Ok(_permit) = self.slow_hashes.acquire().await else {
             return false;
         };
+        self.metrics.password_hashes.increment(1);
+        tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored)).await.unwrap_or(false)
+    }
+
+    /// Runs a PBKDF2 check on the blocking pool for a caller that already holds its own budget.
+    pub(crate) async fn verify_slow_now(&self, presented: String, stored: CredentialDigest) -> bool {
         self.metrics.password_hashes.increment(1);
         tokio::task::spawn_blocking(move || credential::verify_slow(&presented, &stored)).await.unwrap_or(false)
     }

@@ -49,6 +49,12 @@ pub struct Settings {
     /// PBKDF2-HMAC-SHA256 iterations for new passwords and imported secrets [default: 600000]
     #[arg(long, env = "TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS")]
     pub password_pbkdf2_iterations: Option<u32>,
+    /// Allow password_pbkdf2_iterations below 100000; for tests and development only [default: false]
+    #[arg(long, env = "TOKENLEDGER_INSECURE_LOW_PBKDF2_ITERATIONS")]
+    pub insecure_low_pbkdf2_iterations: Option<bool>,
+    /// Serve GET /metrics on this address instead of the API port (e.g. a private interface)
+    #[arg(long, env = "TOKENLEDGER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Largest REST request body accepted, in bytes [default: 16384]
     #[arg(long, env = "TOKENLEDGER_BODY_LIMIT_BYTES")]
     pub body_limit_bytes: Option<usize>,
@@ -67,6 +73,15 @@ pub struct Settings {
     /// Password and legacy-secret hashes computed at once [default: number of CPUs]
     #[arg(long, env = "TOKENLEDGER_SLOW_HASH_CONCURRENCY")]
     pub slow_hash_concurrency: Option<usize>,
+    /// Client-secret PBKDF2 checks at once; when all are busy, answer CMN_90003 at once [default: CPUs / 4, at least 1]
+    #[arg(long, env = "TOKENLEDGER_CLIENT_SECRET_HASH_CONCURRENCY")]
+    pub client_secret_hash_concurrency: Option<usize>,
+    /// Failed client authentications per (client id, source address) before a backoff starts; 0: off [default: 5]
+    #[arg(long, env = "TOKENLEDGER_CLIENT_AUTH_FREE_FAILURES")]
+    pub client_auth_free_failures: Option<u32>,
+    /// Failed password sign-ins one client may cause per minute (and at once); more answer CMN_90003; 0: off [default: 600]
+    #[arg(long, env = "TOKENLEDGER_SIGN_IN_FAILURES_PER_CLIENT_PER_MIN")]
+    pub sign_in_failures_per_client_per_min: Option<u32>,
     /// Failed sign-ins of one login id within the window that lock it; 0 disables lockout [default: 5]
     #[arg(long, env = "TOKENLEDGER_LOCKOUT_FAILURES")]
     pub lockout_failures: Option<u32>,
@@ -84,7 +99,7 @@ pub struct Settings {
     /// Spike arrest: requests a client may send at once [default: spike_arrest_per_sec]
     #[arg(long, env = "TOKENLEDGER_SPIKE_ARREST_BURST")]
     pub spike_arrest_burst: Option<u32>,
-    /// Quota: requests per client per quota window; 0 turns it off [default: 0]
+    /// Quota: requests per client per quota window; 0 turns it off [default: 1000000]
     #[arg(long, env = "TOKENLEDGER_QUOTA_REQUESTS")]
     pub quota_requests: Option<u32>,
     /// Quota window in seconds [default: 3600]
@@ -93,6 +108,15 @@ pub struct Settings {
     /// Open connections served at once; more wait in the listen backlog [default: 4096]
     #[arg(long, env = "TOKENLEDGER_CONNECTIONS_MAX")]
     pub connections_max: Option<u32>,
+    /// Connections one peer (IPv4 address or IPv6 /64) may have open; more are closed at once; 0: no cap [default: 512]
+    #[arg(long, env = "TOKENLEDGER_CONNECTIONS_PER_PEER_MAX")]
+    pub connections_per_peer_max: Option<u32>,
+    /// Seconds a new connection has to send its first request before it is closed [default: 10]
+    #[arg(long, env = "TOKENLEDGER_FIRST_REQUEST_TIMEOUT_SECS")]
+    pub first_request_timeout_secs: Option<u64>,
+    /// Seconds a gRPC health Watch or reflection stream may last before it ends with UNAVAILABLE [default: 300]
+    #[arg(long, env = "TOKENLEDGER_UNAUTHENTICATED_STREAM_MAX_SECS")]
+    pub unauthenticated_stream_max_secs: Option<u64>,
     /// Requests handled at once over all connections; more wait [default: 1024]
     #[arg(long, env = "TOKENLEDGER_REQUESTS_IN_FLIGHT_MAX")]
     pub requests_in_flight_max: Option<u32>,
@@ -111,6 +135,9 @@ pub struct Settings {
     /// Most request headers [default: 64]
     #[arg(long, env = "TOKENLEDGER_HEADERS_MAX")]
     pub headers_max: Option<usize>,
+    /// Send raw envelopes of credential events (PBKDF2 digests) to audit streams that ask; for a trusted replica [default: false]
+    #[arg(long, env = "TOKENLEDGER_AUDIT_RAW_ENVELOPES")]
+    pub audit_raw_envelopes: Option<bool>,
     /// PEM certificate chain for TLS; with tls_key_file, REST and gRPC are served over TLS
     #[arg(long, env = "TOKENLEDGER_TLS_CERT_FILE")]
     pub tls_cert_file: Option<PathBuf>,
@@ -149,12 +176,17 @@ impl Settings {
             authorization_code_ttl_secs,
             id_token_ttl_secs,
             password_pbkdf2_iterations,
+            insecure_low_pbkdf2_iterations,
+            metrics_listen,
             body_limit_bytes,
             writer_queue_capacity,
             batch_commands_max,
             clock_skew_max_ms,
             shutdown_grace_secs,
             slow_hash_concurrency,
+            client_secret_hash_concurrency,
+            client_auth_free_failures,
+            sign_in_failures_per_client_per_min,
             lockout_failures,
             lockout_window_secs,
             lockout_duration_secs,
@@ -163,12 +195,16 @@ impl Settings {
             quota_requests,
             quota_window_secs,
             connections_max,
+            connections_per_peer_max,
+            first_request_timeout_secs,
+            unauthenticated_stream_max_secs,
             requests_in_flight_max,
             http2_max_concurrent_streams,
             request_timeout_secs,
             idle_timeout_secs,
             header_bytes_max,
             headers_max,
+            audit_raw_envelopes,
             tls_cert_file,
             tls_key_file,
             tls_client_ca_file,
@@ -182,6 +218,9 @@ impl Settings {
         toml::from_str(&text).map_err(|e| ConfigError(format!("config file {}: {e}", path.display())))
     }
 }
+
+/// Fewest PBKDF2 iterations a server accepts without `insecure_low_pbkdf2_iterations`.
+pub const PBKDF2_ITERATIONS_MIN: u32 = 100_000;
 
 /// Longest lockout window or duration: one week.
 pub const LOCKOUT_SECS_MAX: u64 = 7 * 24 * 3600;
@@ -220,16 +259,26 @@ pub struct Config {
     pub authorization_code_ttl_secs: u64,
     pub id_token_ttl_secs: u64,
     pub password_pbkdf2_iterations: NonZeroU32,
+    /// Where `/metrics` is served when not on the API port.
+    pub metrics_listen: Option<String>,
     pub body_limit_bytes: usize,
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
     pub slow_hash_concurrency: usize,
+    /// Slow client-secret checks at once (`api::client_auth`), apart from password sign-ins.
+    pub client_secret_hash_concurrency: usize,
+    /// Failed client authentications per (client id, source) before the backoff; 0: off.
+    pub client_auth_free_failures: u32,
+    /// Failed password sign-ins per client and minute before CMN_90003; 0: off.
+    pub sign_in_failures_per_client_per_min: u32,
     /// Lockout after repeated failed sign-ins.
     pub lockout: LockoutPolicy,
     /// Connection, concurrency, timeout and header limits of the listener.
     pub limits: crate::server::limits::Limits,
     /// Per-client spike arrest and quota.
     pub rate_limits: crate::api::ratelimit::RateLimitConfig,
+    /// Audit streams may send envelopes of events that carry credential digests.
+    pub audit_raw_envelopes: bool,
     /// TLS on the shared port, when configured.
     pub tls: Option<crate::server::tls::TlsFiles>,
 }
@@ -256,6 +305,12 @@ impl Config {
             v => Ok(v),
         };
         let iterations = settings.password_pbkdf2_iterations.unwrap_or(600_000);
+        if iterations < PBKDF2_ITERATIONS_MIN && !settings.insecure_low_pbkdf2_iterations.unwrap_or(false) {
+            return Err(ConfigError(format!(
+                "password_pbkdf2_iterations must be at least {PBKDF2_ITERATIONS_MIN} (600000 is the default and \
+                 OWASP's advice); lower values are for tests only, with insecure_low_pbkdf2_iterations = true"
+            )));
+        }
         let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let defaults = WriterConfig::default();
         Ok(Config {
@@ -282,6 +337,7 @@ impl Config {
             },
             password_pbkdf2_iterations: NonZeroU32::new(iterations)
                 .ok_or_else(|| bad("password_pbkdf2_iterations must be positive"))?,
+            metrics_listen: settings.metrics_listen,
             body_limit_bytes: match settings.body_limit_bytes.unwrap_or(16 * 1024) {
                 n @ 1024..=1_048_576 => n,
                 _ => return Err(bad("body_limit_bytes must be between 1024 and 1048576")),
@@ -296,6 +352,9 @@ impl Config {
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
+            client_secret_hash_concurrency: settings.client_secret_hash_concurrency.unwrap_or(cpus / 4).max(1),
+            client_auth_free_failures: settings.client_auth_free_failures.unwrap_or(5),
+            sign_in_failures_per_client_per_min: settings.sign_in_failures_per_client_per_min.unwrap_or(600),
             lockout: LockoutPolicy {
                 failures_max: settings.lockout_failures.unwrap_or(5),
                 window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,
@@ -303,6 +362,7 @@ impl Config {
             },
             limits,
             rate_limits,
+            audit_raw_envelopes: settings.audit_raw_envelopes.unwrap_or(false),
             tls,
         })
     }

@@ -196,8 +196,14 @@ impl ErrorCode {
 /// [`LookupError::info`] is exhaustive. The `oauth_error` values are RFC 6750's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum LookupError {
-    /// Malformed request: `userIdType`, `institutionId` or the query.
-    BadRequest,
+    /// A malformed `institutionId` header.
+    BadInstitution,
+    /// A `userIdType` that is empty, repeated or not one of the documented values.
+    BadUserIdType,
+    /// A query string that is not a well-formed form (broken escapes, control characters).
+    BadQuery,
+    /// A path id that no user can have: empty, too long, not printable ASCII.
+    BadUserId,
     /// No bearer token, or one that is not an active access token.
     Unauthenticated,
     /// The token lacks `institution-users:read`, or is bound to another institution or user.
@@ -211,9 +217,27 @@ impl LookupError {
         use Code as G;
         use StatusCode as H;
         match self {
-            Self::BadRequest => info(
+            // Candescent's own ISR_10000 text, for the fault it describes.
+            Self::BadInstitution => info(
                 "ISR_10000",
                 "InstitutionId is invalid or its incorrectly configured",
+                H::BAD_REQUEST,
+                G::InvalidArgument,
+                "invalid_request",
+            ),
+            Self::BadUserIdType => info(
+                "ISR_10000",
+                "Query param userIdType is invalid",
+                H::BAD_REQUEST,
+                G::InvalidArgument,
+                "invalid_request",
+            ),
+            Self::BadQuery => {
+                info("ISR_10000", "Query is invalid", H::BAD_REQUEST, G::InvalidArgument, "invalid_request")
+            }
+            Self::BadUserId => info(
+                "ISR_10000",
+                "Path param institutionUserId is invalid",
                 H::BAD_REQUEST,
                 G::InvalidArgument,
                 "invalid_request",
@@ -239,8 +263,16 @@ impl LookupError {
         }
     }
 
-    pub const ALL: [LookupError; 5] =
-        [Self::BadRequest, Self::Unauthenticated, Self::Forbidden, Self::NotFound, Self::Internal];
+    pub const ALL: [LookupError; 8] = [
+        Self::BadInstitution,
+        Self::BadUserIdType,
+        Self::BadQuery,
+        Self::BadUserId,
+        Self::Unauthenticated,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::Internal,
+    ];
 }
 
 impl std::fmt::Display for LookupError {
@@ -300,6 +332,9 @@ mod tests {
             rows,
             [
                 ("ISR_10000", 400, Code::InvalidArgument),
+                ("ISR_10000", 400, Code::InvalidArgument),
+                ("ISR_10000", 400, Code::InvalidArgument),
+                ("ISR_10000", 400, Code::InvalidArgument),
                 ("ISR_11001", 401, Code::Unauthenticated),
                 ("ISR_11003", 403, Code::PermissionDenied),
                 ("ISR_10001", 404, Code::NotFound),
@@ -307,5 +342,9 @@ mod tests {
             ]
         );
         assert_eq!(LookupError::NotFound.info().message, "InstitutionUser not found");
+        // Each ISR_10000 names its own fault.
+        let messages: std::collections::HashSet<&str> =
+            LookupError::ALL.iter().filter(|e| e.info().code == "ISR_10000").map(|e| e.info().message).collect();
+        assert_eq!(messages.len(), 4);
     }
 }

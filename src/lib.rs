@@ -19,4 +19,5 @@ pub mod fuzz_checks;
 pub mod ledger;
 pub mod metrics;
 pub mod proto;
+pub mod replication;
 pub mod server;

@@ -74,6 +74,10 @@ pub struct Metrics {
     pub connections: Counter,
     pub tls_handshake_failures: Counter,
     pub client_certificate_refusals: Counter,
+    pub admin_credential_refusals: Counter,
+    pub connections_refused_per_peer: Counter,
+    pub first_request_timeouts: Counter,
+    pub stream_lifetime_ends: Counter,
     pub password_hashes: Counter,
     batch_commands: Histogram,
     batch_events: Histogram,
@@ -124,6 +128,10 @@ impl Metrics {
             connections: counter("tokenledger_connections_total"),
             tls_handshake_failures: counter("tokenledger_tls_handshake_failures_total"),
             client_certificate_refusals: counter("tokenledger_client_certificate_refusals_total"),
+            admin_credential_refusals: counter("tokenledger_admin_credential_refusals_total"),
+            connections_refused_per_peer: counter("tokenledger_connections_refused_per_peer_total"),
+            first_request_timeouts: counter("tokenledger_first_request_timeouts_total"),
+            stream_lifetime_ends: counter("tokenledger_stream_lifetime_ends_total"),
             password_hashes: counter("tokenledger_password_hashes_total"),
             batch_commands: histogram("tokenledger_ledger_batch_commands"),
             batch_events: histogram("tokenledger_ledger_batch_events"),
@@ -257,13 +265,33 @@ impl Metrics {
             vec![Label::new("limit", "quota")],
             load(&limits.quota_rejections),
         );
-        let (tokens, families, head_seq) = {
+        let auth = &app.client_auth.counters;
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "client_auth_backoff")],
+            load(&auth.throttled),
+        );
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "client_secret_budget")],
+            load(&auth.budget_exhausted),
+        );
+        set_counter("tokenledger_client_auth_known_wrong_total", vec![], load(&auth.known_wrong));
+        set_counter(
+            "tokenledger_rate_limited_total",
+            vec![Label::new("limit", "sign_in_failures")],
+            load(&app.sign_in_failures_refused),
+        );
+        let (tokens, families, head_seq, slow_secrets) = {
             let state = app.state.read();
-            (state.tokens.len(), state.families.len(), state.head.seq)
+            let slow =
+                state.clients.values().filter(|c| crate::api::client_auth::ClientAuth::is_slow_secret(c)).count();
+            (state.tokens.len(), state.families.len(), state.head.seq, slow)
         };
         let gauge = |name: &'static str, value: f64| {
             self.recorder.register_gauge(&Key::from_name(name), &metadata()).set(value);
         };
+        gauge("tokenledger_clients_with_imported_secret", slow_secrets as f64);
         gauge("tokenledger_live_tokens", tokens as f64);
         gauge("tokenledger_live_token_families", families as f64);
         gauge("tokenledger_ledger_head_seq", head_seq as f64);
@@ -280,7 +308,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 26] = [
+    let rows: [(&str, Option<Unit>, &str); 32] = [
         (
             "tokenledger_requests_total",
             None,
@@ -295,14 +323,44 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         ("tokenledger_connections_open", None, "Open client connections"),
         ("tokenledger_connections_total", None, "Connections accepted"),
+        (
+            "tokenledger_connections_refused_per_peer_total",
+            None,
+            "Connections closed at once because their peer had connections_per_peer_max open",
+        ),
+        (
+            "tokenledger_first_request_timeouts_total",
+            None,
+            "Connections closed because they sent no request within first_request_timeout_secs",
+        ),
+        (
+            "tokenledger_stream_lifetime_ends_total",
+            None,
+            "Health Watch and reflection streams ended after unauthenticated_stream_max_secs",
+        ),
         ("tokenledger_tls_handshake_failures_total", None, "TLS handshakes that failed or timed out"),
         (
             "tokenledger_client_certificate_refusals_total",
             None,
             "Admin or audit calls refused for lack of a verified client certificate",
         ),
+        (
+            "tokenledger_admin_credential_refusals_total",
+            None,
+            "Admin, audit or key calls refused for a missing or wrong admin credential, before their message was read",
+        ),
         ("tokenledger_tls_reloads_total", None, "Reloads of the TLS certificate files, by result"),
-        ("tokenledger_rate_limited_total", None, "Requests refused by spike arrest (CMN_90003) or quota (CMN_90002)"),
+        (
+            "tokenledger_rate_limited_total",
+            None,
+            "Requests refused by a limit: spike arrest and the client-authentication limits (CMN_90003), quota (CMN_90002)",
+        ),
+        (
+            "tokenledger_client_auth_known_wrong_total",
+            None,
+            "Client authentications refused from the cache of known wrong secrets (no hash)",
+        ),
+        ("tokenledger_clients_with_imported_secret", None, "Clients whose secret is imported (PBKDF2); rotate them"),
         ("tokenledger_password_hashes_total", None, "PBKDF2 computations (password checks and imported secrets)"),
         ("tokenledger_ledger_batch_commands", None, "Commands per ledger write transaction"),
         ("tokenledger_ledger_batch_events", None, "Events per ledger write transaction"),

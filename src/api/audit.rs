@@ -117,9 +117,28 @@ pub fn parse_family(text: &str) -> Result<FamilyId, AuditError> {
     parse_hex::<16>(text).map(FamilyId).ok_or_else(|| AuditError::Invalid("family_id must be 32 hex digits".into()))
 }
 
-/// The wire form of a stored event; its decoded event carries no credential digest.
-pub fn ledger_event(opened: &Opened, include_envelope: bool) -> api::LedgerEvent {
+/// Which stored envelopes a stream sends beside the decoded events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Envelopes {
+    None,
+    /// Every envelope except those of events that carry a credential digest (or anything the
+    /// redaction removes): those are withheld, their `hash` and `prev_hash` still sent, so a
+    /// client checks the chain's links through them and the content of every other event.
+    WithoutCredentials,
+    /// Every envelope as stored, digests included (`audit_raw_envelopes`: a trusted replica).
+    Raw,
+}
+
+/// The wire form of a stored event; its decoded event carries no credential digest, and
+/// neither does any envelope it carries unless the server hands out raw envelopes.
+pub fn ledger_event(opened: &Opened, envelopes: Envelopes) -> api::LedgerEvent {
     use prost::Message as _;
+    let redacted = view::redact(&opened.event);
+    let (envelope, envelope_withheld) = match envelopes {
+        Envelopes::None => (Vec::new(), false),
+        Envelopes::WithoutCredentials if redacted != opened.event => (Vec::new(), true),
+        Envelopes::WithoutCredentials | Envelopes::Raw => (opened.envelope.encode_to_vec(), false),
+    };
     api::LedgerEvent {
         seq: opened.envelope.seq,
         recorded_at_ms: opened.envelope.recorded_at_ms,
@@ -127,9 +146,10 @@ pub fn ledger_event(opened: &Opened, include_envelope: bool) -> api::LedgerEvent
         kind: view::kind_name(&opened.event),
         hash: opened.hash.to_vec(),
         prev_hash: opened.prev_hash.to_vec(),
-        event: Some(view::redact(&opened.event)),
+        event: Some(redacted),
         summary: view::summary(&opened.event),
-        envelope: if include_envelope { opened.envelope.encode_to_vec() } else { Vec::new() },
+        envelope,
+        envelope_withheld,
     }
 }
 
@@ -186,7 +206,7 @@ fn verdict(facts: &TokenFacts, status: &StatusAt, events: &[Opened]) -> api::Tok
         active: status.is_active(),
         state: status.state_name().to_owned(),
         deciding_seq: status.deciding_seq,
-        deciding_event: deciding.map(|e| ledger_event(e, false)),
+        deciding_event: deciding.map(|e| ledger_event(e, Envelopes::None)),
         reason: reason(facts, status, deciding),
         at_ms: status.at_ms,
     }
@@ -250,7 +270,7 @@ struct StreamPlan {
     from_time_ms: Option<i64>,
     to_time_ms: Option<i64>,
     limit: Option<u64>,
-    include_envelope: bool,
+    envelopes: Envelopes,
 }
 
 fn stream_plan(app: &App, r: api::StreamEventsRequest) -> Result<StreamPlan, AuditError> {
@@ -290,7 +310,11 @@ fn stream_plan(app: &App, r: api::StreamEventsRequest) -> Result<StreamPlan, Aud
         from_time_ms: time(r.from_time_ms, "from_time_ms")?,
         to_time_ms: time(r.to_time_ms, "to_time_ms")?,
         limit: (r.limit > 0).then_some(r.limit),
-        include_envelope: r.include_envelope,
+        envelopes: match (r.include_envelope, app.config.audit_raw_envelopes) {
+            (false, _) => Envelopes::None,
+            (true, false) => Envelopes::WithoutCredentials,
+            (true, true) => Envelopes::Raw,
+        },
     })
 }
 
@@ -328,7 +352,7 @@ async fn stream_events(
                 if plan.limit.is_some_and(|limit| sent >= limit) {
                     return Ok(());
                 }
-                if sender.send(Ok(ledger_event(opened, plan.include_envelope))).await.is_err() {
+                if sender.send(Ok(ledger_event(opened, plan.envelopes))).await.is_err() {
                     return Ok(());
                 }
                 sent += 1;
@@ -427,7 +451,7 @@ impl AuditService for AuditGrpc {
         let entries = steps
             .iter()
             .map(|step| api::HistoryEntry {
-                event: Some(ledger_event(&step.event, false)),
+                event: Some(ledger_event(&step.event, Envelopes::None)),
                 change: view::summary(&step.event.event),
                 affects_token: step.affects_token,
             })

@@ -11,7 +11,12 @@ pub const GRANT_TYPES: [&str; 4] = ["client_credentials", "password", "refresh_t
 /// Basic only: a `client_secret` in the body is refused (RFC 6749 2.3.1 allows one method).
 pub const CLIENT_AUTH_METHODS: [&str; 1] = ["client_secret_basic"];
 
-/// GET /.well-known/oauth-authorization-server. Endpoint URLs are the configured issuer plus
+/// GET /.well-known/oauth-authorization-server, and the same document at
+/// /.well-known/openid-configuration (OIDC Discovery 1.0: ID tokens are issued, and standard
+/// clients look there first). It carries what OIDC discovery requires of a provider that
+/// issues ID tokens (`jwks_uri`, `response_types_supported`, `subject_types_supported`,
+/// `id_token_signing_alg_values_supported`) except `authorization_endpoint`, which would
+/// advertise a browser flow that does not exist. Endpoint URLs are the configured issuer plus
 /// the path, so they are right wherever the issuer (the public base URL) points.
 pub fn metadata(app: &App) -> serde_json::Value {
     let issuer = app.config.issuer.trim_end_matches('/');

@@ -77,7 +77,7 @@ impl InstitutionUserService for InstitutionUserGrpc {
         let call = LookupCall {
             bearer: wire::bearer_token(metadata_values(metadata, "authorization")).map(str::to_owned),
             institution: Institution::parse(metadata_values(metadata, "institutionid")),
-            id: r.id.clone(),
+            id: Ok(r.id.clone()),
             user_id_type: Ok((!r.user_id_type.is_empty()).then(|| r.user_id_type.clone())),
         };
         let view = users::lookup(&self.app, &call).map_err(|e| lookup_status(e, &transaction_id))?;

@@ -5,8 +5,12 @@
 
 use serde_json::{Value, json};
 
+use crate::api::authcode::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
+use crate::crypto::credential::SECRET_LEN_MAX;
+use crate::domain::ids::IDENTIFIER_LEN_MAX;
+
 /// Every REST path the router serves, in the router's own syntax.
-const PATHS: [&str; 15] = [
+const PATHS: [&str; 16] = [
     "/oauth2/v1/token",
     "/oauth2/v1/revoke",
     "/oauth2/v1/introspect",
@@ -17,6 +21,7 @@ const PATHS: [&str; 15] = [
     "/db-users/v1/institution-users/{id}",
     "/v1/institution-users/{id}",
     "/.well-known/oauth-authorization-server",
+    "/.well-known/openid-configuration",
     "/.well-known/jwks.json",
     "/healthz",
     "/readyz",
@@ -35,7 +40,7 @@ pub fn document(issuer: &str) -> Value {
     paths.insert("/oauth2/v1/token".into(), json!({"post": token()}));
     paths.insert(
         "/oauth2/v1/revoke".into(),
-        json!({"post": revoke("revokeTokenPost"), "delete": revoke("revokeToken")}),
+        json!({"post": revoke("revokeTokenPost", "200"), "delete": revoke("revokeToken", "204")}),
     );
     paths.insert("/oauth2/v1/introspect".into(), json!({"post": introspect()}));
     for (path, id) in [
@@ -51,12 +56,16 @@ pub fn document(issuer: &str) -> Value {
     }
     paths.insert(
         "/db-users/v1/institution-users/{id}".into(),
-        json!({"get": institution_user("getInstitutionUserByType", true)}),
+        json!({"get": institution_user("getInstitutionUserByType")}),
     );
-    paths.insert("/v1/institution-users/{id}".into(), json!({"get": institution_user("getInstitutionUser", false)}));
+    paths.insert("/v1/institution-users/{id}".into(), json!({"get": institution_user("getInstitutionUser")}));
     paths.insert(
         "/.well-known/oauth-authorization-server".into(),
         json!({"get": plain_get("getAuthorizationServerMetadata", "RFC 8414 authorization server metadata", "Discovery", object("Metadata"))}),
+    );
+    paths.insert(
+        "/.well-known/openid-configuration".into(),
+        json!({"get": plain_get("getOpenIdConfiguration", "OpenID Connect discovery: the same metadata document", "Discovery", object("Metadata"))}),
     );
     paths.insert(
         "/.well-known/jwks.json".into(),
@@ -160,7 +169,8 @@ fn no_store_headers() -> Value {
     })
 }
 
-fn revoke(id: &str) -> Value {
+/// `success` is 204 for DELETE (Candescent) and 200 for POST (RFC 7009 section 2.2).
+fn revoke(id: &str, success: &str) -> Value {
     let mut op = operation(
         id,
         "Revoke an access or refresh token (RFC 7009); a refresh token revokes its family",
@@ -171,8 +181,8 @@ fn revoke(id: &str) -> Value {
     op["requestBody"] = form_body("TokenParameter");
     let mut responses = serde_json::Map::new();
     responses.insert(
-        "204".into(),
-        json!({"description": "Revoked, or nothing to revoke (unknown, expired, foreign)", "headers": {"transactionId": {"$ref": "#/components/headers/TransactionId"}}}),
+        success.into(),
+        json!({"description": "Revoked, or nothing to revoke (unknown, expired, foreign); no body", "headers": {"transactionId": {"$ref": "#/components/headers/TransactionId"}}}),
     );
     cmn_errors(&mut responses);
     op["responses"] = Value::Object(responses);
@@ -231,16 +241,23 @@ fn auth_code(id: &str) -> Value {
     op
 }
 
-fn institution_user(id: &str, typed: bool) -> Value {
-    let mut parameters = vec![
+fn institution_user(id: &str) -> Value {
+    let parameters = vec![
         parameter("TransactionId"),
-        json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"},
-               "description": "The user's id, of the kind userIdType names (institution user id by default)"}),
+        json!({"name": "id", "in": "path", "required": true,
+               "schema": {"type": "string", "minLength": 1, "maxLength": IDENTIFIER_LEN_MAX, "pattern": "^[!-~]+$"},
+               "description": "The user's id, of the kind userIdType names (institution user id by default); anything else is ISR_10000"}),
+        json!({"name": "userIdType", "in": "query", "required": false,
+            "description": "Matched case-insensitively; absent means INSTITUTION_USER_ID, present but empty is ISR_10000",
+            "schema": {"type": "string", "enum": ["INSTITUTION_USER_ID", "LOGIN_ID", "HOST_USER_ID", "USER_ID", "LEGACY_USER_GUID"]}}),
+        json!({"name": "$expand", "in": "query", "required": false, "description": "Accepted and ignored",
+            "schema": {"type": "string", "pattern": PRINTABLE}}),
+        json!({"name": "retrieveBillPayCredentials", "in": "query", "required": false, "description": "Accepted and ignored",
+            "schema": {"type": "boolean"}}),
+        json!({"name": "institutionId", "in": "header", "required": false,
+            "description": "If sent, the token's institution (ISR_11003 otherwise)",
+            "schema": {"type": "string", "pattern": "^[0-9]{1,10}$"}}),
     ];
-    if typed {
-        parameters.push(json!({"name": "userIdType", "in": "query", "required": false,
-            "schema": {"type": "string", "enum": ["LOGIN_ID", "INSTITUTION_USER_ID", "HOST_USER_ID"]}}));
-    }
     let mut op = operation(
         id,
         "Business-user lookup (scope institution-users:read; the token's institution scopes it)",
@@ -291,10 +308,104 @@ fn metrics() -> Value {
     op
 }
 
+/// Printable ASCII, as every REST field must be (CMN_90017 otherwise).
+const PRINTABLE: &str = "^[ -~]*$";
+/// A scope list: names of RFC 6749 3.3 characters, separated by commas and/or spaces.
+const SCOPE_LIST: &str = r"^[ ,]*[!#-+\--\[\]-~][ !#-\[\]-~]*$";
+const SCOPE_LIST_OR_EMPTY: &str = r"^[ !#-\[\]-~]*$";
+
+fn printable() -> Value {
+    json!({"type": "string", "pattern": PRINTABLE})
+}
+
+/// A required identifier (client, login or institution user id): 1 to 128 visible ASCII
+/// characters; an empty value counts as missing.
+fn identifier(description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": IDENTIFIER_LEN_MAX, "pattern": "^[!-~]+$", "description": description})
+}
+
+/// A token or code presented by the caller: anything that is not one of ours is simply invalid.
+fn credential() -> Value {
+    json!({"type": "string", "minLength": 1, "pattern": "^[!-~]+$"})
+}
+
+fn scope_list(description: &str) -> Value {
+    json!({"type": "string", "minLength": 1, "pattern": SCOPE_LIST, "description": description})
+}
+
+/// One grant of the token request: `grant_type` fixed, the grant's required fields, optional
+/// `scopes` (`scope` is accepted as an RFC 6749 alias, not both).
+fn grant(grant_type: &str, required: &[&str], mut properties: Value) -> Value {
+    properties["grant_type"] = json!({"type": "string", "enum": [grant_type]});
+    properties["scopes"] = json!({"type": "string", "pattern": SCOPE_LIST_OR_EMPTY,
+        "description": "Separated by commas, commas and spaces, or spaces; omitted: every scope the client may have. The RFC 6749 name scope is an alias (not both)."});
+    let mut names = vec!["grant_type"];
+    names.extend_from_slice(required);
+    json!({"type": "object", "required": names, "properties": properties})
+}
+
+/// The Get Authorization Code form, without PKCE or with both PKCE fields (OpenAPI 3.0 has
+/// no `dependentRequired`, so the two shapes are told apart by the fields being absent).
+fn auth_code_request(pkce: bool) -> Value {
+    let mut properties = json!({
+        "client_id": identifier("The partner app's client id"),
+        "scopes": scope_list("API scopes of the code, a subset of the partner's"),
+        "username": identifier("The user's login id"),
+        "institution_user_id": identifier("The user's institution user id"),
+        "requested_scopes": {"type": "string", "pattern": SCOPE_LIST_OR_EMPTY, "description": "OIDC scopes, e.g. openid,profile,offline_access"},
+        "nonce": {"type": "string", "maxLength": NONCE_LEN_MAX, "pattern": PRINTABLE},
+        "aud": {"type": "string", "maxLength": AUDIENCE_LEN_MAX, "pattern": PRINTABLE},
+        "auth_time": {"type": "string", "pattern": "^[0-9]{1,12}$", "description": "Unix seconds, at most 5 minutes ahead"},
+    });
+    let mut required = vec!["client_id", "scopes", "username", "institution_user_id"];
+    if pkce {
+        properties["code_challenge"] = json!({"type": "string", "minLength": 43, "maxLength": 43, "pattern": "^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$", "description": "base64url(SHA-256(verifier)), unpadded and canonical (the last character carries 4 bits)"});
+        properties["code_challenge_method"] = json!({"type": "string", "enum": ["S256"]});
+        required.extend(["code_challenge", "code_challenge_method"]);
+    } else {
+        properties["code_challenge"] = json!({"not": {}});
+        properties["code_challenge_method"] = json!({"not": {}});
+    }
+    json!({"type": "object", "required": required, "properties": properties})
+}
+
+/// The schemas of the request bodies: what each form must hold, as the handlers enforce it.
+fn request_schemas() -> Value {
+    json!({
+        "TokenRequest": {
+            "description": "One of the four grants, told apart by grant_type. Every value is printable ASCII (else CMN_90017); an empty value counts as absent.",
+            "oneOf": [object("ClientCredentialsGrant"), object("PasswordGrant"), object("RefreshTokenGrant"), object("AuthorizationCodeGrant")],
+            "discriminator": {"propertyName": "grant_type", "mapping": {
+                "client_credentials": "#/components/schemas/ClientCredentialsGrant",
+                "password": "#/components/schemas/PasswordGrant",
+                "refresh_token": "#/components/schemas/RefreshTokenGrant",
+                "authorization_code": "#/components/schemas/AuthorizationCodeGrant",
+            }},
+        },
+        "ClientCredentialsGrant": grant("client_credentials", &[], json!({})),
+        "PasswordGrant": grant("password", &["username", "password"], json!({
+            "username": identifier("The user's login id"),
+            "password": {"type": "string", "format": "password", "minLength": 1, "maxLength": SECRET_LEN_MAX, "pattern": PRINTABLE},
+        })),
+        "RefreshTokenGrant": grant("refresh_token", &["refresh_token"], json!({"refresh_token": credential()})),
+        "AuthorizationCodeGrant": grant("authorization_code", &["code"], json!({
+            "code": credential(),
+            "code_verifier": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{43,128}$", "description": "RFC 7636 verifier; required when the code was issued with a challenge"},
+            "redirect_uri": {"type": "string", "pattern": PRINTABLE, "description": "If sent, exactly the client's registered URI"},
+        })),
+        "TokenParameter": {"type": "object", "required": ["token"], "properties": {"token": credential(), "token_type_hint": printable()}},
+        "ClientAuthorizationRequest": {"type": "object", "required": ["client_id"], "properties": {"client_id": identifier("The partner app's client id")}},
+        "AuthCodeRequest": {
+            "description": "PKCE is optional, but code_challenge and code_challenge_method come together (a challenge without a method would be plain, which is refused).",
+            "oneOf": [auth_code_request(false), auth_code_request(true)],
+        },
+    })
+}
+
 fn components() -> Value {
     let string = json!({"type": "string"});
     let integer = json!({"type": "integer", "format": "int64"});
-    json!({
+    let mut components = json!({
         "securitySchemes": {
             "basicAuth": {"type": "http", "scheme": "basic", "description": "client_id:client_secret, each form-urlencoded (RFC 6749 2.3.1)"},
             "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An access token issued by this server"},
@@ -312,14 +423,6 @@ fn components() -> Value {
             "TransactionId": {"description": "The request's transactionId", "schema": {"type": "string", "format": "uuid"}},
         },
         "schemas": {
-            "TokenRequest": {"type": "object", "required": ["grant_type"], "properties": {
-                "grant_type": {"type": "string", "enum": ["client_credentials", "password", "refresh_token", "authorization_code"]},
-                "scopes": {"type": "string", "description": "Separated by commas, commas and spaces, or spaces"},
-                "scope": {"type": "string", "description": "RFC 6749 alias of scopes (not both)"},
-                "username": string, "password": {"type": "string", "format": "password"},
-                "refresh_token": string, "code": string, "code_verifier": string, "redirect_uri": string,
-            }},
-            "TokenParameter": {"type": "object", "required": ["token"], "properties": {"token": string, "token_type_hint": string}},
             "TokenResponse": {"type": "object", "required": ["access_token", "token_type", "expires_in", "scope"], "properties": {
                 "access_token": string, "token_type": {"type": "string", "enum": ["Bearer"]},
                 "expires_in": {"description": "Seconds (a number, or a digit string with expires_in_as_string)", "oneOf": [integer, string]},
@@ -331,17 +434,11 @@ fn components() -> Value {
                 "token_type": {"type": "string", "enum": ["access_token", "refresh_token"]}, "exp": integer, "iat": integer,
                 "iss": string, "institution_id": string, "grant_type": string, "institution_user_id": string, "host_user_id": string,
             }},
-            "ClientAuthorizationRequest": {"type": "object", "required": ["client_id"], "properties": {"client_id": string}},
             "ClientAuthorization": {"type": "object", "properties": {
                 "scopes": string, "appId": string,
                 "additional_info": {"type": "object", "properties": {
                     "secondary_authentication_enabled": {"type": "boolean"}, "consent_enabled": {"type": "boolean"},
                     "device_registration_enabled": {"type": "boolean"}}},
-            }},
-            "AuthCodeRequest": {"type": "object", "required": ["client_id", "scopes", "username", "institution_user_id"], "properties": {
-                "client_id": string, "scopes": string, "username": string, "institution_user_id": string,
-                "requested_scopes": string, "nonce": string, "aud": string, "auth_time": string,
-                "code_challenge": string, "code_challenge_method": {"type": "string", "enum": ["S256"]},
             }},
             "AuthCode": {"type": "object", "required": ["code", "redirect_uri"], "properties": {"code": string, "redirect_uri": string}},
             "InstitutionUser": {"type": "object", "properties": {
@@ -366,7 +463,11 @@ fn components() -> Value {
             "Metadata": {"type": "object", "required": ["issuer"], "properties": {"issuer": string}, "additionalProperties": true},
             "Jwks": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         },
-    })
+    });
+    if let (Some(schemas), Value::Object(requests)) = (components["schemas"].as_object_mut(), request_schemas()) {
+        schemas.extend(requests);
+    }
+    components
 }
 
 /// The routes of the operations documents: `/metrics` and `/openapi.json`.
@@ -383,8 +484,30 @@ pub fn routes() -> axum::Router<std::sync::Arc<crate::app::App>> {
         .route(
             "/metrics",
             axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move {
-                let text = app.metrics.render(&app);
-                ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+                // Served on its own listener instead (`metrics_listen`): not here.
+                if app.config.metrics_listen.is_some() {
+                    let body = serde_json::json!({"error": "not_found", "error_description": "no such endpoint"});
+                    return (http::StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+                }
+                metrics_text(&app)
             }),
         )
+}
+
+/// The Prometheus exposition of `app`, as both listeners serve it.
+pub fn metrics_text(app: &crate::app::App) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let text = app.metrics.render(app);
+    ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}
+
+/// The router of the separate metrics listener: `GET /metrics` only.
+pub fn metrics_router(app: std::sync::Arc<crate::app::App>) -> axum::Router {
+    use axum::extract::State;
+    axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move { metrics_text(&app) }),
+        )
+        .with_state(app)
 }

@@ -1,19 +1,20 @@
 //! Per-client spike arrest (CMN_90003) and quota (CMN_90002), both GCRA limiters from the
 //! `governor` crate, checked before any expensive work:
 //!
-//! - **spike arrest** is keyed by the client id the request *presents*, before the client is
-//!   authenticated, so a burst of wrong secrets is stopped before any hashing (RFC 6749 2.3.1
-//!   brute-force protection). Ids that name no client share one bucket, so random ids cannot
-//!   grow the limiter's memory.
-//! - **quota** is keyed by the *authenticated* client, after client authentication (a keyed
-//!   digest, cheap) and before the password hash, the authorization-code checks and the writer.
+//! - **spike arrest** and **quota** are keyed by the *authenticated* client, after client
+//!   authentication and before the password hash, the authorization-code checks and the writer,
+//!   so nobody but the client itself can spend its allowance (security review finding 5).
+//!   Guessing secrets is stopped before that by the failure backoff of `api::client_auth`,
+//!   keyed by the presented id and the source address.
 //!
 //! A rejected request appends nothing to the ledger and computes no PBKDF2. The transport adds
-//! `Retry-After` (seconds, rounded up) from [`with_retry_after`], which the front door wraps
-//! around every request. Both limits are off by default.
+//! `Retry-After` (seconds, rounded up) from [`request_scope`], which the front door wraps
+//! around every request. Spike arrest is off by default; the quota is on
+//! ([`DEFAULT_QUOTA_REQUESTS`] per hour).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,20 +22,25 @@ use std::time::Duration;
 
 use governor::clock::Clock as _;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use parking_lot::RwLock;
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::wire::BasicCredentials;
 use crate::app::App;
 use crate::config::{ConfigError, Settings};
-use crate::domain::State;
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;
 use crate::error::ErrorCode;
 
+/// Requests per client per quota window when `quota_requests` is not set: generous enough for
+/// any one real client of a bank (a million at once, then 278 a second), small enough that a
+/// runaway client cannot grow memory and the ledger without bound (security review finding
+/// 10). The load generators turn it off (`--quota-requests 0`).
+pub const DEFAULT_QUOTA_REQUESTS: u32 = 1_000_000;
+
 /// The resolved rate-limit settings; `None` turns a limit off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RateLimitConfig {
-    /// (requests per second, burst) per presented client id.
+    /// (requests per second, burst) per authenticated client.
     pub spike: Option<(NonZeroU32, NonZeroU32)>,
     /// (requests, window) per authenticated client.
     pub quota: Option<(NonZeroU32, Duration)>,
@@ -54,7 +60,7 @@ impl RateLimitConfig {
                 Some((rate, burst))
             }
         };
-        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(0)) {
+        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(DEFAULT_QUOTA_REQUESTS)) {
             None => None,
             Some(requests) => match settings.quota_window_secs.unwrap_or(3600) {
                 secs @ 1..=2_678_400 => Some((requests, Duration::from_secs(secs))),
@@ -69,8 +75,6 @@ impl RateLimitConfig {
 pub struct RateLimits {
     spike: Option<DefaultKeyedRateLimiter<Arc<str>>>,
     quota: Option<DefaultKeyedRateLimiter<Arc<str>>>,
-    /// The key shared by presented client ids that name no client.
-    unknown_client: Arc<str>,
     /// Requests refused by spike arrest (for /metrics).
     pub spike_rejections: AtomicU64,
     /// Requests refused by the quota (for /metrics).
@@ -88,19 +92,9 @@ impl RateLimits {
         Self {
             spike: spike.map(DefaultKeyedRateLimiter::keyed),
             quota: quota.map(DefaultKeyedRateLimiter::keyed),
-            unknown_client: Arc::from(""),
             spike_rejections: AtomicU64::new(0),
             quota_rejections: AtomicU64::new(0),
         }
-    }
-
-    /// Spike arrest for a request presenting `client_id` (authenticated or not).
-    pub fn check_spike(&self, state: &RwLock<State>, client_id: &str) -> Result<(), ErrorCode> {
-        let Some(limiter) = &self.spike else {
-            return Ok(());
-        };
-        let key = state.read().client(client_id).map(|c| c.id.clone()).unwrap_or_else(|| self.unknown_client.clone());
-        check(limiter, &key, &self.spike_rejections, ErrorCode::SpikeLimit)
     }
 
     /// Spike arrest for a request of a known client.
@@ -129,11 +123,12 @@ impl RateLimits {
 }
 
 impl App {
-    /// What every Basic-authenticated endpoint does first: spike arrest on the presented client
-    /// id, client authentication, then the client's quota.
+    /// What every Basic-authenticated endpoint does first: client authentication (with its own
+    /// throttle for failures, `api::client_auth`), then the authenticated client's spike arrest
+    /// and quota. Nobody but the client itself can spend its allowance.
     pub async fn authenticate_limited_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
-        self.rate_limits.check_spike(&self.state, &credentials.client_id)?;
         let client = self.authenticate_client(credentials).await?;
+        self.rate_limits.check_spike_of(&client.id)?;
         self.rate_limits.check_quota(&client.id)?;
         Ok(client)
     }
@@ -169,21 +164,40 @@ fn check(
 tokio::task_local! {
     /// Seconds the current request's client should wait, set by a refused limit check.
     static RETRY_AFTER_SECS: Cell<Option<u64>>;
+    /// The peer of the current request (see [`crate::api::throttle::peer_key`]).
+    static PEER: Option<IpAddr>;
+    /// The request's slot among `requests_in_flight_max`, until the handler ends or gives it back.
+    static IN_FLIGHT_SLOT: RefCell<Option<OwnedSemaphorePermit>>;
 }
 
-/// Runs one request's handling and returns what it set for `Retry-After`, if anything.
-pub async fn with_retry_after<F: Future>(handling: F) -> (F::Output, Option<u64>) {
-    RETRY_AFTER_SECS
-        .scope(Cell::new(None), async move {
-            let output = handling.await;
-            (output, RETRY_AFTER_SECS.with(Cell::get))
-        })
-        .await
+/// Runs one request's handling with its peer address known to the throttles and its in-flight
+/// slot, and returns what it set for `Retry-After`, if anything.
+pub async fn request_scope<F: Future>(
+    peer: Option<IpAddr>,
+    slot: Option<OwnedSemaphorePermit>,
+    handling: F,
+) -> (F::Output, Option<u64>) {
+    let scoped = RETRY_AFTER_SECS.scope(Cell::new(None), async move {
+        let output = handling.await;
+        (output, RETRY_AFTER_SECS.with(Cell::get))
+    });
+    IN_FLIGHT_SLOT.scope(RefCell::new(slot), PEER.scope(peer, scoped)).await
+}
+
+/// The peer of the current request; `None` outside [`request_scope`] (in-process callers).
+pub fn current_peer() -> Option<IpAddr> {
+    PEER.try_with(|peer| *peer).ok().flatten()
+}
+
+/// Gives the current request's in-flight slot back before its answer, for a request that only
+/// waits from now on (see `api::client_auth`, which makes refused guessers wait).
+pub(crate) fn release_in_flight_slot() {
+    let _ = IN_FLIGHT_SLOT.try_with(|slot| slot.borrow_mut().take());
 }
 
 /// Records `wait` (rounded up to whole seconds, at least 1) for the current request; a no-op
-/// outside [`with_retry_after`].
-fn note_retry_after(wait: Duration) {
+/// outside [`request_scope`].
+pub(crate) fn note_retry_after(wait: Duration) {
     let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     let _ = RETRY_AFTER_SECS.try_with(|cell| cell.set(Some(secs.max(1))));
 }

@@ -31,6 +31,8 @@ pub fn router(app: Arc<App>) -> Router {
         .merge(super::rest_users::routes())
         .merge(super::rest_authcode::routes())
         .merge(super::openapi::routes())
+        // After every route, so that it reaches them all; axum still adds `Allow`.
+        .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .with_state(app)
 }
@@ -63,11 +65,21 @@ struct ErrorBody {
 /// The JSON error of SPEC section 3 with the status of section 6. `transaction_id` is echoed
 /// when the request had a valid one.
 pub fn error_response(code: ErrorCode, transaction_id: Option<&str>) -> Response {
+    error_response_as(code, code.info().oauth_error, transaction_id)
+}
+
+/// [`error_response`] with another RFC `error` value: a bearer endpoint names a bad bearer
+/// token `invalid_token` (RFC 6750 section 3.1) where the token endpoint says `invalid_grant`.
+pub fn error_response_as(code: ErrorCode, oauth_error: &'static str, transaction_id: Option<&str>) -> Response {
     let info = code.info();
     let body =
-        ErrorBody { code: info.code, message: info.message, error: info.oauth_error, error_description: info.message };
+        ErrorBody { code: info.code, message: info.message, error: oauth_error, error_description: info.message };
     let mut response = (info.http_status, axum::Json(body)).into_response();
-    if info.http_status == StatusCode::UNAUTHORIZED {
+    // Only a client-authentication failure challenges (SPEC 3, RFC 6749 5.2). The other 401s
+    // (CMN_90015 user credentials, CMN_90018 token or code) are grant errors: a Basic challenge
+    // on them makes standard clients (oauth4webapi) report an authentication challenge instead
+    // of the `invalid_grant` in the body.
+    if code == ErrorCode::InvalidClient {
         response
             .headers_mut()
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"tokenledger\""));
@@ -183,7 +195,15 @@ async fn create_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap,
     response
 }
 
-async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+/// DELETE answers 204, as Candescent documents; POST answers 200, as RFC 7009 section 2.2
+/// specifies and standard clients (oauth4webapi, openid-client) require. Both with no body.
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let call = match read_call(&app, &uri, &headers, body).await {
         Ok(call) => call,
         Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
@@ -191,7 +211,8 @@ async fn revoke_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap,
     let transaction_id = call.transaction_id.clone();
     match token::revoke_token(&app, call).await {
         Ok(()) => {
-            let mut response = StatusCode::NO_CONTENT.into_response();
+            let status = if method == Method::DELETE { StatusCode::NO_CONTENT } else { StatusCode::OK };
+            let mut response = status.into_response();
             echo_transaction_id(&mut response, Some(&transaction_id));
             response
         }
@@ -226,13 +247,23 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     }
 }
 
-async fn not_found(method: Method) -> Response {
-    let _ = method;
-    (
+/// A method the path does not serve (SPEC 3.6): 405 with the JSON error of every other
+/// refusal (CMN_90011) and the `transactionId` echo; the router adds `Allow`.
+async fn method_not_allowed(headers: HeaderMap) -> Response {
+    let transaction_id = wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok();
+    let mut response = error_response(ErrorCode::InvalidRequest, transaction_id.as_deref());
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+async fn not_found(headers: HeaderMap) -> Response {
+    let mut response = (
         StatusCode::NOT_FOUND,
         axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
     )
-        .into_response()
+        .into_response();
+    echo_transaction_id(&mut response, wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok().as_deref());
+    response
 }
 
 /// Exposed for the gRPC transport, which builds the same parameters from message fields.

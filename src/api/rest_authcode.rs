@@ -12,7 +12,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use super::authcode::{self, ClientAuthorization};
-use super::rest::{echo_transaction_id, error_response, header_values, no_store, read_call};
+use super::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
 use super::wire::{self, HeaderValues};
 use super::{discovery, token::Call};
 use crate::app::App;
@@ -25,6 +25,8 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/auth-code", post(create_code))
         .route("/auth-code/v1/auth-code", post(create_code))
         .route("/.well-known/oauth-authorization-server", get(metadata))
+        // OIDC discovery is what standard clients try first (openid-client's default).
+        .route("/.well-known/openid-configuration", get(metadata))
         .route("/.well-known/jwks.json", get(jwks))
 }
 
@@ -43,18 +45,20 @@ async fn read_bearer_call(
     Ok((call, bearer))
 }
 
-/// The error response; a bad or missing bearer credential gets the RFC 6750 challenge instead
-/// of the Basic one (no `error` attribute when no credential was sent at all).
+/// The error response; a bad or missing bearer credential (the only 401 of these endpoints)
+/// gets the RFC 6750 challenge instead of the Basic one (no `error` attribute when no
+/// credential was sent at all, RFC 6750 section 3.1) and `"error": "invalid_token"` in the body.
 fn bearer_error(code: ErrorCode, transaction_id: &str, credential_sent: bool) -> Response {
-    let mut response = error_response(code, Some(transaction_id));
-    if response.status() == StatusCode::UNAUTHORIZED {
-        let challenge = if credential_sent {
-            "Bearer realm=\"tokenledger\", error=\"invalid_token\""
-        } else {
-            "Bearer realm=\"tokenledger\""
-        };
-        response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    if code.info().http_status != StatusCode::UNAUTHORIZED {
+        return error_response(code, Some(transaction_id));
     }
+    let mut response = error_response_as(code, "invalid_token", Some(transaction_id));
+    let challenge = if credential_sent {
+        "Bearer realm=\"tokenledger\", error=\"invalid_token\""
+    } else {
+        "Bearer realm=\"tokenledger\""
+    };
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }
 

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::Router;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,7 +13,7 @@ use serde::Serialize;
 
 use super::rest::{error_response, header_values};
 use super::users::{self, InstitutionUserView, LookupCall};
-use super::wire::{self, Institution};
+use super::wire::{self, HeaderValues, Institution};
 use crate::app::App;
 use crate::error::LookupError;
 
@@ -26,19 +27,31 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/v1/institution-users/{id}", get(get_institution_user))
 }
 
+/// Candescent's `{code, message}`, plus the RFC fields every error of SPEC 3 carries; for
+/// the bearer failures they match the `WWW-Authenticate` challenge (`invalid_token`,
+/// `insufficient_scope`).
 #[derive(Serialize)]
 struct LookupErrorBody {
     code: &'static str,
     message: &'static str,
+    error: &'static str,
+    error_description: &'static str,
 }
 
-fn lookup_error(error: LookupError, transaction_id: &str) -> Response {
+fn lookup_error(error: LookupError, transaction_id: &str, credential_sent: bool) -> Response {
     let info = error.info();
-    let mut response =
-        (info.http_status, axum::Json(LookupErrorBody { code: info.code, message: info.message })).into_response();
+    let body = LookupErrorBody {
+        code: info.code,
+        message: info.message,
+        error: info.oauth_error,
+        error_description: info.message,
+    };
+    let mut response = (info.http_status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
-    // RFC 6750 section 3: a bearer-protected resource names its scheme and the error.
+    // RFC 6750 section 3: a bearer-protected resource names its scheme and the error (none
+    // when the request carried no credential at all, section 3.1).
     let challenge = match error {
+        LookupError::Unauthenticated if !credential_sent => Some("Bearer realm=\"tokenledger\""),
         LookupError::Unauthenticated => Some("Bearer realm=\"tokenledger\", error=\"invalid_token\""),
         LookupError::Forbidden => {
             Some("Bearer realm=\"tokenledger\", error=\"insufficient_scope\", scope=\"institution-users:read\"")
@@ -144,19 +157,40 @@ impl<'a> From<&'a InstitutionUserView> for InstitutionUserBody<'a> {
     }
 }
 
-/// The `userIdType` of the query; other parameters (`$expand`, `retrieveBillPayCredentials`)
-/// are accepted and ignored. A malformed query or a repeated `userIdType` is ISR_10000.
+/// The `userIdType` of the query; other parameters (`$expand`, `retrieveBillPayCredentials`,
+/// which must be `true` or `false`) are accepted and ignored. A `userIdType` that is present but empty, or repeated, is
+/// ISR_10000 naming it (an empty value is not the default: the caller meant to say something);
+/// any other malformed query is ISR_10000 naming the query.
 fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
     let Some(query) = query else {
         return Ok(None);
     };
-    let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadRequest)?;
+    let mut named = 0;
+    for segment in query.split('&') {
+        let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
+        let name = super::form::percent_decode(name.as_bytes()).unwrap_or_default();
+        if name == b"userIdType" {
+            named += 1;
+            if value.is_empty() || named > 1 {
+                return Err(LookupError::BadUserIdType);
+            }
+        }
+        // A boolean (Candescent's document): present but empty is not `false`.
+        if name == b"retrieveBillPayCredentials" && value.is_empty() {
+            return Err(LookupError::BadQuery);
+        }
+    }
+    let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
+    // Ignored, but Candescent documents it as a boolean, so anything else is malformed.
+    if params.get("retrieveBillPayCredentials").is_some_and(|v| v != "true" && v != "false") {
+        return Err(LookupError::BadQuery);
+    }
     Ok(params.get("userIdType").map(str::to_owned))
 }
 
 async fn get_institution_user(
     State(app): State<Arc<App>>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -169,7 +203,8 @@ async fn get_institution_user(
     let call = LookupCall {
         bearer: wire::bearer_token(header_values(&headers, &header::AUTHORIZATION)).map(str::to_owned),
         institution: Institution::parse(header_values(&headers, &INSTITUTION_ID)),
-        id,
+        // A path that does not decode to UTF-8 names no user.
+        id: id.map(|Path(id)| id).map_err(|_| LookupError::BadUserId),
         user_id_type: user_id_type(query.as_deref()),
     };
     match users::lookup(&app, &call) {
@@ -178,6 +213,9 @@ async fn get_institution_user(
             finish(&mut response, &transaction_id);
             response
         }
-        Err(error) => lookup_error(error, &transaction_id),
+        Err(error) => {
+            let credential_sent = !matches!(header_values(&headers, &header::AUTHORIZATION), HeaderValues::Absent);
+            lookup_error(error, &transaction_id, credential_sent)
+        }
     }
 }

@@ -76,7 +76,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
-            super::signin::check_user(app, institution, login_id, password, &transaction_id).await?;
+            super::signin::check_user(app, &client.id, institution, login_id, password, &transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
         GrantType::RefreshToken => {

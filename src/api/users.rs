@@ -1,7 +1,8 @@
 //! The institution-user lookup (SPEC 3.5), shared by REST and gRPC. The checks run in this
 //! order: bearer token (ISR_11001), scope (ISR_11003), `institutionId` (ISR_10000 malformed,
-//! ISR_11003 another institution), `userIdType` (ISR_10000), then the lookup inside the
-//! token's institution (ISR_10001). A token bound to a user (password grant) may look up only
+//! ISR_11003 another institution), the query and `userIdType` (ISR_10000), the path id
+//! (ISR_10000 when no user can have it), then the lookup inside the token's institution
+//! (ISR_10001). Each ISR_10000 message names the faulty parameter. A token bound to a user (password grant) may look up only
 //! that user: any other id is ISR_11003 whether or not it exists, so such a token cannot
 //! enumerate the institution's users.
 
@@ -22,7 +23,9 @@ pub struct LookupCall {
     /// The bearer token, if the `authorization` header was `Bearer <token>`.
     pub bearer: Option<String>,
     pub institution: Institution,
-    pub id: String,
+    /// The path id, or the error of one that could not be decoded, reported after the token
+    /// checks.
+    pub id: Result<String, LookupError>,
     /// The `userIdType` parameter (`None` when absent), or the error of a malformed query,
     /// reported after the token checks.
     pub user_id_type: Result<Option<String>, LookupError>,
@@ -51,7 +54,7 @@ impl UserIdType {
             "HOST_USER_ID" => Ok(Self::HostUserId),
             "USER_ID" => Ok(Self::UserId),
             "LEGACY_USER_GUID" => Ok(Self::LegacyUserGuid),
-            _ => Err(LookupError::BadRequest),
+            _ => Err(LookupError::BadUserIdType),
         }
     }
 }
@@ -93,12 +96,17 @@ pub fn lookup(app: &App, call: &LookupCall) -> Result<InstitutionUserView, Looku
     }
     let institution_id = &*token.grant.institution_id;
     match &call.institution {
-        Institution::Invalid => return Err(LookupError::BadRequest),
+        Institution::Invalid => return Err(LookupError::BadInstitution),
         Institution::Valid(named) if named != institution_id => return Err(LookupError::Forbidden),
         _ => {}
     }
     let id_type = UserIdType::parse(call.user_id_type.clone()?.as_deref())?;
-    let found = find(&state, institution_id, id_type, &call.id);
+    let id = call.id.as_deref().map_err(|e| *e)?;
+    // No user can have such an id; a control character is a malformed request, not a miss.
+    if !is_valid_identifier(id) {
+        return Err(LookupError::BadUserId);
+    }
+    let found = find(&state, institution_id, id_type, id);
     if let Some(bound) = &token.grant.user {
         let is_self = found.is_some_and(|u| u.identity.login_id == bound.login_id);
         if !is_self {
@@ -110,9 +118,6 @@ pub fn lookup(app: &App, call: &LookupCall) -> Result<InstitutionUserView, Looku
 }
 
 fn find<'s>(state: &'s State, institution_id: &str, id_type: UserIdType, id: &str) -> Option<&'s User> {
-    if !is_valid_identifier(id) {
-        return None;
-    }
     let user = match id_type {
         UserIdType::InstitutionUserId | UserIdType::UserId => state.user_by_institution_user_id(institution_id, id),
         UserIdType::LoginId => state.user(institution_id, id),

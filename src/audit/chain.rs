@@ -29,6 +29,30 @@ impl ChainWalker {
         self.head = ChainHead { seq, hash: opened.hash, recorded_at_ms: opened.envelope.recorded_at_ms };
         Ok(())
     }
+
+    /// Takes an event whose envelope was withheld (it carries a credential digest): checks
+    /// that it comes right after the previous one and links to its hash, and adopts the hash
+    /// it claims, which the next envelope's `prev_hash` then confirms. Its content is not
+    /// checked.
+    pub fn push_withheld(
+        &mut self,
+        seq: u64,
+        prev_hash: &[u8],
+        hash: &[u8],
+        recorded_at_ms: i64,
+    ) -> Result<(), ChainError> {
+        let expected = self.head.seq + 1;
+        if seq != expected {
+            return Err(ChainError::Gap { seq, expected });
+        }
+        let hash: [u8; 32] =
+            hash.try_into().map_err(|_| ChainError::Undecodable { seq, reason: "hash is not 32 bytes".into() })?;
+        if prev_hash != self.head.hash {
+            return Err(ChainError::BrokenLink { seq });
+        }
+        self.head = ChainHead { seq, hash, recorded_at_ms };
+        Ok(())
+    }
 }
 
 /// The first event that cannot be trusted. For a dropped event that is the missing seq (the

@@ -472,6 +472,9 @@ struct PrefixCheck {
     /// The chain hash found at the checkpoint's seq, if the chain reached it intact.
     hash_at_seq: Option<[u8; 32]>,
     events_checked: u64,
+    /// Events whose envelopes the server withheld (they carry credential digests): their
+    /// place and links were checked, not their content.
+    events_linked_only: u64,
     problem: Option<String>,
 }
 
@@ -494,18 +497,21 @@ fn check_offline(data_dir: &std::path::Path, seq: u64, hash: [u8; 32]) -> Result
         ledger_id,
         hash_at_seq: reached.then_some(report.head.hash),
         events_checked: report.events_checked,
+        events_linked_only: 0,
         problem: report.problem.map(|p| format!("event {}: {p}", chain::first_bad_seq(&p))),
     })
 }
 
 /// Streams events 1..=seq with their stored envelopes and checks the chain here: the server
-/// is not trusted to compute anything.
+/// is not trusted to compute anything. Envelopes of events that carry credential digests are
+/// withheld by a server without `audit_raw_envelopes`; those are checked by their links.
 async fn check_online(remote: &RemoteArgs, seq: u64) -> Result<PrefixCheck, String> {
     let mut client = audit_client(remote).await?;
     let request = api::StreamEventsRequest { from_seq: 1, limit: seq, include_envelope: true, ..Default::default() };
     let mut stream = client.stream_events(request).await.map_err(|s| describe(&s))?.into_inner();
     let mut walker = ChainWalker::default();
-    let mut check = PrefixCheck { ledger_id: None, hash_at_seq: None, events_checked: 0, problem: None };
+    let mut check =
+        PrefixCheck { ledger_id: None, hash_at_seq: None, events_checked: 0, events_linked_only: 0, problem: None };
     loop {
         let event = match stream.message().await {
             Ok(Some(event)) => event,
@@ -515,7 +521,13 @@ async fn check_online(remote: &RemoteArgs, seq: u64) -> Result<PrefixCheck, Stri
                 break;
             }
         };
-        if let Err(error) = walker.push(event.seq, &event.envelope) {
+        let pushed = if event.envelope_withheld {
+            check.events_linked_only += 1;
+            walker.push_withheld(event.seq, &event.prev_hash, &event.hash, event.recorded_at_ms)
+        } else {
+            walker.push(event.seq, &event.envelope)
+        };
+        if let Err(error) = pushed {
             check.problem = Some(format!("event {}: {error}", chain::first_bad_seq(&error)));
             break;
         }
@@ -576,6 +588,7 @@ async fn verify_checkpoint(a: VerifyCheckpointArgs) -> Result<(), String> {
             "hash": hex(&body.hash),
             "key_pinned": pinned.is_some(),
             "events_checked": found.events_checked,
+            "events_linked_only": found.events_linked_only,
             "failures": failures,
         }))?;
     } else if ok {
@@ -588,6 +601,13 @@ async fn verify_checkpoint(a: VerifyCheckpointArgs) -> Result<(), String> {
         ))?;
         if pinned.is_none() {
             line("note: checked against the key in the document; pass --public-key to pin the key you trust")?;
+        }
+        if found.events_linked_only > 0 {
+            line(format!(
+                "note: {} events carry credential digests; the server withheld their envelopes, so their links were \
+                 checked but not their content (check with --offline, or against a server with audit_raw_envelopes)",
+                found.events_linked_only
+            ))?;
         }
     }
     if ok { Ok(()) } else { Err(format!("checkpoint verification FAILED: {}", failures.join("; "))) }

@@ -6,6 +6,7 @@
 
 pub mod codec;
 pub mod index;
+pub mod raft_log;
 pub mod reader;
 pub mod replay;
 pub mod store;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use prost::Message as _;
 
+pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
 pub use store::{Store, StoreError};

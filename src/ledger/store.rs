@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 
 use super::codec::Sealed;
+use super::raft_log::{RaftLog, RaftLogError};
 use super::reader::LedgerReader;
 use super::token_ids::TokenIdScheme;
 
@@ -115,6 +116,12 @@ impl Store {
 
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// The Raft log and vote of cluster mode, in this file's `raft_log` and `raft_meta` tables
+    /// (created on first use; a single-node ledger never has them).
+    pub fn raft_log(&self) -> Result<RaftLog, RaftLogError> {
+        RaftLog::open(self.db.clone())
     }
 
     /// A read-only view for audit queries. It does not keep the file open: once the store

@@ -1,6 +1,9 @@
 //! The front door: what happens to every request before and after its handler, for REST and
 //! gRPC alike. In order: a tracing span carrying the `transactionId` (so every log line of the
-//! request has it), the client-certificate rule of the admin services, a slot among
+//! request has it), the client-certificate rule of the admin services, the admin credential of
+//! those services (checked before their message is read, so an unauthenticated caller cannot
+//! make the server buffer one; only an authenticated `AdminService/Import` may send up to
+//! 16 MiB, everything else 256 KiB), a slot among
 //! `requests_in_flight_max`, the request timeout (a slow-drip body is answered 408 /
 //! DEADLINE_EXCEEDED), `Retry-After` for rate-limited answers, and the request metrics.
 
@@ -34,26 +37,49 @@ const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 pub struct ConnInfo {
     /// The peer presented a client certificate that the client CA verified at the handshake.
     pub client_certificate: bool,
+    /// The peer's address as the throttles key it (`api::throttle::peer_key`).
+    pub peer: Option<std::net::IpAddr>,
 }
+
+/// The routers behind the front door.
+pub struct Routers {
+    /// Every gRPC service, each decoding at most 256 KiB.
+    pub grpc: Router,
+    /// AdminService with the import limit, for `AdminService/Import` only.
+    pub grpc_import: Router,
+    pub rest: Router,
+}
+
+/// Response streams that need no credential; they end after `unauthenticated_stream_max`.
+const UNAUTHENTICATED_STREAMS: [&str; 3] = [
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// The one method allowed messages above 256 KiB.
+const IMPORT_PATH: &str = "/tokenledger.v1.AdminService/Import";
 
 /// Shared by every connection of a listener.
 pub struct Front {
     app: Arc<App>,
     grpc: Router,
+    grpc_import: Router,
     rest: Router,
     /// `requests_in_flight_max` slots, held from the handler's start to its response head.
-    in_flight: Semaphore,
+    in_flight: Arc<Semaphore>,
     request_timeout: Duration,
     /// A client CA is configured: admin services need a verified client certificate.
     client_certificates_required: bool,
 }
 
 impl Front {
-    pub fn new(app: Arc<App>, grpc: Router, rest: Router, client_certificates_required: bool) -> Self {
+    pub fn new(app: Arc<App>, routers: Routers, client_certificates_required: bool) -> Self {
         let limits = &app.config.limits;
-        let in_flight = Semaphore::new(limits.requests_in_flight_max as usize);
+        let in_flight = Arc::new(Semaphore::new(limits.requests_in_flight_max as usize));
         let request_timeout = limits.request_timeout;
-        Self { app, grpc, rest, in_flight, request_timeout, client_certificates_required }
+        let Routers { grpc, grpc_import, rest } = routers;
+        Self { app, grpc, grpc_import, rest, in_flight, request_timeout, client_certificates_required }
     }
 
     pub fn app_limits(&self) -> &super::limits::Limits {
@@ -76,6 +102,8 @@ impl Front {
         let metrics = &self.app.metrics;
         let endpoint = metrics.endpoint(if grpc { Transport::Grpc } else { Transport::Rest }, request.uri().path());
         let transaction_id = transaction_id(&mut request, grpc);
+        let lifetime = (grpc && UNAUTHENTICATED_STREAMS.contains(&request.uri().path()))
+            .then(|| Box::pin(tokio::time::sleep(self.app.config.limits.unauthenticated_stream_max)));
         let span = tracing::info_span!(
             "request",
             transactionId = transaction_id.as_deref(),
@@ -95,25 +123,36 @@ impl Front {
             metrics.request(endpoint, status, elapsed);
             None
         };
-        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end }))
+        let metrics = metrics.clone();
+        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end, lifetime, metrics }))
     }
 
     async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
-        if grpc
-            && self.client_certificates_required
-            && !conn.client_certificate
-            && is_admin_service(request.uri().path())
-        {
+        let admin_service = grpc && is_admin_service(request.uri().path());
+        if admin_service && self.client_certificates_required && !conn.client_certificate {
             self.app.metrics.client_certificate_refusals.increment(1);
             tracing::warn!("admin call refused: no verified client certificate");
             return tonic::Status::unauthenticated("a verified client certificate is required for this service")
                 .into_http();
         }
-        let router = if grpc { self.grpc.clone() } else { self.rest.clone() };
+        // Before the body is read: the handlers check it again (`api::grpc::admin_call`).
+        if admin_service
+            && !self.app.is_admin(wire::bearer_token(header_values(request.headers(), &header::AUTHORIZATION)))
+        {
+            self.app.metrics.admin_credential_refusals.increment(1);
+            return tonic::Status::unauthenticated("the admin credential (Bearer <admin.token>) is required")
+                .into_http();
+        }
+        let router = match (grpc, request.uri().path() == IMPORT_PATH) {
+            (true, true) => self.grpc_import.clone(),
+            (true, false) => self.grpc.clone(),
+            (false, _) => self.rest.clone(),
+        };
         let work = async {
-            // The semaphore is never closed, so acquiring only waits.
-            let _slot = self.in_flight.acquire().await.ok();
-            ratelimit::with_retry_after(router.oneshot(request)).await
+            // The semaphore is never closed, so acquiring only waits. The slot lives in the
+            // request's scope, so a handler may give it back early (`release_in_flight_slot`).
+            let slot = self.in_flight.clone().acquire_owned().await.ok();
+            ratelimit::request_scope(conn.peer, slot, router.oneshot(request)).await
         };
         match tokio::time::timeout(self.request_timeout, work).await {
             Ok((Ok(mut response), retry_after)) => {
@@ -197,6 +236,8 @@ fn timeout_response(grpc: bool) -> Response {
 pub struct Activity {
     opened: Instant,
     in_flight: AtomicUsize,
+    /// A request has begun on this connection.
+    begun: std::sync::atomic::AtomicBool,
     /// Milliseconds after `opened` of the last request start or end.
     last_ms: AtomicU64,
     metrics: Arc<Metrics>,
@@ -204,10 +245,17 @@ pub struct Activity {
 
 impl Activity {
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self { opened: Instant::now(), in_flight: AtomicUsize::new(0), last_ms: AtomicU64::new(0), metrics }
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            begun: std::sync::atomic::AtomicBool::new(false),
+            last_ms: AtomicU64::new(0),
+            metrics,
+        }
     }
 
     fn begin(self: &Arc<Self>) -> ActivityGuard {
+        self.begun.store(true, Ordering::Release);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         self.touch();
         self.metrics.requests_in_flight.increment(1.0);
@@ -216,6 +264,11 @@ impl Activity {
 
     fn touch(&self) {
         self.last_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// True once a request has begun on the connection.
+    pub fn has_begun(&self) -> bool {
+        self.begun.load(Ordering::Acquire)
     }
 
     /// When the connection became idle, or `None` while a request is open.
@@ -244,6 +297,26 @@ struct TrackedBody {
     inner: Body,
     _guard: ActivityGuard,
     grpc_end: Option<GrpcEnd>,
+    /// When an unauthenticated stream must end; `None` for everything else.
+    lifetime: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl TrackedBody {
+    /// Ends the stream in place of its body: UNAVAILABLE (retryable), so a health watcher
+    /// or a reflection client simply calls again on a connection of its own.
+    fn end_stream(&mut self) -> http_body::Frame<Bytes> {
+        self.inner = Body::empty();
+        self.lifetime = None;
+        self.metrics.stream_lifetime_ends.increment(1);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("14"));
+        trailers.insert("grpc-message", HeaderValue::from_static("stream lifetime limit reached; call again"));
+        if let Some(end) = &mut self.grpc_end {
+            end.record(14);
+        }
+        http_body::Frame::trailers(trailers)
+    }
 }
 
 /// A gRPC call waiting for its trailers to be counted.
@@ -279,6 +352,11 @@ impl http_body::Body for TrackedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
         let this = self.get_mut();
+        if let Some(lifetime) = &mut this.lifetime
+            && lifetime.as_mut().poll(cx).is_ready()
+        {
+            return Poll::Ready(Some(Ok(this.end_stream())));
+        }
         let mut poll = Pin::new(&mut this.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(end)) = (&mut poll, &mut this.grpc_end)
             && let Some(trailers) = frame.trailers_mut()
@@ -286,6 +364,10 @@ impl http_body::Body for TrackedBody {
             too_large_is_resource_exhausted(trailers);
             let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             end.record(code.unwrap_or(2));
+        }
+        // A stream that ended by itself needs no end of ours.
+        if matches!(&poll, Poll::Ready(None)) || matches!(&poll, Poll::Ready(Some(Ok(frame))) if frame.is_trailers()) {
+            this.lifetime = None;
         }
         poll
     }

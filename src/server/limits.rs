@@ -15,6 +15,8 @@ pub const HEADER_BYTES_MIN: usize = 8192;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an idle connection told to close may take to finish before it is dropped.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+/// How long a connection that missed its first-request deadline may take to close.
+pub const FIRST_REQUEST_CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// The resolved listener limits.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -22,6 +24,14 @@ pub struct Limits {
     /// Connections served at once; the accept loop waits for a free slot, so extra connections
     /// queue in the kernel's listen backlog instead of costing memory here.
     pub connections_max: u32,
+    /// Connections one peer (an IPv4 address, an IPv6 /64) may have open; more are closed as
+    /// soon as they are accepted. 0: no per-peer cap.
+    pub connections_per_peer_max: u32,
+    /// Time a new connection has to send its first request head; then it is closed.
+    pub first_request_timeout: Duration,
+    /// Longest life of a response stream that needs no credential (gRPC health `Watch`,
+    /// reflection); it then ends with UNAVAILABLE and the client calls again.
+    pub unauthenticated_stream_max: Duration,
     /// Requests handled at once over all connections; extra requests wait for a slot (bounded
     /// by `request_timeout`).
     pub requests_in_flight_max: u32,
@@ -44,6 +54,9 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             connections_max: 4096,
+            connections_per_peer_max: 512,
+            first_request_timeout: Duration::from_secs(10),
+            unauthenticated_stream_max: Duration::from_secs(300),
             requests_in_flight_max: 1024,
             http2_max_concurrent_streams: 128,
             request_timeout: Duration::from_secs(30),
@@ -76,6 +89,17 @@ impl Limits {
         };
         Ok(Limits {
             connections_max: positive(settings.connections_max, defaults.connections_max, "connections_max")?,
+            connections_per_peer_max: settings.connections_per_peer_max.unwrap_or(defaults.connections_per_peer_max),
+            first_request_timeout: secs(
+                settings.first_request_timeout_secs,
+                defaults.first_request_timeout,
+                "first_request_timeout_secs",
+            )?,
+            unauthenticated_stream_max: secs(
+                settings.unauthenticated_stream_max_secs,
+                defaults.unauthenticated_stream_max,
+                "unauthenticated_stream_max_secs",
+            )?,
             requests_in_flight_max: positive(
                 settings.requests_in_flight_max,
                 defaults.requests_in_flight_max,

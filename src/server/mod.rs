@@ -31,6 +31,9 @@ use crate::proto::token_service_server::TokenServiceServer;
 
 /// Largest gRPC message we decode (tonic's default of 4 MiB is far above any real request).
 pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
+/// Largest `AdminService/Import` message: bulk set-up. Only calls that carry the admin
+/// credential get this far (the front door checks it before the body is read).
+pub const IMPORT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The gRPC services we serve, for health status.
 const SERVICE_NAMES: [&str; 5] = [
@@ -68,7 +71,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     let grpc = tonic::service::Routes::new(
         TokenServiceServer::new(TokenGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
     )
-    .add_service(AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(16 * 1024 * 1024))
+    .add_service(
+        AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+    )
     .add_service(
         InstitutionUserServiceServer::new(InstitutionUserGrpc { app: app.clone() })
             .max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
@@ -80,13 +85,27 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     .add_service(reflection_v1alpha.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .prepare()
     .into_axum_router();
+    // The same AdminService with the import limit; the front door routes only Import here.
+    let grpc_import = tonic::service::Routes::new(
+        AdminServiceServer::new(AdminGrpc { app: app.clone() }).max_decoding_message_size(IMPORT_MESSAGE_BYTES_MAX),
+    )
+    .prepare()
+    .into_axum_router();
     let rest = crate::api::rest::router(app.clone());
     let tls = match &app.config.tls {
         Some(files) => Some(Arc::new(self::tls::Tls::load(files.clone()).map_err(std::io::Error::other)?)),
         None => None,
     };
     let client_certificates_required = tls.as_ref().is_some_and(|t| t.verifies_clients());
-    let front = Arc::new(front::Front::new(app.clone(), grpc, rest, client_certificates_required));
+    let metrics_server = match &app.config.metrics_listen {
+        Some(address) => Some(serve_metrics(app.clone(), address, draining.subscribe()).await?),
+        None => None,
+    };
+    let front = Arc::new(front::Front::new(
+        app.clone(),
+        front::Routers { grpc, grpc_import, rest },
+        client_certificates_required,
+    ));
     let reloader = tls.clone().map(|tls| tls.spawn_reloader(app.metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     let housekeeping_app = app.clone();
@@ -101,6 +120,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                 _ = tick.tick() => {
                     housekeeping_app.ledger.request_purge();
                     housekeeping_app.rate_limits.forget_idle();
+                    housekeeping_app.sign_in_failures.forget_full();
+                    let counts = crate::api::dummy::DummyDigests::sample(&housekeeping_app.state.read());
+                    housekeeping_app.dummy_passwords.refresh(counts).await;
                 }
                 _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
                 // A ledger that failed (I/O error, full disk) stays failed until a restart:
@@ -132,9 +154,36 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     if !connections.close(Duration::from_secs(app.config.shutdown_grace_secs)).await {
         tracing::warn!(grace_secs = app.config.shutdown_grace_secs, "in-flight requests did not finish in time");
     }
+    if let Some(metrics_server) = metrics_server {
+        let _ = tokio::time::timeout(Duration::from_secs(1), metrics_server).await;
+    }
     app.ledger.stop().await;
     tracing::info!("ledger closed");
     Ok(())
+}
+
+/// Binds `address` and serves `GET /metrics` there (and nothing else) until draining starts.
+/// The metrics then leave the API port, which answers 404 for them.
+async fn serve_metrics(
+    app: Arc<App>,
+    address: &str,
+    mut draining: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {address}: {e}")))?;
+    let bound = listener.local_addr()?;
+    let _ = app.metrics_addr.set(bound);
+    tracing::info!(metrics_listen = %bound, "serving /metrics on its own listener");
+    let router = crate::api::openapi::metrics_router(app);
+    Ok(tokio::spawn(async move {
+        let stop = async move {
+            let _ = draining.wait_for(|d| *d).await;
+        };
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop).await {
+            tracing::warn!(%error, "the metrics listener failed");
+        }
+    }))
 }
 
 /// Completes on SIGINT or SIGTERM. The handlers are installed when this is called (not when

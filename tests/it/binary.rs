@@ -28,6 +28,7 @@ impl Drop for Running {
 pub fn serve(dir: &Path, extra: &[&str]) -> Running {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--password-pbkdf2-iterations", "1000"])
+        .args(["--insecure-low-pbkdf2-iterations", "true"])
         .arg("--data-dir")
         .arg(dir)
         .args(extra)

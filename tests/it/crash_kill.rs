@@ -175,7 +175,7 @@ async fn worker(env: Arc<Env>, model: Arc<Mutex<Model>>, mut rng: Rng, stop: Arc
                 let mut m = model.lock().unwrap();
                 if m.live.remove(&victim) {
                     match answer {
-                        Ok((204, _)) => {
+                        Ok((200, _)) => {
                             m.dead.insert(victim);
                             m.acknowledged += 1;
                         }
@@ -196,7 +196,7 @@ async fn worker(env: Arc<Env>, model: Arc<Mutex<Model>>, mut rng: Rng, stop: Arc
                 let Some((refresh, members)) = picked else { continue };
                 let answer = env.post("/oauth2/v1/revoke", &env.app, false, &[("token", &refresh)]).await;
                 let mut m = model.lock().unwrap();
-                let acked = matches!(answer, Ok((204, _)));
+                let acked = matches!(answer, Ok((200, _)));
                 for token in members.into_iter().chain([refresh]) {
                     if m.live.remove(&token) {
                         if acked {

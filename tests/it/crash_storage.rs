@@ -23,17 +23,23 @@ struct Images {
     synced: Vec<Vec<u8>>,
 }
 
-/// Writes go to `live`; `sync_data` freezes a copy as the durable image.
+/// Writes go to `live`; `sync_data` freezes a copy as the durable image. Also used by the Raft
+/// log's crash test (`raft_log_crash.rs`).
 #[derive(Debug, Clone, Default)]
-struct FreezingBackend(Arc<Mutex<Images>>);
+pub(crate) struct FreezingBackend(Arc<Mutex<Images>>);
 
 impl FreezingBackend {
-    fn from_image(bytes: Vec<u8>) -> Self {
+    pub(crate) fn from_image(bytes: Vec<u8>) -> Self {
         Self(Arc::new(Mutex::new(Images { live: bytes, synced: Vec::new() })))
     }
 
-    fn syncs(&self) -> usize {
+    pub(crate) fn syncs(&self) -> usize {
         self.0.lock().unwrap().synced.len()
+    }
+
+    /// The images frozen so far, in sync order (the backend keeps none of them).
+    pub(crate) fn take_synced(&self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.0.lock().unwrap().synced)
     }
 }
 

@@ -196,6 +196,16 @@ async fn requests_beyond_the_in_flight_limit_wait_for_a_slot() {
 /// Sends `bytes` as the message of the unary gRPC method at `path` (any message type: the
 /// limit applies before decoding).
 async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) -> tonic::Status {
+    raw_grpc_call_as(server, path, bytes, None).await
+}
+
+/// [`raw_grpc_call`] with `authorization: Bearer <bearer>` when given.
+async fn raw_grpc_call_as(
+    server: &TestServer,
+    path: &'static str,
+    bytes: usize,
+    bearer: Option<&str>,
+) -> tonic::Status {
     let channel = server.channel().await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
@@ -203,7 +213,11 @@ async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) ->
     let message = api::CreateInstitutionRequest { institution_id: String::new(), name: "n".repeat(bytes) };
     let codec = tonic_prost::ProstCodec::<api::CreateInstitutionRequest, api::Institution>::default();
     let path = http::uri::PathAndQuery::from_static(path);
-    match grpc.unary(tonic::Request::new(message), path, codec).await {
+    let mut request = tonic::Request::new(message);
+    if let Some(bearer) = bearer {
+        request.metadata_mut().insert("authorization", format!("Bearer {bearer}").parse().unwrap());
+    }
+    match grpc.unary(request, path, codec).await {
         Ok(_) => tonic::Status::ok(""),
         Err(status) => status,
     }
@@ -213,6 +227,8 @@ async fn raw_grpc_call(server: &TestServer, path: &'static str, bytes: usize) ->
 async fn every_grpc_service_has_a_decoding_limit() {
     let server = TestServer::start().await;
     let over = 300 * 1024;
+    // The services of the admin credential are asked with it (without, they refuse first).
+    let admin = server.admin_token();
     for path in [
         "/tokenledger.v1.TokenService/CreateToken",
         "/tokenledger.v1.TokenService/IntrospectToken",
@@ -220,13 +236,134 @@ async fn every_grpc_service_has_a_decoding_limit() {
         "/tokenledger.v1.KeyService/RotateSigningKey",
         "/grpc.health.v1.Health/Check",
     ] {
-        let status = raw_grpc_call(&server, path, over).await;
+        let status = raw_grpc_call_as(&server, path, over, Some(&admin)).await;
         assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{path}: {status:?}");
     }
-    // AdminService takes bulk imports: 16 MiB.
-    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/CreateInstitution", over).await;
-    assert_ne!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
-    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/CreateInstitution", 17 * 1024 * 1024).await;
+    // AdminService too, for every method but Import.
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/CreateInstitution", over, Some(&admin)).await;
     assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Import takes bulk set-up: 16 MiB, for a caller with the admin credential.
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/Import", over, Some(&admin)).await;
+    assert_ne!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    let huge = 17 * 1024 * 1024;
+    let status = raw_grpc_call_as(&server, "/tokenledger.v1.AdminService/Import", huge, Some(&admin)).await;
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    // Without it, Import is refused before its message is read.
+    let status = raw_grpc_call(&server, "/tokenledger.v1.AdminService/Import", over).await;
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status:?}");
     healthy(&server).await;
+}
+
+/// Security review finding 7: AdminService decoded messages of up to 16 MiB before it checked
+/// the admin credential, so anyone could make the server buffer 16 MiB per request. The front
+/// door now checks the credential before the body is read: a call that announces a 15 MiB
+/// message and sends only its first 64 KiB is answered UNAUTHENTICATED at once (it used to
+/// wait for the rest of the message), for every service of the admin credential.
+#[tokio::test]
+async fn finding_7_admin_services_refuse_a_wrong_credential_before_reading_the_message() {
+    let server = TestServer::start().await;
+    let tcp = TcpStream::connect(server.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(connection);
+    for path in [
+        "/tokenledger.v1.AdminService/Import",
+        "/tokenledger.v1.AdminService/CreateInstitution",
+        "/tokenledger.v1.AuditService/StreamEvents",
+        "/tokenledger.v1.KeyService/RotateSigningKey",
+    ] {
+        h2 = h2.ready().await.unwrap();
+        let request = http::Request::post(format!("http://{}{path}", server.addr))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("authorization", "Bearer nope")
+            .body(())
+            .unwrap();
+        let (response, mut body) = h2.send_request(request, false).unwrap();
+        // A gRPC frame header announcing 15 MiB, then only the start of the message.
+        let mut start = vec![0u8];
+        start.extend_from_slice(&(15u32 * 1024 * 1024).to_be_bytes());
+        start.resize(64 * 1024, b'x');
+        body.send_data(start.into(), false).unwrap();
+        let response = tokio::time::timeout(Duration::from_secs(5), response)
+            .await
+            .unwrap_or_else(|_| panic!("{path}: no answer before the whole message was sent"))
+            .unwrap();
+        let status = response.headers().get("grpc-status").and_then(|v| v.to_str().ok());
+        assert_eq!(status, Some("16"), "{path}: {:?}", response.headers());
+    }
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tokenledger_admin_credential_refusals_total 4"), "{text}");
+    healthy(&server).await;
+}
+
+/// A TCP connection to the server from the loopback address `from` (127.0.0.0/8 all reach it).
+async fn connect_from(server: &TestServer, from: &str) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    socket.connect(server.addr).await.unwrap()
+}
+
+/// Security review finding 6 (slot exhaustion): one host could open every connection slot and
+/// lock everyone else out. With `connections_per_peer_max` a peer's connections beyond the cap
+/// are closed at once, and other peers are still served.
+#[tokio::test]
+async fn finding_6_a_peer_beyond_its_connection_cap_is_closed_and_others_are_served() {
+    let server = TestServer::start_with(|s| s.connections_per_peer_max = Some(2)).await;
+    let first = connect_from(&server, "127.0.0.1").await;
+    let second = connect_from(&server, "127.0.0.1").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut third = connect_from(&server, "127.0.0.1").await;
+    let _ = third.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await;
+    let (text, closed) = read_until_closed(&mut third, Duration::from_secs(5)).await;
+    assert!(closed && text.is_empty(), "the third connection of one peer was served: {text:?}");
+    let mut other = connect_from(&server, "127.0.0.2").await;
+    other.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (text, _) = read_until_closed(&mut other, Duration::from_secs(5)).await;
+    assert_eq!(status_line(&text), "HTTP/1.1 200 OK");
+    drop((first, second));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = server.http.get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("tokenledger_connections_refused_per_peer_total 1"), "{text}");
+}
+
+/// Security review finding 6 (pinning): a connection that sends nothing held its slot for the
+/// idle timeout (120 s). A new connection now has `first_request_timeout_secs` to begin its
+/// first request; one that did is kept as before.
+#[tokio::test]
+async fn finding_6_a_connection_without_a_first_request_is_closed_after_the_deadline() {
+    let server = TestServer::start_with(|s| s.first_request_timeout_secs = Some(1)).await;
+    let mut silent = TcpStream::connect(server.addr).await.unwrap();
+    let mut half = TcpStream::connect(server.addr).await.unwrap();
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut used = TcpStream::connect(server.addr).await.unwrap();
+    used.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    for (name, stream) in [("silent", &mut silent), ("half a head", &mut half)] {
+        let (_, closed) = read_until_closed(stream, Duration::from_secs(5)).await;
+        assert!(closed, "the {name} connection was not closed");
+    }
+    // The connection that made a request is still open well after the deadline.
+    let (text, closed) = read_until_closed(&mut used, Duration::from_millis(500)).await;
+    assert!(!closed && status_line(&text) == "HTTP/1.1 200 OK", "{text}");
+    used.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let (text, _) = read_until_closed(&mut used, Duration::from_secs(5)).await;
+    assert!(text.contains("HTTP/1.1 200 OK"), "{text}");
+}
+
+/// Security review finding 6 (streams): an open gRPC health `Watch` (or reflection) stream
+/// needs no credential and kept its connection busy for ever. It now ends after
+/// `unauthenticated_stream_max_secs` with UNAVAILABLE, and the client may call again.
+#[tokio::test]
+async fn finding_6_an_unauthenticated_health_watch_ends_after_its_lifetime() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let server = TestServer::start_with(|s| s.unauthenticated_stream_max_secs = Some(1)).await;
+    let mut health = HealthClient::new(server.channel().await);
+    let mut watch = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert!(watch.message().await.unwrap().is_some(), "the first status");
+    let ended = tokio::time::timeout(Duration::from_secs(5), watch.message()).await.expect("the watch never ended");
+    let status = ended.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    // Calling again works.
+    let mut again = health.watch(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+    assert!(again.message().await.unwrap().is_some());
 }

@@ -17,6 +17,7 @@ use crate::harness::*;
 fn serve_logged(dir: &std::path::Path) -> (Running, Arc<Mutex<Vec<serde_json::Value>>>) {
     let mut child = Command::new(BIN)
         .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--password-pbkdf2-iterations", "1000"])
+        .args(["--insecure-low-pbkdf2-iterations", "true"])
         .args(["--log-level", "info,tokenledger=debug", "--lockout-failures", "1", "--demo"])
         .arg("--data-dir")
         .arg(dir)

@@ -57,14 +57,28 @@ async fn get(server: &TestServer, path: &str, bearer: Option<&str>, headers: &[(
     Reply::from(request.send().await.unwrap()).await
 }
 
+/// Candescent's `code` and `message`, plus the RFC `error` fields of every SPEC 3 error.
 #[track_caller]
 fn assert_isr(reply: &Reply, status: u16, code: &str) {
     assert_eq!(reply.status, status, "{}", reply.text);
     let body = reply.json();
     assert_eq!(body["code"], code, "{}", reply.text);
     assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-    assert_eq!(body.as_object().map(|o| o.len()), Some(2), "exactly code and message: {}", reply.text);
+    assert!(body["error"].as_str().is_some_and(|m| !m.is_empty()), "{}", reply.text);
+    assert_eq!(body["error_description"], body["message"], "{}", reply.text);
+    assert_eq!(body.as_object().map(|o| o.len()), Some(4), "code, message, error, error_description: {}", reply.text);
 }
+
+/// An ISR_10000 whose message names the faulty parameter.
+#[track_caller]
+fn assert_bad_request(reply: &Reply, message: &str) {
+    assert_isr(reply, 400, "ISR_10000");
+    assert_eq!(reply.json()["message"], message, "{}", reply.text);
+    assert_eq!(reply.json()["error"], "invalid_request");
+}
+
+const BAD_USER_ID_TYPE: &str = "Query param userIdType is invalid";
+const BAD_USER_ID: &str = "Path param institutionUserId is invalid";
 
 #[tokio::test]
 async fn the_business_recipe_login_id_then_member_number_then_customer_id() {
@@ -141,8 +155,12 @@ async fn lookup_errors_use_the_isr_codes() {
     let headers = [("transactionId", tx.as_str())];
     let no_token = get(&server, path, None, &headers).await;
     assert_isr(&no_token, 401, "ISR_11001");
-    assert!(no_token.header("www-authenticate").is_some_and(|v| v.starts_with("Bearer")));
-    assert_isr(&get(&server, path, Some("tla_garbage"), &headers).await, 401, "ISR_11001");
+    assert_eq!(no_token.header("www-authenticate"), Some("Bearer realm=\"tokenledger\""), "RFC 6750 3.1");
+    let garbage = get(&server, path, Some("tla_garbage"), &headers).await;
+    assert_isr(&garbage, 401, "ISR_11001");
+    // RFC 6750: the body's error matches the challenge's.
+    assert_eq!(garbage.json()["error"], "invalid_token");
+    assert!(garbage.header("www-authenticate").is_some_and(|v| v.contains("error=\"invalid_token\"")));
     // A refresh token is not a bearer token.
     let issued = server.token(&f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.json();
     let refresh = issued["refresh_token"].as_str().unwrap();
@@ -153,16 +171,19 @@ async fn lookup_errors_use_the_isr_codes() {
     assert_isr(&get(&server, path, Some(&revoked), &headers).await, 401, "ISR_11001");
     // Without the scope.
     let unscoped = server.token(&f.service, "grant_type=client_credentials").await.access_token();
-    assert_isr(&get(&server, path, Some(&unscoped), &headers).await, 403, "ISR_11003");
+    let forbidden = get(&server, path, Some(&unscoped), &headers).await;
+    assert_isr(&forbidden, 403, "ISR_11003");
+    assert_eq!(forbidden.json()["error"], "insufficient_scope");
     // The token's institution scopes the lookup.
     let other = [("transactionId", tx.as_str()), ("institutionId", OTHER_INSTITUTION)];
     assert_isr(&get(&server, path, Some(&token), &other).await, 403, "ISR_11003");
     let malformed = [("transactionId", tx.as_str()), ("institutionId", "12a")];
-    assert_isr(&get(&server, path, Some(&token), &malformed).await, 400, "ISR_10000");
+    let reply = get(&server, path, Some(&token), &malformed).await;
+    assert_bad_request(&reply, "InstitutionId is invalid or its incorrectly configured");
     let same = [("transactionId", tx.as_str()), ("institutionId", INSTITUTION)];
     assert_eq!(get(&server, path, Some(&token), &same).await.status, 200);
     let bad_type = "/db-users/v1/institution-users/acme.admin?userIdType=EMAIL";
-    assert_isr(&get(&server, bad_type, Some(&token), &headers).await, 400, "ISR_10000");
+    assert_bad_request(&get(&server, bad_type, Some(&token), &headers).await, BAD_USER_ID_TYPE);
     let missing = get(&server, "/v1/institution-users/nobody?userIdType=LOGIN_ID", Some(&token), &headers).await;
     assert_isr(&missing, 404, "ISR_10001");
     assert_eq!(missing.json()["message"], "InstitutionUser not found");
@@ -172,6 +193,52 @@ async fn lookup_errors_use_the_isr_codes() {
     assert_isr(&elsewhere, 404, "ISR_10001");
     // The common rule: transactionId is required.
     get(&server, path, Some(&token), &[]).await.assert_error(400, "CMN_90008");
+}
+
+/// Each malformed parameter is a 400 naming it, checked after the token (so an anonymous
+/// caller learns nothing) and before the lookup (so it is never a 404 or 403).
+#[tokio::test]
+async fn malformed_lookup_parameters_are_400s_that_name_the_parameter() {
+    let (server, _, finder) = business().await;
+    let token = server.token(&finder, "grant_type=client_credentials").await.access_token();
+    let tx = txid();
+    let headers = [("transactionId", tx.as_str())];
+    for base in ["/db-users/v1/institution-users/acme.admin", "/v1/institution-users/acme.admin"] {
+        for query in ["?userIdType=", "?userIdType", "?userIdType=LOGIN_ID&userIdType=LOGIN_ID", "?userIdType=%20"] {
+            let path = format!("{base}{query}");
+            assert_bad_request(&get(&server, &path, Some(&token), &headers).await, BAD_USER_ID_TYPE);
+        }
+        for query in
+            ["$expand=%zz", "retrieveBillPayCredentials=AAA", "retrieveBillPayCredentials=", "$expand=caf%C3%A9"]
+        {
+            let path = format!("{base}?userIdType=LOGIN_ID&{query}");
+            assert_bad_request(&get(&server, &path, Some(&token), &headers).await, "Query is invalid");
+        }
+        let path = format!("{base}?userIdType=LOGIN_ID&retrieveBillPayCredentials=true&$expand=subUsers");
+        assert_eq!(get(&server, &path, Some(&token), &headers).await.status, 200);
+    }
+    for id in ["acme%01admin", "%7F", "acme%FFadmin", "caf%C3%A9", "two%20words", &"x".repeat(300)] {
+        for query in ["", "?userIdType=LOGIN_ID"] {
+            let path = format!("/v1/institution-users/{id}{query}");
+            assert_bad_request(&get(&server, &path, Some(&token), &headers).await, BAD_USER_ID);
+        }
+        // Without a valid token the token is what is wrong.
+        let path = format!("/db-users/v1/institution-users/{id}?userIdType=LOGIN_ID");
+        assert_isr(&get(&server, &path, None, &headers).await, 401, "ISR_11001");
+    }
+    // A user-bound token, which gets ISR_11003 for any other user, gets the 400 too.
+    let app = server
+        .client(api::ClientSpec {
+            client_id: "bizapp".into(),
+            institution_ids: vec![INSTITUTION.into()],
+            grant_types: vec!["password".into()],
+            scopes: vec!["institution-users:read".into()],
+            ..Default::default()
+        })
+        .await;
+    let own = server.token(&app, "grant_type=password&username=acme.admin&password=acme+pass").await.access_token();
+    let reply = get(&server, "/v1/institution-users/acme%01admin?userIdType=LOGIN_ID", Some(&own), &headers).await;
+    assert_bad_request(&reply, BAD_USER_ID);
 }
 
 #[tokio::test]
@@ -227,6 +294,9 @@ async fn the_same_lookup_over_grpc() {
     }
     let status = client.get_institution_user(request("x", "NOPE", Some(&token))).await.unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
+    let status = client.get_institution_user(request("acme\u{1}admin", "LOGIN_ID", Some(&token))).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(status.message().contains("institutionUserId is invalid"), "{status:?}");
 }
 
 #[tokio::test]

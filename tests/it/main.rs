@@ -1,6 +1,7 @@
 //! Integration tests: the real server, started in-process on port 0 in a temp dir, driven
 //! through its front door with real HTTP and gRPC clients; a few tests run the real binary.
 
+mod abuse;
 mod audit;
 mod audit_cli;
 mod audit_history;
@@ -23,6 +24,7 @@ mod fuzz_regressions;
 mod grpc;
 mod harness;
 mod id_token;
+mod interop;
 mod introspect;
 mod kill_switch;
 mod limits;
@@ -31,10 +33,14 @@ mod lookup;
 mod metadata;
 mod openapi;
 mod ops_metrics;
+mod raft_log;
+mod raft_log_crash;
+mod raft_support;
 mod ratelimit;
 mod redeem;
 mod refresh;
 mod replay_property;
+mod rest_errors;
 mod revoke;
 mod signin;
 mod storage_faults;

@@ -5,8 +5,12 @@ use crate::authcode::*;
 use crate::harness::*;
 
 async fn metadata(server: &TestServer) -> serde_json::Value {
-    let response = server.http.get(server.url("/.well-known/oauth-authorization-server")).send().await.unwrap();
-    assert_eq!(response.status().as_u16(), 200);
+    document(server, "/.well-known/oauth-authorization-server").await
+}
+
+async fn document(server: &TestServer, path: &str) -> serde_json::Value {
+    let response = server.http.get(server.url(path)).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 200, "{path}");
     assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
     response.json().await.unwrap()
 }
@@ -138,4 +142,22 @@ async fn a_configured_issuer_is_used_byte_for_byte() {
     assert_eq!(meta["issuer"], "https://auth.bank.example");
     assert_eq!(meta["token_endpoint"], "https://auth.bank.example/oauth2/v1/token");
     assert_eq!(meta["jwks_uri"], "https://auth.bank.example/.well-known/jwks.json");
+}
+
+/// OIDC discovery (openid-client's default) finds the same document, with every member OIDC
+/// Discovery 1.0 section 3 requires of a provider issuing ID tokens, except the browser-facing
+/// `authorization_endpoint` that tokenledger does not have (advertised equals enforced).
+#[tokio::test]
+async fn openid_configuration_is_the_same_metadata() {
+    let server = TestServer::start_with(|s| s.issuer = Some("https://auth.bank.example".into())).await;
+    let oidc = document(&server, "/.well-known/openid-configuration").await;
+    assert_eq!(oidc, metadata(&server).await);
+    assert_eq!(oidc["issuer"], "https://auth.bank.example");
+    for member in
+        ["jwks_uri", "response_types_supported", "subject_types_supported", "id_token_signing_alg_values_supported"]
+    {
+        assert!(oidc.get(member).is_some_and(|v| !v.is_null()), "{member} missing: {oidc}");
+    }
+    assert_eq!(oidc["subject_types_supported"], serde_json::json!(["public"]));
+    assert!(oidc.get("authorization_endpoint").is_none());
 }

@@ -81,3 +81,60 @@ async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
     assert!(schemes.contains_key("basicAuth") && schemes.contains_key("bearerAuth"));
     assert_eq!(document["servers"][0]["url"], server.app.config.issuer);
 }
+
+/// Generated clients and contract testers (schemathesis) take the document at its word: a
+/// required form field must say it cannot be empty (an empty value counts as absent, so the
+/// server refuses it), and every string field must say it is printable ASCII (CMN_90017).
+#[tokio::test]
+async fn required_form_fields_declare_min_length_and_every_field_a_pattern() {
+    let server = TestServer::start().await;
+    let document: serde_json::Value =
+        server.http.get(server.url("/openapi.json")).send().await.unwrap().json().await.unwrap();
+    let schemas = &document["components"]["schemas"];
+    let resolve = |schema: &serde_json::Value| -> serde_json::Value {
+        match schema["$ref"].as_str() {
+            Some(reference) => schemas[reference.trim_start_matches("#/components/schemas/")].clone(),
+            None => schema.clone(),
+        }
+    };
+    let mut checked = 0;
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let Some(body) =
+                operation["requestBody"]["content"]["application/x-www-form-urlencoded"]["schema"].as_object()
+            else {
+                continue;
+            };
+            let body = resolve(&serde_json::Value::Object(body.clone()));
+            let objects: Vec<serde_json::Value> = match body["oneOf"].as_array() {
+                Some(branches) => branches.iter().map(resolve).collect(),
+                None => vec![body],
+            };
+            for object in objects {
+                let required: Vec<&str> =
+                    object["required"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+                for (name, field) in object["properties"].as_object().unwrap() {
+                    let at = format!("{method} {path} {name}");
+                    if field["not"] == serde_json::json!({}) {
+                        continue; // "must be absent" in this shape of the form
+                    }
+                    assert!(field["pattern"].is_string() || field["enum"].is_array(), "{at}: no pattern or enum");
+                    if required.contains(&name.as_str()) && !field["enum"].is_array() {
+                        assert!(
+                            field["minLength"].as_u64().is_some_and(|n| n >= 1),
+                            "{at}: required without minLength"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 20, "only {checked} fields found");
+    // The document's claim holds: an empty required value is refused.
+    let (server, f) = TestServer::seeded().await;
+    let reply = server.post_form("/oauth2/v1/revoke", Some(&f.app), &[("transactionId", &txid())], "token=").await;
+    reply.assert_error(400, "CMN_90011");
+    let reply = server.token(&f.app, "grant_type=password&username=&password=x").await;
+    reply.assert_error(400, "CMN_90013");
+}

@@ -96,3 +96,49 @@ async fn metrics_report_requests_latency_ledger_batches_and_tokens() {
     server.token(&f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await.access_token();
     assert_eq!(sample(&scrape(&server).await, "tokenledger_password_hashes_total"), before + 1.0);
 }
+
+/// Security review finding 13 (metrics): `/metrics` discloses business telemetry on the public
+/// port. With `metrics_listen` it is served on its own listener (a private interface) and the
+/// API port answers 404 for it.
+#[tokio::test]
+async fn finding_13_metrics_can_move_to_their_own_listener() {
+    let server = TestServer::start_with(|s| s.metrics_listen = Some("127.0.0.1:0".into())).await;
+    let public = server.http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(public.status(), 404);
+    let addr = server.app.metrics_addr.get().expect("the metrics listener is bound");
+    let private = server.http.get(format!("http://{addr}/metrics")).send().await.unwrap();
+    assert_eq!(private.status(), 200);
+    assert!(private.text().await.unwrap().contains("tokenledger_requests_total"));
+    let other = server.http.get(format!("http://{addr}/oauth2/v1/token")).send().await.unwrap();
+    assert_eq!(other.status(), 404, "only /metrics is served there");
+    server.stop().await;
+}
+
+/// Security review finding 13 (PBKDF2 cost): any `password_pbkdf2_iterations` was accepted,
+/// 1 included. The real binary now refuses fewer than 100000 unless the test-only override is
+/// given.
+#[test]
+fn finding_13_a_low_pbkdf2_cost_is_refused_without_the_explicit_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(crate::binary::BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--password-pbkdf2-iterations", "1000", "--data-dir"])
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    if child.try_wait().unwrap().is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the server started with 1000 PBKDF2 iterations");
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("password_pbkdf2_iterations must be at least 100000"), "{stderr}");
+    assert!(!dir.path().join("ledger.redb").exists(), "refused before anything was created");
+}

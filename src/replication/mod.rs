@@ -1,0 +1,58 @@
+//! Cluster mode's replication engine: openraft, pinned `=0.9.25`, behind this one module so a
+//! later move to 0.10 touches nothing else. See DESIGN.md "Beyond one machine" and SPEC 8.
+//!
+//! One Raft entry is one group-commit batch of already decided, sealed events ([`RaftBatch`]);
+//! every node applies committed entries to its own ledger. The log and vote live in the ledger's
+//! redb file ([`crate::ledger::RaftLog`]); [`LogStore`] is openraft's view of them.
+//!
+//! **Invariant:** openraft types stop here. Outside `replication`, the log is the stored
+//! protobuf of `raft.proto`; [`codec`] converts both ways, and the network will send entries in
+//! that same versioned encoding.
+
+pub mod codec;
+pub mod log_store;
+
+use std::io::Cursor;
+
+pub use codec::CodecError;
+pub use log_store::LogStore;
+
+pub use crate::proto::ledger::RaftBatch;
+
+/// The only batch payload version this build applies (`RaftBatch.version`).
+pub const RAFT_BATCH_VERSION: u32 = 1;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for tokenledger.
+    pub TypeConfig:
+        D = RaftBatch,
+        R = Applied,
+        NodeId = NodeId,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+/// A node's id in the cluster (`--node-id`).
+pub type NodeId = u64;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Membership = openraft::Membership<NodeId, NodeInfo>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// What a membership records about a node, besides its id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeInfo {
+    /// Where the node's Raft listener is reached (`host:port`), for the network to connect to.
+    pub raft_addr: String,
+}
+
+/// What applying one entry answers to the proposer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Applied {
+    /// The seq of the ledger head after the entry was applied (unchanged by blank and
+    /// membership entries).
+    pub head_seq: u64,
+}
