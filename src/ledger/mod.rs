@@ -9,6 +9,7 @@ pub mod index;
 pub mod raft_log;
 pub mod reader;
 pub mod replay;
+pub mod snapshot;
 pub mod store;
 pub mod token_ids;
 pub mod writer;
