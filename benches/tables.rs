@@ -31,6 +31,7 @@ use tokenledger::domain::scope::ScopeList;
 use tokenledger::domain::state::UserIdentity;
 use tokenledger::domain::tables::{Issuance, NewToken, PurgeBudget, RequestAnswer, TablesConfig, TokenTables};
 use tokenledger::domain::{Recorded, State, apply};
+use tokenledger::ledger::snapshot::{SNAPSHOT_HEADER_LEN, SnapshotFile, write_snapshot};
 use tokenledger::proto::ledger::{
     ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, TokensIssued, UserCreated, UserType, event,
 };
@@ -534,6 +535,7 @@ fn snapshot(tables: &Arc<TokenTables>, world: &World, mix: &mut Mix) {
         }
     }
     drop(stream);
+    snapshot_file(tables, world, mix);
     // The same while the writer goes on at full speed on the other core.
     let done = AtomicBool::new(false);
     let during = std::thread::scope(|s| {
@@ -559,6 +561,86 @@ fn snapshot(tables: &Arc<TokenTables>, world: &World, mix: &mut Mix) {
         during.2.len(),
         latency_line(&during.2)
     );
+}
+
+/// The snapshot file (`ledger::snapshot`) in a temporary directory beside the data: written
+/// with its fsyncs and rename, loaded back (from the page cache: the file was just written),
+/// and written again while the writer inserts on the other core.
+fn snapshot_file(tables: &Arc<TokenTables>, world: &World, mix: &mut Mix) {
+    let dir = match tempfile::tempdir_in(std::env::var_os("TABLES_SNAPSHOT_DIR").unwrap_or_else(|| ".".into())) {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("snapshot file: no temporary directory: {e}");
+            return;
+        }
+    };
+    let tokens = tables.token_count() as f64;
+    let chain = |seq: u64| Some([(seq % 251) as u8; 32]);
+    let started = Instant::now();
+    let header = match write_snapshot(dir.path(), tables, chain) {
+        Ok(header) => header,
+        Err(e) => {
+            eprintln!("snapshot file: {e}");
+            return;
+        }
+    };
+    let write = started.elapsed();
+    let bytes = SNAPSHOT_HEADER_LEN as u64 + header.body_len;
+    println!(
+        "snapshot file (quiescent, fsync + rename): {:.0} MiB, {:.1} B per token on disk, written in {:.2} s ({:.0} MB/s), covers seq {}, replay from {}",
+        bytes as f64 / 1048576.0,
+        bytes as f64 / tokens,
+        write.as_secs_f64(),
+        bytes as f64 / 1e6 / write.as_secs_f64(),
+        header.ledger_seq,
+        header.replay_from_seq
+    );
+    for workers in [0, 1] {
+        let started = Instant::now();
+        let loaded = SnapshotFile::open(dir.path()).and_then(|file| file.load(*tables.config(), workers));
+        let load = started.elapsed();
+        match loaded {
+            Ok((loaded, info)) => {
+                let same =
+                    loaded.token_count() == tables.token_count() && loaded.family_count() == tables.family_count();
+                println!(
+                    "snapshot file load (checksums checked) with {} thread(s): {:.2} s ({:.1} M tokens/s), replay from seq {}, counts equal: {same}",
+                    workers + 1,
+                    load.as_secs_f64(),
+                    tokens / 1e6 / load.as_secs_f64(),
+                    info.replay_from_seq
+                );
+            }
+            Err(e) => println!("snapshot file load failed: {e}"),
+        }
+    }
+    let done = AtomicBool::new(false);
+    let (result, took, h) = std::thread::scope(|s| {
+        let writer = s.spawn(|| {
+            let mut h = histogram();
+            while !done.load(Ordering::Relaxed) {
+                let (took, _) = next_issue(tables, world, mix);
+                let _ = h.record((took.as_nanos() as u64).max(1));
+            }
+            h
+        });
+        let started = Instant::now();
+        let result = write_snapshot(dir.path(), tables, chain);
+        let took = started.elapsed();
+        done.store(true, Ordering::Relaxed);
+        (result, took, writer.join().unwrap_or_else(|_| histogram()))
+    });
+    match result {
+        Ok(header) => println!(
+            "snapshot file while the writer inserts on the other core: {:.2} s, covers seq {} (replay from {}), {} inserts meanwhile: {}",
+            took.as_secs_f64(),
+            header.ledger_seq,
+            header.replay_from_seq,
+            h.len(),
+            latency_line(&h)
+        ),
+        Err(e) => println!("snapshot file while the writer inserts failed: {e}"),
+    }
 }
 
 struct CountingSink(u64);
