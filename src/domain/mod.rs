@@ -16,6 +16,7 @@ pub mod ids;
 pub mod scope;
 pub mod signin;
 pub mod state;
+pub mod tables;
 pub mod validity;
 
 pub use apply::{Recorded, apply};

@@ -11,6 +11,7 @@ pub mod raft_log;
 pub mod reader;
 pub mod replay;
 pub mod replicated;
+pub mod snapshot;
 pub mod store;
 pub mod token_ids;
 pub mod writer;
