@@ -395,6 +395,9 @@ pub fn connection_service(
     tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         let front = front.clone();
         let activity = activity.clone();
-        async move { Ok::<_, Infallible>(front.handle(request, conn, &activity).await) }
+        // Boxed: the request's whole state machine (front door, routers, handler) is several
+        // KiB, and hyper moves the future it gets by value: into the task it spawns for each
+        // HTTP/2 stream, and through its task stages. A box makes those moves pointer copies.
+        Box::pin(async move { Ok::<_, Infallible>(front.handle(request, conn, &activity).await) })
     })
 }
