@@ -29,5 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_server(true)
         .extern_path(".tokenledger.ledger.v1", "crate::proto::ledger")
         .compile_fds(descriptors)?;
+    // The Raft traffic between cluster nodes: compiled on its own, so it stays out of the
+    // descriptor set that reflection publishes on the API listener.
+    let cluster_file = "proto/tokenledger/cluster/v1/raft_service.proto";
+    println!("cargo:rerun-if-changed={cluster_file}");
+    // (The imported stored formats come along; being extern, they generate nothing again.)
+    let cluster = protox::compile([cluster_file], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .extern_path(".tokenledger.ledger.v1", "crate::proto::ledger")
+        .compile_fds(cluster)?;
     Ok(())
 }

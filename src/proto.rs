@@ -10,3 +10,8 @@ pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "
 pub mod ledger {
     tonic::include_proto!("tokenledger.ledger.v1");
 }
+
+/// The Raft traffic between cluster nodes (served on the Raft listener only).
+pub mod cluster {
+    tonic::include_proto!("tokenledger.cluster.v1");
+}

@@ -11,6 +11,7 @@
 
 pub mod codec;
 pub mod log_store;
+pub mod network;
 
 use std::io::Cursor;
 

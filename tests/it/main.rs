@@ -35,6 +35,7 @@ mod openapi;
 mod ops_metrics;
 mod raft_log;
 mod raft_log_crash;
+mod raft_network;
 mod raft_support;
 mod ratelimit;
 mod redeem;

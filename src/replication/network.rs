@@ -1,0 +1,576 @@
+//! The Raft traffic between nodes: openraft's `RaftNetwork` over gRPC (tonic), and the
+//! `RaftService` that a node serves on its `--raft-listen` listener
+//! (`proto/tokenledger/cluster/v1/raft_service.proto`).
+//!
+//! Entries travel in their stored encoding ([`codec`]), so a follower stores exactly the bytes
+//! the leader sent. Every call carries proof that the sender holds the cluster's key files
+//! ([`ClusterCredential`]) and the node id it means to reach; a node refuses anything else, and
+//! says which of the two was wrong, since both are operator mistakes (a node started with other
+//! key files, an address reused by another node) that must be easy to tell apart in the logs.
+//!
+//! **Invariant:** a node never acts on a message it cannot decode exactly: an unknown wire
+//! version, a missing vote, an entry without payload are refused (`INVALID_ARGUMENT` or
+//! `FAILED_PRECONDITION`), never repaired.
+
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, SnapshotMismatch, Unreachable,
+};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use openraft::{RaftNetwork, RaftNetworkFactory, SnapshotMeta, SnapshotSegmentId, StoredMembership};
+use ring::{digest, hmac};
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{Request, Response, Status};
+
+use super::codec::{self, CodecError};
+use super::{NodeId, NodeInfo, TypeConfig};
+use crate::proto::cluster as wire;
+use crate::proto::cluster::raft_service_client::RaftServiceClient;
+use crate::proto::cluster::raft_service_server::{RaftService, RaftServiceServer};
+
+/// The wire rules this build follows (`version` of every request).
+pub const WIRE_VERSION: u32 = 1;
+
+/// The largest message a node sends or accepts: one replication batch is bounded by
+/// [`super::log_store::ENTRIES_READ_BYTES_MAX`] and a snapshot chunk by openraft's
+/// `snapshot_max_chunk_size`; this leaves room for both with their framing.
+pub const MESSAGE_BYTES_MAX: usize = 32 << 20;
+
+const AUTH_HEADER: &str = "tokenledger-cluster-auth";
+const TARGET_HEADER: &str = "tokenledger-target-node";
+const CREDENTIAL_CONTEXT: &[u8] = b"tokenledger cluster raft rpc v1";
+
+/// Proof that a node holds the cluster's key files: an HMAC of a fixed context under the
+/// cluster's secret, sent with every Raft call. It reveals nothing about the secret, and its
+/// [`fingerprint`](Self::fingerprint) can be logged to tell two key sets apart.
+#[derive(Clone)]
+pub struct ClusterCredential {
+    token: [u8; 32],
+}
+
+impl ClusterCredential {
+    /// The credential of every node holding `secret` (the same key files on every node, SPEC 8).
+    pub fn derive(secret: &[u8]) -> Self {
+        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+        let tag = hmac::sign(&key, CREDENTIAL_CONTEXT);
+        let mut token = [0u8; 32];
+        token.copy_from_slice(tag.as_ref());
+        Self { token }
+    }
+
+    /// A short, loggable name of the key set (the first 8 bytes of a hash of the credential).
+    pub fn fingerprint(&self) -> String {
+        fingerprint_of(&hex(&self.token))
+    }
+
+    fn header_value(&self) -> AsciiMetadataValue {
+        // Hex is always a valid ASCII metadata value; the fallback is never taken.
+        AsciiMetadataValue::try_from(hex(&self.token)).unwrap_or_else(|_| AsciiMetadataValue::from_static(""))
+    }
+
+    fn accepts(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq as _;
+        let expected = hex(&self.token);
+        expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
+    }
+}
+
+impl std::fmt::Debug for ClusterCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterCredential").field("fingerprint", &self.fingerprint()).finish()
+    }
+}
+
+fn fingerprint_of(presented: &str) -> String {
+    let hash = digest::digest(&digest::SHA256, presented.as_bytes());
+    hex(hash.as_ref().get(..8).unwrap_or_default())
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
+        let _ = write!(out, "{byte:02x}");
+        out
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: openraft's network.
+
+/// openraft's network factory: one [`PeerClient`] per target, connecting lazily over HTTP/2
+/// (TLS with a client certificate when `tls` is set).
+#[derive(Clone)]
+pub struct Network {
+    credential: ClusterCredential,
+    tls: Option<ClientTlsConfig>,
+    connect_timeout: Duration,
+}
+
+impl Network {
+    pub fn new(credential: ClusterCredential, tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
+        Self { credential, tls, connect_timeout }
+    }
+
+    fn channel(&self, node: &NodeInfo) -> Result<Channel, String> {
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.raft_addr))
+            .map_err(|e| format!("raft address {:?} is not host:port: {e}", node.raft_addr))?
+            .connect_timeout(self.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_timeout(Duration::from_secs(5));
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| format!("raft address {:?}: TLS settings refused: {e}", node.raft_addr))?;
+        }
+        Ok(endpoint.connect_lazy())
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        let client = self.channel(node).map(|channel| {
+            RaftServiceClient::new(channel)
+                .max_decoding_message_size(MESSAGE_BYTES_MAX)
+                .max_encoding_message_size(MESSAGE_BYTES_MAX)
+        });
+        PeerClient {
+            target,
+            client,
+            auth: self.credential.header_value(),
+            target_header: AsciiMetadataValue::from(target),
+        }
+    }
+}
+
+/// The connection to one peer.
+pub struct PeerClient {
+    target: NodeId,
+    /// `Err`: the peer's address cannot be used; every call reports it as unreachable.
+    client: Result<RaftServiceClient<Channel>, String>,
+    auth: AsciiMetadataValue,
+    target_header: AsciiMetadataValue,
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
+
+impl PeerClient {
+    fn request<T>(&self, message: T, option: &RPCOption) -> Request<T> {
+        let mut request = Request::new(message);
+        request.set_timeout(option.hard_ttl());
+        let metadata = request.metadata_mut();
+        metadata.insert(AUTH_HEADER, self.auth.clone());
+        metadata.insert(TARGET_HEADER, self.target_header.clone());
+        request
+    }
+
+    fn client(&self) -> Result<RaftServiceClient<Channel>, &str> {
+        match &self.client {
+            Ok(client) => Ok(client.clone()),
+            Err(problem) => Err(problem),
+        }
+    }
+}
+
+/// A transport failure: the peer is down or refused us (Unreachable: openraft backs off), or the
+/// exchange broke in another way (Network: openraft retries soon).
+fn transport_error<E: std::error::Error>(target: NodeId, status: Status) -> RPCError<NodeId, NodeInfo, E> {
+    let problem =
+        std::io::Error::other(format!("raft call to node {target}: {:?}: {}", status.code(), status.message()));
+    match status.code() {
+        tonic::Code::Unavailable
+        | tonic::Code::Unauthenticated
+        | tonic::Code::PermissionDenied
+        | tonic::Code::FailedPrecondition => RPCError::Unreachable(Unreachable::new(&problem)),
+        _ => RPCError::Network(NetworkError::new(&problem)),
+    }
+}
+
+fn unusable_address<E: std::error::Error>(problem: &str) -> RPCError<NodeId, NodeInfo, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(problem.to_owned())))
+}
+
+fn answer_error<E: std::error::Error>(target: NodeId, problem: WireError) -> RPCError<NodeId, NodeInfo, E> {
+    let problem = std::io::Error::other(format!("raft answer of node {target}: {problem}"));
+    RPCError::Network(NetworkError::new(&problem))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        let mut client = self.client().map_err(unusable_address)?;
+        let message = wire::AppendEntriesRequest {
+            version: WIRE_VERSION,
+            vote: Some(codec::vote_to_stored(&rpc.vote)),
+            prev_log_id: rpc.prev_log_id.as_ref().map(codec::log_id_to_stored),
+            entries: rpc.entries.into_iter().map(codec::entry_to_stored).collect(),
+            leader_commit: rpc.leader_commit.as_ref().map(codec::log_id_to_stored),
+        };
+        let answer = client
+            .append_entries(self.request(message, &option))
+            .await
+            .map_err(|status| transport_error(self.target, status))?
+            .into_inner();
+        append_response_from_wire(answer).map_err(|e| answer_error(self.target, e))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        let mut client = self.client().map_err(unusable_address)?;
+        let message = wire::InstallSnapshotRequest {
+            version: WIRE_VERSION,
+            vote: Some(codec::vote_to_stored(&rpc.vote)),
+            meta: Some(snapshot_meta_to_wire(&rpc.meta)),
+            offset: rpc.offset,
+            data: rpc.data,
+            done: rpc.done,
+        };
+        let answer = client
+            .install_snapshot(self.request(message, &option))
+            .await
+            .map_err(|status| transport_error(self.target, status))?
+            .into_inner();
+        match answer.result {
+            Some(wire::install_snapshot_response::Result::Vote(vote)) => {
+                Ok(InstallSnapshotResponse { vote: codec::vote_from_stored(&vote) })
+            }
+            Some(wire::install_snapshot_response::Result::Mismatch(mismatch)) => {
+                let mismatch = SnapshotMismatch {
+                    expect: SnapshotSegmentId { id: mismatch.expected_snapshot_id, offset: mismatch.expected_offset },
+                    got: SnapshotSegmentId { id: mismatch.got_snapshot_id, offset: mismatch.got_offset },
+                };
+                Err(RPCError::RemoteError(RemoteError::new(
+                    self.target,
+                    RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch)),
+                )))
+            }
+            None => Err(answer_error(self.target, WireError::Missing("install_snapshot result"))),
+        }
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> Result<VoteResponse<NodeId>, RpcError> {
+        let mut client = self.client().map_err(unusable_address)?;
+        let message = wire::VoteRequest {
+            version: WIRE_VERSION,
+            vote: Some(codec::vote_to_stored(&rpc.vote)),
+            last_log_id: rpc.last_log_id.as_ref().map(codec::log_id_to_stored),
+        };
+        let answer = client
+            .vote(self.request(message, &option))
+            .await
+            .map_err(|status| transport_error(self.target, status))?
+            .into_inner();
+        let vote = answer.vote.ok_or(WireError::Missing("vote")).map_err(|e| answer_error(self.target, e))?;
+        Ok(VoteResponse {
+            vote: codec::vote_from_stored(&vote),
+            vote_granted: answer.vote_granted,
+            last_log_id: answer.last_log_id.as_ref().map(codec::log_id_from_stored),
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server side: the RaftService a node serves on its Raft listener.
+
+/// The Raft listener's service, handing every call to this node's Raft instance.
+pub struct RaftRpc {
+    raft: openraft::Raft<TypeConfig>,
+    node_id: NodeId,
+    credential: ClusterCredential,
+}
+
+impl RaftRpc {
+    /// The service for `raft`, the node `node_id`, refusing callers without `credential`.
+    pub fn service(
+        raft: openraft::Raft<TypeConfig>,
+        node_id: NodeId,
+        credential: ClusterCredential,
+    ) -> RaftServiceServer<RaftRpc> {
+        RaftServiceServer::new(RaftRpc { raft, node_id, credential })
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX)
+    }
+
+    /// Refuses a caller that lacks the cluster's credential or means another node.
+    fn admit(&self, metadata: &MetadataMap) -> Result<(), Status> {
+        let presented = metadata.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !self.credential.accepts(presented) {
+            return Err(Status::permission_denied(format!(
+                "refused by node {}: the caller's key files differ from this node's (caller key set {}, this node {}); \
+                 copy the cluster's key files into the node's data directory before its first start",
+                self.node_id,
+                if presented.is_empty() { "none".to_owned() } else { fingerprint_of(presented) },
+                self.credential.fingerprint(),
+            )));
+        }
+        let target = metadata.get(TARGET_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<NodeId>().ok());
+        if target != Some(self.node_id) {
+            return Err(Status::failed_precondition(format!(
+                "this is node {}, not node {}: the membership's address for that node reaches another node",
+                self.node_id,
+                target.map_or_else(|| "(none given)".to_owned(), |id| id.to_string()),
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn check_version(version: u32) -> Result<(), Status> {
+    if version == WIRE_VERSION {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "raft wire version {version} is not known to this node (it speaks {WIRE_VERSION}); upgrade it first"
+        )))
+    }
+}
+
+/// openraft's own failures (the node is shutting down or stopped on a storage error).
+fn fatal_status<E: std::fmt::Display>(error: RaftError<NodeId, E>) -> Status {
+    Status::unavailable(format!("raft on this node cannot answer: {error}"))
+}
+
+#[tonic::async_trait]
+impl RaftService for RaftRpc {
+    async fn append_entries(
+        &self,
+        request: Request<wire::AppendEntriesRequest>,
+    ) -> Result<Response<wire::AppendEntriesResponse>, Status> {
+        self.admit(request.metadata())?;
+        let message = request.into_inner();
+        check_version(message.version)?;
+        let rpc = append_request_from_wire(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let answer = self.raft.append_entries(rpc).await.map_err(fatal_status)?;
+        Ok(Response::new(append_response_to_wire(answer)))
+    }
+
+    async fn vote(&self, request: Request<wire::VoteRequest>) -> Result<Response<wire::VoteResponse>, Status> {
+        self.admit(request.metadata())?;
+        let message = request.into_inner();
+        check_version(message.version)?;
+        let vote = message.vote.ok_or_else(|| Status::invalid_argument("vote request without a vote"))?;
+        let rpc = VoteRequest {
+            vote: codec::vote_from_stored(&vote),
+            last_log_id: message.last_log_id.as_ref().map(codec::log_id_from_stored),
+        };
+        let answer = self.raft.vote(rpc).await.map_err(fatal_status)?;
+        Ok(Response::new(wire::VoteResponse {
+            vote: Some(codec::vote_to_stored(&answer.vote)),
+            vote_granted: answer.vote_granted,
+            last_log_id: answer.last_log_id.as_ref().map(codec::log_id_to_stored),
+        }))
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<wire::InstallSnapshotRequest>,
+    ) -> Result<Response<wire::InstallSnapshotResponse>, Status> {
+        self.admit(request.metadata())?;
+        let message = request.into_inner();
+        check_version(message.version)?;
+        let vote = message.vote.ok_or_else(|| Status::invalid_argument("snapshot chunk without a vote"))?;
+        let meta = message.meta.ok_or_else(|| Status::invalid_argument("snapshot chunk without its meta"))?;
+        let meta = snapshot_meta_from_wire(meta).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let rpc = InstallSnapshotRequest {
+            vote: codec::vote_from_stored(&vote),
+            meta,
+            offset: message.offset,
+            data: message.data,
+            done: message.done,
+        };
+        let result = match self.raft.install_snapshot(rpc).await {
+            Ok(answer) => wire::install_snapshot_response::Result::Vote(codec::vote_to_stored(&answer.vote)),
+            Err(RaftError::APIError(InstallSnapshotError::SnapshotMismatch(mismatch))) => {
+                wire::install_snapshot_response::Result::Mismatch(wire::SnapshotMismatch {
+                    expected_snapshot_id: mismatch.expect.id,
+                    expected_offset: mismatch.expect.offset,
+                    got_snapshot_id: mismatch.got.id,
+                    got_offset: mismatch.got.offset,
+                })
+            }
+            Err(error) => return Err(fatal_status(error)),
+        };
+        Ok(Response::new(wire::InstallSnapshotResponse { result: Some(result) }))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Conversions. Both directions are here, so a test can check that they are inverse.
+
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("{0} is missing")]
+    Missing(&'static str),
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+pub fn append_request_from_wire(
+    message: wire::AppendEntriesRequest,
+) -> Result<AppendEntriesRequest<TypeConfig>, WireError> {
+    let vote = message.vote.ok_or(WireError::Missing("append_entries vote"))?;
+    let entries = message.entries.into_iter().map(codec::entry_from_stored).collect::<Result<Vec<_>, _>>()?;
+    Ok(AppendEntriesRequest {
+        vote: codec::vote_from_stored(&vote),
+        prev_log_id: message.prev_log_id.as_ref().map(codec::log_id_from_stored),
+        entries,
+        leader_commit: message.leader_commit.as_ref().map(codec::log_id_from_stored),
+    })
+}
+
+pub fn append_response_to_wire(answer: AppendEntriesResponse<NodeId>) -> wire::AppendEntriesResponse {
+    use wire::append_entries_response::Result as Wire;
+    let result = match answer {
+        AppendEntriesResponse::Success => Wire::Success(wire::Accepted {}),
+        AppendEntriesResponse::PartialSuccess(matching) => {
+            Wire::PartialSuccess(wire::PartialSuccess { matching: matching.as_ref().map(codec::log_id_to_stored) })
+        }
+        AppendEntriesResponse::Conflict => Wire::Conflict(wire::Accepted {}),
+        AppendEntriesResponse::HigherVote(vote) => Wire::HigherVote(codec::vote_to_stored(&vote)),
+    };
+    wire::AppendEntriesResponse { result: Some(result) }
+}
+
+pub fn append_response_from_wire(
+    answer: wire::AppendEntriesResponse,
+) -> Result<AppendEntriesResponse<NodeId>, WireError> {
+    use wire::append_entries_response::Result as Wire;
+    Ok(match answer.result.ok_or(WireError::Missing("append_entries result"))? {
+        Wire::Success(_) => AppendEntriesResponse::Success,
+        Wire::PartialSuccess(partial) => {
+            AppendEntriesResponse::PartialSuccess(partial.matching.as_ref().map(codec::log_id_from_stored))
+        }
+        Wire::Conflict(_) => AppendEntriesResponse::Conflict,
+        Wire::HigherVote(vote) => AppendEntriesResponse::HigherVote(codec::vote_from_stored(&vote)),
+    })
+}
+
+pub fn snapshot_meta_to_wire(meta: &SnapshotMeta<NodeId, NodeInfo>) -> wire::SnapshotMeta {
+    wire::SnapshotMeta {
+        last_log_id: meta.last_log_id.as_ref().map(codec::log_id_to_stored),
+        membership_log_id: meta.last_membership.log_id().as_ref().map(codec::log_id_to_stored),
+        membership: Some(codec::membership_to_stored(meta.last_membership.membership())),
+        snapshot_id: meta.snapshot_id.clone(),
+    }
+}
+
+pub fn snapshot_meta_from_wire(meta: wire::SnapshotMeta) -> Result<SnapshotMeta<NodeId, NodeInfo>, WireError> {
+    let membership_log_id = meta.membership_log_id.as_ref().map(codec::log_id_from_stored);
+    let stored = meta.membership.ok_or(WireError::Missing("snapshot membership"))?;
+    let membership = codec::membership_from_stored(stored, membership_log_id.map_or(0, |id| id.index))?;
+    Ok(SnapshotMeta {
+        last_log_id: meta.last_log_id.as_ref().map(codec::log_id_from_stored),
+        last_membership: StoredMembership::new(membership_log_id, membership),
+        snapshot_id: meta.snapshot_id,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+    use crate::replication::{Entry, LogId, Membership, Vote};
+
+    fn log_id(term: u64, node: u64, index: u64) -> LogId {
+        LogId::new(CommittedLeaderId::new(term, node), index)
+    }
+
+    #[test]
+    fn append_requests_cross_the_wire_unchanged() {
+        let entries = vec![
+            Entry { log_id: log_id(2, 1, 5), payload: EntryPayload::Blank },
+            Entry {
+                log_id: log_id(2, 1, 6),
+                payload: EntryPayload::Normal(crate::proto::ledger::RaftBatch {
+                    version: 1,
+                    envelopes: vec![vec![1, 2, 3]],
+                }),
+            },
+        ];
+        for (prev, commit) in [(None, None), (Some(log_id(1, 3, 4)), Some(log_id(2, 1, 5)))] {
+            let rpc = AppendEntriesRequest::<TypeConfig> {
+                vote: Vote::new_committed(2, 1),
+                prev_log_id: prev,
+                entries: entries.clone(),
+                leader_commit: commit,
+            };
+            let message = wire::AppendEntriesRequest {
+                version: WIRE_VERSION,
+                vote: Some(codec::vote_to_stored(&rpc.vote)),
+                prev_log_id: rpc.prev_log_id.as_ref().map(codec::log_id_to_stored),
+                entries: rpc.entries.clone().into_iter().map(codec::entry_to_stored).collect(),
+                leader_commit: rpc.leader_commit.as_ref().map(codec::log_id_to_stored),
+            };
+            let back = append_request_from_wire(message).unwrap();
+            assert_eq!(
+                (back.vote, back.prev_log_id, back.entries, back.leader_commit),
+                (rpc.vote, prev, entries.clone(), commit)
+            );
+        }
+    }
+
+    #[test]
+    fn append_responses_cross_the_wire_unchanged() {
+        let answers = || {
+            [
+                AppendEntriesResponse::Success,
+                AppendEntriesResponse::PartialSuccess(None),
+                AppendEntriesResponse::PartialSuccess(Some(log_id(3, 2, 9))),
+                AppendEntriesResponse::Conflict,
+                AppendEntriesResponse::HigherVote(Vote::new(4, 3)),
+            ]
+        };
+        for (answer, expected) in answers().into_iter().zip(answers()) {
+            assert_eq!(append_response_from_wire(append_response_to_wire(answer)).unwrap(), expected);
+        }
+        assert!(append_response_from_wire(wire::AppendEntriesResponse { result: None }).is_err());
+    }
+
+    #[test]
+    fn snapshot_metas_cross_the_wire_unchanged() {
+        let node = |addr: &str| NodeInfo { raft_addr: addr.to_owned() };
+        let membership = Membership::new(
+            vec![BTreeSet::from([1, 2, 3])],
+            BTreeMap::from([(1, node("a:1")), (2, node("b:2")), (3, node("c:3")), (4, node("d:4"))]),
+        );
+        for (last, member_at) in [(None, None), (Some(log_id(5, 2, 100)), Some(log_id(4, 1, 7)))] {
+            let meta = SnapshotMeta {
+                last_log_id: last,
+                last_membership: StoredMembership::new(member_at, membership.clone()),
+                snapshot_id: "5-100-1".to_owned(),
+            };
+            assert_eq!(snapshot_meta_from_wire(snapshot_meta_to_wire(&meta)).unwrap(), meta);
+        }
+    }
+
+    #[test]
+    fn a_credential_accepts_only_itself() {
+        let ours = ClusterCredential::derive(b"the cluster's secret");
+        let theirs = ClusterCredential::derive(b"another cluster's secret");
+        assert!(ours.accepts(&hex(&ours.token)));
+        assert!(!ours.accepts(&hex(&theirs.token)));
+        assert!(!ours.accepts(""));
+        assert!(!ours.accepts(&hex(&ours.token)[..63]));
+        assert_ne!(ours.fingerprint(), theirs.fingerprint());
+        assert_eq!(ours.fingerprint(), ClusterCredential::derive(b"the cluster's secret").fingerprint());
+        assert_eq!(ours.fingerprint().len(), 16);
+    }
+}

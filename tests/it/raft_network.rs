@@ -1,0 +1,254 @@
+//! The Raft network over real gRPC on loopback: in-process nodes, each with its own redb ledger
+//! file and raft log store, electing, replicating, failing over, catching a learner up from a
+//! snapshot after the log was purged, and refusing callers with other key files or a wrong
+//! target. (The state machine is the test one of `raft_support`; the ledger's own comes with the
+//! cluster.)
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{Config, Raft, ServerState, SnapshotPolicy};
+use tokenledger::ledger::{self, Store};
+use tokenledger::proto::cluster::VoteRequest;
+use tokenledger::proto::cluster::raft_service_client::RaftServiceClient;
+use tokenledger::proto::ledger::{RaftBatch, RaftVote};
+use tokenledger::replication::network::{ClusterCredential, Network, RaftRpc, WIRE_VERSION};
+use tokenledger::replication::{LogStore, NodeId, NodeInfo, RAFT_BATCH_VERSION, TypeConfig};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use crate::raft_support::MemStateMachine;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn config(snapshot_every: u64) -> Arc<Config> {
+    let config = Config {
+        cluster_name: "test".into(),
+        heartbeat_interval: 50,
+        election_timeout_min: 300,
+        election_timeout_max: 600,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+        max_in_snapshot_log_to_keep: 0,
+        purge_batch_size: 1,
+        ..Config::default()
+    };
+    Arc::new(config.validate().unwrap())
+}
+
+struct TestNode {
+    id: NodeId,
+    raft: Raft<TypeConfig>,
+    machine: MemStateMachine,
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    _store: Store,
+}
+
+impl TestNode {
+    async fn start(id: NodeId, dir: &Path, credential: &ClusterCredential, config: Arc<Config>) -> TestNode {
+        let (store, _, _) = ledger::open(&dir.join(format!("node-{id}.redb")), 1_000, |_| {}).unwrap();
+        let log_store = LogStore::new(store.raft_log().unwrap());
+        let machine = MemStateMachine::default();
+        let network = Network::new(credential.clone(), None, Duration::from_millis(500));
+        let raft = Raft::new(id, config, network, log_store, machine.clone()).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let service = RaftRpc::service(raft.clone(), id, credential.clone());
+        let incoming = futures_util::stream::unfold(listener, |listener| async move {
+            let accepted = listener.accept().await.map(|(stream, _)| stream);
+            Some((accepted, listener))
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        TestNode { id, raft, machine, addr, stop: Some(stop), _store: store }
+    }
+
+    fn info(&self) -> NodeInfo {
+        NodeInfo { raft_addr: self.addr.to_string() }
+    }
+
+    /// Stops the node as a crash would look to its peers: its listener closes, its Raft stops.
+    async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.raft.shutdown().await.unwrap();
+    }
+}
+
+async fn leader_among(nodes: &[&TestNode]) -> NodeId {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        for node in nodes {
+            if node.raft.metrics().borrow().state == ServerState::Leader {
+                return node.id;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader elected within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn batch(envelopes: usize) -> RaftBatch {
+    RaftBatch { version: RAFT_BATCH_VERSION, envelopes: (0..envelopes).map(|i| vec![i as u8; 40]).collect() }
+}
+
+async fn applied_everywhere(nodes: &[&TestNode], head_seq: u64) {
+    for node in nodes {
+        node.raft
+            .wait(Some(WAIT))
+            .metrics(|_| node.machine.head_seq() == head_seq, format!("node {} applies up to {head_seq}", node.id))
+            .await
+            .unwrap_or_else(|e| panic!("node {} at {} instead of {head_seq}: {e}", node.id, node.machine.head_seq()));
+    }
+}
+
+/// Three voters elect a leader over the network, replicate batches to all, and after the leader
+/// stops the two others elect a new one and keep committing; the stopped node's writes are not
+/// lost (every batch acknowledged before is on the survivors).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_nodes_replicate_over_grpc_and_survive_losing_the_leader() {
+    let dir = tempfile::tempdir().unwrap();
+    let credential = ClusterCredential::derive(b"one cluster's key files");
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(TestNode::start(id, dir.path(), &credential, config(1_000)).await);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let mut acknowledged = 0u64;
+    for size in [1, 5, 64, 3] {
+        let node = nodes.iter().find(|n| n.id == leader).unwrap();
+        let written = node.raft.client_write(batch(size)).await.unwrap();
+        acknowledged += size as u64;
+        assert_eq!(written.data.head_seq, acknowledged, "the leader answers its own applied head");
+    }
+    applied_everywhere(&nodes.iter().collect::<Vec<_>>(), acknowledged).await;
+
+    let old = nodes.iter().position(|n| n.id == leader).unwrap();
+    nodes[old].stop().await;
+    let survivors: Vec<&TestNode> = nodes.iter().filter(|n| n.id != leader).collect();
+    let new_leader = leader_among(&survivors).await;
+    assert_ne!(new_leader, leader);
+    let node = survivors.iter().find(|n| n.id == new_leader).unwrap();
+    node.raft.client_write(batch(7)).await.unwrap();
+    acknowledged += 7;
+    applied_everywhere(&survivors, acknowledged).await;
+    for node in nodes.iter_mut() {
+        if node.id != leader {
+            node.stop().await;
+        }
+    }
+}
+
+/// A learner added after the leader snapshotted and purged its log cannot be sent the log: it
+/// is sent the snapshot over `InstallSnapshot`, then the entries after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_learner_catches_up_from_a_snapshot_after_the_log_was_purged() {
+    let dir = tempfile::tempdir().unwrap();
+    let credential = ClusterCredential::derive(b"one cluster's key files");
+    let mut leader = TestNode::start(1, dir.path(), &credential, config(5)).await;
+    leader.raft.initialize(BTreeMap::from([(1, leader.info())])).await.unwrap();
+    leader.raft.wait(Some(WAIT)).state(ServerState::Leader, "single voter leads").await.unwrap();
+    let mut acknowledged = 0;
+    for size in 1..=12 {
+        leader.raft.client_write(batch(size)).await.unwrap();
+        acknowledged += size as u64;
+    }
+    leader.raft.trigger().snapshot().await.unwrap();
+    let snapshot_at = leader
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some_and(|s| s.index >= 10), "a snapshot covers the writes")
+        .await
+        .unwrap()
+        .snapshot
+        .unwrap()
+        .index;
+    let purged = leader.raft.wait(Some(WAIT)).metrics(|m| m.purged.is_some(), "the log is purged").await.unwrap();
+    assert!(purged.purged.unwrap().index >= snapshot_at, "purged up to the snapshot");
+
+    let mut learner = TestNode::start(2, dir.path(), &credential, config(5)).await;
+    leader.raft.add_learner(2, learner.info(), true).await.unwrap();
+    applied_everywhere(&[&leader, &learner], acknowledged).await;
+    let metrics = learner
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.snapshot.is_some(), "the learner reports the installed snapshot")
+        .await
+        .unwrap();
+    assert!(metrics.snapshot.unwrap().index >= snapshot_at, "it installed the leader's snapshot: {metrics:?}");
+    assert!(metrics.purged.is_none() || metrics.purged <= metrics.snapshot, "{metrics:?}");
+
+    leader.raft.client_write(batch(4)).await.unwrap();
+    applied_everywhere(&[&leader, &learner], acknowledged + 4).await;
+    learner.stop().await;
+    leader.stop().await;
+}
+
+/// A caller without the cluster's credential (a node started with other key files) or meaning
+/// another node is refused with a message that says which, and a node with other keys never
+/// receives the cluster's entries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_with_other_key_files_or_the_wrong_target_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = ClusterCredential::derive(b"one cluster's key files");
+    let theirs = ClusterCredential::derive(b"another set of key files");
+    let mut node = TestNode::start(1, dir.path(), &ours, config(1_000)).await;
+
+    let mut client = RaftServiceClient::connect(format!("http://{}", node.addr)).await.unwrap();
+    let vote = || VoteRequest {
+        version: WIRE_VERSION,
+        vote: Some(RaftVote { term: 1, node_id: 9, committed: false }),
+        last_log_id: None,
+    };
+    let status = client.vote(vote()).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert!(status.message().contains("key files differ"), "{}", status.message());
+    assert!(status.message().contains(&ours.fingerprint()), "names this node's key set: {}", status.message());
+
+    // A node with other key files, added as a learner, gets nothing; the leader keeps serving.
+    node.raft.initialize(BTreeMap::from([(1, node.info())])).await.unwrap();
+    node.raft.wait(Some(WAIT)).state(ServerState::Leader, "single voter leads").await.unwrap();
+    let mut stranger = TestNode::start(2, dir.path(), &theirs, config(1_000)).await;
+    node.raft.add_learner(2, stranger.info(), false).await.unwrap();
+    node.raft.client_write(batch(3)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(stranger.machine.head_seq(), 0, "a node with other keys receives nothing");
+    assert_eq!(node.machine.head_seq(), 3);
+    stranger.stop().await;
+
+    // The right key files but an address that reaches another node (node 3 answers where the
+    // membership says node 4 is): refused as misaddressed, and node 3 takes nothing.
+    let mut other = TestNode::start(3, dir.path(), &ours, config(1_000)).await;
+    node.raft.add_learner(4, other.info(), false).await.unwrap();
+    node.raft.client_write(batch(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(other.machine.head_seq(), 0, "a node reached under another node's id takes nothing");
+    let replication = node.raft.metrics().borrow().replication.clone().unwrap_or_default();
+    assert_eq!(
+        replication.get(&4).copied().flatten(),
+        None,
+        "node 4 (really node 3) never acknowledged: {replication:?}"
+    );
+    other.stop().await;
+
+    let members: BTreeSet<NodeId> = BTreeSet::from([1]);
+    assert_eq!(
+        node.raft.metrics().borrow().membership_config.membership().voter_ids().collect::<BTreeSet<_>>(),
+        members
+    );
+    node.stop().await;
+}
