@@ -12,6 +12,7 @@
 pub mod codec;
 pub mod log_store;
 pub mod network;
+pub mod read_index;
 
 use std::io::Cursor;
 

@@ -12,6 +12,8 @@
 //! version, a missing vote, an entry without payload are refused (`INVALID_ARGUMENT` or
 //! `FAILED_PRECONDITION`), never repaired.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{
@@ -23,12 +25,14 @@ use openraft::raft::{
     VoteResponse,
 };
 use openraft::{RaftNetwork, RaftNetworkFactory, SnapshotMeta, SnapshotSegmentId, StoredMembership};
+use parking_lot::Mutex;
 use ring::{digest, hmac};
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
 use super::codec::{self, CodecError};
+use super::read_index::ReadIndex;
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::proto::cluster as wire;
 use crate::proto::cluster::raft_service_client::RaftServiceClient;
@@ -110,14 +114,44 @@ pub struct Network {
     credential: ClusterCredential,
     tls: Option<ClientTlsConfig>,
     connect_timeout: Duration,
+    /// One HTTP/2 connection per peer, shared by every client openraft makes (it makes a new
+    /// one for each leadership check) and by `ReadIndex` calls; replaced when the address in
+    /// the membership changes.
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
 }
 
 impl Network {
     pub fn new(credential: ClusterCredential, tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
-        Self { credential, tls, connect_timeout }
+        Self { credential, tls, connect_timeout, channels: Arc::default() }
     }
 
-    fn channel(&self, node: &NodeInfo) -> Result<Channel, String> {
+    /// Asks `leader` for the read index (see [`super::read_index`]); the call's deadline is the
+    /// caller's (it runs under a timeout).
+    pub async fn read_index(&self, leader: NodeId, node: &NodeInfo) -> Result<Option<super::LogId>, String> {
+        let mut client = RaftServiceClient::new(self.channel(leader, node)?);
+        let mut request = Request::new(wire::ReadIndexRequest { version: WIRE_VERSION });
+        request.metadata_mut().insert(AUTH_HEADER, self.credential.header_value());
+        request.metadata_mut().insert(TARGET_HEADER, AsciiMetadataValue::from(leader));
+        match client.read_index(request).await {
+            Ok(answer) => Ok(answer.into_inner().read_log_id.as_ref().map(codec::log_id_from_stored)),
+            Err(status) => Err(format!("node {leader}: {:?}: {}", status.code(), status.message())),
+        }
+    }
+
+    /// The connection to `target` at `node`'s address (made lazily, kept for reuse).
+    fn channel(&self, target: NodeId, node: &NodeInfo) -> Result<Channel, String> {
+        let mut channels = self.channels.lock();
+        if let Some((addr, channel)) = channels.get(&target)
+            && *addr == node.raft_addr
+        {
+            return Ok(channel.clone());
+        }
+        let channel = self.connect(node)?;
+        channels.insert(target, (node.raft_addr.clone(), channel.clone()));
+        Ok(channel)
+    }
+
+    fn connect(&self, node: &NodeInfo) -> Result<Channel, String> {
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         let mut endpoint = Endpoint::from_shared(format!("{scheme}://{}", node.raft_addr))
             .map_err(|e| format!("raft address {:?} is not host:port: {e}", node.raft_addr))?
@@ -138,7 +172,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let client = self.channel(node).map(|channel| {
+        let client = self.channel(target, node).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX)
@@ -292,16 +326,19 @@ pub struct RaftRpc {
     raft: openraft::Raft<TypeConfig>,
     node_id: NodeId,
     credential: ClusterCredential,
+    read_index: ReadIndex,
 }
 
 impl RaftRpc {
-    /// The service for `raft`, the node `node_id`, refusing callers without `credential`.
+    /// The service for `raft`, the node `node_id`, refusing callers without `credential`;
+    /// followers' `ReadIndex` calls join the rounds of `read_index` (this node's own).
     pub fn service(
         raft: openraft::Raft<TypeConfig>,
         node_id: NodeId,
         credential: ClusterCredential,
+        read_index: ReadIndex,
     ) -> RaftServiceServer<RaftRpc> {
-        RaftServiceServer::new(RaftRpc { raft, node_id, credential })
+        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index })
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
@@ -406,6 +443,32 @@ impl RaftService for RaftRpc {
             Err(error) => return Err(fatal_status(error)),
         };
         Ok(Response::new(wire::InstallSnapshotResponse { result: Some(result) }))
+    }
+
+    async fn read_index(
+        &self,
+        request: Request<wire::ReadIndexRequest>,
+    ) -> Result<Response<wire::ReadIndexResponse>, Status> {
+        self.admit(request.metadata())?;
+        check_version(request.into_inner().version)?;
+        let (state, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state, metrics.current_leader)
+        };
+        if state != openraft::ServerState::Leader {
+            let leader = leader.map_or_else(|| "none known".to_owned(), |id| format!("node {id}"));
+            return Err(Status::failed_precondition(format!(
+                "node {} is not the leader (leader: {leader})",
+                self.node_id
+            )));
+        }
+        match self.read_index.read_index().await {
+            Ok(read) => {
+                Ok(Response::new(wire::ReadIndexResponse { read_log_id: read.as_ref().map(codec::log_id_to_stored) }))
+            }
+            Err(error) => Err(Status::unavailable(format!("node {}: {error}", self.node_id))),
+        }
     }
 }
 

@@ -16,6 +16,7 @@ use tokenledger::proto::cluster::VoteRequest;
 use tokenledger::proto::cluster::raft_service_client::RaftServiceClient;
 use tokenledger::proto::ledger::{RaftBatch, RaftVote};
 use tokenledger::replication::network::{ClusterCredential, Network, RaftRpc, WIRE_VERSION};
+use tokenledger::replication::read_index::{ReadIndex, ReadIndexError};
 use tokenledger::replication::{LogStore, NodeId, NodeInfo, RAFT_BATCH_VERSION, TypeConfig};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -27,9 +28,9 @@ const WAIT: Duration = Duration::from_secs(20);
 fn config(snapshot_every: u64) -> Arc<Config> {
     let config = Config {
         cluster_name: "test".into(),
-        heartbeat_interval: 50,
-        election_timeout_min: 300,
-        election_timeout_max: 600,
+        heartbeat_interval: 100,
+        election_timeout_min: 500,
+        election_timeout_max: 1_000,
         snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
         max_in_snapshot_log_to_keep: 0,
         purge_batch_size: 1,
@@ -41,6 +42,7 @@ fn config(snapshot_every: u64) -> Arc<Config> {
 struct TestNode {
     id: NodeId,
     raft: Raft<TypeConfig>,
+    reads: ReadIndex,
     machine: MemStateMachine,
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
@@ -53,11 +55,12 @@ impl TestNode {
         let log_store = LogStore::new(store.raft_log().unwrap());
         let machine = MemStateMachine::default();
         let network = Network::new(credential.clone(), None, Duration::from_millis(500));
-        let raft = Raft::new(id, config, network, log_store, machine.clone()).await.unwrap();
+        let raft = Raft::new(id, config, network.clone(), log_store, machine.clone()).await.unwrap();
+        let reads = ReadIndex::new(raft.clone(), network, Duration::from_millis(1), Duration::from_secs(2));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
-        let service = RaftRpc::service(raft.clone(), id, credential.clone());
+        let service = RaftRpc::service(raft.clone(), id, credential.clone(), reads.clone());
         let incoming = futures_util::stream::unfold(listener, |listener| async move {
             let accepted = listener.accept().await.map(|(stream, _)| stream);
             Some((accepted, listener))
@@ -70,7 +73,7 @@ impl TestNode {
                 })
                 .await
         });
-        TestNode { id, raft, machine, addr, stop: Some(stop), _store: store }
+        TestNode { id, raft, reads, machine, addr, stop: Some(stop), _store: store }
     }
 
     fn info(&self) -> NodeInfo {
@@ -251,4 +254,103 @@ async fn nodes_with_other_key_files_or_the_wrong_target_are_refused() {
         members
     );
     node.stop().await;
+}
+
+async fn three_node_cluster(dir: &Path) -> (Vec<TestNode>, NodeId) {
+    let credential = ClusterCredential::derive(b"one cluster's key files");
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(TestNode::start(id, dir, &credential, config(1_000)).await);
+    }
+    let members: BTreeMap<NodeId, NodeInfo> = nodes.iter().map(|n| (n.id, n.info())).collect();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    for node in &nodes {
+        node.raft.wait(Some(WAIT)).current_leader(leader, "every node knows the leader").await.unwrap();
+    }
+    (nodes, leader)
+}
+
+/// SPEC 8: after a write is acknowledged, a read confirmed on any node (follower or leader)
+/// sees it: `confirm` returns only once the node has applied everything committed before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_confirmed_read_on_any_node_sees_every_acknowledged_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    let mut acknowledged = 0;
+    for round in 0..40 {
+        let writer = nodes.iter().find(|n| n.id == leader).unwrap();
+        writer.raft.client_write(batch(1 + round % 3)).await.unwrap();
+        acknowledged += (1 + round % 3) as u64;
+        for node in &nodes {
+            node.reads.confirm().await.unwrap();
+            assert!(
+                node.machine.head_seq() >= acknowledged,
+                "node {} confirmed a read at {} before applying the write that made {acknowledged}",
+                node.id,
+                node.machine.head_seq()
+            );
+        }
+    }
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}
+
+/// Concurrent reads share rounds: 300 reads at once on a follower cost a handful of calls to
+/// the leader, not 300, and all are confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reads_share_one_leader_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    nodes.iter().find(|n| n.id == leader).unwrap().raft.client_write(batch(2)).await.unwrap();
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    let before = follower.reads.stats().rounds.load(std::sync::atomic::Ordering::Relaxed);
+    let mut reads = tokio::task::JoinSet::new();
+    for _ in 0..300 {
+        let confirmations = follower.reads.clone();
+        reads.spawn(async move { confirmations.confirm().await });
+    }
+    while let Some(read) = reads.join_next().await {
+        read.unwrap().unwrap();
+    }
+    let rounds = follower.reads.stats().rounds.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!((1..=30).contains(&rounds), "300 concurrent reads took {rounds} rounds");
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}
+
+/// A node cut off from the majority never confirms a read (it cannot know it has seen the
+/// latest revocation): it answers an error within its timeout, whether it was leader or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_majority_no_read_is_confirmed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    nodes.iter().find(|n| n.id == leader).unwrap().raft.client_write(batch(1)).await.unwrap();
+    // Keep the leader alone: stop both followers. Then keep one follower alone: new cluster.
+    for node in nodes.iter_mut().filter(|n| n.id != leader) {
+        node.stop().await;
+    }
+    let alone = nodes.iter().find(|n| n.id == leader).unwrap();
+    let refused = alone.reads.confirm().await.unwrap_err();
+    assert!(
+        matches!(refused, ReadIndexError::Unconfirmed(_) | ReadIndexError::Timeout(_)),
+        "a leader without its followers refuses: {refused:?}"
+    );
+    nodes.iter_mut().find(|n| n.id == leader).unwrap().stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap().id;
+    for node in nodes.iter_mut().filter(|n| n.id != follower) {
+        node.stop().await;
+    }
+    let alone = nodes.iter().find(|n| n.id == follower).unwrap();
+    let refused = alone.reads.confirm().await.unwrap_err();
+    assert!(
+        matches!(refused, ReadIndexError::Unconfirmed(_) | ReadIndexError::Timeout(_) | ReadIndexError::NoLeader),
+        "a follower without a leader refuses: {refused:?}"
+    );
+    nodes.iter_mut().find(|n| n.id == follower).unwrap().stop().await;
 }
