@@ -33,6 +33,7 @@ use tonic::{Request, Response, Status};
 
 use super::codec::{self, CodecError};
 use super::read_index::ReadIndex;
+use super::transfer::TimeoutNowHandler;
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::proto::cluster as wire;
 use crate::proto::cluster::raft_service_client::RaftServiceClient;
@@ -136,6 +137,27 @@ impl Network {
             Ok(answer) => Ok(answer.into_inner().read_log_id.as_ref().map(codec::log_id_from_stored)),
             Err(status) => Err(format!("node {leader}: {:?}: {}", status.code(), status.message())),
         }
+    }
+
+    /// Tells `voter` that `candidate` is to lead next ([`super::transfer`]).
+    pub async fn timeout_now(
+        &self,
+        voter: NodeId,
+        node: &NodeInfo,
+        candidate: NodeId,
+        hold: Duration,
+    ) -> Result<(), String> {
+        let mut client = RaftServiceClient::new(self.channel(voter, node)?);
+        let hold_millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        let mut request = Request::new(wire::TimeoutNowRequest { version: WIRE_VERSION, candidate, hold_millis });
+        request.set_timeout(self.connect_timeout.max(Duration::from_secs(1)));
+        request.metadata_mut().insert(AUTH_HEADER, self.credential.header_value());
+        request.metadata_mut().insert(TARGET_HEADER, AsciiMetadataValue::from(voter));
+        client
+            .timeout_now(request)
+            .await
+            .map(|_| ())
+            .map_err(|status| format!("node {voter}: {:?}: {}", status.code(), status.message()))
     }
 
     /// The connection to `target` at `node`'s address (made lazily, kept for reuse).
@@ -327,6 +349,7 @@ pub struct RaftRpc {
     node_id: NodeId,
     credential: ClusterCredential,
     read_index: ReadIndex,
+    timeout_now: Arc<TimeoutNowHandler>,
 }
 
 impl RaftRpc {
@@ -338,7 +361,8 @@ impl RaftRpc {
         credential: ClusterCredential,
         read_index: ReadIndex,
     ) -> RaftServiceServer<RaftRpc> {
-        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index })
+        let timeout_now = Arc::default();
+        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index, timeout_now })
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
@@ -470,7 +494,22 @@ impl RaftService for RaftRpc {
             Err(error) => Err(Status::unavailable(format!("node {}: {error}", self.node_id))),
         }
     }
+
+    async fn timeout_now(
+        &self,
+        request: Request<wire::TimeoutNowRequest>,
+    ) -> Result<Response<wire::TimeoutNowResponse>, Status> {
+        self.admit(request.metadata())?;
+        let message = request.into_inner();
+        check_version(message.version)?;
+        let hold = Duration::from_millis(message.hold_millis.min(TIMEOUT_NOW_HOLD_MAX_MILLIS));
+        self.timeout_now.handle(self.raft.clone(), self.node_id, message.candidate, hold);
+        Ok(Response::new(wire::TimeoutNowResponse {}))
+    }
 }
+
+/// The longest a `TimeoutNow` may hold a voter's elections back, whatever the sender asks.
+const TIMEOUT_NOW_HOLD_MAX_MILLIS: u64 = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // Conversions. Both directions are here, so a test can check that they are inverse.
