@@ -41,6 +41,7 @@ mod ratelimit;
 mod redeem;
 mod refresh;
 mod replay_property;
+mod replicated;
 mod rest_errors;
 mod revoke;
 mod signin;
