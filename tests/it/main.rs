@@ -14,6 +14,7 @@ mod bulk;
 mod bulk_property;
 mod cli;
 mod clock;
+mod cluster_ledger;
 mod constant_time;
 mod crash_kill;
 mod crash_storage;

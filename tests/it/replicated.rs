@@ -11,7 +11,7 @@ use tokenledger::proto::ledger::Envelope;
 
 use crate::harness::{ALICE_LOGIN, TestServer, wall_ms};
 
-fn envelopes_of(store: &Store) -> Vec<Vec<u8>> {
+pub fn envelopes_of(store: &Store) -> Vec<Vec<u8>> {
     let mut envelopes = Vec::new();
     store
         .scan(|_, bytes| {
@@ -23,7 +23,7 @@ fn envelopes_of(store: &Store) -> Vec<Vec<u8>> {
 }
 
 /// A real server's ledger: clients, a user, issuance, a refresh, a revocation.
-async fn leader_events() -> (tempfile::TempDir, Vec<Vec<u8>>, tokenledger::domain::State) {
+pub async fn leader_events() -> (tempfile::TempDir, Vec<Vec<u8>>, tokenledger::domain::State) {
     let (server, f) = TestServer::seeded().await;
     for _ in 0..12 {
         assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200);
