@@ -240,7 +240,7 @@ async fn nodes_with_other_key_files_or_the_wrong_target_are_refused() {
     let status = client.vote(vote()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::PermissionDenied);
     assert!(status.message().contains("key files differ"), "{}", status.message());
-    assert!(status.message().contains(&ours.fingerprint()), "names this node's key set: {}", status.message());
+    assert!(status.message().contains(ours.fingerprint()), "names this node's key set: {}", status.message());
 
     // A node with other key files, added as a learner, gets nothing; the leader keeps serving.
     node.raft.initialize(BTreeMap::from([(1, node.info())])).await.unwrap();
