@@ -16,6 +16,10 @@
 //!   secret for `--flood-client` (an imported, PBKDF2 client) with every request. Each phase
 //!   lasts `--duration`; it prints one RESULT line per phase and series and the p99 ratios.
 //!
+//! `--requests N` ends the measured phase after N requests in all instead of after
+//! `--duration`, so that a run under `valgrind --tool=callgrind` does a known amount of work
+//! (instructions per request; see bench/README.md, "Where a gRPC issuance's instructions go").
+//!
 //! Latency is recorded per request (hdrhistogram, microseconds) from just before the request
 //! is written until its answer is read whole. Every answer is checked (status 200 / gRPC OK, and
 //! the body carries a token or `"active": true`); anything else is counted by status and makes
@@ -30,6 +34,8 @@ use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener as StdListener, ToSocketAddrs};
 use std::path::PathBuf;
 use std::process::{Child, Command as Process, ExitCode, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
@@ -96,6 +102,10 @@ struct Args {
     /// Unrecorded seconds of load before the measurement
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Measured requests in all (shared by the workers): the run ends when they are done, or
+    /// after --duration if that comes first. For instruction counts per request (callgrind)
+    #[arg(long)]
+    requests: Option<u64>,
     /// HTTP/2 connections for the gRPC modes (workers are spread over them)
     #[arg(long, default_value_t = 1)]
     grpc_conns: usize,
@@ -297,11 +307,35 @@ impl Tally {
 type Outcome = Result<(), String>;
 
 /// The measurement window shared by all workers of one run.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 struct Window {
     start: Instant,
     end: Instant,
     timeout: Duration,
+    /// `--requests`: measured requests not yet started, shared by the workers; the run ends
+    /// when none are left (or at `end`, whichever comes first).
+    budget: Option<Arc<AtomicU64>>,
+}
+
+impl Window {
+    fn new(start: Instant, duration: f64, timeout: Duration, requests: Option<u64>) -> Self {
+        let end = start + Duration::from_secs_f64(duration);
+        Self { start, end, timeout, budget: requests.map(|n| Arc::new(AtomicU64::new(n))) }
+    }
+
+    /// Whether a request starting at `now` may go: before the window (warm-up), or within it
+    /// while the budget lasts (taking one request of it).
+    fn admits(&self, now: Instant) -> bool {
+        if now >= self.end {
+            return false;
+        }
+        match &self.budget {
+            Some(budget) if now >= self.start => {
+                budget.fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| left.checked_sub(1)).is_ok()
+            }
+            _ => true,
+        }
+    }
 }
 
 /// One worker's request loop: each call sends one request and reads its answer.
@@ -323,7 +357,7 @@ async fn drive_paced<W: Worker>(window: Window, mut worker: W, pause: Duration) 
             tokio::time::sleep(pause).await;
         }
         let started = Instant::now();
-        if started >= window.end {
+        if !window.admits(started) {
             break;
         }
         let outcome = match tokio::time::timeout(window.timeout, worker.call()).await {
@@ -380,7 +414,7 @@ async fn run_mode(args: &Args, target: &Target, mode: Mode, server_pid: Option<u
         (server_pid.and_then(cpu_seconds), cpu_seconds(std::process::id()), server_pid.map(writer_cpu_seconds));
     let wall_before = Instant::now();
     let start = wall_before + Duration::from_secs_f64(args.warmup);
-    let window = Window { start, end: start + Duration::from_secs_f64(args.duration), timeout };
+    let window = Window::new(start, args.duration, timeout, args.requests);
     let mut handles = Vec::with_capacity(args.concurrency);
     if mode.is_grpc() {
         let mut channels = Vec::with_capacity(args.grpc_conns);
@@ -394,7 +428,7 @@ async fn run_mode(args: &Args, target: &Target, mode: Mode, server_pid: Option<u
             let token = tokens[worker % tokens.len()].clone();
             let (auth, institution) = (auth.clone(), institution.clone());
             let worker = GrpcWorker { mode, client, ids: TransactionIds::new(seed, worker), auth, institution, token };
-            handles.push(tokio::spawn(drive(window, worker)));
+            handles.push(tokio::spawn(drive(window.clone(), worker)));
         }
     } else {
         let mut conns = Vec::with_capacity(args.concurrency);
@@ -408,7 +442,7 @@ async fn run_mode(args: &Args, target: &Target, mode: Mode, server_pid: Option<u
                 RestRequest::token(target, args, &basic)
             };
             let worker = RestWorker { conn, request, ids: TransactionIds::new(seed, worker) };
-            handles.push(tokio::spawn(drive(window, worker)));
+            handles.push(tokio::spawn(drive(window.clone(), worker)));
         }
     }
     let mut total = Tally::new()?;
@@ -430,7 +464,10 @@ async fn run_mode(args: &Args, target: &Target, mode: Mode, server_pid: Option<u
         (Some(a), Some(b)) => format!("{:.2}", (b - a) / wall),
         _ => "na".to_owned(),
     };
-    let measured = (total.last_finish.max(window.end) - window.start).as_secs_f64();
+    let measured = match args.requests {
+        Some(_) => total.last_finish.saturating_duration_since(window.start).as_secs_f64().max(1e-6),
+        None => (total.last_finish.max(window.end) - window.start).as_secs_f64(),
+    };
     let h = &total.histogram;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let statuses: Vec<String> = total.statuses.iter().map(|(s, n)| format!("{s}:{n}")).collect();
@@ -728,7 +765,7 @@ async fn auth_flood_phase(
     let timeout = Duration::from_millis(args.timeout_ms);
     let wall = Instant::now();
     let start = wall + Duration::from_secs_f64(args.warmup);
-    let window = Window { start, end: start + Duration::from_secs_f64(args.duration), timeout };
+    let window = Window::new(start, args.duration, timeout, None);
     let login = format!("grant_type=password&username={}&password={}", args.username, args.password);
     let mut flooders = Vec::new();
     if flood {
@@ -743,7 +780,7 @@ async fn auth_flood_phase(
                 sent: 0,
                 ids: TransactionIds::new(seed ^ 0xf100d, worker),
             };
-            flooders.push(tokio::spawn(drive(window, w)));
+            flooders.push(tokio::spawn(drive(window.clone(), w)));
         }
     }
     let mut passwords = Vec::new();
@@ -754,14 +791,14 @@ async fn auth_flood_phase(
             ..RestRequest::new(target, "/oauth2/v1/token", args, &basic, &login)
         };
         let w = RestWorker { conn, request, ids: TransactionIds::new(seed ^ 0xba55, worker) };
-        passwords.push(tokio::spawn(drive(window, w)));
+        passwords.push(tokio::spawn(drive(window.clone(), w)));
     }
     let mut probes = Vec::new();
     for worker in 0..args.probe_workers {
         let conn = RestConn::connect(target).await?;
         let request = RestRequest::introspect(target, args, &basic, token);
         let w = RestWorker { conn, request, ids: TransactionIds::new(seed ^ 0x1259, worker) };
-        probes.push(tokio::spawn(drive_paced(window, w, Duration::from_millis(args.probe_pause_ms))));
+        probes.push(tokio::spawn(drive_paced(window.clone(), w, Duration::from_millis(args.probe_pause_ms))));
     }
     let mut totals = (Tally::new()?, Tally::new()?, Tally::new()?);
     for handle in passwords {

@@ -4,10 +4,12 @@
 
 use std::collections::HashMap;
 
-use tonic::metadata::{MetadataMap, MetadataValue};
+use http::{HeaderName, HeaderValue, header};
+use tonic::metadata::MetadataMap;
 use tonic::{Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
+use super::rest::header_values;
 use super::token::flow::Call;
 use super::wire::{self, HeaderValues, Institution, Params};
 use crate::api::error::ErrorCode;
@@ -15,6 +17,11 @@ use crate::app::App;
 
 /// The `domain` of every ErrorInfo we send.
 pub const ERROR_DOMAIN: &str = "tokenledger";
+
+// The metadata every TokenService call reads and answers with, as `HeaderName`s: a `&str` key
+// is parsed into one (validated, lower-cased, copied) at every lookup.
+const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
 
 /// All values of one metadata key, as the validators want them.
 pub(super) fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> HeaderValues<'a> {
@@ -41,8 +48,8 @@ pub fn status(code: ErrorCode, transaction_id: Option<&str>) -> Status {
 }
 
 fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
-    if let Some(value) = transaction_id.and_then(|t| MetadataValue::try_from(t).ok()) {
-        metadata.insert("transactionid", value);
+    if let Some(value) = transaction_id.and_then(|t| HeaderValue::from_str(t).ok()) {
+        metadata.as_mut().insert(TRANSACTION_ID, value);
     }
 }
 
@@ -54,12 +61,13 @@ pub(super) fn reply<T>(message: T, transaction_id: &str) -> Response<T> {
 
 /// Builds the shared [`Call`] from metadata and message fields.
 pub(super) fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Call, Status> {
+    let headers = metadata.as_ref();
     let transaction_id =
-        wire::transaction_id(metadata_values(metadata, "transactionid")).map_err(|code| status(code, None))?;
+        wire::transaction_id(header_values(headers, &TRANSACTION_ID)).map_err(|code| status(code, None))?;
     let params = Params::from_pairs(fields.iter().copied()).map_err(|code| status(code, Some(&transaction_id)))?;
     Ok(Call {
-        institution: Institution::parse(metadata_values(metadata, "institutionid")),
-        credentials: wire::basic_credentials(metadata_values(metadata, "authorization")),
+        institution: Institution::parse(header_values(headers, &INSTITUTION_ID)),
+        credentials: wire::basic_credentials(header_values(headers, &header::AUTHORIZATION)),
         params,
         transaction_id,
     })

@@ -15,10 +15,11 @@ pub(crate) mod decide;
 pub(crate) mod directory;
 pub(crate) mod error;
 pub(crate) mod grant;
-pub(crate) mod ids;
-pub(crate) mod scope;
+pub mod ids;
+pub mod scope;
 pub(crate) mod signin;
-pub(crate) mod state;
+pub mod state;
+pub mod tables;
 pub(crate) mod validity;
 
 pub use apply::{Recorded, apply};

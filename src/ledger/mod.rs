@@ -1,14 +1,17 @@
 //! The event ledger: the redb log (`store`), its byte format (`codec`, `index`), start-up
 //! replay (`replay`) and the single writer with group commit (`writer`).
 //!
-//! **Invariant:** only the writer thread appends, and it applies events to the projections
-//! only after the transaction holding them has committed durably.
+//! **Invariant:** only the writer thread appends (in a cluster: the Raft state machine, through
+//! `replicated`), and it applies events to the projections only after the transaction holding
+//! them has committed durably.
 
 pub mod codec;
 pub mod index;
 pub(crate) mod raft_log;
 pub(crate) mod reader;
 pub(crate) mod replay;
+pub mod replicated;
+pub mod snapshot;
 pub(crate) mod store;
 pub(crate) mod token_ids;
 pub(crate) mod writer;

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use prost::Message as _;
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
-use crate::proto::ledger::{RaftEntry, RaftEntryHead, RaftLogId, RaftVote};
+use crate::proto::ledger::{RaftApplied, RaftEntry, RaftEntryHead, RaftLogId, RaftSnapshotMeta, RaftVote};
 
 /// Version of the raft tables' layout and entry encoding; see the format log in docs/design.md.
 pub const RAFT_LOG_FORMAT_VERSION: u32 = 1;
@@ -35,6 +35,8 @@ const META_FORMAT: &str = "format_version";
 const META_VOTE: &str = "vote";
 const META_COMMITTED: &str = "committed";
 const META_PURGED: &str = "last_purged";
+pub(crate) const META_APPLIED: &str = "applied";
+const META_SNAPSHOT: &str = "snapshot";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RaftLogError {
@@ -232,6 +234,31 @@ impl RaftLog {
     pub fn committed(&self) -> Result<Option<RaftLogId>, RaftLogError> {
         let txn = self.db.begin_read()?;
         read_log_id(&txn.open_table(RAFT_META)?, META_COMMITTED)
+    }
+
+    /// Records how far the state machine applied, when no events came with it (blank and
+    /// membership entries, batches applied before). Durable: a purge may follow.
+    pub fn save_applied(&self, applied: &RaftApplied) -> Result<(), RaftLogError> {
+        self.write_meta(META_APPLIED, Some(applied.encode_to_vec()), Durability::Immediate)
+    }
+
+    pub fn applied(&self) -> Result<Option<RaftApplied>, RaftLogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(RAFT_META)?;
+        let Some(value) = meta.get(META_APPLIED)? else { return Ok(None) };
+        RaftApplied::decode(value.value()).map(Some).map_err(|_| RaftLogError::CorruptMeta { key: META_APPLIED })
+    }
+
+    /// Records the current snapshot durably (its data is the ledger range it names).
+    pub fn save_snapshot(&self, snapshot: &RaftSnapshotMeta) -> Result<(), RaftLogError> {
+        self.write_meta(META_SNAPSHOT, Some(snapshot.encode_to_vec()), Durability::Immediate)
+    }
+
+    pub fn snapshot(&self) -> Result<Option<RaftSnapshotMeta>, RaftLogError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(RAFT_META)?;
+        let Some(value) = meta.get(META_SNAPSHOT)? else { return Ok(None) };
+        RaftSnapshotMeta::decode(value.value()).map(Some).map_err(|_| RaftLogError::CorruptMeta { key: META_SNAPSHOT })
     }
 
     fn write_meta(&self, key: &str, value: Option<Vec<u8>>, durability: Durability) -> Result<(), RaftLogError> {

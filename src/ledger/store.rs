@@ -137,6 +137,12 @@ impl Store {
 
     /// Appends a batch in one durable write transaction (fsync before returning).
     pub fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
+        self.append_with_raft_meta(batch, None)
+    }
+
+    /// [`append`](Self::append), recording in the same transaction a `raft_meta` value (cluster
+    /// mode: how far the state machine applied), so the two never disagree after a crash.
+    pub fn append_with_raft_meta(&self, batch: &[Append], raft_meta: Option<(&str, &[u8])>) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         {
@@ -147,6 +153,9 @@ impl Store {
                 for key in &item.index_keys {
                     index.insert(key.as_slice(), ())?;
                 }
+            }
+            if let Some((key, value)) = raft_meta {
+                txn.open_table(super::raft_log::RAFT_META)?.insert(key, value)?;
             }
         }
         txn.commit()?;

@@ -27,7 +27,7 @@ use openraft::raft::{
 use openraft::{RaftNetwork, RaftNetworkFactory, SnapshotMeta, SnapshotSegmentId, StoredMembership};
 use parking_lot::Mutex;
 use ring::{digest, hmac};
-use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::metadata::AsciiMetadataValue;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Request, Response, Status};
 
@@ -48,53 +48,71 @@ pub const WIRE_VERSION: u32 = 1;
 pub const MESSAGE_BYTES_MAX: usize = 32 << 20;
 
 const AUTH_HEADER: &str = "tokenledger-cluster-auth";
+const KEYS_HEADER: &str = "tokenledger-cluster-keys";
 const TARGET_HEADER: &str = "tokenledger-target-node";
 const CREDENTIAL_CONTEXT: &[u8] = b"tokenledger cluster raft rpc v1";
 
-/// Proof that a node holds the cluster's key files: an HMAC of a fixed context under the
-/// cluster's secret, sent with every Raft call. It reveals nothing about the secret, and its
-/// [`fingerprint`](Self::fingerprint) can be logged to tell two key sets apart.
+/// What proves a call comes from a node holding the cluster's key files: every call carries an
+/// HMAC-SHA256, under a key derived from the cluster's secret, of the method, the node id it
+/// means to reach and the message itself. A node without the key files cannot make one, and a
+/// call altered on the way (or sent to another node) does not verify, so on a network without
+/// TLS an eavesdropper can read the traffic but not inject or redirect it. (Replaying a call
+/// whole is harmless to Raft: its term and log ids make it stale or a repeat.) The key set's
+/// [`fingerprint`](Self::fingerprint) travels too, so a node can say "other key files" apart
+/// from "altered in transit".
 #[derive(Clone)]
 pub struct ClusterCredential {
-    token: [u8; 32],
+    key: hmac::Key,
+    fingerprint: String,
 }
 
 impl ClusterCredential {
     /// The credential of every node holding `secret` (the same key files on every node, SPEC 8).
     pub fn derive(secret: &[u8]) -> Self {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let tag = hmac::sign(&key, CREDENTIAL_CONTEXT);
-        let mut token = [0u8; 32];
-        token.copy_from_slice(tag.as_ref());
-        Self { token }
+        let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, secret), CREDENTIAL_CONTEXT);
+        let hash = digest::digest(&digest::SHA256, tag.as_ref());
+        let fingerprint = hex(hash.as_ref().get(..8).unwrap_or_default());
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, tag.as_ref()), fingerprint }
     }
 
-    /// A short, loggable name of the key set (the first 8 bytes of a hash of the credential).
-    pub fn fingerprint(&self) -> String {
-        fingerprint_of(&hex(&self.token))
+    /// A short, loggable name of the key set (it reveals nothing about the keys).
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
-    fn header_value(&self) -> AsciiMetadataValue {
-        // Hex is always a valid ASCII metadata value; the fallback is never taken.
-        AsciiMetadataValue::try_from(hex(&self.token)).unwrap_or_else(|_| AsciiMetadataValue::from_static(""))
+    fn tag(&self, method: &str, target: NodeId, message: &impl prost::Message) -> hmac::Tag {
+        let mut context = hmac::Context::with_key(&self.key);
+        context.update(&(method.len() as u32).to_be_bytes());
+        context.update(method.as_bytes());
+        context.update(&target.to_be_bytes());
+        context.update(&message.encode_to_vec());
+        context.sign()
     }
 
-    fn accepts(&self, presented: &str) -> bool {
+    /// The metadata a call of `method` to `target` carries.
+    fn sign<T: prost::Message>(&self, request: &mut Request<T>, method: &str, target: NodeId) {
+        let tag = hex(self.tag(method, target, request.get_ref()).as_ref());
+        let metadata = request.metadata_mut();
+        if let Ok(value) = AsciiMetadataValue::try_from(tag) {
+            metadata.insert(AUTH_HEADER, value);
+        }
+        if let Ok(value) = AsciiMetadataValue::try_from(self.fingerprint.as_str()) {
+            metadata.insert(KEYS_HEADER, value);
+        }
+        metadata.insert(TARGET_HEADER, AsciiMetadataValue::from(target));
+    }
+
+    fn verifies(&self, presented: &str, method: &str, target: NodeId, message: &impl prost::Message) -> bool {
         use subtle::ConstantTimeEq as _;
-        let expected = hex(&self.token);
+        let expected = hex(self.tag(method, target, message).as_ref());
         expected.len() == presented.len() && bool::from(expected.as_bytes().ct_eq(presented.as_bytes()))
     }
 }
 
 impl std::fmt::Debug for ClusterCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClusterCredential").field("fingerprint", &self.fingerprint()).finish()
+        f.debug_struct("ClusterCredential").field("fingerprint", &self.fingerprint).finish()
     }
-}
-
-fn fingerprint_of(presented: &str) -> String {
-    let hash = digest::digest(&digest::SHA256, presented.as_bytes());
-    hex(hash.as_ref().get(..8).unwrap_or_default())
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -131,8 +149,7 @@ impl Network {
     pub async fn read_index(&self, leader: NodeId, node: &NodeInfo) -> Result<Option<super::LogId>, String> {
         let mut client = RaftServiceClient::new(self.channel(leader, node)?);
         let mut request = Request::new(wire::ReadIndexRequest { version: WIRE_VERSION });
-        request.metadata_mut().insert(AUTH_HEADER, self.credential.header_value());
-        request.metadata_mut().insert(TARGET_HEADER, AsciiMetadataValue::from(leader));
+        self.credential.sign(&mut request, "ReadIndex", leader);
         match client.read_index(request).await {
             Ok(answer) => Ok(answer.into_inner().read_log_id.as_ref().map(codec::log_id_from_stored)),
             Err(status) => Err(format!("node {leader}: {:?}: {}", status.code(), status.message())),
@@ -151,8 +168,7 @@ impl Network {
         let hold_millis = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
         let mut request = Request::new(wire::TimeoutNowRequest { version: WIRE_VERSION, candidate, hold_millis });
         request.set_timeout(self.connect_timeout.max(Duration::from_secs(1)));
-        request.metadata_mut().insert(AUTH_HEADER, self.credential.header_value());
-        request.metadata_mut().insert(TARGET_HEADER, AsciiMetadataValue::from(voter));
+        self.credential.sign(&mut request, "TimeoutNow", voter);
         client
             .timeout_now(request)
             .await
@@ -199,12 +215,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX)
         });
-        PeerClient {
-            target,
-            client,
-            auth: self.credential.header_value(),
-            target_header: AsciiMetadataValue::from(target),
-        }
+        PeerClient { target, client, credential: self.credential.clone() }
     }
 }
 
@@ -213,19 +224,16 @@ pub struct PeerClient {
     target: NodeId,
     /// `Err`: the peer's address cannot be used; every call reports it as unreachable.
     client: Result<RaftServiceClient<Channel>, String>,
-    auth: AsciiMetadataValue,
-    target_header: AsciiMetadataValue,
+    credential: ClusterCredential,
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
 
 impl PeerClient {
-    fn request<T>(&self, message: T, option: &RPCOption) -> Request<T> {
+    fn request<T: prost::Message>(&self, method: &str, message: T, option: &RPCOption) -> Request<T> {
         let mut request = Request::new(message);
         request.set_timeout(option.hard_ttl());
-        let metadata = request.metadata_mut();
-        metadata.insert(AUTH_HEADER, self.auth.clone());
-        metadata.insert(TARGET_HEADER, self.target_header.clone());
+        self.credential.sign(&mut request, method, self.target);
         request
     }
 
@@ -275,7 +283,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             leader_commit: rpc.leader_commit.as_ref().map(codec::log_id_to_stored),
         };
         let answer = client
-            .append_entries(self.request(message, &option))
+            .append_entries(self.request("AppendEntries", message, &option))
             .await
             .map_err(|status| transport_error(self.target, status))?
             .into_inner();
@@ -297,7 +305,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             done: rpc.done,
         };
         let answer = client
-            .install_snapshot(self.request(message, &option))
+            .install_snapshot(self.request("InstallSnapshot", message, &option))
             .await
             .map_err(|status| transport_error(self.target, status))?
             .into_inner();
@@ -327,7 +335,7 @@ impl RaftNetwork<TypeConfig> for PeerClient {
             last_log_id: rpc.last_log_id.as_ref().map(codec::log_id_to_stored),
         };
         let answer = client
-            .vote(self.request(message, &option))
+            .vote(self.request("Vote", message, &option))
             .await
             .map_err(|status| transport_error(self.target, status))?
             .into_inner();
@@ -367,24 +375,34 @@ impl RaftRpc {
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
 
-    /// Refuses a caller that lacks the cluster's credential or means another node.
-    fn admit(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        let presented = metadata.get(AUTH_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
-        if !self.credential.accepts(presented) {
+    /// Refuses a call that was not made for this node by a holder of the cluster's key files,
+    /// saying which: other key files, another node meant, or altered on the way.
+    fn admit<T: prost::Message>(&self, method: &str, request: &Request<T>) -> Result<(), Status> {
+        let metadata = request.metadata();
+        let text = |name: &str| metadata.get(name).and_then(|v| v.to_str().ok());
+        let keys = text(KEYS_HEADER).unwrap_or("none");
+        if keys != self.credential.fingerprint() {
             return Err(Status::permission_denied(format!(
-                "refused by node {}: the caller's key files differ from this node's (caller key set {}, this node {}); \
+                "refused by node {}: the caller's key files differ from this node's (caller key set {keys}, this node {}); \
                  copy the cluster's key files into the node's data directory before its first start",
                 self.node_id,
-                if presented.is_empty() { "none".to_owned() } else { fingerprint_of(presented) },
                 self.credential.fingerprint(),
             )));
         }
-        let target = metadata.get(TARGET_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<NodeId>().ok());
+        let target = text(TARGET_HEADER).and_then(|v| v.parse::<NodeId>().ok());
         if target != Some(self.node_id) {
             return Err(Status::failed_precondition(format!(
                 "this is node {}, not node {}: the membership's address for that node reaches another node",
                 self.node_id,
                 target.map_or_else(|| "(none given)".to_owned(), |id| id.to_string()),
+            )));
+        }
+        let presented = text(AUTH_HEADER).unwrap_or("");
+        if !self.credential.verifies(presented, method, self.node_id, request.get_ref()) {
+            return Err(Status::permission_denied(format!(
+                "refused by node {}: the call's authentication does not verify (same key set {keys}): it was altered on the way \
+                 or not made by a cluster node",
+                self.node_id
             )));
         }
         Ok(())
@@ -412,7 +430,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<wire::AppendEntriesRequest>,
     ) -> Result<Response<wire::AppendEntriesResponse>, Status> {
-        self.admit(request.metadata())?;
+        self.admit("AppendEntries", &request)?;
         let message = request.into_inner();
         check_version(message.version)?;
         let rpc = append_request_from_wire(message).map_err(|e| Status::invalid_argument(e.to_string()))?;
@@ -421,7 +439,7 @@ impl RaftService for RaftRpc {
     }
 
     async fn vote(&self, request: Request<wire::VoteRequest>) -> Result<Response<wire::VoteResponse>, Status> {
-        self.admit(request.metadata())?;
+        self.admit("Vote", &request)?;
         let message = request.into_inner();
         check_version(message.version)?;
         let vote = message.vote.ok_or_else(|| Status::invalid_argument("vote request without a vote"))?;
@@ -441,7 +459,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<wire::InstallSnapshotRequest>,
     ) -> Result<Response<wire::InstallSnapshotResponse>, Status> {
-        self.admit(request.metadata())?;
+        self.admit("InstallSnapshot", &request)?;
         let message = request.into_inner();
         check_version(message.version)?;
         let vote = message.vote.ok_or_else(|| Status::invalid_argument("snapshot chunk without a vote"))?;
@@ -473,7 +491,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<wire::ReadIndexRequest>,
     ) -> Result<Response<wire::ReadIndexResponse>, Status> {
-        self.admit(request.metadata())?;
+        self.admit("ReadIndex", &request)?;
         check_version(request.into_inner().version)?;
         let (state, leader) = {
             let metrics = self.raft.metrics();
@@ -499,7 +517,7 @@ impl RaftService for RaftRpc {
         &self,
         request: Request<wire::TimeoutNowRequest>,
     ) -> Result<Response<wire::TimeoutNowResponse>, Status> {
-        self.admit(request.metadata())?;
+        self.admit("TimeoutNow", &request)?;
         let message = request.into_inner();
         check_version(message.version)?;
         let hold = Duration::from_millis(message.hold_millis.min(TIMEOUT_NOW_HOLD_MAX_MILLIS));
@@ -664,13 +682,22 @@ mod tests {
     }
 
     #[test]
-    fn a_credential_accepts_only_itself() {
+    fn a_call_verifies_only_unchanged_for_its_method_and_target_under_the_same_keys() {
         let ours = ClusterCredential::derive(b"the cluster's secret");
         let theirs = ClusterCredential::derive(b"another cluster's secret");
-        assert!(ours.accepts(&hex(&ours.token)));
-        assert!(!ours.accepts(&hex(&theirs.token)));
-        assert!(!ours.accepts(""));
-        assert!(!ours.accepts(&hex(&ours.token)[..63]));
+        let message = wire::VoteRequest { version: WIRE_VERSION, vote: None, last_log_id: None };
+        let tag = |credential: &ClusterCredential, method, target, message: &wire::VoteRequest| {
+            hex(credential.tag(method, target, message).as_ref())
+        };
+        let good = tag(&ours, "Vote", 2, &message);
+        assert!(ours.verifies(&good, "Vote", 2, &message));
+        assert!(!ours.verifies(&tag(&theirs, "Vote", 2, &message), "Vote", 2, &message), "other keys");
+        assert!(!ours.verifies(&good, "Vote", 3, &message), "meant for another node");
+        assert!(!ours.verifies(&good, "ReadIndex", 2, &message), "another method");
+        let altered = wire::VoteRequest { version: WIRE_VERSION + 1, ..message };
+        assert!(!ours.verifies(&good, "Vote", 2, &altered), "altered");
+        assert!(!ours.verifies("", "Vote", 2, &message));
+        assert!(!ours.verifies(&good[..63], "Vote", 2, &message));
         assert_ne!(ours.fingerprint(), theirs.fingerprint());
         assert_eq!(ours.fingerprint(), ClusterCredential::derive(b"the cluster's secret").fingerprint());
         assert_eq!(ours.fingerprint().len(), 16);

@@ -31,6 +31,10 @@ use crate::app::App;
 use crate::metrics::{Metrics, Transport};
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+// Looked up in every gRPC response head and trailers: a `HeaderName` is hashed as it is, a
+// `&str` is parsed into one first.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: HeaderName = HeaderName::from_static("grpc-message");
 
 /// What the connection knows about its peer.
 #[derive(Clone, Copy, Debug, Default)]
@@ -91,7 +95,12 @@ impl Front {
     }
 
     /// Answers one request of a connection whose activity `activity` tracks.
-    pub async fn handle<B>(&self, mut request: Request<B>, conn: ConnInfo, activity: &Arc<Activity>) -> Response
+    pub async fn handle<B>(
+        &self,
+        mut request: Request<B>,
+        conn: ConnInfo,
+        activity: &Arc<Activity>,
+    ) -> Response<TrackedBody>
     where
         B: http_body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<axum::BoxError>,
@@ -117,14 +126,14 @@ impl Front {
         let elapsed = started.elapsed();
         span.in_scope(|| tracing::debug!(status, elapsed_us = elapsed.as_micros() as u64, "request answered"));
         // A gRPC call whose status is not in the head has it in the trailers: counted then.
-        let grpc_end = if grpc && response.headers().get("grpc-status").is_none() {
+        let grpc_end = if grpc && response.headers().get(&GRPC_STATUS).is_none() {
             Some(GrpcEnd { metrics: metrics.clone(), endpoint, started, recorded: false })
         } else {
             metrics.request(endpoint, status, elapsed);
             None
         };
         let metrics = metrics.clone();
-        response.map(|body| Body::new(TrackedBody { inner: body, _guard: guard, grpc_end, lifetime, metrics }))
+        response.map(|body| TrackedBody { inner: body, _guard: guard, grpc_end, lifetime, metrics })
     }
 
     async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
@@ -203,7 +212,7 @@ fn status_of(response: &Response, grpc: bool) -> u16 {
     if !grpc {
         return response.status().as_u16();
     }
-    response.headers().get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
+    response.headers().get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 /// tonic answers a message above `max_decoding_message_size` with OUT_OF_RANGE; gRPC's own
@@ -211,13 +220,13 @@ fn status_of(response: &Response, grpc: bool) -> u16 {
 /// RESOURCE_EXHAUSTED, which is what clients expect. The error comes as a trailers-only
 /// response, so its status is in the headers.
 fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
-    let out_of_range = headers.get("grpc-status").is_some_and(|v| v.as_bytes() == b"11");
+    let out_of_range = headers.get(&GRPC_STATUS).is_some_and(|v| v.as_bytes() == b"11");
     let contains = |text: &[u8], part: &[u8]| text.windows(part.len()).any(|w| w == part);
     let too_large = headers
-        .get("grpc-message")
+        .get(&GRPC_MESSAGE)
         .is_some_and(|v| contains(v.as_bytes(), b"too large") || contains(v.as_bytes(), b"too%20large"));
     if out_of_range && too_large {
-        headers.insert("grpc-status", HeaderValue::from_static("8"));
+        headers.insert(GRPC_STATUS, HeaderValue::from_static("8"));
     }
 }
 
@@ -292,8 +301,9 @@ impl Drop for ActivityGuard {
 }
 
 /// A response body that keeps its request counted as open until it is finished or dropped,
-/// and counts a gRPC call when its trailers carry the status.
-struct TrackedBody {
+/// and counts a gRPC call when its trailers carry the status. It is the body type hyper gets,
+/// not boxed once more: every frame of every response goes through it.
+pub struct TrackedBody {
     inner: Body,
     _guard: ActivityGuard,
     grpc_end: Option<GrpcEnd>,
@@ -310,8 +320,8 @@ impl TrackedBody {
         self.lifetime = None;
         self.metrics.stream_lifetime_ends.increment(1);
         let mut trailers = http::HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from_static("14"));
-        trailers.insert("grpc-message", HeaderValue::from_static("stream lifetime limit reached; call again"));
+        trailers.insert(GRPC_STATUS, HeaderValue::from_static("14"));
+        trailers.insert(GRPC_MESSAGE, HeaderValue::from_static("stream lifetime limit reached; call again"));
         if let Some(end) = &mut self.grpc_end {
             end.record(14);
         }
@@ -362,7 +372,7 @@ impl http_body::Body for TrackedBody {
             && let Some(trailers) = frame.trailers_mut()
         {
             too_large_is_resource_exhausted(trailers);
-            let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let code = trailers.get(&GRPC_STATUS).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             end.record(code.unwrap_or(2));
         }
         // A stream that ended by itself needs no end of ours.
@@ -388,13 +398,16 @@ pub fn connection_service(
     activity: Arc<Activity>,
 ) -> impl tower::Service<
     Request<hyper::body::Incoming>,
-    Response = Response,
+    Response = Response<TrackedBody>,
     Error = Infallible,
-    Future = impl Future<Output = Result<Response, Infallible>> + Send,
+    Future = impl Future<Output = Result<Response<TrackedBody>, Infallible>> + Send,
 > + Clone {
     tower::service_fn(move |request: Request<hyper::body::Incoming>| {
         let front = front.clone();
         let activity = activity.clone();
-        async move { Ok::<_, Infallible>(front.handle(request, conn, &activity).await) }
+        // Boxed: the request's whole state machine (front door, routers, handler) is several
+        // KiB, and hyper moves the future it gets by value: into the task it spawns for each
+        // HTTP/2 stream, and through its task stages. A box makes those moves pointer copies.
+        Box::pin(async move { Ok::<_, Infallible>(front.handle(request, conn, &activity).await) })
     })
 }

@@ -1,0 +1,121 @@
+//! Applying replicated batches (cluster mode, SPEC 8): every node appends the leader's sealed
+//! envelopes to its own ledger and projections, so every node holds the same events with the
+//! same hash chain from seq 1. The Raft state machine (in `replication`) calls this for each
+//! committed batch, on the leader too.
+//!
+//! **Invariant:** a batch is appended only if every envelope in it opens (its own hash, a known
+//! kind) and continues this node's chain (the next seq, the previous hash). Anything else is a
+//! divergence: nothing of the batch is written, and the node must halt rather than serve from a
+//! chain that is not the cluster's. An envelope at or below the head (a batch applied again after
+//! a crash between the append and Raft learning of it) must be byte-identical to the stored one,
+//! and is skipped.
+
+use std::path::Path;
+
+use parking_lot::RwLock;
+use prost::Message as _;
+
+use super::codec::{self, ChainError};
+use super::replay;
+use super::store::{Append, Store, StoreError};
+use super::{OpenError, index, raft_log};
+use crate::domain::{Recorded, State, apply};
+use crate::proto::ledger::{Envelope, RaftApplied};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicatedError {
+    #[error("replicated event {seq} is not this node's next event or does not continue its chain: {source}")]
+    Diverged { seq: u64, source: ChainError },
+    #[error("replicated event {seq} differs from the event this node already holds at that seq")]
+    Rewritten { seq: u64 },
+    #[error("replicated batch holds an envelope that does not decode: {0}")]
+    Undecodable(String),
+    #[error("this node's ledger cannot be read: {0}")]
+    Unreadable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Opens (or creates) a cluster node's ledger file without sealing a `LedgerCreated` of its own:
+/// in a cluster the first events come through Raft, so they are the same on every node.
+pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, State), OpenError> {
+    let store = Store::open(path)?;
+    let mut state = State::default();
+    let reindex = store.index_version()? != index::INDEX_VERSION;
+    let (_report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
+    if reindex {
+        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
+    }
+    Ok((store, state))
+}
+
+/// Checks `envelopes` (one replicated batch, in seq order) against this node's chain, appends
+/// the new ones in one durable transaction, then applies them to `state`. Answers the head seq.
+///
+/// The caller is the only writer of `state` while it runs (in a cluster the state machine
+/// applies every batch; no local writer does).
+///
+/// `applied` is written in the same transaction (`raft_meta` `applied`), with its `head_seq` set
+/// to the head after the batch; when the batch brings nothing new, the caller records it.
+pub fn apply_batch(
+    store: &Store,
+    state: &RwLock<State>,
+    envelopes: &[Vec<u8>],
+    applied: Option<&RaftApplied>,
+) -> Result<u64, ReplicatedError> {
+    let mut appends = Vec::with_capacity(envelopes.len());
+    let mut opened = Vec::with_capacity(envelopes.len());
+    {
+        let current = state.read();
+        let mut next = current.head.seq + 1;
+        let mut prev_hash = current.head.hash;
+        let mut stored_view = None;
+        for bytes in envelopes {
+            let seq = Envelope::decode(bytes.as_slice()).map_err(|e| ReplicatedError::Undecodable(e.to_string()))?.seq;
+            if seq < next && opened.is_empty() {
+                // Applied before (a replay of a batch after a crash): it must be the same event.
+                if stored_view.is_none() {
+                    stored_view =
+                        Some(store.reader().snapshot().map_err(|e| ReplicatedError::Unreadable(e.to_string()))?);
+                }
+                let stored = stored_view.as_ref().and_then(|view| view.envelope(seq).ok().flatten());
+                if stored.as_deref() != Some(bytes.as_slice()) {
+                    return Err(ReplicatedError::Rewritten { seq });
+                }
+                continue;
+            }
+            let diverged = |source| ReplicatedError::Diverged { seq, source };
+            if seq != next {
+                return Err(diverged(ChainError::Gap { seq, expected: next }));
+            }
+            let event = codec::open(seq, bytes).map_err(diverged)?;
+            if event.prev_hash != prev_hash {
+                return Err(diverged(ChainError::BrokenLink { seq }));
+            }
+            // Keys from the state before the batch, as the leader's writer computed them: the
+            // commands of one batch never depend on each other (conflict keys).
+            let index_keys = index::keys_for(&current, store.token_ids(), &event.event, seq);
+            appends.push(Append { sealed: codec::Sealed { seq, hash: event.hash, bytes: bytes.clone() }, index_keys });
+            prev_hash = event.hash;
+            next += 1;
+            opened.push(event);
+        }
+    }
+    if appends.is_empty() {
+        return Ok(state.read().head.seq);
+    }
+    let head_after = appends.last().map_or(0, |append| append.sealed.seq);
+    let record = applied.map(|applied| RaftApplied { head_seq: head_after, ..applied.clone() }.encode_to_vec());
+    store.append_with_raft_meta(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
+    let mut state = state.write();
+    for event in &opened {
+        let at = Recorded {
+            seq: event.envelope.seq,
+            recorded_at_ms: event.envelope.recorded_at_ms,
+            transaction_id: &event.envelope.transaction_id,
+            hash: event.hash,
+        };
+        apply(&mut state, at, &event.event);
+    }
+    Ok(state.head.seq)
+}

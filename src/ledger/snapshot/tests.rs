@@ -1,0 +1,377 @@
+//! The snapshot file: round trip, the pinned v1 file format, refusal of every kind of damage,
+//! and crashes while a snapshot is written or installed.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::scope::ScopeList;
+use crate::domain::tables::{Issuance, NewToken, RequestAnswer};
+use crate::proto::ledger::GrantType;
+
+/// The tables snapshot stream fixture (format 1 of the stream, 120 events).
+const STREAM_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v1.bin");
+/// The same stream in a snapshot file, format 1 of the file.
+const FILE_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v1.bin");
+/// The chain hash the fixture file names (any ledger's hash of its seq 120).
+const FIXTURE_CHAIN_HASH: [u8; 32] = [0xc4; 32];
+
+fn config() -> TablesConfig {
+    TablesConfig { token_shards_log2: 2, family_shards_log2: 1, ..TablesConfig::default() }
+}
+
+/// The fixture's tables: 120 events of every kind (seq 1..=120).
+fn fixture_tables() -> TokenTables {
+    TokenTables::load(&mut &STREAM_FIXTURE[..], config()).map(|(tables, _)| tables).unwrap()
+}
+
+/// A chain of made-up hashes, one per seq (as a ledger would give).
+fn chain(seq: u64) -> Option<[u8; 32]> {
+    let mut hash = [0u8; 32];
+    hash[..8].copy_from_slice(&seq.to_le_bytes());
+    hash[8..16].copy_from_slice(&(!seq).to_le_bytes());
+    Some(hash)
+}
+
+/// Event `seq`: a client_credentials issuance with a retry answer, or (every third) a sign-in
+/// that starts a family.
+fn issue(tables: &TokenTables, seq: u64) {
+    let client: Arc<str> = "tail-client".into();
+    let institution: Arc<str> = "01001".into();
+    let scopes: ScopeList = vec![Box::from("accounts")].into();
+    let mut id = [0u8; 16];
+    id[..8].copy_from_slice(&seq.to_le_bytes());
+    id[8..].copy_from_slice(&seq.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes());
+    let signs_in = seq.is_multiple_of(3);
+    let mut refresh_id = id;
+    refresh_id[0] ^= 0xff;
+    let transaction_id = format!("00000000-0000-4000-8000-{seq:012}");
+    let issuance = Issuance {
+        seq,
+        recorded_at_ms: 1_000 + seq as i64,
+        decided_at_ms: 1_000 + seq as i64,
+        grant_type: if signs_in { GrantType::Password } else { GrantType::ClientCredentials },
+        client_id: &client,
+        institution_id: &institution,
+        user: None,
+        family: signs_in.then_some(FamilyId(id)),
+        access: Some(NewToken { id: TokenId(id), expires_at_ms: 10_000_000, scopes: &scopes }),
+        refresh: signs_in.then_some(NewToken { id: TokenId(refresh_id), expires_at_ms: 20_000_000, scopes: &scopes }),
+        rotated_from: None,
+        request: Some(RequestAnswer { transaction_id: &transaction_id, fingerprint: &[seq as u8; 32] }),
+    };
+    tables.issue(&issuance).unwrap();
+    tables.advance(seq);
+}
+
+fn load(dir: &Path) -> Result<(TokenTables, Loaded), SnapshotFileError> {
+    SnapshotFile::open(dir)?.load(config(), 0)
+}
+
+fn file_bytes(dir: &Path) -> Vec<u8> {
+    fs::read(snapshot_path(dir)).unwrap()
+}
+
+fn put_file(dir: &Path, bytes: &[u8]) {
+    fs::write(snapshot_path(dir), bytes).unwrap();
+}
+
+#[test]
+fn a_written_snapshot_loads_into_equal_tables_and_names_its_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = fixture_tables();
+    for seq in 121..=150 {
+        issue(&tables, seq);
+    }
+    let header = write_snapshot(dir.path(), &tables, chain).unwrap();
+    assert_eq!((header.ledger_seq, header.replay_from_seq), (150, 151));
+    assert_eq!(header.chain_hash, chain(150).unwrap());
+    assert_eq!(header.tokens, tables.token_count() as u64);
+    assert_eq!(header.families, tables.family_count() as u64);
+    assert_eq!(header.retry_entries, tables.retry_count() as u64);
+    assert!(!dir.path().join(SNAPSHOT_TEMPORARY_NAME).exists(), "the temporary was renamed");
+    let bytes = file_bytes(dir.path());
+    assert_eq!(bytes.len() as u64, SNAPSHOT_HEADER_LEN as u64 + header.body_len);
+
+    let file = SnapshotFile::open(dir.path()).unwrap();
+    assert_eq!(*file.header(), header);
+    file.check_chain(chain).unwrap();
+    assert!(matches!(file.check_chain(|_| Some([9; 32])), Err(SnapshotFileError::NotThisLedger { seq: 150 })));
+    assert!(matches!(file.check_chain(|_| None), Err(SnapshotFileError::NotThisLedger { seq: 150 })));
+    for workers in [0, 1, 3] {
+        let (loaded, info) = SnapshotFile::open(dir.path()).unwrap().load(config(), workers).unwrap();
+        assert_eq!(loaded, tables, "{workers} workers");
+        assert_eq!(info.replay_from_seq, 151);
+    }
+}
+
+/// What start-up will do: load the snapshot taken at some moment, replay the events after it
+/// (the shards that have them skip them), and get the tables a full apply gives.
+#[test]
+fn snapshot_file_plus_tail_equals_the_live_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = fixture_tables();
+    for seq in 121..=140 {
+        issue(&live, seq);
+    }
+    let header = write_snapshot(dir.path(), &live, chain).unwrap();
+    for seq in 141..=200 {
+        issue(&live, seq);
+    }
+    let (loaded, info) = load(dir.path()).unwrap();
+    assert_eq!(info.replay_from_seq, header.replay_from_seq);
+    // The tail from the header's seq on, including events the snapshot already covers.
+    for seq in header.replay_from_seq..=200 {
+        issue(&loaded, seq);
+    }
+    assert_eq!(loaded, live);
+}
+
+/// Format version 1 of the file, pinned: the fixture's tables written with the fixture's chain
+/// hash give exactly the fixture's bytes, and the fixture loads into those tables. A
+/// change of the format must bump the version and keep a reader of this one.
+#[test]
+fn the_v1_snapshot_file_fixture_still_reads_and_is_reproduced() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = fixture_tables();
+    let header = write_snapshot(dir.path(), &tables, |seq| (seq == 120).then_some(FIXTURE_CHAIN_HASH)).unwrap();
+    let bytes = file_bytes(dir.path());
+    if std::env::var("TABLES_WRITE_FIXTURE").is_ok() {
+        fs::write("tests/fixtures/tables-snapshot-file-v1.bin", &bytes).unwrap();
+    }
+    assert!(bytes == FILE_FIXTURE, "the v1 file format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
+    // The body is a version-1 tables stream of the same length (a loaded shard lists its
+    // entries in another order than the one it was loaded from).
+    assert_eq!(FILE_FIXTURE[SNAPSHOT_HEADER_LEN..SNAPSHOT_HEADER_LEN + 24], STREAM_FIXTURE[..24]);
+    assert_eq!(FILE_FIXTURE.len() - SNAPSHOT_HEADER_LEN, STREAM_FIXTURE.len());
+    assert_eq!((header.ledger_seq, header.replay_from_seq, header.chain_hash), (120, 121, FIXTURE_CHAIN_HASH));
+
+    let fixture_dir = tempfile::tempdir().unwrap();
+    put_file(fixture_dir.path(), FILE_FIXTURE);
+    let file = SnapshotFile::open(fixture_dir.path()).unwrap();
+    assert_eq!(*file.header(), header);
+    let (loaded, info) = file.load(config(), 0).unwrap();
+    assert_eq!(loaded, tables);
+    assert_eq!(info.replay_from_seq, 121);
+}
+
+/// Every byte of the header, a spread of the body's bytes, cuts anywhere and bytes after the
+/// end: each gives its typed error and no tables.
+#[test]
+fn damage_of_every_kind_is_refused_with_its_own_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = FILE_FIXTURE.to_vec();
+    let check = |bytes: &[u8], what: &str, expect: &dyn Fn(&SnapshotFileError) -> bool| {
+        put_file(dir.path(), bytes);
+        match load(dir.path()) {
+            Ok(_) => panic!("{what}: the damaged file loaded"),
+            Err(e) => assert!(expect(&e), "{what}: unexpected error {e:?}"),
+        }
+    };
+    // The header: the magic, the version, then every other byte (the checksum's own too).
+    for at in 0..SNAPSHOT_HEADER_LEN {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0x01;
+        let what = format!("header byte {at}");
+        match at {
+            0..8 => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::Magic)),
+            8..12 => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::Version(_))),
+            _ => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::HeaderChecksum)),
+        }
+    }
+    // The body: every 13th byte and the last one; the chunk digests or the body checksum
+    // catch each, and it is reported as a damaged body.
+    for at in (SNAPSHOT_HEADER_LEN..original.len()).step_by(13).chain([original.len() - 1]) {
+        let mut damaged = original.clone();
+        damaged[at] ^= 0x40;
+        check(&damaged, &format!("body byte {at}"), &|e| matches!(e, SnapshotFileError::BodyChecksum));
+    }
+    // Cut anywhere: in the magic, in the header, right after it, in the body, one byte short.
+    for len in [0, 5, 8, 100, SNAPSHOT_HEADER_LEN - 1, SNAPSHOT_HEADER_LEN, 161, 5_000, original.len() - 1] {
+        check(&original[..len], &format!("cut at {len}"), &|e| matches!(e, SnapshotFileError::Truncated { .. }));
+    }
+    // Trailing garbage: one byte, a block, a second copy of the file.
+    for extra in [&[0u8][..], &[0x55; 4096][..], FILE_FIXTURE] {
+        let mut longer = original.clone();
+        longer.extend_from_slice(extra);
+        check(
+            &longer,
+            &format!("{} bytes after the end", extra.len()),
+            &|e| matches!(e, SnapshotFileError::TrailingBytes { extra: n } if *n == extra.len() as u64),
+        );
+    }
+    // Not a snapshot at all (a ledger file's first bytes), and a future version.
+    check(b"\0\0\0\0\0\0\0\0redb ledger...", "a foreign file", &|e| matches!(e, SnapshotFileError::Magic));
+    let mut future = original.clone();
+    future[8] = 2;
+    check(&future, "version 2", &|e| matches!(e, SnapshotFileError::Version(2)));
+    // A header that checksums but lies about the body: another seq, other counts.
+    let header = SnapshotHeader::decode(original[..SNAPSHOT_HEADER_LEN].try_into().unwrap()).unwrap();
+    for (lie, what) in [
+        (SnapshotHeader { ledger_seq: 130, ..header }, "another seq"),
+        (SnapshotHeader { replay_from_seq: 100, ..header }, "another replay seq"),
+        (SnapshotHeader { tokens: header.tokens + 1, ..header }, "another token count"),
+    ] {
+        let mut lying = lie.encode().to_vec();
+        lying.extend_from_slice(&original[SNAPSHOT_HEADER_LEN..]);
+        check(&lying, what, &|e| matches!(e, SnapshotFileError::Inconsistent(_)));
+    }
+    // A body that is a valid stream but not the one the checksum names.
+    let mut other = header.encode().to_vec();
+    let mut stream = Vec::new();
+    TokenTables::new(config()).snapshot().write_to(&mut stream).unwrap();
+    stream.resize(original.len() - SNAPSHOT_HEADER_LEN, 0);
+    other.extend_from_slice(&stream);
+    check(&other, "another stream", &|e| matches!(e, SnapshotFileError::BodyChecksum));
+    // And the undamaged file still loads.
+    put_file(dir.path(), &original);
+    assert!(load(dir.path()).is_ok());
+    fs::remove_file(snapshot_path(dir.path())).unwrap();
+    assert!(matches!(SnapshotFile::open(dir.path()), Err(SnapshotFileError::Missing)));
+}
+
+/// A file the writer stops writing to after `budget` bytes, or whose fsync fails: what the
+/// disk holds when the process dies at that point (the rename, the commit point, never runs).
+struct Crashing {
+    file: File,
+    budget: u64,
+    fail_sync: bool,
+}
+
+impl Write for Crashing {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.budget == 0 {
+            return Err(io::Error::other("crashed"));
+        }
+        let n = buf.len().min(self.budget as usize);
+        let n = self.file.write(&buf[..n])?;
+        self.budget -= n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Seek for Crashing {
+    fn seek(&mut self, to: SeekFrom) -> io::Result<u64> {
+        self.file.seek(to)
+    }
+}
+
+impl SnapshotSink for Crashing {
+    fn sync(&mut self) -> io::Result<()> {
+        if self.fail_sync {
+            return Err(io::Error::other("crashed at fsync"));
+        }
+        self.file.sync_all()
+    }
+}
+
+/// A crash at any point of writing a new snapshot leaves the previous one, which loads; a
+/// temporary left by a crash is ignored and replaced by the next write.
+#[test]
+fn a_crash_while_writing_leaves_the_previous_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let previous = fixture_tables();
+    write_snapshot(dir.path(), &previous, chain).unwrap();
+    let previous_bytes = file_bytes(dir.path());
+    let newer = fixture_tables();
+    for seq in 121..=400 {
+        issue(&newer, seq);
+    }
+    let full = {
+        let other = tempfile::tempdir().unwrap();
+        write_snapshot(other.path(), &newer, chain).unwrap();
+        file_bytes(other.path()).len() as u64
+    };
+    // Every write of the placeholder header, a spread of the body, the last body byte, and
+    // the header written last (it comes after the whole body: budget `full` covers the body
+    // and `full + k` cuts the real header after k bytes).
+    let header_len = SNAPSHOT_HEADER_LEN as u64;
+    let budgets: Vec<u64> = (0..=header_len)
+        .chain((header_len..full).step_by(997))
+        .chain([full - 1, full, full + 1, full + header_len - 1])
+        .collect();
+    for budget in budgets {
+        let crashed = write_via(dir.path(), &newer, chain, |file| Ok(Crashing { file, budget, fail_sync: false }));
+        assert!(crashed.is_err(), "budget {budget}: the write succeeded");
+        assert_eq!(file_bytes(dir.path()), previous_bytes, "budget {budget}: the previous file changed");
+        let (loaded, _) = load(dir.path()).unwrap();
+        assert_eq!(loaded, previous, "budget {budget}");
+    }
+    // A failed fsync is a failed write: nothing is renamed.
+    let synced = write_via(dir.path(), &newer, chain, |file| Ok(Crashing { file, budget: u64::MAX, fail_sync: true }));
+    assert!(synced.is_err());
+    assert_eq!(file_bytes(dir.path()), previous_bytes);
+    // What a killed process leaves: a partial temporary. Loading ignores it, and the next
+    // snapshot replaces it.
+    let temporary = dir.path().join(SNAPSHOT_TEMPORARY_NAME);
+    fs::write(&temporary, &FILE_FIXTURE[..1_000]).unwrap();
+    assert_eq!(load(dir.path()).unwrap().0, previous);
+    write_snapshot(dir.path(), &newer, chain).unwrap();
+    assert!(!temporary.exists());
+    assert_eq!(load(dir.path()).unwrap().0, newer);
+}
+
+/// A snapshot received as a stream (a Raft follower's install) is checked before it replaces
+/// the current one; a damaged, cut or overlong stream leaves the current one.
+#[test]
+fn an_installed_stream_is_checked_before_it_replaces_the_current_snapshot() {
+    let source = tempfile::tempdir().unwrap();
+    let newer = fixture_tables();
+    for seq in 121..=160 {
+        issue(&newer, seq);
+    }
+    let sent = write_snapshot(source.path(), &newer, chain).unwrap();
+    let stream = file_bytes(source.path());
+
+    let dir = tempfile::tempdir().unwrap();
+    put_file(dir.path(), FILE_FIXTURE);
+    let mut damaged = stream.clone();
+    damaged[SNAPSHOT_HEADER_LEN + 500] ^= 1;
+    let mut longer = stream.clone();
+    longer.push(0);
+    let mut bad_header = stream.clone();
+    bad_header[20] ^= 1;
+    for (bad, expect) in [
+        (&damaged[..], "body checksum"),
+        (&stream[..stream.len() - 1], "truncated"),
+        (&stream[..100], "truncated"),
+        (&longer[..], "trailing"),
+        (&bad_header[..], "header checksum"),
+    ] {
+        let result = install_snapshot(dir.path(), &mut &bad[..]);
+        let ok = match &result {
+            Err(SnapshotFileError::BodyChecksum) => expect == "body checksum",
+            Err(SnapshotFileError::Truncated { .. }) => expect == "truncated",
+            Err(SnapshotFileError::TrailingBytes { extra: 1 }) => expect == "trailing",
+            Err(SnapshotFileError::HeaderChecksum) => expect == "header checksum",
+            _ => false,
+        };
+        assert!(ok, "{expect}: {result:?}");
+        assert_eq!(file_bytes(dir.path()), FILE_FIXTURE, "{expect}: the current snapshot changed");
+        assert!(!dir.path().join(SNAPSHOT_TEMPORARY_NAME).exists());
+    }
+    // Sent in small pieces, as a network stream would arrive.
+    let mut pieces = Pieces { bytes: &stream, piece: 7 };
+    assert_eq!(install_snapshot(dir.path(), &mut pieces).unwrap(), sent);
+    assert_eq!(file_bytes(dir.path()), stream);
+    assert_eq!(load(dir.path()).unwrap().0, newer);
+}
+
+/// A reader that hands out at most `piece` bytes per call.
+struct Pieces<'a> {
+    bytes: &'a [u8],
+    piece: usize,
+}
+
+impl Read for Pieces<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = buf.len().min(self.piece).min(self.bytes.len());
+        buf[..n].copy_from_slice(&self.bytes[..n]);
+        self.bytes = &self.bytes[n..];
+        Ok(n)
+    }
+}

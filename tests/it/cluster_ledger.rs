@@ -1,0 +1,117 @@
+//! The Raft state machine over real ledgers (`replication::state_machine`): three in-process
+//! nodes replicate a real server's events over gRPC, each into its own ledger file, and end with
+//! the same events byte for byte and the same projections; a node added after the log was
+//! purged catches up from the snapshot (the ledger range) and so holds the whole history; a
+//! node restarted from its file catches up from the log.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use openraft::ServerState;
+use parking_lot::RwLock;
+use tokenledger::ledger::replicated;
+use tokenledger::proto::ledger::RaftBatch;
+use tokenledger::replication::network::ClusterCredential;
+use tokenledger::replication::state_machine::LedgerMachine;
+use tokenledger::replication::{LogStore, NodeId, RAFT_BATCH_VERSION};
+
+use crate::raft_network::{TestNode, WAIT, config, leader_among};
+use crate::replicated::{envelopes_of, leader_events};
+
+async fn ledger_node(id: NodeId, dir: &Path, snapshot_every: u64, bind: SocketAddr) -> TestNode<LedgerMachine> {
+    let (store, state) = replicated::open_replica(&dir.join(format!("node-{id}.redb")), |_| {}).unwrap();
+    let log_store = LogStore::new(store.raft_log().unwrap());
+    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state))).unwrap();
+    let credential = ClusterCredential::derive(b"one cluster's key files");
+    TestNode::start_on(id, log_store, machine, None, &credential, config(snapshot_every), bind).await
+}
+
+async fn head_everywhere(nodes: &[&TestNode<LedgerMachine>], head: u64) {
+    for node in nodes {
+        node.raft
+            .wait(Some(WAIT))
+            .metrics(|_| node.machine.state().read().head.seq == head, format!("node {} at {head}", node.id))
+            .await
+            .unwrap_or_else(|e| panic!("node {} at {}: {e}", node.id, node.machine.state().read().head.seq));
+    }
+}
+
+fn any() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
+    RaftBatch { version: RAFT_BATCH_VERSION, envelopes: envelopes.to_vec() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
+    let (_leader_dir, events, leader_state) = leader_events().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ledger_node(id, dir.path(), 8, any()).await);
+    }
+    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+
+    // The first two thirds, in batches of 1 to 5 events, acknowledged with the head they make.
+    let first = events.len() * 2 / 3;
+    let mut sent = 0;
+    for size in [1usize, 4, 2, 5, 3].iter().cycle() {
+        if sent >= first {
+            break;
+        }
+        let end = (sent + size).min(first);
+        let node = nodes.iter().find(|n| n.id == leader).unwrap();
+        let written = node.raft.client_write(batch(&events[sent..end])).await.unwrap();
+        assert_eq!(written.data.head_seq, end as u64, "acknowledged with the head it made");
+        sent = end;
+    }
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), sent as u64).await;
+    for node in &nodes {
+        assert_eq!(envelopes_of(node.machine.store()), events[..sent].to_vec(), "node {}: the same events", node.id);
+    }
+
+    // A follower stops; the rest goes on without it; it restarts from its file and catches up.
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap().id;
+    let position = nodes.iter().position(|n| n.id == follower).unwrap();
+    let mut stopped = nodes.remove(position);
+    let address = stopped.addr;
+    stopped.stop().await;
+    drop(stopped);
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
+    leader_node.raft.client_write(batch(&events[sent..])).await.unwrap();
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), events.len() as u64).await;
+    let restarted = ledger_node(follower, dir.path(), 8, address).await;
+    nodes.push(restarted);
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), events.len() as u64).await;
+
+    // The leader snapshots and purges; a node added then is sent the snapshot (the ledger range).
+    let leader_node = nodes.iter().find(|n| n.id == leader).unwrap();
+    leader_node.raft.trigger().snapshot().await.unwrap();
+    leader_node
+        .raft
+        .wait(Some(WAIT))
+        .metrics(|m| m.purged.is_some() && m.snapshot.is_some(), "the leader snapshotted and purged")
+        .await
+        .unwrap();
+    let learner = ledger_node(4, dir.path(), 8, any()).await;
+    leader_node.raft.add_learner(4, learner.info(), true).await.unwrap();
+    learner.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some(), "the learner installed a snapshot").await.unwrap();
+    nodes.push(learner);
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), events.len() as u64).await;
+
+    for node in &nodes {
+        assert_eq!(envelopes_of(node.machine.store()), events, "node {}: the whole history, byte for byte", node.id);
+        let state = node.machine.state().read().clone();
+        assert_eq!(state.head, leader_state.head, "node {}: the same chain head", node.id);
+        assert!(state == leader_state, "node {}: the same projections", node.id);
+        assert_ne!(node.raft.metrics().borrow().state, ServerState::Candidate);
+    }
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}
