@@ -13,6 +13,7 @@ pub mod codec;
 pub mod log_store;
 pub mod network;
 pub mod peers;
+pub mod proposer;
 pub mod read_index;
 pub mod state_machine;
 pub mod transfer;

@@ -127,10 +127,9 @@ mod tests {
     }
 
     #[test]
-    // A table of (input, expected error) cases.
-    #[allow(clippy::type_complexity)]
     fn every_mistake_is_named() {
-        let cases: [(&str, fn(&PeersError) -> bool); 14] = [
+        type Expected = fn(&PeersError) -> bool;
+        let cases: [(&str, Expected); 14] = [
             ("", |e| *e == PeersError::Empty),
             ("  ", |e| *e == PeersError::Empty),
             ("1=a:1,,2=b:1", |e| matches!(e, PeersError::Malformed { .. })),

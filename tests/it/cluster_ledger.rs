@@ -13,6 +13,7 @@ use parking_lot::RwLock;
 use tokenledger::ledger::replicated;
 use tokenledger::proto::ledger::RaftBatch;
 use tokenledger::replication::network::ClusterCredential;
+use tokenledger::replication::proposer::{ProposeError, Proposer};
 use tokenledger::replication::state_machine::LedgerMachine;
 use tokenledger::replication::{LogStore, NodeId, RAFT_BATCH_VERSION};
 
@@ -110,6 +111,49 @@ async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
         assert_eq!(state.head, leader_state.head, "node {}: the same chain head", node.id);
         assert!(state == leader_state, "node {}: the same projections", node.id);
         assert_ne!(node.raft.metrics().borrow().state, ServerState::Candidate);
+    }
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}
+
+/// The leader's writer path: it may decide only once its projections hold everything committed
+/// (`ready_blocking`), then each sealed batch is committed through Raft and applied on every
+/// node before the writer answers; a follower's writer is told who leads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_leads() {
+    let (_leader_dir, events, leader_state) = leader_events().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ledger_node(id, dir.path(), 1_000, any()).await);
+    }
+    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let runtime = tokio::runtime::Handle::current();
+    let timeout = std::time::Duration::from_secs(10);
+    let on_leader =
+        Proposer::new(nodes.iter().find(|n| n.id == leader).unwrap().raft.clone(), runtime.clone(), timeout);
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    let on_follower = Proposer::new(follower.raft.clone(), runtime, timeout);
+
+    let sent = events.clone();
+    let heads = tokio::task::spawn_blocking(move || {
+        on_leader.ready_blocking().unwrap();
+        sent.chunks(3).map(|chunk| on_leader.propose_blocking(chunk.to_vec()).unwrap()).collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    let expected: Vec<u64> = (1..=events.len().div_ceil(3)).map(|i| (i * 3).min(events.len()) as u64).collect();
+    assert_eq!(heads, expected, "each batch answered with the head it made");
+    let refused = tokio::task::spawn_blocking(move || on_follower.ready_blocking()).await.unwrap();
+    assert_eq!(refused, Err(ProposeError::NotLeader { leader: Some(leader) }));
+
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), events.len() as u64).await;
+    for node in &nodes {
+        assert_eq!(envelopes_of(node.machine.store()), events, "node {}", node.id);
+        assert!(*node.machine.state().read() == leader_state, "node {}: the same projections", node.id);
     }
     for node in nodes.iter_mut() {
         node.stop().await;

@@ -1,0 +1,100 @@
+//! How the leader's single writer commits in cluster mode: it decides and seals a batch against
+//! its projections as in single-node mode, then, instead of appending it itself, proposes it as
+//! one Raft entry and waits until the entry is committed (durable on a majority) and applied on
+//! this node by the state machine. The writer is a plain thread, so the calls block.
+//!
+//! **Invariant:** the writer decides only against projections that hold every committed entry:
+//! [`Proposer::ready_blocking`] confirms leadership with a quorum and waits until this node has
+//! applied everything committed before its term, once per term; afterwards this writer is the only
+//! proposer, and it proposes one batch at a time, so its projections stay current. A batch sealed
+//! against stale projections would reuse seqs of committed events, and every node's state machine
+//! would refuse it as a divergence.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{Raft, ServerState};
+
+use super::{NodeId, RAFT_BATCH_VERSION, TypeConfig};
+use crate::proto::ledger::RaftBatch;
+
+/// Why a batch was not committed here. Only `NotLeader` before proposing means "nothing
+/// happened"; once a batch was proposed, a lost leadership leaves its fate to the next leader, so
+/// the caller answers as for a timeout (the client retries with the same transactionId, which the
+/// retry index answers once, whatever happened).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    #[error("this node is not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<NodeId> },
+    #[error("the batch's outcome is not known here: {0}")]
+    Unknown(String),
+    #[error("raft on this node has stopped: {0}")]
+    Stopped(String),
+}
+
+/// The leader writer's handle on Raft.
+pub struct Proposer {
+    raft: Raft<TypeConfig>,
+    runtime: tokio::runtime::Handle,
+    /// The term in which this node's projections were last confirmed current (0: never).
+    ready_term: AtomicU64,
+    /// The longest a proposal may wait for its commit before its outcome counts as unknown.
+    commit_timeout: Duration,
+}
+
+impl Proposer {
+    /// A proposer that runs Raft's futures on `runtime` (the writer thread is not part of it).
+    pub fn new(raft: Raft<TypeConfig>, runtime: tokio::runtime::Handle, commit_timeout: Duration) -> Self {
+        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout }
+    }
+
+    /// Returns once this node leads and its projections hold every entry committed before its
+    /// term (checked with a quorum once per term). Call before deciding a batch.
+    pub fn ready_blocking(&self) -> Result<(), ProposeError> {
+        let (state, term, leader) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow();
+            (metrics.state, metrics.current_term, metrics.current_leader)
+        };
+        if state != ServerState::Leader {
+            return Err(ProposeError::NotLeader { leader });
+        }
+        if self.ready_term.load(Ordering::Acquire) == term {
+            return Ok(());
+        }
+        let confirm = tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable());
+        let Ok(confirmed) = self.runtime.block_on(confirm) else {
+            return Err(ProposeError::NotLeader { leader: None });
+        };
+        match confirmed {
+            Ok(_) => {
+                self.ready_term.store(term, Ordering::Release);
+                Ok(())
+            }
+            Err(RaftError::APIError(_)) => {
+                Err(ProposeError::NotLeader { leader: self.raft.metrics().borrow().current_leader })
+            }
+            Err(RaftError::Fatal(fatal)) => Err(ProposeError::Stopped(fatal.to_string())),
+        }
+    }
+
+    /// Proposes one decided, sealed batch (envelopes in seq order) and blocks until it is
+    /// committed and applied on this node; answers the ledger head after it.
+    pub fn propose_blocking(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
+        let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes };
+        let write = tokio::time::timeout(self.commit_timeout, self.raft.client_write(batch));
+        match self.runtime.block_on(write) {
+            Err(_) => Err(ProposeError::Unknown(format!("not committed within {:?}", self.commit_timeout))),
+            Ok(Ok(written)) => Ok(written.data.head_seq),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
+                // Refused (not the leader), or its entry was removed from this node's log as
+                // conflicting with a new leader's: either way it was never committed.
+                self.ready_term.store(0, Ordering::Release);
+                Err(ProposeError::NotLeader { leader: forward.leader_id })
+            }
+            Ok(Err(RaftError::APIError(other))) => Err(ProposeError::Unknown(other.to_string())),
+            Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Stopped(fatal.to_string())),
+        }
+    }
+}
