@@ -11,22 +11,22 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use parking_lot::RwLock;
-use tokenledger::api::form;
-use tokenledger::api::wire::{self, HeaderValues};
 use tokenledger::clock::{Clock as _, SystemClock};
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::credential::keyed_digest;
-use tokenledger::crypto::keys::ServerKeys;
 use tokenledger::crypto::random_bytes;
 use tokenledger::crypto::token::{self, TokenKind};
+use tokenledger::domain::DirectoryCommand;
 use tokenledger::domain::State;
-use tokenledger::domain::command::{Command, FreshIds, Issue, IssueGrant, Outcome};
-use tokenledger::domain::directory::DirectoryCommand;
-use tokenledger::domain::ids::{FamilyId, TokenId};
-use tokenledger::ledger::store::{Append, Store};
+use tokenledger::domain::{Command, FreshIds, Issue, IssueGrant, Outcome};
+use tokenledger::domain::{FamilyId, TokenId};
 use tokenledger::ledger::{self, LedgerHandle, WriterConfig, codec, index};
+use tokenledger::ledger::{Append, Store};
 use tokenledger::proto::ledger::{
     ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, TokensIssued, event,
 };
+use tokenledger::wire::form;
+use tokenledger::wire::{self, HeaderValues};
 
 const BASIC: &[u8] = b"Basic YmVuY2g6YmVuY2gtc2VjcmV0LTAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -144,7 +144,7 @@ fn issue(client_id: &Arc<str>) -> Command {
         grant: IssueGrant::ClientCredentials,
         requested_scopes: None,
         fingerprint: random_bytes(),
-        family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+        family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId(random_bytes()),
             refresh: TokenId(random_bytes()),
@@ -221,7 +221,7 @@ fn writer(c: &mut Criterion) {
     group.finish();
 }
 
-fn counters(status: &ledger::writer::WriterStatus) -> (u64, u64, u64) {
+fn counters(status: &ledger::WriterStatus) -> (u64, u64, u64) {
     use std::sync::atomic::Ordering::Relaxed;
     (status.batches.load(Relaxed), status.commands.load(Relaxed), status.commit_micros_total.load(Relaxed))
 }
@@ -286,7 +286,7 @@ struct Chain {
     seq: u64,
     hash: [u8; 32],
     ids: Ids,
-    scheme: std::sync::Arc<tokenledger::ledger::token_ids::TokenIdScheme>,
+    scheme: std::sync::Arc<tokenledger::ledger::TokenIdScheme>,
 }
 
 impl Chain {

@@ -40,9 +40,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use tokenledger::api::wire::encode_basic;
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{CreateTokenRequest, IntrospectTokenRequest};
+use tokenledger::wire::encode_basic;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataValue};

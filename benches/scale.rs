@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use hdrhistogram::Histogram;
-use tokenledger::api::wire::encode_basic;
+use tokenledger::wire::encode_basic;
 
 #[path = "support/mod.rs"]
 mod support;

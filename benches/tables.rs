@@ -760,7 +760,7 @@ fn baseline_child(args: &Args) {
     };
     for target in steps(args.baseline_tokens) {
         let mut step = histogram();
-        while (state.read().tokens.len() as u64) < target {
+        while (state.read().tokens_len() as u64) < target {
             let kind = mix.step();
             let now = mix.now_ms();
             let txid = uuid::Uuid::from_bytes(mix.rng.id()).to_string();
@@ -832,11 +832,11 @@ fn baseline_child(args: &Args) {
         let rss_now = rss();
         println!(
             "at {} tokens ({} families, {} retry answers): RSS {:.0} MiB, RSS growth / token {:.1} B",
-            s.tokens.len(),
-            s.families.len(),
+            s.tokens_len(),
+            s.families_len(),
             s.recent_requests.len(),
             rss_now as f64 / 1048576.0,
-            rss_now.saturating_sub(rss_base) as f64 / s.tokens.len() as f64
+            rss_now.saturating_sub(rss_base) as f64 / s.tokens_len() as f64
         );
         println!("  apply latency of this step ({} events): {}", step.len(), latency_line(&step));
     }
@@ -845,7 +845,7 @@ fn baseline_child(args: &Args) {
         "purge_expired every 30 s of ledger time: worst {:.1} ms (every reader waits)",
         purge_worst.as_secs_f64() * 1e3
     );
-    lookups(args, &sample, |id| state.read().tokens.get(id).map(|t| t.expires_at_ms).unwrap_or(0));
+    lookups(args, &sample, |id| state.read().token(id).map(|t| t.expires_at_ms).unwrap_or(0));
 }
 
 /// Lookups of the same ids in both structures, alternating in one process (the fair ratio on

@@ -8,6 +8,7 @@ use parking_lot::RwLock;
 use tokio::sync::Semaphore;
 
 use crate::api::client_auth::ClientAuth;
+use crate::api::error::ErrorCode;
 use crate::api::wire::BasicCredentials;
 use crate::clock::Clock;
 use crate::config::Config;
@@ -16,44 +17,51 @@ use crate::crypto::keys::ServerKeys;
 use crate::crypto::signing::SigningKeys;
 use crate::domain::State;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
 use crate::ledger::LedgerHandle;
 use crate::proto::ledger::CredentialDigest;
+
+/// The projections as everything but the writer sees them: `read()` only, so "only the writer
+/// changes `State`" holds by type. Hold the guard for a lookup, never across an `.await`.
+pub struct Projections(Arc<RwLock<State>>);
+
+impl Projections {
+    pub fn read(&self) -> parking_lot::RwLockReadGuard<'_, State> {
+        self.0.read()
+    }
+}
 
 pub struct App {
     pub config: Config,
     pub keys: ServerKeys,
     /// The ID-token signing keys (`signing-keys.json`).
-    pub signing: SigningKeys,
-    /// The projections; only the ledger writer takes the write lock.
-    pub state: Arc<RwLock<State>>,
+    pub(crate) signing: SigningKeys,
+    /// The projections, read only: the ledger writer holds the one handle that writes.
+    pub state: Projections,
     /// The wall clock every handler reads (the writer holds the same one).
     pub clock: Arc<dyn Clock>,
     pub ledger: LedgerHandle,
     /// SHA-256 of the admin credential in `admin.token`.
-    pub admin_token_digest: [u8; 32],
-    /// A digest at the configured cost, checked for failed client authentications.
-    pub dummy_password: CredentialDigest,
+    pub(crate) admin_token_digest: [u8; 32],
     /// Checked for unknown users (and users without a password) so that they cost what a real
     /// user's wrong password costs, at the iteration counts stored passwords use.
-    pub dummy_passwords: crate::api::dummy::DummyDigests,
+    pub(crate) dummy_passwords: crate::api::dummy::DummyDigests,
     /// Client authentication: the cache of verified imported secrets, the negative cache, the
     /// failure backoff and the small budget of slow client-secret checks (`api::client_auth`).
-    pub client_auth: ClientAuth,
+    pub(crate) client_auth: ClientAuth,
     /// Failed password sign-ins each client may still cause (`sign_in_failures_per_client_per_min`).
-    pub sign_in_failures: crate::api::throttle::FailureBudget,
+    pub(crate) sign_in_failures: crate::api::throttle::FailureBudget,
     /// Sign-ins refused because their client had used up that budget (for /metrics).
-    pub sign_in_failures_refused: std::sync::atomic::AtomicU64,
+    pub(crate) sign_in_failures_refused: std::sync::atomic::AtomicU64,
     /// Bounds concurrent password hashes so that a burst of sign-ins cannot starve the runtime.
     slow_hashes: Semaphore,
     /// Set when shutdown begins; readiness turns false.
-    pub draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Per-client spike arrest and quota (`api::ratelimit`).
-    pub rate_limits: crate::api::ratelimit::RateLimits,
+    pub(crate) rate_limits: crate::api::ratelimit::RateLimits,
     /// The address of the separate metrics listener once it is bound (`metrics_listen`).
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What `/metrics` reports; the ledger writer reports its batches here too.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl App {
@@ -82,12 +90,11 @@ impl App {
             config,
             keys,
             signing,
-            state,
+            state: Projections(state),
             clock,
             ledger,
             admin_token_digest,
-            dummy_passwords: crate::api::dummy::DummyDigests::new(dummy_password.clone()),
-            dummy_password,
+            dummy_passwords: crate::api::dummy::DummyDigests::new(dummy_password),
             client_auth,
             sign_in_failures,
             sign_in_failures_refused: std::sync::atomic::AtomicU64::new(0),
@@ -101,7 +108,7 @@ impl App {
 
     /// Ready: the ledger is open, replayed and writable, we are not shutting down, and the
     /// clock is not behind the ledger by more than `clock_skew_max_ms`.
-    pub fn is_ready(&self) -> bool {
+    pub(crate) fn is_ready(&self) -> bool {
         self.ledger.is_writable()
             && !self.draining.load(Ordering::Acquire)
             && self.clock_behind_ledger_ms() <= self.config.writer.clock_skew_max_ms
@@ -110,7 +117,7 @@ impl App {
     /// How far the clock is behind the recorded time of the last ledger event; 0 when it is
     /// not behind. More than a little means the clock stepped back, or stepped forward earlier
     /// and was corrected (see docs/operations.md, "Clock").
-    pub fn clock_behind_ledger_ms(&self) -> i64 {
+    pub(crate) fn clock_behind_ledger_ms(&self) -> i64 {
         let head_ms = self.state.read().head.recorded_at_ms;
         head_ms.saturating_sub(self.clock.now_ms()).max(0)
     }
@@ -118,13 +125,13 @@ impl App {
     /// Authenticates a client by its Basic credentials (CMN_90004 on any failure, CMN_90003
     /// when failures from this caller back off or the slow-check budget is busy). A disabled
     /// client always fails; during a rotation overlap the previous secret works too.
-    pub async fn authenticate_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
+    pub(crate) async fn authenticate_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
         let client = self.state.read().client(&credentials.client_id).cloned().filter(|c| !c.disabled);
         self.client_auth.authenticate(self, credentials, client, self.clock.now_ms()).await
     }
 
     /// Runs a PBKDF2 check on the blocking pool, at most `slow_hash_concurrency` at a time.
-    pub async fn verify_slow(&self, presented: String, stored: CredentialDigest) -> bool {
+    pub(crate) async fn verify_slow(&self, presented: String, stored: CredentialDigest) -> bool {
         let Ok(_permit) = self.slow_hashes.acquire().await else {
             return false;
         };
@@ -139,7 +146,7 @@ impl App {
     }
 
     /// Hashes a password or legacy secret with PBKDF2 on the blocking pool.
-    pub async fn hash_slow(&self, secret: String) -> Result<CredentialDigest, ErrorCode> {
+    pub(crate) async fn hash_slow(&self, secret: String) -> Result<CredentialDigest, ErrorCode> {
         let _permit = self.slow_hashes.acquire().await.map_err(|_| ErrorCode::Internal)?;
         self.metrics.password_hashes.increment(1);
         let iterations = self.config.password_pbkdf2_iterations;
@@ -149,16 +156,10 @@ impl App {
     }
 
     /// True when `presented` is the admin credential (constant-time on SHA-256 digests).
-    pub fn is_admin(&self, presented: Option<&str>) -> bool {
+    pub(crate) fn is_admin(&self, presented: Option<&str>) -> bool {
         let Some(presented) = presented else {
             return false;
         };
-        crate::crypto::digests_equal(&sha256(presented.as_bytes()), &self.admin_token_digest)
+        crate::crypto::digests_equal(&crate::crypto::sha256(presented.as_bytes()), &self.admin_token_digest)
     }
-}
-
-pub fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
-    out
 }

@@ -3,7 +3,7 @@
 //! They panic only when a property is violated; the server never calls them.
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
-use crate::api::form::{self, percent_encode};
+use crate::api::wire::form::{self, percent_encode};
 use crate::api::wire::{self, HeaderValues, Institution};
 use crate::crypto::keys::ServerKeys;
 use crate::crypto::token;

@@ -286,7 +286,7 @@ impl Metrics {
             let state = app.state.read();
             let slow =
                 state.clients.values().filter(|c| crate::api::client_auth::ClientAuth::is_slow_secret(c)).count();
-            (state.tokens.len(), state.families.len(), state.head.seq, slow)
+            (state.tokens_len(), state.families_len(), state.head.seq, slow)
         };
         let gauge = |name: &'static str, value: f64| {
             self.recorder.register_gauge(&Key::from_name(name), &metadata()).set(value);

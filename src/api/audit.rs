@@ -9,7 +9,8 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::grpc::admin_call;
+use super::error::audit_status;
+use super::grpc_util::admin_call;
 use crate::app::App;
 use crate::audit::blast::{self, Relation};
 use crate::audit::chain::{self, Claim};
@@ -18,14 +19,13 @@ use crate::audit::history::{self, StatusAt, TokenFacts};
 use crate::audit::query::{EventFilter, QueryError, first_seq_at_or_after};
 use crate::audit::time::format_ms;
 use crate::audit::view;
+use crate::audit::{Opened, ReadError, Snapshot};
 use crate::crypto::token as token_string;
 use crate::domain::bulk::BlastCredential;
-use crate::domain::directory::grant_type_name;
+use crate::domain::grant::stored_name;
 use crate::domain::ids::{FamilyId, TokenId, parse_hex};
 use crate::domain::state::EndCause;
 use crate::domain::validity::Validity;
-use crate::ledger::codec::Opened;
-use crate::ledger::reader::{ReadError, Snapshot};
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::{self as api};
 
@@ -74,17 +74,6 @@ impl From<QueryError> for AuditError {
 impl From<ReadError> for AuditError {
     fn from(error: ReadError) -> Self {
         QueryError::Read(error).into()
-    }
-}
-
-/// The status for an audit error, as `admin_status` does for directory errors.
-pub fn audit_status(error: AuditError) -> Status {
-    match error {
-        AuditError::Invalid(text) => Status::invalid_argument(text),
-        AuditError::NotFound(text) => Status::not_found(text),
-        AuditError::Unavailable => Status::unavailable("the ledger is not available"),
-        AuditError::DataLoss(text) => Status::data_loss(text),
-        AuditError::Internal => Status::internal("internal error"),
     }
 }
 
@@ -161,7 +150,7 @@ pub fn token_record(facts: &TokenFacts) -> api::TokenRecord {
         client_id: facts.client_id.clone(),
         institution_id: facts.institution_id.clone(),
         login_id: facts.login_id.clone(),
-        grant_type: grant_type_name(facts.grant_type).to_owned(),
+        grant_type: stored_name(facts.grant_type).to_owned(),
         scopes: facts.scopes.clone(),
         issued_seq: facts.issued_seq,
         issued_at_ms: facts.issued_at_ms,

@@ -36,10 +36,10 @@ use tokio::sync::Semaphore;
 use super::ratelimit::{current_peer, note_retry_after, release_in_flight_slot};
 use super::throttle::{Backoff, FailureThrottle};
 use super::wire::BasicCredentials;
+use crate::api::error::ErrorCode;
 use crate::crypto::credential::{self, Check};
 use crate::crypto::keys::ServerKeys;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
 use crate::proto::ledger::{CredentialDigest, credential_digest};
 
 /// Wrong secrets remembered by the negative cache.

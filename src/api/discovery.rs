@@ -5,9 +5,12 @@
 use crate::app::App;
 use crate::crypto::pkce;
 use crate::crypto::signing::{self, ALGORITHM};
+use crate::domain::grant::GrantKind;
 
-/// Grant types the token endpoint accepts (`parse_grant` in `token.rs`).
-pub const GRANT_TYPES: [&str; 4] = ["client_credentials", "password", "refresh_token", "authorization_code"];
+/// Grant types the token endpoint accepts: the table of `domain::grant`.
+pub fn grant_types_supported() -> Vec<&'static str> {
+    GrantKind::ALL.into_iter().map(GrantKind::name).collect()
+}
 /// Basic only: a `client_secret` in the body is refused (RFC 6749 2.3.1 allows one method).
 pub const CLIENT_AUTH_METHODS: [&str; 1] = ["client_secret_basic"];
 
@@ -30,7 +33,7 @@ pub fn metadata(app: &App) -> serde_json::Value {
         "introspection_endpoint": url("/oauth2/v1/introspect"),
         "introspection_endpoint_auth_methods_supported": CLIENT_AUTH_METHODS,
         "jwks_uri": url("/.well-known/jwks.json"),
-        "grant_types_supported": GRANT_TYPES,
+        "grant_types_supported": grant_types_supported(),
         // Codes come from the internal POST /v1/auth-code, not from a browser-facing
         // authorization endpoint, so none is advertised; what such an endpoint would return
         // is a code, hence "code".

@@ -1,26 +1,19 @@
 //! The api layer: wire formats to domain commands and back. `token` holds the flows shared by
 //! both transports; `rest` (axum) and `grpc` (tonic) only translate.
 
-pub mod admin;
-pub mod audit;
-pub mod authcode;
-pub mod bulk;
-pub mod client_auth;
-pub mod directory;
-pub mod discovery;
-pub mod dummy;
-pub mod form;
-pub mod grpc;
-pub mod grpc_authcode;
-pub mod grpc_users;
-pub mod openapi;
-pub mod ratelimit;
-pub mod rest;
-pub mod rest_authcode;
-pub mod rest_users;
-pub mod signin;
-pub mod signing;
-pub mod throttle;
-pub mod token;
-pub mod users;
+pub(crate) mod admin;
+pub(crate) mod audit;
+pub(crate) mod authcode;
+pub(crate) mod client_auth;
+pub(crate) mod discovery;
+pub(crate) mod dummy;
+pub(crate) mod error;
+pub(crate) mod grpc_util;
+pub(crate) mod keys;
+pub(crate) mod lookup;
+pub(crate) mod openapi;
+pub(crate) mod ratelimit;
+pub(crate) mod rest;
+pub(crate) mod throttle;
+pub(crate) mod token;
 pub mod wire;

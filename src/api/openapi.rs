@@ -3,10 +3,14 @@
 //! hand (SPEC order of checks). A test walks the real router and this document both ways, so a
 //! route cannot be added without being documented, nor documented without existing.
 
+// JSON documents built with `json!` objects: indexing an object inserts, it cannot panic.
+#![allow(clippy::indexing_slicing)]
+
 use serde_json::{Value, json};
 
-use crate::api::authcode::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
+use crate::api::authcode::flow::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
 use crate::crypto::credential::SECRET_LEN_MAX;
+use crate::domain::grant::GrantKind;
 use crate::domain::ids::IDENTIFIER_LEN_MAX;
 
 /// Every REST path the router serves, in the router's own syntax.
@@ -369,30 +373,60 @@ fn auth_code_request(pkce: bool) -> Value {
     json!({"type": "object", "required": required, "properties": properties})
 }
 
+/// The schema name and form of each grant's token request.
+fn grant_schema(grant: GrantKind) -> (&'static str, Value) {
+    let name = grant.name();
+    match grant {
+        GrantKind::ClientCredentials => ("ClientCredentialsGrant", self::grant(name, &[], json!({}))),
+        GrantKind::Password => (
+            "PasswordGrant",
+            self::grant(
+                name,
+                &["username", "password"],
+                json!({
+                    "username": identifier("The user's login id"),
+                    "password": {"type": "string", "format": "password", "minLength": 1, "maxLength": SECRET_LEN_MAX, "pattern": PRINTABLE},
+                }),
+            ),
+        ),
+        GrantKind::RefreshToken => {
+            ("RefreshTokenGrant", self::grant(name, &["refresh_token"], json!({"refresh_token": credential()})))
+        }
+        GrantKind::AuthorizationCode => (
+            "AuthorizationCodeGrant",
+            self::grant(
+                name,
+                &["code"],
+                json!({
+                    "code": credential(),
+                    "code_verifier": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{43,128}$", "description": "RFC 7636 verifier; required when the code was issued with a challenge"},
+                    "redirect_uri": {"type": "string", "pattern": PRINTABLE, "description": "If sent, exactly the client's registered URI"},
+                }),
+            ),
+        ),
+    }
+}
+
 /// The schemas of the request bodies: what each form must hold, as the handlers enforce it.
 fn request_schemas() -> Value {
+    let mut schemas = request_schemas_but_grants();
+    for grant in GrantKind::ALL {
+        let (name, schema) = grant_schema(grant);
+        schemas[name] = schema;
+    }
+    schemas
+}
+
+fn request_schemas_but_grants() -> Value {
     json!({
         "TokenRequest": {
             "description": "One of the four grants, told apart by grant_type. Every value is printable ASCII (else CMN_90017); an empty value counts as absent.",
-            "oneOf": [object("ClientCredentialsGrant"), object("PasswordGrant"), object("RefreshTokenGrant"), object("AuthorizationCodeGrant")],
-            "discriminator": {"propertyName": "grant_type", "mapping": {
-                "client_credentials": "#/components/schemas/ClientCredentialsGrant",
-                "password": "#/components/schemas/PasswordGrant",
-                "refresh_token": "#/components/schemas/RefreshTokenGrant",
-                "authorization_code": "#/components/schemas/AuthorizationCodeGrant",
-            }},
+            "oneOf": GrantKind::ALL.map(|g| object(grant_schema(g).0)),
+            "discriminator": {"propertyName": "grant_type", "mapping": GrantKind::ALL
+                .map(|g| (g.name().to_owned(), json!(format!("#/components/schemas/{}", grant_schema(g).0))))
+                .into_iter()
+                .collect::<serde_json::Map<_, _>>()},
         },
-        "ClientCredentialsGrant": grant("client_credentials", &[], json!({})),
-        "PasswordGrant": grant("password", &["username", "password"], json!({
-            "username": identifier("The user's login id"),
-            "password": {"type": "string", "format": "password", "minLength": 1, "maxLength": SECRET_LEN_MAX, "pattern": PRINTABLE},
-        })),
-        "RefreshTokenGrant": grant("refresh_token", &["refresh_token"], json!({"refresh_token": credential()})),
-        "AuthorizationCodeGrant": grant("authorization_code", &["code"], json!({
-            "code": credential(),
-            "code_verifier": {"type": "string", "pattern": "^[A-Za-z0-9._~-]{43,128}$", "description": "RFC 7636 verifier; required when the code was issued with a challenge"},
-            "redirect_uri": {"type": "string", "pattern": PRINTABLE, "description": "If sent, exactly the client's registered URI"},
-        })),
         "TokenParameter": {"type": "object", "required": ["token"], "properties": {"token": credential(), "token_type_hint": printable()}},
         "ClientAuthorizationRequest": {"type": "object", "required": ["client_id"], "properties": {"client_id": identifier("The partner app's client id")}},
         "AuthCodeRequest": {

@@ -15,7 +15,6 @@
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,51 +24,11 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::wire::BasicCredentials;
+use crate::api::error::ErrorCode;
 use crate::app::App;
-use crate::config::{ConfigError, Settings};
+use crate::config::RateLimitConfig;
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
-
-/// Requests per client per quota window when `quota_requests` is not set: generous enough for
-/// any one real client of a bank (a million at once, then 278 a second), small enough that a
-/// runaway client cannot grow memory and the ledger without bound (security review finding
-/// 10). The load generators turn it off (`--quota-requests 0`).
-pub const DEFAULT_QUOTA_REQUESTS: u32 = 1_000_000;
-
-/// The resolved rate-limit settings; `None` turns a limit off.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct RateLimitConfig {
-    /// (requests per second, burst) per authenticated client.
-    pub spike: Option<(NonZeroU32, NonZeroU32)>,
-    /// (requests, window) per authenticated client.
-    pub quota: Option<(NonZeroU32, Duration)>,
-}
-
-impl RateLimitConfig {
-    pub fn resolve(settings: &Settings) -> Result<RateLimitConfig, ConfigError> {
-        let spike = match NonZeroU32::new(settings.spike_arrest_per_sec.unwrap_or(0)) {
-            None => None,
-            Some(rate) => {
-                let burst = match settings.spike_arrest_burst {
-                    None => rate,
-                    Some(n) => {
-                        NonZeroU32::new(n).ok_or_else(|| ConfigError("spike_arrest_burst must be positive".into()))?
-                    }
-                };
-                Some((rate, burst))
-            }
-        };
-        let quota = match NonZeroU32::new(settings.quota_requests.unwrap_or(DEFAULT_QUOTA_REQUESTS)) {
-            None => None,
-            Some(requests) => match settings.quota_window_secs.unwrap_or(3600) {
-                secs @ 1..=2_678_400 => Some((requests, Duration::from_secs(secs))),
-                _ => return Err(ConfigError("quota_window_secs must be between 1 and 2678400 (31 days)".into())),
-            },
-        };
-        Ok(RateLimitConfig { spike, quota })
-    }
-}
 
 /// The limiters of one server, and how often each refused a request.
 pub struct RateLimits {
@@ -126,7 +85,10 @@ impl App {
     /// What every Basic-authenticated endpoint does first: client authentication (with its own
     /// throttle for failures, `api::client_auth`), then the authenticated client's spike arrest
     /// and quota. Nobody but the client itself can spend its allowance.
-    pub async fn authenticate_limited_client(&self, credentials: &BasicCredentials) -> Result<Arc<Client>, ErrorCode> {
+    pub(crate) async fn authenticate_limited_client(
+        &self,
+        credentials: &BasicCredentials,
+    ) -> Result<Arc<Client>, ErrorCode> {
         let client = self.authenticate_client(credentials).await?;
         self.rate_limits.check_spike_of(&client.id)?;
         self.rate_limits.check_quota(&client.id)?;
@@ -135,8 +97,8 @@ impl App {
 
     /// Both limits for a request carrying an access token of some client, charged to that
     /// client. An unknown token is not limited here: it fails at once without costly work.
-    pub fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
-        let Some(client_id) = self.state.read().tokens.get(token).map(|t| t.grant.client_id.clone()) else {
+    pub(crate) fn limit_bearer_client(&self, token: &TokenId) -> Result<(), ErrorCode> {
+        let Some(client_id) = self.state.read().token(token).map(|t| t.grant.client_id.clone()) else {
             return Ok(());
         };
         self.rate_limits.check_spike_of(&client_id)?;

@@ -11,11 +11,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::form::{self, Params};
-use super::token::{self, Call, TokenReply};
+use super::token::flow::{self as token, Call, TokenReply};
 use super::wire::{self, HeaderValues, Institution};
+use crate::api::error::ErrorCode;
 use crate::app::App;
-use crate::error::ErrorCode;
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
@@ -28,8 +27,8 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/oauth2/v1/introspect", post(introspect_token))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .merge(super::rest_users::routes())
-        .merge(super::rest_authcode::routes())
+        .merge(super::lookup::rest::routes())
+        .merge(super::authcode::rest::routes())
         .merge(super::openapi::routes())
         // After every route, so that it reaches them all; axum still adds `Allow`.
         .method_not_allowed_fallback(method_not_allowed)
@@ -119,7 +118,7 @@ pub(super) async fn read_call(
         return Err(fail(ErrorCode::InvalidRequest));
     }
     let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| fail(ErrorCode::InvalidRequest))?;
-    let params = form::parse(&bytes).map_err(fail)?;
+    let params = wire::form::parse(&bytes).map_err(fail)?;
     // One authentication method only: Basic (RFC 6749 2.3).
     if params.get("client_secret").is_some() {
         return Err(fail(ErrorCode::InvalidRequest));
@@ -264,9 +263,4 @@ async fn not_found(headers: HeaderMap) -> Response {
         .into_response();
     echo_transaction_id(&mut response, wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok().as_deref());
     response
-}
-
-/// Exposed for the gRPC transport, which builds the same parameters from message fields.
-pub fn params_from_fields<'a>(fields: impl IntoIterator<Item = (&'a str, &'a str)>) -> Result<Params, ErrorCode> {
-    Params::from_pairs(fields)
 }

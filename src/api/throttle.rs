@@ -62,7 +62,9 @@ impl FailureThrottle {
             return Ok(());
         };
         let now_ms = self.now_ms();
-        let slot = self.slots.lock()[index];
+        let Some(slot) = self.slots.lock().get(index).copied() else {
+            return Ok(());
+        };
         if now_ms < slot.blocked_until_ms {
             return Err(Duration::from_millis(u64::from(slot.blocked_until_ms - now_ms)));
         }
@@ -76,7 +78,9 @@ impl FailureThrottle {
         };
         let now_ms = self.now_ms();
         let mut slots = self.slots.lock();
-        let slot = &mut slots[index];
+        let Some(slot) = slots.get_mut(index) else {
+            return;
+        };
         let forget_ms = millis(self.policy.forget_after);
         if slot.failures > 0 && now_ms.saturating_sub(slot.last_failure_ms) >= forget_ms {
             *slot = Slot::default();

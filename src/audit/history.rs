@@ -168,10 +168,10 @@ pub fn replay(facts: &TokenFacts, events: &[Opened], at_ms: i64) -> (Vec<Step>, 
         if at > at_ms {
             break;
         }
-        let before = state.tokens.get(&facts.id).map(|t| state.validity(t, at));
+        let before = state.token(&facts.id).map(|t| state.validity(t, at));
         let recorded = Recorded { seq: opened.envelope.seq, recorded_at_ms: at, transaction_id: "", hash: opened.hash };
         apply(&mut state, recorded, &opened.event);
-        let after = state.tokens.get(&facts.id).map(|t| state.validity(t, at));
+        let after = state.token(&facts.id).map(|t| state.validity(t, at));
         let affects_token = before != after;
         let ended =
             matches!(after, Some(Validity::Ended { .. } | Validity::FamilyRevoked { .. } | Validity::CutOff { .. }));
@@ -180,7 +180,7 @@ pub fn replay(facts: &TokenFacts, events: &[Opened], at_ms: i64) -> (Vec<Step>, 
         }
         steps.push(Step { event: opened.clone(), affects_token });
     }
-    let validity = state.tokens.get(&facts.id).map(|t| state.validity(t, at_ms));
+    let validity = state.token(&facts.id).map(|t| state.validity(t, at_ms));
     let deciding_seq = match &validity {
         Some(v @ (Validity::Ended { .. } | Validity::FamilyRevoked { .. } | Validity::CutOff { .. })) => {
             first_end.unwrap_or_else(|| v.deciding_seq())

@@ -7,10 +7,20 @@
 //! projections; every change it leads to (bulk and blast-radius revocation) goes through the
 //! writer as a command like any other.
 
-pub mod blast;
-pub mod chain;
-pub mod checkpoint;
-pub mod history;
-pub mod query;
-pub mod time;
-pub mod view;
+pub(crate) mod blast;
+pub(crate) mod chain;
+pub(crate) mod checkpoint;
+pub(crate) mod history;
+pub(crate) mod query;
+pub(crate) mod time;
+pub(crate) mod view;
+
+pub use chain::ChainWalker;
+pub use checkpoint::{CHECKPOINT_KEY_FILE, Checkpoint, CheckpointBody};
+pub use view::redact;
+
+/// What the audit side reads, under its own names: the api and the CLI reach the ledger's
+/// storage only through these and the queries above.
+pub use crate::ledger::ReadError;
+pub use crate::ledger::codec::{Opened, open as open_envelope};
+pub use crate::ledger::reader::Snapshot;

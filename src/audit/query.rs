@@ -5,10 +5,11 @@
 
 use prost::Message as _;
 
+use crate::domain::cutoff::CutoffScope;
 use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::user_key;
 use crate::ledger::codec::{self, ChainError, Opened};
-use crate::ledger::index::{IndexKind, kind_number};
+use crate::ledger::index::{IndexKind, cutoff_value, kind_number};
 use crate::ledger::reader::{ReadError, Snapshot};
 use crate::proto::ledger::Envelope;
 
@@ -186,4 +187,24 @@ pub fn open_all(snapshot: &Snapshot, seqs: &[u64]) -> Result<Vec<Opened>, QueryE
         events.push(codec::open(*seq, &bytes)?);
     }
     Ok(events)
+}
+
+/// An index entry a caller of the writer can ask about: which event recorded its command.
+pub enum Entry {
+    Token(TokenId),
+    Client(String),
+    Cutoff(CutoffScope),
+}
+
+/// The seq of the newest event with index entry `entry`, if it was recorded under
+/// `transaction_id` (it is, unless a caller reused its transaction id); else 0.
+pub fn recorded_seq(snapshot: &Snapshot, entry: &Entry, transaction_id: &str) -> Result<u64, QueryError> {
+    let (kind, value) = match entry {
+        Entry::Token(id) => (IndexKind::Token, id.0.to_vec()),
+        Entry::Client(id) => (IndexKind::Client, id.as_bytes().to_vec()),
+        Entry::Cutoff(scope) => (IndexKind::Cutoff, cutoff_value(scope)),
+    };
+    let Some(seq) = snapshot.index_last(kind, &value, u64::MAX)? else { return Ok(0) };
+    let opened = open_all(snapshot, &[seq])?;
+    Ok(opened.first().filter(|e| e.envelope.transaction_id == transaction_id).map_or(0, |e| e.envelope.seq))
 }

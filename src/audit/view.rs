@@ -13,7 +13,7 @@ use prost::Message as _;
 use prost_reflect::{DescriptorPool, DynamicMessage, Kind, MessageDescriptor, Value};
 
 use super::time::format_ms;
-use crate::domain::directory::grant_type_name;
+use crate::domain::grant::stored_name;
 use crate::domain::ids::hex;
 use crate::ledger::index::kind_number;
 use crate::proto::ledger::{Event, GrantType, RevocationReason, blast_radius_revoked, bulk_revoked, event};
@@ -200,7 +200,7 @@ pub fn summary(event: &Event) -> String {
         }
         event::Kind::UserCreated(u) => format!("user {} of institution {} created", u.login_id, u.institution_id),
         event::Kind::TokensIssued(t) => {
-            let grant = grant_type_name(GrantType::try_from(t.grant_type).unwrap_or(GrantType::Unspecified));
+            let grant = stored_name(GrantType::try_from(t.grant_type).unwrap_or(GrantType::Unspecified));
             let mut text = format!("{grant} grant: client {}, institution {}", t.client_id, t.institution_id);
             if !t.login_id.is_empty() {
                 text.push_str(&format!(", user {}", t.login_id));

@@ -3,6 +3,9 @@
 //! --offline`, which reads a stopped ledger (or a copy) directly. Output is for people by
 //! default; `--json` prints one JSON object per line for tools.
 
+// JSON documents built with `json!` objects: indexing an object inserts, it cannot panic.
+#![allow(clippy::indexing_slicing)]
+
 use std::io::Write as _;
 use std::path::PathBuf;
 
@@ -486,12 +489,11 @@ fn check_offline(data_dir: &std::path::Path, seq: u64, hash: [u8; 32]) -> Result
     }
     let _lock = crate::server::data_dir::lock(data_dir)
         .map_err(|e| format!("{e}; stop the server (or copy the data dir) to check offline"))?;
-    let db = redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let store = crate::ledger::Store::from_database(db).map_err(|e| e.to_string())?;
-    let snapshot = store.reader().snapshot().map_err(|e| e.to_string())?;
+    let ledger = crate::ledger::open_read_only(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let snapshot = ledger.snapshot().map_err(|e| e.to_string())?;
     let report = chain::verify(&snapshot, Some(seq), Some(Claim { seq, hash })).map_err(|e| e.to_string())?;
     let first = snapshot.envelope(1).map_err(|e| e.to_string())?;
-    let ledger_id = first.and_then(|bytes| crate::ledger::codec::open(1, &bytes).ok()).map(|opened| opened.hash);
+    let ledger_id = first.and_then(|bytes| crate::audit::open_envelope(1, &bytes).ok()).map(|opened| opened.hash);
     let reached = report.head.seq == seq && report.problem.is_none();
     Ok(PrefixCheck {
         ledger_id,

@@ -2,6 +2,9 @@
 //! call with the admin credential. Passwords come from stdin (`--password-stdin`, one line)
 //! or a prompt without echo on a terminal, never from the command line.
 
+// JSON documents built with `json!` objects: indexing an object inserts, it cannot panic.
+#![allow(clippy::indexing_slicing)]
+
 use std::io::{BufRead, IsTerminal};
 
 use clap::{Args, Subcommand};

@@ -1,14 +1,16 @@
 //! The command line: `serve`, and commands that talk to a running server with the admin
 //! credential (`import`, ...), plus the offline `verify`.
 
-pub mod audit;
-pub mod directory;
-pub mod import;
-pub mod keys;
-pub mod remote;
-pub mod revoke;
-pub mod serve;
-pub mod verify;
+pub(crate) mod audit;
+pub(crate) mod directory;
+pub(crate) mod import;
+pub(crate) mod keys;
+pub(crate) mod remote;
+pub(crate) mod revoke;
+pub(crate) mod serve;
+pub(crate) mod verify;
+
+pub use import::ImportFile;
 
 use std::path::PathBuf;
 

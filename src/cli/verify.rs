@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use crate::clock::{Clock as _, SystemClock};
-use crate::domain::State;
 use crate::domain::ids::hex;
-use crate::ledger::{Store, replay};
+use crate::ledger::{self, ReplayError};
 use crate::server::data_dir;
 
 #[derive(clap::Args, Debug)]
@@ -25,18 +24,15 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         return Err(format!("no ledger at {}", path.display()));
     }
     let _lock = data_dir::lock(&args.data_dir).map_err(|e| format!("{e}; stop the server before verifying offline"))?;
-    let db = redb::Database::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let store = Store::from_database(db).map_err(|e| e.to_string())?;
-    let mut state = State::default();
-    let (report, _) =
-        replay::replay(&store, &mut state, false, |n| eprintln!("verified {n} events")).map_err(|e| match &e {
-            replay::ReplayError::Chain(chain) => {
-                format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
-            }
-            replay::ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
-        })?;
+    let ledger = ledger::open_read_only(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let (state, report) = ledger.replay(|n| eprintln!("verified {n} events")).map_err(|e| match &e {
+        ReplayError::Chain(chain) => {
+            format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
+        }
+        ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
+    })?;
     let now_ms = SystemClock.now_ms();
-    let active = state.tokens.values().filter(|t| state.is_active(t, now_ms)).count();
+    let active = state.tokens().map(|(_, t)| t).filter(|t| state.is_active(t, now_ms)).count();
     if args.json {
         let out = serde_json::json!({
             "ok": true,

@@ -113,6 +113,8 @@ impl ServerKeys {
     }
 
     /// The key new credentials are made with.
+    // `active` is the position of a key in `sets`, found when the key file was read.
+    #[allow(clippy::indexing_slicing)]
     pub fn active(&self) -> &KeySet {
         &self.sets[self.active]
     }

@@ -5,10 +5,13 @@
 //! digests (`ring::hmac::verify`, `ring::pbkdf2::verify`, `subtle`).
 
 pub mod credential;
-pub mod keys;
-pub mod pkce;
-pub mod signing;
+pub(crate) mod keys;
+pub(crate) mod pkce;
+pub(crate) mod signing;
 pub mod token;
+
+pub use keys::ServerKeys;
+pub use signing::SigningKeys;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -20,6 +23,15 @@ pub fn random_bytes<const N: usize>() -> [u8; N] {
     #[allow(clippy::expect_used)]
     SystemRandom::new().fill(&mut bytes).expect("the operating system random generator failed");
     bytes
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (o, d) in out.iter_mut().zip(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref()) {
+        *o = *d;
+    }
+    out
 }
 
 /// Constant-time equality of two equal-length digests.

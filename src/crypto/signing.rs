@@ -104,14 +104,16 @@ pub fn thumbprint(public_key: &[u8]) -> Option<String> {
     let (x, y) = coordinates(public_key)?;
     // Members in lexicographic order, no whitespace (RFC 7638 3.2).
     let canonical = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
-    Some(URL_SAFE_NO_PAD.encode(crate::app::sha256(canonical.as_bytes())))
+    Some(URL_SAFE_NO_PAD.encode(super::sha256(canonical.as_bytes())))
 }
 
 fn coordinates(public_key: &[u8]) -> Option<(String, String)> {
-    if public_key.len() != POINT_LEN || public_key[0] != 0x04 {
-        return None;
-    }
-    Some((URL_SAFE_NO_PAD.encode(&public_key[1..33]), URL_SAFE_NO_PAD.encode(&public_key[33..])))
+    // An uncompressed SEC1 point: 0x04, then x and y of 32 bytes each.
+    let (x, y) = match public_key.split_first() {
+        Some((0x04, coordinates)) if public_key.len() == POINT_LEN => coordinates.split_at(32),
+        _ => return None,
+    };
+    Some((URL_SAFE_NO_PAD.encode(x), URL_SAFE_NO_PAD.encode(y)))
 }
 
 /// The public JWK (RFC 7517, RFC 7518 6.2) of a recorded key.

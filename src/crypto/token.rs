@@ -70,7 +70,7 @@ pub fn decode(keys: &ServerKeys, text: &str) -> Option<(TokenKind, TokenId)> {
     let kind =
         [TokenKind::Access, TokenKind::Refresh, TokenKind::Code].into_iter().find(|k| text.starts_with(k.prefix()))?;
     let mut raw = [0u8; RAW_LEN];
-    let n = URL_SAFE_NO_PAD.decode_slice(&text.as_bytes()[PREFIX_LEN..], &mut raw).ok()?;
+    let n = URL_SAFE_NO_PAD.decode_slice(text.as_bytes().get(PREFIX_LEN..)?, &mut raw).ok()?;
     if n != RAW_LEN {
         return None;
     }

@@ -11,7 +11,7 @@ use super::state::{
     Client, EndCause, Family, Grant, GrantTypes, Institution, RecentRequest, RequestKey, Revocation, State, Token,
     TokenEnd, TokenKind, User, UserIdentity, user_key,
 };
-use crate::domain::directory::parse_grant_type;
+use crate::domain::grant::parse_stored;
 use crate::proto::ledger::{
     ClientCreated, Event, GrantType, RevocationReason, TokensIssued, UserCreated, UserType, event,
 };
@@ -26,6 +26,7 @@ pub struct Recorded<'a> {
 }
 
 pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
+    debug_assert!(at.seq > state.head.seq, "events apply in ledger order: seq {} after {}", at.seq, state.head.seq);
     match &event.kind {
         None | Some(event::Kind::LedgerCreated(_)) => {}
         Some(event::Kind::InstitutionCreated(i)) => {
@@ -54,7 +55,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             | event::Kind::SignInLockedOut(_)),
         ) => super::apply_account::apply_change(state, at, kind),
         Some(event::Kind::TokenRevoked(r)) => {
-            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get_mut(&id)) {
+            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.token_mut(&id)) {
                 token.end.get_or_insert(TokenEnd {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -63,7 +64,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
             }
         }
         Some(event::Kind::FamilyRevoked(r)) => {
-            if let Some(family) = FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get_mut(&id)) {
+            if let Some(family) = FamilyId::from_slice(&r.family_id).and_then(|id| state.family_mut(&id)) {
                 family.revoked.get_or_insert(Revocation {
                     seq: at.seq,
                     at_ms: at.recorded_at_ms,
@@ -96,7 +97,7 @@ fn reason(raw: i32) -> RevocationReason {
 
 fn apply_client(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
     let mut grant_types = GrantTypes::default();
-    for grant in c.grant_types.iter().filter_map(|g| parse_grant_type(g)) {
+    for grant in c.grant_types.iter().filter_map(|g| parse_stored(g)) {
         grant_types.insert(grant);
     }
     let id: Arc<str> = c.client_id.as_str().into();
@@ -175,10 +176,8 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
         family,
     });
     let client_scopes = client.as_ref().map(|c| c.scopes.clone());
-    let mut minted = [None, None];
-    for (slot, (kind, wire)) in
-        [(TokenKind::Access, &t.access), (TokenKind::Refresh, &t.refresh)].into_iter().enumerate()
-    {
+    let (mut access, mut refresh) = (None, None);
+    for (kind, wire) in [(TokenKind::Access, &t.access), (TokenKind::Refresh, &t.refresh)] {
         let Some(wire) = wire else { continue };
         let Some(id) = TokenId::from_slice(&wire.token_id) else {
             continue;
@@ -193,12 +192,15 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
             issued_seq: at.seq,
             end: None,
         };
-        state.tokens.insert(id, token);
-        minted[slot] = Some((id, wire.expires_at_ms));
+        state.insert_token(id, token);
+        let minted = Some((id, wire.expires_at_ms));
+        match kind {
+            TokenKind::Access => access = minted,
+            TokenKind::Refresh => refresh = minted,
+        }
     }
-    let [access, refresh] = minted;
     if let (Some(old), Some((successor, _))) =
-        (TokenId::from_slice(&t.rotated_from).and_then(|id| state.tokens.get_mut(&id)), refresh)
+        (TokenId::from_slice(&t.rotated_from).and_then(|id| state.token_mut(&id)), refresh)
     {
         old.end.get_or_insert(TokenEnd {
             seq: at.seq,
@@ -208,7 +210,7 @@ fn apply_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
     }
     if let Some(family_id) = family {
         let expires_at_ms = access.iter().chain(refresh.iter()).map(|(_, exp)| *exp).max().unwrap_or(at.recorded_at_ms);
-        let entry = state.families.entry(family_id).or_insert_with(|| Family {
+        let entry = state.family_or_insert_with(family_id, || Family {
             client_id: grant.client_id.clone(),
             revoked: None,
             live_refresh: None,

@@ -138,7 +138,7 @@ fn cutoff(state: &State, scope: &CutoffScope, issued_before_ms: i64, note: &str,
             }),
             state.user(institution_id, login_id).is_some(),
         ),
-        CutoffScope::Family(id) => (bulk_revoked::Scope::FamilyId(id.0.to_vec()), state.families.contains_key(id)),
+        CutoffScope::Family(id) => (bulk_revoked::Scope::FamilyId(id.0.to_vec()), state.family(id).is_some()),
     };
     if !known {
         return Err(DirectoryError::NotFound(format!("{} does not exist (or has expired)", describe(scope))));
@@ -153,8 +153,8 @@ fn cutoff(state: &State, scope: &CutoffScope, issued_before_ms: i64, note: &str,
     let recorded_at_ms = ctx.now_ms.max(state.head.recorded_at_ms);
     let planned = Cutoff::new(state.head.seq.saturating_add(1), recorded_at_ms, issued_before_ms);
     let ended = state
-        .tokens
-        .values()
+        .tokens()
+        .map(|(_, t)| t)
         .filter(|t| scope.includes(t) && planned.covers(t) && state.is_active(t, ctx.now_ms))
         .count() as u64;
     let event =
@@ -173,14 +173,14 @@ pub fn describe(scope: &CutoffScope) -> String {
 }
 
 fn token_revocation(state: &State, id: &TokenId, ctx: Context<'_>) -> Decided {
-    let Some(token) = state.tokens.get(id) else {
+    let Some(token) = state.token(id) else {
         return Err(DirectoryError::NotFound(format!("token {id} is unknown (or has expired)")));
     };
     let (kind, ended) = match (token.kind, token.grant.family) {
         (TokenKind::Refresh, Some(family)) => {
             let ended = state
-                .tokens
-                .values()
+                .tokens()
+                .map(|(_, t)| t)
                 .filter(|t| t.grant.family == Some(family) && state.is_active(t, ctx.now_ms))
                 .count();
             let revoked = FamilyRevoked {
@@ -217,7 +217,7 @@ fn blast_radius(state: &State, blast: &BlastRadius, ctx: Context<'_>) -> Decided
     // What the committed state shows now, in case tokens were minted after the ledger lookup.
     match &blast.credential {
         BlastCredential::Client(client_id) => {
-            for (id, token) in &state.tokens {
+            for (id, token) in state.tokens() {
                 if *token.grant.client_id == **client_id && in_window(token.issued_at_ms) {
                     roots.insert(*id);
                     if let Some(family) = token.grant.family {
@@ -228,8 +228,8 @@ fn blast_radius(state: &State, blast: &BlastRadius, ctx: Context<'_>) -> Decided
         }
         BlastCredential::Token(id) => {
             roots.insert(*id);
-            let successor = state.tokens.get(id).and_then(|t| match &t.end {
-                Some(TokenEnd { cause: EndCause::Rotated { successor }, .. }) => state.tokens.get(successor),
+            let successor = state.token(id).and_then(|t| match &t.end {
+                Some(TokenEnd { cause: EndCause::Rotated { successor }, .. }) => state.token(successor),
                 _ => None,
             });
             if let Some(successor) = successor.filter(|s| in_window(s.issued_at_ms))
@@ -240,8 +240,7 @@ fn blast_radius(state: &State, blast: &BlastRadius, ctx: Context<'_>) -> Decided
         }
     }
     let ended: Vec<TokenId> = state
-        .tokens
-        .iter()
+        .tokens()
         .filter(|(id, t)| {
             let descends = t.grant.family.and_then(|f| families.get(&f)).is_some_and(|from| t.issued_seq >= *from);
             (roots.contains(id) || descends) && state.is_active(t, ctx.now_ms)
@@ -295,7 +294,7 @@ pub fn apply_bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevok
 
 pub fn apply_blast_radius_revoked(state: &mut State, at: Recorded<'_>, event: &BlastRadiusRevoked) {
     for id in event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)) {
-        if let Some(token) = state.tokens.get_mut(&id) {
+        if let Some(token) = state.token_mut(&id) {
             token.end.get_or_insert(TokenEnd {
                 seq: at.seq,
                 at_ms: at.recorded_at_ms,
@@ -457,7 +456,10 @@ mod tests {
             fresh,
         };
         let head = given.state.head.seq;
-        assert_eq!(given.when(Command::Issue(refresh)), Err(Rejection::Token(crate::error::ErrorCode::InvalidToken)));
+        assert_eq!(
+            given.when(Command::Issue(refresh)),
+            Err(Rejection::Refused(crate::domain::error::Refusal::InvalidGrant))
+        );
         assert_eq!(given.state.head.seq, head, "a cut-off token is simply invalid, not reuse");
     }
 

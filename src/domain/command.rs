@@ -5,14 +5,14 @@ use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::account::AccountCommand;
-use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption};
+use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, SigningKeyActivation};
 use super::bulk::{BulkCommand, BulkOutcome};
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
 use super::ids::{FamilyId, TokenId};
 use super::scope::ScopeList;
 use super::signin::SignInFailure;
 use super::state::{State, TokenKind};
-use crate::error::ErrorCode;
+use crate::domain::error::Refusal;
 use crate::proto::ledger::Event;
 
 pub enum Command {
@@ -97,8 +97,8 @@ impl Decision {
         Self { events, outcome: Ok(outcome) }
     }
 
-    pub fn refuse(code: ErrorCode) -> Self {
-        Self { events: Vec::new(), outcome: Err(Rejection::Token(code)) }
+    pub fn refuse(code: Refusal) -> Self {
+        Self { events: Vec::new(), outcome: Err(Rejection::Refused(code)) }
     }
 }
 
@@ -115,8 +115,146 @@ pub enum Outcome {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Rejection {
-    Token(ErrorCode),
+    Refused(Refusal),
     Directory(DirectoryError),
+}
+
+/// A command with the answer its decider gives, so that a caller of the writer
+/// (`LedgerHandle::submit_as`) matches only what can happen. [`Answered::answer`] is the one
+/// place that knows which [`Outcome`] and [`Rejection`] each decider produces; a mismatch
+/// there would be a bug in a decider, and is answered as [`Refusal::Inconsistent`] or a
+/// directory error instead of a panic.
+pub trait Answered: Sized {
+    type Answer;
+    type Refusal;
+    fn into_command(self) -> Command;
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<Self::Answer, Self::Refusal>;
+}
+
+fn inconsistent_directory() -> DirectoryError {
+    DirectoryError::Invalid("unexpected answer from the ledger".to_owned())
+}
+
+/// The answer of a token decider: a refusal, or what `pick` finds in the outcome.
+fn token_answer<T>(outcome: Result<Outcome, Rejection>, pick: impl FnOnce(Outcome) -> Option<T>) -> Result<T, Refusal> {
+    match outcome {
+        Ok(outcome) => pick(outcome).ok_or(Refusal::Inconsistent),
+        Err(Rejection::Refused(refusal)) => Err(refusal),
+        Err(Rejection::Directory(_)) => Err(Refusal::Inconsistent),
+    }
+}
+
+/// The answer of a directory decider: a directory error, or what `pick` finds in the outcome.
+fn directory_answer<T>(
+    outcome: Result<Outcome, Rejection>,
+    pick: impl FnOnce(Outcome) -> Option<T>,
+) -> Result<T, DirectoryError> {
+    match outcome {
+        Ok(outcome) => pick(outcome).ok_or_else(inconsistent_directory),
+        Err(Rejection::Directory(error)) => Err(error),
+        Err(Rejection::Refused(_)) => Err(inconsistent_directory()),
+    }
+}
+
+impl Answered for Issue {
+    type Answer = Issued;
+    type Refusal = Refusal;
+    fn into_command(self) -> Command {
+        Command::Issue(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<Issued, Refusal> {
+        token_answer(outcome, |o| if let Outcome::Issued(issued) = o { Some(issued) } else { None })
+    }
+}
+
+impl Answered for Revoke {
+    type Answer = ();
+    type Refusal = Refusal;
+    fn into_command(self) -> Command {
+        Command::Revoke(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<(), Refusal> {
+        token_answer(outcome, |o| matches!(o, Outcome::Revoked).then_some(()))
+    }
+}
+
+impl Answered for SignInFailure {
+    /// Recording a failure always refuses the sign-in (CMN_90015, or CMN_90009 once locked).
+    type Answer = std::convert::Infallible;
+    type Refusal = Refusal;
+    fn into_command(self) -> Command {
+        Command::SignInFailed(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<std::convert::Infallible, Refusal> {
+        token_answer(outcome, |_| None)
+    }
+}
+
+impl Answered for CodeRequest {
+    /// The code's id and the redirect URI it goes to.
+    type Answer = (TokenId, String);
+    type Refusal = Refusal;
+    fn into_command(self) -> Command {
+        Command::Authorization(AuthorizationCommand::IssueCode(Box::new(self)))
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<(TokenId, String), Refusal> {
+        token_answer(outcome, |o| match o {
+            Outcome::Authorization(AuthorizationOutcome::CodeIssued { code, redirect_uri, .. }) => {
+                Some((code, redirect_uri))
+            }
+            _ => None,
+        })
+    }
+}
+
+impl Answered for SigningKeyActivation {
+    /// The key that signed before, if any.
+    type Answer = Option<String>;
+    type Refusal = Refusal;
+    fn into_command(self) -> Command {
+        Command::Authorization(AuthorizationCommand::ActivateSigningKey(self))
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<Option<String>, Refusal> {
+        token_answer(outcome, |o| match o {
+            Outcome::Authorization(AuthorizationOutcome::SigningKeyActivated { previous_key_id }) => {
+                Some(previous_key_id)
+            }
+            _ => None,
+        })
+    }
+}
+
+impl Answered for DirectoryCommand {
+    type Answer = DirectoryOutcome;
+    type Refusal = DirectoryError;
+    fn into_command(self) -> Command {
+        Command::Directory(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<DirectoryOutcome, DirectoryError> {
+        directory_answer(outcome, |o| if let Outcome::Directory(outcome) = o { Some(outcome) } else { None })
+    }
+}
+
+impl Answered for AccountCommand {
+    type Answer = ();
+    type Refusal = DirectoryError;
+    fn into_command(self) -> Command {
+        Command::Account(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<(), DirectoryError> {
+        directory_answer(outcome, |o| matches!(o, Outcome::Changed).then_some(()))
+    }
+}
+
+impl Answered for BulkCommand {
+    type Answer = BulkOutcome;
+    type Refusal = DirectoryError;
+    fn into_command(self) -> Command {
+        Command::Bulk(self)
+    }
+    fn answer(outcome: Result<Outcome, Rejection>) -> Result<BulkOutcome, DirectoryError> {
+        directory_answer(outcome, |o| if let Outcome::Bulk(outcome) = o { Some(outcome) } else { None })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -216,7 +354,7 @@ impl Command {
                         // Disabling (or locking) the grant's user or client must not share the
                         // refresh's batch: decided against the state before, the refresh
                         // would mint tokens after the disable's cutoff.
-                        if let Some(grant) = state.tokens.get(token).map(|t| &t.grant) {
+                        if let Some(grant) = state.token(token).map(|t| &t.grant) {
                             keys.read(Entity::Client(&grant.client_id));
                             if let Some(user) = &grant.user {
                                 keys.read(Entity::User(&user.institution_id, &user.login_id));
@@ -241,7 +379,7 @@ impl Command {
 
 fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
     keys.write(Entity::Token(token));
-    if let Some(family) = state.tokens.get(token).and_then(|t| t.grant.family) {
+    if let Some(family) = state.token(token).and_then(|t| t.grant.family) {
         keys.write(Entity::Family(&family));
     }
 }

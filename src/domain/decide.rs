@@ -6,7 +6,7 @@ use super::command::{Context, Decision, Issue, IssueGrant, Issued, IssuedToken, 
 use super::ids::TokenId;
 use super::scope::{self, ScopeList};
 use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
-use crate::error::ErrorCode;
+use crate::domain::error::Refusal;
 use crate::proto::ledger::{
     Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
 };
@@ -20,25 +20,25 @@ pub fn admit<'s>(
     grant: GrantType,
     institution_id: Option<&str>,
     requested_scopes: Option<&[Box<str>]>,
-) -> Result<(&'s Arc<Client>, Option<ScopeList>), ErrorCode> {
-    let client = state.client(client_id).filter(|c| !c.disabled).ok_or(ErrorCode::InvalidClient)?;
+) -> Result<(&'s Arc<Client>, Option<ScopeList>), Refusal> {
+    let client = state.client(client_id).filter(|c| !c.disabled).ok_or(Refusal::InvalidClient)?;
     let entitled = match grant {
         GrantType::RefreshToken => client.grant_types.allows_refresh(),
         other => client.grant_types.contains(other),
     };
     if !entitled {
-        return Err(ErrorCode::NotAuthorized);
+        return Err(Refusal::UnauthorizedClient);
     }
     if grant == GrantType::RefreshToken {
         // The refresh token carries the institution and the scopes; decide checks them.
         return Ok((client, None));
     }
-    let institution = institution_id.ok_or(ErrorCode::InvalidInstitution)?;
+    let institution = institution_id.ok_or(Refusal::InvalidInstitution)?;
     if !state.institutions.contains_key(institution) {
-        return Err(ErrorCode::InvalidInstitution);
+        return Err(Refusal::InvalidInstitution);
     }
     if !client.serves_institution(institution) {
-        return Err(ErrorCode::NotAuthorized);
+        return Err(Refusal::UnauthorizedClient);
     }
     let scopes = scope::grant(requested_scopes.map(<[Box<str>]>::to_vec), &client.scopes)?;
     Ok((client, Some(scopes)))
@@ -69,17 +69,17 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
         return None;
     }
     if recent.fingerprint != issue.fingerprint {
-        return Some(Decision::refuse(ErrorCode::InvalidRequest));
+        return Some(Decision::refuse(Refusal::InvalidRequest));
     }
     let live = |id: &TokenId| state.active_token(id, ctx.now_ms);
     let Some(access) = live(&recent.access) else {
-        return Some(Decision::refuse(ErrorCode::InvalidToken));
+        return Some(Decision::refuse(Refusal::InvalidGrant));
     };
     let refresh = match recent.refresh {
         None => None,
         Some(id) => match live(&id) {
             Some(token) => Some(IssuedToken { id, expires_at_ms: token.expires_at_ms }),
-            None => return Some(Decision::refuse(ErrorCode::InvalidToken)),
+            None => return Some(Decision::refuse(Refusal::InvalidGrant)),
         },
     };
     let issued = Issued {
@@ -102,7 +102,7 @@ fn issue_fresh(
         match admit(state, &issue.client_id, grant, issue.institution_id.as_deref(), issue.requested_scopes.as_deref())
         {
             Ok((client, Some(scopes))) => (client, scopes),
-            Ok((_, None)) => return Decision::refuse(ErrorCode::Internal),
+            Ok((_, None)) => return Decision::refuse(Refusal::Inconsistent),
             Err(code) => return Decision::refuse(code),
         };
     let institution_id = issue.institution_id.clone().unwrap_or_default();
@@ -141,8 +141,8 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         Ok((client, _)) => client,
         Err(code) => return Decision::refuse(code),
     };
-    let Some(old) = state.tokens.get(presented).filter(|t| t.kind == TokenKind::Refresh) else {
-        return Decision::refuse(ErrorCode::InvalidToken);
+    let Some(old) = state.token(presented).filter(|t| t.kind == TokenKind::Refresh) else {
+        return Decision::refuse(Refusal::InvalidGrant);
     };
     // A refresh token of another client is simply invalid here: a stranger must not be able
     // to revoke the owner's family by presenting it.
@@ -151,16 +151,16 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         || state.family_revoked(old)
         || state.cutoffs.covering(old).is_some()
     {
-        return Decision::refuse(ErrorCode::InvalidToken);
+        return Decision::refuse(Refusal::InvalidGrant);
     }
     if issue.institution_id.as_deref().is_some_and(|i| i != &*old.grant.institution_id) {
-        return Decision::refuse(ErrorCode::InvalidInstitution);
+        return Decision::refuse(Refusal::InvalidInstitution);
     }
     let Some(family) = old.grant.family else {
-        return Decision::refuse(ErrorCode::InvalidToken);
+        return Decision::refuse(Refusal::InvalidGrant);
     };
     match &old.end {
-        None if state.cutoffs.covering(old).is_some() => return Decision::refuse(ErrorCode::InvalidToken),
+        None if state.cutoffs.covering(old).is_some() => return Decision::refuse(Refusal::InvalidGrant),
         None => {}
         Some(end) if matches!(end.cause, super::state::EndCause::Rotated { .. }) => {
             // Reuse of a rotated refresh token: end the whole family (RFC 9700 4.14.2).
@@ -171,33 +171,33 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
             };
             return Decision {
                 events: vec![wrap(event::Kind::FamilyRevoked(revoke))],
-                outcome: Err(super::command::Rejection::Token(ErrorCode::InvalidToken)),
+                outcome: Err(super::command::Rejection::Refused(Refusal::InvalidGrant)),
             };
         }
-        Some(_) => return Decision::refuse(ErrorCode::InvalidToken),
+        Some(_) => return Decision::refuse(Refusal::InvalidGrant),
     }
     if let Err(code) = may_refresh(state, old) {
         return Decision::refuse(code);
     }
     // The family's absolute end: a refresh never extends it.
-    let Some(started_at_ms) = state.families.get(&family).map(|f| f.started_at_ms) else {
-        return Decision::refuse(ErrorCode::InvalidToken);
+    let Some(started_at_ms) = state.family(&family).map(|f| f.started_at_ms) else {
+        return Decision::refuse(Refusal::InvalidGrant);
     };
     let family_end = started_at_ms.saturating_add(issue.family_lifetime_max_ms);
     if family_end <= ctx.now_ms {
-        return Decision::refuse(ErrorCode::InvalidToken);
+        return Decision::refuse(Refusal::InvalidGrant);
     }
     let access_scopes = match issue.requested_scopes.as_deref() {
         None | Some([]) => old.scopes.clone(),
         Some(requested) if scope::is_subset(requested, &old.scopes) => {
             scope::grant(Some(requested.to_vec()), &old.scopes).unwrap_or_else(|_| old.scopes.clone())
         }
-        Some(_) => return Decision::refuse(ErrorCode::InvalidScope),
+        Some(_) => return Decision::refuse(Refusal::InvalidScope),
     };
     // The new access token gets no scope the client is no longer allowed.
     let access_scopes = match still_allowed(access_scopes, &client.scopes) {
         Some(scopes) => scopes,
-        None => return Decision::refuse(ErrorCode::InvalidScope),
+        None => return Decision::refuse(Refusal::InvalidScope),
     };
     let access = mint_until(issue.fresh.access, ctx.now_ms, client.access_token_ttl_secs, family_end);
     let refresh = mint_until(issue.fresh.refresh, ctx.now_ms, client.refresh_token_ttl_secs, family_end);
@@ -225,14 +225,14 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
 /// refreshes until the unlock (CMN_90009), without ending the family. A lockout after failed
 /// passwords does not: anyone who knows the login id can cause one, and it must not log the
 /// customer out (docs/directory.md).
-fn may_refresh(state: &State, old: &Token) -> Result<(), ErrorCode> {
+fn may_refresh(state: &State, old: &Token) -> Result<(), Refusal> {
     let Some(identity) = &old.grant.user else {
         return Ok(());
     };
     match state.user(&identity.institution_id, &identity.login_id) {
-        None => Err(ErrorCode::InvalidToken),
-        Some(user) if user.disabled => Err(ErrorCode::InvalidToken),
-        Some(user) if user.locked => Err(ErrorCode::AccessBlocked),
+        None => Err(Refusal::InvalidGrant),
+        Some(user) if user.disabled => Err(Refusal::InvalidGrant),
+        Some(user) if user.locked => Err(Refusal::AccessBlocked),
         Some(_) => Ok(()),
     }
 }
@@ -250,7 +250,7 @@ fn still_allowed(scopes: ScopeList, allowed: &ScopeList) -> Option<ScopeList> {
 /// RFC 7009 revocation. Unknown, expired, already revoked and other clients' tokens are no-ops
 /// with the same answer, so revocation is no existence oracle.
 pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decision {
-    let Some(token) = state.tokens.get(&revoke.token).filter(|t| t.kind == revoke.kind) else {
+    let Some(token) = state.token(&revoke.token).filter(|t| t.kind == revoke.kind) else {
         return Decision::ok(Vec::new(), Outcome::Revoked);
     };
     if *token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(token) {
@@ -380,15 +380,15 @@ mod tests {
         let mut disabled = state.clone();
         user_mut(&mut disabled).disabled = true;
         assert!(disabled.cutoffs.is_empty());
-        assert_eq!(refresh_of(&disabled).outcome, Err(Rejection::Token(ErrorCode::InvalidToken)));
+        assert_eq!(refresh_of(&disabled).outcome, Err(Rejection::Refused(Refusal::InvalidGrant)));
         let mut locked = state.clone();
         user_mut(&mut locked).locked = true;
         let decision = refresh_of(&locked);
-        assert_eq!(decision.outcome, Err(Rejection::Token(ErrorCode::AccessBlocked)));
+        assert_eq!(decision.outcome, Err(Rejection::Refused(Refusal::AccessBlocked)));
         assert!(decision.events.is_empty(), "a lock does not end the family");
         let mut client_disabled = state;
         Arc::make_mut(client_disabled.clients.get_mut("app").unwrap()).disabled = true;
-        assert_eq!(refresh_of(&client_disabled).outcome, Err(Rejection::Token(ErrorCode::InvalidClient)));
+        assert_eq!(refresh_of(&client_disabled).outcome, Err(Rejection::Refused(Refusal::InvalidClient)));
     }
 
     /// Security review finding 12: the new access token gets only scopes the client is still
@@ -403,6 +403,6 @@ mod tests {
         let Some(event::Kind::TokensIssued(t)) = &decision.events[0].kind else { panic!() };
         assert_eq!(t.refresh.as_ref().unwrap().scopes, ["a", "b"]);
         Arc::make_mut(state.clients.get_mut("app").unwrap()).scopes = vec![Box::from("c")].into();
-        assert_eq!(refresh_of(&state).outcome, Err(Rejection::Token(ErrorCode::InvalidScope)));
+        assert_eq!(refresh_of(&state).outcome, Err(Rejection::Refused(Refusal::InvalidScope)));
     }
 }

@@ -5,12 +5,11 @@ use std::collections::HashSet;
 
 use super::command::{ConflictKeys, Decision, Entity, Outcome, Rejection};
 use super::decide::wrap;
+use super::grant::GrantKind;
 use super::ids::{is_valid_identifier, is_valid_institution_id};
 use super::scope::is_valid_scope;
 use super::state::{Client, Institutions, State, User};
-use crate::proto::ledger::{
-    ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated, UserType, event,
-};
+use crate::proto::ledger::{ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, event};
 
 /// Longest free-text field (names, emails, member names).
 pub const TEXT_LEN_MAX: usize = 256;
@@ -68,15 +67,7 @@ pub struct ImportSummary {
     pub unchanged: u32,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DirectoryError {
-    /// The request is malformed; the text says which field and why.
-    Invalid(String),
-    AlreadyExists(String),
-    NotFound(String),
-    /// An import conflicts with what exists; one line per conflicting entry.
-    Conflicts(Vec<String>),
-}
+pub use super::error::DirectoryError;
 
 impl DirectoryCommand {
     pub fn conflict_keys(&self, keys: &mut ConflictKeys) {
@@ -160,27 +151,6 @@ fn create_institution(state: &State, i: &InstitutionCreated) -> Result<event::Ki
     Ok(event::Kind::InstitutionCreated(i.clone()))
 }
 
-/// Parses a grant type name as used on the wire and in the import file.
-pub fn parse_grant_type(name: &str) -> Option<GrantType> {
-    match name {
-        "client_credentials" => Some(GrantType::ClientCredentials),
-        "password" => Some(GrantType::Password),
-        "refresh_token" => Some(GrantType::RefreshToken),
-        "authorization_code" => Some(GrantType::AuthorizationCode),
-        _ => None,
-    }
-}
-
-pub fn grant_type_name(grant: GrantType) -> &'static str {
-    match grant {
-        GrantType::ClientCredentials => "client_credentials",
-        GrantType::Password => "password",
-        GrantType::RefreshToken => "refresh_token",
-        GrantType::AuthorizationCode => "authorization_code",
-        GrantType::Unspecified => "unspecified",
-    }
-}
-
 /// Syntax rules of a client; `state` is consulted for the institutions it names.
 pub fn validate_client(institutions: &Institutions, c: &ClientCreated) -> Result<(), DirectoryError> {
     if !is_valid_identifier(&c.client_id) || c.client_id.contains(':') {
@@ -202,10 +172,9 @@ pub fn validate_client(institutions: &Institutions, c: &ClientCreated) -> Result
         return Err(invalid("a client needs at least one grant type"));
     }
     for grant in &c.grant_types {
-        if parse_grant_type(grant).is_none() {
-            return Err(invalid(format!(
-                "unknown grant type {grant:?} (client_credentials, password, refresh_token, authorization_code)"
-            )));
+        if GrantKind::parse(grant).is_none() {
+            let known: Vec<&str> = GrantKind::ALL.into_iter().map(GrantKind::name).collect();
+            return Err(invalid(format!("unknown grant type {grant:?} ({})", known.join(", "))));
         }
     }
     if c.scopes.len() > LIST_LEN_MAX {
@@ -315,11 +284,7 @@ fn same_client(existing: &Client, c: &ClientCreated) -> bool {
     grant_types.sort_unstable();
     grant_types.dedup();
     let mut existing_grants: Vec<&str> =
-        [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode]
-            .into_iter()
-            .filter(|g| existing.grant_types.contains(*g))
-            .map(grant_type_name)
-            .collect();
+        GrantKind::ALL.into_iter().filter(|g| existing.grant_types.contains(g.stored())).map(GrantKind::name).collect();
     existing_grants.sort_unstable();
     existing.name == c.name
         && existing.institution_ids.iter().map(|i| &**i).eq(c.institution_ids.iter().map(String::as_str))

@@ -1,27 +1,37 @@
 //! The pure domain core: the projections ([`State`]), commands, `decide` and `apply`.
 //!
 //! **Invariant:** nothing here does I/O, reads a clock or draws random numbers; time and
-//! random ids come in as arguments. The domain imports no tokio, redb, tonic or axum.
+//! random ids come in as arguments. The domain imports no tokio, redb, tonic, axum or http, and
+//! refuses in its own words (`error::Refusal`); `api::error` renders refusals for callers.
 
-pub mod account;
-pub mod apply;
+pub(crate) mod account;
+pub(crate) mod apply;
 mod apply_account;
-pub mod authcode;
-pub mod bulk;
-pub mod command;
-pub mod cutoff;
-pub mod decide;
-pub mod directory;
+pub(crate) mod authcode;
+pub(crate) mod bulk;
+pub(crate) mod command;
+pub(crate) mod cutoff;
+pub(crate) mod decide;
+pub(crate) mod directory;
+pub(crate) mod error;
+pub(crate) mod grant;
 pub mod ids;
 pub mod scope;
-pub mod signin;
+pub(crate) mod signin;
 pub mod state;
 pub mod tables;
-pub mod validity;
+pub(crate) mod validity;
 
 pub use apply::{Recorded, apply};
-pub use command::{Command, Context, Decision};
-pub use state::State;
+pub use bulk::{BlastCredential, BlastRadius, BulkCommand};
+pub use command::{
+    Command, Context, Decision, FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Issue, IssueGrant, Outcome, Revoke,
+};
+pub use cutoff::CutoffScope;
+pub use directory::DirectoryCommand;
+pub use grant::GrantKind;
+pub use ids::{FamilyId, TokenId, hex};
+pub use state::{State, TokenKind};
 
 /// Decides `command` against `state` at `ctx.now_ms`: the events to record and the answer.
 pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::error::ErrorCode;
+use crate::domain::error::Refusal;
 
 /// A list of distinct scope names in a stable order, shared between tokens of one grant.
 pub type ScopeList = Arc<[Box<str>]>;
@@ -14,15 +14,15 @@ pub const SCOPE_LEN_MAX: usize = 128;
 
 /// Parses a scope parameter separated by commas, commas and spaces, or spaces. Duplicates are
 /// folded. Each name must use RFC 6749 section 3.3 characters (%x21 / %x23-5B / %x5D-7E).
-pub fn parse_scopes(text: &str) -> Result<Vec<Box<str>>, ErrorCode> {
+pub fn parse_scopes(text: &str) -> Result<Vec<Box<str>>, Refusal> {
     let mut scopes: Vec<Box<str>> = Vec::new();
     for name in text.split([',', ' ']).filter(|s| !s.is_empty()) {
         if !is_valid_scope(name) {
-            return Err(ErrorCode::InvalidScope);
+            return Err(Refusal::InvalidScope);
         }
         if !scopes.iter().any(|s| &**s == name) {
             if scopes.len() == SCOPES_PER_REQUEST_MAX {
-                return Err(ErrorCode::InvalidScope);
+                return Err(Refusal::InvalidScope);
             }
             scopes.push(name.into());
         }
@@ -42,7 +42,7 @@ pub fn is_subset(requested: &[Box<str>], allowed: &[Box<str>]) -> bool {
 
 /// The scopes to grant: all of `allowed` when nothing was requested, else the requested ones,
 /// which must all be allowed.
-pub fn grant(requested: Option<Vec<Box<str>>>, allowed: &ScopeList) -> Result<ScopeList, ErrorCode> {
+pub fn grant(requested: Option<Vec<Box<str>>>, allowed: &ScopeList) -> Result<ScopeList, Refusal> {
     match requested {
         None => Ok(allowed.clone()),
         Some(requested) if requested.is_empty() => Ok(allowed.clone()),
@@ -53,7 +53,7 @@ pub fn grant(requested: Option<Vec<Box<str>>>, allowed: &ScopeList) -> Result<Sc
                 Ok(requested.into())
             }
         }
-        Some(_) => Err(ErrorCode::InvalidScope),
+        Some(_) => Err(Refusal::InvalidScope),
     }
 }
 
@@ -82,11 +82,11 @@ mod tests {
     #[test]
     fn rejects_characters_outside_rfc6749() {
         for text in ["a\"b", "a\\b", "a\tb", "é", "a\nb"] {
-            assert_eq!(parse_scopes(text), Err(ErrorCode::InvalidScope), "{text:?}");
+            assert_eq!(parse_scopes(text), Err(Refusal::InvalidScope), "{text:?}");
         }
         let too_many: Vec<String> = (0..=SCOPES_PER_REQUEST_MAX).map(|i| format!("s{i}")).collect();
-        assert_eq!(parse_scopes(&too_many.join(",")), Err(ErrorCode::InvalidScope));
-        assert_eq!(parse_scopes(&"x".repeat(SCOPE_LEN_MAX + 1)), Err(ErrorCode::InvalidScope));
+        assert_eq!(parse_scopes(&too_many.join(",")), Err(Refusal::InvalidScope));
+        assert_eq!(parse_scopes(&"x".repeat(SCOPE_LEN_MAX + 1)), Err(Refusal::InvalidScope));
     }
 
     #[test]
@@ -94,6 +94,6 @@ mod tests {
         let allowed: ScopeList = vec!["a".into(), "b".into()].into();
         assert!(Arc::ptr_eq(&grant(None, &allowed).unwrap(), &allowed));
         assert_eq!(names(&grant(Some(vec!["b".into()]), &allowed).unwrap()), ["b"]);
-        assert_eq!(grant(Some(vec!["c".into()]), &allowed), Err(ErrorCode::InvalidScope));
+        assert_eq!(grant(Some(vec!["c".into()]), &allowed), Err(Refusal::InvalidScope));
     }
 }

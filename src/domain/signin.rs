@@ -9,7 +9,7 @@
 use super::command::{ConflictKeys, Context, Decision, Entity, Rejection};
 use super::decide::wrap;
 use super::state::{SignInKey, SignInRecord, SignInSubject, State};
-use crate::error::ErrorCode;
+use crate::domain::error::Refusal;
 use crate::proto::ledger::{SignInFailed, SignInLockedOut, event};
 
 /// Lockout settings, passed in with every failure so the domain reads no configuration.
@@ -57,15 +57,15 @@ pub fn is_locked_out(state: &State, key: &SignInKey, now_ms: i64) -> bool {
 
 /// May the user whose password was just verified sign in at `now_ms`? A lockout or an
 /// operator lock is CMN_90009; a disabled user is CMN_90016.
-pub fn may_sign_in(state: &State, institution_id: &str, login_id: &str, now_ms: i64) -> Result<(), ErrorCode> {
+pub fn may_sign_in(state: &State, institution_id: &str, login_id: &str, now_ms: i64) -> Result<(), Refusal> {
     let Some(user) = state.user(institution_id, login_id) else {
-        return Err(ErrorCode::InvalidUserCredentials);
+        return Err(Refusal::InvalidUserCredentials);
     };
     if user.locked || is_locked_out(state, &login_key(institution_id, login_id), now_ms) {
-        return Err(ErrorCode::AccessBlocked);
+        return Err(Refusal::AccessBlocked);
     }
     if user.disabled {
-        return Err(ErrorCode::InvalidUser);
+        return Err(Refusal::InvalidUser);
     }
     Ok(())
 }
@@ -78,7 +78,7 @@ pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) 
     let now_ms = ctx.now_ms;
     let record = state.sign_ins.get(&failure.key).cloned().unwrap_or_default();
     if record.is_locked_at(now_ms) {
-        return Decision::refuse(ErrorCode::AccessBlocked);
+        return Decision::refuse(Refusal::AccessBlocked);
     }
     let policy = failure.policy;
     let (window_failures, window_ends_at_ms) = if now_ms < record.window_ends_at_ms && record.window_failures > 0 {
@@ -107,7 +107,7 @@ pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) 
             locked_until_ms: now_ms.saturating_add(policy.duration_ms),
         })));
     }
-    Decision { events, outcome: Err(Rejection::Token(ErrorCode::InvalidUserCredentials)) }
+    Decision { events, outcome: Err(Rejection::Refused(Refusal::InvalidUserCredentials)) }
 }
 
 /// The sign-in key an event names.
@@ -161,7 +161,7 @@ mod tests {
     }
 
     /// Given the state, when a failure happens at `now_ms`, then these events; applies them.
-    fn fail(state: &mut State, subject: SignInSubject, now_ms: i64) -> (Vec<Event>, Result<(), ErrorCode>) {
+    fn fail(state: &mut State, subject: SignInSubject, now_ms: i64) -> (Vec<Event>, Result<(), Refusal>) {
         let failure = SignInFailure { key: key(subject), policy: POLICY };
         let decision = decide_failure(state, &failure, Context { now_ms, transaction_id: "" });
         for event in &decision.events {
@@ -169,7 +169,7 @@ mod tests {
             apply(state, Recorded { seq, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] }, event);
         }
         let outcome = match decision.outcome {
-            Err(Rejection::Token(code)) => Err(code),
+            Err(Rejection::Refused(code)) => Err(code),
             _ => Ok(()),
         };
         (decision.events, outcome)
@@ -193,13 +193,13 @@ mod tests {
         for (i, expected) in [vec!["failed"], vec!["failed"], vec!["failed", "locked_out"]].into_iter().enumerate() {
             let (events, outcome) = fail(&mut state, subject.clone(), 1_000 + i as i64);
             assert_eq!(kinds(&events), expected);
-            assert_eq!(outcome, Err(ErrorCode::InvalidUserCredentials));
+            assert_eq!(outcome, Err(Refusal::InvalidUserCredentials));
         }
         assert!(is_locked_out(&state, &key(subject.clone()), 1_002));
         // During the lockout nothing is recorded and the answer is CMN_90009.
         let (events, outcome) = fail(&mut state, subject.clone(), 20_000);
         assert!(events.is_empty());
-        assert_eq!(outcome, Err(ErrorCode::AccessBlocked));
+        assert_eq!(outcome, Err(Refusal::AccessBlocked));
         assert!(!is_locked_out(&state, &key(subject.clone()), 1_002 + 30_000));
         // Afterwards the window starts afresh; failedLoginCount keeps counting.
         let (events, _) = fail(&mut state, subject.clone(), 40_000);
@@ -241,11 +241,8 @@ mod tests {
             let decision = decide_failure(&state, &failure, Context { now_ms, transaction_id: "" });
             assert_eq!(kinds(&decision.events), ["failed"]);
             for event in &decision.events {
-                apply(
-                    &mut state,
-                    Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] },
-                    event,
-                );
+                let seq = state.head.seq + 1;
+                apply(&mut state, Recorded { seq, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] }, event);
             }
         }
     }

@@ -34,8 +34,11 @@ pub struct State {
     pub users: HashMap<String, Arc<User>>,
     /// [`user_key`] of (institution id, institution user id) to the user's key in `users`.
     pub users_by_institution_user_id: HashMap<String, String>,
-    pub tokens: FastMap<TokenId, Token>,
-    pub families: FastMap<FamilyId, Family>,
+    /// Every token not yet purged; reached only through the methods below, so that the table
+    /// can change shape (a compact structure) without touching its readers.
+    tokens: FastMap<TokenId, Token>,
+    /// Every refresh-token family not yet purged; reached only through the methods below.
+    families: FastMap<FamilyId, Family>,
     /// Answers of recent token requests, for idempotent retries by transactionId.
     pub recent_requests: HashMap<RequestKey, RecentRequest>,
     /// [`user_key`] of (institution id, host user id) to the user's key in `users`.
@@ -291,6 +294,54 @@ impl State {
         self.users.get(key)
     }
 
+    /// The token `id`, active or not, if it is not yet purged.
+    pub fn token(&self, id: &TokenId) -> Option<&Token> {
+        self.tokens.get(id)
+    }
+
+    /// The token `id` to change (only `apply` and the appliers it calls change state).
+    pub(crate) fn token_mut(&mut self, id: &TokenId) -> Option<&mut Token> {
+        self.tokens.get_mut(id)
+    }
+
+    pub(crate) fn insert_token(&mut self, id: TokenId, token: Token) {
+        self.tokens.insert(id, token);
+    }
+
+    /// Tokens not yet purged.
+    pub fn tokens_len(&self) -> usize {
+        self.tokens.len()
+    }
+
+    /// Every token not yet purged, in no particular order.
+    pub fn tokens(&self) -> impl Iterator<Item = (&TokenId, &Token)> {
+        self.tokens.iter()
+    }
+
+    /// The refresh-token family `id`, if it is not yet purged.
+    pub fn family(&self, id: &FamilyId) -> Option<&Family> {
+        self.families.get(id)
+    }
+
+    pub(crate) fn family_mut(&mut self, id: &FamilyId) -> Option<&mut Family> {
+        self.families.get_mut(id)
+    }
+
+    /// The family `id`, made by `new` if it is not there.
+    pub(crate) fn family_or_insert_with(&mut self, id: FamilyId, new: impl FnOnce() -> Family) -> &mut Family {
+        self.families.entry(id).or_insert_with(new)
+    }
+
+    /// Families not yet purged.
+    pub fn families_len(&self) -> usize {
+        self.families.len()
+    }
+
+    /// Every family not yet purged, in no particular order.
+    pub fn families(&self) -> impl Iterator<Item = (&FamilyId, &Family)> {
+        self.families.iter()
+    }
+
     /// The token if it is active at `now_ms`: not expired, not ended, family not revoked.
     pub fn active_token(&self, id: &TokenId, now_ms: i64) -> Option<&Token> {
         let token = self.tokens.get(id)?;
@@ -300,10 +351,6 @@ impl State {
     pub fn user_by_host_user_id(&self, institution_id: &str, host_user_id: &str) -> Option<&Arc<User>> {
         let key = self.users_by_host_user_id.get(&user_key(institution_id, host_user_id))?;
         self.users.get(key)
-    }
-
-    pub fn sign_in_record(&self, key: &SignInKey) -> Option<&SignInRecord> {
-        self.sign_ins.get(key)
     }
 
     pub fn family_revoked(&self, token: &Token) -> bool {

@@ -34,16 +34,6 @@ impl Validity {
             Self::CutOff { cutoff } => cutoff.seq,
         }
     }
-
-    /// When the token stopped being usable, if it did.
-    pub fn ended_at_ms(&self) -> Option<i64> {
-        match self {
-            Self::Active { .. } => None,
-            Self::Expired { expires_at_ms, .. } => Some(*expires_at_ms),
-            Self::Ended { at_ms, .. } | Self::FamilyRevoked { at_ms, .. } => Some(*at_ms),
-            Self::CutOff { cutoff } => Some(cutoff.at_ms),
-        }
-    }
 }
 
 impl State {
@@ -65,7 +55,7 @@ impl State {
         if let Some(end) = &token.end {
             consider(end.at_ms, end.seq, Validity::Ended { seq: end.seq, at_ms: end.at_ms, cause: end.cause.clone() });
         }
-        if let Some(revoked) = token.grant.family.and_then(|f| self.families.get(&f)).and_then(|f| f.revoked.as_ref()) {
+        if let Some(revoked) = token.grant.family.and_then(|f| self.family(&f)).and_then(|f| f.revoked.as_ref()) {
             let candidate = Validity::FamilyRevoked { seq: revoked.seq, at_ms: revoked.at_ms, reason: revoked.reason };
             consider(revoked.at_ms, revoked.seq, candidate);
         }

@@ -58,7 +58,7 @@ pub fn prefix(kind: IndexKind, value: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + len + 8);
     key.push(kind as u8);
     key.push(len as u8);
-    key.extend_from_slice(&value[..len]);
+    key.extend(value.iter().take(len));
     key
 }
 
@@ -173,16 +173,16 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
         }
         Some(event::Kind::TokenRevoked(r)) => {
             add(IndexKind::Token, &r.token_id);
-            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.tokens.get(&id)) {
+            if let Some(token) = TokenId::from_slice(&r.token_id).and_then(|id| state.token(&id)) {
                 add_grant(&mut add, &token.grant);
             }
         }
         Some(event::Kind::FamilyRevoked(r)) => {
             add(IndexKind::Family, &r.family_id);
             add(IndexKind::Token, &r.trigger_token_id);
-            let family = FamilyId::from_slice(&r.family_id).and_then(|id| state.families.get(&id));
+            let family = FamilyId::from_slice(&r.family_id).and_then(|id| state.family(&id));
             let grant = family.and_then(|f| f.live_refresh.or_else(|| TokenId::from_slice(&r.trigger_token_id)));
-            if let Some(token) = grant.and_then(|id| state.tokens.get(&id)) {
+            if let Some(token) = grant.and_then(|id| state.token(&id)) {
                 add_grant(&mut add, &token.grant);
             }
             // A code replay's family may hold no refresh token: its code names the parties.
@@ -218,8 +218,8 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
                     }
                     CutoffScope::Family(id) => {
                         add(IndexKind::Family, &id.0);
-                        let family = state.families.get(id);
-                        let token = family.and_then(|f| f.live_refresh).and_then(|t| state.tokens.get(&t));
+                        let family = state.family(id);
+                        let token = family.and_then(|f| f.live_refresh).and_then(|t| state.token(&t));
                         if let Some(token) = token {
                             add_grant(&mut add, &token.grant);
                         } else if let Some(family) = family {
@@ -237,7 +237,7 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             }
             for id in &b.token_ids {
                 add(IndexKind::Token, id);
-                if let Some(token) = TokenId::from_slice(id).and_then(|id| state.tokens.get(&id)) {
+                if let Some(token) = TokenId::from_slice(id).and_then(|id| state.token(&id)) {
                     if let Some(family) = token.grant.family {
                         add(IndexKind::Family, &family.0);
                     }

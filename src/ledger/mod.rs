@@ -7,24 +7,24 @@
 
 pub mod codec;
 pub mod index;
-pub mod raft_log;
-pub mod reader;
-pub mod replay;
+pub(crate) mod raft_log;
+pub(crate) mod reader;
+pub(crate) mod replay;
 pub mod replicated;
 pub mod snapshot;
-pub mod store;
-pub mod token_ids;
-pub mod writer;
+pub(crate) mod store;
+pub(crate) mod token_ids;
+pub(crate) mod writer;
 
 use std::path::Path;
 
-use prost::Message as _;
-
+pub use crate::config::WriterConfig;
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
-pub use store::{Store, StoreError};
-pub use writer::{LedgerHandle, SubmitError, WriterConfig};
+pub use store::{Append, Store, StoreError};
+pub use token_ids::TokenIdScheme;
+pub use writer::{LedgerHandle, SubmitError, SubmitFailure, WriterStatus};
 
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::{Event, LedgerCreated, event};
@@ -88,18 +88,78 @@ fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(S
                 software_version: env!("CARGO_PKG_VERSION").to_owned(),
             })),
         };
-        let sealed = codec::seal(&state.head.hash, 1, now_ms, "", &created);
-        let index_keys = index::keys_for(&state, store.token_ids(), &created, 1);
-        let hash = sealed.hash;
-        store.append(&[store::Append { sealed, index_keys }])?;
-        apply(&mut state, Recorded { seq: 1, recorded_at_ms: now_ms, transaction_id: "", hash }, &created);
+        append_bootstrap(&store, &mut state, &created, now_ms)?;
         report.events = 1;
         report.head = state.head.clone();
     }
     Ok((store, state, report))
 }
 
-/// Decodes one stored envelope's event, for readers outside the replay path.
-pub fn decode_event(bytes: &[u8]) -> Option<Event> {
-    Event::decode(bytes).ok()
+/// Records `event` before the writer runs: the one appender besides the writer, for the
+/// events of start-up (`LedgerCreated` on a new ledger, the signing-key activation). Seals,
+/// indexes, appends durably and only then applies, as the writer does for a batch of one.
+pub fn append_bootstrap(store: &Store, state: &mut State, event: &Event, now_ms: i64) -> Result<(), StoreError> {
+    let seq = state.head.seq + 1;
+    let recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
+    let sealed = codec::seal(&state.head.hash, seq, recorded_at_ms, "", event);
+    let hash = sealed.hash;
+    let index_keys = index::keys_for(state, store.token_ids(), event, seq);
+    store.append(&[Append { sealed, index_keys }])?;
+    apply(state, Recorded { seq, recorded_at_ms, transaction_id: "", hash }, event);
+    Ok(())
+}
+
+/// A stopped ledger opened for reading: the offline `verify` and `audit verify-checkpoint
+/// --offline` commands. It never appends.
+pub struct ReadOnlyLedger {
+    store: Store,
+}
+
+/// Opens the existing ledger file at `path` for reading (it is not created if missing).
+pub fn open_read_only(path: &Path) -> Result<ReadOnlyLedger, StoreError> {
+    let db = redb::Database::open(path)?;
+    Ok(ReadOnlyLedger { store: Store::from_database(db)? })
+}
+
+impl ReadOnlyLedger {
+    /// Checks every event and link of the chain and replays it into a fresh [`State`].
+    pub fn replay(&self, progress: impl FnMut(u64)) -> Result<(State, ReplayReport), ReplayError> {
+        let mut state = State::default();
+        let (report, _) = replay::replay(&self.store, &mut state, false, progress)?;
+        Ok((state, report))
+    }
+
+    /// A consistent read view of the committed events, for the audit queries.
+    pub fn snapshot(&self) -> Result<reader::Snapshot, ReadError> {
+        self.store.reader().snapshot()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// docs/design.md keeps the format log: a build whose format or index version has no row
+    /// there fails, so a version bump cannot ship undocumented.
+    #[test]
+    fn the_design_document_has_a_row_for_the_current_versions() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/design.md");
+        let design = std::fs::read_to_string(path).expect("docs/design.md");
+        let table = design.split("## Format versions").nth(1).expect("a \"Format versions\" section");
+        let row = format!("| {} | {} |", store::FORMAT_VERSION, index::INDEX_VERSION);
+        assert!(
+            table.lines().any(|line| line.starts_with(&row)),
+            "docs/design.md has no format-log row for format {} and index {}",
+            store::FORMAT_VERSION,
+            index::INDEX_VERSION
+        );
+        let raft = format!("raft log format {}", raft_log::RAFT_LOG_FORMAT_VERSION);
+        assert!(table.contains(&raft), "docs/design.md has no format-log row for {raft}");
+        let tables = format!("## redb tables (format version {})", store::FORMAT_VERSION);
+        assert!(
+            design.contains(&tables),
+            "docs/design.md does not describe the tables of format {}",
+            store::FORMAT_VERSION
+        );
+    }
 }

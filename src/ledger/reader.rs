@@ -7,7 +7,7 @@
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
 use super::index::{self, IndexKind};
 use super::store::{EVENTS, INDEX, StoreError};
@@ -90,11 +90,6 @@ impl Snapshot {
             out.push((key.value(), value.value().to_vec()));
         }
         Ok(out)
-    }
-
-    /// The highest stored key (the head, unless the file was tampered with).
-    pub fn last_seq(&self) -> Result<Option<u64>, ReadError> {
-        Ok(self.events.last()?.map(|(k, _)| k.value()))
     }
 
     /// Seqs of the index entries of (`kind`, `value`) within `seqs`, in order, at most `max`:

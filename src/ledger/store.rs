@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::codec::Sealed;
 use super::raft_log::{RaftLog, RaftLogError};
@@ -114,10 +114,6 @@ impl Store {
         &self.token_ids
     }
 
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
     /// The Raft log and vote of cluster mode, in this file's `raft_log` and `raft_meta` tables
     /// (created on first use; a single-node ledger never has them).
     pub fn raft_log(&self) -> Result<RaftLog, RaftLogError> {
@@ -188,11 +184,6 @@ impl Store {
         }
         txn.commit()?;
         Ok(())
-    }
-
-    pub fn event_count(&self) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read()?;
-        Ok(txn.open_table(EVENTS)?.len()?)
     }
 
     /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first

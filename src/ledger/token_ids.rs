@@ -29,7 +29,9 @@ impl TokenIdScheme {
     fn mask(&self, random: &[u8]) -> [u8; 8] {
         let tag = hmac::sign(&self.mask, random);
         let mut mask = [0u8; 8];
-        mask.copy_from_slice(&tag.as_ref()[..8]);
+        for (m, t) in mask.iter_mut().zip(tag.as_ref()) {
+            *m = *t;
+        }
         mask
     }
 
@@ -38,8 +40,8 @@ impl TokenIdScheme {
         let time = (now_ms.max(0) as u64).to_be_bytes();
         let mask = self.mask(&random);
         let mut id = [0u8; 16];
-        for i in 0..8 {
-            id[i] = time[i] ^ mask[i];
+        for (byte, (t, m)) in id.iter_mut().zip(time.iter().zip(mask)) {
+            *byte = t ^ m;
         }
         id[8..].copy_from_slice(&random);
         TokenId(id)
@@ -51,8 +53,8 @@ impl TokenIdScheme {
     pub fn index_key(&self, id: &TokenId) -> [u8; 16] {
         let mask = self.mask(&id.0[8..]);
         let mut key = id.0;
-        for i in 0..8 {
-            key[i] ^= mask[i];
+        for (byte, m) in key.iter_mut().zip(mask) {
+            *byte ^= m;
         }
         key
     }

@@ -25,28 +25,20 @@ use super::reader::LedgerReader;
 use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
-use crate::domain::command::{Command, ConflictKeys, ConflictSeed, Context, Outcome, Rejection};
+use crate::config::WriterConfig;
+use crate::domain::command::{Answered, Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
-#[derive(Clone, Debug)]
-pub struct WriterConfig {
-    /// Requests that may wait for the writer before callers are told to back off.
-    pub queue_capacity: usize,
-    /// Most commands decided and committed in one transaction.
-    pub batch_commands_max: usize,
-    /// How far the clock may be behind the ledger head before the writer reports it.
-    pub clock_skew_max_ms: i64,
+/// Why a typed submission ([`LedgerHandle::submit_as`]) did not give its answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubmitFailure<R> {
+    /// The command's decider refused it (events may still have been recorded, e.g. a failed
+    /// sign-in or a burned code).
+    Refused(R),
+    /// The ledger cannot take writes (it failed or is stopping): the command is not known
+    /// to be recorded, so the caller may retry.
+    Unavailable,
 }
-
-impl Default for WriterConfig {
-    fn default() -> Self {
-        Self { queue_capacity: 16_384, batch_commands_max: 1024, clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT }
-    }
-}
-
-/// The default of `clock_skew_max_ms`: a few seconds, more than NTP's step threshold (128 ms)
-/// and a batch's commit time, far less than any token lifetime.
-pub const CLOCK_SKEW_MAX_MS_DEFAULT: i64 = 5_000;
 
 /// The ledger cannot take writes: it failed (I/O error, full disk) or is shutting down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -159,6 +151,18 @@ impl LedgerHandle {
         answer.await.map_err(|_| SubmitError)?
     }
 
+    /// Submits `command` and gives its decider's typed answer: see [`Answered`].
+    pub async fn submit_as<C: Answered>(
+        &self,
+        command: C,
+        transaction_id: String,
+    ) -> Result<C::Answer, SubmitFailure<C::Refusal>> {
+        match self.submit(command.into_command(), transaction_id).await {
+            Ok(outcome) => C::answer(outcome).map_err(SubmitFailure::Refused),
+            Err(SubmitError) => Err(SubmitFailure::Unavailable),
+        }
+    }
+
     /// Requests waiting for the writer, not yet taken into a batch.
     pub fn queued(&self) -> usize {
         self.sender.max_capacity().saturating_sub(self.sender.capacity())
@@ -170,6 +174,19 @@ impl LedgerHandle {
 
     pub fn token_ids(&self) -> &Arc<TokenIdScheme> {
         &self.token_ids
+    }
+
+    /// Ids for what one command may mint at `now_ms` (see `token_ids`: time-ordered for the
+    /// index, masked so they tell nothing), from 24 random bytes.
+    pub fn fresh_ids(&self, now_ms: i64, random: [u8; 24]) -> FreshIds {
+        let half = |i: usize| -> [u8; 8] {
+            random.get(i * 8..i * 8 + 8).and_then(|part| part.try_into().ok()).unwrap_or_default()
+        };
+        FreshIds {
+            access: self.token_ids.token_id(now_ms, half(0)),
+            refresh: self.token_ids.token_id(now_ms, half(1)),
+            family: super::token_ids::family_id(now_ms, half(2)),
+        }
     }
 
     pub fn status(&self) -> &WriterStatus {
@@ -316,6 +333,11 @@ impl Writer {
                 staged.push(Staged { reply: job.reply, outcome: decision.outcome });
             }
         }
+        debug_assert_eq!(pending.len(), appends.len(), "every decided event is appended");
+        debug_assert!(
+            pending.iter().zip(pending.iter().skip(1)).all(|(a, b)| b.seq == a.seq + 1),
+            "a batch's events have consecutive seqs"
+        );
         self.status.deferred_commands.fetch_add(deferred.len() as u64, Ordering::Relaxed);
         for job in deferred.into_iter().rev() {
             queue.push_front(job);
@@ -343,6 +365,11 @@ impl Writer {
             // Apply after the commit, then answer: a caller that hears "done" can read its
             // own write at once.
             let mut state = self.state.write();
+            debug_assert!(
+                pending.first().is_none_or(|first| first.seq == state.head.seq + 1),
+                "the batch continues the committed chain"
+            );
+            debug_assert!(recorded_at_ms >= state.head.recorded_at_ms, "recorded times never decrease");
             for item in &pending {
                 let at =
                     Recorded { seq: item.seq, recorded_at_ms, transaction_id: &item.transaction_id, hash: item.hash };

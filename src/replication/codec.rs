@@ -85,12 +85,12 @@ pub fn membership_to_stored(membership: &Membership) -> RaftMembership {
 pub fn membership_from_stored(stored: RaftMembership, index: u64) -> Result<Membership, CodecError> {
     let mut configs = Vec::with_capacity(stored.configs.len());
     for set in stored.configs {
-        if !set.voter_ids.windows(2).all(|pair| pair[0] < pair[1]) {
+        if !set.voter_ids.is_sorted_by(|a, b| a < b) {
             return Err(CodecError::UnorderedVoters { index });
         }
         configs.push(set.voter_ids.into_iter().collect::<BTreeSet<NodeId>>());
     }
-    if !stored.nodes.windows(2).all(|pair| pair[0].node_id < pair[1].node_id) {
+    if !stored.nodes.is_sorted_by(|a, b| a.node_id < b.node_id) {
         return Err(CodecError::UnorderedNodes { index });
     }
     let nodes: BTreeMap<NodeId, NodeInfo> =

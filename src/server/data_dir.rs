@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::app::{App, sha256};
+use crate::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::keys::{KeyError, ServerKeys};
-use crate::crypto::random_bytes;
+use crate::crypto::{random_bytes, sha256};
 use crate::ledger::{self, LedgerHandle, OpenError, ReplayReport};
 
 pub const LEDGER_FILE: &str = "ledger.redb";

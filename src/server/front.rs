@@ -86,7 +86,7 @@ impl Front {
         Self { app, grpc, grpc_import, rest, in_flight, request_timeout, client_certificates_required }
     }
 
-    pub fn app_limits(&self) -> &super::limits::Limits {
+    pub fn app_limits(&self) -> &crate::config::Limits {
         &self.app.config.limits
     }
 
@@ -144,7 +144,7 @@ impl Front {
             return tonic::Status::unauthenticated("a verified client certificate is required for this service")
                 .into_http();
         }
-        // Before the body is read: the handlers check it again (`api::grpc::admin_call`).
+        // Before the body is read: the handlers check it again (`api::grpc_util::admin_call`).
         if admin_service
             && !self.app.is_admin(wire::bearer_token(header_values(request.headers(), &header::AUTHORIZATION)))
         {

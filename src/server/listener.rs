@@ -97,7 +97,7 @@ pub async fn accept_until(
     let (closing, closing_watch) = watch::channel(false);
     let serving = Serving {
         front,
-        builder: Arc::new(limits.connection_builder()),
+        builder: Arc::new(super::limits::connection_builder(&limits)),
         tls,
         idle_timeout: limits.idle_timeout,
         first_request_timeout: limits.first_request_timeout,

@@ -2,12 +2,15 @@
 //! `content-type: application/grpc`, with graceful shutdown.
 
 pub mod data_dir;
-pub mod demo;
-pub mod front;
-pub mod limits;
-pub mod listener;
-pub mod signing;
-pub mod tls;
+pub(crate) mod demo;
+pub(crate) mod front;
+pub(crate) mod limits;
+pub(crate) mod listener;
+pub(crate) mod signing;
+pub(crate) mod tls;
+
+pub use signing::SIGNING_KEYS_FILE;
+pub use tls::Tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -17,10 +20,11 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
+use crate::api::admin::grpc::AdminGrpc;
 use crate::api::audit::AuditGrpc;
-use crate::api::grpc::{AdminGrpc, TokenGrpc};
-use crate::api::grpc_authcode::KeyGrpc;
-use crate::api::grpc_users::InstitutionUserGrpc;
+use crate::api::keys::grpc::KeyGrpc;
+use crate::api::lookup::grpc::InstitutionUserGrpc;
+use crate::api::token::grpc::TokenGrpc;
 use crate::app::App;
 use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;

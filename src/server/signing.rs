@@ -7,11 +7,10 @@
 use std::path::Path;
 
 use crate::crypto::signing::{ALGORITHM, SigningKeyError, SigningKeys};
+use crate::domain::State;
 use crate::domain::authcode::SigningKeyActivation;
 use crate::domain::authcode::decide::activation_event;
-use crate::domain::{Recorded, State, apply};
-use crate::ledger::store::{Append, Store};
-use crate::ledger::{StoreError, codec, index};
+use crate::ledger::{self, Store, StoreError};
 
 pub const SIGNING_KEYS_FILE: &str = "signing-keys.json";
 
@@ -24,8 +23,8 @@ pub enum SigningStartError {
 }
 
 /// Loads the signing keys of `dir` and records the active one in the ledger if the ledger does
-/// not already name it. Runs before the writer starts, so it appends directly (as the
-/// `LedgerCreated` event is). Returns the keys and whether the key file was created.
+/// not already name it. Runs before the writer starts, so it appends through
+/// [`ledger::append_bootstrap`] (as the `LedgerCreated` event is). Returns the keys and whether the key file was created.
 pub fn prepare(
     dir: &Path,
     store: &Store,
@@ -46,13 +45,7 @@ pub fn prepare(
         public_key: key.public_key().to_vec(),
     };
     let event = activation_event(state, &activation);
-    let seq = state.head.seq + 1;
-    let recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
-    let sealed = codec::seal(&state.head.hash, seq, recorded_at_ms, "", &event);
-    let hash = sealed.hash;
-    let index_keys = index::keys_for(state, store.token_ids(), &event, seq);
-    store.append(&[Append { sealed, index_keys }])?;
-    apply(state, Recorded { seq, recorded_at_ms, transaction_id: "", hash }, &event);
+    ledger::append_bootstrap(store, state, &event, now_ms)?;
     tracing::info!(key_id = %key.key_id, "ID-token signing key recorded in the ledger");
     Ok((keys, created))
 }

@@ -6,7 +6,7 @@
 //! modification time changes, without dropping open connections; a reload that fails keeps
 //! the previous configuration.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -17,7 +17,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{ConfigError, Settings};
+use crate::config::TlsFiles;
 use crate::metrics::Metrics;
 
 /// gRPC services that take the admin credential; with a client CA configured they also need a
@@ -29,38 +29,6 @@ pub const ADMIN_SERVICES: [&str; 3] =
 /// True when a request to `path` needs a verified client certificate (given a client CA).
 pub fn is_admin_service(path: &str) -> bool {
     ADMIN_SERVICES.iter().any(|prefix| path.starts_with(prefix))
-}
-
-/// The TLS files from the settings.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TlsFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: Option<PathBuf>,
-    /// How often to look for changed files; `None`: only on SIGHUP.
-    pub reload_interval: Option<Duration>,
-}
-
-impl TlsFiles {
-    pub fn resolve(settings: &Settings) -> Result<Option<TlsFiles>, ConfigError> {
-        let reload_interval = match settings.tls_reload_interval_secs.unwrap_or(60) {
-            0 => None,
-            n => Some(Duration::from_secs(n)),
-        };
-        match (&settings.tls_cert_file, &settings.tls_key_file) {
-            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: settings.tls_client_ca_file.clone(),
-                reload_interval,
-            })),
-            (None, None) if settings.tls_client_ca_file.is_some() => {
-                Err(ConfigError("tls_client_ca_file needs tls_cert_file and tls_key_file".into()))
-            }
-            (None, None) => Ok(None),
-            _ => Err(ConfigError("tls_cert_file and tls_key_file must be given together".into())),
-        }
-    }
 }
 
 /// The live TLS configuration of a listener.

@@ -312,8 +312,8 @@ async fn envelopes(server: &TestServer) -> Vec<(api::LedgerEvent, Option<tokenle
 /// the server runs with `audit_raw_envelopes` (for a trusted replica).
 #[tokio::test]
 async fn finding_8_audit_envelopes_carry_no_credential_digest_unless_the_server_allows_raw_ones() {
-    use tokenledger::audit::chain::ChainWalker;
-    use tokenledger::audit::view::redact;
+    use tokenledger::audit::ChainWalker;
+    use tokenledger::audit::redact;
     use tokenledger::proto::ledger::{credential_digest, event};
     let server = TestServer::start().await;
     server.seed().await;

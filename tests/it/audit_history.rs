@@ -133,12 +133,12 @@ async fn long_expired_tokens_keep_their_history_and_point_in_time_status() {
     server.app.ledger.request_purge();
     let (_, id) = tokenledger::crypto::token::decode(&server.app.keys, &token).unwrap();
     for _ in 0..100 {
-        if !server.app.state.read().tokens.contains_key(&id) {
+        if server.app.state.read().token(&id).is_none() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(!server.app.state.read().tokens.contains_key(&id), "the projections forgot the expired token");
+    assert!(server.app.state.read().token(&id).is_none(), "the projections forgot the expired token");
     assert_verdict(&status_at(&server, &token, issued_at + 500).await, "active", issued);
     let expired = status_at(&server, &token, issued_at + 1000).await;
     assert_verdict(&expired, "expired", issued);

@@ -4,7 +4,7 @@
 
 use futures_util::StreamExt as _;
 use redb::ReadableDatabase as _;
-use tokenledger::audit::checkpoint::{Checkpoint, CheckpointBody};
+use tokenledger::audit::{Checkpoint, CheckpointBody};
 use tokenledger::proto::{self as api};
 
 use crate::audit::*;
@@ -163,7 +163,7 @@ async fn verify_ledger_names_the_first_changed_dropped_or_reordered_event() {
 async fn the_checkpoint_key_is_created_at_first_start_private_and_kept_across_restarts() {
     use std::os::unix::fs::PermissionsExt;
     let server = TestServer::start().await;
-    let path = server.data_dir().join(tokenledger::audit::checkpoint::CHECKPOINT_KEY_FILE);
+    let path = server.data_dir().join(tokenledger::audit::CHECKPOINT_KEY_FILE);
     assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     let before = checkpoint(&server).await.public_key;
     let server = server.restart().await;

@@ -106,7 +106,7 @@ impl Form {
     }
 
     pub fn encode(&self) -> String {
-        let encode = tokenledger::api::form::percent_encode;
+        let encode = tokenledger::wire::percent_encode;
         self.0.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect::<Vec<_>>().join("&")
     }
 }
@@ -495,7 +495,7 @@ async fn only_first_party_apps_mint_codes_and_a_users_token_only_for_its_user() 
 }
 
 /// The setup file of docs/authorization-code.md's walk-through, as printed there.
-fn walk_through_setup() -> tokenledger::cli::import::ImportFile {
+fn walk_through_setup() -> tokenledger::cli::ImportFile {
     let doc = include_str!("../../docs/authorization-code.md");
     let start = doc.find("cat > tl-demo-setup.json <<'EOF'\n").expect("the setup file in the doc");
     let json = &doc[start..].split_once('\n').unwrap().1;

@@ -3,13 +3,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use tokenledger::ledger::store::Store;
+use tokenledger::ledger::Store;
 use tokenledger::ledger::{StoreError, codec};
 use tokenledger::proto::RotateSigningKeyRequest;
 use tokenledger::proto::key_service_client::KeyServiceClient;
 use tokenledger::proto::ledger::{CodeBurnReason, Event, RevocationReason, event};
+use tokenledger::server::SIGNING_KEYS_FILE;
 use tokenledger::server::data_dir;
-use tokenledger::server::signing::SIGNING_KEYS_FILE;
 
 use crate::authcode::*;
 
@@ -175,7 +175,7 @@ async fn code_events_are_indexed_by_code_client_and_user() {
     let seqs_of = |kind: IndexKind, value: &[u8]| -> Vec<u64> {
         // Tokens (and codes) sit in the index by creation time; see ledger::token_ids.
         let token_value;
-        let value = match tokenledger::domain::ids::TokenId::from_slice(value) {
+        let value = match tokenledger::domain::TokenId::from_slice(value) {
             Some(id) if kind == IndexKind::Token => {
                 token_value = tokenledger::ledger::index::token_value(&token_ids, &id);
                 &token_value[..]
@@ -210,6 +210,6 @@ async fn code_events_are_indexed_by_code_client_and_user() {
 }
 
 /// The server keys of a stopped data directory, to decode token strings.
-fn flow_keys(dir: &std::path::Path) -> tokenledger::crypto::keys::ServerKeys {
-    tokenledger::crypto::keys::ServerKeys::load(&dir.join(data_dir::KEYS_FILE)).unwrap()
+fn flow_keys(dir: &std::path::Path) -> tokenledger::crypto::ServerKeys {
+    tokenledger::crypto::ServerKeys::load(&dir.join(data_dir::KEYS_FILE)).unwrap()
 }

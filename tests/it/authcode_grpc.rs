@@ -73,7 +73,7 @@ async fn the_whole_flow_over_grpc() {
         ..Default::default()
     });
     redeem.metadata_mut().insert("transactionid", txid().parse().unwrap());
-    let basic = tokenledger::api::wire::encode_basic(&flow.partner.id, &flow.partner.secret);
+    let basic = tokenledger::wire::encode_basic(&flow.partner.id, &flow.partner.secret);
     redeem.metadata_mut().insert("authorization", basic.parse().unwrap());
     let answer = tokens.create_token(redeem).await.expect("redeem").into_inner();
     assert!(answer.access_token.starts_with("tla_"));

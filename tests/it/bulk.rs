@@ -88,7 +88,7 @@ async fn user_institution_family_and_token_scopes_end_exactly_their_tokens() {
     let (first, _) = sign_in(&server, &f).await;
     let (second, _) = sign_in(&server, &f).await;
     let family = history(&server, &first).await.token.unwrap().family_id;
-    let answer = bulk(&server, Scope::FamilyId(tokenledger::domain::ids::hex(&family)), 0).await;
+    let answer = bulk(&server, Scope::FamilyId(tokenledger::domain::hex(&family)), 0).await;
     assert_eq!(answer.live_tokens_ended, 2);
     assert!(!active(&server, &f, &first).await);
     assert!(active(&server, &f, &second).await);
@@ -256,7 +256,7 @@ async fn blast_radius_of_a_client_lists_minted_tokens_and_descendants_and_revoke
             .tokens
             .iter()
             .filter(|t| t.live || !live_only)
-            .map(|t| tokenledger::domain::ids::hex(&t.token.as_ref().unwrap().token_id))
+            .map(|t| tokenledger::domain::hex(&t.token.as_ref().unwrap().token_id))
             .collect();
         ids.sort();
         ids
@@ -280,7 +280,7 @@ async fn blast_radius_of_a_client_lists_minted_tokens_and_descendants_and_revoke
         .unwrap()
         .into_inner();
     assert_eq!(revoked.live_tokens_ended, 3);
-    let mut ended: Vec<String> = revoked.token_ids.iter().map(|id| tokenledger::domain::ids::hex(id)).collect();
+    let mut ended: Vec<String> = revoked.token_ids.iter().map(|id| tokenledger::domain::hex(id)).collect();
     ended.sort();
     assert_eq!(ended, expected_live);
     assert_eq!((revoked.first_seq, revoked.last_seq, head(&server)), (before + 1, before + 1, before + 1));
@@ -309,7 +309,7 @@ async fn blast_radius_of_a_stolen_refresh_token_covers_it_and_its_descendants_on
         listing
             .tokens
             .iter()
-            .find(|t| tokenledger::domain::ids::hex(&t.token.as_ref().unwrap().token_id) == id)
+            .find(|t| tokenledger::domain::hex(&t.token.as_ref().unwrap().token_id) == id)
             .map(|t| (t.relation.clone(), t.live))
     };
     assert_eq!(relation(&stolen), Some(("credential".into(), false)));

@@ -7,11 +7,11 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::domain::bulk::{BlastCredential, BlastRadius, BulkCommand};
-use tokenledger::domain::command::{Command, Issue, IssueGrant, Outcome};
-use tokenledger::domain::cutoff::CutoffScope;
-use tokenledger::domain::ids::{FamilyId, TokenId};
+use tokenledger::crypto::ServerKeys;
+use tokenledger::domain::CutoffScope;
+use tokenledger::domain::{BlastCredential, BlastRadius, BulkCommand};
+use tokenledger::domain::{Command, Issue, IssueGrant, Outcome};
+use tokenledger::domain::{FamilyId, TokenId};
 use tokenledger::domain::{Recorded, State, apply};
 use tokenledger::ledger::{self, LedgerHandle, Store, WriterConfig, codec};
 use tokenledger::proto::ledger::event;
@@ -76,7 +76,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     grant,
                     requested_scopes: None,
                     fingerprint: [0; 32],
-                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                    family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: fresh(seed),
                 };
                 let command = match op {
@@ -119,7 +119,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     if let Some(refresh) = issued.refresh {
                         refresh_tokens.push(refresh.id);
                         tokens.push(refresh.id);
-                        let family = state.read().tokens.get(&refresh.id).and_then(|t| t.grant.family);
+                        let family = state.read().token(&refresh.id).and_then(|t| t.grant.family);
                         families.extend(family);
                     }
                 }
@@ -195,7 +195,7 @@ fn a_refresh_racing_a_cutoff_never_mints_a_live_token() {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
-                family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh: fresh(seed),
             };
             let signed_in = handle

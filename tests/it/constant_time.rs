@@ -8,9 +8,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::credential::{self, Check};
 use tokenledger::crypto::digests_equal;
-use tokenledger::crypto::keys::ServerKeys;
 
 /// |t| above this means "leaks" (dudect uses 4.5 after cropping).
 const T_THRESHOLD: f64 = 4.5;

@@ -7,12 +7,12 @@ use std::io;
 use std::sync::{Arc, Mutex};
 
 use redb::StorageBackend;
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::credential;
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::domain::command::{Command, FreshIds, Issue, IssueGrant, Outcome, Revoke};
-use tokenledger::domain::directory::DirectoryCommand;
-use tokenledger::domain::ids::{FamilyId, TokenId};
-use tokenledger::domain::state::TokenKind;
+use tokenledger::domain::DirectoryCommand;
+use tokenledger::domain::TokenKind;
+use tokenledger::domain::{Command, FreshIds, Issue, IssueGrant, Outcome, Revoke};
+use tokenledger::domain::{FamilyId, TokenId};
 use tokenledger::ledger::{self, LedgerHandle, WriterConfig};
 use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated};
 
@@ -141,7 +141,7 @@ async fn every_sync_point_image_reopens_with_everything_acknowledged_before_it()
                     grant: IssueGrant::ClientCredentials,
                     requested_scopes: None,
                     fingerprint: [0; 32],
-                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                    family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: fresh(&mut n),
                 })
             };
@@ -185,11 +185,11 @@ async fn every_sync_point_image_reopens_with_everything_acknowledged_before_it()
         for fact in &acked {
             match *fact {
                 Acked::Issued { token, syncs, .. } if syncs <= syncs_done => {
-                    assert!(state.tokens.contains_key(&token), "sync {syncs_done}: acknowledged token lost");
+                    assert!(state.token(&token).is_some(), "sync {syncs_done}: acknowledged token lost");
                     checked += 1;
                 }
                 Acked::Revoked { token, syncs } if syncs <= syncs_done => {
-                    let token = state.tokens.get(&token).expect("revoked token known");
+                    let token = state.token(&token).expect("revoked token known");
                     assert!(!state.is_active(token, now), "sync {syncs_done}: acknowledged revocation lost");
                     checked += 1;
                 }

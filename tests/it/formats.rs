@@ -2,9 +2,9 @@
 //! each released format under tests/ and test that it still opens").
 
 use tokenledger::config::Config;
-use tokenledger::crypto::keys::ServerKeys;
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::token::{self, TokenKind};
-use tokenledger::domain::ids::hex;
+use tokenledger::domain::hex;
 use tokenledger::ledger::{Store, StoreError, codec};
 use tokenledger::proto::ledger::{AuthorizationCodeIssued, CodeBurnReason, Event, event};
 use tokenledger::server::data_dir;
@@ -31,12 +31,12 @@ fn format_v1_ledger_opens_verifies_and_replays() {
     // Clients created before `authorize_partners` existed are no first-party apps.
     assert!(state.client("demo-client").is_some_and(|c| !c.authorize_partners));
     assert!(state.user("01001", "demo.user").is_some());
-    assert_eq!(state.tokens.len(), 5, "one client_credentials token, two per sign-in and refresh");
-    assert_eq!(state.families.len(), 1);
-    assert!(state.families.values().all(|f| f.revoked.is_some()), "reuse revoked the family");
+    assert_eq!(state.tokens_len(), 5, "one client_credentials token, two per sign-in and refresh");
+    assert_eq!(state.families_len(), 1);
+    assert!(state.families().map(|(_, f)| f).all(|f| f.revoked.is_some()), "reuse revoked the family");
     // The fixture's key file still verifies the token strings of its ledger.
     let keys = ServerKeys::load(&dir.path().join(data_dir::KEYS_FILE)).unwrap();
-    for id in state.tokens.keys() {
+    for id in state.tokens().map(|(id, _)| id) {
         let text = token::encode(&keys, TokenKind::Access, id);
         assert_eq!(token::decode(&keys, &text), Some((TokenKind::Access, *id)));
     }
@@ -101,9 +101,9 @@ fn format_v1_authority_ledger_keeps_first_party_apps_code_authorizers_and_decisi
         matches!(&e.kind, Some(event::Kind::AuthorizationCodeBurned(b)) if b.reason == CodeBurnReason::AuthorizerDisabled as i32)
     });
     assert!(burned, "the code of the disabled first-party app was burned");
-    assert_eq!(state.families.len(), 2, "dana's sign-in and the redemption");
+    assert_eq!(state.families_len(), 2, "dana's sign-in and the redemption");
     let first_issue = issued.clone().next().unwrap();
-    assert!(state.families.values().any(|f| f.started_at_ms == first_issue.issued_at_ms));
+    assert!(state.families().map(|(_, f)| f).any(|f| f.started_at_ms == first_issue.issued_at_ms));
 }
 
 #[test]

@@ -12,8 +12,7 @@ fn with_metadata<T>(message: T, creds: Option<&ClientCreds>, institution: Option
     let metadata = request.metadata_mut();
     metadata.insert("transactionid", txid().parse().unwrap());
     if let Some(creds) = creds {
-        metadata
-            .insert("authorization", tokenledger::api::wire::encode_basic(&creds.id, &creds.secret).parse().unwrap());
+        metadata.insert("authorization", tokenledger::wire::encode_basic(&creds.id, &creds.secret).parse().unwrap());
     }
     if let Some(institution) = institution {
         metadata.insert("institutionid", institution.parse().unwrap());
@@ -88,10 +87,9 @@ async fn grpc_errors_carry_cmn_codes_with_mapped_status_codes() {
     let mut tokens = server.token_client().await;
     let cc = || api::CreateTokenRequest { grant_type: "client_credentials".into(), ..Default::default() };
     let mut no_txid = Request::new(cc());
-    no_txid.metadata_mut().insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    no_txid
+        .metadata_mut()
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     assert_cmn(&tokens.create_token(no_txid).await.unwrap_err(), Code::InvalidArgument, "CMN_90008");
     let wrong = ClientCreds { id: f.service.id.clone(), secret: "wrong".into() };
     assert_cmn(

@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tempfile::TempDir;
-use tokenledger::app::{App, sha256};
+use tokenledger::App;
 use tokenledger::clock::{Clock, ManualClock, SystemClock};
 use tokenledger::config::{Config, Settings};
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::crypto::signing::SigningKeys;
+use tokenledger::crypto::ServerKeys;
+use tokenledger::crypto::SigningKeys;
+use tokenledger::crypto::sha256;
 use tokenledger::ledger::LedgerHandle;
 use tokenledger::proto::admin_service_client::AdminServiceClient;
 use tokenledger::proto::token_service_client::TokenServiceClient;
@@ -332,7 +333,7 @@ impl TestServer {
             .header("content-type", "application/x-www-form-urlencoded")
             .body(body.to_owned());
         if let Some(creds) = creds {
-            request = request.header("authorization", tokenledger::api::wire::encode_basic(&creds.id, &creds.secret));
+            request = request.header("authorization", tokenledger::wire::encode_basic(&creds.id, &creds.secret));
         }
         for (name, value) in headers {
             request = request.header(*name, *value);

@@ -166,7 +166,7 @@ async fn the_signing_key_survives_restart_and_a_rotation_is_durable() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let path = flow.server.data_dir().join(tokenledger::server::signing::SIGNING_KEYS_FILE);
+        let path = flow.server.data_dir().join(tokenledger::server::SIGNING_KEYS_FILE);
         assert_eq!(std::fs::metadata(path).unwrap().permissions().mode() & 0o777, 0o600);
     }
 }
@@ -216,7 +216,7 @@ async fn a_lost_signing_key_file_is_replaced_and_old_id_tokens_still_verify() {
     let old_kid = decode_header(&old).unwrap().kid.unwrap();
     let Flow { server, f, partner, .. } = flow;
     let dir = server.stop().await;
-    std::fs::remove_file(dir.path().join(tokenledger::server::signing::SIGNING_KEYS_FILE)).unwrap();
+    std::fs::remove_file(dir.path().join(tokenledger::server::SIGNING_KEYS_FILE)).unwrap();
     let server = TestServer::start_in(dir, |_| {}).await;
     let published = key_ids(&jwks(&server).await);
     assert_eq!(published.len(), 2, "a new key, and the lost one while its ID token lives: {published:?}");

@@ -38,7 +38,7 @@ async fn healthy(server: &TestServer) {
 #[tokio::test]
 async fn oversized_and_too_many_headers_get_431_and_the_server_keeps_serving() {
     let (server, f) = TestServer::seeded().await;
-    let basic = tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret);
+    let basic = tokenledger::wire::encode_basic(&f.service.id, &f.service.secret);
     for big in ["A".repeat(16 * 1024), "A".repeat(64 * 1024), "A".repeat(1024 * 1024)] {
         let mut stream = TcpStream::connect(server.addr).await.unwrap();
         let head = format!(
@@ -85,10 +85,9 @@ async fn oversized_grpc_metadata_fails_the_call_not_the_server() {
     // A fresh connection works.
     let mut client = server.token_client().await;
     let mut request = tonic::Request::new(api::IntrospectTokenRequest { token: "x".into() });
-    request.metadata_mut().insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     request.metadata_mut().insert("transactionid", txid().parse().unwrap());
     assert!(!client.introspect_token(request).await.unwrap().into_inner().active);
 }
@@ -100,7 +99,7 @@ async fn a_slow_drip_body_is_answered_408_and_the_connection_closed() {
         let f = server.seed().await;
         (server, f)
     };
-    let basic = tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret);
+    let basic = tokenledger::wire::encode_basic(&f.service.id, &f.service.secret);
     let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let head = format!(
         "POST /oauth2/v1/token HTTP/1.1\r\nHost: x\r\nAuthorization: {basic}\r\ntransactionId: {}\r\n\

@@ -79,7 +79,7 @@ fn every_log_line_of_a_request_carries_its_transaction_id() {
         let mut request = tonic::Request::new(api::IntrospectTokenRequest { token: "x".into() });
         request
             .metadata_mut()
-            .insert("authorization", tokenledger::api::wire::encode_basic(&client_id, &secret).parse().unwrap());
+            .insert("authorization", tokenledger::wire::encode_basic(&client_id, &secret).parse().unwrap());
         request.metadata_mut().insert("transactionid", grpc_tx.parse().unwrap());
         tokenledger::proto::token_service_client::TokenServiceClient::new(channel)
             .introspect_token(request)

@@ -94,7 +94,7 @@ async fn every_advertised_grant_works_and_no_other_does() {
         "urn:ietf:params:oauth:grant-type:jwt-bearer",
         "urn:ietf:params:oauth:grant-type:token-exchange",
     ] {
-        let body = format!("grant_type={}", tokenledger::api::form::percent_encode(unadvertised));
+        let body = format!("grant_type={}", tokenledger::wire::percent_encode(unadvertised));
         server.token(&flow.f.service, &body).await.assert_error(400, "CMN_90007");
     }
 }
@@ -160,4 +160,36 @@ async fn openid_configuration_is_the_same_metadata() {
     }
     assert_eq!(oidc["subject_types_supported"], serde_json::json!(["public"]));
     assert!(oidc.get("authorization_endpoint").is_none());
+}
+
+/// Discovery, `/openapi.json` and the grant table (`domain::grant`) list the same grant types in
+/// the same order, so a grant added to the table is advertised and documented, and nothing else.
+#[tokio::test]
+async fn discovery_openapi_and_the_grant_table_agree() {
+    let server = TestServer::start().await;
+    let table: Vec<&str> = tokenledger::domain::GrantKind::ALL.iter().map(|g| g.name()).collect();
+    let meta = metadata(&server).await;
+    let advertised: Vec<&str> =
+        meta["grant_types_supported"].as_array().unwrap().iter().map(|g| g.as_str().unwrap()).collect();
+    assert_eq!(advertised, table, "discovery");
+    let openapi = document(&server, "/openapi.json").await;
+    let request = &openapi["components"]["schemas"]["TokenRequest"];
+    let mapping = request["discriminator"]["mapping"].as_object().unwrap();
+    let mut documented: Vec<&str> = mapping.keys().map(String::as_str).collect();
+    let mut sorted_table = table.clone();
+    documented.sort_unstable();
+    sorted_table.sort_unstable();
+    assert_eq!(documented, sorted_table, "openapi discriminator");
+    // Each alternative of the oneOf is the schema the mapping names, in the table's order, and
+    // that schema accepts exactly its grant_type.
+    let alternatives: Vec<&str> =
+        request["oneOf"].as_array().unwrap().iter().map(|a| a["$ref"].as_str().unwrap()).collect();
+    let expected: Vec<&str> = table.iter().map(|name| mapping[*name].as_str().unwrap()).collect();
+    assert_eq!(alternatives, expected, "openapi oneOf");
+    for name in &table {
+        let reference = mapping[*name].as_str().unwrap();
+        let schema = &openapi["components"]["schemas"][reference.trim_start_matches("#/components/schemas/")];
+        assert_eq!(schema["properties"]["grant_type"]["enum"], serde_json::json!([name]), "{reference}");
+    }
+    server.stop().await;
 }

@@ -9,7 +9,7 @@ use crate::harness::*;
 /// The route paths of the real router, read from its `Debug` form (axum has no public route
 /// listing; `Node` prints `paths: {RouteId(n): "/path", ...}`).
 fn router_paths(server: &TestServer) -> BTreeSet<String> {
-    let debug = format!("{:?}", tokenledger::api::rest::router(server.app.clone()));
+    let debug = format!("{:?}", tokenledger::rest_router(server.app.clone()));
     let mut paths = BTreeSet::new();
     for piece in debug.split("RouteId(").skip(1) {
         // `3): "/oauth2/v1/token"` — a route id followed by its path.
@@ -61,7 +61,7 @@ async fn the_openapi_document_describes_exactly_the_routes_the_router_serves() {
     }
     let documented_paths: BTreeSet<String> = documented.keys().cloned().collect();
     assert_eq!(routes, documented_paths, "router paths (left) and documented paths (right) differ");
-    let listed: BTreeSet<String> = tokenledger::api::openapi::paths().iter().map(|p| (*p).to_owned()).collect();
+    let listed: BTreeSet<String> = tokenledger::rest_paths().iter().map(|p| (*p).to_owned()).collect();
     assert_eq!(listed, documented_paths, "openapi::paths() (the metrics labels) must list every documented path");
 
     for (path, methods) in &documented {

@@ -31,10 +31,9 @@ async fn metrics_report_requests_latency_ledger_batches_and_tokens() {
     }
     server.token(&f.service, "grant_type=bogus").await.assert_error(400, "CMN_90007");
     let mut request = tonic::Request::new(api::IntrospectTokenRequest { token: "x".into() });
-    request.metadata_mut().insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     request.metadata_mut().insert("transactionid", txid().parse().unwrap());
     server.token_client().await.introspect_token(request).await.unwrap();
     let status = server

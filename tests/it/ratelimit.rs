@@ -29,7 +29,7 @@ fn token_request(creds: &ClientCreds) -> tonic::Request<api::CreateTokenRequest>
     let mut request =
         tonic::Request::new(api::CreateTokenRequest { grant_type: "client_credentials".into(), ..Default::default() });
     let metadata = request.metadata_mut();
-    metadata.insert("authorization", tokenledger::api::wire::encode_basic(&creds.id, &creds.secret).parse().unwrap());
+    metadata.insert("authorization", tokenledger::wire::encode_basic(&creds.id, &creds.secret).parse().unwrap());
     metadata.insert("transactionid", txid().parse().unwrap());
     metadata.insert("institutionid", INSTITUTION.parse().unwrap());
     request

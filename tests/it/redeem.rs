@@ -190,11 +190,11 @@ async fn a_code_redeems_only_by_its_partner() {
 async fn redirect_uri_if_sent_must_be_the_registered_one() {
     let flow = flow().await;
     let code = flow.code(&Form::code()).await;
-    let uri = tokenledger::api::form::percent_encode(PARTNER_REDIRECT);
+    let uri = tokenledger::wire::percent_encode(PARTNER_REDIRECT);
     let reply = flow.redeem(&format!("{}&redirect_uri={uri}", redeem_body(&code, Some(VERIFIER)))).await;
     assert_eq!(reply.status, 200, "{}", reply.text);
     let code = flow.code(&Form::code()).await;
-    let evil = tokenledger::api::form::percent_encode("https://evil.example/callback");
+    let evil = tokenledger::wire::percent_encode("https://evil.example/callback");
     let body = format!("{}&redirect_uri={evil}", redeem_body(&code, Some(VERIFIER)));
     flow.redeem(&body).await.assert_error(401, "CMN_90018");
     flow.redeem(&redeem_body(&code, Some(VERIFIER))).await.assert_error(401, "CMN_90018");

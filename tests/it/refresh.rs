@@ -198,7 +198,7 @@ async fn a_retry_never_returns_dead_tokens_and_the_transaction_id_ignores_case()
         request.metadata_mut().insert("transactionid", txid.parse().unwrap());
         request
             .metadata_mut()
-            .insert("authorization", tokenledger::api::wire::encode_basic(&f.app.id, &f.app.secret).parse().unwrap());
+            .insert("authorization", tokenledger::wire::encode_basic(&f.app.id, &f.app.secret).parse().unwrap());
         request
     };
     let mixed: String =

@@ -4,12 +4,12 @@
 use std::sync::Arc;
 
 use proptest::prelude::*;
+use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::credential;
-use tokenledger::crypto::keys::ServerKeys;
-use tokenledger::domain::command::{Command, FreshIds, Issue, IssueGrant, Outcome, Revoke};
-use tokenledger::domain::directory::DirectoryCommand;
-use tokenledger::domain::ids::{FamilyId, TokenId};
-use tokenledger::domain::state::TokenKind;
+use tokenledger::domain::DirectoryCommand;
+use tokenledger::domain::TokenKind;
+use tokenledger::domain::{Command, FreshIds, Issue, IssueGrant, Outcome, Revoke};
+use tokenledger::domain::{FamilyId, TokenId};
 use tokenledger::ledger::{self, LedgerHandle, WriterConfig};
 use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated, UserType};
 
@@ -110,7 +110,7 @@ fn run(ops: Vec<Op>, concurrency: usize) -> Result<(), TestCaseError> {
                     grant,
                     requested_scopes: scopes,
                     fingerprint: [fingerprint; 32],
-                    family_lifetime_max_ms: tokenledger::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                    family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                     fresh: ids(seed),
                 };
                 let command = match op {

@@ -15,7 +15,7 @@ async fn revoking_an_access_token_ends_only_that_token() {
     let reply = server
         .http
         .delete(server.url("/oauth2/v1/revoke"))
-        .header("authorization", tokenledger::api::wire::encode_basic(&f.app.id, &f.app.secret))
+        .header("authorization", tokenledger::wire::encode_basic(&f.app.id, &f.app.secret))
         .header("transactionId", &txid)
         .header("content-type", "application/x-www-form-urlencoded")
         .body(format!("token={access}"))

@@ -85,10 +85,9 @@ async fn fault_then_recover(full: bool) {
     });
     request.metadata_mut().insert("transactionid", txid().parse().unwrap());
     request.metadata_mut().insert("institutionid", INSTITUTION.parse().unwrap());
-    request.metadata_mut().insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     assert_eq!(tokens.create_token(request).await.unwrap_err().code(), tonic::Code::Unavailable);
     // gRPC health follows readiness (checked once a second).
     let mut health = tonic_health::pb::health_client::HealthClient::new(server.channel().await);

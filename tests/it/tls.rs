@@ -157,10 +157,8 @@ async fn grpc_is_served_over_tls_with_alpn_h2() {
     let mut request =
         tonic::Request::new(api::CreateTokenRequest { grant_type: "client_credentials".into(), ..Default::default() });
     let metadata = request.metadata_mut();
-    metadata.insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    metadata
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     metadata.insert("transactionid", txid().parse().unwrap());
     metadata.insert("institutionid", INSTITUTION.parse().unwrap());
     let reply = TokenServiceClient::new(channel.clone()).create_token(request).await.unwrap().into_inner();
@@ -184,10 +182,9 @@ async fn admin_services_require_a_verified_client_certificate_when_a_client_ca_i
     // with the admin credential.
     let anonymous = grpc_channel(&server, &ca, None).await.unwrap();
     let mut request = tonic::Request::new(api::IntrospectTokenRequest { token: "tla_x".into() });
-    request.metadata_mut().insert(
-        "authorization",
-        tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap(),
-    );
+    request
+        .metadata_mut()
+        .insert("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret).parse().unwrap());
     request.metadata_mut().insert("transactionid", txid().parse().unwrap());
     let answer = TokenServiceClient::new(anonymous.clone()).introspect_token(request).await.unwrap().into_inner();
     assert!(!answer.active);
@@ -299,13 +296,13 @@ fn tls_settings_are_checked_at_start() {
     settings.tls_client_ca_file = Some(dir.path().join("ca.pem"));
     assert!(tokenledger::config::Config::resolve(settings).is_err(), "client verification needs TLS");
     // Missing or malformed files are named in the error.
-    let files = tokenledger::server::tls::TlsFiles {
+    let files = tokenledger::config::TlsFiles {
         cert: dir.path().join("missing.pem"),
         key: dir.path().join("missing.key"),
         client_ca: None,
         reload_interval: None,
     };
-    let error = tokenledger::server::tls::Tls::load(files).err().unwrap();
+    let error = tokenledger::server::Tls::load(files).err().unwrap();
     assert!(error.contains("missing.pem"), "{error}");
 }
 

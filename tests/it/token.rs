@@ -181,7 +181,7 @@ async fn form_rules_content_type_duplicates_non_printable_and_size() {
     let reply = server
         .http
         .post(server.url("/oauth2/v1/token"))
-        .header("authorization", tokenledger::api::wire::encode_basic(&f.service.id, &f.service.secret))
+        .header("authorization", tokenledger::wire::encode_basic(&f.service.id, &f.service.secret))
         .header("transactionId", txid())
         .header("institutionId", INSTITUTION)
         .header("content-type", "application/json")

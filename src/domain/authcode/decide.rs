@@ -11,10 +11,10 @@ use super::{
 };
 use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
 use crate::domain::decide::{mint, mint_until, wire_token, wrap};
+use crate::domain::error::Refusal;
 use crate::domain::ids::TokenId;
 use crate::domain::scope::{self, ScopeList};
 use crate::domain::state::{Client, State, Token, TokenKind};
-use crate::error::ErrorCode;
 use crate::proto::ledger::{
     AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, FamilyRevoked,
     GrantType, RevocationReason, SigningKeyActivated, TokensIssued, event,
@@ -30,11 +30,11 @@ pub fn check_bearer<'s>(
     token: &TokenId,
     institution_id: &str,
     now_ms: i64,
-) -> Result<&'s Token, ErrorCode> {
+) -> Result<&'s Token, Refusal> {
     let bearer =
-        state.active_token(token, now_ms).filter(|t| t.kind == TokenKind::Access).ok_or(ErrorCode::InvalidToken)?;
+        state.active_token(token, now_ms).filter(|t| t.kind == TokenKind::Access).ok_or(Refusal::InvalidGrant)?;
     if *bearer.grant.institution_id != *institution_id {
-        return Err(ErrorCode::InvalidInstitution);
+        return Err(Refusal::InvalidInstitution);
     }
     let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
         || bearer.grant.family.is_some_and(|f| state.authorization.code_by_family.contains_key(&f));
@@ -42,7 +42,7 @@ pub fn check_bearer<'s>(
         .client(&bearer.grant.client_id)
         .is_some_and(|c| c.authorize_partners && !c.disabled && c.serves_institution(institution_id));
     if code_born || !first_party {
-        return Err(ErrorCode::NotAuthorized);
+        return Err(Refusal::UnauthorizedClient);
     }
     Ok(bearer)
 }
@@ -52,11 +52,11 @@ pub fn check_bearer<'s>(
 /// institution-level bearer (client_credentials) for any user of its institution. CMN_90006
 /// otherwise, checked before the named user is looked up, so a user's token learns nothing
 /// about which other users exist.
-pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &str) -> Result<(), ErrorCode> {
+pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &str) -> Result<(), Refusal> {
     match &bearer.grant.user {
         None => Ok(()),
         Some(own) if *own.login_id == *username && *own.institution_user_id == *institution_user_id => Ok(()),
-        Some(_) => Err(ErrorCode::NotAuthorized),
+        Some(_) => Err(Refusal::UnauthorizedClient),
     }
 }
 
@@ -69,17 +69,17 @@ pub fn check_partner<'s>(
     bearer: &Token,
     partner_id: &str,
     needs_redirect_uri: bool,
-) -> Result<&'s Arc<Client>, ErrorCode> {
+) -> Result<&'s Arc<Client>, Refusal> {
     if *bearer.grant.client_id == *partner_id {
-        return Err(ErrorCode::SelfAuthorization);
+        return Err(Refusal::SelfAuthorization);
     }
-    let partner = state.client(partner_id).ok_or(ErrorCode::InvalidClientConfiguration)?;
+    let partner = state.client(partner_id).ok_or(Refusal::InvalidClientConfiguration)?;
     let configured = partner.grant_types.contains(GrantType::AuthorizationCode)
         && !partner.scopes.is_empty()
         && partner.serves_institution(&bearer.grant.institution_id)
         && !(needs_redirect_uri && partner.redirect_uri.is_empty());
     if !configured {
-        return Err(ErrorCode::InvalidClientConfiguration);
+        return Err(Refusal::InvalidClientConfiguration);
     }
     Ok(partner)
 }
@@ -127,23 +127,23 @@ fn code_event(
     state: &State,
     request: &CodeRequest,
     ctx: Context<'_>,
-) -> Result<(AuthorizationCodeIssued, String), ErrorCode> {
+) -> Result<(AuthorizationCodeIssued, String), Refusal> {
     let bearer = check_bearer(state, &request.bearer_token, &request.institution_id, ctx.now_ms)?;
     check_bearer_user(bearer, &request.username, &request.institution_user_id)?;
     let partner = check_partner(state, bearer, &request.partner_client_id, true)?;
     let user = state
         .user_by_institution_user_id(&request.institution_id, &request.institution_user_id)
-        .ok_or(ErrorCode::InvalidInstitution)?;
+        .ok_or(Refusal::InvalidInstitution)?;
     if *user.identity.login_id != *request.username {
-        return Err(ErrorCode::InvalidUsername);
+        return Err(Refusal::InvalidUsername);
     }
     // A user who may not sign in (locked: CMN_90009, disabled: CMN_90016) gets no code either.
     crate::domain::signin::may_sign_in(state, &request.institution_id, &user.identity.login_id, ctx.now_ms)?;
     if request.scopes.is_empty() || !scope::is_subset(&request.scopes, &partner.scopes) {
-        return Err(ErrorCode::InvalidScope);
+        return Err(Refusal::InvalidScope);
     }
     if request.auth_time_secs.is_some_and(|t| t < 0 || t > ctx.now_ms / 1000 + AUTH_TIME_SKEW_SECS) {
-        return Err(ErrorCode::InvalidRequest);
+        return Err(Refusal::InvalidRequest);
     }
     let expires = mint(request.code_id, ctx.now_ms, request.ttl_secs);
     let event = AuthorizationCodeIssued {
@@ -178,66 +178,66 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
     // A client disabled since it authenticated (in this very batch, which the conflict keys
     // prevent) gets nothing: defence in depth.
     let Some(client) = state.client(&issue.client_id).filter(|c| !c.disabled) else {
-        return Decision::refuse(ErrorCode::InvalidClient);
+        return Decision::refuse(Refusal::InvalidClient);
     };
     if !client.grant_types.contains(GrantType::AuthorizationCode) {
-        return Decision::refuse(ErrorCode::NotAuthorized);
+        return Decision::refuse(Refusal::UnauthorizedClient);
     }
     let code_id = redemption.code;
     let Some(code) = state.authorization.codes.get(&code_id).filter(|c| *c.client_id == *client.id) else {
-        return Decision::refuse(ErrorCode::InvalidToken);
+        return Decision::refuse(Refusal::InvalidGrant);
     };
     match &code.status {
         CodeStatus::Live if code.expires_at_ms > ctx.now_ms => {}
-        CodeStatus::Live | CodeStatus::Burned { .. } => return Decision::refuse(ErrorCode::InvalidToken),
+        CodeStatus::Live | CodeStatus::Burned { .. } => return Decision::refuse(Refusal::InvalidGrant),
         CodeStatus::Redeemed(redeemed) => return replay(state, &code_id, redeemed),
     }
-    let burn = |reason: CodeBurnReason, error: ErrorCode| Decision {
+    let burn = |reason: CodeBurnReason, error: Refusal| Decision {
         events: vec![wrap(event::Kind::AuthorizationCodeBurned(AuthorizationCodeBurned {
             code_id: code_id.0.to_vec(),
             reason: reason as i32,
         }))],
-        outcome: Err(Rejection::Token(error)),
+        outcome: Err(Rejection::Refused(error)),
     };
     if issue.institution_id.as_deref().is_some_and(|i| i != &*code.institution_id) {
-        return burn(CodeBurnReason::InstitutionMismatch, ErrorCode::InvalidInstitution);
+        return burn(CodeBurnReason::InstitutionMismatch, Refusal::InvalidInstitution);
     }
     if !client.serves_institution(&code.institution_id) {
-        return burn(CodeBurnReason::ClientNotEntitled, ErrorCode::NotAuthorized);
+        return burn(CodeBurnReason::ClientNotEntitled, Refusal::UnauthorizedClient);
     }
     if redemption.redirect_uri.as_deref().is_some_and(|uri| uri != client.redirect_uri) {
-        return burn(CodeBurnReason::RedirectUriMismatch, ErrorCode::InvalidToken);
+        return burn(CodeBurnReason::RedirectUriMismatch, Refusal::InvalidGrant);
     }
     match (&code.challenge, &redemption.verifier) {
         (None, None) => {}
         (Some(challenge), Some(verifier)) => {
             let equal: bool = challenge.ct_eq(&verifier.digest).into();
             if !(verifier.well_formed && equal) {
-                return burn(CodeBurnReason::WrongVerifier, ErrorCode::InvalidToken);
+                return burn(CodeBurnReason::WrongVerifier, Refusal::InvalidGrant);
             }
         }
-        (Some(_), None) => return burn(CodeBurnReason::MissingVerifier, ErrorCode::InvalidToken),
-        (None, Some(_)) => return burn(CodeBurnReason::UnexpectedVerifier, ErrorCode::InvalidToken),
+        (Some(_), None) => return burn(CodeBurnReason::MissingVerifier, Refusal::InvalidGrant),
+        (None, Some(_)) => return burn(CodeBurnReason::UnexpectedVerifier, Refusal::InvalidGrant),
     }
     let scopes: ScopeList = match issue.requested_scopes.as_deref() {
         None | Some([]) => code.scopes.clone(),
         Some(requested) => match scope::grant(Some(requested.to_vec()), &code.scopes) {
             Ok(scopes) => scopes,
-            Err(_) => return burn(CodeBurnReason::ScopeNotGranted, ErrorCode::InvalidScope),
+            Err(_) => return burn(CodeBurnReason::ScopeNotGranted, Refusal::InvalidScope),
         },
     };
     // The user must still exist and be allowed to sign in (not disabled or locked since).
     if crate::domain::signin::may_sign_in(state, &code.institution_id, &code.login_id, ctx.now_ms).is_err() {
-        return burn(CodeBurnReason::UserUnavailable, ErrorCode::InvalidToken);
+        return burn(CodeBurnReason::UserUnavailable, Refusal::InvalidGrant);
     }
     // Disabling the first-party app that vouched for the sign-in withdraws its codes too.
     if state.client(&code.authorized_by).is_some_and(|c| c.disabled) {
-        return burn(CodeBurnReason::AuthorizerDisabled, ErrorCode::InvalidToken);
+        return burn(CodeBurnReason::AuthorizerDisabled, Refusal::InvalidGrant);
     }
     let id_token = if code.requested(SCOPE_OPENID) {
         let Some(key_id) = state.authorization.active_signing_key.clone() else {
             // Start-up records a signing key before serving, so this is a programming error.
-            return Decision::refuse(ErrorCode::Internal);
+            return Decision::refuse(Refusal::Inconsistent);
         };
         Some((key_id, mint(code_id, ctx.now_ms, redemption.id_token_ttl_secs).expires_at_ms))
     } else {
@@ -275,20 +275,20 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
 /// family if it is still live. Later presentations change nothing.
 fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
     if redeemed.replayed_seq.is_some() {
-        return Decision::refuse(ErrorCode::InvalidToken);
+        return Decision::refuse(Refusal::InvalidGrant);
     }
     let mut events = vec![wrap(event::Kind::AuthorizationCodeReplayed(AuthorizationCodeReplayed {
         code_id: code_id.0.to_vec(),
         family_id: redeemed.family.0.to_vec(),
     }))];
-    if state.families.get(&redeemed.family).is_some_and(|f| f.revoked.is_none()) {
+    if state.family(&redeemed.family).is_some_and(|f| f.revoked.is_none()) {
         events.push(wrap(event::Kind::FamilyRevoked(FamilyRevoked {
             family_id: redeemed.family.0.to_vec(),
             reason: RevocationReason::AuthorizationCodeReplay as i32,
             trigger_token_id: code_id.0.to_vec(),
         })));
     }
-    Decision { events, outcome: Err(Rejection::Token(ErrorCode::InvalidToken)) }
+    Decision { events, outcome: Err(Rejection::Refused(Refusal::InvalidGrant)) }
 }
 
 /// Conflict keys of a redemption: it spends the code and may revoke the code's family; it
@@ -313,7 +313,7 @@ impl AuthorizationCommand {
             Self::IssueCode(request) => {
                 keys.write(Entity::AuthorizationCode(&request.code_id));
                 keys.read(Entity::Token(&request.bearer_token));
-                if let Some(bearer) = state.tokens.get(&request.bearer_token) {
+                if let Some(bearer) = state.token(&request.bearer_token) {
                     if let Some(family) = bearer.grant.family {
                         keys.read(Entity::Family(&family));
                     }

@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::domain::command::{Command, Context, Decision, FreshIds, Issue, IssueGrant, Outcome, Rejection};
+use crate::domain::error::Refusal;
 use crate::domain::ids::FamilyId;
 use crate::domain::{Recorded, State, apply, decide};
-use crate::error::ErrorCode;
 use crate::proto::ledger::{
     ClientAuthorizePartnersSet, ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, SigningKeyActivated,
     TokensIssued, UserCreated, event,
@@ -154,9 +154,9 @@ fn kinds(decision: &Decision) -> Vec<&'static str> {
         .collect()
 }
 
-fn refused(decision: &Decision) -> ErrorCode {
+fn refused(decision: &Decision) -> Refusal {
     match &decision.outcome {
-        Err(Rejection::Token(code)) => *code,
+        Err(Rejection::Refused(code)) => *code,
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
@@ -179,11 +179,11 @@ fn a_code_redeems_once_with_its_verifier_and_a_replay_revokes_the_family() {
 
     let replay = world.when(&redeem("partner", 7, right(), 30));
     assert_eq!(kinds(&replay), ["replayed", "family-revoked"]);
-    assert_eq!(refused(&replay), ErrorCode::InvalidToken);
-    assert!(!world.state.is_active(&world.state.tokens[&TokenId([20; 16])], world.now_ms));
+    assert_eq!(refused(&replay), Refusal::InvalidGrant);
+    assert!(!world.state.is_active(world.state.token(&TokenId([20; 16])).unwrap(), world.now_ms));
     let again = world.when(&redeem("partner", 7, right(), 40));
     assert!(again.events.is_empty(), "a replay is recorded once");
-    assert_eq!(refused(&again), ErrorCode::InvalidToken);
+    assert_eq!(refused(&again), Refusal::InvalidGrant);
 }
 
 #[test]
@@ -216,10 +216,10 @@ fn any_failed_verifier_check_burns_the_code() {
         world.when(&issue_code(request));
         let attempt = world.when(&redeem("partner", 7, verifier, 20));
         assert_eq!(kinds(&attempt), ["burned"], "{verifier:?} {with_challenge}");
-        assert_eq!(refused(&attempt), ErrorCode::InvalidToken);
+        assert_eq!(refused(&attempt), Refusal::InvalidGrant);
         let next = world.when(&redeem("partner", 7, if with_challenge { right() } else { None }, 30));
         assert!(next.events.is_empty());
-        assert_eq!(refused(&next), ErrorCode::InvalidToken, "a burned code never redeems");
+        assert_eq!(refused(&next), Refusal::InvalidGrant, "a burned code never redeems");
     }
 }
 
@@ -230,7 +230,7 @@ fn only_the_partner_it_was_issued_to_can_use_or_spend_a_code() {
     world.when(&issue_code(code_request(7)));
     let stranger = world.when(&redeem("other-partner", 7, right(), 20));
     assert!(stranger.events.is_empty());
-    assert_eq!(refused(&stranger), ErrorCode::InvalidToken);
+    assert_eq!(refused(&stranger), Refusal::InvalidGrant);
     let owner = world.when(&redeem("partner", 7, right(), 30));
     assert_eq!(kinds(&owner), ["tokens"]);
 }
@@ -242,7 +242,7 @@ fn an_expired_code_is_invalid_and_changes_nothing() {
     world.now_ms += 600_000;
     let late = world.when(&redeem("partner", 7, right(), 20));
     assert!(late.events.is_empty());
-    assert_eq!(refused(&late), ErrorCode::InvalidToken);
+    assert_eq!(refused(&late), Refusal::InvalidGrant);
     world.state.purge_expired(world.now_ms);
     assert!(world.state.authorization.codes.is_empty());
 }
@@ -250,14 +250,14 @@ fn an_expired_code_is_invalid_and_changes_nothing() {
 #[test]
 fn code_requests_follow_the_spec_rules() {
     type Change = fn(&mut CodeRequest);
-    let cases: [(Change, ErrorCode); 7] = [
-        (|r| r.partner_client_id = "app".into(), ErrorCode::SelfAuthorization),
-        (|r| r.partner_client_id = "plain".into(), ErrorCode::InvalidClientConfiguration),
-        (|r| r.partner_client_id = "nobody".into(), ErrorCode::InvalidClientConfiguration),
-        (|r| r.institution_user_id = "IUID-NOBODY".into(), ErrorCode::InvalidInstitution),
-        (|r| r.username = "bob".into(), ErrorCode::InvalidUsername),
-        (|r| r.scopes = vec!["admin".into()], ErrorCode::InvalidScope),
-        (|r| r.bearer_token = TokenId([2; 16]), ErrorCode::InvalidToken),
+    let cases: [(Change, Refusal); 7] = [
+        (|r| r.partner_client_id = "app".into(), Refusal::SelfAuthorization),
+        (|r| r.partner_client_id = "plain".into(), Refusal::InvalidClientConfiguration),
+        (|r| r.partner_client_id = "nobody".into(), Refusal::InvalidClientConfiguration),
+        (|r| r.institution_user_id = "IUID-NOBODY".into(), Refusal::InvalidInstitution),
+        (|r| r.username = "bob".into(), Refusal::InvalidUsername),
+        (|r| r.scopes = vec!["admin".into()], Refusal::InvalidScope),
+        (|r| r.bearer_token = TokenId([2; 16]), Refusal::InvalidGrant),
     ];
     for (change, expected) in cases {
         let mut world = World::new();
@@ -270,7 +270,7 @@ fn code_requests_follow_the_spec_rules() {
     let mut world = World::new();
     let mut request = code_request(7);
     request.institution_id = "09999".into();
-    assert_eq!(refused(&world.when(&issue_code(request))), ErrorCode::InvalidInstitution);
+    assert_eq!(refused(&world.when(&issue_code(request))), Refusal::InvalidInstitution);
 }
 
 /// An access token of `client_id`, for `login_id` when given.
@@ -299,7 +299,7 @@ fn only_first_party_apps_may_ask_and_a_users_token_only_for_its_user() {
     }));
     let plain = bearer(&mut world, "plain", "", 3);
     let request = CodeRequest { bearer_token: plain, ..code_request(7) };
-    assert_eq!(refused(&world.when(&issue_code(request))), ErrorCode::NotAuthorized);
+    assert_eq!(refused(&world.when(&issue_code(request))), Refusal::UnauthorizedClient);
     let alice = bearer(&mut world, "app", "alice", 4);
     for (username, iuid) in [("bob", "IUID-BOB"), ("alice", "IUID-BOB"), ("bob", "IUID-ALICE"), ("alice", "NOBODY")] {
         let request = CodeRequest {
@@ -310,7 +310,7 @@ fn only_first_party_apps_may_ask_and_a_users_token_only_for_its_user() {
         };
         let decision = world.when(&issue_code(request));
         assert!(decision.events.is_empty());
-        assert_eq!(refused(&decision), ErrorCode::NotAuthorized, "{username} {iuid}");
+        assert_eq!(refused(&decision), Refusal::UnauthorizedClient, "{username} {iuid}");
     }
     let issued = |decision: &Decision| match decision.events.first().and_then(|e| e.kind.clone()) {
         Some(event::Kind::AuthorizationCodeIssued(c)) => (c.authorized_by_client_id, c.authorized_by_login_id),
@@ -326,7 +326,7 @@ fn only_first_party_apps_may_ask_and_a_users_token_only_for_its_user() {
         client_id: "app".into(),
         authorize_partners: false,
     }));
-    assert_eq!(refused(&world.when(&issue_code(code_request(11)))), ErrorCode::NotAuthorized);
+    assert_eq!(refused(&world.when(&issue_code(code_request(11)))), Refusal::UnauthorizedClient);
 }
 
 #[test]
@@ -337,7 +337,7 @@ fn partner_tokens_cannot_authorize_other_partners() {
     let mut request = code_request(8);
     request.bearer_token = TokenId([20; 16]);
     request.partner_client_id = "plain".into();
-    assert_eq!(refused(&world.when(&issue_code(request))), ErrorCode::NotAuthorized);
+    assert_eq!(refused(&world.when(&issue_code(request))), Refusal::UnauthorizedClient);
 }
 
 #[test]

@@ -187,7 +187,7 @@ impl SnapshotWriter<'_> {
                 out.extend_from_slice(&tables.config.token_shards_log2.to_le_bytes());
                 out.extend_from_slice(&tables.config.family_shards_log2.to_le_bytes());
                 out.extend_from_slice(&0u32.to_le_bytes());
-                self.chain.update(&out[start..]);
+                self.chain.update(out.get(start..).unwrap_or_default());
                 self.summary.bytes += HEADER_LEN as u64;
                 self.phase = Phase::Tokens(0);
             }
@@ -315,7 +315,7 @@ impl SnapshotWriter<'_> {
         out.extend_from_slice(&count.to_le_bytes());
         out.extend_from_slice(&(payload.len() as u32).to_le_bytes());
         out.extend_from_slice(payload);
-        let digest = digest::digest(&digest::SHA256, &out[start..]);
+        let digest = digest::digest(&digest::SHA256, out.get(start..).unwrap_or_default());
         out.extend_from_slice(digest.as_ref());
         self.chain.update(digest.as_ref());
         if matches!(kind, KIND_TOKENS | KIND_FAMILIES | KIND_RETRY_END) {

@@ -383,6 +383,8 @@ impl TokenTable {
     /// lock and then marks the shard as having applied `seq`, so a snapshot sees all of an
     /// event's changes to a shard or none; a shard that has applied `seq` already (loaded from
     /// a snapshot that covers it) skips it.
+    // Indexing is bounded by the `ops.len() <= small.len()` test just above (the lint wall was extended after this code was written).
+    #[allow(clippy::indexing_slicing)]
     pub(crate) fn apply(&self, seq: u64, ops: &[TokenOp<'_>]) {
         let mut small = [(0usize, 0usize); 4];
         let mut heap = Vec::new();

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
-use super::rest::{error_response, header_values};
-use super::users::{self, InstitutionUserView, LookupCall};
-use super::wire::{self, HeaderValues, Institution};
+use crate::api::error::LookupError;
+use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
+use crate::api::rest::{error_response, header_values};
+use crate::api::wire::{self, HeaderValues, Institution};
 use crate::app::App;
-use crate::error::LookupError;
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
@@ -168,7 +168,7 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
     let mut named = 0;
     for segment in query.split('&') {
         let (name, value) = segment.split_once('=').unwrap_or((segment, ""));
-        let name = super::form::percent_decode(name.as_bytes()).unwrap_or_default();
+        let name = crate::api::wire::percent_decode(name.as_bytes()).unwrap_or_default();
         if name == b"userIdType" {
             named += 1;
             if value.is_empty() || named > 1 {
@@ -180,7 +180,7 @@ fn user_id_type(query: Option<&str>) -> Result<Option<String>, LookupError> {
             return Err(LookupError::BadQuery);
         }
     }
-    let params = super::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
+    let params = crate::api::wire::form::parse(query.as_bytes()).map_err(|_| LookupError::BadQuery)?;
     // Ignored, but Candescent documents it as a boolean, so anything else is malformed.
     if params.get("retrieveBillPayCredentials").is_some_and(|v| v != "true" && v != "false") {
         return Err(LookupError::BadQuery);

@@ -4,14 +4,14 @@
 
 use std::sync::Arc;
 
-use super::admin::{AdminError, DirectoryErrorKind, client_view, user_view};
+use super::{AdminError, DirectoryErrorKind, client_view, user_view};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::domain::account::{AccountCommand, UserRef};
-use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::ids::is_printable_ascii;
 use crate::domain::signin;
 use crate::domain::state::{Client, State, User};
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::{self as ledger, UserType, UserUpdated};
 use crate::proto::{self as api};
 
@@ -28,11 +28,10 @@ fn not_found(text: impl Into<String>) -> AdminError {
 }
 
 async fn change(app: &App, command: AccountCommand, transaction_id: String) -> Result<(), AdminError> {
-    match app.ledger.submit(Command::Account(command), transaction_id).await {
-        Ok(Ok(Outcome::Changed)) => Ok(()),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
-        Ok(Err(Rejection::Directory(error))) => Err(error.into()),
-        Err(_) => Err(AdminError::Unavailable),
+    match app.ledger.submit_as(command, transaction_id).await {
+        Ok(()) => Ok(()),
+        Err(SubmitFailure::Refused(error)) => Err(error.into()),
+        Err(SubmitFailure::Unavailable) => Err(AdminError::Unavailable),
     }
 }
 

@@ -7,8 +7,8 @@
 
 use crate::app::App;
 use crate::crypto::signing::{ALGORITHM, SigningKey};
-use crate::domain::authcode::{AuthorizationCommand, AuthorizationOutcome, SigningKeyActivation, SigningKeyInfo};
-use crate::domain::command::{Command, Outcome};
+use crate::domain::authcode::{SigningKeyActivation, SigningKeyInfo};
+use crate::ledger::SubmitFailure;
 use crate::proto as api;
 
 #[derive(Debug, thiserror::Error)]
@@ -32,12 +32,11 @@ pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSign
         algorithm: ALGORITHM.to_owned(),
         public_key: key.public_key().to_vec(),
     };
-    let command = Command::Authorization(AuthorizationCommand::ActivateSigningKey(activation));
-    let previous_key_id = match app.ledger.submit(command, transaction_id).await {
-        Ok(Ok(Outcome::Authorization(AuthorizationOutcome::SigningKeyActivated { previous_key_id }))) => {
-            previous_key_id.unwrap_or_default()
-        }
-        _ => return Err(RotateError::Unavailable),
+    let previous_key_id = match app.ledger.submit_as(activation, transaction_id).await {
+        Ok(previous_key_id) => previous_key_id.unwrap_or_default(),
+        // The activation decider refuses nothing today; a refusal it learns would be a reason
+        // to keep the old key, which is what this answer tells the operator.
+        Err(SubmitFailure::Refused(_) | SubmitFailure::Unavailable) => return Err(RotateError::Unavailable),
     };
     tracing::info!(key_id = %key.key_id, %previous_key_id, "ID-token signing key rotated");
     let state = app.state.read();

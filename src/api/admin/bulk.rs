@@ -2,13 +2,13 @@
 //! request, look up what only the ledger remembers (blast radius), submit one command, and
 //! report what it ended and which event records it.
 
-use super::admin::{AdminError, DirectoryErrorKind};
-use super::audit::{self, AuditError, blast_listing, blast_question, parse_family, resolve_token};
+use super::{AdminError, DirectoryErrorKind};
+use crate::api::audit::{self, AuditError, blast_listing, blast_question, parse_family, resolve_token};
 use crate::app::App;
+use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};
-use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::cutoff::CutoffScope;
-use crate::ledger::index::{IndexKind, cutoff_value};
+use crate::ledger::SubmitFailure;
 use crate::proto::{self as api, bulk_revoke_request::Scope};
 
 impl From<AuditError> for AdminError {
@@ -27,23 +27,16 @@ fn invalid(text: &str) -> AdminError {
 }
 
 async fn run(app: &App, command: BulkCommand, transaction_id: String) -> Result<BulkOutcome, AdminError> {
-    match app.ledger.submit(Command::Bulk(command), transaction_id).await {
-        Ok(Ok(Outcome::Bulk(outcome))) => Ok(outcome),
-        Ok(Err(Rejection::Directory(error))) => Err(error.into()),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
-        Err(_) => Err(AdminError::Unavailable),
+    match app.ledger.submit_as(command, transaction_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(SubmitFailure::Refused(error)) => Err(error.into()),
+        Err(SubmitFailure::Unavailable) => Err(AdminError::Unavailable),
     }
 }
 
-/// The seq of the newest event with index entry (`kind`, `value`), if it was recorded under
-/// `transaction_id` (it is, unless a caller reused its transaction id).
-async fn recorded_seq(app: &App, kind: IndexKind, value: Vec<u8>, transaction_id: String) -> u64 {
-    let found = audit::read(app, move |snapshot| {
-        let Some(seq) = snapshot.index_last(kind, &value, u64::MAX)? else { return Ok(0) };
-        let opened = crate::audit::query::open_all(snapshot, &[seq])?;
-        Ok(opened.first().filter(|e| e.envelope.transaction_id == transaction_id).map_or(0, |e| e.envelope.seq))
-    })
-    .await;
+/// The seq of the event that recorded `entry` under `transaction_id`, or 0.
+async fn recorded_seq(app: &App, entry: Entry, transaction_id: String) -> u64 {
+    let found = audit::read(app, move |snapshot| query::recorded_seq(snapshot, &entry, &transaction_id)).await;
     found.unwrap_or(0)
 }
 
@@ -67,7 +60,7 @@ pub async fn bulk_revoke(
             }
             let token = resolve_token(app, &text)?;
             let outcome = run(app, BulkCommand::Token { token }, transaction_id.clone()).await?;
-            let seq = recorded_seq(app, IndexKind::Token, token.0.to_vec(), transaction_id).await;
+            let seq = recorded_seq(app, Entry::Token(token), transaction_id).await;
             let kind = audit_kind(app, seq).await;
             return Ok(api::BulkRevokeResponse { live_tokens_ended: outcome.live_tokens_ended, seq, event_kind: kind });
         }
@@ -77,10 +70,10 @@ pub async fn bulk_revoke(
             ));
         }
     };
-    let value = cutoff_value(&scope);
+    let entry = Entry::Cutoff(scope.clone());
     let command = BulkCommand::Cutoff { scope, issued_before_ms: request.issued_before_ms, note: request.note };
     let outcome = run(app, command, transaction_id.clone()).await?;
-    let seq = recorded_seq(app, IndexKind::Cutoff, value, transaction_id).await;
+    let seq = recorded_seq(app, entry, transaction_id).await;
     Ok(api::BulkRevokeResponse {
         live_tokens_ended: outcome.live_tokens_ended,
         seq,
@@ -90,7 +83,7 @@ pub async fn bulk_revoke(
 
 /// The kind name of event `seq` (empty when unknown).
 async fn audit_kind(app: &App, seq: u64) -> String {
-    let found = audit::read(app, move |snapshot| Ok(crate::audit::query::open_all(snapshot, &[seq])?.pop())).await;
+    let found = audit::read(app, move |snapshot| Ok(query::open_all(snapshot, &[seq])?.pop())).await;
     found.ok().flatten().map(|e| crate::audit::view::kind_name(&e.event)).unwrap_or_default()
 }
 
@@ -110,9 +103,9 @@ pub async fn revoke_blast_radius(
     if listing.truncated {
         return Err(invalid("the blast radius is too large to revoke token by token: revoke by client or institution"));
     }
-    let index = match &credential {
-        BlastCredential::Client(id) => (IndexKind::Client, id.as_bytes().to_vec()),
-        BlastCredential::Token(id) => (IndexKind::Token, id.0.to_vec()),
+    let entry = match &credential {
+        BlastCredential::Client(id) => Entry::Client(id.clone()),
+        BlastCredential::Token(id) => Entry::Token(*id),
     };
     let command = BulkCommand::BlastRadius(BlastRadius {
         credential,
@@ -123,7 +116,7 @@ pub async fn revoke_blast_radius(
         note: request.note,
     });
     let outcome = run(app, command, transaction_id.clone()).await?;
-    let last_seq = recorded_seq(app, index.0, index.1, transaction_id).await;
+    let last_seq = recorded_seq(app, entry, transaction_id).await;
     let events = outcome.tokens.len().div_ceil(BLAST_TOKENS_PER_EVENT).max(1) as u64;
     Ok(api::RevokeBlastRadiusResponse {
         live_tokens_ended: outcome.live_tokens_ended,

@@ -1,13 +1,28 @@
 //! Settings: defaults, overridden by a TOML file (`--config`), overridden by `TOKENLEDGER_*`
 //! environment variables and command-line flags. Every setting is documented in README.md.
+//!
+//! **Invariant:** `config` imports nothing of the crate. It resolves [`Settings`] into
+//! [`Config`] and the plain structs of `resolved` (the listener's [`Limits`], the writer's
+//! [`WriterConfig`], ...), which the layers above receive.
+
+mod resolved;
 
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::domain::signin::LockoutPolicy;
-use crate::ledger::WriterConfig;
+pub use resolved::{
+    CLOCK_SKEW_MAX_MS_DEFAULT, DEFAULT_QUOTA_REQUESTS, HEADER_BYTES_MIN, Limits, Lockout, RateLimitConfig, TlsFiles,
+    WriterConfig,
+};
+
+/// Longest token lifetime a setting may give: ten years (the directory refuses clients with
+/// longer ones, `domain::directory::TTL_SECS_MAX`).
+pub const TTL_SECS_MAX: u64 = 10 * 365 * 24 * 3600;
+
+/// The default of `family_lifetime_max_secs`: 90 days.
+pub const FAMILY_LIFETIME_MAX_SECS_DEFAULT: u64 = 90 * 24 * 3600;
 
 /// Every setting, as given by one source; `None` means "not set here".
 #[derive(clap::Args, Deserialize, Debug, Default, Clone)]
@@ -272,23 +287,23 @@ pub struct Config {
     /// Failed password sign-ins per client and minute before CMN_90003; 0: off.
     pub sign_in_failures_per_client_per_min: u32,
     /// Lockout after repeated failed sign-ins.
-    pub lockout: LockoutPolicy,
+    pub lockout: Lockout,
     /// Connection, concurrency, timeout and header limits of the listener.
-    pub limits: crate::server::limits::Limits,
+    pub limits: Limits,
     /// Per-client spike arrest and quota.
-    pub rate_limits: crate::api::ratelimit::RateLimitConfig,
+    pub rate_limits: RateLimitConfig,
     /// Audit streams may send envelopes of events that carry credential digests.
     pub audit_raw_envelopes: bool,
     /// TLS on the shared port, when configured.
-    pub tls: Option<crate::server::tls::TlsFiles>,
+    pub tls: Option<TlsFiles>,
 }
 
 impl Config {
     pub fn resolve(settings: Settings) -> Result<Config, ConfigError> {
         let bad = |text: &str| ConfigError(text.to_owned());
-        let limits = crate::server::limits::Limits::resolve(&settings)?;
-        let rate_limits = crate::api::ratelimit::RateLimitConfig::resolve(&settings)?;
-        let tls = crate::server::tls::TlsFiles::resolve(&settings)?;
+        let limits = Limits::resolve(&settings)?;
+        let rate_limits = RateLimitConfig::resolve(&settings)?;
+        let tls = TlsFiles::resolve(&settings)?;
         let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let log_format = match settings.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -299,9 +314,7 @@ impl Config {
         };
         let ttl = |value: Option<u64>, default: u64, name: &str| match value.unwrap_or(default) {
             0 => Err(ConfigError(format!("{name} must be positive"))),
-            v if v > crate::domain::directory::TTL_SECS_MAX => {
-                Err(ConfigError(format!("{name} is longer than ten years")))
-            }
+            v if v > TTL_SECS_MAX => Err(ConfigError(format!("{name} is longer than ten years"))),
             v => Ok(v),
         };
         let iterations = settings.password_pbkdf2_iterations.unwrap_or(600_000);
@@ -322,10 +335,10 @@ impl Config {
             access_token_ttl_secs: ttl(settings.access_token_ttl_secs, 3600, "access_token_ttl_secs")?,
             refresh_token_ttl_secs: ttl(settings.refresh_token_ttl_secs, 15_552_000, "refresh_token_ttl_secs")?,
             expires_in_as_string: settings.expires_in_as_string.unwrap_or(false),
-            family_lifetime_max_ms: match settings.family_lifetime_max_secs {
-                None => crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
-                Some(secs @ 1..=crate::domain::directory::TTL_SECS_MAX) => secs as i64 * 1000,
-                Some(_) => return Err(bad("family_lifetime_max_secs must be between 1 and 315360000 (ten years)")),
+            family_lifetime_max_ms: match settings.family_lifetime_max_secs.unwrap_or(FAMILY_LIFETIME_MAX_SECS_DEFAULT)
+            {
+                secs @ 1..=TTL_SECS_MAX => secs as i64 * 1000,
+                _ => return Err(bad("family_lifetime_max_secs must be between 1 and 315360000 (ten years)")),
             },
             authorization_code_ttl_secs: match settings.authorization_code_ttl_secs.unwrap_or(600) {
                 n @ 1..=3600 => n,
@@ -355,7 +368,7 @@ impl Config {
             client_secret_hash_concurrency: settings.client_secret_hash_concurrency.unwrap_or(cpus / 4).max(1),
             client_auth_free_failures: settings.client_auth_free_failures.unwrap_or(5),
             sign_in_failures_per_client_per_min: settings.sign_in_failures_per_client_per_min.unwrap_or(600),
-            lockout: LockoutPolicy {
+            lockout: Lockout {
                 failures_max: settings.lockout_failures.unwrap_or(5),
                 window_ms: lockout_ms(settings.lockout_window_secs, "lockout_window_secs")?,
                 duration_ms: lockout_ms(settings.lockout_duration_secs, "lockout_duration_secs")?,
@@ -365,5 +378,18 @@ impl Config {
             audit_raw_envelopes: settings.audit_raw_envelopes.unwrap_or(false),
             tls,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `config` imports nothing of the crate, so the bounds it shares with the domain are
+    /// copies; they must stay equal.
+    #[test]
+    fn the_bounds_shared_with_the_domain_agree() {
+        assert_eq!(TTL_SECS_MAX, crate::domain::directory::TTL_SECS_MAX);
+        assert_eq!(FAMILY_LIFETIME_MAX_SECS_DEFAULT as i64 * 1000, crate::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT);
     }
 }

@@ -6,13 +6,13 @@
 //! that user: any other id is ISR_11003 whether or not it exists, so such a token cannot
 //! enumerate the institution's users.
 
-use super::wire::Institution;
+use crate::api::error::LookupError;
+use crate::api::wire::Institution;
 use crate::app::App;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::signin;
 use crate::domain::state::{State, TokenKind, User};
-use crate::error::LookupError;
 use crate::proto::ledger::{InstitutionCustomer, UserType};
 
 /// The scope a token needs for the lookup.

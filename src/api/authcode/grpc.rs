@@ -1,15 +1,12 @@
 //! gRPC of the authorization-code flow (TokenService.AuthorizeClient and
 //! CreateAuthorizationCode: the bearer credential comes in `authorization: Bearer ...`
-//! metadata) and KeyService (admin credential).
-
-use std::sync::Arc;
-
+//! metadata).
 use tonic::{Request, Response, Status};
 
-use super::grpc::{admin_call, call, metadata_values, reply, status};
-use super::{authcode, signing, wire};
+use crate::api::authcode::flow as authcode;
+use crate::api::grpc_util::{call, metadata_values, reply, status};
+use crate::api::wire;
 use crate::app::App;
-use crate::proto::key_service_server::KeyService;
 use crate::proto::*;
 
 fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {
@@ -59,31 +56,4 @@ pub async fn create_authorization_code(
         .await
         .map_err(|code| status(code, Some(&transaction_id)))?;
     Ok(reply(CreateAuthorizationCodeResponse { code: answer.code, redirect_uri: answer.redirect_uri }, &transaction_id))
-}
-
-pub struct KeyGrpc {
-    pub app: Arc<App>,
-}
-
-#[tonic::async_trait]
-impl KeyService for KeyGrpc {
-    async fn rotate_signing_key(
-        &self,
-        request: Request<RotateSigningKeyRequest>,
-    ) -> Result<Response<RotateSigningKeyResponse>, Status> {
-        let transaction_id = admin_call(&self.app, request.metadata())?;
-        let rotated = signing::rotate(&self.app, transaction_id.clone()).await.map_err(|error| match error {
-            signing::RotateError::KeyFile(text) => Status::internal(text),
-            signing::RotateError::Unavailable => Status::unavailable(error.to_string()),
-        })?;
-        Ok(reply(rotated, &transaction_id))
-    }
-
-    async fn list_signing_keys(
-        &self,
-        request: Request<ListSigningKeysRequest>,
-    ) -> Result<Response<ListSigningKeysResponse>, Status> {
-        let transaction_id = admin_call(&self.app, request.metadata())?;
-        Ok(reply(signing::list(&self.app), &transaction_id))
-    }
 }

@@ -17,13 +17,13 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use super::ratelimit::note_retry_after;
+use crate::api::error::ErrorCode;
+use crate::api::ratelimit::note_retry_after;
 use crate::app::App;
 use crate::crypto::credential;
-use crate::domain::command::{Command, Rejection};
-use crate::domain::signin::{self, SignInFailure};
+use crate::domain::signin::{self, LockoutPolicy, SignInFailure};
 use crate::domain::state::{SignInKey, SignInSubject};
-use crate::error::ErrorCode;
+use crate::ledger::SubmitFailure;
 
 /// Checks `password` for (institution, login id), presented by `client_id`; `Ok` means the
 /// writer may issue tokens.
@@ -67,17 +67,23 @@ pub async fn check_user(
         app.sign_in_failures.charge(client_id);
         return record_failure(app, key, transaction_id).await;
     }
-    signin::may_sign_in(&app.state.read(), institution_id, login_id, now_ms)
+    signin::may_sign_in(&app.state.read(), institution_id, login_id, now_ms).map_err(ErrorCode::from)
 }
 
 /// Records the failure durably, then answers (CMN_90015, or CMN_90009 if a lockout began
 /// meanwhile).
 async fn record_failure(app: &App, key: SignInKey, transaction_id: &str) -> Result<(), ErrorCode> {
-    let failure = SignInFailure { key, policy: app.config.lockout };
-    match app.ledger.submit(Command::SignInFailed(failure), transaction_id.to_owned()).await {
-        Ok(Err(Rejection::Token(code))) => Err(code),
-        Ok(_) => Err(ErrorCode::InvalidUserCredentials),
+    let lockout = app.config.lockout;
+    let policy = LockoutPolicy {
+        failures_max: lockout.failures_max,
+        window_ms: lockout.window_ms,
+        duration_ms: lockout.duration_ms,
+    };
+    let failure = SignInFailure { key, policy };
+    match app.ledger.submit_as(failure, transaction_id.to_owned()).await {
+        Ok(never) => match never {},
+        Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
         // Not recorded means not answered as a plain failure: the caller may retry.
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }

@@ -11,12 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::authcode::{self, ClientAuthorization};
-use super::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
-use super::wire::{self, HeaderValues};
-use super::{discovery, token::Call};
+use crate::api::authcode::flow::{self as authcode, ClientAuthorization};
+use crate::api::discovery;
+use crate::api::error::ErrorCode;
+use crate::api::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
+use crate::api::token::flow::Call;
+use crate::api::wire::{self, HeaderValues};
 use crate::app::App;
-use crate::error::ErrorCode;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()

@@ -1,21 +1,24 @@
 //! The directory flows behind AdminService (and the demo seeding): turn API requests into
 //! directory commands, hashing secrets outside the writer, and read back from the projections.
 
+pub(crate) mod bulk;
+pub(crate) mod directory;
+pub(crate) mod grpc;
+
 use std::sync::Arc;
 
 use crate::app::App;
 use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
-use crate::domain::command::{Command, Outcome, Rejection};
 use crate::domain::directory::{
     DirectoryCommand, DirectoryError, DirectoryOutcome, ImportPlan, ImportSummary, PlannedClient, PlannedUser,
-    grant_type_name,
 };
+use crate::domain::grant::GrantKind;
 use crate::domain::ids::{hex, is_printable_ascii};
 use crate::domain::state::{Client, User};
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::{
-    self as ledger, ClientCreated, CredentialDigest, GrantType, InstitutionCreated, UserCreated, UserType,
-    credential_digest,
+    self as ledger, ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, credential_digest,
 };
 use crate::proto::{self as api};
 
@@ -55,11 +58,10 @@ fn invalid(text: impl Into<String>) -> AdminError {
 }
 
 async fn run(app: &App, command: DirectoryCommand, transaction_id: String) -> Result<DirectoryOutcome, AdminError> {
-    match app.ledger.submit(Command::Directory(command), transaction_id).await {
-        Ok(Ok(Outcome::Directory(outcome))) => Ok(outcome),
-        Ok(Ok(_)) | Ok(Err(Rejection::Token(_))) => Err(invalid("unexpected answer from the ledger")),
-        Ok(Err(Rejection::Directory(error))) => Err(error.into()),
-        Err(_) => Err(AdminError::Unavailable),
+    match app.ledger.submit_as(command, transaction_id).await {
+        Ok(outcome) => Ok(outcome),
+        Err(SubmitFailure::Refused(error)) => Err(error.into()),
+        Err(SubmitFailure::Unavailable) => Err(AdminError::Unavailable),
     }
 }
 
@@ -277,12 +279,11 @@ pub async fn import(
 }
 
 pub fn client_view(client: &Arc<Client>) -> api::Client {
-    let grant_types =
-        [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode]
-            .into_iter()
-            .filter(|g| client.grant_types.contains(*g))
-            .map(|g| grant_type_name(g).to_owned())
-            .collect();
+    let grant_types = GrantKind::ALL
+        .into_iter()
+        .filter(|g| client.grant_types.contains(g.stored()))
+        .map(|g| g.name().to_owned())
+        .collect();
     api::Client {
         spec: Some(api::ClientSpec {
             client_id: client.id.to_string(),

@@ -2,20 +2,20 @@
 //! turns its request into a [`Call`] and renders the answer; the rules and their order live
 //! here once.
 
-use super::form::Params;
-use super::wire::{BasicCredentials, Institution};
+use crate::api::error::ErrorCode;
+use crate::api::wire::{BasicCredentials, Institution, Params};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
-use crate::domain::command::{Command, FreshIds, Issue, IssueGrant, Issued, Outcome, Rejection, Revoke};
+use crate::domain::command::{FreshIds, Issue, IssueGrant, Issued, Revoke};
 use crate::domain::decide::admit;
-use crate::domain::directory::grant_type_name;
+use crate::domain::grant::{GrantKind, stored_name};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
-use crate::error::ErrorCode;
-use crate::proto::ledger::{GrantType, UserType};
+use crate::ledger::SubmitFailure;
+use crate::proto::ledger::UserType;
 
 /// One request to the token, revocation or introspection endpoint, after the transport has
 /// checked `transactionId` and parsed the body.
@@ -37,15 +37,9 @@ pub struct TokenReply {
     pub id_token: Option<String>,
 }
 
-/// Grant types a token request may name, in the order we recognise them.
-fn parse_grant(name: Option<&str>) -> Result<GrantType, ErrorCode> {
-    match name {
-        Some("client_credentials") => Ok(GrantType::ClientCredentials),
-        Some("password") => Ok(GrantType::Password),
-        Some("refresh_token") => Ok(GrantType::RefreshToken),
-        Some("authorization_code") => Ok(GrantType::AuthorizationCode),
-        _ => Err(ErrorCode::InvalidGrantType),
-    }
+/// The grant a token request names (`domain::grant`); any other name, or none, is CMN_90007.
+fn parse_grant(name: Option<&str>) -> Result<GrantKind, ErrorCode> {
+    name.and_then(GrantKind::parse).ok_or(ErrorCode::InvalidGrantType)
 }
 
 /// `scopes` (Candescent) or its RFC 6749 alias `scope`, never both.
@@ -67,19 +61,23 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
     let institution = match grant {
-        GrantType::ClientCredentials | GrantType::Password => Some(call.institution.required()?.to_owned()),
-        _ => call.institution.optional()?.map(str::to_owned),
+        GrantKind::ClientCredentials | GrantKind::Password => Some(call.institution.required()?.to_owned()),
+        GrantKind::RefreshToken | GrantKind::AuthorizationCode => call.institution.optional()?.map(str::to_owned),
     };
     let requested = requested_scopes(&call.params)?;
     let issue_grant = match grant {
-        GrantType::Password => {
+        GrantKind::ClientCredentials => {
+            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
+            IssueGrant::ClientCredentials
+        }
+        GrantKind::Password => {
             let (login_id, password) = user_credentials(&call.params)?;
             check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
             let institution = institution.as_deref().unwrap_or_default();
             super::signin::check_user(app, &client.id, institution, login_id, password, &transaction_id).await?;
             IssueGrant::Password { login_id: login_id.to_owned() }
         }
-        GrantType::RefreshToken => {
+        GrantKind::RefreshToken => {
             check_admission(app, &client.id, grant, None, None)?;
             let presented = call.params.get("refresh_token").ok_or(ErrorCode::InvalidRequest)?;
             match token_string::decode(&app.keys, presented) {
@@ -87,11 +85,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
                 _ => return Err(ErrorCode::InvalidToken),
             }
         }
-        GrantType::AuthorizationCode => super::authcode::redemption_grant(app, &client, &call.params)?,
-        _ => {
-            check_admission(app, &client.id, grant, institution.as_deref(), requested.as_deref())?;
-            IssueGrant::ClientCredentials
-        }
+        GrantKind::AuthorizationCode => crate::api::authcode::flow::redemption_grant(app, &client, &call.params)?,
     };
     let fingerprint = fingerprint(app, &call.params, institution.as_deref());
     let fresh = fresh_ids(app);
@@ -104,41 +98,31 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
         family_lifetime_max_ms: app.config.family_lifetime_max_ms,
         fresh,
     };
-    match app.ledger.submit(Command::Issue(issue), transaction_id).await {
-        Ok(Ok(Outcome::Issued(issued))) => {
+    match app.ledger.submit_as(issue, transaction_id).await {
+        Ok(issued) => {
             let mut reply = render(app, &issued);
-            reply.id_token = super::authcode::id_token(app, &issued)?;
+            reply.id_token = crate::api::authcode::flow::id_token(app, &issued)?;
             Ok(reply)
         }
-        Ok(Ok(_)) => Err(ErrorCode::Internal),
-        Ok(Err(Rejection::Token(code))) => Err(code),
-        Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+        Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 
-/// Ids for what a token request may mint, ordered by time for the index (see
-/// `ledger::token_ids`), from one read of the CSPRNG.
+/// Ids for what a token request may mint, ordered by time for the index, from one read of
+/// the CSPRNG.
 fn fresh_ids(app: &App) -> FreshIds {
-    let now_ms = app.clock.now_ms();
-    let random: [u8; 24] = random_bytes();
-    let half = |i: usize| -> [u8; 8] { random[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
-    let ids = app.ledger.token_ids();
-    FreshIds {
-        access: ids.token_id(now_ms, half(0)),
-        refresh: ids.token_id(now_ms, half(1)),
-        family: crate::ledger::token_ids::family_id(now_ms, half(2)),
-    }
+    app.ledger.fresh_ids(app.clock.now_ms(), random_bytes())
 }
 
 fn check_admission(
     app: &App,
     client_id: &str,
-    grant: GrantType,
+    grant: GrantKind,
     institution: Option<&str>,
     scopes: Option<&[Box<str>]>,
 ) -> Result<(), ErrorCode> {
-    admit(&app.state.read(), client_id, grant, institution, scopes).map(|_| ())
+    admit(&app.state.read(), client_id, grant.stored(), institution, scopes).map(|_| ()).map_err(ErrorCode::from)
 }
 
 /// `username` (CMN_90013) and `password` (CMN_90014), checked for shape before any hashing.
@@ -182,14 +166,15 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(()),
     };
-    let owned = app.state.read().tokens.get(&token).is_some_and(|t| *t.grant.client_id == *client.id);
+    let owned = app.state.read().token(&token).is_some_and(|t| *t.grant.client_id == *client.id);
     if !owned {
         return Ok(());
     }
     let revoke = Revoke { client_id: client.id.clone(), token, kind };
-    match app.ledger.submit(Command::Revoke(revoke), call.transaction_id).await {
-        Ok(_) => Ok(()),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+    match app.ledger.submit_as(revoke, call.transaction_id).await {
+        // RFC 7009 2.2: a refused revocation is answered like a done one.
+        Ok(()) | Err(SubmitFailure::Refused(_)) => Ok(()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 
@@ -261,7 +246,7 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         iat: Some(token.issued_at_ms.min(now_ms) / 1000),
         iss: Some(app.config.issuer.clone()),
         institution_id: Some(grant.institution_id.to_string()),
-        grant_type: Some(grant_type_name(grant.grant_type)),
+        grant_type: Some(stored_name(grant.grant_type)),
         institution_user_id: user
             .filter(|u| u.user_type == UserType::Business)
             .map(|u| u.institution_user_id.to_string()),

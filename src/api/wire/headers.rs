@@ -5,10 +5,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::{DecodePaddingMode, general_purpose};
 
-use super::form::percent_decode;
+use super::form::{percent_decode, percent_encode};
+use crate::api::error::ErrorCode;
 use crate::crypto::credential::SECRET_LEN_MAX;
 use crate::domain::ids::{IDENTIFIER_LEN_MAX, is_printable_ascii, is_valid_institution_id};
-use crate::error::ErrorCode;
 
 /// The values of one header: none, one, or several (which we always refuse).
 #[derive(Clone, Copy, Debug)]
@@ -137,8 +137,10 @@ pub fn bearer_token(value: HeaderValues<'_>) -> Option<&str> {
 
 /// Encodes credentials the way RFC 6749 2.3.1 asks clients to (for tests and the CLI).
 pub fn encode_basic(client_id: &str, client_secret: &str) -> String {
-    let encode = |s: &str| super::form::percent_encode(s);
-    format!("Basic {}", general_purpose::STANDARD.encode(format!("{}:{}", encode(client_id), encode(client_secret))))
+    format!(
+        "Basic {}",
+        general_purpose::STANDARD.encode(format!("{}:{}", percent_encode(client_id), percent_encode(client_secret)))
+    )
 }
 
 #[cfg(test)]

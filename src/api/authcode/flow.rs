@@ -5,21 +5,20 @@
 
 use std::sync::Arc;
 
-use super::form::Params;
-use super::token::Call;
+use crate::api::error::ErrorCode;
+use crate::api::token::flow::Call;
+use crate::api::wire::Params;
 use crate::app::App;
 use crate::crypto::pkce;
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::authcode::decide::{check_bearer, check_partner};
-use crate::domain::authcode::{
-    AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, CodeStatus, PresentedVerifier,
-};
-use crate::domain::command::{Command, IssueGrant, Issued, Outcome, Rejection};
+use crate::domain::authcode::{CodeRedemption, CodeRequest, CodeStatus, PresentedVerifier};
+use crate::domain::command::{IssueGrant, Issued};
 use crate::domain::ids::{TokenId, is_valid_identifier};
 use crate::domain::scope;
 use crate::domain::state::Client;
-use crate::error::ErrorCode;
+use crate::ledger::SubmitFailure;
 use crate::proto::ledger::GrantType;
 
 /// Longest `nonce` we record.
@@ -83,14 +82,12 @@ pub async fn create_authorization_code(app: &App, call: Call, bearer: Option<&st
     app.limit_bearer_client(&token)?;
     let institution = call.institution.required()?.to_owned();
     let request = code_request(app, &call.params, token, institution)?;
-    let command = Command::Authorization(AuthorizationCommand::IssueCode(Box::new(request)));
-    match app.ledger.submit(command, call.transaction_id).await {
-        Ok(Ok(Outcome::Authorization(AuthorizationOutcome::CodeIssued { code, redirect_uri, .. }))) => {
+    match app.ledger.submit_as(request, call.transaction_id).await {
+        Ok((code, redirect_uri)) => {
             Ok(CodeReply { code: token_string::encode(&app.keys, StringKind::Code, &code), redirect_uri })
         }
-        Ok(Ok(_)) | Ok(Err(Rejection::Directory(_))) => Err(ErrorCode::Internal),
-        Ok(Err(Rejection::Token(code))) => Err(code),
-        Err(_) => Err(ErrorCode::TokenNotRecorded),
+        Err(SubmitFailure::Refused(refusal)) => Err(refusal.into()),
+        Err(SubmitFailure::Unavailable) => Err(ErrorCode::TokenNotRecorded),
     }
 }
 
@@ -181,7 +178,7 @@ pub fn redemption_grant(app: &App, client: &Arc<Client>, params: &Params) -> Res
 pub fn id_token(app: &App, issued: &Issued) -> Result<Option<String>, ErrorCode> {
     let (key_id, claims) = {
         let state = app.state.read();
-        let Some(token) = state.tokens.get(&issued.access.id) else {
+        let Some(token) = state.token(&issued.access.id) else {
             return Ok(None);
         };
         if token.grant.grant_type != GrantType::AuthorizationCode {
@@ -209,12 +206,14 @@ pub fn id_token(app: &App, issued: &Issued) -> Result<Option<String>, ErrorCode>
             "auth_time": code.auth_time_secs,
             "preferred_username": &*code.login_id,
         });
-        if claims["aud"].is_array() {
-            // OIDC Core 2: with several audiences, `azp` names the party the token is for.
-            claims["azp"] = serde_json::json!(&*code.client_id);
-        }
-        if let Some(nonce) = &code.nonce {
-            claims["nonce"] = serde_json::json!(nonce);
+        if let Some(claims) = claims.as_object_mut() {
+            if claims.get("aud").is_some_and(serde_json::Value::is_array) {
+                // OIDC Core 2: with several audiences, `azp` names the party the token is for.
+                claims.insert("azp".to_owned(), serde_json::json!(&*code.client_id));
+            }
+            if let Some(nonce) = &code.nonce {
+                claims.insert("nonce".to_owned(), serde_json::json!(nonce));
+            }
         }
         (record.key_id.clone(), claims)
     };

@@ -8,11 +8,11 @@ use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::grpc::{ERROR_DOMAIN, metadata_values, reply, status};
-use super::users::{self, InstitutionUserView, LookupCall};
-use super::wire::{self, Institution};
+use crate::api::error::LookupError;
+use crate::api::grpc_util::{ERROR_DOMAIN, metadata_values, reply, status};
+use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
+use crate::api::wire::{self, Institution};
 use crate::app::App;
-use crate::error::LookupError;
 use crate::proto::institution_user_service_server::InstitutionUserService;
 use crate::proto::{
     AdditionalInfoEntry, GetInstitutionUserRequest, InstitutionCustomer, InstitutionUser, InstitutionUserStatus,

@@ -1,7 +1,7 @@
 //! `application/x-www-form-urlencoded` bodies, parsed strictly: every value printable ASCII
 //! (CMN_90017), no repeated parameter (CMN_90011), bounded size and count.
 
-use crate::error::ErrorCode;
+use crate::api::error::ErrorCode;
 
 /// Most parameters one form may carry.
 pub const FORM_PARAMS_MAX: usize = 32;
@@ -47,9 +47,11 @@ pub fn parse(body: &[u8]) -> Result<Params, ErrorCode> {
             return Err(ErrorCode::InvalidRequest);
         }
         let (name, value) = match segment.iter().position(|b| *b == b'=') {
-            Some(i) => (&segment[..i], &segment[i + 1..]),
-            None => (segment, &segment[segment.len()..]),
+            Some(i) => segment.split_at(i),
+            None => (segment, &[][..]),
         };
+        // `split_at` keeps the '=' at the start of the value.
+        let value = value.get(1..).unwrap_or_default();
         if !name.iter().chain(value).all(|b| (0x21..=0x7e).contains(b)) {
             return Err(ErrorCode::NonPrintable);
         }
@@ -62,7 +64,7 @@ pub fn parse(body: &[u8]) -> Result<Params, ErrorCode> {
     }
     let mut params = Params::default();
     for (i, (name, value)) in decoded.iter().enumerate() {
-        if decoded[..i].iter().any(|(n, _)| n == name) {
+        if decoded.iter().take(i).any(|(n, _)| n == name) {
             return Err(ErrorCode::InvalidRequest);
         }
         // Printable ASCII was checked above, so both are valid UTF-8.
@@ -77,24 +79,16 @@ pub fn parse(body: &[u8]) -> Result<Params, ErrorCode> {
 /// Decodes `%XX` escapes and `+` (space); `None` for a broken escape.
 pub fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
+    let mut bytes = input.iter();
+    while let Some(&b) = bytes.next() {
+        match b {
             b'%' => {
-                let hex = input.get(i + 1..i + 3)?;
-                let hi = (hex[0] as char).to_digit(16)?;
-                let lo = (hex[1] as char).to_digit(16)?;
+                let hi = (*bytes.next()? as char).to_digit(16)?;
+                let lo = (*bytes.next()? as char).to_digit(16)?;
                 out.push((hi * 16 + lo) as u8);
-                i += 3;
             }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            b => {
-                out.push(b);
-                i += 1;
-            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
         }
     }
     Some(out)
