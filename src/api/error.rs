@@ -10,7 +10,7 @@ use tonic::Code;
 use tonic::Status;
 
 use super::admin::{AdminError, DirectoryErrorKind};
-use super::audit::AuditError;
+use super::audit::flow::AuditError;
 use super::keys::flow::RotateError;
 use crate::domain::error::Refusal;
 

@@ -1,5 +1,7 @@
-//! The api layer: wire formats to domain commands and back. `token` holds the flows shared by
-//! both transports; `rest` (axum) and `grpc` (tonic) only translate.
+//! The api layer: wire formats to domain commands and back. One folder per service, mirroring
+//! proto/tokenledger/v1/*.proto (token, authcode, lookup, admin, keys, audit), each with its flow
+//! and its transports; the shared plumbing is in `wire/` (both transports), `rest.rs` (axum) and
+//! `grpc_util.rs` (tonic); `error.rs` is the one table from refusals to the wire.
 
 pub(crate) mod admin;
 pub(crate) mod audit;

@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 use crate::api::admin::grpc::AdminGrpc;
-use crate::api::audit::AuditGrpc;
+use crate::api::audit::grpc::AuditGrpc;
 use crate::api::keys::grpc::KeyGrpc;
 use crate::api::lookup::grpc::InstitutionUserGrpc;
 use crate::api::token::grpc::TokenGrpc;
