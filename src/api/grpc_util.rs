@@ -10,8 +10,7 @@ use tonic::{Response, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use super::rest::header_values;
-use super::token::flow::Call;
-use super::wire::{self, HeaderValues, Institution, Params};
+use super::wire::{self, Call, HeaderValues, Institution, Params};
 use crate::api::error::ErrorCode;
 use crate::app::App;
 

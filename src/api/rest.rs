@@ -1,40 +1,19 @@
 //! The REST plumbing every service's REST transport shares (Candescent "OAuth V2" compatible):
-//! the router that merges each service's routes, the common request rules (`read_call`), the
-//! JSON error of SPEC section 3 with the status of section 6, the `transactionId` echo and
-//! `no-store`, health and readiness, and the 404/405 fallbacks.
+//! the common request rules (`read_call`), the JSON error of SPEC section 3 with the status of
+//! section 6, the `transactionId` echo and `no-store`. The router that merges each service's
+//! routes is `api/router.rs`, above the services, so this file imports none of them.
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use serde::Serialize;
 
-use super::token::flow::Call;
-use super::wire::{self, HeaderValues, Institution};
+use super::wire::{self, Call, HeaderValues, Institution};
 use crate::api::error::ErrorCode;
 use crate::app::App;
 
-const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+pub(super) const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
-
-/// The REST routes. Anything else is a 404 (unknown path) or 405 (wrong method).
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(super::token::rest::routes())
-        .merge(super::lookup::rest::routes())
-        .merge(super::authcode::rest::routes())
-        .merge(super::openapi::routes())
-        // After every route, so that it reaches them all; axum still adds `Allow`.
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
-        .with_state(app)
-}
 
 /// All values of one header, as the validators want them.
 pub fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> HeaderValues<'a> {
@@ -140,35 +119,4 @@ fn is_form_content_type(headers: &HeaderMap) -> bool {
     };
     let essence = value.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-}
-
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.is_ready() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready"}))).into_response()
-    }
-}
-
-/// A method the path does not serve (SPEC 3.6): 405 with the JSON error of every other
-/// refusal (CMN_90011) and the `transactionId` echo; the router adds `Allow`.
-async fn method_not_allowed(headers: HeaderMap) -> Response {
-    let transaction_id = wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok();
-    let mut response = error_response(ErrorCode::InvalidRequest, transaction_id.as_deref());
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
-}
-
-async fn not_found(headers: HeaderMap) -> Response {
-    let mut response = (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
-    )
-        .into_response();
-    echo_transaction_id(&mut response, wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok().as_deref());
-    response
 }

@@ -95,7 +95,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     )
     .prepare()
     .into_axum_router();
-    let rest = crate::api::rest::router(app.clone());
+    let rest = crate::api::router::router(app.clone());
     let tls = match &app.config.tls {
         Some(files) => Some(Arc::new(self::tls::Tls::load(files.clone()).map_err(std::io::Error::other)?)),
         None => None,
