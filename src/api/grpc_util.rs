@@ -8,7 +8,7 @@ use tonic::{Response, Status};
 
 use super::rest::header_values;
 use super::wire::{self, Call, HeaderValues, Institution, Params};
-use crate::api::error::{ErrorCode, grpc_status};
+use crate::api::error::{ErrorCode, FrontRefusal, grpc_status};
 use crate::app::App;
 
 // The metadata every TokenService call reads and answers with, as `HeaderName`s: a `&str` key
@@ -62,7 +62,7 @@ pub(super) fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Ca
 /// fresh one when it sent none).
 pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
     if !app.is_admin(wire::bearer_token(metadata_values(metadata, "authorization"))) {
-        return Err(Status::unauthenticated("the admin credential (Bearer <admin.token>) is required"));
+        return Err(FrontRefusal::AdminCredentialRequired.grpc_status());
     }
     match metadata_values(metadata, "transactionid") {
         HeaderValues::Absent => Ok(uuid::Uuid::new_v4().to_string()),
