@@ -42,6 +42,18 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Three voters on ledgers of their own, initialised; answers them and the leader's id.
+async fn three_ledger_nodes(dir: &Path, snapshot_every: u64) -> (Vec<TestNode<LedgerMachine>>, NodeId) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ledger_node(id, dir, snapshot_every, any()).await);
+    }
+    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    (nodes, leader)
+}
+
 fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
     RaftBatch { version: RAFT_BATCH_VERSION, envelopes: envelopes.to_vec() }
 }
@@ -50,13 +62,7 @@ fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
 async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
     let (_leader_dir, events, leader_state) = leader_events().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(ledger_node(id, dir.path(), 8, any()).await);
-    }
-    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 8).await;
 
     // The first two thirds, in batches of 1 to 5 events, acknowledged with the head they make.
     let first = events.len() * 2 / 3;
@@ -124,13 +130,7 @@ async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
 async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_leads() {
     let (_leader_dir, events, leader_state) = leader_events().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(ledger_node(id, dir.path(), 1_000, any()).await);
-    }
-    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 1_000).await;
     let runtime = tokio::runtime::Handle::current();
     let timeout = std::time::Duration::from_secs(10);
     let on_leader =
@@ -174,13 +174,7 @@ async fn the_writer_in_cluster_mode_commits_on_the_leader_and_refuses_on_a_follo
     use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated};
 
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(ledger_node(id, dir.path(), 1_000, any()).await);
-    }
-    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 1_000).await;
     let writer = |node: &TestNode<LedgerMachine>| {
         let proposer =
             Proposer::new(node.raft.clone(), tokio::runtime::Handle::current(), std::time::Duration::from_secs(10));
