@@ -24,7 +24,7 @@ pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport};
 pub use store::{Append, Store, StoreError};
 pub use token_ids::TokenIdScheme;
-pub use writer::{LedgerHandle, SubmitError, SubmitFailure, WriterStatus};
+pub use writer::{LedgerHandle, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus};
 
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::{Event, LedgerCreated, event};

@@ -29,6 +29,36 @@ use crate::config::WriterConfig;
 use crate::domain::command::{Answered, Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
 use crate::domain::{Recorded, State, apply, decide};
 
+/// Cluster mode: how the leader's writer commits a sealed batch instead of appending it itself
+/// (implemented by `replication::proposer::Proposer`; the ledger names no Raft type). The batch
+/// is applied to the projections by the cluster's state machine, on this node too, before
+/// `commit` returns.
+pub trait ReplicatedCommit: Send + Sync {
+    /// Ok once this node may decide: it leads and its projections hold every committed event.
+    fn ready(&self) -> Result<(), ReplicatedRefusal>;
+    /// Commits the sealed envelopes (in seq order); returns the head seq once applied here.
+    fn commit(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, ReplicatedRefusal>;
+}
+
+/// Why a replicated commit did not happen here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReplicatedRefusal {
+    /// This node does not lead: nothing of the batch was committed.
+    NotLeader,
+    /// The batch may or may not commit (leadership lost mid-way, no quorum in time).
+    Unknown,
+    /// Raft on this node stopped (a storage error, a divergence): no more writes here.
+    Stopped,
+}
+
+/// Where the writer's batches go.
+enum Commit {
+    /// Single node: appended to this store, then applied to the projections by the writer.
+    Local(Store),
+    /// Cluster mode: through Raft; the state machine appends and applies on every node.
+    Replicated(Arc<dyn ReplicatedCommit>),
+}
+
 /// Why a typed submission ([`LedgerHandle::submit_as`]) did not give its answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SubmitFailure<R> {
@@ -103,14 +133,38 @@ impl LedgerHandle {
         config: WriterConfig,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
+        let reader = store.reader();
+        let token_ids = store.token_ids().clone();
+        Self::start(Commit::Local(store), reader, token_ids, state, config, clock)
+    }
+
+    /// Cluster mode: a writer that commits through `replicated` (see [`ReplicatedCommit`]). The
+    /// store stays with the cluster's state machine; `reader` and `token_ids` are its.
+    pub fn spawn_replicated(
+        replicated: Arc<dyn ReplicatedCommit>,
+        reader: LedgerReader,
+        token_ids: Arc<TokenIdScheme>,
+        state: Arc<RwLock<State>>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
+        Self::start(Commit::Replicated(replicated), reader, token_ids, state, config, clock)
+    }
+
+    fn start(
+        commit: Commit,
+        reader: LedgerReader,
+        token_ids: Arc<TokenIdScheme>,
+        state: Arc<RwLock<State>>,
+        config: WriterConfig,
+        clock: Arc<dyn Clock>,
+    ) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::channel(config.queue_capacity.max(1));
         let status = Arc::new(WriterStatus::default());
         let (head_sender, head) = watch::channel(state.read().head.seq);
-        let reader = store.reader();
-        let token_ids = store.token_ids().clone();
         let writer = Writer {
             conflict_seed: ConflictSeed(u64::from_le_bytes(crate::crypto::random_bytes())),
-            store,
+            commit,
             token_ids: token_ids.clone(),
             clock: clock.clone(),
             state,
@@ -210,7 +264,7 @@ impl LedgerHandle {
 struct Writer {
     /// Seeds the conflict-key hash; random per process, so callers cannot craft collisions.
     conflict_seed: ConflictSeed,
-    store: Store,
+    commit: Commit,
     token_ids: Arc<TokenIdScheme>,
     clock: Arc<dyn Clock>,
     state: Arc<RwLock<State>>,
@@ -270,7 +324,9 @@ impl Writer {
                 let _ = job.reply.send(Err(SubmitError));
             }
         }
-        self.store.close();
+        if let Commit::Local(store) = self.commit {
+            store.close();
+        }
         drop(self.head);
         if let Some(done) = stop {
             let _ = done.send(());
@@ -294,6 +350,21 @@ impl Writer {
     /// Decides, commits and applies up to `batch_max` queued jobs; jobs that conflict with an
     /// earlier job of the batch stay at the front of the queue for the next one.
     fn run_batch(&mut self, queue: &mut VecDeque<Job>) {
+        if let Commit::Replicated(replicated) = &self.commit
+            && let Err(refusal) = replicated.ready()
+        {
+            // Not the leader (or not yet current): nothing is decided, the callers hear that
+            // the ledger takes no writes here (SPEC 8: fail closed).
+            if refusal == ReplicatedRefusal::Stopped {
+                tracing::error!("raft stopped on this node; refusing writes until restart");
+                self.status.failed.store(true, Ordering::Release);
+            }
+            let take = queue.len().min(self.batch_max);
+            for job in queue.drain(..take) {
+                let _ = job.reply.send(Err(SubmitError));
+            }
+            return;
+        }
         let mut staged: Vec<Staged> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut appends: Vec<Append> = Vec::new();
@@ -345,7 +416,28 @@ impl Writer {
         let mut commit = None;
         if !appends.is_empty() {
             let started = Instant::now();
-            let result = self.store.append(&appends);
+            let result = match &self.commit {
+                Commit::Local(store) => store.append(&appends).map_err(|error| error.to_string()),
+                Commit::Replicated(replicated) => {
+                    let envelopes = appends.into_iter().map(|append| append.sealed.bytes).collect();
+                    match replicated.commit(envelopes) {
+                        Ok(_) => Ok(()),
+                        Err(refusal) => {
+                            // Nothing is acknowledged; the state machine applied nothing here
+                            // (NotLeader), or will apply it if it commits (Unknown): the callers
+                            // retry with their transactionId, which the retry index answers once.
+                            if refusal == ReplicatedRefusal::Stopped {
+                                tracing::error!("raft stopped on this node; refusing writes until restart");
+                                self.status.failed.store(true, Ordering::Release);
+                            }
+                            for item in staged {
+                                let _ = item.reply.send(Err(SubmitError));
+                            }
+                            return;
+                        }
+                    }
+                }
+            };
             let elapsed = started.elapsed();
             commit = Some(elapsed);
             self.status.commit_micros_total.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
@@ -362,20 +454,25 @@ impl Writer {
                 }
                 return;
             }
-            // Apply after the commit, then answer: a caller that hears "done" can read its
-            // own write at once.
-            let mut state = self.state.write();
-            debug_assert!(
-                pending.first().is_none_or(|first| first.seq == state.head.seq + 1),
-                "the batch continues the committed chain"
-            );
-            debug_assert!(recorded_at_ms >= state.head.recorded_at_ms, "recorded times never decrease");
-            for item in &pending {
-                let at =
-                    Recorded { seq: item.seq, recorded_at_ms, transaction_id: &item.transaction_id, hash: item.hash };
-                apply(&mut state, at, &item.event);
+            if matches!(self.commit, Commit::Local(_)) {
+                // Apply after the commit, then answer: a caller that hears "done" can read its
+                // own write at once. (In a cluster the state machine has applied it already.)
+                let mut state = self.state.write();
+                debug_assert!(
+                    pending.first().is_none_or(|first| first.seq == state.head.seq + 1),
+                    "the batch continues the committed chain"
+                );
+                debug_assert!(recorded_at_ms >= state.head.recorded_at_ms, "recorded times never decrease");
+                for item in &pending {
+                    let at = Recorded {
+                        seq: item.seq,
+                        recorded_at_ms,
+                        transaction_id: &item.transaction_id,
+                        hash: item.hash,
+                    };
+                    apply(&mut state, at, &item.event);
+                }
             }
-            drop(state);
             // Followers may read these events from the store now: committed and applied.
             if let Some(last) = pending.last() {
                 self.head.send_replace(last.seq);

@@ -63,7 +63,8 @@ impl Proposer {
         if self.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
-        let confirm = tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable());
+        // The timer is made inside `block_on`: the writer thread is not a runtime thread.
+        let confirm = async { tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable()).await };
         let Ok(confirmed) = self.runtime.block_on(confirm) else {
             return Err(ProposeError::NotLeader { leader: None });
         };
@@ -83,7 +84,7 @@ impl Proposer {
     /// committed and applied on this node; answers the ledger head after it.
     pub fn propose_blocking(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
         let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes };
-        let write = tokio::time::timeout(self.commit_timeout, self.raft.client_write(batch));
+        let write = async { tokio::time::timeout(self.commit_timeout, self.raft.client_write(batch)).await };
         match self.runtime.block_on(write) {
             Err(_) => Err(ProposeError::Unknown(format!("not committed within {:?}", self.commit_timeout))),
             Ok(Ok(written)) => Ok(written.data.head_seq),
@@ -96,5 +97,27 @@ impl Proposer {
             Ok(Err(RaftError::APIError(other))) => Err(ProposeError::Unknown(other.to_string())),
             Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Stopped(fatal.to_string())),
         }
+    }
+}
+
+impl crate::ledger::ReplicatedCommit for Proposer {
+    fn ready(&self) -> Result<(), crate::ledger::ReplicatedRefusal> {
+        self.ready_blocking().map_err(refusal)
+    }
+
+    fn commit(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, crate::ledger::ReplicatedRefusal> {
+        self.propose_blocking(envelopes).map_err(|error| {
+            tracing::warn!(%error, "a batch was not committed through raft");
+            refusal(error)
+        })
+    }
+}
+
+fn refusal(error: ProposeError) -> crate::ledger::ReplicatedRefusal {
+    use crate::ledger::ReplicatedRefusal;
+    match error {
+        ProposeError::NotLeader { .. } => ReplicatedRefusal::NotLeader,
+        ProposeError::Unknown(_) => ReplicatedRefusal::Unknown,
+        ProposeError::Stopped(_) => ReplicatedRefusal::Stopped,
     }
 }

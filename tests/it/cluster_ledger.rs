@@ -42,6 +42,18 @@ fn any() -> SocketAddr {
     "127.0.0.1:0".parse().unwrap()
 }
 
+/// Three voters on ledgers of their own, initialised; answers them and the leader's id.
+async fn three_ledger_nodes(dir: &Path, snapshot_every: u64) -> (Vec<TestNode<LedgerMachine>>, NodeId) {
+    let mut nodes = Vec::new();
+    for id in 1..=3 {
+        nodes.push(ledger_node(id, dir, snapshot_every, any()).await);
+    }
+    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(members).await.unwrap();
+    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    (nodes, leader)
+}
+
 fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
     RaftBatch { version: RAFT_BATCH_VERSION, envelopes: envelopes.to_vec() }
 }
@@ -50,13 +62,7 @@ fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
 async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
     let (_leader_dir, events, leader_state) = leader_events().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(ledger_node(id, dir.path(), 8, any()).await);
-    }
-    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 8).await;
 
     // The first two thirds, in batches of 1 to 5 events, acknowledged with the head they make.
     let first = events.len() * 2 / 3;
@@ -124,13 +130,7 @@ async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
 async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_leads() {
     let (_leader_dir, events, leader_state) = leader_events().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = Vec::new();
-    for id in 1..=3 {
-        nodes.push(ledger_node(id, dir.path(), 1_000, any()).await);
-    }
-    let members = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(members).await.unwrap();
-    let leader = leader_among(&nodes.iter().collect::<Vec<_>>()).await;
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 1_000).await;
     let runtime = tokio::runtime::Handle::current();
     let timeout = std::time::Duration::from_secs(10);
     let on_leader =
@@ -155,6 +155,114 @@ async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_lea
         assert_eq!(envelopes_of(node.machine.store()), events, "node {}", node.id);
         assert!(*node.machine.state().read() == leader_state, "node {}: the same projections", node.id);
     }
+    for node in nodes.iter_mut() {
+        node.stop().await;
+    }
+}
+
+/// The real writer in cluster mode: on the leader it decides and seals, commits through Raft,
+/// and answers after the state machine applied the batch; every node then holds the institution,
+/// the client and the issued tokens. A follower's writer decides nothing and refuses (fail
+/// closed, SPEC 8).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_writer_in_cluster_mode_commits_on_the_leader_and_refuses_on_a_follower() {
+    use tokenledger::crypto::ServerKeys;
+    use tokenledger::crypto::credential::keyed_digest;
+    use tokenledger::crypto::random_bytes;
+    use tokenledger::domain::{Command, DirectoryCommand, FamilyId, FreshIds, Issue, IssueGrant, Outcome, TokenId};
+    use tokenledger::ledger::{LedgerHandle, SubmitError, WriterConfig};
+    use tokenledger::proto::ledger::{ClientCreated, InstitutionCreated};
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_ledger_nodes(dir.path(), 1_000).await;
+    let writer = |node: &TestNode<LedgerMachine>| {
+        let proposer =
+            Proposer::new(node.raft.clone(), tokio::runtime::Handle::current(), std::time::Duration::from_secs(10));
+        let store = node.machine.store();
+        LedgerHandle::spawn_replicated(
+            Arc::new(proposer),
+            store.reader(),
+            store.token_ids().clone(),
+            node.machine.state().clone(),
+            WriterConfig::default(),
+            tokenledger::clock::system(),
+        )
+        .unwrap()
+    };
+    let on_leader = writer(nodes.iter().find(|n| n.id == leader).unwrap());
+    let follower = nodes.iter().find(|n| n.id != leader).unwrap();
+    let on_follower = writer(follower);
+
+    let keys = ServerKeys::from_secret(1, &[7; 32]);
+    let setup = [
+        DirectoryCommand::CreateInstitution(InstitutionCreated { institution_id: "01001".into(), name: "Bank".into() }),
+        DirectoryCommand::CreateClient(ClientCreated {
+            client_id: "svc".into(),
+            name: "svc".into(),
+            institution_ids: vec!["01001".into()],
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["api:read".into()],
+            access_token_ttl_secs: 3600,
+            refresh_token_ttl_secs: 3600,
+            introspect: true,
+            secret: Some(keyed_digest(&keys, "svc", "svc-secret")),
+            ..Default::default()
+        }),
+    ];
+    for command in setup {
+        let reply = on_leader.submit(Command::Directory(command), uuid::Uuid::new_v4().to_string()).await;
+        assert!(matches!(reply, Ok(Ok(_))), "{reply:?}");
+    }
+    let issue = || {
+        Command::Issue(Issue {
+            client_id: Arc::from("svc"),
+            institution_id: Some("01001".to_owned()),
+            grant: IssueGrant::ClientCredentials,
+            requested_scopes: None,
+            fingerprint: random_bytes(),
+            family_lifetime_max_ms: tokenledger::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+            fresh: FreshIds {
+                access: TokenId(random_bytes()),
+                refresh: TokenId(random_bytes()),
+                family: FamilyId(random_bytes()),
+            },
+        })
+    };
+    let mut issued = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        let handle = on_leader.clone();
+        let command = issue();
+        tasks.spawn(async move { handle.submit(command, uuid::Uuid::new_v4().to_string()).await });
+    }
+    while let Some(reply) = tasks.join_next().await {
+        match reply.unwrap() {
+            Ok(Ok(Outcome::Issued(tokens))) => issued.push(tokens.access.id),
+            other => panic!("an issue on the leader: {other:?}"),
+        }
+    }
+    assert_eq!(issued.len(), 40);
+    assert_eq!(
+        on_follower.submit(issue(), uuid::Uuid::new_v4().to_string()).await.map(|_| ()),
+        Err(SubmitError),
+        "a follower's writer refuses"
+    );
+
+    let head = nodes.iter().find(|n| n.id == leader).unwrap().machine.state().read().head.seq;
+    head_everywhere(&nodes.iter().collect::<Vec<_>>(), head).await;
+    let now = tokenledger::clock::system().now_ms();
+    for node in &nodes {
+        let state = node.machine.state().read();
+        for id in &issued {
+            assert!(state.active_token(id, now).is_some(), "node {}: every issued token is there, active", node.id);
+        }
+    }
+    let leader_events = envelopes_of(nodes.iter().find(|n| n.id == leader).unwrap().machine.store());
+    for node in &nodes {
+        assert_eq!(envelopes_of(node.machine.store()), leader_events, "node {}", node.id);
+    }
+    on_leader.stop().await;
+    on_follower.stop().await;
     for node in nodes.iter_mut() {
         node.stop().await;
     }
