@@ -39,6 +39,6 @@ mod fsutil;
 mod metrics;
 
 pub use api::openapi::paths as rest_paths;
-pub use api::rest::router as rest_router;
+pub use api::router::router as rest_router;
 pub use api::wire;
 pub use app::App;

@@ -1,18 +1,21 @@
 //! The one error table: every error a caller can see, with its CMN code, message, HTTP status,
 //! gRPC code and RFC 6749 `error` string. The match in [`ErrorCode::info`] is exhaustive and has
 //! no catch-all arm, so a new error forces a decision for every transport; so are the maps from
-//! the domain's [`Refusal`] (below) and, for the gRPC-only services, `admin_status`,
-//! `audit_status` and `key_status`.
+//! the domain's [`Refusal`] (below), for the gRPC-only services `admin_status`, `audit_status`
+//! and `key_status`, the lookup's [`LookupError`] (ISR codes) and the front door's
+//! [`FrontRefusal`]; [`grpc_status`] builds the gRPC status of a CMN or ISR row.
+
+use std::collections::HashMap;
 
 use http::StatusCode;
-use tonic::Code;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
-use tonic::Status;
-
-use super::admin::{AdminError, DirectoryErrorKind};
-use super::audit::AuditError;
+use super::admin::AdminError;
+use super::audit::flow::AuditError;
 use super::keys::flow::RotateError;
-use crate::domain::error::Refusal;
+use crate::domain::error::{DirectoryError, Refusal};
 
 /// The CMN code of each domain refusal.
 impl From<Refusal> for ErrorCode {
@@ -229,16 +232,41 @@ impl ErrorCode {
 // text; these are their whole tables.
 
 /// The gRPC status of each AdminService error (directory, account and bulk commands; the
-/// service is gRPC-only, so the status is the whole answer).
+/// service is gRPC-only, so the status and its text are the whole answer).
 pub fn admin_status(error: AdminError) -> Status {
+    use AdminError::{Read, Refused, Unavailable};
+    let text = error.to_string();
     match error {
-        AdminError::Directory(text, DirectoryErrorKind::Invalid) => Status::invalid_argument(text),
-        AdminError::Directory(text, DirectoryErrorKind::AlreadyExists) => Status::already_exists(text),
-        AdminError::Directory(text, DirectoryErrorKind::NotFound) => Status::not_found(text),
-        AdminError::Directory(text, DirectoryErrorKind::Conflict) => Status::failed_precondition(text),
-        AdminError::Unavailable => Status::unavailable("the ledger is not accepting writes"),
+        Refused(DirectoryError::Invalid(_)) | Read(AuditError::Invalid(_)) => Status::invalid_argument(text),
+        Refused(DirectoryError::AlreadyExists(_)) => Status::already_exists(text),
+        Refused(DirectoryError::NotFound(_)) | Read(AuditError::NotFound(_)) => Status::not_found(text),
+        Refused(DirectoryError::Conflicts(_)) | Read(AuditError::DataLoss(_)) => Status::failed_precondition(text),
+        Unavailable | Read(AuditError::Unavailable | AuditError::Internal) => Status::unavailable(text),
     }
 }
+
+/// The text of each AdminService error.
+impl std::fmt::Display for AdminError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use AdminError::{Read, Refused, Unavailable};
+        match self {
+            Refused(
+                DirectoryError::Invalid(text) | DirectoryError::AlreadyExists(text) | DirectoryError::NotFound(text),
+            )
+            | Read(AuditError::Invalid(text) | AuditError::NotFound(text) | AuditError::DataLoss(text)) => {
+                f.write_str(text)
+            }
+            Refused(DirectoryError::Conflicts(lines)) => {
+                write!(f, "import refused, nothing was applied:\n{}", lines.join("\n"))
+            }
+            Unavailable | Read(AuditError::Unavailable | AuditError::Internal) => {
+                f.write_str("the ledger is not accepting writes")
+            }
+        }
+    }
+}
+
+impl std::error::Error for AdminError {}
 
 /// The gRPC status of each AuditService error.
 pub fn audit_status(error: AuditError) -> Status {
@@ -258,6 +286,67 @@ pub fn key_status(error: RotateError) -> Status {
         RotateError::Unavailable => Status::unavailable(error.to_string()),
     }
 }
+
+/// The refusals of the front door (`server/front.rs`), before any service sees the request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrontRefusal {
+    /// An AdminService or AuditService call without a verified client certificate, when the
+    /// server requires one (gRPC only).
+    ClientCertificateRequired,
+    /// An AdminService or AuditService call without the admin credential (gRPC only).
+    AdminCredentialRequired,
+    /// The request took longer than `request_timeout_secs`.
+    TimedOut,
+}
+
+impl FrontRefusal {
+    /// The gRPC status of each front-door refusal.
+    pub fn grpc_status(self) -> Status {
+        match self {
+            Self::ClientCertificateRequired => {
+                Status::unauthenticated("a verified client certificate is required for this service")
+            }
+            Self::AdminCredentialRequired => {
+                Status::unauthenticated("the admin credential (Bearer <admin.token>) is required")
+            }
+            Self::TimedOut => Status::deadline_exceeded("the request took longer than request_timeout_secs"),
+        }
+    }
+
+    /// The HTTP status and the JSON body's `error` and `error_description` of each front-door
+    /// refusal over REST. The admin refusals only reach gRPC calls (the admin services have no
+    /// REST routes); their REST row says what they would be.
+    pub const fn rest(self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::ClientCertificateRequired => {
+                (StatusCode::UNAUTHORIZED, "invalid_client", "a verified client certificate is required")
+            }
+            Self::AdminCredentialRequired => {
+                (StatusCode::UNAUTHORIZED, "invalid_token", "the admin credential is required")
+            }
+            Self::TimedOut => (StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request took too long"),
+        }
+    }
+}
+
+/// The gRPC status of a CMN or ISR error: the row's code, message "CODE: <message>",
+/// google.rpc.ErrorInfo { reason: the code, domain: [`ERROR_DOMAIN`] }, and the echoed
+/// `transactionId` (when valid).
+pub fn grpc_status(info: ErrorInfo, transaction_id: Option<&str>) -> Status {
+    let details = ErrorDetails::with_error_info(
+        info.code,
+        ERROR_DOMAIN,
+        HashMap::from([("message".to_owned(), info.message.to_owned())]),
+    );
+    let mut status = Status::with_error_details(info.grpc_code, format!("{}: {}", info.code, info.message), details);
+    if let Some(value) = transaction_id.and_then(|t| MetadataValue::try_from(t).ok()) {
+        status.metadata_mut().insert("transactionid", value);
+    }
+    status
+}
+
+/// The `domain` of every google.rpc.ErrorInfo the server sends.
+pub const ERROR_DOMAIN: &str = "tokenledger";
 
 /// A caller-visible error of the institution-user lookup (SPEC 3.5), which answers with
 /// Candescent's ISR codes instead of the CMN ones. Like [`ErrorCode::info`], the match in

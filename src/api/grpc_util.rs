@@ -1,22 +1,15 @@
 //! What every gRPC service shares: metadata lookup (mirroring the REST headers), the status of
-//! an `ErrorCode` (the CMN code in the message and a google.rpc.ErrorInfo), the transactionId
-//! echo, and the admin credential check of the admin services.
-
-use std::collections::HashMap;
+//! an `ErrorCode` (built by the table, `api::error::grpc_status`), the transactionId echo, and
+//! the admin credential check of the admin services.
 
 use http::{HeaderName, HeaderValue, header};
 use tonic::metadata::MetadataMap;
 use tonic::{Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
 use super::rest::header_values;
-use super::token::flow::Call;
-use super::wire::{self, HeaderValues, Institution, Params};
-use crate::api::error::ErrorCode;
+use super::wire::{self, Call, HeaderValues, Institution, Params};
+use crate::api::error::{ErrorCode, FrontRefusal, grpc_status};
 use crate::app::App;
-
-/// The `domain` of every ErrorInfo we send.
-pub const ERROR_DOMAIN: &str = "tokenledger";
 
 // The metadata every TokenService call reads and answers with, as `HeaderName`s: a `&str` key
 // is parsed into one (validated, lower-cased, copied) at every lookup.
@@ -36,15 +29,7 @@ pub(super) fn metadata_values<'a>(metadata: &'a MetadataMap, key: &str) -> Heade
 /// The status for a CMN error: code per SPEC section 4, message "CMN_9xxxx: <message>",
 /// ErrorInfo { reason: CMN code, domain: "tokenledger" }, and the echoed transaction id.
 pub fn status(code: ErrorCode, transaction_id: Option<&str>) -> Status {
-    let info = code.info();
-    let details = ErrorDetails::with_error_info(
-        info.code,
-        ERROR_DOMAIN,
-        HashMap::from([("message".to_owned(), info.message.to_owned())]),
-    );
-    let mut status = Status::with_error_details(info.grpc_code, format!("{}: {}", info.code, info.message), details);
-    echo(status.metadata_mut(), transaction_id);
-    status
+    grpc_status(code.info(), transaction_id)
 }
 
 fn echo(metadata: &mut MetadataMap, transaction_id: Option<&str>) {
@@ -77,7 +62,7 @@ pub(super) fn call(metadata: &MetadataMap, fields: &[(&str, &str)]) -> Result<Ca
 /// fresh one when it sent none).
 pub fn admin_call(app: &App, metadata: &MetadataMap) -> Result<String, Status> {
     if !app.is_admin(wire::bearer_token(metadata_values(metadata, "authorization"))) {
-        return Err(Status::unauthenticated("the admin credential (Bearer <admin.token>) is required"));
+        return Err(FrontRefusal::AdminCredentialRequired.grpc_status());
     }
     match metadata_values(metadata, "transactionid") {
         HeaderValues::Absent => Ok(uuid::Uuid::new_v4().to_string()),

@@ -1,5 +1,7 @@
-//! The api layer: wire formats to domain commands and back. `token` holds the flows shared by
-//! both transports; `rest` (axum) and `grpc` (tonic) only translate.
+//! The api layer: wire formats to domain commands and back. One folder per service, mirroring
+//! proto/tokenledger/v1/*.proto (token, authcode, lookup, admin, keys, audit), each with its flow
+//! and its transports; the shared plumbing is in `wire/` (both transports), `rest.rs` (axum) and
+//! `grpc_util.rs` (tonic); `router.rs` merges the services' REST routes; `error.rs` is the one table from refusals to the wire.
 
 pub(crate) mod admin;
 pub(crate) mod audit;
@@ -14,6 +16,7 @@ pub(crate) mod lookup;
 pub(crate) mod openapi;
 pub(crate) mod ratelimit;
 pub(crate) mod rest;
+pub(crate) mod router;
 pub(crate) mod throttle;
 pub(crate) mod token;
 pub mod wire;

@@ -1,40 +1,19 @@
-//! The REST shim (Candescent "OAuth V2" compatible): axum handlers that translate HTTP to the
-//! shared flows in `token` and render answers and errors per SPEC sections 3 and 6.
+//! The REST plumbing every service's REST transport shares (Candescent "OAuth V2" compatible):
+//! the common request rules (`read_call`), the JSON error of SPEC section 3 with the status of
+//! section 6, the `transactionId` echo and `no-store`. The router that merges each service's
+//! routes is `api/router.rs`, above the services, so this file imports none of them.
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use serde::Serialize;
 
-use super::token::flow::{self as token, Call, TokenReply};
-use super::wire::{self, HeaderValues, Institution};
+use super::wire::{self, Call, HeaderValues, Institution};
 use crate::api::error::ErrorCode;
 use crate::app::App;
 
-const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
+pub(super) const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");
-
-/// The REST routes. Anything else is a 404 (unknown path) or 405 (wrong method).
-pub fn router(app: Arc<App>) -> Router {
-    Router::new()
-        .route("/oauth2/v1/token", post(create_token))
-        .route("/oauth2/v1/revoke", post(revoke_token).delete(revoke_token))
-        .route("/oauth2/v1/introspect", post(introspect_token))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .merge(super::lookup::rest::routes())
-        .merge(super::authcode::rest::routes())
-        .merge(super::openapi::routes())
-        // After every route, so that it reaches them all; axum still adds `Allow`.
-        .method_not_allowed_fallback(method_not_allowed)
-        .fallback(not_found)
-        .with_state(app)
-}
 
 /// All values of one header, as the validators want them.
 pub fn header_values<'a>(headers: &'a HeaderMap, name: &HeaderName) -> HeaderValues<'a> {
@@ -140,127 +119,4 @@ fn is_form_content_type(headers: &HeaderMap) -> bool {
     };
     let essence = value.split(';').next().unwrap_or_default().trim();
     essence.eq_ignore_ascii_case("application/x-www-form-urlencoded")
-}
-
-#[derive(Serialize)]
-#[serde(untagged)]
-enum Seconds {
-    Number(i64),
-    Text(String),
-}
-
-#[derive(Serialize)]
-struct TokenBody<'a> {
-    access_token: &'a str,
-    token_type: &'static str,
-    expires_in: Seconds,
-    scope: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refresh_token_expires_in: Option<Seconds>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    id_token: Option<&'a str>,
-}
-
-fn token_body(app: &App, reply: &TokenReply) -> Response {
-    let seconds = |n: i64| {
-        if app.config.expires_in_as_string { Seconds::Text(n.to_string()) } else { Seconds::Number(n) }
-    };
-    let body = TokenBody {
-        access_token: &reply.access_token,
-        token_type: "Bearer",
-        expires_in: seconds(reply.expires_in),
-        scope: &reply.scope,
-        refresh_token: reply.refresh_token.as_ref().map(|(t, _)| t.as_str()),
-        refresh_token_expires_in: reply.refresh_token.as_ref().map(|(_, n)| seconds(*n)),
-        id_token: reply.id_token.as_deref(),
-    };
-    axum::Json(body).into_response()
-}
-
-async fn create_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let call = match read_call(&app, &uri, &headers, body).await {
-        Ok(call) => call,
-        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
-    };
-    let transaction_id = call.transaction_id.clone();
-    let mut response = match token::create_token(&app, call).await {
-        Ok(reply) => token_body(&app, &reply),
-        Err(code) => return error_response(code, Some(&transaction_id)),
-    };
-    echo_transaction_id(&mut response, Some(&transaction_id));
-    no_store(&mut response);
-    response
-}
-
-/// DELETE answers 204, as Candescent documents; POST answers 200, as RFC 7009 section 2.2
-/// specifies and standard clients (oauth4webapi, openid-client) require. Both with no body.
-async fn revoke_token(
-    State(app): State<Arc<App>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let call = match read_call(&app, &uri, &headers, body).await {
-        Ok(call) => call,
-        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
-    };
-    let transaction_id = call.transaction_id.clone();
-    match token::revoke_token(&app, call).await {
-        Ok(()) => {
-            let status = if method == Method::DELETE { StatusCode::NO_CONTENT } else { StatusCode::OK };
-            let mut response = status.into_response();
-            echo_transaction_id(&mut response, Some(&transaction_id));
-            response
-        }
-        Err(code) => error_response(code, Some(&transaction_id)),
-    }
-}
-
-async fn introspect_token(State(app): State<Arc<App>>, uri: Uri, headers: HeaderMap, body: Body) -> Response {
-    let call = match read_call(&app, &uri, &headers, body).await {
-        Ok(call) => call,
-        Err((code, transaction_id)) => return error_response(code, transaction_id.as_deref()),
-    };
-    let transaction_id = call.transaction_id.clone();
-    let mut response = match token::introspect_token(&app, call).await {
-        Ok(answer) => axum::Json(&answer).into_response(),
-        Err(code) => return error_response(code, Some(&transaction_id)),
-    };
-    echo_transaction_id(&mut response, Some(&transaction_id));
-    no_store(&mut response);
-    response
-}
-
-async fn healthz() -> Response {
-    axum::Json(serde_json::json!({"status": "ok"})).into_response()
-}
-
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.is_ready() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready"}))).into_response()
-    }
-}
-
-/// A method the path does not serve (SPEC 3.6): 405 with the JSON error of every other
-/// refusal (CMN_90011) and the `transactionId` echo; the router adds `Allow`.
-async fn method_not_allowed(headers: HeaderMap) -> Response {
-    let transaction_id = wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok();
-    let mut response = error_response(ErrorCode::InvalidRequest, transaction_id.as_deref());
-    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    response
-}
-
-async fn not_found(headers: HeaderMap) -> Response {
-    let mut response = (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({"error": "not_found", "error_description": "no such endpoint"})),
-    )
-        .into_response();
-    echo_transaction_id(&mut response, wire::transaction_id(header_values(&headers, &TRANSACTION_ID)).ok().as_deref());
-    response
 }

@@ -18,12 +18,13 @@ use axum::Router;
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Request, header};
 use tokio::sync::Semaphore;
 use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use super::tls::is_admin_service;
+use crate::api::error::FrontRefusal;
 use crate::api::ratelimit;
 use crate::api::rest::header_values;
 use crate::api::wire::{self, HeaderValues};
@@ -141,16 +142,14 @@ impl Front {
         if admin_service && self.client_certificates_required && !conn.client_certificate {
             self.app.metrics.client_certificate_refusals.increment(1);
             tracing::warn!("admin call refused: no verified client certificate");
-            return tonic::Status::unauthenticated("a verified client certificate is required for this service")
-                .into_http();
+            return FrontRefusal::ClientCertificateRequired.grpc_status().into_http();
         }
         // Before the body is read: the handlers check it again (`api::grpc_util::admin_call`).
         if admin_service
             && !self.app.is_admin(wire::bearer_token(header_values(request.headers(), &header::AUTHORIZATION)))
         {
             self.app.metrics.admin_credential_refusals.increment(1);
-            return tonic::Status::unauthenticated("the admin credential (Bearer <admin.token>) is required")
-                .into_http();
+            return FrontRefusal::AdminCredentialRequired.grpc_status().into_http();
         }
         let router = match (grpc, request.uri().path() == IMPORT_PATH) {
             (true, true) => self.grpc_import.clone(),
@@ -232,10 +231,11 @@ fn too_large_is_resource_exhausted(headers: &mut http::HeaderMap) {
 
 fn timeout_response(grpc: bool) -> Response {
     if grpc {
-        return tonic::Status::deadline_exceeded("the request took longer than request_timeout_secs").into_http();
+        return FrontRefusal::TimedOut.grpc_status().into_http();
     }
-    let body = serde_json::json!({"error": "request_timeout", "error_description": "the request took too long"});
-    let mut response = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    let (status, error, description) = FrontRefusal::TimedOut.rest();
+    let body = serde_json::json!({"error": error, "error_description": description});
+    let mut response = (status, axum::Json(body)).into_response();
     response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     response
 }

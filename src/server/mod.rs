@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 use crate::api::admin::grpc::AdminGrpc;
-use crate::api::audit::AuditGrpc;
+use crate::api::audit::grpc::AuditGrpc;
 use crate::api::keys::grpc::KeyGrpc;
 use crate::api::lookup::grpc::InstitutionUserGrpc;
 use crate::api::token::grpc::TokenGrpc;
@@ -95,7 +95,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     )
     .prepare()
     .into_axum_router();
-    let rest = crate::api::rest::router(app.clone());
+    let rest = crate::api::router::router(app.clone());
     let tls = match &app.config.tls {
         Some(files) => Some(Arc::new(self::tls::Tls::load(files.clone()).map_err(std::io::Error::other)?)),
         None => None,

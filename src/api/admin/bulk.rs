@@ -2,28 +2,24 @@
 //! request, look up what only the ledger remembers (blast radius), submit one command, and
 //! report what it ended and which event records it.
 
-use super::{AdminError, DirectoryErrorKind};
-use crate::api::audit::{self, AuditError, blast_listing, blast_question, parse_family, resolve_token};
+use super::AdminError;
+use crate::api::audit::flow::{self as audit, AuditError, blast_listing, blast_question, parse_family, resolve_token};
 use crate::app::App;
 use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};
 use crate::domain::cutoff::CutoffScope;
+use crate::domain::error::DirectoryError;
 use crate::ledger::SubmitFailure;
 use crate::proto::{self as api, bulk_revoke_request::Scope};
 
 impl From<AuditError> for AdminError {
     fn from(error: AuditError) -> Self {
-        match error {
-            AuditError::Invalid(text) => Self::Directory(text, DirectoryErrorKind::Invalid),
-            AuditError::NotFound(text) => Self::Directory(text, DirectoryErrorKind::NotFound),
-            AuditError::DataLoss(text) => Self::Directory(text, DirectoryErrorKind::Conflict),
-            AuditError::Unavailable | AuditError::Internal => Self::Unavailable,
-        }
+        Self::Read(error)
     }
 }
 
 fn invalid(text: &str) -> AdminError {
-    AdminError::Directory(text.to_owned(), DirectoryErrorKind::Invalid)
+    AdminError::Refused(DirectoryError::Invalid(text.to_owned()))
 }
 
 async fn run(app: &App, command: BulkCommand, transaction_id: String) -> Result<BulkOutcome, AdminError> {

@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
-use super::{AdminError, DirectoryErrorKind, client_view, user_view};
+use super::{AdminError, client_view, user_view};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::domain::account::{AccountCommand, UserRef};
+use crate::domain::error::DirectoryError;
 use crate::domain::ids::is_printable_ascii;
 use crate::domain::signin;
 use crate::domain::state::{Client, State, User};
@@ -20,11 +21,11 @@ pub const USERS_PAGE_MAX: u32 = 1000;
 const USERS_PAGE_DEFAULT: u32 = 100;
 
 fn invalid(text: impl Into<String>) -> AdminError {
-    AdminError::Directory(text.into(), DirectoryErrorKind::Invalid)
+    AdminError::Refused(DirectoryError::Invalid(text.into()))
 }
 
 fn not_found(text: impl Into<String>) -> AdminError {
-    AdminError::Directory(text.into(), DirectoryErrorKind::NotFound)
+    AdminError::Refused(DirectoryError::NotFound(text.into()))
 }
 
 async fn change(app: &App, command: AccountCommand, transaction_id: String) -> Result<(), AdminError> {

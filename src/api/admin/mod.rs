@@ -7,6 +7,7 @@ pub(crate) mod grpc;
 
 use std::sync::Arc;
 
+use crate::api::audit::flow::AuditError;
 use crate::app::App;
 use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
@@ -22,39 +23,24 @@ use crate::proto::ledger::{
 };
 use crate::proto::{self as api};
 
-/// Why an admin request failed.
-#[derive(Debug, thiserror::Error)]
+/// Why an admin request failed: the domain's refusal, a ledger read a bulk revocation needed,
+/// or the ledger not taking writes. Its text and gRPC status are in the one table,
+/// `api/error.rs` (`admin_status`).
+#[derive(Debug)]
 pub enum AdminError {
-    #[error("{0}")]
-    Directory(String, DirectoryErrorKind),
-    #[error("the ledger is not accepting writes")]
+    Refused(DirectoryError),
+    Read(AuditError),
     Unavailable,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DirectoryErrorKind {
-    Invalid,
-    AlreadyExists,
-    NotFound,
-    Conflict,
 }
 
 impl From<DirectoryError> for AdminError {
     fn from(error: DirectoryError) -> Self {
-        match error {
-            DirectoryError::Invalid(text) => Self::Directory(text, DirectoryErrorKind::Invalid),
-            DirectoryError::AlreadyExists(text) => Self::Directory(text, DirectoryErrorKind::AlreadyExists),
-            DirectoryError::NotFound(text) => Self::Directory(text, DirectoryErrorKind::NotFound),
-            DirectoryError::Conflicts(lines) => Self::Directory(
-                format!("import refused, nothing was applied:\n{}", lines.join("\n")),
-                DirectoryErrorKind::Conflict,
-            ),
-        }
+        Self::Refused(error)
     }
 }
 
 fn invalid(text: impl Into<String>) -> AdminError {
-    AdminError::Directory(text.into(), DirectoryErrorKind::Invalid)
+    AdminError::Refused(DirectoryError::Invalid(text.into()))
 }
 
 async fn run(app: &App, command: DirectoryCommand, transaction_id: String) -> Result<DirectoryOutcome, AdminError> {

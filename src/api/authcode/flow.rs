@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::api::error::ErrorCode;
-use crate::api::token::flow::Call;
+use crate::api::wire::Call;
 use crate::api::wire::Params;
 use crate::app::App;
 use crate::crypto::pkce;

@@ -15,7 +15,7 @@ use crate::api::authcode::flow::{self as authcode, ClientAuthorization};
 use crate::api::discovery;
 use crate::api::error::ErrorCode;
 use crate::api::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
-use crate::api::token::flow::Call;
+use crate::api::wire::Call;
 use crate::api::wire::{self, HeaderValues};
 use crate::app::App;
 

@@ -1,15 +1,12 @@
 //! gRPC transport of the institution-user lookup (`InstitutionUserService`): the same flow as
 //! REST, with ISR codes in the status message and a google.rpc.ErrorInfo.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
-use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::api::error::LookupError;
-use crate::api::grpc_util::{ERROR_DOMAIN, metadata_values, reply, status};
+use crate::api::error::{LookupError, grpc_status};
+use crate::api::grpc_util::{metadata_values, reply, status};
 use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
 use crate::api::wire::{self, Institution};
 use crate::app::App;
@@ -23,17 +20,7 @@ pub struct InstitutionUserGrpc {
 }
 
 fn lookup_status(error: LookupError, transaction_id: &str) -> Status {
-    let info = error.info();
-    let details = ErrorDetails::with_error_info(
-        info.code,
-        ERROR_DOMAIN,
-        HashMap::from([("message".to_owned(), info.message.to_owned())]),
-    );
-    let mut status = Status::with_error_details(info.grpc_code, format!("{}: {}", info.code, info.message), details);
-    if let Ok(value) = MetadataValue::try_from(transaction_id) {
-        status.metadata_mut().insert("transactionid", value);
-    }
-    status
+    grpc_status(error.info(), Some(transaction_id))
 }
 
 fn message(v: InstitutionUserView) -> InstitutionUser {

@@ -3,7 +3,7 @@
 //! here once.
 
 use crate::api::error::ErrorCode;
-use crate::api::wire::{BasicCredentials, Institution, Params};
+use crate::api::wire::{Call, Params};
 use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
@@ -16,15 +16,6 @@ use crate::domain::scope;
 use crate::domain::state::TokenKind;
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::UserType;
-
-/// One request to the token, revocation or introspection endpoint, after the transport has
-/// checked `transactionId` and parsed the body.
-pub struct Call {
-    pub transaction_id: String,
-    pub institution: Institution,
-    pub credentials: Result<BasicCredentials, ErrorCode>,
-    pub params: Params,
-}
 
 /// A successful token response.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,10 +1,13 @@
 //! Wire plumbing every transport shares: the validators of the `transactionId`,
-//! `institutionId` and `Authorization` values (HTTP headers or gRPC metadata alike, `headers`)
-//! and the strict form parser (`form`).
+//! `institutionId` and `Authorization` values (HTTP headers or gRPC metadata alike, `headers`),
+//! the strict form parser (`form`) and the [`Call`] the token and authorization-code flows
+//! receive (`call`).
 
+mod call;
 pub mod form;
 mod headers;
 
+pub(crate) use call::Call;
 pub use form::{Params, percent_decode, percent_encode};
 pub use headers::{
     BasicCredentials, HeaderValues, Institution, basic_credentials, bearer_token, encode_basic, transaction_id,

@@ -1,7 +1,5 @@
 //! AuditService over gRPC: the live event stream, token history and point-in-time status,
-//! online verification, signed checkpoints and blast radius. Every call needs the admin
-//! credential (checked like AdminService). Reads go to redb snapshots on the blocking pool,
-//! never on the async runtime's threads.
+//! online verification, signed checkpoints and blast radius, over the flow in `flow.rs`.
 
 use std::sync::{Arc, OnceLock};
 
@@ -9,21 +7,19 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::error::audit_status;
-use super::grpc_util::admin_call;
+use super::flow::{AuditError, blast_listing, blast_question, parse_family, read, resolve_token, token_story};
+use crate::api::error::audit_status;
+use crate::api::grpc_util::admin_call;
 use crate::app::App;
-use crate::audit::blast::{self, Relation};
+use crate::audit::Opened;
+use crate::audit::blast::Relation;
 use crate::audit::chain::{self, Claim};
 use crate::audit::checkpoint::{CHECKPOINT_FORMAT, CheckpointBody, CheckpointKey};
 use crate::audit::history::{self, StatusAt, TokenFacts};
-use crate::audit::query::{EventFilter, QueryError, first_seq_at_or_after};
+use crate::audit::query::{EventFilter, first_seq_at_or_after};
 use crate::audit::time::format_ms;
 use crate::audit::view;
-use crate::audit::{Opened, ReadError, Snapshot};
-use crate::crypto::token as token_string;
-use crate::domain::bulk::BlastCredential;
 use crate::domain::grant::stored_name;
-use crate::domain::ids::{FamilyId, TokenId, parse_hex};
 use crate::domain::state::EndCause;
 use crate::domain::validity::Validity;
 use crate::proto::audit_service_server::AuditService;
@@ -38,73 +34,6 @@ const STREAM_BUFFER_EVENTS: usize = 256;
 /// A follow with an end time ends at the first event after it; on an idle ledger, this long
 /// after it, by when no batch stamped before the end time can still be committing.
 const FOLLOW_END_GRACE_MS: i64 = 60_000;
-
-/// Why an audit request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the ledger is not available")]
-    Unavailable,
-    /// A stored event failed its own hash check: the file was changed after start-up.
-    #[error("{0}")]
-    DataLoss(String),
-    #[error("internal error")]
-    Internal,
-}
-
-impl From<QueryError> for AuditError {
-    fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Read(ReadError::Closed) => Self::Unavailable,
-            QueryError::Read(ReadError::Store(error)) => {
-                tracing::error!(%error, "audit read failed");
-                Self::Internal
-            }
-            QueryError::Chain(error) => Self::DataLoss(format!("the ledger failed verification: {error}")),
-            QueryError::Missing(seq) => {
-                Self::DataLoss(format!("the ledger failed verification: event {seq} is missing (dropped)"))
-            }
-        }
-    }
-}
-
-impl From<ReadError> for AuditError {
-    fn from(error: ReadError) -> Self {
-        QueryError::Read(error).into()
-    }
-}
-
-/// Runs `read` on a fresh snapshot on the blocking pool.
-pub async fn read<T: Send + 'static>(
-    app: &App,
-    read: impl FnOnce(&Snapshot) -> Result<T, QueryError> + Send + 'static,
-) -> Result<T, AuditError> {
-    let reader = app.ledger.reader().clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let snapshot = reader.snapshot()?;
-        read(&snapshot)
-    })
-    .await
-    .map_err(|_| AuditError::Internal)?;
-    Ok(answer?)
-}
-
-/// A token given as its string (whose MAC the server checks) or as its 32-hex-digit id.
-pub fn resolve_token(app: &App, text: &str) -> Result<TokenId, AuditError> {
-    if let Some(id) = parse_hex::<16>(text) {
-        return Ok(TokenId(id));
-    }
-    token_string::decode(&app.keys, text)
-        .map(|(_, id)| id)
-        .ok_or_else(|| AuditError::Invalid("token must be a token string of this server or a 32-hex-digit id".into()))
-}
-
-pub fn parse_family(text: &str) -> Result<FamilyId, AuditError> {
-    parse_hex::<16>(text).map(FamilyId).ok_or_else(|| AuditError::Invalid("family_id must be 32 hex digits".into()))
-}
 
 /// Which stored envelopes a stream sends beside the decoded events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -199,21 +128,6 @@ fn verdict(facts: &TokenFacts, status: &StatusAt, events: &[Opened]) -> api::Tok
         reason: reason(facts, status, deciding),
         at_ms: status.at_ms,
     }
-}
-
-/// The token's issuance and every related event (see `history::related_events`).
-async fn token_story(app: &App, text: &str) -> Result<(TokenFacts, Vec<Opened>, bool), AuditError> {
-    let id = resolve_token(app, text)?;
-    let head = *app.ledger.committed_head().borrow();
-    let found = read(app, move |snapshot| {
-        let Some((facts, _)) = history::find_token(snapshot, &id, head)? else {
-            return Ok(None);
-        };
-        let (events, truncated) = history::related_events(snapshot, &facts, head)?;
-        Ok(Some((facts, events, truncated)))
-    })
-    .await?;
-    found.ok_or_else(|| AuditError::NotFound(format!("token {id} is not in the ledger")))
 }
 
 pub struct AuditGrpc {
@@ -572,41 +486,4 @@ impl AuditService for AuditGrpc {
         }
         Ok(Response::new(answer))
     }
-}
-
-/// Parses the credential and window of a blast-radius question (0 bounds: unbounded).
-pub fn blast_question(
-    app: &App,
-    credential: Option<api::blast_radius_request::Credential>,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<(BlastCredential, i64, i64), AuditError> {
-    let credential = match credential {
-        Some(api::blast_radius_request::Credential::ClientId(id)) if !id.is_empty() => BlastCredential::Client(id),
-        Some(api::blast_radius_request::Credential::Token(text)) if !text.is_empty() => {
-            BlastCredential::Token(resolve_token(app, &text)?)
-        }
-        _ => return Err(AuditError::Invalid("give a client_id or a token".into())),
-    };
-    let to_ms = if to_ms == 0 { i64::MAX } else { to_ms };
-    if from_ms < 0 || to_ms < from_ms {
-        return Err(AuditError::Invalid("the window must have 0 <= from_ms <= to_ms".into()));
-    }
-    Ok((credential, from_ms, to_ms))
-}
-
-/// Lists the blast radius over the committed ledger.
-pub async fn blast_listing(
-    app: &App,
-    credential: BlastCredential,
-    from_ms: i64,
-    to_ms: i64,
-) -> Result<blast::Listing, AuditError> {
-    let head = *app.ledger.committed_head().borrow();
-    if let BlastCredential::Client(id) = &credential
-        && app.state.read().client(id).is_none()
-    {
-        return Err(AuditError::NotFound(format!("client {id} does not exist")));
-    }
-    read(app, move |snapshot| blast::list(snapshot, &credential, from_ms, to_ms, head)).await
 }
