@@ -75,12 +75,7 @@ pub fn open_database(
 }
 
 fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
-    let mut state = State::default();
-    let reindex = store.index_version()? != index::INDEX_VERSION;
-    let (mut report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
-    if reindex {
-        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
-    }
+    let (store, mut state, mut report) = replay_store(store, progress)?;
     if state.head.seq == 0 {
         let created = Event {
             kind: Some(event::Kind::LedgerCreated(LedgerCreated {
@@ -91,6 +86,19 @@ fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(S
         append_bootstrap(&store, &mut state, &created, now_ms)?;
         report.events = 1;
         report.head = state.head.clone();
+    }
+    Ok((store, state, report))
+}
+
+/// Replays `store` into a fresh [`State`], checking the chain, and rebuilds the index when it
+/// was built with another index version. Creates nothing: a cluster node's first events come
+/// through Raft (`replicated::open_replica`).
+pub(crate) fn replay_store(store: Store, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
+    let mut state = State::default();
+    let reindex = store.index_version()? != index::INDEX_VERSION;
+    let (report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
+    if reindex {
+        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
     }
     Ok((store, state, report))
 }

@@ -16,7 +16,6 @@ use parking_lot::RwLock;
 use prost::Message as _;
 
 use super::codec::{self, ChainError};
-use super::replay;
 use super::store::{Append, Store, StoreError};
 use super::{OpenError, index, raft_log};
 use crate::domain::{Recorded, State, apply};
@@ -39,13 +38,7 @@ pub enum ReplicatedError {
 /// Opens (or creates) a cluster node's ledger file without sealing a `LedgerCreated` of its own:
 /// in a cluster the first events come through Raft, so they are the same on every node.
 pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, State), OpenError> {
-    let store = Store::open(path)?;
-    let mut state = State::default();
-    let reindex = store.index_version()? != index::INDEX_VERSION;
-    let (_report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
-    if reindex {
-        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
-    }
+    let (store, state, _report) = super::replay_store(Store::open(path)?, progress)?;
     Ok((store, state))
 }
 
@@ -56,7 +49,7 @@ pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, St
 /// applies every batch; no local writer does).
 ///
 /// `applied` is written in the same transaction (`raft_meta` `applied`), with its `head_seq` set
-/// to the head after the batch; when the batch brings nothing new, the caller records it.
+/// to the head after the batch, also when the batch brings nothing new.
 pub fn apply_batch(
     store: &Store,
     state: &RwLock<State>,
@@ -101,11 +94,11 @@ pub fn apply_batch(
             opened.push(event);
         }
     }
-    if appends.is_empty() {
-        return Ok(state.read().head.seq);
-    }
-    let head_after = appends.last().map_or(0, |append| append.sealed.seq);
+    let head_after = appends.last().map_or_else(|| state.read().head.seq, |append| append.sealed.seq);
     let record = applied.map(|applied| RaftApplied { head_seq: head_after, ..applied.clone() }.encode_to_vec());
+    if appends.is_empty() && record.is_none() {
+        return Ok(head_after);
+    }
     store.append_with_raft_meta(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
     let mut state = state.write();
     for event in &opened {

@@ -35,6 +35,7 @@ use super::codec::{self, CodecError};
 use super::read_index::ReadIndex;
 use super::transfer::TimeoutNowHandler;
 use super::{NodeId, NodeInfo, TypeConfig};
+use crate::domain::ids::hex;
 use crate::proto::cluster as wire;
 use crate::proto::cluster::raft_service_client::RaftServiceClient;
 use crate::proto::cluster::raft_service_server::{RaftService, RaftServiceServer};
@@ -113,14 +114,6 @@ impl std::fmt::Debug for ClusterCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ClusterCredential").field("fingerprint", &self.fingerprint).finish()
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(bytes.len() * 2), |mut out, byte| {
-        let _ = write!(out, "{byte:02x}");
-        out
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,26 +115,13 @@ impl Inner {
                 if batch.version != RAFT_BATCH_VERSION {
                     return Err(MachineError::UnknownBatch(batch.version));
                 }
-                let before = self.state.read().head.seq;
-                let head = replicated::apply_batch(&self.store, &self.state, &batch.envelopes, Some(&next))?;
-                if head == before {
-                    // Nothing new (applied before a crash): record the entry all the same.
-                    next.head_seq = head;
-                    self.log.save_applied(&next)?;
-                }
-                head
+                replicated::apply_batch(&self.store, &self.state, &batch.envelopes, Some(&next))?
             }
-            EntryPayload::Blank => {
-                next.head_seq = self.state.read().head.seq;
-                self.log.save_applied(&next)?;
-                next.head_seq
-            }
+            EntryPayload::Blank => replicated::apply_batch(&self.store, &self.state, &[], Some(&next))?,
             EntryPayload::Membership(membership) => {
                 next.membership_log_id = next.applied;
                 next.membership = Some(codec::membership_to_stored(&membership));
-                next.head_seq = self.state.read().head.seq;
-                self.log.save_applied(&next)?;
-                next.head_seq
+                replicated::apply_batch(&self.store, &self.state, &[], Some(&next))?
             }
         };
         next.head_seq = head;
