@@ -178,10 +178,10 @@ pub struct Settings {
     /// Leader heartbeat interval in milliseconds [default: 100]
     #[arg(long, env = "TOKENLEDGER_RAFT_HEARTBEAT_MS")]
     pub raft_heartbeat_ms: Option<u64>,
-    /// Shortest election timeout in milliseconds (a follower that hears no leader this long may stand) [default: 600]
+    /// Shortest election timeout in milliseconds (a follower that hears no leader this long may stand) [default: 400]
     #[arg(long, env = "TOKENLEDGER_RAFT_ELECTION_TIMEOUT_MIN_MS")]
     pub raft_election_timeout_min_ms: Option<u64>,
-    /// Longest election timeout in milliseconds [default: 1200]
+    /// Longest election timeout in milliseconds; also the leader's lease, so a failover takes about this plus one election timeout [default: 800]
     #[arg(long, env = "TOKENLEDGER_RAFT_ELECTION_TIMEOUT_MAX_MS")]
     pub raft_election_timeout_max_ms: Option<u64>,
     /// Raft entries between two Raft snapshots (after which the log is purged) [default: 50000]
@@ -359,8 +359,8 @@ impl ClusterConfig {
             return Err(ConfigError("node_id must be at least 1".to_owned()));
         }
         let heartbeat_ms = settings.raft_heartbeat_ms.unwrap_or(100);
-        let election_timeout_min_ms = settings.raft_election_timeout_min_ms.unwrap_or(600);
-        let election_timeout_max_ms = settings.raft_election_timeout_max_ms.unwrap_or(1200);
+        let election_timeout_min_ms = settings.raft_election_timeout_min_ms.unwrap_or(400);
+        let election_timeout_max_ms = settings.raft_election_timeout_max_ms.unwrap_or(800);
         if !(10..=10_000).contains(&heartbeat_ms) {
             return Err(ConfigError("raft_heartbeat_ms must be between 10 and 10000".to_owned()));
         }

@@ -214,12 +214,17 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         _ => return Ok(Introspection::default()),
     };
     let answer = local_answer(app, &caller, institution, &id, kind, app.clock.now_ms());
-    let Some(node) = app.cluster.as_ref().filter(|_| answer.active) else {
-        // "inactive" is safe from any node's projections: validity only moves towards it.
+    // "inactive" for a token this node knows is final: validity only moves towards it. A
+    // token it does not know may have been issued a moment ago through another node.
+    let Some(node) = &app.cluster else {
         return Ok(answer);
     };
+    if !answer.active && app.state.read().token(&id).is_some() {
+        return Ok(answer);
+    }
     // SPEC 8: "active" only once the leader confirms that this node has applied everything
     // committed before the request arrived (one batched ReadIndex round), then asked again.
+    // The same wait keeps a follower a few entries behind from calling a fresh token unknown.
     match node.reads.confirm().await {
         Ok(_) => Ok(local_answer(app, &caller, institution, &id, kind, app.clock.now_ms())),
         Err(error) => {
