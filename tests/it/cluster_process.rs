@@ -208,9 +208,11 @@ impl Load {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_process_cluster_survives_leader_kills_without_losing_or_resurrecting_tokens() {
-    let seed = std::env::var("TOKENLEDGER_CLUSTER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
-    });
+    // A fresh seed each run (printed, so a failure can be replayed), unless one is given.
+    let seed: u64 = std::env::var("TOKENLEDGER_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| u64::from_le_bytes(tokenledger::crypto::random_bytes::<8>()));
     let kills: usize = std::env::var("TOKENLEDGER_CLUSTER_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
     eprintln!("cluster kill test: TOKENLEDGER_CLUSTER_SEED={seed} TOKENLEDGER_CLUSTER_KILLS={kills}");
     let mut rng = Rng(seed);
