@@ -214,6 +214,28 @@ impl App {
             writable: self.ledger.is_writable(),
             ready: self.is_ready(),
             clock_behind_ledger_ms: self.clock_behind_ledger_ms(),
+            cluster: self.cluster.as_ref().map(|node| {
+                let view = node.view();
+                let stats = node.reads.stats();
+                crate::metrics::ClusterReadings {
+                    role: view.role.name(),
+                    term: view.term,
+                    leader_id: view.leader.unwrap_or(0),
+                    applied_index: view.applied_index,
+                    last_log_index: view.last_log_index,
+                    lag: view
+                        .matched
+                        .iter()
+                        .filter(|(id, _)| **id != view.id)
+                        .map(|(id, matched)| (*id, view.last_log_index.saturating_sub(*matched)))
+                        .collect(),
+                    read_rounds: load(&stats.rounds),
+                    read_rounds_failed: load(&stats.rounds_failed),
+                    reads_confirmed: load(&stats.confirmed),
+                    reads_refused: load(&stats.refused),
+                    read_confirm_micros: load(&stats.confirm_micros),
+                }
+            }),
         }
     }
 }

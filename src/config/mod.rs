@@ -184,6 +184,9 @@ pub struct Settings {
     /// Longest election timeout in milliseconds; also the leader's lease, so a failover takes about this plus one election timeout [default: 800]
     #[arg(long, env = "TOKENLEDGER_RAFT_ELECTION_TIMEOUT_MAX_MS")]
     pub raft_election_timeout_max_ms: Option<u64>,
+    /// PEM CA that signed every node's certificate; with TLS on, the Raft listener then speaks mutual TLS (node certificates need serverAuth and clientAuth)
+    #[arg(long, env = "TOKENLEDGER_RAFT_TLS_CA_FILE")]
+    pub raft_tls_ca_file: Option<PathBuf>,
     /// Raft entries between two Raft snapshots (after which the log is purged) [default: 50000]
     #[arg(long, env = "TOKENLEDGER_RAFT_SNAPSHOT_EVERY_ENTRIES")]
     pub raft_snapshot_every_entries: Option<u64>,
@@ -253,6 +256,7 @@ impl Settings {
             raft_election_timeout_min_ms,
             raft_election_timeout_max_ms,
             raft_snapshot_every_entries,
+            raft_tls_ca_file,
         )
     }
 
@@ -340,6 +344,8 @@ pub struct ClusterConfig {
     pub election_timeout_min_ms: u64,
     pub election_timeout_max_ms: u64,
     pub snapshot_every_entries: u64,
+    /// The CA the nodes verify each other with on the Raft listener (TLS on).
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ClusterConfig {
@@ -387,6 +393,7 @@ impl ClusterConfig {
             election_timeout_min_ms,
             election_timeout_max_ms,
             snapshot_every_entries,
+            tls_ca: settings.raft_tls_ca_file.clone(),
         }))
     }
 }

@@ -151,6 +151,13 @@ impl LedgerHandle {
         Self::start(Commit::Replicated(replicated), reader, token_ids, state, config, clock)
     }
 
+    /// This handle with `head` as its committed head: in a cluster the state machine applies
+    /// every batch (on followers, batches this writer never saw), so it publishes the head.
+    pub fn with_committed_head(mut self, head: watch::Receiver<u64>) -> Self {
+        self.head = head;
+        self
+    }
+
     fn start(
         commit: Commit,
         reader: LedgerReader,

@@ -101,7 +101,9 @@ impl ClusterNode {
 
     /// True when some node leads (this one or another) as far as this node knows.
     pub fn has_leader(&self) -> bool {
-        self.raft.metrics().borrow().current_leader.is_some()
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics.state != ServerState::Shutdown && metrics.current_leader.is_some()
     }
 
     pub fn is_leader(&self) -> bool {

@@ -81,15 +81,16 @@ fn raft_config(cluster: &ClusterConfig) -> Result<Arc<openraft::Config>, StartEr
 }
 
 /// The TLS both sides of the Raft traffic use when the server has TLS: this node's certificate
-/// and key, and `tls_client_ca_file` to verify the other nodes (as servers and as clients).
-fn raft_tls(files: &TlsFiles) -> Result<(ServerTlsConfig, ClientTlsConfig), StartError> {
+/// and key (the API listener's), and `raft_tls_ca_file` to verify the other nodes, as servers
+/// and as clients (mutual TLS).
+fn raft_tls(files: &TlsFiles, ca_path: Option<&std::path::Path>) -> Result<(ServerTlsConfig, ClientTlsConfig), StartError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| StartError::Cluster(format!("TLS file {}: {e}", path.display())))
     };
-    let Some(ca_path) = &files.client_ca else {
+    let Some(ca_path) = ca_path else {
         return Err(StartError::Cluster(
-            "cluster mode with TLS needs tls_client_ca_file: the nodes verify each other's certificates with it \
-             (mutual TLS on the Raft listener, docs/cluster.md)"
+            "cluster mode with TLS needs raft_tls_ca_file: the CA that signed every node's certificate, which the \
+             nodes verify each other with (mutual TLS on the Raft listener, docs/cluster.md)"
                 .to_owned(),
         ));
     };
@@ -115,12 +116,13 @@ pub fn start(
     let (voters, raft_listen) = voters(cluster)?;
     let raft_config = raft_config(cluster)?;
     let credential = ClusterCredential::derive(&keys.cluster_secret());
-    let tls = config.tls.as_ref().map(raft_tls).transpose()?;
+    let tls = config.tls.as_ref().map(|files| raft_tls(files, cluster.tls_ca.as_deref())).transpose()?;
     let network = Network::new(credential.clone(), tls.as_ref().map(|(_, client)| client.clone()), READ_TIMEOUT);
     let log_store = LogStore::new(store.raft_log().map_err(|e| StartError::Cluster(format!("raft log: {e}")))?);
     let machine = LedgerMachine::new(store, state.clone())
         .map_err(|e| StartError::Cluster(format!("raft state machine: {e}")))?;
     let (reader, token_ids) = (machine.store().reader(), machine.store().token_ids().clone());
+    let committed_head = machine.committed_head();
     let raft = runtime
         .block_on(Raft::new(cluster.node_id, raft_config, network.clone(), log_store, machine))
         .map_err(|e| StartError::Cluster(format!("cannot start raft: {e}")))?;
@@ -174,7 +176,8 @@ pub fn start(
     let proposer = Proposer::new(raft.clone(), runtime.clone(), COMMIT_TIMEOUT);
     let writer =
         LedgerHandle::spawn_replicated(Arc::new(proposer), reader, token_ids, state, config.writer.clone(), clock)
-            .map_err(StartError::Writer)?;
+            .map_err(StartError::Writer)?
+    .with_committed_head(committed_head);
     let transfer_timeout = Duration::from_millis(cluster.election_timeout_max_ms * 3);
     let node = Arc::new(ClusterNode { id: cluster.node_id, raft, reads, network, voters, transfer_timeout, forwarder });
     Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener) })
