@@ -280,7 +280,10 @@ impl Metrics {
             gauge("tokenledger_cluster_applied_index", cluster.applied_index as f64);
             gauge("tokenledger_cluster_last_log_index", cluster.last_log_index as f64);
             for (node, lag) in &cluster.lag {
-                let key = Key::from_parts("tokenledger_cluster_replication_lag_entries", vec![Label::new("node", node.to_string())]);
+                let key = Key::from_parts(
+                    "tokenledger_cluster_replication_lag_entries",
+                    vec![Label::new("node", node.to_string())],
+                );
                 self.recorder.register_gauge(&key, &metadata()).set(*lag as f64);
             }
             set_counter("tokenledger_cluster_read_index_rounds_total", vec![], cluster.read_rounds);
@@ -352,7 +355,11 @@ fn describe(recorder: &PrometheusRecorder) {
             None,
             "Cluster mode, on the leader: Raft entries each member (label node) is behind the leader's log",
         ),
-        ("tokenledger_cluster_read_index_rounds_total", None, "Cluster mode: ReadIndex rounds run (each serves a batch of reads)"),
+        (
+            "tokenledger_cluster_read_index_rounds_total",
+            None,
+            "Cluster mode: ReadIndex rounds run (each serves a batch of reads)",
+        ),
         ("tokenledger_cluster_read_index_rounds_failed_total", None, "Cluster mode: ReadIndex rounds that failed"),
         ("tokenledger_cluster_reads_confirmed_total", None, "Cluster mode: introspections confirmed with the leader"),
         (

@@ -83,7 +83,10 @@ fn raft_config(cluster: &ClusterConfig) -> Result<Arc<openraft::Config>, StartEr
 /// The TLS both sides of the Raft traffic use when the server has TLS: this node's certificate
 /// and key (the API listener's), and `raft_tls_ca_file` to verify the other nodes, as servers
 /// and as clients (mutual TLS).
-fn raft_tls(files: &TlsFiles, ca_path: Option<&std::path::Path>) -> Result<(ServerTlsConfig, ClientTlsConfig), StartError> {
+fn raft_tls(
+    files: &TlsFiles,
+    ca_path: Option<&std::path::Path>,
+) -> Result<(ServerTlsConfig, ClientTlsConfig), StartError> {
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| StartError::Cluster(format!("TLS file {}: {e}", path.display())))
     };
@@ -177,7 +180,7 @@ pub fn start(
     let writer =
         LedgerHandle::spawn_replicated(Arc::new(proposer), reader, token_ids, state, config.writer.clone(), clock)
             .map_err(StartError::Writer)?
-    .with_committed_head(committed_head);
+            .with_committed_head(committed_head);
     let transfer_timeout = Duration::from_millis(cluster.election_timeout_max_ms * 3);
     let node = Arc::new(ClusterNode { id: cluster.node_id, raft, reads, network, voters, transfer_timeout, forwarder });
     Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener) })

@@ -427,3 +427,146 @@ async fn a_three_process_cluster_survives_leader_kills_without_losing_or_resurre
     }
     assert!(heads.windows(2).all(|w| w[0] == w[1]), "every node holds the same chain: {heads:?}");
 }
+
+/// The OpenSSL sequence of docs/operations.md, with node certificates for both ends of the
+/// Raft traffic (serverAuth and clientAuth).
+fn node_certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-noenc"];
+    run(&[
+        &["req", "-x509"][..],
+        &ec[..],
+        &["-keyout", "ca.key", "-out", "ca.pem", "-days", "30", "-subj", "/CN=cluster CA"][..],
+    ]
+    .concat());
+    run(&[&["req"][..], &ec[..], &["-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node"][..]].concat());
+    std::fs::write(
+        dir.join("node.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "node.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "30",
+        "-extfile",
+        "node.ext",
+        "-out",
+        "node.pem",
+    ]);
+}
+
+/// With TLS on, the nodes speak mutual TLS on the Raft listener (each presenting its API
+/// certificate, verified against `raft_tls_ca_file`): the cluster forms, replicates and
+/// forwards over it; without `raft_tls_ca_file` a node refuses to start and says why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_with_tls_speaks_mutual_tls_between_nodes() {
+    let root = tempfile::tempdir().unwrap();
+    let tls = root.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    node_certificates(&tls);
+    let file = |name: &str| tls.join(name).to_str().unwrap().to_owned();
+    let (cert, key, ca) = (file("node.pem"), file("node.key"), file("ca.pem"));
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let peers = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect::<Vec<_>>().join(",");
+
+    let no_ca = cli(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        root.path().join("refused").to_str().unwrap(),
+        "--node-id",
+        "1",
+        "--raft-listen",
+        &format!("127.0.0.1:{}", ports[0]),
+        "--peers",
+        &peers,
+        "--tls-cert-file",
+        &cert,
+        "--tls-key-file",
+        &key,
+    ]);
+    assert!(!no_ca.status.success());
+    assert!(
+        String::from_utf8_lossy(&no_ca.stderr).contains("raft_tls_ca_file"),
+        "{}",
+        String::from_utf8_lossy(&no_ca.stderr)
+    );
+
+    let dirs: Vec<PathBuf> = (1..=3).map(|i| root.path().join(format!("node-{i}"))).collect();
+    let mut running = Vec::new();
+    for (i, dir) in dirs.iter().enumerate() {
+        if i > 0 {
+            copy_keys(&dirs[0], dir);
+        }
+        let (dir, cert, key, ca, peers) = (dir.clone(), cert.clone(), key.clone(), ca.clone(), peers.clone());
+        let raft = format!("127.0.0.1:{}", ports[i]);
+        let id = (i + 1).to_string();
+        let node = tokio::task::spawn_blocking(move || {
+            serve(
+                &dir,
+                &[
+                    "--node-id",
+                    &id,
+                    "--raft-listen",
+                    &raft,
+                    "--peers",
+                    &peers,
+                    "--tls-cert-file",
+                    &cert,
+                    "--tls-key-file",
+                    &key,
+                    "--raft-tls-ca-file",
+                    &ca,
+                ],
+            )
+        })
+        .await
+        .unwrap();
+        running.push(node);
+    }
+    let urls: Vec<String> = running.iter().map(|r| r.url.replace("http://", "https://")).collect();
+    let admin = ["--data-dir", dirs[0].to_str().unwrap(), "--server-ca-file", &ca];
+    let init = cli(&[&["cluster", "init", "--server", &urls[0]][..], &admin[..]].concat());
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    // A write through node 3 (forwarded over mutual TLS if it follows), then every node holds it.
+    let http = reqwest::Client::builder()
+        .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
+        .build()
+        .unwrap();
+    let since = Instant::now();
+    while !writes_ready(&http, &urls[2]).await {
+        assert!(since.elapsed() < Duration::from_secs(10), "node 3 knows no leader");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let made = cli(
+        &[&["institution", "create", "--server", &urls[2], "--name", "Bank", INSTITUTION][..], &admin[..]].concat()
+    );
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let since = Instant::now();
+    loop {
+        let mut seqs = Vec::new();
+        for url in &urls {
+            let body: serde_json::Value = http.get(format!("{url}/readyz")).send().await.unwrap().json().await.unwrap();
+            seqs.push(body["applied_seq"].as_u64().unwrap_or(0));
+        }
+        // LedgerCreated, the signing key, the institution.
+        if seqs.iter().all(|seq| *seq >= 3) {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "replication over mutual TLS: {seqs:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
