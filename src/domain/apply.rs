@@ -5,25 +5,18 @@
 use std::sync::Arc;
 
 use super::authcode::apply as authcode;
-use super::ids::{FamilyId, TokenId};
-use super::scope::ScopeList;
+use super::shared::ids::{FamilyId, TokenId};
+use super::shared::scope::ScopeList;
 use super::state::{
     Client, EndCause, Family, Grant, GrantTypes, Institution, RecentRequest, RequestKey, Revocation, State, Token,
     TokenEnd, TokenKind, User, UserIdentity, user_key,
 };
-use crate::domain::grant::parse_stored;
+use crate::domain::shared::grant::parse_stored;
 use crate::proto::ledger::{
     ClientCreated, Event, GrantType, RevocationReason, TokensIssued, UserCreated, UserType, event,
 };
 
-/// Where an event sits in the ledger.
-#[derive(Clone, Copy, Debug)]
-pub struct Recorded<'a> {
-    pub seq: u64,
-    pub recorded_at_ms: i64,
-    pub transaction_id: &'a str,
-    pub hash: [u8; 32],
-}
+pub use super::shared::decision::{Recorded, decided_at_ms};
 
 pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     debug_assert!(at.seq > state.head.seq, "events apply in ledger order: seq {} after {}", at.seq, state.head.seq);
@@ -83,12 +76,6 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     state.head.seq = at.seq;
     state.head.hash = at.hash;
     state.head.recorded_at_ms = at.recorded_at_ms;
-}
-
-/// When an event was decided: its own `issued_at_ms` field, or for events from before that
-/// field, the time it was recorded at.
-pub(super) fn decided_at_ms(issued_at_ms: i64, at: Recorded<'_>) -> i64 {
-    if issued_at_ms > 0 { issued_at_ms } else { at.recorded_at_ms }
 }
 
 fn reason(raw: i32) -> RevocationReason {

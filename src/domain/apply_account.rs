@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use super::apply::Recorded;
-use super::cutoff::{Cutoff, CutoffScope};
 use super::signin;
+use super::state::cutoff::{Cutoff, CutoffScope};
 use super::state::{Client, PreviousSecret, State, User, UserIdentity, user_key};
 use crate::proto::ledger::{GrantType, TokensIssued, UserType, event};
 

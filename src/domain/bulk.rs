@@ -10,10 +10,10 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::command::{ConflictKeys, Context, Decision, Entity, Outcome, Rejection};
-use super::cutoff::{Cutoff, CutoffScope};
 use super::decide::wrap;
 use super::directory::DirectoryError;
-use super::ids::{FamilyId, TokenId, is_printable_ascii};
+use super::shared::ids::{FamilyId, TokenId, is_printable_ascii};
+use super::state::cutoff::{Cutoff, CutoffScope};
 use super::state::{EndCause, State, TokenEnd, TokenKind};
 use crate::domain::Recorded;
 use crate::proto::ledger::{
@@ -458,7 +458,7 @@ mod tests {
         let head = given.state.head.seq;
         assert_eq!(
             given.when(Command::Issue(refresh)),
-            Err(Rejection::Refused(crate::domain::error::Refusal::InvalidGrant))
+            Err(Rejection::Refused(crate::domain::shared::error::Refusal::InvalidGrant))
         );
         assert_eq!(given.state.head.seq, head, "a cut-off token is simply invalid, not reuse");
     }

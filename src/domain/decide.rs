@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use super::command::{Context, Decision, Issue, IssueGrant, Issued, IssuedToken, Outcome, Revoke};
-use super::ids::TokenId;
-use super::scope::{self, ScopeList};
+use super::shared::ids::TokenId;
+use super::shared::scope::{self, ScopeList};
 use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
-use crate::domain::error::Refusal;
+use crate::domain::shared::error::Refusal;
 use crate::proto::ledger::{
-    Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
+    FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
 };
 
 /// Checks that `client_id` may use `grant` for `institution_id` (when the grant needs one)
@@ -291,9 +291,7 @@ pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
     }
 }
 
-pub(super) fn wrap(kind: event::Kind) -> Event {
-    Event { kind: Some(kind) }
-}
+pub(super) use super::shared::decision::wrap;
 
 #[cfg(test)]
 mod tests {
@@ -302,7 +300,7 @@ mod tests {
     use super::*;
     use crate::domain::apply::{Recorded, apply};
     use crate::domain::command::{FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Rejection};
-    use crate::domain::ids::FamilyId;
+    use crate::domain::shared::ids::FamilyId;
     use crate::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated};
 
     const T0: i64 = 1_700_000_000_000;

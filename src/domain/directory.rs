@@ -5,9 +5,9 @@ use std::collections::HashSet;
 
 use super::command::{ConflictKeys, Decision, Entity, Outcome, Rejection};
 use super::decide::wrap;
-use super::grant::GrantKind;
-use super::ids::{is_valid_identifier, is_valid_institution_id};
-use super::scope::is_valid_scope;
+use super::shared::grant::GrantKind;
+use super::shared::ids::{is_valid_identifier, is_valid_institution_id};
+use super::shared::scope::is_valid_scope;
 use super::state::{Client, Institutions, State, User};
 use crate::proto::ledger::{ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, event};
 
@@ -67,7 +67,7 @@ pub struct ImportSummary {
     pub unchanged: u32,
 }
 
-pub use super::error::DirectoryError;
+pub use super::shared::error::DirectoryError;
 
 impl DirectoryCommand {
     pub fn conflict_keys(&self, keys: &mut ConflictKeys) {

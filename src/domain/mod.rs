@@ -10,27 +10,25 @@ mod apply_account;
 pub(crate) mod authcode;
 pub(crate) mod bulk;
 pub(crate) mod command;
-pub(crate) mod cutoff;
 pub(crate) mod decide;
 pub(crate) mod directory;
-pub(crate) mod error;
-pub(crate) mod grant;
-pub mod ids;
-pub mod scope;
+pub(crate) mod shared;
 pub(crate) mod signin;
 pub mod state;
 pub mod tables;
-pub(crate) mod validity;
+
+pub(crate) use shared::{error, grant};
+pub use shared::{ids, scope};
 
 pub use apply::{Recorded, apply};
 pub use bulk::{BlastCredential, BlastRadius, BulkCommand};
 pub use command::{
     Command, Context, Decision, FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Issue, IssueGrant, Outcome, Revoke,
 };
-pub use cutoff::CutoffScope;
 pub use directory::DirectoryCommand;
 pub use grant::GrantKind;
 pub use ids::{FamilyId, TokenId, hex};
+pub use state::cutoff::CutoffScope;
 pub use state::{State, TokenKind};
 
 /// Decides `command` against `state` at `ctx.now_ms`: the events to record and the answer.

@@ -9,7 +9,7 @@
 use super::command::{ConflictKeys, Context, Decision, Entity, Rejection};
 use super::decide::wrap;
 use super::state::{SignInKey, SignInRecord, SignInSubject, State};
-use crate::domain::error::Refusal;
+use crate::domain::shared::error::Refusal;
 use crate::proto::ledger::{SignInFailed, SignInLockedOut, event};
 
 /// Lockout settings, passed in with every failure so the domain reads no configuration.

@@ -5,8 +5,8 @@
 //! all entries of one value are contiguous and ordered by seq.
 
 use super::token_ids::TokenIdScheme;
-use crate::domain::cutoff::CutoffScope;
 use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::state::cutoff::CutoffScope;
 use crate::domain::state::{State, user_key};
 use crate::proto::ledger::{self, Event, blast_radius_revoked, event};
 

@@ -4,7 +4,7 @@
 
 use super::{AuthorizationCode, CodeStatus, IdTokenRecord, Redeemed, SigningKeyInfo};
 use crate::domain::apply::{Recorded, decided_at_ms};
-use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::shared::ids::{FamilyId, TokenId};
 use crate::domain::state::State;
 use crate::proto::ledger::{
     AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, SigningKeyActivated,

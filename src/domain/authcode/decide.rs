@@ -11,9 +11,9 @@ use super::{
 };
 use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
 use crate::domain::decide::{mint, mint_until, wire_token, wrap};
-use crate::domain::error::Refusal;
-use crate::domain::ids::TokenId;
-use crate::domain::scope::{self, ScopeList};
+use crate::domain::shared::error::Refusal;
+use crate::domain::shared::ids::TokenId;
+use crate::domain::shared::scope::{self, ScopeList};
 use crate::domain::state::{Client, State, Token, TokenKind};
 use crate::proto::ledger::{
     AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, FamilyRevoked,

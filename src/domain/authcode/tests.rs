@@ -2,8 +2,8 @@
 
 use super::*;
 use crate::domain::command::{Command, Context, Decision, FreshIds, Issue, IssueGrant, Outcome, Rejection};
-use crate::domain::error::Refusal;
-use crate::domain::ids::FamilyId;
+use crate::domain::shared::error::Refusal;
+use crate::domain::shared::ids::FamilyId;
 use crate::domain::{Recorded, State, apply, decide};
 use crate::proto::ledger::{
     ClientAuthorizePartnersSet, ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, SigningKeyActivated,
