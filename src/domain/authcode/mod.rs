@@ -16,6 +16,7 @@ mod tests;
 
 use crate::domain::shared::ids::TokenId;
 pub use crate::domain::state::authorization::{AuthorizationCode, CodeStatus, IdTokenRecord, Redeemed, SigningKeyInfo};
+pub use crate::domain::token::{CodeRedemption, PresentedVerifier};
 
 /// The OIDC scope that asks for an ID token.
 pub const SCOPE_OPENID: &str = "openid";
@@ -25,7 +26,7 @@ pub const SCOPE_OFFLINE_ACCESS: &str = "offline_access";
 pub const AUTH_TIME_SKEW_SECS: i64 = 300;
 
 /// Commands of the authorization-code flow that are not token requests (redemption is a token
-/// request: [`super::command::IssueGrant::AuthorizationCode`]).
+/// request: [`crate::domain::token::IssueGrant::AuthorizationCode`]).
 #[derive(Clone, Debug)]
 pub enum AuthorizationCommand {
     IssueCode(Box<CodeRequest>),
@@ -59,25 +60,6 @@ pub struct SigningKeyActivation {
     pub key_id: String,
     pub algorithm: String,
     pub public_key: Vec<u8>,
-}
-
-/// The authorization_code grant of a token request.
-#[derive(Clone, Debug)]
-pub struct CodeRedemption {
-    pub code: TokenId,
-    /// The `code_verifier`, as the api layer checked and hashed it.
-    pub verifier: Option<PresentedVerifier>,
-    pub redirect_uri: Option<String>,
-    /// Lifetime of the ID token, when one is issued.
-    pub id_token_ttl_secs: u64,
-}
-
-/// A `code_verifier`: whether it has the RFC 7636 syntax, and its SHA-256. Hashing happens in
-/// the api layer so that the domain stays free of crypto primitives other than comparison.
-#[derive(Clone, Copy, Debug)]
-pub struct PresentedVerifier {
-    pub well_formed: bool,
-    pub digest: [u8; 32],
 }
 
 #[derive(Clone, Debug, PartialEq)]
