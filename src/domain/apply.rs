@@ -17,7 +17,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         Some(event::Kind::UserCreated(u)) => directory::apply::user_created(state, at, u),
         Some(event::Kind::TokensIssued(t)) => {
             token::apply::tokens_issued(state, at, t);
-            signin::signed_in(state, t);
+            signin::apply::signed_in(state, t);
             authcode::apply::tokens_issued(state, at, t);
         }
         Some(
@@ -33,18 +33,18 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         ) => directory::apply::account_changed(state, at, kind),
         Some(kind @ event::Kind::UserUnlocked(l)) => {
             directory::apply::account_changed(state, at, kind);
-            signin::reset(state, &l.institution_id, &l.login_id);
+            signin::apply::reset(state, &l.institution_id, &l.login_id);
         }
-        Some(event::Kind::SignInFailed(f)) => signin::apply_failed(state, f),
-        Some(event::Kind::SignInLockedOut(l)) => signin::apply_locked_out(state, l),
+        Some(event::Kind::SignInFailed(f)) => signin::apply::failed(state, f),
+        Some(event::Kind::SignInLockedOut(l)) => signin::apply::locked_out(state, l),
         Some(event::Kind::TokenRevoked(r)) => token::apply::token_revoked(state, at, r),
         Some(event::Kind::FamilyRevoked(r)) => token::apply::family_revoked(state, at, r),
         Some(event::Kind::AuthorizationCodeIssued(e)) => authcode::apply::code_issued(state, at, e),
         Some(event::Kind::AuthorizationCodeReplayed(e)) => authcode::apply::code_replayed(state, at, e),
         Some(event::Kind::AuthorizationCodeBurned(e)) => authcode::apply::code_burned(state, at, e),
         Some(event::Kind::SigningKeyActivated(e)) => authcode::apply::signing_key_activated(state, at, e),
-        Some(event::Kind::BulkRevoked(b)) => bulk::apply_bulk_revoked(state, at, b),
-        Some(event::Kind::BlastRadiusRevoked(b)) => bulk::apply_blast_radius_revoked(state, at, b),
+        Some(event::Kind::BulkRevoked(b)) => bulk::apply::bulk_revoked(state, at, b),
+        Some(event::Kind::BlastRadiusRevoked(b)) => bulk::apply::blast_radius_revoked(state, at, b),
     }
     state.head.seq = at.seq;
     state.head.hash = at.hash;

@@ -7,10 +7,12 @@
 //! same batch against the state before the revocation (an issuance, a refresh, a code
 //! redemption added later) could otherwise mint a token the revocation should have ended.
 
+pub(crate) mod apply;
+
 use std::collections::{BTreeSet, HashMap};
 
 use crate::domain::shared::conflict::{ConflictKeys, Entity};
-use crate::domain::shared::decision::{Context, Decision, Recorded, wrap};
+use crate::domain::shared::decision::{Context, Decision, wrap};
 use crate::domain::shared::error::DirectoryError;
 use crate::domain::shared::ids::{FamilyId, TokenId, is_printable_ascii};
 use crate::domain::state::cutoff::{Cutoff, CutoffScope};
@@ -281,28 +283,10 @@ pub fn scope_of(event: &BulkRevoked) -> Option<CutoffScope> {
     })
 }
 
-pub fn apply_bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevoked) {
-    if let Some(scope) = scope_of(event) {
-        state.cutoffs.add(&scope, Cutoff::new(at.seq, at.recorded_at_ms, event.issued_before_ms));
-    }
-}
-
-pub fn apply_blast_radius_revoked(state: &mut State, at: Recorded<'_>, event: &BlastRadiusRevoked) {
-    for id in event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)) {
-        if let Some(token) = state.token_mut(&id) {
-            token.end.get_or_insert(TokenEnd {
-                seq: at.seq,
-                at_ms: at.recorded_at_ms,
-                cause: EndCause::Revoked(RevocationReason::Admin),
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Command, FreshIds, Issue, IssueGrant, Outcome, Rejection};
+    use crate::domain::{Command, FreshIds, Issue, IssueGrant, Outcome, Recorded, Rejection};
     use crate::domain::{apply, decide};
     use crate::proto::ledger::{ClientCreated, Event, InstitutionCreated, UserCreated, UserType};
 

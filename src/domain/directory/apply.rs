@@ -95,7 +95,7 @@ pub(crate) fn account_changed(state: &mut State, at: Recorded<'_>, kind: &event:
             update_user(state, &p.institution_id, &p.login_id, |u| u.password = p.password.clone().unwrap_or_default())
         }
         event::Kind::UserLocked(l) => update_user(state, &l.institution_id, &l.login_id, |u| u.locked = true),
-        // The dispatcher also resets the sign-in failures of the user (`signin::reset`).
+        // The dispatcher also resets the sign-in failures of the user (`signin::apply::reset`).
         event::Kind::UserUnlocked(l) => update_user(state, &l.institution_id, &l.login_id, |u| u.locked = false),
         event::Kind::UserDisabled(d) => {
             update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);

@@ -6,13 +6,15 @@
 //! `apply` only copies them, so replay rebuilds a running lockout exactly (a restart in the
 //! middle of one keeps it) and a later change of the settings never rewrites history.
 
+pub(crate) mod apply;
+
 use std::convert::Infallible;
 
 use crate::domain::shared::conflict::{ConflictKeys, Entity};
 use crate::domain::shared::decision::{Context, Decision, wrap};
 use crate::domain::shared::error::Refusal;
 use crate::domain::state::{SignInKey, SignInRecord, SignInSubject, State};
-use crate::proto::ledger::{GrantType, SignInFailed, SignInLockedOut, TokensIssued, event};
+use crate::proto::ledger::{SignInFailed, SignInLockedOut, event};
 
 /// Lockout settings, passed in with every failure so the domain reads no configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -111,43 +113,6 @@ pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) 
         })));
     }
     Decision { events, outcome: Err(Refusal::InvalidUserCredentials) }
-}
-
-/// The sign-in key an event names.
-pub fn event_key(institution_id: &str, login_id: &str, unknown_login_digest: &[u8]) -> SignInKey {
-    let subject = match <[u8; 32]>::try_from(unknown_login_digest) {
-        Ok(digest) if login_id.is_empty() => SignInSubject::Unknown(digest),
-        _ => SignInSubject::Login(login_id.to_owned()),
-    };
-    SignInKey { institution_id: institution_id.to_owned(), subject }
-}
-
-pub(crate) fn apply_failed(state: &mut State, e: &SignInFailed) {
-    let record = state.sign_ins.entry(event_key(&e.institution_id, &e.login_id, &e.unknown_login_digest)).or_default();
-    record.window_failures = e.window_failures;
-    record.window_ends_at_ms = e.window_ends_at_ms;
-    record.failed_login_count = e.failed_login_count;
-}
-
-pub(crate) fn apply_locked_out(state: &mut State, e: &SignInLockedOut) {
-    let record = state.sign_ins.entry(event_key(&e.institution_id, &e.login_id, &e.unknown_login_digest)).or_default();
-    record.locked_until_ms = e.locked_until_ms;
-    // The lockout consumed this window's failures: after it ends, counting starts afresh.
-    record.window_failures = 0;
-}
-
-/// A successful password sign-in resets the failure count of that login id.
-pub(crate) fn signed_in(state: &mut State, t: &TokensIssued) {
-    if t.grant_type == GrantType::Password as i32 && !t.login_id.is_empty() {
-        reset(state, &t.institution_id, &t.login_id);
-    }
-}
-
-/// A successful sign-in or an operator's unlock forgets the failures of that login id.
-pub(crate) fn reset(state: &mut State, institution_id: &str, login_id: &str) {
-    if !state.sign_ins.is_empty() {
-        state.sign_ins.remove(&login_key(institution_id, login_id));
-    }
 }
 
 /// The record of a user for the lookup's `failedLoginCount` and `userStatus.locked`.
