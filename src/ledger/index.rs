@@ -130,7 +130,7 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add(IndexKind::Institution, u.institution_id.as_bytes());
         }
         Some(event::Kind::ClientDisabled(ledger::ClientDisabled { client_id })) => {
-            // Disabling is a cutoff on the client (see apply_account), found like bulk ones.
+            // Disabling is a cutoff on the client (see domain/directory/apply.rs), found like bulk ones.
             add(IndexKind::Cutoff, &cutoff_value(&CutoffScope::Client(client_id.clone())));
             add(IndexKind::Client, client_id.as_bytes())
         }
