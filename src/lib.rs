@@ -34,11 +34,10 @@ pub mod server;
 
 // Crate-private layers.
 mod api;
-mod app;
 mod fsutil;
 mod metrics;
 
+pub use api::app::App;
 pub use api::openapi::paths as rest_paths;
 pub use api::router::router as rest_router;
 pub use api::wire;
-pub use app::App;

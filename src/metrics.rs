@@ -86,14 +86,10 @@ pub struct Metrics {
     replay_events: Gauge,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
+    /// `rest_paths`: the REST route patterns (each its own endpoint label); the gRPC methods
+    /// come from the compiled descriptors.
+    pub fn new(rest_paths: &[&str]) -> Self {
         let builder = [
             (Matcher::Suffix("_seconds".into()), &LATENCY_BUCKETS_SECS[..]),
             (Matcher::Full("tokenledger_ledger_commit_seconds".into()), &COMMIT_BUCKETS_SECS[..]),
@@ -108,7 +104,7 @@ impl Metrics {
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         let mut endpoints: Vec<(Transport, String)> =
-            crate::api::openapi::paths().iter().map(|p| (Transport::Rest, (*p).to_owned())).collect();
+            rest_paths.iter().map(|p| (Transport::Rest, (*p).to_owned())).collect();
         let mut grpc_index = HashMap::new();
         for path in grpc_paths() {
             grpc_index.insert(path.clone(), endpoints.len());
@@ -243,63 +239,57 @@ impl Metrics {
         self.handle.run_upkeep();
     }
 
-    /// The exposition text, after reading the numbers other components keep.
-    pub fn render(&self, app: &crate::app::App) -> String {
-        let status = app.ledger.status();
+    /// The exposition text, after setting the numbers other components keep (`readings`).
+    pub fn render(&self, readings: &Readings) -> String {
         let set_counter = |name: &'static str, labels: Vec<Label>, value: u64| {
             self.recorder.register_counter(&Key::from_parts(name, labels), &metadata()).absolute(value);
         };
+        let status = readings.ledger;
         let load = |value: &std::sync::atomic::AtomicU64| value.load(Ordering::Relaxed);
         set_counter("tokenledger_ledger_batches_total", vec![], load(&status.batches));
         set_counter("tokenledger_ledger_commands_total", vec![], load(&status.commands));
         set_counter("tokenledger_ledger_events_total", vec![], load(&status.events));
         set_counter("tokenledger_ledger_deferred_commands_total", vec![], load(&status.deferred_commands));
-        let limits = &app.rate_limits;
-        set_counter(
-            "tokenledger_rate_limited_total",
-            vec![Label::new("limit", "spike")],
-            load(&limits.spike_rejections),
-        );
-        set_counter(
-            "tokenledger_rate_limited_total",
-            vec![Label::new("limit", "quota")],
-            load(&limits.quota_rejections),
-        );
-        let auth = &app.client_auth.counters;
-        set_counter(
-            "tokenledger_rate_limited_total",
-            vec![Label::new("limit", "client_auth_backoff")],
-            load(&auth.throttled),
-        );
-        set_counter(
-            "tokenledger_rate_limited_total",
-            vec![Label::new("limit", "client_secret_budget")],
-            load(&auth.budget_exhausted),
-        );
-        set_counter("tokenledger_client_auth_known_wrong_total", vec![], load(&auth.known_wrong));
-        set_counter(
-            "tokenledger_rate_limited_total",
-            vec![Label::new("limit", "sign_in_failures")],
-            load(&app.sign_in_failures_refused),
-        );
-        let (tokens, families, head_seq, slow_secrets) = {
-            let state = app.state.read();
-            let slow =
-                state.clients.values().filter(|c| crate::api::client_auth::ClientAuth::is_slow_secret(c)).count();
-            (state.tokens_len(), state.families_len(), state.head.seq, slow)
-        };
+        for (limit, value) in [
+            ("spike", readings.spike_rejections),
+            ("quota", readings.quota_rejections),
+            ("client_auth_backoff", readings.client_auth_throttled),
+            ("client_secret_budget", readings.client_secret_budget_exhausted),
+            ("sign_in_failures", readings.sign_in_failures_refused),
+        ] {
+            set_counter("tokenledger_rate_limited_total", vec![Label::new("limit", limit)], value);
+        }
+        set_counter("tokenledger_client_auth_known_wrong_total", vec![], readings.client_auth_known_wrong);
         let gauge = |name: &'static str, value: f64| {
             self.recorder.register_gauge(&Key::from_name(name), &metadata()).set(value);
         };
-        gauge("tokenledger_clients_with_imported_secret", slow_secrets as f64);
-        gauge("tokenledger_live_tokens", tokens as f64);
-        gauge("tokenledger_live_token_families", families as f64);
-        gauge("tokenledger_ledger_head_seq", head_seq as f64);
-        gauge("tokenledger_ledger_writable", f64::from(u8::from(app.ledger.is_writable())));
-        gauge("tokenledger_ready", f64::from(u8::from(app.is_ready())));
-        gauge("tokenledger_clock_behind_ledger_seconds", app.clock_behind_ledger_ms() as f64 / 1000.0);
+        gauge("tokenledger_clients_with_imported_secret", readings.clients_with_imported_secret as f64);
+        gauge("tokenledger_live_tokens", readings.live_tokens as f64);
+        gauge("tokenledger_live_token_families", readings.live_token_families as f64);
+        gauge("tokenledger_ledger_head_seq", readings.head_seq as f64);
+        gauge("tokenledger_ledger_writable", f64::from(u8::from(readings.writable)));
+        gauge("tokenledger_ready", f64::from(u8::from(readings.ready)));
+        gauge("tokenledger_clock_behind_ledger_seconds", readings.clock_behind_ledger_ms as f64 / 1000.0);
         self.handle.render()
     }
+}
+
+/// The numbers that other components keep, read at scrape time (`App::metrics_readings`).
+pub struct Readings<'a> {
+    pub ledger: &'a crate::ledger::writer::WriterStatus,
+    pub spike_rejections: u64,
+    pub quota_rejections: u64,
+    pub client_auth_throttled: u64,
+    pub client_secret_budget_exhausted: u64,
+    pub client_auth_known_wrong: u64,
+    pub sign_in_failures_refused: u64,
+    pub clients_with_imported_secret: usize,
+    pub live_tokens: usize,
+    pub live_token_families: usize,
+    pub head_seq: u64,
+    pub writable: bool,
+    pub ready: bool,
+    pub clock_behind_ledger_ms: i64,
 }
 
 fn metadata() -> Metadata<'static> {
@@ -471,7 +461,7 @@ mod tests {
 
     #[test]
     fn unknown_paths_share_one_label() {
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(&["/healthz"]);
         let a = metrics.endpoint(Transport::Rest, "/no/such/path");
         let b = metrics.endpoint(Transport::Rest, "/another");
         assert_eq!(a, b);

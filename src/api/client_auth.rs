@@ -123,7 +123,7 @@ impl ClientAuth {
     /// `now_ms`; see the module comment for the order of the checks.
     pub async fn authenticate(
         &self,
-        app: &crate::app::App,
+        app: &crate::api::app::App,
         credentials: &BasicCredentials,
         client: Option<Arc<Client>>,
         now_ms: i64,

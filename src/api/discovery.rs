@@ -2,7 +2,7 @@
 //! the ID-token signing keys. The metadata lists exactly what the server enforces, and nothing
 //! it does not: every advertised grant and method works, every other one is refused.
 
-use crate::app::App;
+use crate::api::app::App;
 use crate::crypto::pkce;
 use crate::crypto::signing::{self, ALGORITHM};
 use crate::domain::grant::GrantKind;

@@ -12,10 +12,74 @@ use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use super::admin::AdminError;
-use super::audit::flow::AuditError;
-use super::keys::flow::RotateError;
+use crate::audit::ReadError;
+use crate::audit::query::QueryError;
 use crate::domain::error::{DirectoryError, Refusal};
+
+// The refusals of the services that have their own (the token flows refuse with the domain's
+// `Refusal`); defined here, beside the table that renders them, so the table imports no service.
+
+/// Why an admin request failed: the domain's refusal, a ledger read a bulk revocation needed,
+/// or the ledger not taking writes. Its text and gRPC status are in the one table,
+/// `api/error.rs` (`admin_status`).
+#[derive(Debug)]
+pub enum AdminError {
+    Refused(DirectoryError),
+    Read(AuditError),
+    Unavailable,
+}
+
+impl From<DirectoryError> for AdminError {
+    fn from(error: DirectoryError) -> Self {
+        Self::Refused(error)
+    }
+}
+
+/// Why an audit request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("the ledger is not available")]
+    Unavailable,
+    /// A stored event failed its own hash check: the file was changed after start-up.
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("internal error")]
+    Internal,
+}
+
+impl From<QueryError> for AuditError {
+    fn from(error: QueryError) -> Self {
+        match error {
+            QueryError::Read(ReadError::Closed) => Self::Unavailable,
+            QueryError::Read(ReadError::Store(error)) => {
+                tracing::error!(%error, "audit read failed");
+                Self::Internal
+            }
+            QueryError::Chain(error) => Self::DataLoss(format!("the ledger failed verification: {error}")),
+            QueryError::Missing(seq) => {
+                Self::DataLoss(format!("the ledger failed verification: event {seq} is missing (dropped)"))
+            }
+        }
+    }
+}
+
+impl From<ReadError> for AuditError {
+    fn from(error: ReadError) -> Self {
+        QueryError::Read(error).into()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    #[error("cannot store the new signing key: {0}")]
+    KeyFile(String),
+    #[error("the ledger is not accepting writes")]
+    Unavailable,
+}
 
 /// The CMN code of each domain refusal.
 impl From<Refusal> for ErrorCode {

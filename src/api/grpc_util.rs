@@ -8,8 +8,8 @@ use tonic::{Response, Status};
 
 use super::rest::header_values;
 use super::wire::{self, Call, HeaderValues, Institution, Params};
+use crate::api::app::App;
 use crate::api::error::{ErrorCode, FrontRefusal, grpc_status};
-use crate::app::App;
 
 // The metadata every TokenService call reads and answers with, as `HeaderName`s: a `&str` key
 // is parsed into one (validated, lower-cased, copied) at every lookup.

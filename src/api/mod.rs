@@ -4,6 +4,7 @@
 //! `grpc_util.rs` (tonic); `router.rs` merges the services' REST routes; `error.rs` is the one table from refusals to the wire.
 
 pub(crate) mod admin;
+pub(crate) mod app;
 pub(crate) mod audit;
 pub(crate) mod authcode;
 pub(crate) mod client_auth;

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::api::authcode::flow::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
+use crate::api::wire::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
 use crate::crypto::credential::SECRET_LEN_MAX;
 use crate::domain::grant::GrantKind;
 use crate::domain::ids::IDENTIFIER_LEN_MAX;
@@ -505,19 +505,19 @@ fn components() -> Value {
 }
 
 /// The routes of the operations documents: `/metrics` and `/openapi.json`.
-pub fn routes() -> axum::Router<std::sync::Arc<crate::app::App>> {
+pub fn routes() -> axum::Router<std::sync::Arc<crate::api::app::App>> {
     use axum::extract::State;
     use axum::response::IntoResponse;
     axum::Router::new()
         .route(
             "/openapi.json",
-            axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move {
+            axum::routing::get(|State(app): State<std::sync::Arc<crate::api::app::App>>| async move {
                 axum::Json(document(&app.config.issuer))
             }),
         )
         .route(
             "/metrics",
-            axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move {
+            axum::routing::get(|State(app): State<std::sync::Arc<crate::api::app::App>>| async move {
                 // Served on its own listener instead (`metrics_listen`): not here.
                 if app.config.metrics_listen.is_some() {
                     let body = serde_json::json!({"error": "not_found", "error_description": "no such endpoint"});
@@ -529,19 +529,21 @@ pub fn routes() -> axum::Router<std::sync::Arc<crate::app::App>> {
 }
 
 /// The Prometheus exposition of `app`, as both listeners serve it.
-pub fn metrics_text(app: &crate::app::App) -> axum::response::Response {
+pub fn metrics_text(app: &crate::api::app::App) -> axum::response::Response {
     use axum::response::IntoResponse;
-    let text = app.metrics.render(app);
+    let text = app.metrics.render(&app.metrics_readings());
     ([(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 /// The router of the separate metrics listener: `GET /metrics` only.
-pub fn metrics_router(app: std::sync::Arc<crate::app::App>) -> axum::Router {
+pub fn metrics_router(app: std::sync::Arc<crate::api::app::App>) -> axum::Router {
     use axum::extract::State;
     axum::Router::new()
         .route(
             "/metrics",
-            axum::routing::get(|State(app): State<std::sync::Arc<crate::app::App>>| async move { metrics_text(&app) }),
+            axum::routing::get(
+                |State(app): State<std::sync::Arc<crate::api::app::App>>| async move { metrics_text(&app) },
+            ),
         )
         .with_state(app)
 }

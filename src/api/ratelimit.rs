@@ -24,8 +24,8 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::wire::BasicCredentials;
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
-use crate::app::App;
 use crate::config::RateLimitConfig;
 use crate::domain::ids::TokenId;
 use crate::domain::state::Client;

@@ -9,8 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use super::wire::{self, Call, HeaderValues, Institution};
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
-use crate::app::App;
 
 pub(super) const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");

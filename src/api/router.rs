@@ -12,8 +12,8 @@ use axum::routing::get;
 
 use super::rest::{TRANSACTION_ID, echo_transaction_id, error_response, header_values};
 use super::wire;
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
-use crate::app::App;
 
 /// The REST routes. Anything else is a 404 (unknown path) or 405 (wrong method).
 pub fn router(app: Arc<App>) -> Router {

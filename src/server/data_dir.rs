@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::app::App;
+use crate::api::app::App;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::keys::{KeyError, ServerKeys};

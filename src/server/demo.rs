@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::api::admin::{self, AdminError};
-use crate::app::App;
+use crate::api::app::App;
 use crate::crypto::credential::generate_secret;
 use crate::proto as api;
 

@@ -24,11 +24,11 @@ use tower::ServiceExt as _;
 use tracing::Instrument as _;
 
 use super::tls::is_admin_service;
+use crate::api::app::App;
 use crate::api::error::FrontRefusal;
 use crate::api::ratelimit;
 use crate::api::rest::header_values;
 use crate::api::wire::{self, HeaderValues};
-use crate::app::App;
 use crate::metrics::{Metrics, Transport};
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");

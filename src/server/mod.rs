@@ -21,11 +21,11 @@ use tokio::net::TcpListener;
 use tonic_health::ServingStatus;
 
 use crate::api::admin::grpc::AdminGrpc;
+use crate::api::app::App;
 use crate::api::audit::grpc::AuditGrpc;
 use crate::api::keys::grpc::KeyGrpc;
 use crate::api::lookup::grpc::InstitutionUserGrpc;
 use crate::api::token::grpc::TokenGrpc;
-use crate::app::App;
 use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;

@@ -3,8 +3,8 @@
 //! report what it ended and which event records it.
 
 use super::AdminError;
+use crate::api::app::App;
 use crate::api::audit::flow::{self as audit, AuditError, blast_listing, blast_question, parse_family, resolve_token};
-use crate::app::App;
 use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};
 use crate::domain::error::DirectoryError;

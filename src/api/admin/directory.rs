@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use super::{AdminError, client_view, user_view};
-use crate::app::App;
+use crate::api::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::domain::directory::account::{AccountCommand, UserRef};
 use crate::domain::error::DirectoryError;

@@ -7,9 +7,9 @@ use tonic::{Request, Response, Status};
 
 use crate::api::admin::directory::{self, UserChange};
 use crate::api::admin::{self};
+use crate::api::app::App;
 use crate::api::error::admin_status;
 use crate::api::grpc_util::{admin_call, reply};
-use crate::app::App;
 use crate::proto::admin_service_server::AdminService;
 use crate::proto::*;
 

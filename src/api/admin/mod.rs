@@ -7,8 +7,8 @@ pub(crate) mod grpc;
 
 use std::sync::Arc;
 
-use crate::api::audit::flow::AuditError;
-use crate::app::App;
+use crate::api::app::App;
+pub use crate::api::error::AdminError;
 use crate::crypto::credential::{self, Check, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::domain::directory::{
@@ -22,22 +22,6 @@ use crate::proto::ledger::{
     self as ledger, ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, credential_digest,
 };
 use crate::proto::{self as api};
-
-/// Why an admin request failed: the domain's refusal, a ledger read a bulk revocation needed,
-/// or the ledger not taking writes. Its text and gRPC status are in the one table,
-/// `api/error.rs` (`admin_status`).
-#[derive(Debug)]
-pub enum AdminError {
-    Refused(DirectoryError),
-    Read(AuditError),
-    Unavailable,
-}
-
-impl From<DirectoryError> for AdminError {
-    fn from(error: DirectoryError) -> Self {
-        Self::Refused(error)
-    }
-}
 
 fn invalid(text: impl Into<String>) -> AdminError {
     AdminError::Refused(DirectoryError::Invalid(text.into()))

@@ -3,53 +3,16 @@
 //! parsing, a token's story and the blast-radius question and listing (also used by
 //! AdminService's bulk revocations).
 
-use crate::app::App;
+use crate::api::app::App;
+pub use crate::api::error::AuditError;
 use crate::audit::blast;
 use crate::audit::history::{self, TokenFacts};
 use crate::audit::query::QueryError;
-use crate::audit::{Opened, ReadError, Snapshot};
+use crate::audit::{Opened, Snapshot};
 use crate::crypto::token as token_string;
 use crate::domain::bulk::BlastCredential;
 use crate::domain::ids::{FamilyId, TokenId, parse_hex};
 use crate::proto as api;
-
-/// Why an audit request failed.
-#[derive(Debug, thiserror::Error)]
-pub enum AuditError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("the ledger is not available")]
-    Unavailable,
-    /// A stored event failed its own hash check: the file was changed after start-up.
-    #[error("{0}")]
-    DataLoss(String),
-    #[error("internal error")]
-    Internal,
-}
-
-impl From<QueryError> for AuditError {
-    fn from(error: QueryError) -> Self {
-        match error {
-            QueryError::Read(ReadError::Closed) => Self::Unavailable,
-            QueryError::Read(ReadError::Store(error)) => {
-                tracing::error!(%error, "audit read failed");
-                Self::Internal
-            }
-            QueryError::Chain(error) => Self::DataLoss(format!("the ledger failed verification: {error}")),
-            QueryError::Missing(seq) => {
-                Self::DataLoss(format!("the ledger failed verification: event {seq} is missing (dropped)"))
-            }
-        }
-    }
-}
-
-impl From<ReadError> for AuditError {
-    fn from(error: ReadError) -> Self {
-        QueryError::Read(error).into()
-    }
-}
 
 /// Runs `read` on a fresh snapshot on the blocking pool.
 pub async fn read<T: Send + 'static>(

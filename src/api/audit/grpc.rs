@@ -8,9 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::flow::{AuditError, blast_listing, blast_question, parse_family, read, resolve_token, token_story};
+use crate::api::app::App;
 use crate::api::error::audit_status;
 use crate::api::grpc_util::admin_call;
-use crate::app::App;
 use crate::audit::Opened;
 use crate::audit::blast::Relation;
 use crate::audit::chain::{self, Claim};

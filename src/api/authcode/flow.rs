@@ -5,10 +5,11 @@
 
 use std::sync::Arc;
 
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
 use crate::api::wire::Call;
 use crate::api::wire::Params;
-use crate::app::App;
+use crate::api::wire::{AUDIENCE_LEN_MAX, NONCE_LEN_MAX};
 use crate::crypto::pkce;
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
@@ -20,11 +21,6 @@ use crate::domain::state::Client;
 use crate::domain::{IssueGrant, Issued};
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::GrantType;
-
-/// Longest `nonce` we record.
-pub const NONCE_LEN_MAX: usize = 512;
-/// Longest `aud` we record.
-pub const AUDIENCE_LEN_MAX: usize = 256;
 
 /// The answer of Authorize Client.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -3,10 +3,10 @@
 //! metadata).
 use tonic::{Request, Response, Status};
 
+use crate::api::app::App;
 use crate::api::authcode::flow as authcode;
 use crate::api::grpc_util::{call, metadata_values, reply, status};
 use crate::api::wire;
-use crate::app::App;
 use crate::proto::*;
 
 fn bearer(metadata: &tonic::metadata::MetadataMap) -> Option<String> {

@@ -11,13 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 
+use crate::api::app::App;
 use crate::api::authcode::flow::{self as authcode, ClientAuthorization};
 use crate::api::discovery;
 use crate::api::error::ErrorCode;
 use crate::api::rest::{echo_transaction_id, error_response, error_response_as, header_values, no_store, read_call};
 use crate::api::wire::Call;
 use crate::api::wire::{self, HeaderValues};
-use crate::app::App;
 
 pub fn routes() -> Router<Arc<App>> {
     Router::new()

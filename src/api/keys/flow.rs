@@ -5,19 +5,12 @@
 //! signing, and only then records `SigningKeyActivated`. A crash or failed commit after the
 //! file write is repaired at the next start-up, which records the file's active key.
 
-use crate::app::App;
+use crate::api::app::App;
+pub use crate::api::error::RotateError;
 use crate::crypto::signing::{ALGORITHM, SigningKey};
 use crate::domain::authcode::{SigningKeyActivation, SigningKeyInfo};
 use crate::ledger::SubmitFailure;
 use crate::proto as api;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    #[error("cannot store the new signing key: {0}")]
-    KeyFile(String),
-    #[error("the ledger is not accepting writes")]
-    Unavailable,
-}
 
 /// Makes a new key the one that signs; returns it and the key it replaced.
 pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSigningKeyResponse, RotateError> {

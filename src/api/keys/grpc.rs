@@ -5,9 +5,9 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::flow as signing;
+use crate::api::app::App;
 use crate::api::error::key_status;
 use crate::api::grpc_util::{admin_call, reply};
-use crate::app::App;
 use crate::proto::key_service_server::KeyService;
 use crate::proto::{
     ListSigningKeysRequest, ListSigningKeysResponse, RotateSigningKeyRequest, RotateSigningKeyResponse,

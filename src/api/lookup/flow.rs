@@ -6,9 +6,9 @@
 //! that user: any other id is ISR_11003 whether or not it exists, so such a token cannot
 //! enumerate the institution's users.
 
+use crate::api::app::App;
 use crate::api::error::LookupError;
 use crate::api::wire::Institution;
-use crate::app::App;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::signin;

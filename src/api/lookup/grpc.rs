@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::app::App;
 use crate::api::error::{LookupError, grpc_status};
 use crate::api::grpc_util::{metadata_values, reply, status};
 use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
 use crate::api::wire::{self, Institution};
-use crate::app::App;
 use crate::proto::institution_user_service_server::InstitutionUserService;
 use crate::proto::{
     AdditionalInfoEntry, GetInstitutionUserRequest, InstitutionCustomer, InstitutionUser, InstitutionUserStatus,

@@ -11,11 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Serialize;
 
+use crate::api::app::App;
 use crate::api::error::LookupError;
 use crate::api::lookup::flow::{self as users, InstitutionUserView, LookupCall};
 use crate::api::rest::{error_response, header_values};
 use crate::api::wire::{self, HeaderValues, Institution};
-use crate::app::App;
 
 const TRANSACTION_ID: HeaderName = HeaderName::from_static("transactionid");
 const INSTITUTION_ID: HeaderName = HeaderName::from_static("institutionid");

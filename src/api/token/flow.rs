@@ -2,9 +2,9 @@
 //! turns its request into a [`Call`] and renders the answer; the rules and their order live
 //! here once.
 
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
 use crate::api::wire::{Call, Params};
-use crate::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};

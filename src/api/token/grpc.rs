@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::app::App;
 use crate::api::grpc_util::{call, reply, status};
 use crate::api::token::flow::{self as token, Introspection};
-use crate::app::App;
 use crate::proto::token_service_server::TokenService;
 use crate::proto::*;
 

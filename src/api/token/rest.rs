@@ -12,8 +12,8 @@ use axum::routing::post;
 use serde::Serialize;
 
 use super::flow::{self as token, TokenReply};
+use crate::api::app::App;
 use crate::api::rest::{echo_transaction_id, error_response, no_store, read_call};
-use crate::app::App;
 
 /// The token service's REST routes, merged into the router in `api/rest.rs`.
 pub(crate) fn routes() -> Router<Arc<App>> {

@@ -17,9 +17,9 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use crate::api::app::App;
 use crate::api::error::ErrorCode;
 use crate::api::ratelimit::note_retry_after;
-use crate::app::App;
 use crate::crypto::credential;
 use crate::domain::signin::{self, LockoutPolicy, SignInFailure};
 use crate::domain::state::{SignInKey, SignInSubject};

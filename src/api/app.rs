@@ -83,7 +83,7 @@ impl App {
         );
         let rate_limits = crate::api::ratelimit::RateLimits::new(&config.rate_limits);
         let sign_in_failures = crate::api::throttle::FailureBudget::new(config.sign_in_failures_per_client_per_min);
-        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let metrics = Arc::new(crate::metrics::Metrics::new(crate::api::openapi::paths()));
         let observed = metrics.clone();
         ledger.status().observer.set(move |batch| observed.batch(batch));
         Self {
@@ -161,5 +161,32 @@ impl App {
             return false;
         };
         crate::crypto::digests_equal(&crate::crypto::sha256(presented.as_bytes()), &self.admin_token_digest)
+    }
+
+    /// What `/metrics` reads from the other components at scrape time.
+    pub(crate) fn metrics_readings(&self) -> crate::metrics::Readings<'_> {
+        let load = |value: &std::sync::atomic::AtomicU64| value.load(Ordering::Relaxed);
+        let auth = &self.client_auth.counters;
+        let (live_tokens, live_token_families, head_seq, clients_with_imported_secret) = {
+            let state = self.state.read();
+            let slow = state.clients.values().filter(|c| ClientAuth::is_slow_secret(c)).count();
+            (state.tokens_len(), state.families_len(), state.head.seq, slow)
+        };
+        crate::metrics::Readings {
+            ledger: self.ledger.status(),
+            spike_rejections: load(&self.rate_limits.spike_rejections),
+            quota_rejections: load(&self.rate_limits.quota_rejections),
+            client_auth_throttled: load(&auth.throttled),
+            client_secret_budget_exhausted: load(&auth.budget_exhausted),
+            client_auth_known_wrong: load(&auth.known_wrong),
+            sign_in_failures_refused: load(&self.sign_in_failures_refused),
+            clients_with_imported_secret,
+            live_tokens,
+            live_token_families,
+            head_seq,
+            writable: self.ledger.is_writable(),
+            ready: self.is_ready(),
+            clock_behind_ledger_ms: self.clock_behind_ledger_ms(),
+        }
     }
 }
