@@ -384,6 +384,17 @@ impl Writer {
             let mut locks = BatchLocks::default();
             let mut seq = state.head.seq;
             let mut prev_hash = state.head.hash;
+            if seq == 0 && matches!(self.commit, Commit::Replicated(_)) {
+                // A cluster's first batch opens its chain: seq 1 is the same `LedgerCreated`
+                // on every node, made through Raft like everything after it.
+                let event = super::created_event();
+                seq += 1;
+                let sealed = codec::seal(&prev_hash, seq, recorded_at_ms, "", &event);
+                prev_hash = sealed.hash;
+                let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
+                pending.push(Pending { event, transaction_id: String::new(), seq, hash: sealed.hash });
+                appends.push(Append { sealed, index_keys });
+            }
             let take = queue.len().min(self.batch_max);
             for job in queue.drain(..take) {
                 let keys = job.command.conflict_keys(&state, &job.transaction_id, self.conflict_seed);

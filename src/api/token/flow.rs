@@ -213,18 +213,43 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(Introspection::default()),
     };
-    let now_ms = app.clock.now_ms();
+    let answer = local_answer(app, &caller, institution, &id, kind, app.clock.now_ms());
+    let Some(node) = app.cluster.as_ref().filter(|_| answer.active) else {
+        // "inactive" is safe from any node's projections: validity only moves towards it.
+        return Ok(answer);
+    };
+    // SPEC 8: "active" only once the leader confirms that this node has applied everything
+    // committed before the request arrived (one batched ReadIndex round), then asked again.
+    match node.reads.confirm().await {
+        Ok(_) => Ok(local_answer(app, &caller, institution, &id, kind, app.clock.now_ms())),
+        Err(error) => {
+            tracing::debug!(%error, "introspection could not be confirmed with the leader");
+            crate::api::ratelimit::note_retry_after(std::time::Duration::from_secs(1));
+            Err(ErrorCode::ReadUnconfirmed)
+        }
+    }
+}
+
+/// The introspection answer from this node's projections at `now_ms`.
+fn local_answer(
+    app: &App,
+    caller: &crate::domain::state::Client,
+    institution: Option<&str>,
+    id: &crate::domain::TokenId,
+    kind: TokenKind,
+    now_ms: i64,
+) -> Introspection {
     let state = app.state.read();
-    let Some(token) = state.active_token(&id, now_ms).filter(|t| t.kind == kind) else {
-        return Ok(Introspection::default());
+    let Some(token) = state.active_token(id, now_ms).filter(|t| t.kind == kind) else {
+        return Introspection::default();
     };
     let grant = &token.grant;
     // A caller sees only tokens of its own institutions (and of the one it names).
     if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| i != &*grant.institution_id) {
-        return Ok(Introspection::default());
+        return Introspection::default();
     }
     let user = grant.user.as_ref();
-    Ok(Introspection {
+    Introspection {
         active: true,
         scope: Some(scope::join(&token.scopes)),
         client_id: Some(grant.client_id.to_string()),
@@ -244,5 +269,5 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         host_user_id: user
             .filter(|u| u.user_type != UserType::Business && !u.host_user_id.is_empty())
             .map(|u| u.host_user_id.clone()),
-    })
+    }
 }
