@@ -26,8 +26,8 @@ use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
 use crate::config::WriterConfig;
-use crate::domain::command::{Answered, Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
-use crate::domain::{Recorded, State, apply, decide};
+use crate::domain::command::{Answered, Command, Outcome, Rejection};
+use crate::domain::{ConflictKeys, ConflictSeed, Context, FreshIds, Recorded, State, apply, decide};
 
 /// Cluster mode: how the leader's writer commits a sealed batch instead of appending it itself
 /// (implemented by `replication::proposer::Proposer`; the ledger names no Raft type). The batch

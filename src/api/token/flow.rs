@@ -8,12 +8,12 @@ use crate::api::wire::{Call, Params};
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
-use crate::domain::command::{FreshIds, Issue, IssueGrant, Issued, Revoke};
-use crate::domain::decide::admit;
 use crate::domain::grant::{GrantKind, stored_name};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
+use crate::domain::token::decide::admit;
+use crate::domain::{FreshIds, Issue, IssueGrant, Issued, Revoke};
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::UserType;
 
