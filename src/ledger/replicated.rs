@@ -42,8 +42,14 @@ pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, St
     Ok((store, state))
 }
 
+/// [`open_replica`] on any redb backend (the crash tests use one that models lost unsynced writes).
+pub fn open_replica_database(db: redb::Database, progress: impl FnMut(u64)) -> Result<(Store, State), OpenError> {
+    let (store, state, _report) = super::replay_store(Store::from_database(db)?, progress)?;
+    Ok((store, state))
+}
+
 /// Checks `envelopes` (one replicated batch, in seq order) against this node's chain, appends
-/// the new ones in one durable transaction, then applies them to `state`. Answers the head seq.
+/// the new ones in one transaction (not fsynced by itself: see `Store::append_applied`), then applies them to `state`. Answers the head seq.
 ///
 /// The caller is the only writer of `state` while it runs (in a cluster the state machine
 /// applies every batch; no local writer does).
@@ -99,7 +105,7 @@ pub fn apply_batch(
     if appends.is_empty() && record.is_none() {
         return Ok(head_after);
     }
-    store.append_with_raft_meta(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
+    store.append_applied(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
     let mut state = state.write();
     for event in &opened {
         let at = Recorded {

@@ -137,14 +137,27 @@ impl Store {
 
     /// Appends a batch in one durable write transaction (fsync before returning).
     pub fn append(&self, batch: &[Append]) -> Result<(), StoreError> {
-        self.append_with_raft_meta(batch, None)
+        self.append_in(batch, None, Durability::Immediate)
     }
 
-    /// [`append`](Self::append), recording in the same transaction a `raft_meta` value (cluster
-    /// mode: how far the state machine applied), so the two never disagree after a crash.
-    pub fn append_with_raft_meta(&self, batch: &[Append], raft_meta: Option<(&str, &[u8])>) -> Result<(), StoreError> {
+    /// Cluster mode: appends what the state machine applies, recording in the same transaction
+    /// how far it applied (`raft_meta`), so the two never disagree after a crash. Not fsynced:
+    /// the entries are already durable in the Raft log of this same file, the next durable
+    /// commit (the next log append, vote, or the snapshot record written before any log purge)
+    /// makes this one durable too, and after a power loss openraft applies again from the
+    /// applied id that survived (`replicated::apply_batch` is idempotent).
+    pub fn append_applied(&self, batch: &[Append], raft_meta: Option<(&str, &[u8])>) -> Result<(), StoreError> {
+        self.append_in(batch, raft_meta, Durability::None)
+    }
+
+    fn append_in(
+        &self,
+        batch: &[Append],
+        raft_meta: Option<(&str, &[u8])>,
+        durability: Durability,
+    ) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(durability)?;
         {
             let mut events = txn.open_table(EVENTS)?;
             let mut index = txn.open_table(INDEX)?;
