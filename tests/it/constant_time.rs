@@ -12,22 +12,13 @@ use tokenledger::crypto::ServerKeys;
 use tokenledger::crypto::credential::{self, Check};
 use tokenledger::crypto::digests_equal;
 
+use crate::harness::Rng;
+
 /// |t| above this means "leaks" (dudect uses 4.5 after cropping).
 const T_THRESHOLD: f64 = 4.5;
 const MEASUREMENTS: usize = 40_000;
 const CALLS_PER_MEASUREMENT: usize = 8;
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-}
 
 /// Welch's t between the two classes, after dropping each class's slowest 10% (interrupts and
 /// other noise only ever add time).

@@ -11,28 +11,11 @@ use std::time::Duration;
 use tokenledger::proto::{self as api, admin_service_client::AdminServiceClient};
 
 use crate::binary::{Running, serve};
-use crate::harness::txid;
+use crate::harness::{Rng, txid};
 
 const INSTITUTION: &str = "04004";
 const PASSWORD: &str = "crash test password";
 
-/// A small, seeded, reproducible generator (splitmix64).
-#[derive(Clone)]
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
 
 /// What the clients were told, and what they cannot know.
 #[derive(Default)]
