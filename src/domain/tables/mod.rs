@@ -20,6 +20,7 @@
 //! append lock. The module does no I/O except through the `Read`/`Write` of a snapshot stream,
 //! reads no clock and draws no random numbers.
 
+mod dense;
 mod families;
 mod interner;
 mod memory;

@@ -94,7 +94,7 @@ pub(crate) fn id_hash(id: &[u8; 16]) -> u64 {
 }
 
 /// A token or family id as a table key: hashed by [`id_hash`] instead of byte by byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct IdKey(pub(crate) [u8; 16]);
 
 impl Hash for IdKey {
