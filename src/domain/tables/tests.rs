@@ -709,3 +709,35 @@ fn views_borrow_interned_values_shared_between_tokens() {
     let memory = tables.memory();
     assert_eq!((memory.token_slots.entries, memory.interned.entries), (10, 3));
 }
+
+/// The retry ring is purged in batches under separate holds of its lock, up to the budget.
+#[test]
+fn the_retry_budget_spans_batches() {
+    let world = World::new();
+    let tables = TokenTables::new(TablesConfig::small());
+    let fingerprint = [7u8; 32];
+    for seq in 1..=1_500u64 {
+        let txid = format!("tx-{seq}");
+        let issuance = Issuance {
+            seq,
+            recorded_at_ms: seq as i64,
+            decided_at_ms: seq as i64,
+            grant_type: GrantType::ClientCredentials,
+            client_id: &world.clients[0],
+            institution_id: &world.institutions[0],
+            user: None,
+            family: None,
+            access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
+            refresh: None,
+            rotated_from: None,
+            request: Some(RequestAnswer { transaction_id: &txid, fingerprint: &fingerprint }),
+        };
+        tables.issue(&issuance).unwrap();
+    }
+    let budget = PurgeBudget { token_shards: 0, family_shards: 0, retry_entries: 1_000 };
+    let later = 10 * RETRY_WINDOW_MS;
+    assert_eq!(tables.purge_step(later, budget).retries, 1_000);
+    assert_eq!(tables.retry_count(), 500);
+    assert_eq!(tables.purge_step(later, budget).retries, 500);
+    assert_eq!(tables.purge_step(later, budget).retries, 0);
+}
