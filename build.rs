@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tokenledger/v1/users.proto",
         "proto/tokenledger/v1/keys.proto",
         "proto/tokenledger/v1/audit.proto",
+        "proto/tokenledger/v1/cluster.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

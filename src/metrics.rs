@@ -270,6 +270,29 @@ impl Metrics {
         gauge("tokenledger_ledger_writable", f64::from(u8::from(readings.writable)));
         gauge("tokenledger_ready", f64::from(u8::from(readings.ready)));
         gauge("tokenledger_clock_behind_ledger_seconds", readings.clock_behind_ledger_ms as f64 / 1000.0);
+        if let Some(cluster) = &readings.cluster {
+            for role in CLUSTER_ROLES {
+                let key = Key::from_parts("tokenledger_cluster_role", vec![Label::new("role", role)]);
+                self.recorder.register_gauge(&key, &metadata()).set(f64::from(u8::from(cluster.role == role)));
+            }
+            gauge("tokenledger_cluster_term", cluster.term as f64);
+            gauge("tokenledger_cluster_leader_id", cluster.leader_id as f64);
+            gauge("tokenledger_cluster_applied_index", cluster.applied_index as f64);
+            gauge("tokenledger_cluster_last_log_index", cluster.last_log_index as f64);
+            for (node, lag) in &cluster.lag {
+                let key = Key::from_parts(
+                    "tokenledger_cluster_replication_lag_entries",
+                    vec![Label::new("node", node.to_string())],
+                );
+                self.recorder.register_gauge(&key, &metadata()).set(*lag as f64);
+            }
+            set_counter("tokenledger_cluster_read_index_rounds_total", vec![], cluster.read_rounds);
+            set_counter("tokenledger_cluster_read_index_rounds_failed_total", vec![], cluster.read_rounds_failed);
+            set_counter("tokenledger_cluster_reads_confirmed_total", vec![], cluster.reads_confirmed);
+            set_counter("tokenledger_cluster_reads_refused_total", vec![], cluster.reads_refused);
+            let key = Key::from_name("tokenledger_cluster_read_confirm_seconds_total");
+            self.recorder.register_gauge(&key, &metadata()).set(cluster.read_confirm_micros as f64 / 1e6);
+        }
         self.handle.render()
     }
 }
@@ -290,6 +313,29 @@ pub struct Readings<'a> {
     pub writable: bool,
     pub ready: bool,
     pub clock_behind_ledger_ms: i64,
+    /// Cluster mode only.
+    pub cluster: Option<ClusterReadings>,
+}
+
+/// The `role` label values of `tokenledger_cluster_role` (the one that is 1 is the node's).
+pub const CLUSTER_ROLES: [&str; 5] = ["leader", "follower", "candidate", "learner", "stopped"];
+
+/// A cluster node's numbers (`replication::node::ClusterNode::view` and its ReadIndex).
+pub struct ClusterReadings {
+    pub role: &'static str,
+    pub term: u64,
+    /// 0: no leader known.
+    pub leader_id: u64,
+    pub applied_index: u64,
+    pub last_log_index: u64,
+    /// On the leader: entries each other member is behind.
+    pub lag: Vec<(u64, u64)>,
+    pub read_rounds: u64,
+    pub read_rounds_failed: u64,
+    pub reads_confirmed: u64,
+    pub reads_refused: u64,
+    /// Sum of the confirmed reads' waits (with `reads_confirmed`, the mean ReadIndex latency).
+    pub read_confirm_micros: u64,
 }
 
 fn metadata() -> Metadata<'static> {
@@ -298,7 +344,29 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 32] = [
+    let rows: [(&str, Option<Unit>, &str); 42] = [
+        ("tokenledger_cluster_role", None, "Cluster mode: 1 for this node's role (label role), 0 for the others"),
+        ("tokenledger_cluster_term", None, "Cluster mode: the Raft term this node is in"),
+        ("tokenledger_cluster_leader_id", None, "Cluster mode: the node this node knows as leader (0: none)"),
+        ("tokenledger_cluster_applied_index", None, "Cluster mode: the Raft log index this node has applied"),
+        ("tokenledger_cluster_last_log_index", None, "Cluster mode: the last Raft log index this node holds"),
+        (
+            "tokenledger_cluster_replication_lag_entries",
+            None,
+            "Cluster mode, on the leader: Raft entries each member (label node) is behind the leader's log",
+        ),
+        (
+            "tokenledger_cluster_read_index_rounds_total",
+            None,
+            "Cluster mode: ReadIndex rounds run (each serves a batch of reads)",
+        ),
+        ("tokenledger_cluster_read_index_rounds_failed_total", None, "Cluster mode: ReadIndex rounds that failed"),
+        ("tokenledger_cluster_reads_confirmed_total", None, "Cluster mode: introspections confirmed with the leader"),
+        (
+            "tokenledger_cluster_reads_refused_total",
+            None,
+            "Cluster mode: introspections answered 503 CMN_90000 because the leader could not confirm them",
+        ),
         (
             "tokenledger_requests_total",
             None,

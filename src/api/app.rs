@@ -30,6 +30,13 @@ impl Projections {
     }
 }
 
+/// What `/readyz` reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Readiness {
+    pub reads: bool,
+    pub writes: bool,
+}
+
 pub struct App {
     pub config: Config,
     pub keys: ServerKeys,
@@ -62,6 +69,8 @@ pub struct App {
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// What `/metrics` reports; the ledger writer reports its batches here too.
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
+    /// In cluster mode, this node (SPEC 8): who leads, read confirmations, membership.
+    pub cluster: Option<Arc<crate::replication::node::ClusterNode>>,
 }
 
 impl App {
@@ -103,15 +112,33 @@ impl App {
             rate_limits,
             metrics_addr: std::sync::OnceLock::new(),
             metrics,
+            cluster: None,
         }
     }
 
     /// Ready: the ledger is open, replayed and writable, we are not shutting down, and the
     /// clock is not behind the ledger by more than `clock_skew_max_ms`.
     pub(crate) fn is_ready(&self) -> bool {
-        self.ledger.is_writable()
-            && !self.draining.load(Ordering::Acquire)
-            && self.clock_behind_ledger_ms() <= self.config.writer.clock_skew_max_ms
+        self.readiness().writes
+    }
+
+    /// Readiness to serve reads apart from readiness to accept writes (SPEC 8, `/readyz`).
+    /// Single node: both are "ready". A cluster node reads while it is up and caught up enough
+    /// to confirm reads (some node leads), and takes writes while a leader is known (a
+    /// follower forwards them).
+    pub(crate) fn readiness(&self) -> Readiness {
+        let up = !self.draining.load(Ordering::Acquire)
+            && self.clock_behind_ledger_ms() <= self.config.writer.clock_skew_max_ms;
+        match &self.cluster {
+            None => {
+                let ready = up && self.ledger.is_writable();
+                Readiness { reads: ready, writes: ready }
+            }
+            Some(node) => {
+                let leader = node.has_leader() && !self.ledger.status().failed.load(Ordering::Acquire);
+                Readiness { reads: up && leader, writes: up && leader }
+            }
+        }
     }
 
     /// How far the clock is behind the recorded time of the last ledger event; 0 when it is
@@ -187,6 +214,28 @@ impl App {
             writable: self.ledger.is_writable(),
             ready: self.is_ready(),
             clock_behind_ledger_ms: self.clock_behind_ledger_ms(),
+            cluster: self.cluster.as_ref().map(|node| {
+                let view = node.view();
+                let stats = node.reads.stats();
+                crate::metrics::ClusterReadings {
+                    role: view.role.name(),
+                    term: view.term,
+                    leader_id: view.leader.unwrap_or(0),
+                    applied_index: view.applied_index,
+                    last_log_index: view.last_log_index,
+                    lag: view
+                        .matched
+                        .iter()
+                        .filter(|(id, _)| **id != view.id)
+                        .map(|(id, matched)| (*id, view.last_log_index.saturating_sub(*matched)))
+                        .collect(),
+                    read_rounds: load(&stats.rounds),
+                    read_rounds_failed: load(&stats.rounds_failed),
+                    reads_confirmed: load(&stats.confirmed),
+                    reads_refused: load(&stats.refused),
+                    read_confirm_micros: load(&stats.confirm_micros),
+                }
+            }),
         }
     }
 }

@@ -79,6 +79,12 @@ pub enum RotateError {
     KeyFile(String),
     #[error("the ledger is not accepting writes")]
     Unavailable,
+    /// Cluster mode: a new private key would exist only in this node's key file.
+    #[error(
+        "signing-key rotation is not available in cluster mode yet: the new private key would exist on one node only \
+         (docs/cluster.md, \"Keys\")"
+    )]
+    Clustered,
 }
 
 /// The CMN code of each domain refusal.
@@ -131,6 +137,11 @@ pub enum ErrorCode {
     TokenNotRecorded,
     SelfAuthorization,
     InvalidClientConfiguration,
+    /// SPEC 8: a cluster node that cannot confirm with the leader that its projections are
+    /// current answers this instead of a possibly stale `"active": true`: CMN_90000 with 503
+    /// and `Retry-After` (gRPC UNAVAILABLE). Not a row of SPEC 6's table (`ALL`), which gives
+    /// CMN_90000 its 500.
+    ReadUnconfirmed,
 }
 
 /// Everything a transport needs to render one [`ErrorCode`].
@@ -244,6 +255,13 @@ impl ErrorCode {
             Self::InvalidToken => {
                 info("CMN_90018", "Invalid token", H::UNAUTHORIZED, G::Unauthenticated, "invalid_grant")
             }
+            Self::ReadUnconfirmed => info(
+                "CMN_90000",
+                "Internal server error",
+                H::SERVICE_UNAVAILABLE,
+                G::Unavailable,
+                "temporarily_unavailable",
+            ),
             Self::TokenNotRecorded => info(
                 "CMN_90019",
                 "Error creating token",
@@ -343,11 +361,40 @@ pub fn audit_status(error: AuditError) -> Status {
     }
 }
 
+/// Why a ClusterService call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("this server does not run in cluster mode (start it with --node-id, --raft-listen and --peers)")]
+    NotClustered,
+    #[error("{0}")]
+    Invalid(String),
+    /// A membership change asked of a node that does not lead.
+    #[error("this node does not lead the cluster; {0}")]
+    NotLeader(String),
+    #[error("{0}")]
+    AlreadyInitialised(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// The gRPC status of each ClusterService error.
+pub fn cluster_status(error: ClusterError) -> Status {
+    let text = error.to_string();
+    match error {
+        ClusterError::NotClustered | ClusterError::NotLeader(_) | ClusterError::AlreadyInitialised(_) => {
+            Status::failed_precondition(text)
+        }
+        ClusterError::Invalid(_) => Status::invalid_argument(text),
+        ClusterError::Failed(_) => Status::unavailable(text),
+    }
+}
+
 /// The gRPC status of each KeyService error.
 pub fn key_status(error: RotateError) -> Status {
     match error {
         RotateError::KeyFile(text) => Status::internal(text),
         RotateError::Unavailable => Status::unavailable(error.to_string()),
+        RotateError::Clustered => Status::failed_precondition(error.to_string()),
     }
 }
 

@@ -8,6 +8,7 @@ pub(crate) mod app;
 pub(crate) mod audit;
 pub(crate) mod authcode;
 pub(crate) mod client_auth;
+pub(crate) mod cluster;
 pub(crate) mod discovery;
 pub(crate) mod dummy;
 pub(crate) mod error;

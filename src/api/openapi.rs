@@ -298,8 +298,11 @@ fn readiness() -> Value {
         vec![],
     );
     op["responses"] = json!({
-        "200": json_response("Ready", object("Status")),
-        "503": json_response("Not ready (replaying, storage failed, or shutting down)", object("Status")),
+        "200": json_response("Ready for reads and writes", object("Readiness")),
+        "503": json_response(
+            "Not ready for writes (replaying, storage failed, shutting down, or in a cluster no leader known); `reads` says whether reads are served",
+            object("Readiness"),
+        ),
     });
     op
 }
@@ -494,6 +497,15 @@ fn components() -> Value {
             "LookupError": {"type": "object", "required": ["code", "message"], "properties": {"code": string, "message": string}},
             "Problem": {"type": "object", "properties": {"error": string, "error_description": string}},
             "Status": {"type": "object", "properties": {"status": string}},
+            "Readiness": {"type": "object", "required": ["status", "reads", "writes"], "properties": {
+                "status": {"type": "string", "enum": ["ready", "not ready"]},
+                "reads": {"type": "boolean"},
+                "writes": {"type": "boolean"},
+                "node_id": {"type": "integer", "minimum": 1},
+                "role": {"type": "string", "enum": ["leader", "follower", "candidate", "learner", "stopped"]},
+                "leader": {"type": "integer", "minimum": 0},
+                "applied_seq": {"type": "integer", "minimum": 0},
+            }},
             "Metadata": {"type": "object", "required": ["issuer"], "properties": {"issuer": string}, "additionalProperties": true},
             "Jwks": {"type": "object", "required": ["keys"], "properties": {"keys": {"type": "array", "items": {"type": "object"}}}},
         },

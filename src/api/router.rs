@@ -34,12 +34,24 @@ async fn healthz() -> Response {
     axum::Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
+/// `{"status", "reads", "writes"}`, and in cluster mode the node's `node_id`, `role`, `leader`
+/// (0: none known) and `applied_seq`. 200 when it takes writes, else 503 (a load balancer that
+/// only routes reads may use the `reads` field).
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    if app.is_ready() {
-        axum::Json(serde_json::json!({"status": "ready"})).into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(serde_json::json!({"status": "not ready"}))).into_response()
+    let readiness = app.readiness();
+    let mut body = serde_json::Map::new();
+    body.insert("status".into(), (if readiness.writes { "ready" } else { "not ready" }).into());
+    body.insert("reads".into(), readiness.reads.into());
+    body.insert("writes".into(), readiness.writes.into());
+    if let Some(node) = &app.cluster {
+        let view = node.view();
+        body.insert("node_id".into(), view.id.into());
+        body.insert("role".into(), view.role.name().into());
+        body.insert("leader".into(), view.leader.unwrap_or(0).into());
+        body.insert("applied_seq".into(), app.state.read().head.seq.into());
     }
+    let status = if readiness.writes { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (status, axum::Json(body)).into_response()
 }
 
 /// A method the path does not serve (SPEC 3.6): 405 with the JSON error of every other

@@ -6,10 +6,10 @@
 
 use super::query::{QueryError, open_all};
 use crate::domain::bulk;
-use crate::domain::cutoff::{Cutoff, CutoffScope};
 use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::state::cutoff::{Cutoff, CutoffScope};
+use crate::domain::state::validity::Validity;
 use crate::domain::state::{EndCause, State, TokenKind};
-use crate::domain::validity::Validity;
 use crate::domain::{Recorded, apply};
 use crate::ledger::codec::Opened;
 use crate::ledger::index::{IndexKind, cutoff_value};

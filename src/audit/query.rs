@@ -5,8 +5,8 @@
 
 use prost::Message as _;
 
-use crate::domain::cutoff::CutoffScope;
 use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::state::cutoff::CutoffScope;
 use crate::domain::state::user_key;
 use crate::ledger::codec::{self, ChainError, Opened};
 use crate::ledger::index::{IndexKind, cutoff_value, kind_number};

@@ -2,6 +2,7 @@
 //! credential (`import`, ...), plus the offline `verify`.
 
 pub(crate) mod audit;
+pub(crate) mod cluster;
 pub(crate) mod directory;
 pub(crate) mod import;
 pub(crate) mod keys;
@@ -46,6 +47,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Bulk revocation: every token of a client, user, institution or family, or one token.
     Revoke(revoke::RevokeArgs),
+    /// Cluster mode: init, status, add-learner, promote, remove, transfer-leader.
+    Cluster(cluster::ClusterArgs),
 }
 
 /// How client commands reach the server and find the admin credential.
@@ -83,5 +86,6 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Keys(args) => keys::run(args).await,
         Command::Audit(args) => audit::run(args).await,
         Command::Revoke(args) => revoke::run(args).await,
+        Command::Cluster(args) => cluster::run(args).await,
     }
 }

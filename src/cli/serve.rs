@@ -20,7 +20,13 @@ pub struct ServeArgs {
 pub fn init_logging(config: &Config) {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+    // openraft logs every vote and heartbeat decision at INFO: quiet unless asked for by name.
+    let directives = if config.log_level.contains("openraft") {
+        config.log_level.clone()
+    } else {
+        format!("{},openraft=warn", config.log_level)
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = match config.log_format {
         LogFormat::Json => {
@@ -50,6 +56,11 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let config = Config::resolve(args.settings.over(file)).map_err(|e| e.to_string())?;
     init_logging(&config);
+    if args.demo && config.cluster.is_some() {
+        return Err("--demo seeds a single node; a cluster is set up with `tokenledger cluster init` and the \
+                    admin commands (docs/cluster.md)"
+            .to_owned());
+    }
     // Refuse bad TLS files before anything starts (the server loads them again to serve).
     if let Some(files) = &config.tls {
         server::tls::Tls::load(files.clone()).map_err(|e| format!("TLS: {e}"))?;

@@ -165,6 +165,31 @@ pub struct Settings {
     /// Seconds between checks of the TLS files for changes; 0 reloads only on SIGHUP [default: 60]
     #[arg(long, env = "TOKENLEDGER_TLS_RELOAD_INTERVAL_SECS")]
     pub tls_reload_interval_secs: Option<u64>,
+    // Cluster mode (SPEC 8, docs/cluster.md): all three of node_id, raft_listen and peers, or none.
+    /// This node's id in the cluster (1 to 2^64-1); with --raft-listen and --peers runs a cluster node
+    #[arg(long, env = "TOKENLEDGER_NODE_ID")]
+    pub node_id: Option<u64>,
+    /// Address of this node's Raft listener (node-to-node traffic only), e.g. 0.0.0.0:7001
+    #[arg(long, env = "TOKENLEDGER_RAFT_LISTEN")]
+    pub raft_listen: Option<String>,
+    /// Every voter as ID=HOST:PORT (Raft addresses), comma-separated, this node included
+    #[arg(long, env = "TOKENLEDGER_PEERS")]
+    pub peers: Option<String>,
+    /// Leader heartbeat interval in milliseconds [default: 100]
+    #[arg(long, env = "TOKENLEDGER_RAFT_HEARTBEAT_MS")]
+    pub raft_heartbeat_ms: Option<u64>,
+    /// Shortest election timeout in milliseconds (a follower that hears no leader this long may stand) [default: 400]
+    #[arg(long, env = "TOKENLEDGER_RAFT_ELECTION_TIMEOUT_MIN_MS")]
+    pub raft_election_timeout_min_ms: Option<u64>,
+    /// Longest election timeout in milliseconds; also the leader's lease, so a failover takes about this plus one election timeout [default: 800]
+    #[arg(long, env = "TOKENLEDGER_RAFT_ELECTION_TIMEOUT_MAX_MS")]
+    pub raft_election_timeout_max_ms: Option<u64>,
+    /// PEM CA that signed every node's certificate; with TLS on, the Raft listener then speaks mutual TLS (node certificates need serverAuth and clientAuth)
+    #[arg(long, env = "TOKENLEDGER_RAFT_TLS_CA_FILE")]
+    pub raft_tls_ca_file: Option<PathBuf>,
+    /// Raft entries between two Raft snapshots (after which the log is purged) [default: 50000]
+    #[arg(long, env = "TOKENLEDGER_RAFT_SNAPSHOT_EVERY_ENTRIES")]
+    pub raft_snapshot_every_entries: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -224,6 +249,14 @@ impl Settings {
             tls_key_file,
             tls_client_ca_file,
             tls_reload_interval_secs,
+            node_id,
+            raft_listen,
+            peers,
+            raft_heartbeat_ms,
+            raft_election_timeout_min_ms,
+            raft_election_timeout_max_ms,
+            raft_snapshot_every_entries,
+            raft_tls_ca_file,
         )
     }
 
@@ -296,6 +329,73 @@ pub struct Config {
     pub audit_raw_envelopes: bool,
     /// TLS on the shared port, when configured.
     pub tls: Option<TlsFiles>,
+    /// Cluster mode, when `node_id`, `raft_listen` and `peers` are set.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster node's settings (SPEC 8). The peer list is checked by `replication::peers` at
+/// start-up (config imports nothing of the crate).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub node_id: u64,
+    pub raft_listen: String,
+    pub peers: String,
+    pub heartbeat_ms: u64,
+    pub election_timeout_min_ms: u64,
+    pub election_timeout_max_ms: u64,
+    pub snapshot_every_entries: u64,
+    /// The CA the nodes verify each other with on the Raft listener (TLS on).
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl ClusterConfig {
+    fn resolve(settings: &Settings) -> Result<Option<ClusterConfig>, ConfigError> {
+        let (node_id, raft_listen, peers) =
+            match (settings.node_id, settings.raft_listen.clone(), settings.peers.clone()) {
+                (None, None, None) => return Ok(None),
+                (Some(id), Some(listen), Some(peers)) => (id, listen, peers),
+                _ => {
+                    return Err(ConfigError(
+                        "cluster mode needs node_id, raft_listen and peers together (or none of them for a single node)"
+                            .to_owned(),
+                    ));
+                }
+            };
+        if node_id == 0 {
+            return Err(ConfigError("node_id must be at least 1".to_owned()));
+        }
+        let heartbeat_ms = settings.raft_heartbeat_ms.unwrap_or(100);
+        let election_timeout_min_ms = settings.raft_election_timeout_min_ms.unwrap_or(400);
+        let election_timeout_max_ms = settings.raft_election_timeout_max_ms.unwrap_or(800);
+        if !(10..=10_000).contains(&heartbeat_ms) {
+            return Err(ConfigError("raft_heartbeat_ms must be between 10 and 10000".to_owned()));
+        }
+        if election_timeout_min_ms < 3 * heartbeat_ms {
+            return Err(ConfigError(format!(
+                "raft_election_timeout_min_ms ({election_timeout_min_ms}) must be at least three heartbeats ({})",
+                3 * heartbeat_ms
+            )));
+        }
+        if election_timeout_max_ms <= election_timeout_min_ms || election_timeout_max_ms > 60_000 {
+            return Err(ConfigError(format!(
+                "raft_election_timeout_max_ms ({election_timeout_max_ms}) must be above raft_election_timeout_min_ms                  ({election_timeout_min_ms}) and at most 60000"
+            )));
+        }
+        let snapshot_every_entries = match settings.raft_snapshot_every_entries.unwrap_or(50_000) {
+            n @ 1..=100_000_000 => n,
+            _ => return Err(ConfigError("raft_snapshot_every_entries must be between 1 and 100000000".to_owned())),
+        };
+        Ok(Some(ClusterConfig {
+            node_id,
+            raft_listen,
+            peers,
+            heartbeat_ms,
+            election_timeout_min_ms,
+            election_timeout_max_ms,
+            snapshot_every_entries,
+            tls_ca: settings.raft_tls_ca_file.clone(),
+        }))
+    }
 }
 
 impl Config {
@@ -304,6 +404,7 @@ impl Config {
         let limits = Limits::resolve(&settings)?;
         let rate_limits = RateLimitConfig::resolve(&settings)?;
         let tls = TlsFiles::resolve(&settings)?;
+        let cluster = ClusterConfig::resolve(&settings)?;
         let listen = settings.listen.unwrap_or_else(|| "127.0.0.1:8080".to_owned());
         let log_format = match settings.log_format.as_deref().unwrap_or("text") {
             "text" => LogFormat::Text,
@@ -377,6 +478,7 @@ impl Config {
             rate_limits,
             audit_raw_envelopes: settings.audit_raw_envelopes.unwrap_or(false),
             tls,
+            cluster,
         })
     }
 }

@@ -34,6 +34,8 @@ pub struct KeySet {
     pub token_mac: hmac::Key,
     pub secret_digest: hmac::Key,
     pub fingerprint: hmac::Key,
+    /// The secret cluster nodes authenticate their Raft traffic with (`cluster_secret`).
+    cluster: [u8; 32],
 }
 
 pub struct ServerKeys {
@@ -109,6 +111,11 @@ impl ServerKeys {
             token_mac: purpose("tokenledger/token-mac/v1"),
             secret_digest: purpose("tokenledger/client-secret/v1"),
             fingerprint: purpose("tokenledger/request-fingerprint/v1"),
+            cluster: {
+                let mut cluster = [0u8; 32];
+                cluster.copy_from_slice(hmac::sign(&master, b"tokenledger/cluster/v1").as_ref());
+                cluster
+            },
         }
     }
 
@@ -117,6 +124,13 @@ impl ServerKeys {
     #[allow(clippy::indexing_slicing)]
     pub fn active(&self) -> &KeySet {
         &self.sets[self.active]
+    }
+
+    /// The secret the Raft traffic of a cluster is authenticated with: derived from the key
+    /// with the lowest id, so it is the same on every node that holds the cluster's key file
+    /// and does not change when a newer key is added (SPEC 8: the same key files everywhere).
+    pub fn cluster_secret(&self) -> [u8; 32] {
+        self.sets.iter().min_by_key(|s| s.id).map_or([0u8; 32], |s| s.cluster)
     }
 
     pub fn by_id(&self, id: u16) -> Option<&KeySet> {

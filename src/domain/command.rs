@@ -1,19 +1,17 @@
-//! Commands (what a caller asks the writer to do), their outcomes, and the conflict keys that
-//! let the writer put independent commands in one batch.
+//! Commands (what a caller asks the writer to do) over every aggregate, their outcomes, the
+//! typed answer of each ([`Answered`]), and the dispatch of their conflict keys, which let the
+//! writer put independent commands in one batch.
 
-use std::hash::{BuildHasher, Hash};
-use std::sync::Arc;
-
-use super::account::AccountCommand;
-use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, SigningKeyActivation};
+use super::authcode::{AuthorizationCommand, AuthorizationOutcome, CodeRequest, SigningKeyActivation};
 use super::bulk::{BulkCommand, BulkOutcome};
+use super::directory::account::AccountCommand;
 use super::directory::{DirectoryCommand, DirectoryError, DirectoryOutcome};
-use super::ids::{FamilyId, TokenId};
-use super::scope::ScopeList;
+use super::shared::conflict::{ConflictKeys, ConflictSeed};
+use super::shared::error::Refusal;
+use super::shared::ids::TokenId;
 use super::signin::SignInFailure;
-use super::state::{State, TokenKind};
-use crate::domain::error::Refusal;
-use crate::proto::ledger::Event;
+use super::state::State;
+use super::token::{Issue, Issued, Revoke};
 
 pub enum Command {
     Issue(Issue),
@@ -26,80 +24,6 @@ pub enum Command {
     Authorization(AuthorizationCommand),
     /// Bulk revocation and blast-radius containment (operator commands).
     Bulk(BulkCommand),
-}
-
-/// A token request whose caller has been authenticated (client secret, and for the password
-/// grant the user's password) by the api layer.
-#[derive(Clone, Debug)]
-pub struct Issue {
-    pub client_id: Arc<str>,
-    /// The `institutionId` header, already checked for syntax.
-    pub institution_id: Option<String>,
-    pub grant: IssueGrant,
-    /// `None` when the request named no scopes.
-    pub requested_scopes: Option<Vec<Box<str>>>,
-    /// Keyed digest of the request without secrets, for idempotent retries.
-    pub fingerprint: [u8; 32],
-    /// No token of a refresh-token family outlives the family's start by more than this
-    /// (`family_lifetime_max_secs`), however often it is refreshed.
-    pub family_lifetime_max_ms: i64,
-    /// Random ids for whatever this request mints (the domain draws no randomness itself).
-    pub fresh: FreshIds,
-}
-
-#[derive(Clone, Debug)]
-pub enum IssueGrant {
-    ClientCredentials,
-    Password { login_id: String },
-    Refresh { token: TokenId },
-    AuthorizationCode(CodeRedemption),
-}
-
-#[derive(Clone, Copy, Debug)]
-pub struct FreshIds {
-    pub access: TokenId,
-    pub refresh: TokenId,
-    pub family: FamilyId,
-}
-
-/// The default of `family_lifetime_max_secs`: 90 days.
-pub const FAMILY_LIFETIME_MAX_MS_DEFAULT: i64 = 90 * 24 * 3600 * 1000;
-
-/// An RFC 7009 revocation by the token's owning client.
-#[derive(Clone, Debug)]
-pub struct Revoke {
-    pub client_id: Arc<str>,
-    pub token: TokenId,
-    pub kind: TokenKind,
-}
-
-/// What `decide` needs besides the state: the batch time and the request's correlation id.
-#[derive(Clone, Copy, Debug)]
-pub struct Context<'a> {
-    /// The clock's reading for this batch. Lifetimes, lockout windows and retry windows are
-    /// counted from it. The batch's events are recorded at `max(now_ms, head)` so that ledger
-    /// time never decreases; after a clock step back that is later than `now_ms`, and must not
-    /// be used for anything but ordering.
-    pub now_ms: i64,
-    pub transaction_id: &'a str,
-}
-
-/// The result of deciding one command: events to append (possibly even when the command is
-/// refused, e.g. a family revocation on refresh-token reuse) and the answer for the caller.
-#[derive(Debug)]
-pub struct Decision {
-    pub events: Vec<Event>,
-    pub outcome: Result<Outcome, Rejection>,
-}
-
-impl Decision {
-    pub fn ok(events: Vec<Event>, outcome: Outcome) -> Self {
-        Self { events, outcome: Ok(outcome) }
-    }
-
-    pub fn refuse(code: Refusal) -> Self {
-        Self { events: Vec::new(), outcome: Err(Rejection::Refused(code)) }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -257,116 +181,15 @@ impl Answered for BulkCommand {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Issued {
-    pub access: IssuedToken,
-    pub refresh: Option<IssuedToken>,
-    pub scopes: ScopeList,
-    /// True when this answers a retry with the tokens of an earlier identical request.
-    pub replayed: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IssuedToken {
-    pub id: TokenId,
-    pub expires_at_ms: i64,
-}
-
-/// The entities a command reads and writes. Two commands conflict when one writes what the
-/// other reads or writes; the writer then defers the later one to the next batch, so every
-/// command in a batch can be decided against the same committed state.
-#[derive(Debug, Default)]
-pub struct ConflictKeys {
-    pub reads: Vec<u64>,
-    pub writes: Vec<u64>,
-    /// The command must be alone in its batch (bulk revocations: they change what every
-    /// other command would decide, whatever entities it names).
-    pub exclusive: bool,
-    /// Hashes entities to keys (see [`ConflictSeed`]).
-    seed: ConflictSeed,
-}
-
-/// The seed of the conflict-key hash. Callers choose entity names (client ids, login ids,
-/// transaction ids), so with a fixed seed they could craft names whose keys collide and make
-/// unrelated commands wait for each other; the writer draws a random seed when it starts. Keys
-/// only need to be equal within one process. The default (0) is for tests.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConflictSeed(pub u64);
-
-/// Kinds of entity a conflict key can name.
-#[derive(Hash)]
-pub enum Entity<'a> {
-    Institution(&'a str),
-    Client(&'a str),
-    User(&'a str, &'a str),
-    InstitutionUserId(&'a str, &'a str),
-    Family(&'a FamilyId),
-    Token(&'a TokenId),
-    AuthorizationCode(&'a TokenId),
-    /// Which key signs ID tokens.
-    SigningKeys,
-    Request(&'a str, &'a str),
-    HostUserId(&'a str, &'a str),
-    /// The keyed digest of a login id the institution does not know.
-    UnknownLogin(&'a str, &'a [u8; 32]),
-}
-
-impl Entity<'_> {
-    pub fn key(&self, seed: ConflictSeed) -> u64 {
-        foldhash::fast::FixedState::with_seed(seed.0).hash_one(self)
-    }
-}
-
-impl ConflictKeys {
-    pub fn new(seed: ConflictSeed) -> Self {
-        Self { seed, ..Self::default() }
-    }
-
-    pub fn read(&mut self, entity: Entity<'_>) {
-        self.reads.push(entity.key(self.seed));
-    }
-
-    pub fn write(&mut self, entity: Entity<'_>) {
-        self.writes.push(entity.key(self.seed));
-    }
-}
-
 impl Command {
     /// What this command touches, looked up in the committed `state`, hashed with `seed`.
     pub fn conflict_keys(&self, state: &State, transaction_id: &str, seed: ConflictSeed) -> ConflictKeys {
         let mut keys = ConflictKeys::new(seed);
         match self {
-            Command::Issue(issue) => {
-                keys.read(Entity::Client(&issue.client_id));
-                if let Some(institution) = &issue.institution_id {
-                    keys.read(Entity::Institution(institution));
-                }
-                keys.write(Entity::Request(&issue.client_id, transaction_id));
-                match &issue.grant {
-                    IssueGrant::ClientCredentials => {}
-                    IssueGrant::Password { login_id } => {
-                        if let Some(institution) = &issue.institution_id {
-                            keys.write(Entity::User(institution, login_id));
-                        }
-                    }
-                    IssueGrant::Refresh { token } => {
-                        token_keys(state, token, &mut keys);
-                        // Disabling (or locking) the grant's user or client must not share the
-                        // refresh's batch: decided against the state before, the refresh
-                        // would mint tokens after the disable's cutoff.
-                        if let Some(grant) = state.token(token).map(|t| &t.grant) {
-                            keys.read(Entity::Client(&grant.client_id));
-                            if let Some(user) = &grant.user {
-                                keys.read(Entity::User(&user.institution_id, &user.login_id));
-                            }
-                        }
-                    }
-                    IssueGrant::AuthorizationCode(redemption) => {
-                        super::authcode::decide::redemption_keys(state, redemption, &mut keys)
-                    }
-                }
-            }
-            Command::Revoke(revoke) => token_keys(state, &revoke.token, &mut keys),
+            Command::Issue(issue) => issue.conflict_keys(state, transaction_id, &mut keys, |redemption, keys| {
+                super::authcode::decide::redemption_keys(state, redemption, keys)
+            }),
+            Command::Revoke(revoke) => revoke.conflict_keys(state, &mut keys),
             Command::Directory(command) => command.conflict_keys(&mut keys),
             Command::Account(command) => command.conflict_keys(&mut keys),
             Command::SignInFailed(failure) => failure.conflict_keys(&mut keys),
@@ -374,30 +197,5 @@ impl Command {
             Command::Bulk(command) => command.conflict_keys(&mut keys),
         }
         keys
-    }
-}
-
-fn token_keys(state: &State, token: &TokenId, keys: &mut ConflictKeys) {
-    keys.write(Entity::Token(token));
-    if let Some(family) = state.token(token).and_then(|t| t.grant.family) {
-        keys.write(Entity::Family(&family));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Security review finding 13: the conflict-key hash is seeded by the caller (the writer
-    /// draws a random seed at start), so which names collide differs from process to process.
-    #[test]
-    fn conflict_keys_depend_on_the_seed() {
-        let entity = || Entity::Request("client", "3f2b8c1e-9d4a-4b7e-8f00-123456789abc");
-        assert_eq!(entity().key(ConflictSeed(7)), entity().key(ConflictSeed(7)));
-        let distinct: std::collections::HashSet<u64> = (0..64).map(|s| entity().key(ConflictSeed(s))).collect();
-        assert_eq!(distinct.len(), 64, "every seed hashes the same entity differently");
-        let mut keys = ConflictKeys::new(ConflictSeed(7));
-        keys.read(entity());
-        assert_eq!(keys.reads, [entity().key(ConflictSeed(7))]);
     }
 }

@@ -5,8 +5,8 @@
 //! all entries of one value are contiguous and ordered by seq.
 
 use super::token_ids::TokenIdScheme;
-use crate::domain::cutoff::CutoffScope;
 use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::state::cutoff::CutoffScope;
 use crate::domain::state::{State, user_key};
 use crate::proto::ledger::{self, Event, blast_radius_revoked, event};
 
@@ -130,7 +130,7 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add(IndexKind::Institution, u.institution_id.as_bytes());
         }
         Some(event::Kind::ClientDisabled(ledger::ClientDisabled { client_id })) => {
-            // Disabling is a cutoff on the client (see apply_account), found like bulk ones.
+            // Disabling is a cutoff on the client (see domain/directory/apply.rs), found like bulk ones.
             add(IndexKind::Cutoff, &cutoff_value(&CutoffScope::Client(client_id.clone())));
             add(IndexKind::Client, client_id.as_bytes())
         }

@@ -77,17 +77,23 @@ pub fn open_database(
 fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
     let (store, mut state, mut report) = replay_store(store, progress)?;
     if state.head.seq == 0 {
-        let created = Event {
-            kind: Some(event::Kind::LedgerCreated(LedgerCreated {
-                format_version: store::FORMAT_VERSION,
-                software_version: env!("CARGO_PKG_VERSION").to_owned(),
-            })),
-        };
-        append_bootstrap(&store, &mut state, &created, now_ms)?;
+        append_bootstrap(&store, &mut state, &created_event(), now_ms)?;
         report.events = 1;
         report.head = state.head.clone();
     }
     Ok((store, state, report))
+}
+
+/// The first event of every ledger. A single node records it when it creates its file; in a
+/// cluster the leader's writer puts it at the head of the cluster's first batch, so every
+/// node's chain starts with the same event.
+pub(crate) fn created_event() -> Event {
+    Event {
+        kind: Some(event::Kind::LedgerCreated(LedgerCreated {
+            format_version: store::FORMAT_VERSION,
+            software_version: env!("CARGO_PKG_VERSION").to_owned(),
+        })),
+    }
 }
 
 /// Replays `store` into a fresh [`State`], checking the chain, and rebuilds the index when it

@@ -26,8 +26,8 @@ use super::store::{Append, Store};
 use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
 use crate::config::WriterConfig;
-use crate::domain::command::{Answered, Command, ConflictKeys, ConflictSeed, Context, FreshIds, Outcome, Rejection};
-use crate::domain::{Recorded, State, apply, decide};
+use crate::domain::command::{Answered, Command, Outcome, Rejection};
+use crate::domain::{ConflictKeys, ConflictSeed, Context, FreshIds, Recorded, State, apply, decide};
 
 /// Cluster mode: how the leader's writer commits a sealed batch instead of appending it itself
 /// (implemented by `replication::proposer::Proposer`; the ledger names no Raft type). The batch
@@ -149,6 +149,13 @@ impl LedgerHandle {
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
         Self::start(Commit::Replicated(replicated), reader, token_ids, state, config, clock)
+    }
+
+    /// This handle with `head` as its committed head: in a cluster the state machine applies
+    /// every batch (on followers, batches this writer never saw), so it publishes the head.
+    pub fn with_committed_head(mut self, head: watch::Receiver<u64>) -> Self {
+        self.head = head;
+        self
     }
 
     fn start(
@@ -384,6 +391,17 @@ impl Writer {
             let mut locks = BatchLocks::default();
             let mut seq = state.head.seq;
             let mut prev_hash = state.head.hash;
+            if seq == 0 && matches!(self.commit, Commit::Replicated(_)) {
+                // A cluster's first batch opens its chain: seq 1 is the same `LedgerCreated`
+                // on every node, made through Raft like everything after it.
+                let event = super::created_event();
+                seq += 1;
+                let sealed = codec::seal(&prev_hash, seq, recorded_at_ms, "", &event);
+                prev_hash = sealed.hash;
+                let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
+                pending.push(Pending { event, transaction_id: String::new(), seq, hash: sealed.hash });
+                appends.push(Append { sealed, index_keys });
+            }
             let take = queue.len().min(self.batch_max);
             for job in queue.drain(..take) {
                 let keys = job.command.conflict_keys(&state, &job.transaction_id, self.conflict_seed);

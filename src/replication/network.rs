@@ -169,6 +169,26 @@ impl Network {
             .map_err(|status| format!("node {voter}: {:?}: {}", status.code(), status.message()))
     }
 
+    /// Passes a follower's write on to `leader` (see [`Forwarder`]); at most `timeout`.
+    pub async fn forward(
+        &self,
+        leader: NodeId,
+        node: &NodeInfo,
+        message: wire::ForwardRequest,
+        timeout: Duration,
+    ) -> Result<wire::ForwardResponse, String> {
+        let mut client = RaftServiceClient::new(self.channel(leader, node)?)
+            .max_decoding_message_size(MESSAGE_BYTES_MAX)
+            .max_encoding_message_size(MESSAGE_BYTES_MAX);
+        let mut request = Request::new(message);
+        request.set_timeout(timeout);
+        self.credential.sign(&mut request, "Forward", leader);
+        match client.forward(request).await {
+            Ok(answer) => Ok(answer.into_inner()),
+            Err(status) => Err(format!("node {leader}: {:?}: {}", status.code(), status.message())),
+        }
+    }
+
     /// The connection to `target` at `node`'s address (made lazily, kept for reuse).
     fn channel(&self, target: NodeId, node: &NodeInfo) -> Result<Channel, String> {
         let mut channels = self.channels.lock();
@@ -351,6 +371,26 @@ pub struct RaftRpc {
     credential: ClusterCredential,
     read_index: ReadIndex,
     timeout_now: Arc<TimeoutNowHandler>,
+    forwarder: ForwardSlot,
+}
+
+/// What answers the writes followers pass on (`Forward`): the node's own front door, set once
+/// the server is built (the Raft listener starts first).
+pub trait Forwarder: Send + Sync {
+    fn forward(
+        &self,
+        request: wire::ForwardRequest,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = wire::ForwardResponse> + Send + 'static>>;
+}
+
+/// Where a node's [`Forwarder`] is put once it exists.
+#[derive(Clone, Default)]
+pub struct ForwardSlot(Arc<std::sync::OnceLock<Arc<dyn Forwarder>>>);
+
+impl ForwardSlot {
+    pub fn set(&self, forwarder: Arc<dyn Forwarder>) {
+        let _ = self.0.set(forwarder);
+    }
 }
 
 impl RaftRpc {
@@ -362,8 +402,19 @@ impl RaftRpc {
         credential: ClusterCredential,
         read_index: ReadIndex,
     ) -> RaftServiceServer<RaftRpc> {
+        Self::service_with_forwarding(raft, node_id, credential, read_index, ForwardSlot::default())
+    }
+
+    /// [`Self::service`] that also answers `Forward` with what `forwarder` holds.
+    pub fn service_with_forwarding(
+        raft: openraft::Raft<TypeConfig>,
+        node_id: NodeId,
+        credential: ClusterCredential,
+        read_index: ReadIndex,
+        forwarder: ForwardSlot,
+    ) -> RaftServiceServer<RaftRpc> {
         let timeout_now = Arc::default();
-        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index, timeout_now })
+        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index, timeout_now, forwarder })
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
@@ -517,9 +568,20 @@ impl RaftService for RaftRpc {
         self.timeout_now.handle(self.raft.clone(), self.node_id, message.candidate, hold);
         Ok(Response::new(wire::TimeoutNowResponse {}))
     }
+
+    async fn forward(&self, request: Request<wire::ForwardRequest>) -> Result<Response<wire::ForwardResponse>, Status> {
+        self.admit("Forward", &request)?;
+        let message = request.into_inner();
+        check_version(message.version)?;
+        let Some(forwarder) = self.forwarder.0.get().cloned() else {
+            return Err(Status::unavailable(format!("node {} is starting and serves no requests yet", self.node_id)));
+        };
+        Ok(Response::new(forwarder.forward(message).await))
+    }
 }
 
 /// The longest a `TimeoutNow` may hold a voter's elections back, whatever the sender asks.
+/// (Forward is answered in the impl above.)
 const TIMEOUT_NOW_HOLD_MAX_MILLIS: u64 = 60_000;
 
 // ---------------------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ struct Inner {
     log: RaftLog,
     /// What has been applied (as recorded in `raft_meta`), read by snapshot builders.
     applied: Mutex<RaftApplied>,
+    /// The ledger head after each applied entry: live event streams follow it on every node.
+    head: tokio::sync::watch::Sender<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +73,14 @@ impl LedgerMachine {
     pub fn new(store: Store, state: Arc<RwLock<State>>) -> Result<Self, RaftLogError> {
         let log = store.raft_log()?;
         let applied = log.applied()?.unwrap_or_default();
-        Ok(Self { inner: Arc::new(Inner { store, state, log, applied: Mutex::new(applied) }) })
+        let head = tokio::sync::watch::Sender::new(state.read().head.seq);
+        Ok(Self { inner: Arc::new(Inner { store, state, log, applied: Mutex::new(applied), head }) })
+    }
+
+    /// The seq of the last event applied here, updated after every entry (as the single-node
+    /// writer's `committed_head` is).
+    pub fn committed_head(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.head.subscribe()
     }
 
     /// The projections this machine applies to.
@@ -126,6 +135,7 @@ impl Inner {
         };
         next.head_seq = head;
         *self.applied.lock() = next;
+        self.head.send_if_modified(|seen| std::mem::replace(seen, head) != head);
         Ok(head)
     }
 
@@ -252,6 +262,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
             inner
                 .log
                 .save_snapshot(&RaftSnapshotMeta { covers: Some(covers.clone()), snapshot_id: meta.snapshot_id })?;
+            inner.head.send_replace(covers.head_seq);
             *inner.applied.lock() = covers;
             Ok(())
         })

@@ -37,6 +37,8 @@ pub enum StartError {
     Writer(std::io::Error),
     #[error(transparent)]
     Signing(#[from] super::signing::SigningStartError),
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// An open data directory: everything a server needs, holding the directory lock.
@@ -45,6 +47,8 @@ pub struct Opened {
     pub report: ReplayReport,
     /// Paths created by this start (first start in an empty directory).
     pub created: Vec<PathBuf>,
+    /// In cluster mode: the running node (its Raft listener stops when this is dropped).
+    pub cluster: Option<super::cluster::Started>,
     /// Held for the life of the server; the OS releases it if the process dies.
     _lock: File,
 }
@@ -118,6 +122,9 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
         }
         Err(e) => return Err(io_error(&dir)(e)),
     };
+    if let Some(cluster) = &config.cluster {
+        return open_cluster_node(config, cluster, clock, keys, admin_token, created, lock);
+    }
     let (store, mut state, report) =
         ledger::open(&ledger_path, now_ms, |events| tracing::info!(events, "replaying the ledger"))?;
     if !ledger_exists {
@@ -140,7 +147,51 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
         .map_err(StartError::Writer)?;
     let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
-    Ok(Opened { app, report, created, _lock: lock })
+    Ok(Opened { app, report, created, cluster: None, _lock: lock })
+}
+
+/// [`open_with_clock`] for a cluster node: the ledger is opened as a replica (its first events
+/// come through Raft), and the writer commits through Raft. Must run on a blocking thread of
+/// the runtime (Raft starts on it).
+fn open_cluster_node(
+    config: &Config,
+    cluster: &crate::config::ClusterConfig,
+    clock: Arc<dyn Clock>,
+    keys: ServerKeys,
+    admin_token: String,
+    mut created: Vec<PathBuf>,
+    lock: File,
+) -> Result<Opened, StartError> {
+    let dir = &config.data_dir;
+    let ledger_path = dir.join(LEDGER_FILE);
+    let ledger_exists = ledger_path.exists();
+    let started_at = std::time::Instant::now();
+    let (store, state) = ledger::replicated::open_replica(&ledger_path, |events| {
+        tracing::info!(events, "replaying the ledger");
+    })?;
+    if !ledger_exists {
+        created.push(ledger_path);
+    }
+    let report =
+        ReplayReport { events: state.head.seq, head: state.head.clone(), elapsed_ms: started_at.elapsed().as_millis() };
+    let now_ms = clock.now_ms();
+    let (signing, file_key_id, new_signing_keys) =
+        crate::crypto::signing::SigningKeys::load_or_create(&dir.join(super::signing::SIGNING_KEYS_FILE), now_ms)
+            .map_err(super::signing::SigningStartError::from)?;
+    if new_signing_keys {
+        created.push(dir.join(super::signing::SIGNING_KEYS_FILE));
+    }
+    let state = Arc::new(RwLock::new(state));
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|_| StartError::Cluster("a cluster node starts inside the server's runtime".to_owned()))?;
+    let started = super::cluster::start(config, cluster, &keys, store, state.clone(), clock, &runtime)?;
+    let mut app =
+        App::new(config.clone(), keys, signing, state, started.writer.clone(), sha256(admin_token.as_bytes()));
+    app.cluster = Some(started.node.clone());
+    let app = Arc::new(app);
+    app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
+    runtime.spawn(super::cluster::lead_duties(app.clone(), started.node.clone(), file_key_id));
+    Ok(Opened { app, report, created, cluster: Some(started), _lock: lock })
 }
 
 /// Reads the admin credential of a data directory (for CLI commands).

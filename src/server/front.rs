@@ -44,6 +44,8 @@ pub struct ConnInfo {
     pub client_certificate: bool,
     /// The peer's address as the throttles key it (`api::throttle::peer_key`).
     pub peer: Option<std::net::IpAddr>,
+    /// A follower passed this request on (cluster mode): it is answered here, never passed on again.
+    pub forwarded: bool,
 }
 
 /// The routers behind the front door.
@@ -137,7 +139,7 @@ impl Front {
         response.map(|body| TrackedBody { inner: body, _guard: guard, grpc_end, lifetime, metrics })
     }
 
-    async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
+    pub(super) async fn respond(&self, request: Request<Body>, grpc: bool, conn: ConnInfo) -> Response {
         let admin_service = grpc && is_admin_service(request.uri().path());
         if admin_service && self.client_certificates_required && !conn.client_certificate {
             self.app.metrics.client_certificate_refusals.increment(1);
@@ -150,6 +152,28 @@ impl Front {
         {
             self.app.metrics.admin_credential_refusals.increment(1);
             return FrontRefusal::AdminCredentialRequired.grpc_status().into_http();
+        }
+        // Cluster mode: a follower passes writes on to the leader (SPEC 8), once.
+        if let Some(node) = &self.app.cluster
+            && !conn.forwarded
+            && super::forward::is_write(&request, grpc)
+            && !node.is_leader()
+        {
+            let limit = if request.uri().path() == IMPORT_PATH {
+                super::IMPORT_MESSAGE_BYTES_MAX
+            } else if grpc {
+                super::GRPC_MESSAGE_BYTES_MAX + 1024
+            } else {
+                self.app.config.body_limit_bytes
+            };
+            let forwarding = super::forward::to_leader(node, request, grpc, conn, limit, self.request_timeout);
+            return match tokio::time::timeout(self.request_timeout, forwarding).await {
+                Ok(response) => response,
+                Err(_) => {
+                    self.app.metrics.request_timeouts.increment(1);
+                    timeout_response(grpc)
+                }
+            };
         }
         let router = match (grpc, request.uri().path() == IMPORT_PATH) {
             (true, true) => self.grpc_import.clone(),

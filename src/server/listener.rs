@@ -140,13 +140,15 @@ async fn serve_connection(stream: TcpStream, peer: IpAddr, _slots: (OwnedSemapho
     metrics.connections_open.increment(1.0);
     let _ = stream.set_nodelay(true);
     match serving.tls.clone() {
-        None => drive(stream, ConnInfo { client_certificate: false, peer: Some(peer) }, serving).await,
+        None => {
+            drive(stream, ConnInfo { client_certificate: false, peer: Some(peer), forwarded: false }, serving).await
+        }
         Some(tls) => match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)).await {
             Ok(Ok(stream)) => {
                 // With a client CA the verifier has checked any certificate presented.
                 let client_certificate =
                     tls.verifies_clients() && stream.get_ref().1.peer_certificates().is_some_and(|c| !c.is_empty());
-                drive(stream, ConnInfo { client_certificate, peer: Some(peer) }, serving).await;
+                drive(stream, ConnInfo { client_certificate, peer: Some(peer), forwarded: false }, serving).await;
             }
             Ok(Err(error)) => {
                 metrics.tls_handshake_failures.increment(1);

@@ -1,8 +1,10 @@
 //! Running the service: one listener for REST (HTTP/1.1) and gRPC (HTTP/2, h2c), routed by
 //! `content-type: application/grpc`, with graceful shutdown.
 
+pub(crate) mod cluster;
 pub mod data_dir;
 pub(crate) mod demo;
+pub(crate) mod forward;
 pub(crate) mod front;
 pub(crate) mod limits;
 pub(crate) mod listener;
@@ -23,12 +25,14 @@ use tonic_health::ServingStatus;
 use crate::api::admin::grpc::AdminGrpc;
 use crate::api::app::App;
 use crate::api::audit::grpc::AuditGrpc;
+use crate::api::cluster::grpc::ClusterGrpc;
 use crate::api::keys::grpc::KeyGrpc;
 use crate::api::lookup::grpc::InstitutionUserGrpc;
 use crate::api::token::grpc::TokenGrpc;
 use crate::audit::checkpoint::{CHECKPOINT_KEY_FILE, CheckpointKey};
 use crate::proto::admin_service_server::AdminServiceServer;
 use crate::proto::audit_service_server::AuditServiceServer;
+use crate::proto::cluster_service_server::ClusterServiceServer;
 use crate::proto::institution_user_service_server::InstitutionUserServiceServer;
 use crate::proto::key_service_server::KeyServiceServer;
 use crate::proto::token_service_server::TokenServiceServer;
@@ -40,8 +44,9 @@ pub const GRPC_MESSAGE_BYTES_MAX: usize = 256 * 1024;
 pub const IMPORT_MESSAGE_BYTES_MAX: usize = 16 * 1024 * 1024;
 
 /// The gRPC services we serve, for health status.
-const SERVICE_NAMES: [&str; 5] = [
+const SERVICE_NAMES: [&str; 6] = [
     "tokenledger.v1.TokenService",
+    "tokenledger.v1.ClusterService",
     "tokenledger.v1.AdminService",
     "tokenledger.v1.InstitutionUserService",
     "tokenledger.v1.KeyService",
@@ -84,6 +89,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     )
     .add_service(KeyServiceServer::new(KeyGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .add_service(AuditServiceServer::new(audit).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
+    .add_service(
+        ClusterServiceServer::new(ClusterGrpc { app: app.clone() }).max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX),
+    )
     .add_service(health_service.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .add_service(reflection_v1.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
     .add_service(reflection_v1alpha.max_decoding_message_size(GRPC_MESSAGE_BYTES_MAX))
@@ -110,6 +118,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         front::Routers { grpc, grpc_import, rest },
         client_certificates_required,
     ));
+    if let Some(node) = &app.cluster {
+        node.forwarder.set(Arc::new(forward::FrontForwarder(front.clone())));
+    }
     let reloader = tls.clone().map(|tls| tls.spawn_reloader(app.metrics.clone()));
     let mut shutdown = std::pin::pin!(shutdown);
     let housekeeping_app = app.clone();
@@ -119,6 +130,7 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         let mut upkeep = tokio::time::interval(Duration::from_secs(5));
         let mut readiness = tokio::time::interval(Duration::from_secs(1));
         let mut reported_failure = false;
+        let mut reported_serving = true;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
@@ -130,14 +142,22 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
                 }
                 _ = upkeep.tick() => housekeeping_app.metrics.upkeep(),
                 // A ledger that failed (I/O error, full disk) stays failed until a restart:
-                // gRPC health says so too, like /readyz.
+                // gRPC health says so too, like /readyz. A cluster node is NOT_SERVING while it
+                // knows no leader (writes would fail closed), SERVING again once one is known.
                 _ = readiness.tick(), if !reported_failure => {
-                    if !housekeeping_app.ledger.is_writable() {
-                        reported_failure = true;
+                    let serving = if housekeeping_app.cluster.is_some() {
+                        housekeeping_app.readiness().writes
+                    } else {
+                        housekeeping_app.ledger.is_writable()
+                    };
+                    if serving != reported_serving {
+                        reported_serving = serving;
+                        let status = if serving { ServingStatus::Serving } else { ServingStatus::NotServing };
                         for name in SERVICE_NAMES.into_iter().chain([""]) {
-                            housekeeping_health.set_service_status(name, ServingStatus::NotServing).await;
+                            housekeeping_health.set_service_status(name, status).await;
                         }
                     }
+                    reported_failure = !housekeeping_app.ledger.is_writable() && housekeeping_app.cluster.is_none();
                 }
             }
         }
@@ -162,6 +182,9 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         let _ = tokio::time::timeout(Duration::from_secs(1), metrics_server).await;
     }
     app.ledger.stop().await;
+    if let Some(node) = &app.cluster {
+        cluster::leave(node).await;
+    }
     tracing::info!("ledger closed");
     Ok(())
 }

@@ -23,8 +23,12 @@ use crate::metrics::Metrics;
 /// gRPC services that take the admin credential; with a client CA configured they also need a
 /// verified client certificate. Matched as path prefixes, so services added later under these
 /// names are covered too.
-pub const ADMIN_SERVICES: [&str; 3] =
-    ["/tokenledger.v1.AdminService/", "/tokenledger.v1.AuditService/", "/tokenledger.v1.KeyService/"];
+pub const ADMIN_SERVICES: [&str; 4] = [
+    "/tokenledger.v1.AdminService/",
+    "/tokenledger.v1.AuditService/",
+    "/tokenledger.v1.KeyService/",
+    "/tokenledger.v1.ClusterService/",
+];
 
 /// True when a request to `path` needs a verified client certificate (given a client CA).
 pub fn is_admin_service(path: &str) -> bool {

@@ -7,8 +7,8 @@ use crate::api::app::App;
 use crate::api::audit::flow::{self as audit, AuditError, blast_listing, blast_question, parse_family, resolve_token};
 use crate::audit::query::{self, Entry};
 use crate::domain::bulk::{BLAST_TOKENS_PER_EVENT, BlastCredential, BlastRadius, BulkCommand, BulkOutcome};
-use crate::domain::cutoff::CutoffScope;
 use crate::domain::error::DirectoryError;
+use crate::domain::state::cutoff::CutoffScope;
 use crate::ledger::SubmitFailure;
 use crate::proto::{self as api, bulk_revoke_request::Scope};
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::{AdminError, client_view, user_view};
 use crate::api::app::App;
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
-use crate::domain::account::{AccountCommand, UserRef};
+use crate::domain::directory::account::{AccountCommand, UserRef};
 use crate::domain::error::DirectoryError;
 use crate::domain::ids::is_printable_ascii;
 use crate::domain::signin;

@@ -21,7 +21,7 @@ use crate::audit::time::format_ms;
 use crate::audit::view;
 use crate::domain::grant::stored_name;
 use crate::domain::state::EndCause;
-use crate::domain::validity::Validity;
+use crate::domain::state::validity::Validity;
 use crate::proto::audit_service_server::AuditService;
 use crate::proto::{self as api};
 

@@ -15,10 +15,10 @@ use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
 use crate::domain::authcode::decide::{check_bearer, check_partner};
 use crate::domain::authcode::{CodeRedemption, CodeRequest, CodeStatus, PresentedVerifier};
-use crate::domain::command::{IssueGrant, Issued};
 use crate::domain::ids::{TokenId, is_valid_identifier};
 use crate::domain::scope;
 use crate::domain::state::Client;
+use crate::domain::{IssueGrant, Issued};
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::GrantType;
 

@@ -14,6 +14,9 @@ use crate::proto as api;
 
 /// Makes a new key the one that signs; returns it and the key it replaced.
 pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSigningKeyResponse, RotateError> {
+    if app.cluster.is_some() {
+        return Err(RotateError::Clustered);
+    }
     let _one_at_a_time = app.signing.rotation.lock().await;
     let now_ms = app.clock.now_ms();
     let keep: Vec<String> =

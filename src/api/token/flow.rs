@@ -8,12 +8,12 @@ use crate::api::wire::{Call, Params};
 use crate::crypto::credential::{self, SECRET_LEN_MAX};
 use crate::crypto::random_bytes;
 use crate::crypto::token::{self as token_string, TokenKind as StringKind};
-use crate::domain::command::{FreshIds, Issue, IssueGrant, Issued, Revoke};
-use crate::domain::decide::admit;
 use crate::domain::grant::{GrantKind, stored_name};
 use crate::domain::ids::is_valid_identifier;
 use crate::domain::scope;
 use crate::domain::state::TokenKind;
+use crate::domain::token::decide::admit;
+use crate::domain::{FreshIds, Issue, IssueGrant, Issued, Revoke};
 use crate::ledger::SubmitFailure;
 use crate::proto::ledger::UserType;
 
@@ -213,18 +213,48 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(Introspection::default()),
     };
-    let now_ms = app.clock.now_ms();
+    let answer = local_answer(app, &caller, institution, &id, kind, app.clock.now_ms());
+    // "inactive" for a token this node knows is final: validity only moves towards it. A
+    // token it does not know may have been issued a moment ago through another node.
+    let Some(node) = &app.cluster else {
+        return Ok(answer);
+    };
+    if !answer.active && app.state.read().token(&id).is_some() {
+        return Ok(answer);
+    }
+    // SPEC 8: "active" only once the leader confirms that this node has applied everything
+    // committed before the request arrived (one batched ReadIndex round), then asked again.
+    // The same wait keeps a follower a few entries behind from calling a fresh token unknown.
+    match node.reads.confirm().await {
+        Ok(_) => Ok(local_answer(app, &caller, institution, &id, kind, app.clock.now_ms())),
+        Err(error) => {
+            tracing::debug!(%error, "introspection could not be confirmed with the leader");
+            crate::api::ratelimit::note_retry_after(std::time::Duration::from_secs(1));
+            Err(ErrorCode::ReadUnconfirmed)
+        }
+    }
+}
+
+/// The introspection answer from this node's projections at `now_ms`.
+fn local_answer(
+    app: &App,
+    caller: &crate::domain::state::Client,
+    institution: Option<&str>,
+    id: &crate::domain::TokenId,
+    kind: TokenKind,
+    now_ms: i64,
+) -> Introspection {
     let state = app.state.read();
-    let Some(token) = state.active_token(&id, now_ms).filter(|t| t.kind == kind) else {
-        return Ok(Introspection::default());
+    let Some(token) = state.active_token(id, now_ms).filter(|t| t.kind == kind) else {
+        return Introspection::default();
     };
     let grant = &token.grant;
     // A caller sees only tokens of its own institutions (and of the one it names).
     if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| i != &*grant.institution_id) {
-        return Ok(Introspection::default());
+        return Introspection::default();
     }
     let user = grant.user.as_ref();
-    Ok(Introspection {
+    Introspection {
         active: true,
         scope: Some(scope::join(&token.scopes)),
         client_id: Some(grant.client_id.to_string()),
@@ -244,5 +274,5 @@ pub async fn introspect_token(app: &App, call: Call) -> Result<Introspection, Er
         host_user_id: user
             .filter(|u| u.user_type != UserType::Business && !u.host_user_id.is_empty())
             .map(|u| u.host_user_id.clone()),
-    })
+    }
 }

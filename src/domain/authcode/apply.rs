@@ -3,8 +3,8 @@
 //! (a purged code) changes nothing.
 
 use super::{AuthorizationCode, CodeStatus, IdTokenRecord, Redeemed, SigningKeyInfo};
-use crate::domain::apply::{Recorded, decided_at_ms};
-use crate::domain::ids::{FamilyId, TokenId};
+use crate::domain::shared::decision::{Recorded, decided_at_ms};
+use crate::domain::shared::ids::{FamilyId, TokenId};
 use crate::domain::state::State;
 use crate::proto::ledger::{
     AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, SigningKeyActivated,

@@ -9,12 +9,14 @@ use super::{
     AUTH_TIME_SKEW_SECS, AuthorizationCommand, AuthorizationOutcome, CodeRedemption, CodeRequest, CodeStatus, Redeemed,
     SCOPE_OFFLINE_ACCESS, SCOPE_OPENID, SigningKeyActivation,
 };
-use crate::domain::command::{ConflictKeys, Context, Decision, Entity, Issue, Issued, Outcome, Rejection};
-use crate::domain::decide::{mint, mint_until, wire_token, wrap};
-use crate::domain::error::Refusal;
-use crate::domain::ids::TokenId;
-use crate::domain::scope::{self, ScopeList};
+use crate::domain::shared::conflict::{ConflictKeys, Entity};
+use crate::domain::shared::decision::{Context, Decision, wrap};
+use crate::domain::shared::error::Refusal;
+use crate::domain::shared::ids::TokenId;
+use crate::domain::shared::scope::{self, ScopeList};
 use crate::domain::state::{Client, State, Token, TokenKind};
+use crate::domain::token::decide::{mint, mint_until, wire_token};
+use crate::domain::token::{Issue, Issued};
 use crate::proto::ledger::{
     AuthorizationCodeBurned, AuthorizationCodeIssued, AuthorizationCodeReplayed, CodeBurnReason, FamilyRevoked,
     GrantType, RevocationReason, SigningKeyActivated, TokensIssued, event,
@@ -84,16 +86,13 @@ pub fn check_partner<'s>(
     Ok(partner)
 }
 
-pub fn decide(state: &State, command: &AuthorizationCommand, ctx: Context<'_>) -> Decision {
+pub fn decide(state: &State, command: &AuthorizationCommand, ctx: Context<'_>) -> Decision<AuthorizationOutcome> {
     match command {
         AuthorizationCommand::IssueCode(request) => issue_code(state, request, ctx),
         AuthorizationCommand::ActivateSigningKey(activation) => {
             let previous_key_id = state.authorization.active_signing_key.clone();
             let event = activation_event(state, activation);
-            Decision::ok(
-                vec![event],
-                Outcome::Authorization(AuthorizationOutcome::SigningKeyActivated { previous_key_id }),
-            )
+            Decision::ok(vec![event], AuthorizationOutcome::SigningKeyActivated { previous_key_id })
         }
     }
 }
@@ -109,7 +108,7 @@ pub fn activation_event(state: &State, activation: &SigningKeyActivation) -> cra
     }))
 }
 
-fn issue_code(state: &State, request: &CodeRequest, ctx: Context<'_>) -> Decision {
+fn issue_code(state: &State, request: &CodeRequest, ctx: Context<'_>) -> Decision<AuthorizationOutcome> {
     match code_event(state, request, ctx) {
         Ok((event, redirect_uri)) => {
             let outcome = AuthorizationOutcome::CodeIssued {
@@ -117,7 +116,7 @@ fn issue_code(state: &State, request: &CodeRequest, ctx: Context<'_>) -> Decisio
                 redirect_uri,
                 expires_at_ms: event.expires_at_ms,
             };
-            Decision::ok(vec![wrap(event::Kind::AuthorizationCodeIssued(event))], Outcome::Authorization(outcome))
+            Decision::ok(vec![wrap(event::Kind::AuthorizationCodeIssued(event))], outcome)
         }
         Err(code) => Decision::refuse(code),
     }
@@ -174,7 +173,7 @@ fn code_event(
 /// attempt: success redeems it, any failed check burns it (so a stolen code cannot be tried
 /// against many verifiers), and presenting a redeemed code again revokes every token issued
 /// from it.
-pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Context<'_>) -> Decision {
+pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Context<'_>) -> Decision<Issued> {
     // A client disabled since it authenticated (in this very batch, which the conflict keys
     // prevent) gets nothing: defence in depth.
     let Some(client) = state.client(&issue.client_id).filter(|c| !c.disabled) else {
@@ -197,7 +196,7 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
             code_id: code_id.0.to_vec(),
             reason: reason as i32,
         }))],
-        outcome: Err(Rejection::Refused(error)),
+        outcome: Err(error),
     };
     if issue.institution_id.as_deref().is_some_and(|i| i != &*code.institution_id) {
         return burn(CodeBurnReason::InstitutionMismatch, Refusal::InvalidInstitution);
@@ -268,12 +267,12 @@ pub fn redeem(state: &State, issue: &Issue, redemption: &CodeRedemption, ctx: Co
         issued_at_ms: ctx.now_ms,
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
-    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], issued)
 }
 
 /// A redeemed code presented again by its client: record the replay once and revoke the
 /// family if it is still live. Later presentations change nothing.
-fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
+fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision<Issued> {
     if redeemed.replayed_seq.is_some() {
         return Decision::refuse(Refusal::InvalidGrant);
     }
@@ -288,7 +287,7 @@ fn replay(state: &State, code_id: &TokenId, redeemed: &Redeemed) -> Decision {
             trigger_token_id: code_id.0.to_vec(),
         })));
     }
-    Decision { events, outcome: Err(Rejection::Refused(Refusal::InvalidGrant)) }
+    Decision { events, outcome: Err(Refusal::InvalidGrant) }
 }
 
 /// Conflict keys of a redemption: it spends the code and may revoke the code's family; it

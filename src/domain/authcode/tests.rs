@@ -1,10 +1,11 @@
 //! Given events, when a command, then events: the decisions of the code flow without I/O.
 
 use super::*;
-use crate::domain::command::{Command, Context, Decision, FreshIds, Issue, IssueGrant, Outcome, Rejection};
-use crate::domain::error::Refusal;
-use crate::domain::ids::FamilyId;
-use crate::domain::{Recorded, State, apply, decide};
+use crate::domain::shared::error::Refusal;
+use crate::domain::shared::ids::FamilyId;
+use crate::domain::{
+    Command, Context, FreshIds, Issue, IssueGrant, Outcome, Recorded, Rejection, State, apply, decide,
+};
 use crate::proto::ledger::{
     ClientAuthorizePartnersSet, ClientCreated, Event, GrantType, InstitutionCreated, IssuedToken, SigningKeyActivated,
     TokensIssued, UserCreated, event,
@@ -126,7 +127,7 @@ fn redeem(client: &str, code: u8, verifier: Option<PresentedVerifier>, fresh: u8
         }),
         requested_scopes: None,
         fingerprint: [fresh; 32],
-        family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+        family_lifetime_max_ms: crate::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
         fresh: FreshIds {
             access: TokenId([fresh; 16]),
             refresh: TokenId([fresh + 1; 16]),
@@ -160,6 +161,8 @@ fn refused(decision: &Decision) -> Refusal {
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+type Decision = crate::domain::Decision<Outcome, Rejection>;
 
 #[test]
 fn a_code_redeems_once_with_its_verifier_and_a_replay_revokes_the_family() {

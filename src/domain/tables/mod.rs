@@ -47,8 +47,8 @@ pub use self::retry::{RETRY_ENTRIES_MAX_DEFAULT, RecentAnswer};
 use self::retry::{RetryEntry, RetryKey, RetryRing};
 pub use self::snapshot::{Loaded, SnapshotError, SnapshotSummary, SnapshotWriter};
 use self::tokens::{StoredToken, TokenOp, TokenTable};
-use super::ids::{FamilyId, TokenId};
-use super::scope::ScopeList;
+use super::shared::ids::{FamilyId, TokenId};
+use super::shared::scope::ScopeList;
 use super::state::{Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity};
 use crate::proto::ledger::{GrantType, RevocationReason};
 

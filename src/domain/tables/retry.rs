@@ -19,7 +19,7 @@ use ring::digest;
 
 use super::memory::PartMemory;
 use super::shard::ShardMap;
-use crate::domain::ids::TokenId;
+use crate::domain::shared::ids::TokenId;
 
 /// Entries per ring chunk; chunks are allocated and freed whole.
 pub(crate) const RETRY_CHUNK: usize = 4096;

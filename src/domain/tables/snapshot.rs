@@ -55,8 +55,8 @@ use super::retry::{RETRY_CHUNK, RetryEntry, RetryRing};
 use super::shard::IdKey;
 use super::tokens::{StoredToken, TokenShard};
 use super::{GrantClass, Identity, TablesConfig, TokenTables};
-use crate::domain::ids::{FamilyId, TokenId};
-use crate::domain::scope::ScopeList;
+use crate::domain::shared::ids::{FamilyId, TokenId};
+use crate::domain::shared::scope::ScopeList;
 use crate::domain::state::{EndCause, Revocation, TokenEnd, TokenKind, UserIdentity};
 use crate::proto::ledger::{GrantType, RevocationReason, UserType};
 

@@ -10,8 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::ids::FamilyId;
-use super::state::{FastMap, Token};
+use super::{FastMap, Token};
+use crate::domain::shared::ids::FamilyId;
 
 /// "Every token issued before event `seq` and before `before_ms` has ended."
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,16 +1,77 @@
-//! The part of `apply` for account changes and sign-ins. Like the rest of `apply` it trusts
-//! the event and never fails: an event naming a client or user the state does not hold
-//! changes nothing.
+//! How directory events change the projections: institutions, clients and users created, and
+//! the account changes of `account.rs`. Like the rest of `apply` it trusts the event and never
+//! fails: an event naming a client or user the state does not hold changes nothing.
 
 use std::sync::Arc;
 
-use super::apply::Recorded;
-use super::cutoff::{Cutoff, CutoffScope};
-use super::signin;
-use super::state::{Client, PreviousSecret, State, User, UserIdentity, user_key};
-use crate::proto::ledger::{GrantType, TokensIssued, UserType, event};
+use crate::domain::shared::decision::Recorded;
+use crate::domain::shared::grant::parse_stored;
+use crate::domain::state::cutoff::{Cutoff, CutoffScope};
+use crate::domain::state::{Client, GrantTypes, Institution, PreviousSecret, State, User, UserIdentity, user_key};
+use crate::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated, UserType, event};
 
-pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Kind) {
+pub(crate) fn institution_created(state: &mut State, at: Recorded<'_>, i: &InstitutionCreated) {
+    let id: Arc<str> = i.institution_id.as_str().into();
+    state.institutions.insert(id.clone(), Institution { id, name: i.name.clone(), created_seq: at.seq });
+}
+
+pub(crate) fn client_created(state: &mut State, at: Recorded<'_>, c: &ClientCreated) {
+    let mut grant_types = GrantTypes::default();
+    for grant in c.grant_types.iter().filter_map(|g| parse_stored(g)) {
+        grant_types.insert(grant);
+    }
+    let id: Arc<str> = c.client_id.as_str().into();
+    let client = Client {
+        id: id.clone(),
+        name: c.name.clone(),
+        institution_ids: c.institution_ids.iter().map(|i| Arc::from(i.as_str())).collect(),
+        grant_types,
+        scopes: c.scopes.iter().map(|s| Box::from(s.as_str())).collect(),
+        redirect_uri: c.redirect_uri.clone(),
+        access_token_ttl_secs: c.access_token_ttl_secs,
+        refresh_token_ttl_secs: c.refresh_token_ttl_secs,
+        introspect: c.introspect,
+        consent_enabled: c.consent_enabled,
+        secondary_authentication_enabled: c.secondary_authentication_enabled,
+        device_registration_enabled: c.device_registration_enabled,
+        authorize_partners: c.authorize_partners,
+        secret: c.secret.clone().unwrap_or_default(),
+        created_seq: at.seq,
+        disabled: false,
+        previous_secret: None,
+    };
+    state.clients.insert(id, Arc::new(client));
+}
+
+pub(crate) fn user_created(state: &mut State, at: Recorded<'_>, u: &UserCreated) {
+    let identity = UserIdentity {
+        institution_id: u.institution_id.as_str().into(),
+        login_id: u.login_id.as_str().into(),
+        institution_user_id: u.institution_user_id.as_str().into(),
+        host_user_id: u.host_user_id.clone(),
+        user_type: UserType::try_from(u.user_type).unwrap_or(UserType::Unspecified),
+    };
+    let user = User {
+        identity: Arc::new(identity),
+        first_name: u.first_name.clone(),
+        last_name: u.last_name.clone(),
+        email: u.email.clone(),
+        institution_customers: u.institution_customers.clone(),
+        password: u.password.clone().unwrap_or_default(),
+        created_seq: at.seq,
+        disabled: false,
+        locked: false,
+    };
+    let key = user_key(&u.institution_id, &u.login_id);
+    if !u.host_user_id.is_empty() {
+        state.users_by_host_user_id.insert(user_key(&u.institution_id, &u.host_user_id), key.clone());
+    }
+    state.users_by_institution_user_id.insert(user_key(&u.institution_id, &u.institution_user_id), key.clone());
+    state.users.insert(key, Arc::new(user));
+}
+
+/// A change to an existing client or user (the events of `account.rs`).
+pub(crate) fn account_changed(state: &mut State, at: Recorded<'_>, kind: &event::Kind) {
     match kind {
         event::Kind::ClientSecretRotated(r) => update_client(state, &r.client_id, |c| {
             let previous = std::mem::replace(&mut c.secret, r.secret.clone().unwrap_or_default());
@@ -34,10 +95,8 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
             update_user(state, &p.institution_id, &p.login_id, |u| u.password = p.password.clone().unwrap_or_default())
         }
         event::Kind::UserLocked(l) => update_user(state, &l.institution_id, &l.login_id, |u| u.locked = true),
-        event::Kind::UserUnlocked(l) => {
-            update_user(state, &l.institution_id, &l.login_id, |u| u.locked = false);
-            signin::reset(state, &l.institution_id, &l.login_id);
-        }
+        // The dispatcher also resets the sign-in failures of the user (`signin::apply::reset`).
+        event::Kind::UserUnlocked(l) => update_user(state, &l.institution_id, &l.login_id, |u| u.locked = false),
         event::Kind::UserDisabled(d) => {
             update_user(state, &d.institution_id, &d.login_id, |u| u.disabled = true);
             let scope = CutoffScope::User { institution_id: d.institution_id.clone(), login_id: d.login_id.clone() };
@@ -45,16 +104,7 @@ pub(super) fn apply_change(state: &mut State, at: Recorded<'_>, kind: &event::Ki
         }
         event::Kind::UserEnabled(e) => update_user(state, &e.institution_id, &e.login_id, |u| u.disabled = false),
         event::Kind::UserUpdated(u) => apply_user_updated(state, u),
-        event::Kind::SignInFailed(f) => signin::apply_failed(state, f),
-        event::Kind::SignInLockedOut(l) => signin::apply_locked_out(state, l),
         _ => {}
-    }
-}
-
-/// A successful password sign-in resets the failure count of that login id.
-pub(super) fn signed_in(state: &mut State, t: &TokensIssued) {
-    if t.grant_type == GrantType::Password as i32 && !t.login_id.is_empty() {
-        signin::reset(state, &t.institution_id, &t.login_id);
     }
 }
 

@@ -7,15 +7,16 @@
 //! same batch against the state before the revocation (an issuance, a refresh, a code
 //! redemption added later) could otherwise mint a token the revocation should have ended.
 
+pub(crate) mod apply;
+
 use std::collections::{BTreeSet, HashMap};
 
-use super::command::{ConflictKeys, Context, Decision, Entity, Outcome, Rejection};
-use super::cutoff::{Cutoff, CutoffScope};
-use super::decide::wrap;
-use super::directory::DirectoryError;
-use super::ids::{FamilyId, TokenId, is_printable_ascii};
-use super::state::{EndCause, State, TokenEnd, TokenKind};
-use crate::domain::Recorded;
+use crate::domain::shared::conflict::{ConflictKeys, Entity};
+use crate::domain::shared::decision::{Context, Decision, wrap};
+use crate::domain::shared::error::DirectoryError;
+use crate::domain::shared::ids::{FamilyId, TokenId, is_printable_ascii};
+use crate::domain::state::cutoff::{Cutoff, CutoffScope};
+use crate::domain::state::{EndCause, State, TokenEnd, TokenKind};
 use crate::proto::ledger::{
     BlastRadiusRevoked, BulkRevoked, BulkRevokedUser, FamilyRevoked, RevocationReason, TokenRevoked,
     blast_radius_revoked, bulk_revoked, event,
@@ -96,10 +97,6 @@ impl BulkCommand {
     }
 }
 
-fn refuse(error: DirectoryError) -> Decision {
-    Decision { events: Vec::new(), outcome: Err(Rejection::Directory(error)) }
-}
-
 fn check_note(note: &str) -> Result<(), DirectoryError> {
     if note.len() > NOTE_LEN_MAX || !is_printable_ascii(note) {
         return Err(DirectoryError::Invalid(format!("note must be at most {NOTE_LEN_MAX} printable ASCII characters")));
@@ -107,15 +104,15 @@ fn check_note(note: &str) -> Result<(), DirectoryError> {
     Ok(())
 }
 
-pub fn decide_bulk(state: &State, command: &BulkCommand, ctx: Context<'_>) -> Decision {
+pub fn decide_bulk(state: &State, command: &BulkCommand, ctx: Context<'_>) -> Decision<BulkOutcome, DirectoryError> {
     let result = match command {
         BulkCommand::Cutoff { scope, issued_before_ms, note } => cutoff(state, scope, *issued_before_ms, note, ctx),
         BulkCommand::Token { token } => token_revocation(state, token, ctx),
         BulkCommand::BlastRadius(blast) => blast_radius(state, blast, ctx),
     };
     match result {
-        Ok((events, outcome)) => Decision::ok(events, Outcome::Bulk(outcome)),
-        Err(error) => refuse(error),
+        Ok((events, outcome)) => Decision::ok(events, outcome),
+        Err(error) => Decision::refuse(error),
     }
 }
 
@@ -286,28 +283,10 @@ pub fn scope_of(event: &BulkRevoked) -> Option<CutoffScope> {
     })
 }
 
-pub fn apply_bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevoked) {
-    if let Some(scope) = scope_of(event) {
-        state.cutoffs.add(&scope, Cutoff::new(at.seq, at.recorded_at_ms, event.issued_before_ms));
-    }
-}
-
-pub fn apply_blast_radius_revoked(state: &mut State, at: Recorded<'_>, event: &BlastRadiusRevoked) {
-    for id in event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)) {
-        if let Some(token) = state.token_mut(&id) {
-            token.end.get_or_insert(TokenEnd {
-                seq: at.seq,
-                at_ms: at.recorded_at_ms,
-                cause: EndCause::Revoked(RevocationReason::Admin),
-            });
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::command::{Command, FreshIds, Issue, IssueGrant};
+    use crate::domain::{Command, FreshIds, Issue, IssueGrant, Outcome, Recorded, Rejection};
     use crate::domain::{apply, decide};
     use crate::proto::ledger::{ClientCreated, Event, InstitutionCreated, UserCreated, UserType};
 
@@ -368,7 +347,7 @@ mod tests {
             FreshIds { access: TokenId([n; 16]), refresh: TokenId([n + 1; 16]), family: FamilyId([n + 2; 16]) }
         }
 
-        fn issue(&mut self, grant: IssueGrant) -> crate::domain::command::Issued {
+        fn issue(&mut self, grant: IssueGrant) -> crate::domain::Issued {
             let fresh = self.fresh();
             let issue = Issue {
                 client_id: "c".into(),
@@ -376,7 +355,7 @@ mod tests {
                 grant,
                 requested_scopes: None,
                 fingerprint: [0; 32],
-                family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+                family_lifetime_max_ms: crate::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
                 fresh,
             };
             match self.when(Command::Issue(issue)) {
@@ -452,13 +431,13 @@ mod tests {
             grant: IssueGrant::Refresh { token: issued.refresh.unwrap().id },
             requested_scopes: None,
             fingerprint: [1; 32],
-            family_lifetime_max_ms: crate::domain::command::FAMILY_LIFETIME_MAX_MS_DEFAULT,
+            family_lifetime_max_ms: crate::domain::FAMILY_LIFETIME_MAX_MS_DEFAULT,
             fresh,
         };
         let head = given.state.head.seq;
         assert_eq!(
             given.when(Command::Issue(refresh)),
-            Err(Rejection::Refused(crate::domain::error::Refusal::InvalidGrant))
+            Err(Rejection::Refused(crate::domain::shared::error::Refusal::InvalidGrant))
         );
         assert_eq!(given.state.head.seq, head, "a cut-off token is simply invalid, not reuse");
     }

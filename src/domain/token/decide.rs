@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use super::command::{Context, Decision, Issue, IssueGrant, Issued, IssuedToken, Outcome, Revoke};
-use super::ids::TokenId;
-use super::scope::{self, ScopeList};
-use super::state::{Client, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
-use crate::domain::error::Refusal;
+use super::{CodeRedemption, Issue, IssueGrant, Issued, IssuedToken, Revoke};
+use crate::domain::shared::decision::{Context, Decision, wrap};
+use crate::domain::shared::error::Refusal;
+use crate::domain::shared::ids::TokenId;
+use crate::domain::shared::scope::{self, ScopeList};
+use crate::domain::state::{Client, EndCause, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
 use crate::proto::ledger::{
-    Event, FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
+    FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
 };
 
 /// Checks that `client_id` may use `grant` for `institution_id` (when the grant needs one)
@@ -44,7 +45,15 @@ pub fn admit<'s>(
     Ok((client, Some(scopes)))
 }
 
-pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision {
+/// Decides a token request. The authorization_code grant is the `authcode` aggregate's:
+/// `redeem` (which the dispatcher passes in) decides it, after the retry check every grant
+/// shares.
+pub fn decide_issue(
+    state: &State,
+    issue: &Issue,
+    ctx: Context<'_>,
+    redeem: impl FnOnce(&CodeRedemption) -> Decision<Issued>,
+) -> Decision<Issued> {
     if let Some(answer) = retry_answer(state, issue, ctx) {
         return answer;
     }
@@ -52,14 +61,14 @@ pub fn decide_issue(state: &State, issue: &Issue, ctx: Context<'_>) -> Decision 
         IssueGrant::ClientCredentials => issue_fresh(state, issue, ctx, GrantType::ClientCredentials, None),
         IssueGrant::Password { login_id } => issue_fresh(state, issue, ctx, GrantType::Password, Some(login_id)),
         IssueGrant::Refresh { token } => refresh(state, issue, ctx, token),
-        IssueGrant::AuthorizationCode(redemption) => super::authcode::decide::redeem(state, issue, redemption, ctx),
+        IssueGrant::AuthorizationCode(redemption) => redeem(redemption),
     }
 }
 
 /// SPEC 3.1: the same client retrying the same transactionId within 60 s gets the same tokens
 /// back when the request is the same, and CMN_90011 when it is not. Tokens that are no longer
 /// active (revoked, cut off, expired) are not handed out again: the retry answers CMN_90018.
-fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decision> {
+fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decision<Issued>> {
     if ctx.transaction_id.is_empty() {
         return None;
     }
@@ -88,7 +97,7 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
         scopes: access.scopes.clone(),
         replayed: true,
     };
-    Some(Decision::ok(Vec::new(), Outcome::Issued(issued)))
+    Some(Decision::ok(Vec::new(), issued))
 }
 
 fn issue_fresh(
@@ -97,7 +106,7 @@ fn issue_fresh(
     ctx: Context<'_>,
     grant: GrantType,
     login_id: Option<&String>,
-) -> Decision {
+) -> Decision<Issued> {
     let (client, scopes) =
         match admit(state, &issue.client_id, grant, issue.institution_id.as_deref(), issue.requested_scopes.as_deref())
         {
@@ -109,7 +118,7 @@ fn issue_fresh(
     if let Some(login_id) = login_id {
         // The api layer verified the password against this user; it must still exist and
         // may have been locked or disabled since.
-        if let Err(code) = super::signin::may_sign_in(state, &institution_id, login_id, ctx.now_ms) {
+        if let Err(code) = crate::domain::signin::may_sign_in(state, &institution_id, login_id, ctx.now_ms) {
             return Decision::refuse(code);
         }
     }
@@ -133,10 +142,10 @@ fn issue_fresh(
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh, scopes, replayed: false };
-    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], issued)
 }
 
-fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) -> Decision {
+fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) -> Decision<Issued> {
     let client = match admit(state, &issue.client_id, GrantType::RefreshToken, None, None) {
         Ok((client, _)) => client,
         Err(code) => return Decision::refuse(code),
@@ -162,7 +171,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     match &old.end {
         None if state.cutoffs.covering(old).is_some() => return Decision::refuse(Refusal::InvalidGrant),
         None => {}
-        Some(end) if matches!(end.cause, super::state::EndCause::Rotated { .. }) => {
+        Some(end) if matches!(end.cause, EndCause::Rotated { .. }) => {
             // Reuse of a rotated refresh token: end the whole family (RFC 9700 4.14.2).
             let revoke = FamilyRevoked {
                 family_id: family.0.to_vec(),
@@ -171,7 +180,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
             };
             return Decision {
                 events: vec![wrap(event::Kind::FamilyRevoked(revoke))],
-                outcome: Err(super::command::Rejection::Refused(Refusal::InvalidGrant)),
+                outcome: Err(Refusal::InvalidGrant),
             };
         }
         Some(_) => return Decision::refuse(Refusal::InvalidGrant),
@@ -216,7 +225,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         ..TokensIssued::default()
     };
     let issued = Issued { access, refresh: Some(refresh), scopes: access_scopes, replayed: false };
-    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], Outcome::Issued(issued))
+    Decision::ok(vec![wrap(event::Kind::TokensIssued(event))], issued)
 }
 
 /// May the user of a refresh token's grant still refresh? Disabling ends the user's tokens
@@ -249,12 +258,12 @@ fn still_allowed(scopes: ScopeList, allowed: &ScopeList) -> Option<ScopeList> {
 
 /// RFC 7009 revocation. Unknown, expired, already revoked and other clients' tokens are no-ops
 /// with the same answer, so revocation is no existence oracle.
-pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decision {
+pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decision<()> {
     let Some(token) = state.token(&revoke.token).filter(|t| t.kind == revoke.kind) else {
-        return Decision::ok(Vec::new(), Outcome::Revoked);
+        return Decision::ok(Vec::new(), ());
     };
     if *token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(token) {
-        return Decision::ok(Vec::new(), Outcome::Revoked);
+        return Decision::ok(Vec::new(), ());
     }
     let event = match (token.kind, token.grant.family) {
         // Any refresh token of a live family (even an already rotated one) ends the family.
@@ -263,27 +272,27 @@ pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decisi
             reason: RevocationReason::ClientRequest as i32,
             trigger_token_id: revoke.token.0.to_vec(),
         }),
-        _ if token.end.is_some() => return Decision::ok(Vec::new(), Outcome::Revoked),
+        _ if token.end.is_some() => return Decision::ok(Vec::new(), ()),
         _ => event::Kind::TokenRevoked(TokenRevoked {
             token_id: revoke.token.0.to_vec(),
             reason: RevocationReason::ClientRequest as i32,
         }),
     };
-    Decision::ok(vec![wrap(event)], Outcome::Revoked)
+    Decision::ok(vec![wrap(event)], ())
 }
 
-pub(super) fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
+pub(crate) fn mint(id: TokenId, now_ms: i64, ttl_secs: u64) -> IssuedToken {
     let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     IssuedToken { id, expires_at_ms: now_ms.saturating_add(ttl_ms) }
 }
 
 /// [`mint`], but never past `ends_at_ms` (the end of the token's family).
-pub(super) fn mint_until(id: TokenId, now_ms: i64, ttl_secs: u64, ends_at_ms: i64) -> IssuedToken {
+pub(crate) fn mint_until(id: TokenId, now_ms: i64, ttl_secs: u64, ends_at_ms: i64) -> IssuedToken {
     let token = mint(id, now_ms, ttl_secs);
     IssuedToken { id, expires_at_ms: token.expires_at_ms.min(ends_at_ms) }
 }
 
-pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
+pub(crate) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
     WireToken {
         token_id: token.id.0.to_vec(),
         expires_at_ms: token.expires_at_ms,
@@ -291,18 +300,14 @@ pub(super) fn wire_token(token: &IssuedToken, scopes: &ScopeList) -> WireToken {
     }
 }
 
-pub(super) fn wrap(kind: event::Kind) -> Event {
-    Event { kind: Some(kind) }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::domain::apply::{Recorded, apply};
-    use crate::domain::command::{FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Rejection};
-    use crate::domain::ids::FamilyId;
+    use crate::domain::shared::ids::FamilyId;
+    use crate::domain::token::{FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds};
+    use crate::domain::{Command, Outcome, Recorded, Rejection, apply, decide};
     use crate::proto::ledger::{ClientCreated, InstitutionCreated, UserCreated};
 
     const T0: i64 = 1_700_000_000_000;
@@ -354,7 +359,7 @@ mod tests {
         state
     }
 
-    fn refresh_of(state: &State) -> Decision {
+    fn refresh_of(state: &State) -> Decision<Outcome, Rejection> {
         let issue = Issue {
             client_id: "app".into(),
             institution_id: None,
@@ -364,7 +369,7 @@ mod tests {
             family_lifetime_max_ms: FAMILY_LIFETIME_MAX_MS_DEFAULT,
             fresh: FreshIds { access: TokenId([3; 16]), refresh: TokenId([4; 16]), family: FamilyId([5; 16]) },
         };
-        decide_issue(state, &issue, Context { now_ms: T0 + 1_000, transaction_id: "" })
+        decide(state, &Command::Issue(issue), Context { now_ms: T0 + 1_000, transaction_id: "" })
     }
 
     fn user_mut(state: &mut State) -> &mut crate::domain::state::User {

@@ -2,13 +2,18 @@
 //! Readers (introspection, client authentication) and the writer's decisions use this state;
 //! only `apply` changes it.
 
+pub(crate) mod authorization;
+pub(crate) mod cutoff;
+pub(crate) mod validity;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::cutoff::Cutoffs;
-use super::ids::{FamilyId, TokenId};
-use super::scope::ScopeList;
+use crate::domain::shared::ids::{FamilyId, TokenId};
+use crate::domain::shared::scope::ScopeList;
 use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType};
+use authorization::AuthorizationState;
+use cutoff::Cutoffs;
 
 /// A hash map for keys we generate ourselves from a CSPRNG (token and family ids): a fast
 /// hasher is safe because callers cannot choose the keys.
@@ -46,7 +51,7 @@ pub struct State {
     /// Failed sign-ins and lockouts per (institution, login id), known or not.
     pub sign_ins: HashMap<SignInKey, SignInRecord>,
     /// Authorization codes and ID-token signing keys.
-    pub authorization: super::authcode::AuthorizationState,
+    pub authorization: AuthorizationState,
     /// Bulk revocations in force (see `cutoff.rs`); validity is computed in `validity.rs`.
     pub cutoffs: Cutoffs,
 }

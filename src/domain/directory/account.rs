@@ -4,10 +4,10 @@
 
 use std::collections::HashSet;
 
-use super::command::{ConflictKeys, Context, Decision, Entity, Outcome, Rejection};
-use super::decide::wrap;
-use super::directory::{DirectoryError, validate_user};
-use super::state::{State, User};
+use super::{DirectoryError, validate_user};
+use crate::domain::shared::conflict::{ConflictKeys, Entity};
+use crate::domain::shared::decision::{Context, Decision, wrap};
+use crate::domain::state::{State, User};
 use crate::proto::ledger::{
     ClientAuthorizePartnersSet, ClientDisabled, ClientEnabled, ClientSecretRotated, CredentialDigest, UserCreated,
     UserDisabled, UserEnabled, UserLocked, UserPasswordSet, UserUnlocked, UserUpdated, event,
@@ -76,10 +76,10 @@ impl AccountCommand {
     }
 }
 
-pub fn decide_account(state: &State, command: &AccountCommand, ctx: Context<'_>) -> Decision {
+pub fn decide_account(state: &State, command: &AccountCommand, ctx: Context<'_>) -> Decision<(), DirectoryError> {
     match account_event(state, command, ctx) {
-        Ok(kind) => Decision::ok(vec![wrap(kind)], Outcome::Changed),
-        Err(error) => Decision { events: Vec::new(), outcome: Err(Rejection::Directory(error)) },
+        Ok(kind) => Decision::ok(vec![wrap(kind)], ()),
+        Err(error) => Decision::refuse(error),
     }
 }
 
@@ -216,7 +216,7 @@ pub fn check_host_user_id_in_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::apply::{Recorded, apply};
+    use crate::domain::{Command, Outcome, Recorded, Rejection, apply, decide};
     use crate::proto::ledger::{ClientCreated, CredentialDigest, InstitutionCreated, KeyedDigest, credential_digest};
 
     fn digest(byte: u8) -> CredentialDigest {
@@ -234,8 +234,8 @@ mod tests {
         state
     }
 
-    fn when(state: &mut State, command: AccountCommand, now_ms: i64) -> Decision {
-        let decision = decide_account(state, &command, Context { now_ms, transaction_id: "" });
+    fn when(state: &mut State, command: AccountCommand, now_ms: i64) -> Decision<Outcome, Rejection> {
+        let decision = decide(state, &Command::Account(command), Context { now_ms, transaction_id: "" });
         for event in &decision.events {
             let at = Recorded { seq: state.head.seq + 1, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] };
             apply(state, at, event);

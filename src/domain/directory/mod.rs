@@ -1,14 +1,17 @@
 //! The identity directory: institutions, clients and users. Deciding a directory command
 //! validates it against the committed state and yields the events that record it.
 
+pub(crate) mod account;
+pub(crate) mod apply;
+
 use std::collections::HashSet;
 
-use super::command::{ConflictKeys, Decision, Entity, Outcome, Rejection};
-use super::decide::wrap;
-use super::grant::GrantKind;
-use super::ids::{is_valid_identifier, is_valid_institution_id};
-use super::scope::is_valid_scope;
-use super::state::{Client, Institutions, State, User};
+use crate::domain::shared::conflict::{ConflictKeys, Entity};
+use crate::domain::shared::decision::{Decision, wrap};
+use crate::domain::shared::grant::GrantKind;
+use crate::domain::shared::ids::{is_valid_identifier, is_valid_institution_id};
+use crate::domain::shared::scope::is_valid_scope;
+use crate::domain::state::{Client, Institution, Institutions, State, User};
 use crate::proto::ledger::{ClientCreated, CredentialDigest, InstitutionCreated, UserCreated, UserType, event};
 
 /// Longest free-text field (names, emails, member names).
@@ -67,7 +70,7 @@ pub struct ImportSummary {
     pub unchanged: u32,
 }
 
-pub use super::error::DirectoryError;
+pub use crate::domain::shared::error::DirectoryError;
 
 impl DirectoryCommand {
     pub fn conflict_keys(&self, keys: &mut ConflictKeys) {
@@ -106,7 +109,7 @@ fn user_keys(user: &UserCreated, keys: &mut ConflictKeys) {
     keys.read(Entity::Institution(&user.institution_id));
 }
 
-pub fn decide_directory(state: &State, command: &DirectoryCommand) -> Decision {
+pub fn decide_directory(state: &State, command: &DirectoryCommand) -> Decision<DirectoryOutcome, DirectoryError> {
     let result = match command {
         DirectoryCommand::CreateInstitution(i) => create_institution(state, i),
         DirectoryCommand::CreateClient(c) => create_client(state, c),
@@ -114,8 +117,8 @@ pub fn decide_directory(state: &State, command: &DirectoryCommand) -> Decision {
         DirectoryCommand::Import(plan) => return import(state, plan),
     };
     match result {
-        Ok(kind) => Decision::ok(vec![wrap(kind)], Outcome::Directory(DirectoryOutcome::Created)),
-        Err(error) => Decision { events: Vec::new(), outcome: Err(Rejection::Directory(error)) },
+        Ok(kind) => Decision::ok(vec![wrap(kind)], DirectoryOutcome::Created),
+        Err(error) => Decision::refuse(error),
     }
 }
 
@@ -274,7 +277,7 @@ fn create_user(
             u.institution_user_id, u.institution_id
         )));
     }
-    super::account::check_host_user_id_in_batch(state, u, hosts_in_batch)?;
+    account::check_host_user_id_in_batch(state, u, hosts_in_batch)?;
     Ok(event::Kind::UserCreated(u.clone()))
 }
 
@@ -313,7 +316,7 @@ fn same_user(existing: &User, u: &UserCreated) -> bool {
 
 /// An import is all or nothing: identical entries are skipped, new ones created, and any
 /// conflict refuses the whole import with one line per conflict.
-fn import(state: &State, plan: &ImportPlan) -> Decision {
+fn import(state: &State, plan: &ImportPlan) -> Decision<DirectoryOutcome, DirectoryError> {
     let mut events = Vec::new();
     let mut summary = ImportSummary::default();
     let mut conflicts = Vec::new();
@@ -336,11 +339,7 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
                     summary.institutions_created += 1;
                     institutions.insert(
                         i.institution_id.as_str().into(),
-                        super::state::Institution {
-                            id: i.institution_id.as_str().into(),
-                            name: i.name.clone(),
-                            created_seq: 0,
-                        },
+                        Institution { id: i.institution_id.as_str().into(), name: i.name.clone(), created_seq: 0 },
                     );
                     events.push(wrap(event::Kind::InstitutionCreated(i.clone())));
                 }
@@ -409,12 +408,9 @@ fn import(state: &State, plan: &ImportPlan) -> Decision {
         }
     }
     if !conflicts.is_empty() {
-        return Decision {
-            events: Vec::new(),
-            outcome: Err(Rejection::Directory(DirectoryError::Conflicts(conflicts))),
-        };
+        return Decision { events: Vec::new(), outcome: Err(DirectoryError::Conflicts(conflicts)) };
     }
-    Decision::ok(events, Outcome::Directory(DirectoryOutcome::Imported(summary)))
+    Decision::ok(events, DirectoryOutcome::Imported(summary))
 }
 
 fn describe(label: &str, error: DirectoryError) -> String {

@@ -3,7 +3,7 @@
 //! [`State::validity`] of a state replayed up to the time in question.
 
 use super::cutoff::Cutoff;
-use super::state::{EndCause, State, Token};
+use super::{EndCause, State, Token};
 use crate::proto::ledger::RevocationReason;
 
 /// The verdict on one token at one time, with the event that decided it.

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::error::Refusal;
+use super::error::Refusal;
 
 /// A list of distinct scope names in a stable order, shared between tokens of one grant.
 pub type ScopeList = Arc<[Box<str>]>;

@@ -6,10 +6,14 @@
 //! `apply` only copies them, so replay rebuilds a running lockout exactly (a restart in the
 //! middle of one keeps it) and a later change of the settings never rewrites history.
 
-use super::command::{ConflictKeys, Context, Decision, Entity, Rejection};
-use super::decide::wrap;
-use super::state::{SignInKey, SignInRecord, SignInSubject, State};
-use crate::domain::error::Refusal;
+pub(crate) mod apply;
+
+use std::convert::Infallible;
+
+use crate::domain::shared::conflict::{ConflictKeys, Entity};
+use crate::domain::shared::decision::{Context, Decision, wrap};
+use crate::domain::shared::error::Refusal;
+use crate::domain::state::{SignInKey, SignInRecord, SignInSubject, State};
 use crate::proto::ledger::{SignInFailed, SignInLockedOut, event};
 
 /// Lockout settings, passed in with every failure so the domain reads no configuration.
@@ -74,7 +78,8 @@ pub fn may_sign_in(state: &State, institution_id: &str, login_id: &str, now_ms: 
 /// caller hears CMN_90015 once the failure is durable, or CMN_90009 when a lockout began
 /// while its attempt was in flight (nothing is recorded then, as for every attempt during a
 /// lockout, so a locked-out attacker cannot grow the ledger).
-pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) -> Decision {
+/// Recording a failure always refuses the sign-in, so the decision has no answer.
+pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) -> Decision<Infallible> {
     let now_ms = ctx.now_ms;
     let record = state.sign_ins.get(&failure.key).cloned().unwrap_or_default();
     if record.is_locked_at(now_ms) {
@@ -107,37 +112,7 @@ pub fn decide_failure(state: &State, failure: &SignInFailure, ctx: Context<'_>) 
             locked_until_ms: now_ms.saturating_add(policy.duration_ms),
         })));
     }
-    Decision { events, outcome: Err(Rejection::Refused(Refusal::InvalidUserCredentials)) }
-}
-
-/// The sign-in key an event names.
-pub fn event_key(institution_id: &str, login_id: &str, unknown_login_digest: &[u8]) -> SignInKey {
-    let subject = match <[u8; 32]>::try_from(unknown_login_digest) {
-        Ok(digest) if login_id.is_empty() => SignInSubject::Unknown(digest),
-        _ => SignInSubject::Login(login_id.to_owned()),
-    };
-    SignInKey { institution_id: institution_id.to_owned(), subject }
-}
-
-pub(super) fn apply_failed(state: &mut State, e: &SignInFailed) {
-    let record = state.sign_ins.entry(event_key(&e.institution_id, &e.login_id, &e.unknown_login_digest)).or_default();
-    record.window_failures = e.window_failures;
-    record.window_ends_at_ms = e.window_ends_at_ms;
-    record.failed_login_count = e.failed_login_count;
-}
-
-pub(super) fn apply_locked_out(state: &mut State, e: &SignInLockedOut) {
-    let record = state.sign_ins.entry(event_key(&e.institution_id, &e.login_id, &e.unknown_login_digest)).or_default();
-    record.locked_until_ms = e.locked_until_ms;
-    // The lockout consumed this window's failures: after it ends, counting starts afresh.
-    record.window_failures = 0;
-}
-
-/// A successful sign-in or an operator's unlock forgets the failures of that login id.
-pub(super) fn reset(state: &mut State, institution_id: &str, login_id: &str) {
-    if !state.sign_ins.is_empty() {
-        state.sign_ins.remove(&login_key(institution_id, login_id));
-    }
+    Decision { events, outcome: Err(Refusal::InvalidUserCredentials) }
 }
 
 /// The record of a user for the lookup's `failedLoginCount` and `userStatus.locked`.
@@ -151,7 +126,7 @@ pub fn user_record<'s>(state: &'s State, institution_id: &str, login_id: &str) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::apply::{Recorded, apply};
+    use crate::domain::{Command, Recorded, Rejection, apply, decide};
     use crate::proto::ledger::Event;
 
     const POLICY: LockoutPolicy = LockoutPolicy { failures_max: 3, window_ms: 60_000, duration_ms: 30_000 };
@@ -163,7 +138,7 @@ mod tests {
     /// Given the state, when a failure happens at `now_ms`, then these events; applies them.
     fn fail(state: &mut State, subject: SignInSubject, now_ms: i64) -> (Vec<Event>, Result<(), Refusal>) {
         let failure = SignInFailure { key: key(subject), policy: POLICY };
-        let decision = decide_failure(state, &failure, Context { now_ms, transaction_id: "" });
+        let decision = decide(state, &Command::SignInFailed(failure), Context { now_ms, transaction_id: "" });
         for event in &decision.events {
             let seq = state.head.seq + 1;
             apply(state, Recorded { seq, recorded_at_ms: now_ms, transaction_id: "", hash: [0; 32] }, event);

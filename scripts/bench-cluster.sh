@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# Cluster benchmark (issue 13): three release nodes on this machine against one single node, in
+# one run, alternating, so only the same-run ratios mean anything (the three nodes share the
+# cores). At $CONC concurrent clients (default 64), with the project's loadgen (real sockets,
+# real fsync, every answer checked):
+#   single node    REST issuance, REST introspection
+#   cluster leader REST issuance, REST introspection
+#   cluster follower REST issuance (forwarded to the leader), REST introspection (ReadIndex)
+# then the time from SIGKILL of the leader to the first acknowledged issuance through a
+# follower, $KILLS times. Prints RESULT lines, a table of medians and the target ratios.
+#
+# usage: scripts/bench-cluster.sh
+# env:   ROUNDS=2 DUR=10 CONC=64 KILLS=5 OUT=bench/results/cluster-<stamp>
+# Every server is started here on 127.0.0.1, tracked by its PID, and stopped with kill.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+ROUNDS=${ROUNDS:-2}
+DUR=${DUR:-10}
+CONC=${CONC:-64}
+KILLS=${KILLS:-5}
+OUT=${OUT:-$root/bench/results/cluster-$(date +%Y%m%d-%H%M%S)}
+mkdir -p "$OUT"
+RAW=$OUT/raw.txt
+: >"$RAW"
+log() { echo "[bench-cluster $(date +%H:%M:%S)] $*" >&2; }
+
+log "building tokenledger and the loadgen bench (release)"
+(cd "$root" && cargo build --release --bin tokenledger -q)
+LOADGEN=$(cd "$root" && cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*loadgen-[0-9a-f]*\)).*/\1/p' | tail -1)
+case "$LOADGEN" in /*) ;; *) LOADGEN=$root/$LOADGEN ;; esac
+[ -x "$LOADGEN" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
+TL=$root/target/release/tokenledger
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+IMPORT='{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"],"introspect":true}]}'
+echo "$IMPORT" >"$WORK/import.json"
+AUTH="bench:bench-secret-0123456789abcdef"
+PEERS="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"
+
+wait_ready() { # url, seconds
+  local i
+  for i in $(seq 1 $(($2 * 20))); do
+    if curl -s -o /dev/null -w '%{http_code}' "$1/readyz" | grep -q 200; then return 0; fi
+    sleep 0.05
+  done
+  echo "$1 did not become ready" >&2; return 1
+}
+role() { curl -s "$1/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("role",""))' 2>/dev/null || true; }
+
+start_node() { # id
+  local i=$1
+  "$TL" serve --data-dir "$WORK/n$i" --listen 127.0.0.1:1810$i --node-id "$i" --raft-listen 127.0.0.1:1710$i \
+    --peers "$PEERS" --log-level warn >>"$WORK/n$i.log" 2>&1 &
+  PIDS+=($!); eval "PID$i=$!"
+}
+
+log "single node"
+"$TL" serve --data-dir "$WORK/single" --listen 127.0.0.1:18100 --log-level warn >"$WORK/single.log" 2>&1 &
+PIDS+=($!); SINGLE=$!
+wait_ready http://127.0.0.1:18100 20
+"$TL" import --server http://127.0.0.1:18100 --data-dir "$WORK/single" "$WORK/import.json" >/dev/null
+
+log "three-node cluster"
+start_node 1; sleep 1
+for i in 2 3; do mkdir -p "$WORK/n$i"; for f in keys.json signing-keys.json checkpoint.key admin.token; do cp "$WORK/n1/$f" "$WORK/n$i/"; done; start_node "$i"; done
+sleep 1
+"$TL" cluster init --server http://127.0.0.1:18101 --data-dir "$WORK/n1" >/dev/null
+for i in 1 2 3; do wait_ready http://127.0.0.1:1810$i 20; done
+"$TL" import --server http://127.0.0.1:18101 --data-dir "$WORK/n1" "$WORK/import.json" >/dev/null
+LEADER=""; FOLLOWER=""
+for i in 1 2 3; do
+  r=$(role http://127.0.0.1:1810$i)
+  if [ "$r" = leader ]; then LEADER=$i; elif [ -z "$FOLLOWER" ]; then FOLLOWER=$i; fi
+done
+log "leader node $LEADER, measured follower node $FOLLOWER"
+
+run() { # label url modes
+  "$LOADGEN" --url "$2" --mode "$3" -c "$CONC" -d "$DUR" --label "$1" | grep '^RESULT' | tee -a "$RAW"
+}
+for round in $(seq 1 "$ROUNDS"); do
+  log "round $round"
+  run single http://127.0.0.1:18100 rest-token,rest-introspect
+  run leader http://127.0.0.1:1810$LEADER rest-token,rest-introspect
+  run follower http://127.0.0.1:1810$FOLLOWER rest-token,rest-introspect
+done
+
+log "failover: SIGKILL the leader, time to the first acknowledged issuance through a follower"
+for k in $(seq 1 "$KILLS"); do
+  LEADER=""
+  for i in 1 2 3; do [ "$(role http://127.0.0.1:1810$i)" = leader ] && LEADER=$i; done
+  [ -n "$LEADER" ] || { log "no leader"; break; }
+  OTHER=$(( LEADER % 3 + 1 ))
+  eval "kill -9 \$PID$LEADER"
+  t0=$(date +%s%N)
+  until [ "$(curl -s -o /dev/null -w '%{http_code}' -u "$AUTH" -H "transactionId: $(cat /proc/sys/kernel/random/uuid)" \
+      -H 'institutionId: 01001' -d grant_type=client_credentials http://127.0.0.1:1810$OTHER/oauth2/v1/token)" = 200 ]; do
+    sleep 0.005
+  done
+  t1=$(date +%s%N)
+  echo "RESULT label=failover kill=$k killed=$LEADER via=$OTHER ms=$(( (t1 - t0) / 1000000 ))" | tee -a "$RAW"
+  start_node "$LEADER"
+  wait_ready http://127.0.0.1:1810$LEADER 30
+  sleep 1
+done
+
+python3 - "$RAW" <<'EOF' | tee "$OUT/summary.txt"
+import re, statistics, sys
+rows = {}
+fail = []
+for line in open(sys.argv[1]):
+    f = dict(re.findall(r'(\w+)=(\S+)', line))
+    if f.get('label') == 'failover':
+        fail.append(int(f['ms'])); continue
+    rows.setdefault((f['label'], f['mode']), []).append((float(f['rps']), float(f['p99_ms'])))
+med = lambda k, i: statistics.median(v[i] for v in rows[k]) if k in rows else float('nan')
+print(f"{'series':<36}{'rps':>10}{'p99 ms':>10}")
+for k in sorted(rows):
+    print(f"{k[0] + ' ' + k[1]:<36}{med(k, 0):>10.0f}{med(k, 1):>10.2f}")
+r = lambda a, b: med(a, 0) / med(b, 0)
+print(f"issuance through the leader / single node:   {r(('leader','rest-token'), ('single','rest-token')):.2f}x (target >= 0.7)")
+print(f"issuance through a follower / single node:   {r(('follower','rest-token'), ('single','rest-token')):.2f}x (target >= 0.7)")
+print(f"follower introspection / leader's:           {r(('follower','rest-introspect'), ('leader','rest-introspect')):.2f}x (target >= 0.8)")
+if fail:
+    print(f"kill to first acknowledged write, ms: {fail} (median {statistics.median(fail)}, target <= 2000)")
+EOF
+log "results in $OUT"

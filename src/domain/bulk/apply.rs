@@ -1,0 +1,27 @@
+//! How bulk revocations change the projections: a `BulkRevoked` is one cutoff record, a
+//! `BlastRadiusRevoked` ends each token it names.
+
+use super::scope_of;
+use crate::domain::shared::decision::Recorded;
+use crate::domain::shared::ids::TokenId;
+use crate::domain::state::cutoff::Cutoff;
+use crate::domain::state::{EndCause, State, TokenEnd};
+use crate::proto::ledger::{BlastRadiusRevoked, BulkRevoked, RevocationReason};
+
+pub(crate) fn bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevoked) {
+    if let Some(scope) = scope_of(event) {
+        state.cutoffs.add(&scope, Cutoff::new(at.seq, at.recorded_at_ms, event.issued_before_ms));
+    }
+}
+
+pub(crate) fn blast_radius_revoked(state: &mut State, at: Recorded<'_>, event: &BlastRadiusRevoked) {
+    for id in event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)) {
+        if let Some(token) = state.token_mut(&id) {
+            token.end.get_or_insert(TokenEnd {
+                seq: at.seq,
+                at_ms: at.recorded_at_ms,
+                cause: EndCause::Revoked(RevocationReason::Admin),
+            });
+        }
+    }
+}
