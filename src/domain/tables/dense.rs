@@ -145,15 +145,19 @@ impl<V: Copy + Default> DenseMap<V> {
         if key == EMPTY {
             return self.zero.replace(value);
         }
-        if let Some((i, true)) = self.find_bucket(&key)
+        let grows = (self.occupied + 1) * LOAD_DEN > self.buckets.len() * LOAD_NUM;
+        let mut found = self.find_bucket(&key);
+        if let Some((i, true)) = found
             && let Some(entry) = self.buckets.get_mut(i)
         {
             return Some(std::mem::replace(&mut entry.value, value));
         }
-        if (self.occupied + 1) * LOAD_DEN > self.buckets.len() * LOAD_NUM {
+        if grows {
             self.resize(capacity_for(self.occupied + 1));
+            found = self.find_bucket(&key);
         }
-        if let Some((i, false)) = self.find_bucket(&key)
+        // Without a growth the empty bucket that ended the walk is where the key goes.
+        if let Some((i, false)) = found
             && let Some(entry) = self.buckets.get_mut(i)
         {
             *entry = Entry { key, value };

@@ -862,8 +862,26 @@ impl<'r, R: Read> Loader<'r, R> {
                         break;
                     }
                 };
-                if sender.send((index, stream.summary.chunks, chunk)).is_err() {
-                    break;
+                // When every worker is busy and the queue is full, this thread builds the
+                // shard itself instead of waiting: it is only reading and hashing otherwise,
+                // so on two cores the shards are built by both.
+                let chunk_number = stream.summary.chunks;
+                match sender.try_send((index, chunk_number, chunk)) {
+                    Ok(()) => {}
+                    Err(std::sync::mpsc::TrySendError::Full((index, chunk_number, chunk))) => {
+                        match token_shard(tables, &chunk, index) {
+                            Some(built) => {
+                                merged.merge(built.handles);
+                                stream.summary.tokens += built.tokens;
+                                tables.tokens.install(index, built.shard);
+                            }
+                            None => {
+                                read = Err(SnapshotError::Corrupt { chunk: chunk_number, what: "token entries" });
+                                break;
+                            }
+                        }
+                    }
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
                 }
             }
             drop(sender);
