@@ -28,7 +28,7 @@ use super::shard::{IdKey, id_hash};
 /// Most entries per bucket: `len <= buckets * LOAD_NUM / LOAD_DEN`.
 pub(crate) const LOAD_NUM: usize = 7;
 pub(crate) const LOAD_DEN: usize = 8;
-/// The ladder's bases; capacity `k` is `LADDER[k % 3] << (k / 3)`.
+/// The ladder's bases: capacities are `base << k`.
 const LADDER: [usize; 3] = [16, 20, 25];
 const EMPTY: IdKey = IdKey([0; 16]);
 
@@ -59,13 +59,15 @@ pub(crate) fn capacity_for(len: usize) -> usize {
     if len == 0 {
         return 0;
     }
-    let mut k = 0usize;
+    let mut scale = 1usize;
     loop {
-        let buckets = LADDER[k % 3] << (k / 3);
-        if buckets * LOAD_NUM / LOAD_DEN >= len {
-            return buckets;
+        for base in LADDER {
+            let buckets = base.saturating_mul(scale);
+            if buckets * LOAD_NUM / LOAD_DEN >= len || buckets == usize::MAX {
+                return buckets;
+            }
         }
-        k += 1;
+        scale = scale.saturating_mul(2);
     }
 }
 

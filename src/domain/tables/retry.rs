@@ -295,7 +295,11 @@ impl RetryRing {
         let holds = |low: u32| {
             let at = tail + u64::from(low.wrapping_sub(tail as u32));
             let offset = at.wrapping_sub(base) as usize;
-            at < position && chunks.get(offset / RETRY_CHUNK).and_then(|c| c.get(offset % RETRY_CHUNK)).is_some_and(|e| e.key == entry.key)
+            at < position
+                && chunks
+                    .get(offset / RETRY_CHUNK)
+                    .and_then(|c| c.get(offset % RETRY_CHUNK))
+                    .is_some_and(|e| e.key == entry.key)
         };
         if let Some(index) = self.index.get_mut(shard) {
             index.insert(hash, position as u32, holds);
