@@ -5,11 +5,14 @@ Every `crate::` and `super::` path (with `{...}` groups expanded) is resolved to
 prefix that is a module file; inline `#[cfg(test)] mod` blocks are left out. Prints each
 strongly connected component of more than one module, marked CROSS-FOLDER when its files lie
 in more than one folder, with the edges inside it, then the pairs of folders that import
-each other. Usage: python3 .ci/import-circles.py [src]
+each other. Usage: python3 .ci/import-circles.py [--check] [src]
+With --check it exits 1 when any circle spans folders (what .ci/run enforces).
 """
 import os, re, sys
 from collections import defaultdict
-root = sys.argv[1] if len(sys.argv) > 1 else 'src'
+args = [a for a in sys.argv[1:] if a != '--check']
+check = '--check' in sys.argv[1:]
+root = args[0] if args else 'src'
 files = {}
 for d, _, fs in os.walk(root):
     for f in fs:
@@ -124,3 +127,6 @@ print('folder-level 2-cycles:')
 for a in sorted(fe):
     for b in sorted(fe[a]):
         if a < b and a in fe.get(b, ()): print('  ', a, '<->', b)
+if check and bad:
+    print(f'FAILED: {bad} import circle(s) span folders (ARCHITECTURE.md, "Invariants")', file=sys.stderr)
+    sys.exit(1)

@@ -79,12 +79,6 @@ pub enum RotateError {
     KeyFile(String),
     #[error("the ledger is not accepting writes")]
     Unavailable,
-    /// Cluster mode: a new private key would exist only in this node's key file.
-    #[error(
-        "signing-key rotation is not available in cluster mode yet: the new private key would exist on one node only \
-         (docs/cluster.md, \"Keys\")"
-    )]
-    Clustered,
 }
 
 /// The CMN code of each domain refusal.
@@ -394,7 +388,6 @@ pub fn key_status(error: RotateError) -> Status {
     match error {
         RotateError::KeyFile(text) => Status::internal(text),
         RotateError::Unavailable => Status::unavailable(error.to_string()),
-        RotateError::Clustered => Status::failed_precondition(error.to_string()),
     }
 }
 

@@ -36,6 +36,8 @@ pub struct KeySet {
     pub fingerprint: hmac::Key,
     /// The secret cluster nodes authenticate their Raft traffic with (`cluster_secret`).
     cluster: [u8; 32],
+    /// The key a cluster seals new ID-token signing keys with for the ledger (`signing_seal_key`).
+    signing_seal: [u8; 32],
 }
 
 pub struct ServerKeys {
@@ -116,6 +118,11 @@ impl ServerKeys {
                 cluster.copy_from_slice(hmac::sign(&master, b"tokenledger/cluster/v1").as_ref());
                 cluster
             },
+            signing_seal: {
+                let mut seal = [0u8; 32];
+                seal.copy_from_slice(hmac::sign(&master, b"tokenledger/signing-key-seal/v1").as_ref());
+                seal
+            },
         }
     }
 
@@ -131,6 +138,13 @@ impl ServerKeys {
     /// and does not change when a newer key is added (SPEC 8: the same key files everywhere).
     pub fn cluster_secret(&self) -> [u8; 32] {
         self.sets.iter().min_by_key(|s| s.id).map_or([0u8; 32], |s| s.cluster)
+    }
+
+    /// The AES-256-GCM key a cluster seals a new ID-token signing key with before its activation
+    /// event carries it to every node (from the key with the lowest id, like `cluster_secret`):
+    /// the private key travels in the ledger and the Raft log only in this sealed form.
+    pub fn signing_seal_key(&self) -> [u8; 32] {
+        self.sets.iter().min_by_key(|s| s.id).map_or([0u8; 32], |s| s.signing_seal)
     }
 
     pub fn by_id(&self, id: u16) -> Option<&KeySet> {

@@ -51,6 +51,9 @@ struct StoredKey {
 }
 
 /// One signing key pair.
+/// The version byte of a sealed signing key.
+const SEAL_VERSION: u8 = 1;
+
 pub struct SigningKey {
     pub key_id: String,
     pub created_at_ms: i64,
@@ -78,6 +81,51 @@ impl SigningKey {
             .map_err(|_| SigningKeyError::Crypto)?;
         let key_id = thumbprint(pair.public_key().as_ref()).ok_or(SigningKeyError::Crypto)?;
         Ok(Self { key_id, created_at_ms, pair, pkcs8 })
+    }
+
+    /// The private key sealed for the ledger (cluster mode): `1 ‖ nonce ‖ AES-256-GCM(pkcs8)`,
+    /// with the key id as associated data, under `seal_key` (`ServerKeys::signing_seal_key`).
+    pub fn seal(&self, seal_key: &[u8; 32]) -> Result<Vec<u8>, SigningKeyError> {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, seal_key).map_err(|_| SigningKeyError::Crypto)?);
+        let nonce_bytes: [u8; 12] = super::random_bytes();
+        let mut sealed = self.pkcs8.clone();
+        key.seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(self.key_id.as_bytes()),
+            &mut sealed,
+        )
+        .map_err(|_| SigningKeyError::Crypto)?;
+        let mut out = Vec::with_capacity(1 + 12 + sealed.len());
+        out.push(SEAL_VERSION);
+        out.extend_from_slice(&nonce_bytes);
+        out.extend_from_slice(&sealed);
+        Ok(out)
+    }
+
+    /// Opens what [`Self::seal`] made for `key_id`; refuses another key's or an altered seal.
+    pub fn open_sealed(
+        seal_key: &[u8; 32],
+        key_id: &str,
+        sealed: &[u8],
+        created_at_ms: i64,
+    ) -> Result<Self, SigningKeyError> {
+        use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let Some((&SEAL_VERSION, rest)) = sealed.split_first() else {
+            return Err(SigningKeyError::Crypto);
+        };
+        let (nonce, body) = rest.split_first_chunk::<12>().ok_or(SigningKeyError::Crypto)?;
+        let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, seal_key).map_err(|_| SigningKeyError::Crypto)?);
+        let mut body = body.to_vec();
+        let pkcs8 = key
+            .open_in_place(Nonce::assume_unique_for_key(*nonce), Aad::from(key_id.as_bytes()), &mut body)
+            .map_err(|_| SigningKeyError::Crypto)?
+            .to_vec();
+        let key = Self::from_pkcs8(pkcs8, created_at_ms)?;
+        if key.key_id != key_id {
+            return Err(SigningKeyError::Crypto);
+        }
+        Ok(key)
     }
 
     /// The uncompressed SEC1 point of the public key.
@@ -233,6 +281,24 @@ fn file_text<'a>(active: &str, keys: impl IntoIterator<Item = &'a SigningKey>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sealed_key_opens_only_with_its_seal_key_and_id() {
+        let key = SigningKey::generate(5).unwrap();
+        let seal_key = [7u8; 32];
+        let sealed = key.seal(&seal_key).unwrap();
+        assert!(!sealed.windows(key.pkcs8.len()).any(|w| w == key.pkcs8.as_slice()), "not in clear");
+        let opened = SigningKey::open_sealed(&seal_key, &key.key_id, &sealed, 5).unwrap();
+        assert_eq!(opened.public_key(), key.public_key());
+        assert!(SigningKey::open_sealed(&[8u8; 32], &key.key_id, &sealed, 5).is_err(), "another cluster's keys");
+        assert!(SigningKey::open_sealed(&seal_key, "another-key-id", &sealed, 5).is_err(), "another key's id");
+        let mut altered = sealed.clone();
+        if let Some(last) = altered.last_mut() {
+            *last ^= 1;
+        }
+        assert!(SigningKey::open_sealed(&seal_key, &key.key_id, &altered, 5).is_err(), "altered");
+        assert!(SigningKey::open_sealed(&seal_key, &key.key_id, &[], 5).is_err(), "empty");
+    }
 
     #[test]
     fn key_ids_are_rfc7638_thumbprints() {

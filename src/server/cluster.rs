@@ -25,7 +25,7 @@ use crate::domain::authcode::SigningKeyActivation;
 use crate::ledger::{LedgerHandle, Store};
 use crate::replication::network::{ClusterCredential, ForwardSlot, Network, RaftRpc};
 use crate::replication::node::ClusterNode;
-use crate::replication::peers::{check_self, parse_peers};
+use crate::replication::peers::{PeersError, check_self, parse_peers};
 use crate::replication::proposer::Proposer;
 use crate::replication::read_index::ReadIndex;
 use crate::replication::state_machine::LedgerMachine;
@@ -62,7 +62,17 @@ pub fn voters(cluster: &ClusterConfig) -> Result<(BTreeMap<NodeId, NodeInfo>, So
         .parse()
         .map_err(|e| bad(format!("raft_listen {:?} is not HOST:PORT with an IP address: {e}", cluster.raft_listen)))?;
     let voters = parse_peers(&cluster.peers).map_err(|e| bad(e.to_string()))?;
-    check_self(cluster.node_id, raft_listen, &voters).map_err(|e| bad(e.to_string()))?;
+    match check_self(cluster.node_id, raft_listen, &voters) {
+        Ok(()) => {}
+        // Not a voter of the list: a learner-to-be, which the leader adds (`cluster add-learner`).
+        Err(PeersError::SelfMissing { .. }) => {
+            tracing::info!(
+                node_id = cluster.node_id,
+                "not among --peers: this node joins when the leader adds it as a learner"
+            );
+        }
+        Err(error) => return Err(bad(error.to_string())),
+    }
     Ok((voters, raft_listen))
 }
 
@@ -212,10 +222,12 @@ async fn activate_signing_key(app: &App, signing: &SigningKeys, file_key_id: &st
     if app.state.read().authorization.active_signing_key.is_some() {
         return;
     }
+    // Every node holds this file (copied before its first start), so nothing is sealed.
     let activation = SigningKeyActivation {
         key_id: key.key_id.clone(),
         algorithm: ALGORITHM.to_owned(),
         public_key: key.public_key().to_vec(),
+        sealed_private_key: Vec::new(),
     };
     match app.ledger.submit_as(activation, uuid::Uuid::new_v4().to_string()).await {
         Ok(_) => tracing::info!(key_id = %key.key_id, "ID-token signing key recorded through raft"),
@@ -252,5 +264,26 @@ pub async fn leave(node: &ClusterNode) {
     }
     if let Err(error) = node.raft.shutdown().await {
         tracing::warn!(%error, "raft did not stop cleanly");
+    }
+}
+
+/// On every node: after each applied batch, adopt the ledger's active signing key if this
+/// node's key file lacks it (a rotation made on another node), so the key is here before this
+/// node could lead and sign with it.
+pub async fn adopt_signing_keys(app: Arc<App>) {
+    let mut head = app.ledger.committed_head();
+    let mut reported: Option<String> = None;
+    loop {
+        match crate::api::keys::flow::adopt_active_key(&app).await {
+            Ok(_) => reported = None,
+            Err(problem) if reported.as_deref() != Some(problem.as_str()) => {
+                tracing::error!(%problem, "cannot adopt the ledger's ID-token signing key");
+                reported = Some(problem);
+            }
+            Err(_) => {}
+        }
+        if head.changed().await.is_err() {
+            return;
+        }
     }
 }

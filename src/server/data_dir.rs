@@ -191,6 +191,7 @@ fn open_cluster_node(
     let app = Arc::new(app);
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     runtime.spawn(super::cluster::lead_duties(app.clone(), started.node.clone(), file_key_id));
+    runtime.spawn(super::cluster::adopt_signing_keys(app.clone()));
     Ok(Opened { app, report, created, cluster: Some(started), _lock: lock })
 }
 

@@ -43,6 +43,7 @@ pub fn prepare(
         key_id: key.key_id.clone(),
         algorithm: ALGORITHM.to_owned(),
         public_key: key.public_key().to_vec(),
+        sealed_private_key: Vec::new(),
     };
     let event = activation_event(state, &activation);
     ledger::append_bootstrap(store, state, &event, now_ms)?;

@@ -570,3 +570,100 @@ async fn a_cluster_with_tls_speaks_mutual_tls_between_nodes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Three plain nodes, initialised, every one knowing the leader.
+async fn running_cluster(root: &Path) -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=3)
+        .map(|id| Node { id, dir: root.join(format!("node-{id}")), raft_port: free_port(), running: None })
+        .collect();
+    let peers = nodes.iter().map(|n| format!("{}=127.0.0.1:{}", n.id, n.raft_port)).collect::<Vec<_>>().join(",");
+    let mut started = Vec::new();
+    for (i, mut node) in nodes.drain(..).enumerate() {
+        if i > 0 {
+            copy_keys(&root.join("node-1"), &node.dir);
+        }
+        let peers = peers.clone();
+        started.push(
+            tokio::task::spawn_blocking(move || {
+                node.start(&peers);
+                node
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let admin = ["--data-dir", root.join("node-1").to_str().unwrap().to_owned().leak()];
+    let init = cli(&[&["cluster", "init", "--server", &started[0].url().unwrap()][..], &admin[..]].concat());
+    assert!(init.status.success(), "cluster init: {}", String::from_utf8_lossy(&init.stderr));
+    let http = reqwest::Client::new();
+    for node in &started {
+        let url = node.url().unwrap();
+        let since = Instant::now();
+        while !writes_ready(&http, &url).await {
+            assert!(since.elapsed() < Duration::from_secs(10), "{url} knows no leader after init");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    started
+}
+
+/// Rotating the ID-token signing key on a cluster (asked of a follower: forwarded to the
+/// leader) reaches every node: each one's key file gets the new private key, opened from the
+/// sealed copy in the activation event, and each one's JWKS publishes it. The private key is
+/// in the ledger only sealed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signing_key_rotated_on_a_cluster_reaches_every_node() {
+    let root = tempfile::tempdir().unwrap();
+    let nodes = running_cluster(root.path()).await;
+    let http = reqwest::Client::new();
+    let urls: Vec<(u64, String)> = nodes.iter().map(|n| (n.id, n.url().unwrap())).collect();
+    let leader_id = leader(&http, &urls).await.unwrap();
+    let follower = urls.iter().find(|(id, _)| *id != leader_id).unwrap().1.clone();
+    let admin = ["--data-dir", root.path().join("node-1").to_str().unwrap().to_owned().leak()];
+    let rotated = cli(&[&["keys", "rotate-signing", "--json", "--server", &follower][..], &admin[..]].concat());
+    assert!(rotated.status.success(), "{}", String::from_utf8_lossy(&rotated.stderr));
+    let answer: serde_json::Value = serde_json::from_slice(&rotated.stdout).unwrap();
+    let key_id = answer["key"]["key_id"].as_str().unwrap().to_owned();
+    for node in &nodes {
+        let since = Instant::now();
+        loop {
+            let file = std::fs::read_to_string(node.dir.join("signing-keys.json")).unwrap();
+            let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+            let has = file["keys"].as_array().unwrap().iter().any(|k| k["key_id"] == key_id.as_str());
+            let jwks: serde_json::Value = http
+                .get(format!("{}/.well-known/jwks.json", node.url().unwrap()))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let published = jwks["keys"].as_array().unwrap().iter().any(|k| k["kid"] == key_id.as_str());
+            if has && published && file["active_key_id"] == key_id.as_str() {
+                break;
+            }
+            assert!(
+                since.elapsed() < Duration::from_secs(10),
+                "node {}: key {key_id} in file {has}, in JWKS {published}",
+                node.id
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    // Offline: the activation event carries the key sealed, never the PKCS#8 document in clear.
+    drop(nodes);
+    let file = std::fs::read_to_string(root.path().join("node-2").join("signing-keys.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_str(&file).unwrap();
+    let pkcs8 =
+        file["keys"].as_array().unwrap().iter().find(|k| k["key_id"] == key_id.as_str()).unwrap()["private_key_pkcs8"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    use base64::Engine as _;
+    let pkcs8 = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(pkcs8).unwrap();
+    let ledger = std::fs::read(root.path().join("node-2").join("ledger.redb")).unwrap();
+    assert!(
+        !ledger.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()),
+        "the private key is not in the ledger in clear"
+    );
+}

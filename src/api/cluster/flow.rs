@@ -62,6 +62,12 @@ pub async fn init(app: &App) -> Result<api::ClusterStatus, ClusterError> {
             "this node already belongs to a cluster (cluster init runs once, on one node)".to_owned(),
         ));
     }
+    if !node.voters.contains_key(&node.id) {
+        return Err(ClusterError::Invalid(format!(
+            "node {} is not among its own --peers: run cluster init on a voter (a learner is added by the leader)",
+            node.id
+        )));
+    }
     node.raft.initialize(node.voters.clone()).await.map_err(|e| ClusterError::Failed(format!("cluster init: {e}")))?;
     let _ = node
         .raft

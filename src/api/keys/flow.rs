@@ -14,19 +14,23 @@ use crate::proto as api;
 
 /// Makes a new key the one that signs; returns it and the key it replaced.
 pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSigningKeyResponse, RotateError> {
-    if app.cluster.is_some() {
-        return Err(RotateError::Clustered);
-    }
     let _one_at_a_time = app.signing.rotation.lock().await;
     let now_ms = app.clock.now_ms();
     let keep: Vec<String> =
         app.state.read().authorization.published_keys(now_ms).into_iter().map(|k| k.key_id.clone()).collect();
     let key = SigningKey::generate(now_ms).map_err(|e| RotateError::KeyFile(e.to_string()))?;
     let key = app.signing.install(key, &keep).map_err(|e| RotateError::KeyFile(e.to_string()))?;
+    // In a cluster the other nodes learn the private key from the activation event, sealed
+    // under a key derived from keys.json (which every node holds): see `adopt_active_key`.
+    let sealed_private_key = match app.cluster {
+        Some(_) => key.seal(&app.keys.signing_seal_key()).map_err(|e| RotateError::KeyFile(e.to_string()))?,
+        None => Vec::new(),
+    };
     let activation = SigningKeyActivation {
         key_id: key.key_id.clone(),
         algorithm: ALGORITHM.to_owned(),
         public_key: key.public_key().to_vec(),
+        sealed_private_key,
     };
     let previous_key_id = match app.ledger.submit_as(activation, transaction_id).await {
         Ok(previous_key_id) => previous_key_id.unwrap_or_default(),
@@ -38,6 +42,51 @@ pub async fn rotate(app: &App, transaction_id: String) -> Result<api::RotateSign
     let state = app.state.read();
     let view = state.authorization.signing_keys.get(&key.key_id).map(|k| key_view(k, now_ms));
     Ok(api::RotateSigningKeyResponse { key: view, previous_key_id })
+}
+
+/// Cluster mode: when the ledger's active signing key is not in this node's key file (another
+/// node rotated), opens the sealed copy its activation event carries and installs it. Answers
+/// whether a key was installed. Called after every applied batch (`server::cluster`).
+pub async fn adopt_active_key(app: &App) -> Result<bool, String> {
+    let (key_id, seq, created_at_ms, keep) = {
+        let state = app.state.read();
+        let Some(key_id) = state.authorization.active_signing_key.clone() else {
+            return Ok(false);
+        };
+        if app.signing.get(&key_id).is_some() {
+            return Ok(false);
+        }
+        let Some(info) = state.authorization.signing_keys.get(&key_id) else {
+            return Err(format!("the ledger names signing key {key_id} but does not describe it"));
+        };
+        let now_ms = app.clock.now_ms();
+        let keep: Vec<String> =
+            state.authorization.published_keys(now_ms).into_iter().map(|k| k.key_id.clone()).collect();
+        (key_id, info.activated_seq, info.activated_at_ms, keep)
+    };
+    let _one_at_a_time = app.signing.rotation.lock().await;
+    if app.signing.get(&key_id).is_some() {
+        return Ok(false);
+    }
+    let opened = crate::api::audit::flow::read(app, move |snapshot| crate::audit::query::open_all(snapshot, &[seq]))
+        .await
+        .map_err(|e| format!("reading the activation of signing key {key_id} (seq {seq}): {e}"))?;
+    let sealed = match opened.into_iter().next().and_then(|o| o.event.kind) {
+        Some(crate::proto::ledger::event::Kind::SigningKeyActivated(activated)) if activated.key_id == key_id => {
+            activated.sealed_private_key
+        }
+        _ => return Err(format!("event {seq} is not the activation of signing key {key_id}")),
+    };
+    if sealed.is_empty() {
+        return Err(format!(
+            "the activation of signing key {key_id} carries no sealed key: copy signing-keys.json from the node that made it"
+        ));
+    }
+    let key = SigningKey::open_sealed(&app.keys.signing_seal_key(), &key_id, &sealed, created_at_ms)
+        .map_err(|_| format!("the sealed signing key {key_id} does not open with this node's keys.json"))?;
+    app.signing.install(key, &keep).map_err(|e| format!("installing signing key {key_id}: {e}"))?;
+    tracing::info!(%key_id, "ID-token signing key adopted from the ledger");
+    Ok(true)
 }
 
 /// Every signing key the ledger knows, newest first.

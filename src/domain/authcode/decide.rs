@@ -105,6 +105,7 @@ pub fn activation_event(state: &State, activation: &SigningKeyActivation) -> cra
         algorithm: activation.algorithm.clone(),
         public_key: activation.public_key.clone(),
         previous_key_id: state.authorization.active_signing_key.clone().unwrap_or_default(),
+        sealed_private_key: activation.sealed_private_key.clone(),
     }))
 }
 

@@ -60,6 +60,9 @@ pub struct SigningKeyActivation {
     pub key_id: String,
     pub algorithm: String,
     pub public_key: Vec<u8>,
+    /// Cluster mode: the private key sealed for the other nodes (`SigningKey::seal`); empty on
+    /// a single node.
+    pub sealed_private_key: Vec<u8>,
 }
 
 #[derive(Clone, Debug, PartialEq)]

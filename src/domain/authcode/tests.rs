@@ -59,6 +59,7 @@ impl World {
             algorithm: "ES256".into(),
             public_key: vec![4; 65],
             previous_key_id: String::new(),
+            sealed_private_key: Vec::new(),
         }));
         world
     }
@@ -352,6 +353,7 @@ fn a_retired_key_stays_published_until_its_last_id_token_expires() {
         key_id: "k2".into(),
         algorithm: "ES256".into(),
         public_key: vec![4; 65],
+        sealed_private_key: Vec::new(),
     }));
     let decision = world.when(&rotate);
     assert_eq!(
