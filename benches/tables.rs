@@ -85,17 +85,46 @@ fn main() -> ExitCode {
 fn driver(args: &Args) -> ExitCode {
     print_machine();
     let Ok(me) = std::env::current_exe() else { return ExitCode::FAILURE };
-    for child in ["baseline", "tables"] {
-        let status = Command::new(&me)
-            .args(["--child", child, "--tokens", &args.tokens.to_string()])
+    let mut lookups = Vec::new();
+    // The lookups child fills both structures to the baseline's size in one process and
+    // alternates between them: the fairest ratio on a noisy machine.
+    for (child, tokens) in [("baseline", args.tokens), ("tables", args.tokens), ("lookups", args.baseline_tokens)] {
+        let output = Command::new(&me)
+            .args(["--child", child, "--tokens", &tokens.to_string()])
             .args(["--baseline-tokens", &args.baseline_tokens.to_string()])
             .args(["--lookup-secs", &args.lookup_secs.to_string()])
-            .status();
-        if !status.as_ref().is_ok_and(|s| s.success()) {
-            eprintln!("child {child} failed: {status:?}");
+            .stderr(std::process::Stdio::inherit())
+            .output();
+        let Ok(output) = output else {
+            eprintln!("child {child} did not start");
+            return ExitCode::FAILURE;
+        };
+        let text = String::from_utf8_lossy(&output.stdout);
+        print!("{text}");
+        if !output.status.success() {
+            eprintln!("child {child} failed: {:?}", output.status);
             return ExitCode::FAILURE;
         }
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("#lookup ") {
+                let numbers: Vec<f64> = rest.split_whitespace().filter_map(|n| n.parse().ok()).collect();
+                if numbers.len() == 3 {
+                    lookups.push((child, numbers));
+                }
+            }
+        }
     }
+    if let [(_, today), (_, new)] = &lookups[..] {
+        println!(
+            "\n## lookup ratio, tables at {} tokens / today's map at {} tokens, same run: alone {:.2}x, with a reader on each core {:.2}x and {:.2}x",
+            args.tokens,
+            args.baseline_tokens,
+            new[0] / today[0],
+            new[1] / today[1],
+            new[2] / today[2]
+        );
+    }
+    print_machine();
     ExitCode::SUCCESS
 }
 
@@ -367,6 +396,8 @@ fn tables_child(args: &Args) {
     let mut whole = histogram();
     let mut outside = histogram();
     let mut purges = histogram();
+    let mut purges_tokens = histogram();
+    let mut purges_retry = histogram();
     let mut purge_ms = mix.now_ms();
     let switches_before = involuntary_switches();
     let fill_started = Instant::now();
@@ -394,9 +425,17 @@ fn tables_child(args: &Args) {
             }
             if mix.now_ms() >= purge_ms + 100 {
                 purge_ms = mix.now_ms();
+                // The step in its two parts, timed apart: the token and family shards, then
+                // the retry ring (in batches under the retry lock).
+                let budget = PurgeBudget::default();
                 let started = Instant::now();
-                tables.purge_step(purge_ms, PurgeBudget::default());
-                let _ = purges.record((started.elapsed().as_nanos() as u64).max(1));
+                tables.purge_step(purge_ms, PurgeBudget { retry_entries: 0, ..budget });
+                let middle = Instant::now();
+                tables.purge_step(purge_ms, PurgeBudget { token_shards: 0, family_shards: 0, ..budget });
+                let ended = Instant::now();
+                let _ = purges.record(((ended - started).as_nanos() as u64).max(1));
+                let _ = purges_tokens.record(((middle - started).as_nanos() as u64).max(1));
+                let _ = purges_retry.record(((ended - middle).as_nanos() as u64).max(1));
                 last_end = Instant::now();
             }
         }
@@ -429,6 +468,8 @@ fn tables_child(args: &Args) {
         purges.len(),
         latency_line(&purges)
     );
+    println!("  of which token and family shards: {}", latency_line(&purges_tokens));
+    println!("  of which the retry ring: {}", latency_line(&purges_retry));
     lookups(args, &sample, |id| tables.token(id).map(|v| v.expires_at_ms).unwrap_or(0));
     snapshot(&tables, &world, &mut mix);
     purge(&tables, &mix, rss_base);
@@ -494,6 +535,7 @@ fn lookups(args: &Args, sample: &[TokenId], lookup: impl Fn(&TokenId) -> i64 + S
         b,
         1e3 / a + 1e3 / b
     );
+    println!("#lookup {alone} {a} {b}");
 }
 
 fn snapshot(tables: &Arc<TokenTables>, world: &World, mix: &mut Mix) {

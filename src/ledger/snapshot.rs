@@ -7,17 +7,21 @@
 //! ledger itself, and the header names the ledger's chain, which the tables know nothing of. A
 //! Raft state machine (also over the ledger) installs and sends the same file.
 //!
-//! ## Format, version 1 (little-endian)
+//! ## Format, version 2 (little-endian)
 //!
 //! ```text
 //! file   = header body
-//! header = "TLSNAPSH" version:u32 header_len:u32 (= 160)
+//! header = "TLSNAPSH" version:u32 (2) header_len:u32 (= 160)
 //!          ledger_seq:u64 chain_hash:[32] replay_from_seq:u64
 //!          body_len:u64 body_sha256:[32]
 //!          tokens:u64 families:u64 retry_entries:u64
 //!          header_sha256:[32]            (SHA-256 of the 128 bytes before it)
 //! body   = the tables snapshot stream (its own format version, chunk digests and chain)
 //! ```
+//!
+//! Version 2 has version 1's header; its body is a version-2 tables stream (entries in id
+//! order, so the same tables give the same file). A version-1 file (a version-1 stream in the
+//! body) is still read: both are loaded the same way.
 //!
 //! `ledger_seq` is the highest seq any part of the tables covers and `chain_hash` that event's
 //! hash: a ledger that does not hold this seq with this hash is not the one the snapshot was
@@ -49,7 +53,9 @@ pub const SNAPSHOT_FILE_NAME: &str = "tables.snapshot";
 /// Where a snapshot is written before it is renamed into place.
 pub const SNAPSHOT_TEMPORARY_NAME: &str = "tables.snapshot.tmp";
 pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"TLSNAPSH";
-pub const SNAPSHOT_FILE_VERSION: u32 = 1;
+pub const SNAPSHOT_FILE_VERSION: u32 = 2;
+/// The oldest file version a reader takes.
+pub const SNAPSHOT_FILE_OLDEST: u32 = 1;
 pub const SNAPSHOT_HEADER_LEN: usize = 160;
 const HEADER_DIGESTED_LEN: usize = SNAPSHOT_HEADER_LEN - 32;
 /// Buffer of the file reader and writer.
@@ -105,7 +111,7 @@ impl SnapshotHeader {
         }
         let mut fields = Fields { rest: &bytes[8..] };
         let version = fields.u32();
-        if version != SNAPSHOT_FILE_VERSION {
+        if !(SNAPSHOT_FILE_OLDEST..=SNAPSHOT_FILE_VERSION).contains(&version) {
             return Err(SnapshotFileError::Version(version));
         }
         let header_digest = digest::digest(&digest::SHA256, &bytes[..HEADER_DIGESTED_LEN]);
@@ -320,10 +326,15 @@ impl SnapshotFile {
     /// Reads the body into new tables, in one pass and a buffer at a time (token shards built
     /// on `workers` more threads; see `TokenTables::load_parallel`), checking its checksum as
     /// it goes. Any error drops what was built: tables are returned whole or not at all.
+    ///
+    /// The body's SHA-256 covers every byte of the stream, so the stream's own chunk digests
+    /// are not computed a second time (`TokenTables::load_checked_by_caller`): one SHA-256
+    /// pass over the file instead of two. A damaged body fails that checksum whatever the
+    /// stream made of it, and the stream's structural checks still refuse a malformed one.
     pub fn load(self, config: TablesConfig, workers: usize) -> Result<(TokenTables, Loaded), SnapshotFileError> {
         let header = self.header;
         let mut body = BufReader::with_capacity(IO_BUFFER, Hashing::new(self.file.take(header.body_len)));
-        let (tables, loaded) = match TokenTables::load_parallel(&mut body, config, workers) {
+        let (tables, loaded) = match TokenTables::load_checked_by_caller(&mut body, config, workers) {
             Ok(done) => done,
             Err(e) => return Err(body_error(e, body.into_inner(), &header)),
         };

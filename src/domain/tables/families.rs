@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
+use super::dense::DenseMap;
 use super::memory::{PartMemory, map_bytes};
 use super::pack::{get_i48, get_u32, get_u48, i48, u48};
 use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
@@ -28,7 +29,7 @@ const REVOKED: u8 = 2;
 const WIDE: u8 = 4;
 
 /// The packed record of one family (46 bytes; 62 with its key).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct FamilySlot {
     client: [u8; 4],
     live_refresh: [u8; 16],
@@ -51,7 +52,7 @@ struct FamilyWide {
 #[derive(Clone, Debug, Default)]
 #[repr(C)]
 pub(crate) struct FamilyShard {
-    slots: IdMap<FamilySlot>,
+    slots: DenseMap<FamilySlot>,
     wide: IdMap<FamilyWide>,
     /// The highest ledger seq whose changes to this shard are all in it.
     pub(crate) applied_seq: u64,
@@ -153,7 +154,7 @@ impl FamilyShard {
             }
             keep
         });
-        super::tokens::shrink_if_sparse(slots);
+        slots.shrink_if_sparse();
         before - slots.len()
     }
 
@@ -167,7 +168,7 @@ impl FamilyShard {
 
     fn memory(&self) -> PartMemory {
         let mut m = PartMemory::default();
-        m.add(self.slots.len(), map_bytes(self.slots.capacity(), size_of::<(IdKey, FamilySlot)>()));
+        m.add(self.slots.len(), self.slots.allocated_bytes());
         m.add(0, map_bytes(self.wide.capacity(), size_of::<(IdKey, FamilyWide)>()));
         m
     }

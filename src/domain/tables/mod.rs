@@ -20,6 +20,7 @@
 //! append lock. The module does no I/O except through the `Read`/`Write` of a snapshot stream,
 //! reads no clock and draws no random numbers.
 
+mod dense;
 mod families;
 mod interner;
 mod memory;
@@ -249,6 +250,9 @@ pub struct Issuance<'a> {
     /// Recorded when an access token was minted.
     pub request: Option<RequestAnswer<'a>>,
 }
+
+/// Retry answers purged under one hold of the retry lock (~512 × 50 ns).
+const RETRY_PURGE_BATCH: usize = 512;
 
 /// How much one [`TokenTables::purge_step`] may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -525,7 +529,17 @@ impl TokenTables {
     pub fn purge_step(&self, now_ms: i64, budget: PurgeBudget) -> PurgeReport {
         let (tokens, tokens_cycle_done) = self.tokens.purge_step(now_ms, budget.token_shards);
         let (families, _) = self.families.purge_step(now_ms, budget.family_shards);
-        let retries = self.retries.lock().purge(now_ms, RETRY_WINDOW_MS, budget.retry_entries);
+        // The ring in batches, each under its own hold of the retry lock (which token requests
+        // with a transactionId take), so that a request waits for one batch at most.
+        let mut retries = 0;
+        while retries < budget.retry_entries {
+            let batch = (budget.retry_entries - retries).min(RETRY_PURGE_BATCH);
+            let removed = self.retries.lock().purge(now_ms, RETRY_WINDOW_MS, batch);
+            retries += removed;
+            if removed < batch {
+                break;
+            }
+        }
         PurgeReport { tokens, families, retries, tokens_cycle_done }
     }
 

@@ -12,12 +12,12 @@
 //! even inside its window: a retry of that request then gets new tokens instead of the old
 //! ones (as a retry after the window does). The drops are counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::BuildHasher;
 
 use ring::digest;
 
-use super::memory::{PartMemory, map_bytes};
+use super::memory::PartMemory;
 use super::shard::ShardMap;
 use crate::domain::shared::ids::TokenId;
 
@@ -194,7 +194,7 @@ pub(crate) struct RetryRing {
     /// Key to the low 32 bits of the position of its newest entry. Every index entry points at
     /// a live entry (popping an entry removes the index entry that points at it), and live
     /// positions span less than 2^32, so the low bits determine the position.
-    index: Box<[HashMap<RetryKey, [u8; 4], foldhash::fast::FixedState>]>,
+    index: Box<[PositionIndex]>,
     index_shards: ShardMap,
     hasher: foldhash::fast::FixedState,
     entries_max: usize,
@@ -213,7 +213,7 @@ impl RetryRing {
             base: 0,
             tail: 0,
             head: 0,
-            index: (0..index_shards.len()).map(|_| HashMap::with_hasher(hasher.clone())).collect(),
+            index: (0..index_shards.len()).map(|_| PositionIndex::default()).collect(),
             index_shards,
             hasher,
             entries_max: entries_max.clamp(1, ENTRIES_MAX_LIMIT - 1),
@@ -234,8 +234,11 @@ impl RetryRing {
         self.tail
     }
 
-    fn shard(&self, key: &RetryKey) -> usize {
-        self.index_shards.shard_of_key((self.hasher.hash_one(key) >> 32) as u32)
+    /// The key's hash and its index shard (chosen by the high 32 bits; the shard's table uses
+    /// the low 32).
+    fn hash(&self, key: &RetryKey) -> (u64, usize) {
+        let hash = self.hasher.hash_one(key);
+        (hash, self.index_shards.shard_of_key((hash >> 32) as u32))
     }
 
     /// The position whose low 32 bits are `low`, among the live ones.
@@ -251,9 +254,15 @@ impl RetryRing {
         self.chunks.get(offset / RETRY_CHUNK)?.get(offset % RETRY_CHUNK)
     }
 
+    /// Does the live entry at the position with low bits `low` answer `key`?
+    fn holds(&self, low: u32, key: &RetryKey) -> bool {
+        self.at(self.position(low)).is_some_and(|e| e.key == *key)
+    }
+
     pub(crate) fn find(&self, key: &RetryKey) -> Option<&RetryEntry> {
-        let low = u32::from_le_bytes(*self.index.get(self.shard(key))?.get(key)?);
-        self.at(self.position(low)).filter(|e| e.key == *key)
+        let (hash, shard) = self.hash(key);
+        let low = self.index.get(shard)?.find(hash, |low| self.holds(low, key))?;
+        self.at(self.position(low))
     }
 
     /// Appends the entry of event `seq`, unless the ring has applied it.
@@ -279,20 +288,31 @@ impl RetryRing {
         }
         let position = self.head;
         self.head += 1;
-        let shard = self.shard(&entry.key);
+        let (hash, shard) = self.hash(&entry.key);
+        let (tail, chunks, base) = (self.tail, &self.chunks, self.base);
+        // The older entry of the same key, if any, is replaced in the index (the one closure
+        // reads the ring while the index shard is borrowed mutably: the two are disjoint).
+        let holds = |low: u32| {
+            let at = tail + u64::from(low.wrapping_sub(tail as u32));
+            let offset = at.wrapping_sub(base) as usize;
+            at < position
+                && chunks
+                    .get(offset / RETRY_CHUNK)
+                    .and_then(|c| c.get(offset % RETRY_CHUNK))
+                    .is_some_and(|e| e.key == entry.key)
+        };
         if let Some(index) = self.index.get_mut(shard) {
-            index.insert(entry.key, (position as u32).to_le_bytes());
+            index.insert(hash, position as u32, holds);
         }
     }
 
     /// Drops the oldest entry.
     fn pop(&mut self) {
         let Some(entry) = self.at(self.tail).copied() else { return };
-        let shard = self.shard(&entry.key);
-        if let Some(index) = self.index.get_mut(shard)
-            && index.get(&entry.key) == Some(&(self.tail as u32).to_le_bytes())
-        {
-            index.remove(&entry.key);
+        let (hash, shard) = self.hash(&entry.key);
+        if let Some(index) = self.index.get_mut(shard) {
+            // Only if the index points at this entry (not at a newer one of the same key).
+            index.remove(hash, self.tail as u32);
         }
         self.tail += 1;
         if self.tail - self.base >= RETRY_CHUNK as u64 {
@@ -314,9 +334,7 @@ impl RetryRing {
         if removed > 0 {
             // Give back index memory after a burst ends (each shard is small to rehash).
             for shard in self.index.iter_mut() {
-                if shard.len() < shard.capacity() / 4 {
-                    shard.shrink_to(shard.len() * 2);
-                }
+                shard.shrink_if_sparse();
             }
         }
         removed
@@ -328,9 +346,144 @@ impl RetryRing {
         entries.add(self.len(), chunk_bytes + self.chunks.capacity() * size_of::<Vec<RetryEntry>>());
         let mut index = PartMemory::default();
         for shard in self.index.iter() {
-            index.add(shard.len(), map_bytes(shard.capacity(), size_of::<(RetryKey, [u8; 4])>()));
+            index.add(shard.len(), shard.allocated_bytes());
         }
         (entries, index)
+    }
+}
+
+/// One shard of the position index: an open-addressing table (linear probing, no tombstones,
+/// the capacity ladder of `dense.rs`) of 8-byte buckets, each `tag:u32 low:u32` where `tag` is
+/// 32 bits of the key's hash (never 0) and `low` the low 32 bits of the ring position of the
+/// key's newest entry. 0 is an empty bucket. The key itself is not stored: a lookup compares
+/// tags, then the ring entry's key; a removal (the ring's tail) matches tag and position
+/// exactly, without reading the ring.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PositionIndex {
+    buckets: Box<[u64]>,
+    len: usize,
+}
+
+impl PositionIndex {
+    fn tag(hash: u64) -> u32 {
+        (hash as u32) | 1
+    }
+
+    fn home(tag: u32, buckets: usize) -> usize {
+        ((u64::from(tag) * buckets as u64) >> 32) as usize
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.buckets.len() * size_of::<u64>()
+    }
+
+    /// The position (low bits) of the first bucket with `hash`'s tag for which `is_key`
+    /// holds, and the bucket's index; else the empty bucket that ends the run.
+    fn probe(&self, hash: u64, mut is_key: impl FnMut(u32) -> bool) -> Option<(usize, Option<u32>)> {
+        let n = self.buckets.len();
+        if n == 0 {
+            return None;
+        }
+        let tag = Self::tag(hash);
+        let mut i = Self::home(tag, n);
+        loop {
+            let bucket = *self.buckets.get(i)?;
+            if bucket == 0 {
+                return Some((i, None));
+            }
+            if (bucket >> 32) as u32 == tag && is_key(bucket as u32) {
+                return Some((i, Some(bucket as u32)));
+            }
+            i += 1;
+            if i == n {
+                i = 0;
+            }
+        }
+    }
+
+    pub(crate) fn find(&self, hash: u64, is_key: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.probe(hash, is_key)?.1
+    }
+
+    /// Points the key (`is_key` recognises its entries) at position `low`.
+    pub(crate) fn insert(&mut self, hash: u64, low: u32, mut is_key: impl FnMut(u32) -> bool) {
+        let bucket = (u64::from(Self::tag(hash)) << 32) | u64::from(low);
+        if let Some((i, Some(_))) = self.probe(hash, &mut is_key)
+            && let Some(slot) = self.buckets.get_mut(i)
+        {
+            *slot = bucket;
+            return;
+        }
+        if (self.len + 1) * super::dense::LOAD_DEN > self.buckets.len() * super::dense::LOAD_NUM {
+            self.resize(super::dense::capacity_for(self.len + 1));
+        }
+        if let Some((i, None)) = self.probe(hash, |_| false)
+            && let Some(slot) = self.buckets.get_mut(i)
+        {
+            *slot = bucket;
+            self.len += 1;
+        }
+    }
+
+    /// Removes the bucket pointing at position `low` for a key of `hash`, if there is one.
+    pub(crate) fn remove(&mut self, hash: u64, low: u32) {
+        if let Some((i, Some(_))) = self.probe(hash, |at| at == low) {
+            self.vacate(i);
+        }
+    }
+
+    fn vacate(&mut self, mut hole: usize) {
+        let n = self.buckets.len();
+        let mut j = hole;
+        loop {
+            j += 1;
+            if j == n {
+                j = 0;
+            }
+            let Some(bucket) = self.buckets.get(j).copied() else { break };
+            if bucket == 0 {
+                break;
+            }
+            let from_home = (j + n - Self::home((bucket >> 32) as u32, n)) % n;
+            let from_hole = (j + n - hole) % n;
+            if from_home >= from_hole {
+                if let Some(slot) = self.buckets.get_mut(hole) {
+                    *slot = bucket;
+                }
+                hole = j;
+            }
+        }
+        if let Some(slot) = self.buckets.get_mut(hole) {
+            *slot = 0;
+        }
+        self.len -= 1;
+    }
+
+    /// After a burst ends, give the memory back (one shard is small to rehash).
+    pub(crate) fn shrink_if_sparse(&mut self) {
+        let limit = self.buckets.len() * super::dense::LOAD_NUM / super::dense::LOAD_DEN;
+        if self.len < limit / 4 {
+            self.resize(super::dense::capacity_for(self.len * 2));
+        }
+    }
+
+    fn resize(&mut self, buckets: usize) {
+        let old = std::mem::replace(&mut self.buckets, vec![0u64; buckets].into_boxed_slice());
+        let n = self.buckets.len();
+        for bucket in old.iter().copied().filter(|b| *b != 0) {
+            let mut i = Self::home((bucket >> 32) as u32, n);
+            while let Some(slot) = self.buckets.get_mut(i) {
+                if *slot == 0 {
+                    *slot = bucket;
+                    break;
+                }
+                i = if i + 1 == n { 0 } else { i + 1 };
+            }
+        }
     }
 }
 
@@ -345,7 +498,6 @@ mod tests {
     #[test]
     fn an_entry_is_78_bytes_and_encodes_as_many() {
         assert_eq!(size_of::<RetryEntry>(), 78);
-        assert_eq!(size_of::<(RetryKey, [u8; 4])>(), 25, "an index entry");
         let e = RetryEntry::new(RetryKey::new(3, "x"), &[1; 32], -7, TokenId([2; 16]), Some(TokenId([3; 16])));
         let mut bytes = Vec::new();
         e.encode(&mut bytes);
@@ -361,6 +513,35 @@ mod tests {
         assert_ne!(RetryKey::new(1, "abc"), RetryKey::new(1, "ABC"));
         // The 32-hex-digit form is not the canonical one: it is keyed by its hash, not its bytes.
         assert_ne!(RetryKey::new(1, "3f2b8c1e9d4a4b7e8f00123456789abc"), RetryKey::new(1, lower));
+    }
+
+    /// The position index against a model: keys used again and again, the ring full at
+    /// times, purged in steps (so the index grows, replaces, removes and shrinks).
+    #[test]
+    fn the_index_finds_the_newest_live_entry_of_every_key() {
+        let mut ring = RetryRing::new(3_000, 9);
+        let mut newest: std::collections::HashMap<String, (u64, i64)> = std::collections::HashMap::new();
+        let mut rng = 5u64;
+        for n in 0..40_000u64 {
+            rng = rng.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            let txid = format!("t{}", (rng >> 33) % 5_000);
+            ring.insert(n + 1, entry(1 + (n % 2) as u32, &txid, n as i64, 0));
+            newest.insert(format!("{}/{txid}", 1 + n % 2), (ring.head() - 1, n as i64));
+            if n % 1_000 == 999 {
+                ring.purge(n as i64, 2_000, 700);
+            }
+        }
+        for (key, (position, at_ms)) in &newest {
+            let (client, txid) = key.split_once('/').unwrap();
+            let found = ring.find(&RetryKey::new(client.parse().unwrap(), txid)).map(|e| e.at_ms());
+            let live = *position >= ring.tail();
+            assert_eq!(found, live.then_some(*at_ms), "{key}");
+        }
+        let indexed: usize = ring.index.iter().map(PositionIndex::len).sum();
+        let live_keys = newest.values().filter(|(p, _)| *p >= ring.tail()).count();
+        assert_eq!(indexed, live_keys, "one index entry per key with a live entry");
+        ring.purge(i64::MAX, 0, usize::MAX);
+        assert_eq!(ring.index.iter().map(PositionIndex::len).sum::<usize>(), 0);
     }
 
     #[test]

@@ -4,9 +4,9 @@
 //! pick a shard; the in-shard hash still mixes all 16 bytes, because the shard already fixed
 //! some of the random bits and the table uses both ends of the hash.
 //!
-//! Shards are deliberately unequal. A hash table's memory per entry swings by a factor of two
-//! over its growth cycle (hashbrown doubles its buckets at 7/8 load and lands at 7/16), and
-//! shards of equal size grow in lockstep, so the whole table would swing with them. Here shard
+//! Shards are deliberately unequal. A hash table's memory per entry swings over its growth
+//! cycle (by 1.25x for the slot tables of `dense.rs`, 2x for hashbrown), and shards of equal
+//! size grow in lockstep, so the whole table would swing with them. Here shard
 //! `i` receives a share of the ids proportional to `2^(i/S)`: the shards are spread evenly over
 //! one doubling, at any size about as many are just after their growth as just before, and the
 //! total stays near the cycle's mean. The mapping is computed with IEEE basic operations only
@@ -94,7 +94,7 @@ pub(crate) fn id_hash(id: &[u8; 16]) -> u64 {
 }
 
 /// A token or family id as a table key: hashed by [`id_hash`] instead of byte by byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) struct IdKey(pub(crate) [u8; 16]);
 
 impl Hash for IdKey {

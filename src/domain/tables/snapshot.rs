@@ -12,7 +12,7 @@
 //! whose label is below it. Interned values are written last: handles are given in order and
 //! never reused, so every handle a shard refers to is in the dump.
 //!
-//! ## Format, version 1 (little-endian)
+//! ## Format, version 2 (little-endian)
 //!
 //! ```text
 //! header  = "TLTABLES" version:u32 token_shards_log2:u32 family_shards_log2:u32 reserved:u32
@@ -38,6 +38,11 @@
 //!
 //! The stream has no length up front and no seeks, so it can go over a network as it is made
 //! (a Raft snapshot transfer).
+//!
+//! **Version 2** has version 1's layout; its token and family entries are in ascending id
+//! order within each chunk, so the same tables give the same bytes whatever the order their
+//! hash tables keep (version 1 listed them in `std`'s hash-table order, which the tables no
+//! longer use). A reader takes both versions: the order of entries never mattered to it.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
@@ -56,11 +61,17 @@ use crate::domain::state::{EndCause, Revocation, TokenEnd, TokenKind, UserIdenti
 use crate::proto::ledger::{GrantType, RevocationReason, UserType};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TLTABLES";
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 2;
+/// The oldest stream version a reader takes.
+pub const SNAPSHOT_FORMAT_OLDEST: u32 = 1;
 const HEADER_LEN: usize = 24;
 const CHUNK_HEAD_LEN: usize = 21;
 /// Largest chunk payload a reader accepts (a shard of 10M tokens is about 0.5 MiB).
 pub const CHUNK_PAYLOAD_MAX: usize = 256 << 20;
+/// The shortest encoded token and family entries: a chunk's count is checked against its
+/// payload's length before anything is allocated for it.
+const TOKEN_ENTRY_MIN: usize = 16 + 1 + 4 + 4 + 18;
+const FAMILY_ENTRY_MIN: usize = 16 + 1 + 4 + 8 + 8;
 /// Interned values per chunk.
 const INTERNED_PER_CHUNK: u32 = 16_384;
 /// Longest string a reader accepts.
@@ -157,7 +168,7 @@ impl TokenTables {
     /// Reads a snapshot stream into new tables (with the stream's shard counts and the rest of
     /// `config`). Any damage or mismatch is an error; nothing half-loaded is returned.
     pub fn load(reader: &mut impl Read, config: TablesConfig) -> Result<(Self, Loaded), SnapshotError> {
-        Loader::new(reader, config)?.run(0)
+        Loader::new(reader, config, Digests::Check)?.run(0)
     }
 
     /// [`TokenTables::load`], with token shards built on `workers` more threads while this one
@@ -167,7 +178,22 @@ impl TokenTables {
         config: TablesConfig,
         workers: usize,
     ) -> Result<(Self, Loaded), SnapshotError> {
-        Loader::new(reader, config)?.run(workers)
+        Loader::new(reader, config, Digests::Check)?.run(workers)
+    }
+
+    /// [`TokenTables::load_parallel`] for a stream whose bytes the caller checks as a whole
+    /// (the snapshot file's body SHA-256, computed while this reads): the chunk digests are
+    /// chained as stored instead of recomputed, which saves a second SHA-256 pass over every
+    /// byte. Every other check stands (order, counts, shards, handles, the end's chain of the
+    /// stored digests), so a stream altered on purpose to keep its container's checksum is
+    /// still refused unless it is well formed. The caller must drop the tables when its own
+    /// check fails.
+    pub fn load_checked_by_caller(
+        reader: &mut impl Read,
+        config: TablesConfig,
+        workers: usize,
+    ) -> Result<(Self, Loaded), SnapshotError> {
+        Loader::new(reader, config, Digests::Trust)?.run(workers)
     }
 
     fn covered(&self, applied_seq: u64) -> u64 {
@@ -199,9 +225,12 @@ impl SnapshotWriter<'_> {
                         (shard.clone(), tables.covered(shard.applied_seq))
                     };
                     let count = copy.len();
+                    let mut entries: Vec<(TokenId, StoredToken)> = copy.entries().collect();
+                    drop(copy);
+                    entries.sort_unstable_by_key(|(id, _)| *id);
                     let mut payload = Vec::with_capacity(count * 48);
-                    for (id, token) in copy.entries() {
-                        encode_token(&mut payload, &id, &token);
+                    for (id, token) in &entries {
+                        encode_token(&mut payload, id, token);
                     }
                     self.summary.tokens += count as u64;
                     self.chunk(out, KIND_TOKENS, i as u32, covered, count as u32, &payload);
@@ -219,9 +248,12 @@ impl SnapshotWriter<'_> {
                         (shard.clone(), tables.covered(shard.applied_seq))
                     };
                     let count = copy.len();
+                    let mut entries: Vec<(FamilyId, StoredFamily)> = copy.entries().collect();
+                    drop(copy);
+                    entries.sort_unstable_by_key(|(id, _)| *id);
                     let mut payload = Vec::with_capacity(count * 64);
-                    for (id, family) in copy.entries() {
-                        encode_family(&mut payload, &id, &family);
+                    for (id, family) in &entries {
+                        encode_family(&mut payload, id, family);
                     }
                     self.summary.families += count as u64;
                     self.chunk(out, KIND_FAMILIES, i as u32, covered, count as u32, &payload);
@@ -570,6 +602,9 @@ struct BuiltShard {
 /// Builds token shard `index` from its chunk; `None` if any entry is malformed, duplicated or
 /// belongs to another shard.
 fn token_shard(tables: &TokenTables, chunk: &Chunk, index: usize) -> Option<BuiltShard> {
+    if chunk.count as usize > chunk.payload.len() / TOKEN_ENTRY_MIN {
+        return None;
+    }
     let mut shard = TokenShard::default();
     shard.reserve(chunk.count as usize);
     let mut handles = Handles::default();
@@ -599,11 +634,21 @@ struct Chunk {
     payload: Vec<u8>,
 }
 
-/// The stream being read: every chunk's digest is checked and chained as it is read.
+/// Whether the reader recomputes each chunk's digest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Digests {
+    Check,
+    /// The caller checks the whole stream's bytes (see `load_checked_by_caller`).
+    Trust,
+}
+
+/// The stream being read: every chunk's digest is checked (or taken as stored) and chained as
+/// it is read.
 struct Stream<'r, R> {
     reader: &'r mut R,
     chain: digest::Context,
     summary: SnapshotSummary,
+    digests: Digests,
 }
 
 impl<R: Read> Stream<'_, R> {
@@ -629,15 +674,16 @@ impl<R: Read> Stream<'_, R> {
         self.reader.read_exact(&mut payload)?;
         let mut stored = [0u8; 32];
         self.reader.read_exact(&mut stored)?;
-        let mut context = digest::Context::new(&digest::SHA256);
-        context.update(&head);
-        context.update(&payload);
-        let actual = context.finish();
-        if actual.as_ref() != stored {
-            return Err(self.corrupt("digest mismatch"));
+        if self.digests == Digests::Check {
+            let mut context = digest::Context::new(&digest::SHA256);
+            context.update(&head);
+            context.update(&payload);
+            if context.finish().as_ref() != stored {
+                return Err(self.corrupt("digest mismatch"));
+            }
         }
         if kind != KIND_END {
-            self.chain.update(actual.as_ref());
+            self.chain.update(&stored);
         }
         self.summary.bytes += (CHUNK_HEAD_LEN + len + 32) as u64;
         Ok(Chunk { kind, index, covered, count, payload })
@@ -671,7 +717,7 @@ struct Loader<'r, R> {
 }
 
 impl<'r, R: Read> Loader<'r, R> {
-    fn new(reader: &'r mut R, config: TablesConfig) -> Result<Self, SnapshotError> {
+    fn new(reader: &'r mut R, config: TablesConfig, digests: Digests) -> Result<Self, SnapshotError> {
         let mut header = [0u8; HEADER_LEN];
         reader.read_exact(&mut header)?;
         let mut b = Bytes { rest: &header };
@@ -679,7 +725,7 @@ impl<'r, R: Read> Loader<'r, R> {
             return Err(SnapshotError::Magic);
         }
         let version = b.u32().unwrap_or(0);
-        if version != SNAPSHOT_FORMAT_VERSION {
+        if !(SNAPSHOT_FORMAT_OLDEST..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
             return Err(SnapshotError::Version(version));
         }
         let token_shards_log2 = b.u32().unwrap_or(0);
@@ -693,7 +739,7 @@ impl<'r, R: Read> Loader<'r, R> {
         chain.update(&header);
         let summary = SnapshotSummary { covered_min: u64::MAX, bytes: HEADER_LEN as u64, ..Default::default() };
         Ok(Self {
-            stream: Stream { reader, chain, summary },
+            stream: Stream { reader, chain, summary, digests },
             tables: TokenTables::new(config),
             handles: Handles::default(),
         })
@@ -772,25 +818,43 @@ impl<'r, R: Read> Loader<'r, R> {
         let (tables, stream) = (&self.tables, &mut self.stream);
         let (sender, receiver) = std::sync::mpsc::sync_channel::<(usize, u32, Chunk)>(workers * 2);
         let receiver = parking_lot::Mutex::new(receiver);
+        // Set by a worker that found a bad chunk: the reader stops sending. The workers keep
+        // taking (and dropping) what was sent until the channel closes, so the reader never
+        // waits on a full channel nobody empties.
+        let failed = std::sync::atomic::AtomicBool::new(false);
         std::thread::scope(|scope| {
             let handles: Vec<_> = (0..workers)
                 .map(|_| {
                     scope.spawn(|| {
                         let mut done = Vec::new();
+                        let mut error = None;
                         loop {
                             let next = receiver.lock().recv();
-                            let Ok((index, chunk_number, chunk)) = next else { return Ok(done) };
-                            let corrupt = SnapshotError::Corrupt { chunk: chunk_number, what: "token entries" };
-                            let built = token_shard(tables, &chunk, index).ok_or(corrupt)?;
-                            done.push((index, built.handles, built.tokens));
-                            tables.tokens.install(index, built.shard);
+                            let Ok((index, chunk_number, chunk)) = next else { break };
+                            if error.is_some() || failed.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            match token_shard(tables, &chunk, index) {
+                                Some(built) => {
+                                    done.push((index, built.handles, built.tokens));
+                                    tables.tokens.install(index, built.shard);
+                                }
+                                None => {
+                                    error = Some(SnapshotError::Corrupt { chunk: chunk_number, what: "token entries" });
+                                    failed.store(true, Ordering::Relaxed);
+                                }
+                            }
                         }
+                        error.map_or(Ok(done), Err)
                     })
                 })
                 .collect();
             let mut read = Ok(());
             let mut merged = Handles::default();
             for index in 0..shards {
+                if failed.load(Ordering::Relaxed) {
+                    break;
+                }
                 let chunk = match stream.expect(KIND_TOKENS, index as u32) {
                     Ok(chunk) => chunk,
                     Err(e) => {
@@ -798,8 +862,26 @@ impl<'r, R: Read> Loader<'r, R> {
                         break;
                     }
                 };
-                if sender.send((index, stream.summary.chunks, chunk)).is_err() {
-                    break;
+                // When every worker is busy and the queue is full, this thread builds the
+                // shard itself instead of waiting: it is only reading and hashing otherwise,
+                // so on two cores the shards are built by both.
+                let chunk_number = stream.summary.chunks;
+                match sender.try_send((index, chunk_number, chunk)) {
+                    Ok(()) => {}
+                    Err(std::sync::mpsc::TrySendError::Full((index, chunk_number, chunk))) => {
+                        match token_shard(tables, &chunk, index) {
+                            Some(built) => {
+                                merged.merge(built.handles);
+                                stream.summary.tokens += built.tokens;
+                                tables.tokens.install(index, built.shard);
+                            }
+                            None => {
+                                read = Err(SnapshotError::Corrupt { chunk: chunk_number, what: "token entries" });
+                                break;
+                            }
+                        }
+                    }
+                    Err(std::sync::mpsc::TrySendError::Disconnected(_)) => break,
                 }
             }
             drop(sender);
@@ -828,6 +910,9 @@ impl<'r, R: Read> Loader<'r, R> {
     }
 
     fn family_shard(&mut self, chunk: &Chunk, index: usize) -> Option<FamilyShard> {
+        if chunk.count as usize > chunk.payload.len() / FAMILY_ENTRY_MIN {
+            return None;
+        }
         let mut shard = FamilyShard::default();
         shard.reserve(chunk.count as usize);
         let mut b = Bytes { rest: &chunk.payload };

@@ -580,8 +580,8 @@ fn a_damaged_or_foreign_snapshot_is_refused() {
         assert!(TokenTables::load(&mut &stream[..len], config).is_err(), "cut at {len}");
     }
     let mut future = stream.clone();
-    future[8] = 2;
-    assert!(matches!(TokenTables::load(&mut future.as_slice(), config), Err(SnapshotError::Version(2))));
+    future[8] = 3;
+    assert!(matches!(TokenTables::load(&mut future.as_slice(), config), Err(SnapshotError::Version(3))));
     assert!(matches!(
         TokenTables::load(&mut &b"TLLEDGER........................"[..], config),
         Err(SnapshotError::Magic)
@@ -593,29 +593,89 @@ fn a_damaged_or_foreign_snapshot_is_refused() {
     assert!(TokenTables::load(&mut missing.as_slice(), config).is_err());
 }
 
-/// Format version 1, pinned: a fixed sequence of events gives exactly the fixture's bytes,
-/// and the fixture loads into the same tables. A change of the format must bump the version
-/// and keep a reader of this one.
-#[test]
-fn the_v1_snapshot_fixture_still_reads_and_is_reproduced() {
-    const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v1.bin");
+/// The fixture's tables: a fixed sequence of 120 events.
+fn fixture_tables(config: TablesConfig) -> TokenTables {
     let world = World::new();
     let mut generator = Generator::new(1_234);
-    let config = TablesConfig { token_shards_log2: 2, family_shards_log2: 1, ..TablesConfig::default() };
     let tables = TokenTables::new(config);
     for _ in 0..120 {
         apply_tables(&tables, &world, &generator.next(), true);
     }
+    tables
+}
+
+fn fixture_config() -> TablesConfig {
+    TablesConfig { token_shards_log2: 2, family_shards_log2: 1, ..TablesConfig::default() }
+}
+
+/// Format version 2, pinned: a fixed sequence of events gives exactly the fixture's bytes,
+/// and the fixture loads into the same tables. A change of the format must bump the version
+/// and keep a reader of this one.
+#[test]
+fn the_v2_snapshot_fixture_is_reproduced_and_reads() {
+    const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v2.bin");
+    let config = fixture_config();
+    let tables = fixture_tables(config);
     let mut stream = Vec::new();
     tables.snapshot().write_to(&mut stream).unwrap();
     if std::env::var("TABLES_WRITE_FIXTURE").is_ok() {
-        std::fs::write("tests/fixtures/tables-snapshot-v1.bin", &stream).unwrap();
+        std::fs::write("tests/fixtures/tables-snapshot-v2.bin", &stream).unwrap();
     }
-    assert!(stream == FIXTURE, "the v1 format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
+    assert!(stream == FIXTURE, "the v2 format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
+    assert_eq!(FIXTURE[8..12], 2u32.to_le_bytes());
     let (loaded, info) = TokenTables::load(&mut &FIXTURE[..], config).unwrap();
     assert_eq!(loaded, tables);
     assert_eq!(info.replay_from_seq, 121);
     assert!(loaded.token_count() > 50 && loaded.family_count() > 5, "{loaded:?}");
+    // Loaded tables write the same bytes again: the order is the ids', not the tables'.
+    let mut again = Vec::new();
+    loaded.snapshot().write_to(&mut again).unwrap();
+    assert!(again == stream, "a loaded copy writes another stream");
+}
+
+/// Format version 1 (entries in the hash-table order of `std`'s map, which the tables used
+/// then) still reads into the same tables.
+#[test]
+fn the_v1_snapshot_fixture_still_reads() {
+    const FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v1.bin");
+    assert_eq!(FIXTURE[8..12], 1u32.to_le_bytes());
+    let config = fixture_config();
+    let (loaded, info) = TokenTables::load(&mut &FIXTURE[..], config).unwrap();
+    assert_eq!(loaded, fixture_tables(config));
+    assert_eq!(info.replay_from_seq, 121);
+    // A version the reader does not know is refused as such.
+    let mut future = FIXTURE.to_vec();
+    future[8] = 3;
+    assert!(matches!(TokenTables::load(&mut future.as_slice(), config), Err(SnapshotError::Version(3))));
+}
+
+/// With the digests left to the caller, the stream's structure is still checked: a chunk
+/// that claims more entries than its payload can hold is refused before anything is
+/// allocated for them, and any damage the stream notices is an error.
+#[test]
+fn a_stream_checked_by_its_caller_is_still_checked_for_structure() {
+    let config = fixture_config();
+    let tables = fixture_tables(config);
+    let mut stream = Vec::new();
+    tables.snapshot().write_to(&mut stream).unwrap();
+    let (loaded, _) = TokenTables::load_checked_by_caller(&mut stream.as_slice(), config, 1).unwrap();
+    assert_eq!(loaded, tables);
+    // The first token chunk: kind at 24, count at 24 + 13.
+    let mut lying = stream.clone();
+    lying[24 + 13..24 + 17].copy_from_slice(&u32::MAX.to_le_bytes());
+    for workers in [0, 1] {
+        let refused = TokenTables::load_checked_by_caller(&mut lying.as_slice(), config, workers);
+        assert!(matches!(refused, Err(SnapshotError::Corrupt { .. })), "{workers}: {refused:?}");
+        // The digest catches it when the reader checks digests.
+        assert!(TokenTables::load_parallel(&mut lying.as_slice(), config, workers).is_err());
+    }
+    // A damaged stored digest: the reader that checks refuses it at once; the one that
+    // leaves it to the caller finds the chain broken at the end.
+    let first_chunk_len = 21 + u32::from_le_bytes(stream[24 + 17..24 + 21].try_into().unwrap()) as usize + 32;
+    let mut digest = stream.clone();
+    digest[24 + first_chunk_len - 1] ^= 1;
+    assert!(TokenTables::load(&mut digest.as_slice(), config).is_err());
+    assert!(TokenTables::load_checked_by_caller(&mut digest.as_slice(), config, 0).is_err());
 }
 
 #[test]
@@ -648,4 +708,36 @@ fn views_borrow_interned_values_shared_between_tokens() {
     assert!(Arc::ptr_eq(a.scopes, &world.scopes[1]), "the caller's scope list itself, shared");
     let memory = tables.memory();
     assert_eq!((memory.token_slots.entries, memory.interned.entries), (10, 3));
+}
+
+/// The retry ring is purged in batches under separate holds of its lock, up to the budget.
+#[test]
+fn the_retry_budget_spans_batches() {
+    let world = World::new();
+    let tables = TokenTables::new(TablesConfig::small());
+    let fingerprint = [7u8; 32];
+    for seq in 1..=1_500u64 {
+        let txid = format!("tx-{seq}");
+        let issuance = Issuance {
+            seq,
+            recorded_at_ms: seq as i64,
+            decided_at_ms: seq as i64,
+            grant_type: GrantType::ClientCredentials,
+            client_id: &world.clients[0],
+            institution_id: &world.institutions[0],
+            user: None,
+            family: None,
+            access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
+            refresh: None,
+            rotated_from: None,
+            request: Some(RequestAnswer { transaction_id: &txid, fingerprint: &fingerprint }),
+        };
+        tables.issue(&issuance).unwrap();
+    }
+    let budget = PurgeBudget { token_shards: 0, family_shards: 0, retry_entries: 1_000 };
+    let later = 10 * RETRY_WINDOW_MS;
+    assert_eq!(tables.purge_step(later, budget).retries, 1_000);
+    assert_eq!(tables.retry_count(), 500);
+    assert_eq!(tables.purge_step(later, budget).retries, 500);
+    assert_eq!(tables.purge_step(later, budget).retries, 0);
 }

@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
+use super::dense::DenseMap;
 use super::memory::{PartMemory, map_bytes};
 use super::pack::{NO_HANDLE, Slab, get_i48, get_u32, get_u48, i48, u48};
 use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
@@ -71,7 +72,7 @@ const HAS_FAMILY: u8 = 32;
 const HAS_USER: u8 = 64;
 
 /// The packed record of one token (27 bytes, byte-aligned, so a slot with its key is 43).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Slot {
     seq: [u8; 6],
     issued: [u8; 6],
@@ -112,7 +113,7 @@ struct Wide {
 #[derive(Clone, Debug, Default)]
 #[repr(C)]
 pub(crate) struct TokenShard {
-    slots: IdMap<Slot>,
+    slots: DenseMap<Slot>,
     links: Slab<Link>,
     rotations: Slab<Rotation>,
     ends: IdMap<TokenEnd>,
@@ -279,7 +280,7 @@ impl TokenShard {
             release(links, rotations, ends, wide, key, *slot);
             false
         });
-        shrink_if_sparse(slots);
+        slots.shrink_if_sparse();
         before - slots.len()
     }
 
@@ -294,7 +295,7 @@ impl TokenShard {
 
     fn memory(&self) -> (PartMemory, PartMemory, PartMemory) {
         let mut slots = PartMemory::default();
-        slots.add(self.slots.len(), map_bytes(self.slots.capacity(), size_of::<(IdKey, Slot)>()));
+        slots.add(self.slots.len(), self.slots.allocated_bytes());
         let mut sides = PartMemory::default();
         sides.add(self.links.live(), self.links.allocated_bytes());
         sides.add(self.rotations.live(), self.rotations.allocated_bytes());
@@ -307,14 +308,6 @@ impl TokenShard {
     /// Pre-sizes the slot table (the snapshot loader knows each shard's count).
     pub(crate) fn reserve(&mut self, additional: usize) {
         self.slots.reserve(additional);
-    }
-}
-
-/// After a purge left a table at under a quarter of its capacity, give the memory back (a
-/// shard's rehash is small, like its growth).
-pub(crate) fn shrink_if_sparse<V>(map: &mut IdMap<V>) {
-    if map.len() < map.capacity() / 4 {
-        map.shrink_to(map.len() * 2);
     }
 }
 

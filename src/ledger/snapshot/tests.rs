@@ -1,4 +1,5 @@
-//! The snapshot file: round trip, the pinned v1 file format, refusal of every kind of damage,
+//! The snapshot file: round trip, the pinned v2 file format and the v1 one still read, refusal
+//! of every kind of damage,
 //! and crashes while a snapshot is written or installed.
 
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use crate::proto::ledger::GrantType;
 
 /// The tables snapshot stream fixture (format 1 of the stream, 120 events).
 const STREAM_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v1.bin");
-/// The same stream in a snapshot file, format 1 of the file.
-const FILE_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v1.bin");
+/// The same tables in a snapshot file, format 2 of the file (a format-2 stream in the body).
+const FILE_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v2.bin");
+/// The same tables in a snapshot file of format 1 (a format-1 stream in the body).
+const FILE_FIXTURE_V1: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v1.bin");
 /// The chain hash the fixture file names (any ledger's hash of its seq 120).
 const FIXTURE_CHAIN_HASH: [u8; 32] = [0xc4; 32];
 
@@ -127,22 +130,22 @@ fn snapshot_file_plus_tail_equals_the_live_tables() {
     assert_eq!(loaded, live);
 }
 
-/// Format version 1 of the file, pinned: the fixture's tables written with the fixture's chain
+/// Format version 2 of the file, pinned: the fixture's tables written with the fixture's chain
 /// hash give exactly the fixture's bytes, and the fixture loads into those tables. A
 /// change of the format must bump the version and keep a reader of this one.
 #[test]
-fn the_v1_snapshot_file_fixture_still_reads_and_is_reproduced() {
+fn the_v2_snapshot_file_fixture_is_reproduced_and_reads() {
     let dir = tempfile::tempdir().unwrap();
     let tables = fixture_tables();
     let header = write_snapshot(dir.path(), &tables, |seq| (seq == 120).then_some(FIXTURE_CHAIN_HASH)).unwrap();
     let bytes = file_bytes(dir.path());
     if std::env::var("TABLES_WRITE_FIXTURE").is_ok() {
-        fs::write("tests/fixtures/tables-snapshot-file-v1.bin", &bytes).unwrap();
+        fs::write("tests/fixtures/tables-snapshot-file-v2.bin", &bytes).unwrap();
     }
-    assert!(bytes == FILE_FIXTURE, "the v1 file format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
-    // The body is a version-1 tables stream of the same length (a loaded shard lists its
-    // entries in another order than the one it was loaded from).
-    assert_eq!(FILE_FIXTURE[SNAPSHOT_HEADER_LEN..SNAPSHOT_HEADER_LEN + 24], STREAM_FIXTURE[..24]);
+    assert!(bytes == FILE_FIXTURE, "the v2 file format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
+    assert_eq!(FILE_FIXTURE[8..12], 2u32.to_le_bytes());
+    // The body is a version-2 tables stream, as long as the version-1 one of the same tables.
+    assert_eq!(FILE_FIXTURE[SNAPSHOT_HEADER_LEN + 8..SNAPSHOT_HEADER_LEN + 12], 2u32.to_le_bytes());
     assert_eq!(FILE_FIXTURE.len() - SNAPSHOT_HEADER_LEN, STREAM_FIXTURE.len());
     assert_eq!((header.ledger_seq, header.replay_from_seq, header.chain_hash), (120, 121, FIXTURE_CHAIN_HASH));
 
@@ -153,6 +156,29 @@ fn the_v1_snapshot_file_fixture_still_reads_and_is_reproduced() {
     let (loaded, info) = file.load(config(), 0).unwrap();
     assert_eq!(loaded, tables);
     assert_eq!(info.replay_from_seq, 121);
+}
+
+/// A version-1 file (written before the tables listed entries in id order) still opens and
+/// loads into the same tables, through the same checks.
+#[test]
+fn the_v1_snapshot_file_fixture_still_reads() {
+    assert_eq!(FILE_FIXTURE_V1[8..12], 1u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    put_file(dir.path(), FILE_FIXTURE_V1);
+    let file = SnapshotFile::open(dir.path()).unwrap();
+    let header = *file.header();
+    assert_eq!((header.ledger_seq, header.replay_from_seq, header.chain_hash), (120, 121, FIXTURE_CHAIN_HASH));
+    assert!(file.check_chain(|seq| (seq == 120).then_some(FIXTURE_CHAIN_HASH)).is_ok());
+    for workers in [0, 1] {
+        let (loaded, info) = SnapshotFile::open(dir.path()).unwrap().load(config(), workers).unwrap();
+        assert_eq!(loaded, fixture_tables(), "{workers} workers");
+        assert_eq!(info.replay_from_seq, 121);
+    }
+    // Damaged, it is refused like a version-2 file.
+    let mut damaged = FILE_FIXTURE_V1.to_vec();
+    damaged[SNAPSHOT_HEADER_LEN + 700] ^= 0x40;
+    put_file(dir.path(), &damaged);
+    assert!(matches!(load(dir.path()), Err(SnapshotFileError::BodyChecksum)));
 }
 
 /// Every byte of the header, a spread of the body's bytes, cuts anywhere and bytes after the
@@ -203,8 +229,11 @@ fn damage_of_every_kind_is_refused_with_its_own_error() {
     // Not a snapshot at all (a ledger file's first bytes), and a future version.
     check(b"\0\0\0\0\0\0\0\0redb ledger...", "a foreign file", &|e| matches!(e, SnapshotFileError::Magic));
     let mut future = original.clone();
-    future[8] = 2;
-    check(&future, "version 2", &|e| matches!(e, SnapshotFileError::Version(2)));
+    future[8] = 3;
+    check(&future, "version 3", &|e| matches!(e, SnapshotFileError::Version(3)));
+    let mut past = original.clone();
+    past[8] = 0;
+    check(&past, "version 0", &|e| matches!(e, SnapshotFileError::Version(0)));
     // A header that checksums but lies about the body: another seq, other counts.
     let header = SnapshotHeader::decode(original[..SNAPSHOT_HEADER_LEN].try_into().unwrap()).unwrap();
     for (lie, what) in [
