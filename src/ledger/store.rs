@@ -126,6 +126,15 @@ impl Store {
         LedgerReader::new(Arc::downgrade(&self.db), self.token_ids.clone())
     }
 
+    /// Makes every commit so far durable (an empty transaction committed with an fsync): what
+    /// the state machine applied without one (`append_applied`) survives the process then.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
+
     /// Closes the file, first waiting (at most `READERS_WAIT`) for readers in the middle of
     /// a read, so that a restart in the same process can open it again.
     pub fn close(self) {

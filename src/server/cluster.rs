@@ -44,12 +44,19 @@ pub struct Started {
     pub raft_addr: SocketAddr,
     /// Stops the Raft listener.
     stop_listener: Option<oneshot::Sender<()>>,
+    /// The ledger the state machine applies to, flushed when the node stops.
+    machine: LedgerMachine,
 }
 
 impl Drop for Started {
     fn drop(&mut self) {
         if let Some(stop) = self.stop_listener.take() {
             let _ = stop.send(());
+        }
+        // A graceful stop leaves the ledger as applied, not as last fsynced (a SIGKILL leaves the
+        // latter, and openraft applies the rest again at the next start).
+        if let Err(error) = self.machine.store().flush() {
+            tracing::warn!(%error, "could not flush the ledger at shutdown; the next start applies the tail again");
         }
     }
 }
@@ -136,6 +143,7 @@ pub fn start(
         .map_err(|e| StartError::Cluster(format!("raft state machine: {e}")))?;
     let (reader, token_ids) = (machine.store().reader(), machine.store().token_ids().clone());
     let committed_head = machine.committed_head();
+    let kept_machine = machine.clone();
     let raft = runtime
         .block_on(Raft::new(cluster.node_id, raft_config, network.clone(), log_store, machine))
         .map_err(|e| StartError::Cluster(format!("cannot start raft: {e}")))?;
@@ -193,7 +201,7 @@ pub fn start(
             .with_committed_head(committed_head);
     let transfer_timeout = Duration::from_millis(cluster.election_timeout_max_ms * 3);
     let node = Arc::new(ClusterNode { id: cluster.node_id, raft, reads, network, voters, transfer_timeout, forwarder });
-    Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener) })
+    Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener), machine: kept_machine })
 }
 
 /// What a node does on its own while it runs: whenever it leads a cluster whose ledger names no

@@ -54,11 +54,11 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run tokenledger")
 }
 
-fn sigterm(child: &Child) {
+pub fn sigterm(child: &Child) {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+pub fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     for _ in 0..200 {
         if let Some(status) = child.try_wait().unwrap() {
             return status;

@@ -19,7 +19,6 @@ const T_THRESHOLD: f64 = 4.5;
 const MEASUREMENTS: usize = 40_000;
 const CALLS_PER_MEASUREMENT: usize = 8;
 
-
 /// Welch's t between the two classes, after dropping each class's slowest 10% (interrupts and
 /// other noise only ever add time).
 fn welch_t(mut a: Vec<f64>, mut b: Vec<f64>) -> f64 {

@@ -16,7 +16,6 @@ use crate::harness::{Rng, txid};
 const INSTITUTION: &str = "04004";
 const PASSWORD: &str = "crash test password";
 
-
 /// What the clients were told, and what they cannot know.
 #[derive(Default)]
 struct Model {
