@@ -93,6 +93,9 @@ fn status_json(status: &ClusterStatus) -> serde_json::Value {
             "voter": m.voter,
             "matched_index": m.matched_index,
             "lag": m.lag,
+            "reachable": m.reachable,
+            "term": m.term,
+            "applied_seq": m.applied_seq,
         })).collect::<Vec<_>>(),
     })
 }
@@ -113,13 +116,18 @@ fn print(status: &ClusterStatus, json: bool) {
     let leading = status.role == "leader";
     for member in &status.members {
         let kind = if member.voter { "voter" } else { "learner" };
+        let own = if member.reachable {
+            format!("term {} applied seq {}", member.term, member.applied_seq)
+        } else {
+            "unreachable".to_owned()
+        };
         if leading {
             println!(
-                "  {:>4}  {:<24} {:<9} {kind:<8} matched {} lag {}",
+                "  {:>4}  {:<24} {:<9} {kind:<8} {own}, matched index {} lag {}",
                 member.node_id, member.raft_addr, member.role, member.matched_index, member.lag
             );
         } else {
-            println!("  {:>4}  {:<24} {:<9} {kind}", member.node_id, member.raft_addr, member.role);
+            println!("  {:>4}  {:<24} {:<9} {kind:<8} {own}", member.node_id, member.raft_addr, member.role);
         }
     }
 }

@@ -189,6 +189,23 @@ impl Network {
         }
     }
 
+    /// Asks `target` what it knows of itself (`cluster status`), within `timeout`.
+    pub async fn node_status(
+        &self,
+        target: NodeId,
+        node: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<wire::NodeStatusResponse, String> {
+        let mut client = RaftServiceClient::new(self.channel(target, node)?);
+        let mut request = Request::new(wire::NodeStatusRequest { version: WIRE_VERSION });
+        request.set_timeout(timeout);
+        self.credential.sign(&mut request, "NodeStatus", target);
+        match client.node_status(request).await {
+            Ok(answer) => Ok(answer.into_inner()),
+            Err(status) => Err(format!("node {target}: {:?}: {}", status.code(), status.message())),
+        }
+    }
+
     /// The connection to `target` at `node`'s address (made lazily, kept for reuse).
     fn channel(&self, target: NodeId, node: &NodeInfo) -> Result<Channel, String> {
         let mut channels = self.channels.lock();
@@ -372,6 +389,8 @@ pub struct RaftRpc {
     read_index: ReadIndex,
     timeout_now: Arc<TimeoutNowHandler>,
     forwarder: ForwardSlot,
+    /// The ledger head this node has applied (`NodeStatus`), when known.
+    head: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// What answers the writes followers pass on (`Forward`): the node's own front door, set once
@@ -402,19 +421,21 @@ impl RaftRpc {
         credential: ClusterCredential,
         read_index: ReadIndex,
     ) -> RaftServiceServer<RaftRpc> {
-        Self::service_with_forwarding(raft, node_id, credential, read_index, ForwardSlot::default())
+        Self::service_with_forwarding(raft, node_id, credential, read_index, ForwardSlot::default(), None)
     }
 
-    /// [`Self::service`] that also answers `Forward` with what `forwarder` holds.
+    /// [`Self::service`] that also answers `Forward` with what `forwarder` holds, and reports the
+    /// applied ledger head `head` in `NodeStatus`.
     pub fn service_with_forwarding(
         raft: openraft::Raft<TypeConfig>,
         node_id: NodeId,
         credential: ClusterCredential,
         read_index: ReadIndex,
         forwarder: ForwardSlot,
+        head: Option<tokio::sync::watch::Receiver<u64>>,
     ) -> RaftServiceServer<RaftRpc> {
         let timeout_now = Arc::default();
-        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index, timeout_now, forwarder })
+        RaftServiceServer::new(RaftRpc { raft, node_id, credential, read_index, timeout_now, forwarder, head })
             .max_decoding_message_size(MESSAGE_BYTES_MAX)
             .max_encoding_message_size(MESSAGE_BYTES_MAX)
     }
@@ -567,6 +588,31 @@ impl RaftService for RaftRpc {
         let hold = Duration::from_millis(message.hold_millis.min(TIMEOUT_NOW_HOLD_MAX_MILLIS));
         self.timeout_now.handle(self.raft.clone(), self.node_id, message.candidate, hold);
         Ok(Response::new(wire::TimeoutNowResponse {}))
+    }
+
+    async fn node_status(
+        &self,
+        request: Request<wire::NodeStatusRequest>,
+    ) -> Result<Response<wire::NodeStatusResponse>, Status> {
+        self.admit("NodeStatus", &request)?;
+        check_version(request.into_inner().version)?;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let role = match metrics.state {
+            openraft::ServerState::Leader => "leader",
+            openraft::ServerState::Follower => "follower",
+            openraft::ServerState::Candidate => "candidate",
+            openraft::ServerState::Learner => "learner",
+            openraft::ServerState::Shutdown => "stopped",
+        };
+        Ok(Response::new(wire::NodeStatusResponse {
+            role: role.to_owned(),
+            term: metrics.current_term,
+            leader_id: metrics.current_leader.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |l| l.index),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_seq: self.head.as_ref().map_or(0, |head| *head.borrow()),
+        }))
     }
 
     async fn forward(&self, request: Request<wire::ForwardRequest>) -> Result<Response<wire::ForwardResponse>, Status> {

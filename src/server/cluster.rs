@@ -160,6 +160,7 @@ pub fn start(
         credential.clone(),
         reads.clone(),
         forwarder.clone(),
+        Some(kept_machine.committed_head()),
     );
     let (stop_listener, stopped) = oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder();

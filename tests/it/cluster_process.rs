@@ -629,6 +629,22 @@ async fn a_signing_key_rotated_on_a_cluster_reaches_every_node() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    // `cluster status` on a follower: every member with its role, its own term and applied seq.
+    let status = cli(&[&["cluster", "status", "--json", "--server", &follower][..], &admin[..]].concat());
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["role"], "follower");
+    assert_eq!(status["leader_id"], leader_id);
+    let members = status["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3, "{status}");
+    for member in members {
+        assert_eq!(member["reachable"], true, "{member}");
+        assert!(member["term"].as_u64().unwrap() >= 1, "{member}");
+        // LedgerCreated, the first signing key, the rotation.
+        assert!(member["applied_seq"].as_u64().unwrap() >= 3, "{member}");
+        let expected = if member["node_id"] == leader_id { "leader" } else { "follower" };
+        assert_eq!(member["role"], expected, "{member}");
+    }
     // Offline: the activation event carries the key sealed, never the PKCS#8 document in clear.
     drop(nodes);
     let file = std::fs::read_to_string(root.path().join("node-2").join("signing-keys.json")).unwrap();

@@ -13,10 +13,21 @@ fn node(app: &App) -> Result<&ClusterNode, ClusterError> {
     app.cluster.as_deref().ok_or(ClusterError::NotClustered)
 }
 
-/// What this node knows of the cluster.
-pub fn status(app: &App) -> Result<api::ClusterStatus, ClusterError> {
+/// What this node knows of the cluster, with each other member's own term and applied seq
+/// (asked over the Raft listener, at most a second each, all at once).
+pub async fn status(app: &App) -> Result<api::ClusterStatus, ClusterError> {
     let node = node(app)?;
     let view = node.view();
+    let applied_seq = app.state.read().head.seq;
+    let mut asked = tokio::task::JoinSet::new();
+    for (id, info, _) in view.members.iter().filter(|(id, _, _)| *id != view.id) {
+        let (id, info, network) = (*id, info.clone(), node.network.clone());
+        asked.spawn(async move { (id, network.node_status(id, &info, std::time::Duration::from_secs(1)).await.ok()) });
+    }
+    let mut reports = std::collections::BTreeMap::new();
+    while let Some(Ok((id, report))) = asked.join_next().await {
+        reports.insert(id, report);
+    }
     let leading = view.role == Role::Leader;
     let members = view
         .members
@@ -30,6 +41,14 @@ pub fn status(app: &App) -> Result<api::ClusterStatus, ClusterError> {
                 "learner"
             };
             let matched = if *id == view.id { view.last_log_index } else { view.matched.get(id).copied().unwrap_or(0) };
+            let (reachable, term, member_seq) = if *id == view.id {
+                (true, view.term, applied_seq)
+            } else {
+                match reports.get(id).and_then(Option::as_ref) {
+                    Some(report) => (true, report.term, report.applied_seq),
+                    None => (false, 0, 0),
+                }
+            };
             api::ClusterMember {
                 node_id: *id,
                 raft_addr: info.raft_addr.clone(),
@@ -37,6 +56,9 @@ pub fn status(app: &App) -> Result<api::ClusterStatus, ClusterError> {
                 voter: *voter,
                 matched_index: if leading { matched } else { 0 },
                 lag: if leading { view.last_log_index.saturating_sub(matched) } else { 0 },
+                reachable,
+                term,
+                applied_seq: member_seq,
             }
         })
         .collect();
@@ -47,7 +69,7 @@ pub fn status(app: &App) -> Result<api::ClusterStatus, ClusterError> {
         leader_id: view.leader.unwrap_or(0),
         applied_index: view.applied_index,
         last_log_index: view.last_log_index,
-        applied_seq: app.state.read().head.seq,
+        applied_seq,
         initialised: view.initialised,
         members,
     })
@@ -74,7 +96,7 @@ pub async fn init(app: &App) -> Result<api::ClusterStatus, ClusterError> {
         .wait(Some(node.transfer_timeout))
         .metrics(|m| m.current_leader.is_some(), "a leader after cluster init")
         .await;
-    status(app)
+    status(app).await
 }
 
 fn leader_only(node: &ClusterNode) -> Result<(), ClusterError> {
@@ -108,7 +130,7 @@ pub async fn add_learner(app: &App, request: api::AddLearnerRequest) -> Result<a
         .add_learner(request.node_id, info, true)
         .await
         .map_err(|e| ClusterError::Failed(format!("add learner {}: {e}", request.node_id)))?;
-    status(app)
+    status(app).await
 }
 
 pub async fn promote(app: &App, node_id: u64) -> Result<api::ClusterStatus, ClusterError> {
@@ -128,7 +150,7 @@ pub async fn promote(app: &App, node_id: u64) -> Result<api::ClusterStatus, Clus
         .change_membership(voters, false)
         .await
         .map_err(|e| ClusterError::Failed(format!("promote {node_id}: {e}")))?;
-    status(app)
+    status(app).await
 }
 
 pub async fn remove(app: &App, node_id: u64) -> Result<api::ClusterStatus, ClusterError> {
@@ -152,7 +174,7 @@ pub async fn remove(app: &App, node_id: u64) -> Result<api::ClusterStatus, Clust
             .map(|_| ())
     };
     result.map_err(|e| ClusterError::Failed(format!("remove {node_id}: {e}")))?;
-    status(app)
+    status(app).await
 }
 
 pub async fn transfer_leader(app: &App, node_id: u64) -> Result<api::ClusterStatus, ClusterError> {
@@ -172,5 +194,5 @@ pub async fn transfer_leader(app: &App, node_id: u64) -> Result<api::ClusterStat
     crate::replication::transfer::transfer_leadership(&node.raft, &node.network, target, node.transfer_timeout)
         .await
         .map_err(|e| ClusterError::Failed(format!("transfer to {target}: {e}")))?;
-    status(app)
+    status(app).await
 }

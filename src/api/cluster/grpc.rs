@@ -29,7 +29,7 @@ impl ClusterService for ClusterGrpc {
 
     async fn get_cluster_status(&self, request: Request<GetClusterStatusRequest>) -> Answer {
         let transaction_id = admin_call(&self.app, request.metadata())?;
-        Ok(reply(flow::status(&self.app).map_err(cluster_status)?, &transaction_id))
+        Ok(reply(flow::status(&self.app).await.map_err(cluster_status)?, &transaction_id))
     }
 
     async fn add_learner(&self, request: Request<AddLearnerRequest>) -> Answer {
