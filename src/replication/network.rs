@@ -598,15 +598,8 @@ impl RaftService for RaftRpc {
         check_version(request.into_inner().version)?;
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow();
-        let role = match metrics.state {
-            openraft::ServerState::Leader => "leader",
-            openraft::ServerState::Follower => "follower",
-            openraft::ServerState::Candidate => "candidate",
-            openraft::ServerState::Learner => "learner",
-            openraft::ServerState::Shutdown => "stopped",
-        };
         Ok(Response::new(wire::NodeStatusResponse {
-            role: role.to_owned(),
+            role: super::node::Role::of(metrics.state).name().to_owned(),
             term: metrics.current_term,
             leader_id: metrics.current_leader.unwrap_or(0),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),

@@ -23,6 +23,16 @@ pub enum Role {
 }
 
 impl Role {
+    pub fn of(state: ServerState) -> Role {
+        match state {
+            ServerState::Leader => Role::Leader,
+            ServerState::Follower => Role::Follower,
+            ServerState::Candidate => Role::Candidate,
+            ServerState::Learner => Role::Learner,
+            ServerState::Shutdown => Role::Stopped,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Role::Leader => "leader",
@@ -53,6 +63,18 @@ pub struct NodeView {
     pub initialised: bool,
 }
 
+impl NodeView {
+    /// The voter other than this node that holds the most of the log: who should lead next
+    /// (graceful shutdown, `cluster transfer-leader` without a target).
+    pub fn best_successor(&self) -> Option<NodeId> {
+        self.members
+            .iter()
+            .filter(|(id, _, voter)| *voter && *id != self.id)
+            .max_by_key(|(id, _, _)| self.matched.get(id).copied().unwrap_or(0))
+            .map(|(id, _, _)| *id)
+    }
+}
+
 pub struct ClusterNode {
     pub id: NodeId,
     pub raft: Raft<TypeConfig>,
@@ -74,13 +96,7 @@ impl ClusterNode {
         let voter_ids: BTreeSet<NodeId> = membership.voter_ids().collect();
         let members: Vec<(NodeId, NodeInfo, bool)> =
             membership.nodes().map(|(id, node)| (*id, node.clone(), voter_ids.contains(id))).collect();
-        let role = match metrics.state {
-            ServerState::Leader => Role::Leader,
-            ServerState::Follower => Role::Follower,
-            ServerState::Candidate => Role::Candidate,
-            ServerState::Learner => Role::Learner,
-            ServerState::Shutdown => Role::Stopped,
-        };
+        let role = Role::of(metrics.state);
         let matched = metrics
             .replication
             .as_ref()

@@ -252,10 +252,7 @@ async fn activate_signing_key(app: &App, signing: &SigningKeys, file_key_id: &st
 pub async fn leave(node: &ClusterNode) {
     let view = node.view();
     if view.role == crate::replication::node::Role::Leader {
-        let voters: Vec<NodeId> =
-            view.members.iter().filter(|(id, _, voter)| *voter && *id != node.id).map(|(id, _, _)| *id).collect();
-        let target = voters.iter().max_by_key(|id| view.matched.get(id).copied().unwrap_or(0)).copied();
-        if let Some(target) = target {
+        if let Some(target) = view.best_successor() {
             match crate::replication::transfer::transfer_leadership(
                 &node.raft,
                 &node.network,

@@ -157,11 +157,7 @@ impl Forwarder for FrontForwarder {
             let Ok(request) = builder.body(Body::from(message.body)) else {
                 return ForwardResponse { status: 400, ..Default::default() };
             };
-            let grpc = request
-                .headers()
-                .get(http::header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/grpc"));
+            let grpc = super::front::is_grpc(&request);
             let conn = ConnInfo { client_certificate: true, peer: message.peer.parse().ok(), forwarded: true };
             let response = front.respond(request, grpc, conn).await;
             let (parts, body) = response.into_parts();

@@ -181,15 +181,11 @@ pub async fn transfer_leader(app: &App, node_id: u64) -> Result<api::ClusterStat
     let node = node(app)?;
     leader_only(node)?;
     let view = node.view();
-    let target = if node_id != 0 {
-        node_id
-    } else {
-        view.members
-            .iter()
-            .filter(|(id, _, voter)| *voter && *id != view.id)
-            .max_by_key(|(id, _, _)| view.matched.get(id).copied().unwrap_or(0))
-            .map(|(id, _, _)| *id)
-            .ok_or_else(|| ClusterError::Invalid("there is no other voter to lead".to_owned()))?
+    let target = match node_id {
+        0 => {
+            view.best_successor().ok_or_else(|| ClusterError::Invalid("there is no other voter to lead".to_owned()))?
+        }
+        id => id,
     };
     crate::replication::transfer::transfer_leadership(&node.raft, &node.network, target, node.transfer_timeout)
         .await
