@@ -66,12 +66,22 @@ async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u64> {
     None
 }
 
-/// The node at `url` takes writes (it knows a leader).
-async fn writes_ready(http: &reqwest::Client, url: &str) -> bool {
-    let Ok(reply) = http.get(format!("{url}/readyz")).timeout(Duration::from_millis(500)).send().await else {
-        return false;
-    };
-    reply.json::<serde_json::Value>().await.is_ok_and(|body| body["writes"] == true)
+/// Waits (at most 10 s) until `/readyz` of the node at `url` says it takes writes (it knows a
+/// leader) when `writes`, or says it does not when `!writes`; `what` names the wait in a failure.
+async fn wait_writes(http: &reqwest::Client, url: &str, writes: bool, what: &str) {
+    let since = Instant::now();
+    loop {
+        let reply = http.get(format!("{url}/readyz")).timeout(Duration::from_millis(500)).send().await;
+        let body = match reply {
+            Ok(reply) => reply.json::<serde_json::Value>().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if body["writes"] == writes {
+            return;
+        }
+        assert!(since.elapsed() < Duration::from_secs(10), "{url}: {what} (readyz {body})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[derive(Default)]
@@ -242,11 +252,7 @@ async fn a_three_process_cluster_survives_leader_kills_without_losing_or_resurre
     let http = reqwest::Client::new();
     let urls = |nodes: &[Node]| nodes.iter().filter_map(|n| n.url().map(|u| (n.id, u))).collect::<Vec<_>>();
     for (_, url) in urls(&nodes) {
-        let since = Instant::now();
-        while !writes_ready(&http, &url).await {
-            assert!(since.elapsed() < Duration::from_secs(10), "{url} knows no leader after init");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_writes(&http, &url, true, &format!("{url} knows no leader after init")).await;
     }
     let leader_id = leader(&http, &urls(&nodes)).await.expect("a leader after init");
     let follower = nodes.iter().position(|n| n.id != leader_id).unwrap();
@@ -332,11 +338,7 @@ async fn a_three_process_cluster_survives_leader_kills_without_losing_or_resurre
         .unwrap();
         // Back in the cluster (it knows the leader) before the next kill, so a majority is up.
         let url = restarted.url().unwrap();
-        let rejoined = Instant::now();
-        while !writes_ready(&http, &url).await {
-            assert!(rejoined.elapsed() < Duration::from_secs(10), "round {round}: the restarted node did not rejoin");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_writes(&http, &url, true, &format!("round {round}: the restarted node did not rejoin")).await;
         nodes.insert(victim, restarted);
         *shared_urls.lock().unwrap() = urls(&nodes);
     }
@@ -525,11 +527,7 @@ async fn a_cluster_with_tls_speaks_mutual_tls_between_nodes() {
         .add_root_certificate(reqwest::Certificate::from_pem(&std::fs::read(&ca).unwrap()).unwrap())
         .build()
         .unwrap();
-    let since = Instant::now();
-    while !writes_ready(&http, &urls[2]).await {
-        assert!(since.elapsed() < Duration::from_secs(10), "node 3 knows no leader");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_writes(&http, &urls[2], true, "node 3 knows no leader").await;
     let made = cli(
         &[&["institution", "create", "--server", &urls[2], "--name", "Bank", INSTITUTION][..], &admin[..]].concat()
     );
@@ -577,11 +575,7 @@ async fn running_cluster(root: &Path) -> Vec<Node> {
     let http = reqwest::Client::new();
     for node in &started {
         let url = node.url().unwrap();
-        let since = Instant::now();
-        while !writes_ready(&http, &url).await {
-            assert!(since.elapsed() < Duration::from_secs(10), "{url} knows no leader after init");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_writes(&http, &url, true, &format!("{url} knows no leader after init")).await;
     }
     started
 }
@@ -661,4 +655,86 @@ async fn a_signing_key_rotated_on_a_cluster_reaches_every_node() {
         !ledger.windows(pkcs8.len()).any(|w| w == pkcs8.as_slice()),
         "the private key is not in the ledger in clear"
     );
+}
+
+/// SPEC 8, fail closed: a node that has lost its majority knows no leader, so `/readyz` says
+/// it takes no writes (503), gRPC health turns NOT_SERVING, a token request answers CMN_90019
+/// with nothing applied, and introspecting a token it holds as active answers 503 CMN_90000
+/// with `Retry-After` instead of a possibly stale "active".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_majority_fails_closed_for_writes_and_for_active() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let root = tempfile::tempdir().unwrap();
+    let mut nodes = running_cluster(root.path()).await;
+    let admin = ["--data-dir", root.path().join("node-1").to_str().unwrap().to_owned().leak()];
+    let survivor = nodes[2].url().unwrap();
+    let made =
+        cli(&[&["institution", "create", "--server", &survivor, "--name", "Bank", INSTITUTION][..], &admin[..]]
+            .concat());
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let client = cli(&[
+        &["client", "create", "--server", &survivor, "--client-id", "svc", "--institution", INSTITUTION][..],
+        &["--grant-type", "client_credentials", "--scope", "api:read", "--introspect", "--json"][..],
+        &admin[..],
+    ]
+    .concat());
+    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let http = reqwest::Client::new();
+    let load = Load {
+        http: http.clone(),
+        urls: Arc::new(Mutex::new(vec![(3, survivor.clone())])),
+        client: ("svc".to_owned(), created["client_secret"].as_str().unwrap().to_owned()),
+        model: Arc::default(),
+    };
+    let (status, issued) =
+        load.post(&survivor, "/oauth2/v1/token", &[("grant_type", "client_credentials")]).await.unwrap();
+    assert_eq!(status, 200, "{issued}");
+    let token = issued["access_token"].as_str().unwrap().to_owned();
+    let (status, body) = load.post(&survivor, "/oauth2/v1/introspect", &[("token", &token)]).await.unwrap();
+    assert_eq!((status, body["active"].clone()), (200, serde_json::Value::Bool(true)));
+
+    // Nodes 1 and 2 die; node 3 alone is a minority.
+    drop(nodes[0].running.take());
+    drop(nodes[1].running.take());
+    wait_writes(&http, &survivor, false, "the survivor still claims a leader").await;
+    let ready = http.get(format!("{survivor}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let channel = tonic::transport::Channel::from_shared(survivor.clone()).unwrap().connect().await.unwrap();
+    let mut health = HealthClient::new(channel);
+    let since = Instant::now();
+    loop {
+        let answer = health.check(HealthCheckRequest { service: String::new() }).await.unwrap().into_inner();
+        if answer.status() == ServingStatus::NotServing {
+            break;
+        }
+        assert!(since.elapsed() < Duration::from_secs(5), "gRPC health still {:?}", answer.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let head_before = {
+        let body: serde_json::Value =
+            http.get(format!("{survivor}/readyz")).send().await.unwrap().json().await.unwrap();
+        body["applied_seq"].clone()
+    };
+    let (status, body) =
+        load.post(&survivor, "/oauth2/v1/token", &[("grant_type", "client_credentials")]).await.unwrap();
+    assert_eq!((status, body["code"].clone()), (500, serde_json::json!("CMN_90019")), "{body}");
+    let reply = http
+        .post(format!("{survivor}/oauth2/v1/introspect"))
+        .basic_auth(&load.client.0, Some(&load.client.1))
+        .header("transactionId", txid())
+        .header("institutionId", INSTITUTION)
+        .form(&[("token", token.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 503);
+    assert!(reply.headers().contains_key("retry-after"), "{:?}", reply.headers());
+    let body: serde_json::Value = reply.json().await.unwrap();
+    assert_eq!(body["code"], "CMN_90000", "{body}");
+    let body: serde_json::Value = http.get(format!("{survivor}/readyz")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(body["applied_seq"], head_before, "nothing was applied while failing closed");
 }
