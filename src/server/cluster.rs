@@ -251,20 +251,20 @@ async fn activate_signing_key(app: &App, signing: &SigningKeys, file_key_id: &st
 /// stops. Called after the writer has stopped, so nothing is proposed meanwhile.
 pub async fn leave(node: &ClusterNode) {
     let view = node.view();
-    if view.role == crate::replication::node::Role::Leader {
-        if let Some(target) = view.best_successor() {
-            match crate::replication::transfer::transfer_leadership(
-                &node.raft,
-                &node.network,
-                target,
-                node.transfer_timeout,
-            )
-            .await
-            {
-                Ok(()) => tracing::info!(target, "leadership handed over before shutdown"),
-                Err(error) => {
-                    tracing::warn!(%error, "could not hand leadership over before shutdown; the cluster elects a new leader")
-                }
+    if view.role == crate::replication::node::Role::Leader
+        && let Some(target) = view.best_successor()
+    {
+        match crate::replication::transfer::transfer_leadership(
+            &node.raft,
+            &node.network,
+            target,
+            node.transfer_timeout,
+        )
+        .await
+        {
+            Ok(()) => tracing::info!(target, "leadership handed over before shutdown"),
+            Err(error) => {
+                tracing::warn!(%error, "could not hand leadership over before shutdown; the cluster elects a new leader")
             }
         }
     }
