@@ -9,7 +9,7 @@ use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::cutoff::CutoffScope;
 use crate::domain::state::user_key;
 use crate::ledger::codec::{self, ChainError, Opened};
-use crate::ledger::index::{IndexKind, cutoff_value, kind_number};
+use crate::ledger::index::{IndexKind, cutoff_value, kind_is_indexed, kind_number};
 use crate::ledger::reader::{ReadError, Snapshot};
 use crate::proto::ledger::Envelope;
 
@@ -91,10 +91,19 @@ impl EventFilter {
             // The union of several kinds' entries, up to the point every kind was read to.
             let mut seqs = Vec::new();
             let mut bound = to;
-            for kind in &self.kinds {
+            let (indexed, unindexed): (Vec<u8>, Vec<u8>) = self.kinds.iter().partition(|k| kind_is_indexed(**k));
+            for kind in &indexed {
                 let found = snapshot.index_seqs(IndexKind::EventKind, &[*kind], from..=to, max)?;
                 if found.len() >= max {
                     bound = bound.min(found.last().copied().unwrap_or(to));
+                }
+                seqs.extend(found);
+            }
+            if !unindexed.is_empty() {
+                // Kinds without index entries (TokensIssued, most events): read the events.
+                let (found, stopped_at) = snapshot.kind_scan(&unindexed, from..=to, max)?;
+                if let Some(last) = stopped_at {
+                    bound = bound.min(last);
                 }
                 seqs.extend(found);
             }

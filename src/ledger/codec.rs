@@ -30,21 +30,87 @@ pub struct Sealed {
     pub bytes: Vec<u8>,
 }
 
+/// Seals an event in its stored form (format 2: a canonical UUID transaction id as 16 bytes).
 pub fn seal(prev_hash: &[u8; 32], seq: u64, recorded_at_ms: i64, transaction_id: &str, event: &Event) -> Sealed {
+    seal_as(prev_hash, seq, recorded_at_ms, transaction_id, event, true)
+}
+
+/// Seals an event in the canonical form other nodes receive (a Raft batch): the transaction
+/// id as text, as in format 1, so the replicated payload is the same for every build.
+pub fn seal_canonical(
+    prev_hash: &[u8; 32],
+    seq: u64,
+    recorded_at_ms: i64,
+    transaction_id: &str,
+    event: &Event,
+) -> Sealed {
+    seal_as(prev_hash, seq, recorded_at_ms, transaction_id, event, false)
+}
+
+fn seal_as(
+    prev_hash: &[u8; 32],
+    seq: u64,
+    recorded_at_ms: i64,
+    transaction_id: &str,
+    event: &Event,
+    compact: bool,
+) -> Sealed {
     let event_bytes = event.encode_to_vec();
     let hash = chain_hash(prev_hash, seq, recorded_at_ms, transaction_id, &event_bytes);
-    let envelope = Envelope {
+    let mut envelope = Envelope {
         seq,
         recorded_at_ms,
-        transaction_id: transaction_id.to_owned(),
+        transaction_id: String::new(),
         prev_hash: prev_hash.to_vec(),
         hash: hash.to_vec(),
         event: event_bytes,
+        transaction_uuid: Vec::new(),
     };
+    match compact_transaction_id(transaction_id).filter(|_| compact) {
+        Some(uuid) => envelope.transaction_uuid = uuid.to_vec(),
+        None => envelope.transaction_id = transaction_id.to_owned(),
+    }
     Sealed { seq, hash, bytes: envelope.encode_to_vec() }
 }
 
-/// A stored envelope, decoded and checked against its own hash.
+/// The stored form of an opened envelope (what [`seal`] would have written for it): how a
+/// replicated envelope, received in canonical form, is stored.
+pub fn stored_form(opened: &Opened) -> Vec<u8> {
+    let mut envelope = opened.envelope.clone();
+    if let Some(uuid) = compact_transaction_id(&envelope.transaction_id) {
+        envelope.transaction_id = String::new();
+        envelope.transaction_uuid = uuid.to_vec();
+    }
+    envelope.encode_to_vec()
+}
+
+/// The canonical form of stored envelope bytes (the transaction id as text), for envelopes that
+/// leave the store: audit reads, Raft snapshots. Bytes in canonical form, and bytes that do not
+/// decode, are returned as they are (opening them reports what is wrong).
+pub fn canonical_bytes(stored: Vec<u8>) -> Vec<u8> {
+    let Ok(mut envelope) = Envelope::decode(stored.as_slice()) else { return stored };
+    if envelope.transaction_uuid.is_empty() || !envelope.transaction_id.is_empty() {
+        return stored;
+    }
+    let Ok(uuid) = uuid::Uuid::from_slice(&envelope.transaction_uuid) else { return stored };
+    envelope.transaction_id = uuid.hyphenated().to_string();
+    envelope.transaction_uuid = Vec::new();
+    envelope.encode_to_vec()
+}
+
+/// The 16 bytes of `id` when it is a UUID written canonically (36 characters, lower-case,
+/// hyphenated), so that formatting them back gives `id` exactly; `None` for anything else.
+fn compact_transaction_id(id: &str) -> Option<[u8; 16]> {
+    if id.len() != 36 {
+        return None;
+    }
+    let uuid = uuid::Uuid::try_parse(id).ok()?;
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    (&*uuid.hyphenated().encode_lower(&mut text) == id).then(|| *uuid.as_bytes())
+}
+
+/// A stored envelope, decoded and checked against its own hash. `envelope` is in canonical
+/// form: `transaction_id` holds the text, `transaction_uuid` is empty.
 #[derive(Clone, Debug)]
 pub struct Opened {
     pub envelope: Envelope,
@@ -84,10 +150,12 @@ impl ChainError {
     }
 }
 
-/// Decodes the envelope stored under `key` and checks it in isolation (its hash and kind).
-/// The link to the predecessor is checked by the caller, which knows the previous hash.
+/// Decodes the envelope stored under `key` (either form: stored or canonical) and checks it in
+/// isolation (its hash and kind); the opened envelope is in canonical form (the transaction id
+/// as text). The link to the predecessor is checked by the caller, which knows the previous hash.
 pub fn open(key: u64, bytes: &[u8]) -> Result<Opened, ChainError> {
-    let envelope = Envelope::decode(bytes).map_err(|e| ChainError::Undecodable { seq: key, reason: e.to_string() })?;
+    let mut envelope =
+        Envelope::decode(bytes).map_err(|e| ChainError::Undecodable { seq: key, reason: e.to_string() })?;
     if envelope.seq != key {
         return Err(ChainError::MisplacedSeq { key, seq: key });
     }
@@ -96,6 +164,16 @@ pub fn open(key: u64, bytes: &[u8]) -> Result<Opened, ChainError> {
     let prev_hash: [u8; 32] =
         envelope.prev_hash.as_slice().try_into().map_err(|_| undecodable("prev_hash is not 32 bytes"))?;
     let hash: [u8; 32] = envelope.hash.as_slice().try_into().map_err(|_| undecodable("hash is not 32 bytes"))?;
+    if !envelope.transaction_uuid.is_empty() {
+        // Format 2: the transaction id stored as a UUID's bytes; opened, it is the text again.
+        let uuid = uuid::Uuid::from_slice(&envelope.transaction_uuid)
+            .map_err(|_| undecodable("transaction_uuid is not 16 bytes"))?;
+        if !envelope.transaction_id.is_empty() {
+            return Err(undecodable("both transaction_id and transaction_uuid are set"));
+        }
+        envelope.transaction_id = uuid.hyphenated().to_string();
+        envelope.transaction_uuid = Vec::new();
+    }
     if chain_hash(&prev_hash, seq, envelope.recorded_at_ms, &envelope.transaction_id, &envelope.event) != hash {
         return Err(ChainError::HashMismatch { seq });
     }
@@ -139,5 +217,57 @@ mod tests {
         assert_eq!(open(1, &envelope.encode_to_vec()).unwrap_err(), ChainError::HashMismatch { seq: 1 });
         assert!(matches!(open(2, &sealed.bytes), Err(ChainError::MisplacedSeq { .. })));
         assert!(matches!(open(1, b"\xff\xff"), Err(ChainError::Undecodable { .. })));
+    }
+
+    const UUID: &str = "0f8e2a4c-1b3d-4e5f-a6b7-c8d9e0f1a2b3";
+
+    #[test]
+    fn a_canonical_uuid_transaction_id_is_stored_as_16_bytes_and_hashes_as_its_text() {
+        let stored = seal(&[7; 32], 3, 10, UUID, &created());
+        let canonical = seal_canonical(&[7; 32], 3, 10, UUID, &created());
+        assert_eq!(stored.hash, canonical.hash, "the hash covers the text in both forms");
+        assert_eq!(stored.hash, chain_hash(&[7; 32], 3, 10, UUID, &created().encode_to_vec()));
+        assert_eq!(canonical.bytes.len() - stored.bytes.len(), 20, "36 characters become 16 bytes");
+        let envelope = Envelope::decode(stored.bytes.as_slice()).unwrap();
+        assert!(envelope.transaction_id.is_empty());
+        assert_eq!(envelope.transaction_uuid, uuid::Uuid::parse_str(UUID).unwrap().as_bytes().to_vec());
+        for bytes in [&stored.bytes, &canonical.bytes] {
+            let opened = open(3, bytes).unwrap();
+            assert_eq!(opened.envelope.transaction_id, UUID);
+            assert!(opened.envelope.transaction_uuid.is_empty(), "opened envelopes are canonical");
+            assert_eq!(opened.hash, stored.hash);
+            assert_eq!(stored_form(&opened), stored.bytes);
+            assert_eq!(opened.envelope.encode_to_vec(), canonical.bytes);
+            assert_eq!(canonical_bytes(bytes.clone()), canonical.bytes);
+        }
+    }
+
+    #[test]
+    fn other_transaction_ids_stay_text() {
+        let upper = UUID.to_uppercase();
+        let braced = format!("{{{UUID}}}");
+        let simple = UUID.replace('-', "");
+        for id in ["", "tx-1", upper.as_str(), braced.as_str(), simple.as_str(), "0f8e2a4c-1b3d-4e5f-a6b7-c8d9e0f1a2bz"]
+        {
+            let sealed = seal(&[0; 32], 1, 10, id, &created());
+            let envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
+            assert_eq!(envelope.transaction_id, id);
+            assert!(envelope.transaction_uuid.is_empty(), "{id}");
+            assert_eq!(open(1, &sealed.bytes).unwrap().envelope.transaction_id, id);
+        }
+    }
+
+    #[test]
+    fn a_changed_or_malformed_transaction_uuid_is_refused() {
+        let sealed = seal(&[0; 32], 1, 10, UUID, &created());
+        let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
+        envelope.transaction_uuid[3] ^= 1;
+        assert_eq!(open(1, &envelope.encode_to_vec()).unwrap_err(), ChainError::HashMismatch { seq: 1 });
+        let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
+        envelope.transaction_uuid.pop();
+        assert!(matches!(open(1, &envelope.encode_to_vec()), Err(ChainError::Undecodable { .. })));
+        let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
+        envelope.transaction_id = UUID.to_owned();
+        assert!(matches!(open(1, &envelope.encode_to_vec()), Err(ChainError::Undecodable { .. })));
     }
 }

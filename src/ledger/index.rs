@@ -1,8 +1,10 @@
 //! Secondary index keys, written in the same transaction as the events they point to, so
 //! audit queries by token, family, client, user, institution or kind never scan the log.
 //!
-//! Key layout: `kind (1 byte) ‖ len (1 byte) ‖ value (len bytes) ‖ seq (8 bytes, big endian)`;
-//! all entries of one value are contiguous and ordered by seq.
+//! Key layout (index version 3): `kind (1 byte) ‖ len (1 byte) ‖ value (len bytes) ‖ n (1 byte)
+//! ‖ seq (n bytes, big endian, no leading zero bytes; n = 1 for seq 0)`; all entries of one value
+//! are contiguous and ordered by seq (a longer seq is a larger one). Version 2 stored the seq in 8
+//! bytes. `TokensIssued` has no event-kind entry (see [`kind_is_indexed`]).
 
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::{FamilyId, TokenId};
@@ -11,7 +13,7 @@ use crate::domain::state::{State, user_key};
 use crate::proto::ledger::{self, Event, blast_radius_revoked, event};
 
 /// Bumped whenever `keys_for` changes; a ledger with another version is re-indexed on open.
-pub const INDEX_VERSION: u32 = 2;
+pub const INDEX_VERSION: u32 = 3;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -64,14 +66,37 @@ pub fn prefix(kind: IndexKind, value: &[u8]) -> Vec<u8> {
 
 pub fn entry(kind: IndexKind, value: &[u8], seq: u64) -> Vec<u8> {
     let mut key = prefix(kind, value);
-    key.extend_from_slice(&seq.to_be_bytes());
+    push_seq(&mut key, seq);
     key
+}
+
+/// Appends `n ‖ seq` (the seq's big-endian bytes without leading zero bytes, at least one):
+/// byte order of the encodings is the order of the seqs.
+fn push_seq(key: &mut Vec<u8>, seq: u64) {
+    let bytes = seq.to_be_bytes();
+    let skip = (seq.leading_zeros() / 8).min(7) as usize;
+    key.push((8 - skip) as u8);
+    key.extend_from_slice(&bytes[skip..]);
 }
 
 /// The seq at the end of an index entry.
 pub fn seq_of(key: &[u8]) -> Option<u64> {
-    let tail: [u8; 8] = key.get(key.len().checked_sub(8)?..)?.try_into().ok()?;
-    Some(u64::from_be_bytes(tail))
+    let len = usize::from(*key.get(1)?);
+    let n = usize::from(*key.get(2 + len)?);
+    let bytes = key.get(3 + len..)?;
+    if bytes.len() != n || !(1..=8).contains(&n) {
+        return None;
+    }
+    let mut be = [0u8; 8];
+    be[8 - n..].copy_from_slice(bytes);
+    Some(u64::from_be_bytes(be))
+}
+
+/// Whether events of kind number `kind` have an [`IndexKind::EventKind`] entry. `TokensIssued`
+/// (10), most of any ledger, has none since index version 3: a query for it reads the events
+/// themselves, nearly all of which match (audit `read_page`).
+pub fn kind_is_indexed(kind: u8) -> bool {
+    kind != 10
 }
 
 /// The number of an event's kind (its field number in `Event.kind`).
@@ -109,7 +134,11 @@ pub fn kind_number(event: &Event) -> u8 {
 /// Index entries of `event` at `seq`. `state` (before the event) supplies what the event only
 /// refers to, such as the client of a revoked token.
 pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u64) -> Vec<Vec<u8>> {
-    let mut keys = vec![entry(IndexKind::EventKind, &[kind_number(event)], seq)];
+    let kind = kind_number(event);
+    let mut keys = Vec::with_capacity(8);
+    if kind_is_indexed(kind) {
+        keys.push(entry(IndexKind::EventKind, &[kind], seq));
+    }
     let mut add = |kind: IndexKind, value: &[u8]| match (kind, TokenId::from_slice(value)) {
         // Tokens are indexed by creation time (see `token_ids`), so new ones are neighbours.
         (IndexKind::Token, Some(id)) => keys.push(entry(kind, &token_ids.index_key(&id), seq)),
@@ -265,5 +294,27 @@ fn add_grant(add: &mut impl FnMut(IndexKind, &[u8]), grant: &crate::domain::stat
     add(IndexKind::Institution, grant.institution_id.as_bytes());
     if let Some(user) = &grant.user {
         add(IndexKind::User, user_key(&user.institution_id, &user.login_id).as_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_order_by_seq_and_give_their_seq_back() {
+        let seqs = [0, 1, 255, 256, 65_535, 65_536, 1 << 24, (1 << 32) + 7, u64::MAX - 1, u64::MAX];
+        let keys: Vec<Vec<u8>> = seqs.iter().map(|seq| entry(IndexKind::Client, b"scale-cc", *seq)).collect();
+        assert!(keys.windows(2).all(|pair| pair[0] < pair[1]), "byte order is seq order");
+        for (key, seq) in keys.iter().zip(seqs) {
+            assert_eq!(seq_of(key), Some(seq));
+            assert!(key.starts_with(&prefix(IndexKind::Client, b"scale-cc")));
+        }
+        assert_eq!(entry(IndexKind::Client, b"c", 1_000_000).len(), 2 + 1 + 1 + 3, "a seq below 2^24 takes 4 bytes");
+        // Another value never falls between the bounds of one value's range.
+        let other = entry(IndexKind::Client, b"scale-cc2", 5);
+        assert!(!(keys[0] <= other && other <= keys[keys.len() - 1]));
+        assert_eq!(seq_of(&[3, 1, b'c']), None);
+        assert_eq!(seq_of(&[3, 1, b'c', 2, 1]), None, "a truncated seq");
     }
 }

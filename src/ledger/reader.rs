@@ -9,10 +9,13 @@ use std::sync::{Arc, Weak};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase};
 
+use super::codec;
 use super::index::{self, IndexKind};
 use super::store::{EVENTS, INDEX, StoreError};
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::TokenId;
+use crate::proto::ledger::{Envelope, Event};
+use prost::Message as _;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
@@ -77,17 +80,18 @@ impl Snapshot {
         }
     }
 
-    /// The stored envelope bytes of event `seq`.
+    /// The envelope of event `seq`, in canonical form (`codec::canonical_bytes`: what the
+    /// audit API and Raft snapshots send, whichever form it is stored in).
     pub fn envelope(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        Ok(self.events.get(seq)?.map(|v| v.value().to_vec()))
+        Ok(self.events.get(seq)?.map(|v| codec::canonical_bytes(v.value().to_vec())))
     }
 
-    /// Stored envelopes with keys in `seqs`, in key order, at most `max`.
+    /// Envelopes with keys in `seqs`, in key order, at most `max`, in canonical form.
     pub fn envelopes(&self, seqs: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut out = Vec::new();
         for row in self.events.range(seqs)?.take(max) {
             let (key, value) = row?;
-            out.push((key.value(), value.value().to_vec()));
+            out.push((key.value(), codec::canonical_bytes(value.value().to_vec())));
         }
         Ok(out)
     }
@@ -130,6 +134,43 @@ impl Snapshot {
         let high = index::entry(kind, &value, max_seq);
         let last = self.index.range(low.as_slice()..=high.as_slice())?.next_back().transpose()?;
         Ok(last.and_then(|(key, _)| index::seq_of(key.value())))
+    }
+
+    /// Seqs within `seqs` of the events whose kind number is in `kinds`, found by reading the
+    /// events themselves (for kinds without event-kind entries, see `index::kind_is_indexed`),
+    /// at most `max` events read; with the last seq read when it stopped there. A row that does
+    /// not decode, and a seq missing from the range, are returned too, so that opening them
+    /// reports the problem.
+    pub fn kind_scan(
+        &self,
+        kinds: &[u8],
+        seqs: RangeInclusive<u64>,
+        max: usize,
+    ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
+        let mut out = Vec::new();
+        let mut expected = *seqs.start();
+        let mut read = 0;
+        for row in self.events.range(seqs)? {
+            if read >= max {
+                return Ok((out, expected.checked_sub(1)));
+            }
+            let (key, value) = row?;
+            let seq = key.value();
+            if seq != expected {
+                out.push(expected);
+                return Ok((out, Some(expected)));
+            }
+            let kind = Envelope::decode(value.value())
+                .ok()
+                .and_then(|envelope| Event::decode(envelope.event.as_slice()).ok())
+                .map(|event| index::kind_number(&event));
+            if kind.is_none_or(|kind| kinds.contains(&kind)) {
+                out.push(seq);
+            }
+            read += 1;
+            expected = seq + 1;
+        }
+        Ok((out, None))
     }
 
     /// Calls `visit(key, bytes)` for every stored event from `from_seq` on, in key order,

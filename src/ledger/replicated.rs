@@ -77,8 +77,9 @@ pub fn apply_batch(
                     stored_view =
                         Some(store.reader().snapshot().map_err(|e| ReplicatedError::Unreadable(e.to_string()))?);
                 }
+                // Compared in canonical form (the reader gives it), whichever form was received.
                 let stored = stored_view.as_ref().and_then(|view| view.envelope(seq).ok().flatten());
-                if stored.as_deref() != Some(bytes.as_slice()) {
+                if stored != Some(codec::canonical_bytes(bytes.clone())) {
                     return Err(ReplicatedError::Rewritten { seq });
                 }
                 continue;
@@ -94,7 +95,8 @@ pub fn apply_batch(
             // Keys from the state before the batch, as the leader's writer computed them: the
             // commands of one batch never depend on each other (conflict keys).
             let index_keys = index::keys_for(&current, store.token_ids(), &event.event, seq);
-            appends.push(Append { sealed: codec::Sealed { seq, hash: event.hash, bytes: bytes.clone() }, index_keys });
+            let stored = codec::stored_form(&event);
+            appends.push(Append { sealed: codec::Sealed { seq, hash: event.hash, bytes: stored }, index_keys });
             prev_hash = event.hash;
             next += 1;
             opened.push(event);

@@ -20,8 +20,13 @@ pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// Version of the table layout; see the format log in docs/design.md.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
+/// Format 1 files open too: their events are read as they are (a format-1 envelope is a
+/// format-2 envelope with the transaction id as text), and `format_version` becomes 2.
+const FORMAT_V1: u32 = 1;
 const META_FORMAT: &str = "format_version";
+/// The last seq of a format-1 file when a format-2 build first opened it (u64 be).
+const META_FORMAT_1_UNTIL: &str = "format_1_until_seq";
 const META_INDEX: &str = "index_version";
 const META_TOKEN_ID_KEY: &str = "token_id_key";
 
@@ -29,7 +34,7 @@ const META_TOKEN_ID_KEY: &str = "token_id_key";
 pub enum StoreError {
     #[error("another process has the ledger open (is a tokenledger server running on this data dir?)")]
     AlreadyOpen,
-    #[error("ledger format {found} is not supported by this build (supports {FORMAT_VERSION})")]
+    #[error("ledger format {found} is not supported by this build (supports {FORMAT_V1} and {FORMAT_VERSION})")]
     UnsupportedFormat { found: u32 },
     #[error("ledger storage error: {0}")]
     Storage(#[from] redb::Error),
@@ -88,6 +93,11 @@ impl Store {
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(Some(FORMAT_VERSION)) => {}
+                Some(Some(FORMAT_V1)) => {
+                    let head = txn.open_table(EVENTS)?.last()?.map_or(0, |(seq, _)| seq.value());
+                    meta.insert(META_FORMAT_1_UNTIL, head.to_be_bytes().as_slice())?;
+                    meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
+                }
                 Some(other) => {
                     return Err(StoreError::UnsupportedFormat { found: other.unwrap_or(0) });
                 }

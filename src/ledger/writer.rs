@@ -391,12 +391,18 @@ impl Writer {
             let mut locks = BatchLocks::default();
             let mut seq = state.head.seq;
             let mut prev_hash = state.head.hash;
+            // A cluster sends its envelopes in canonical form (every build applies them alike);
+            // a single node stores them in the compact stored form.
+            let seal = match self.commit {
+                Commit::Local(_) => codec::seal,
+                Commit::Replicated(_) => codec::seal_canonical,
+            };
             if seq == 0 && matches!(self.commit, Commit::Replicated(_)) {
                 // A cluster's first batch opens its chain: seq 1 is the same `LedgerCreated`
                 // on every node, made through Raft like everything after it.
                 let event = super::created_event();
                 seq += 1;
-                let sealed = codec::seal(&prev_hash, seq, recorded_at_ms, "", &event);
+                let sealed = seal(&prev_hash, seq, recorded_at_ms, "", &event);
                 prev_hash = sealed.hash;
                 let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
                 pending.push(Pending { event, transaction_id: String::new(), seq, hash: sealed.hash });
@@ -413,7 +419,7 @@ impl Writer {
                 let decision = decide(&state, &job.command, ctx);
                 for event in decision.events {
                     seq += 1;
-                    let sealed = codec::seal(&prev_hash, seq, recorded_at_ms, &job.transaction_id, &event);
+                    let sealed = seal(&prev_hash, seq, recorded_at_ms, &job.transaction_id, &event);
                     prev_hash = sealed.hash;
                     let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
                     pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });

@@ -215,7 +215,8 @@ fn rewrite_history(db: &redb::Database, seq: u64) {
         let mut table = write.open_table(EVENTS).unwrap();
         let mut prev: Option<Vec<u8>> = None;
         for (key, bytes) in rows {
-            let mut envelope = Envelope::decode(bytes.as_slice()).unwrap();
+            // In canonical form (format 2 may store a UUID transaction id as 16 bytes).
+            let mut envelope = Envelope::decode(tokenledger::ledger::codec::canonical_bytes(bytes).as_slice()).unwrap();
             if key == seq {
                 envelope.transaction_id = txid();
             }

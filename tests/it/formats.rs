@@ -113,3 +113,285 @@ fn format_v1_authority_data_dir_starts_a_server() {
     let opened = data_dir::open(&config).unwrap();
     assert_eq!(opened.report.head.seq, EXPECTED_AUTHORITY_EVENTS);
 }
+
+const FORMAT_V2: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v2");
+/// The fixture's event count and head hash (see its README.md).
+const EXPECTED_V2_EVENTS: u64 = 13;
+const EXPECTED_V2_HEAD: &str = "d0b0d95769a953aacb9caa87b13cb0c04e07b6370e7a0c6cc6ab35370032b218";
+/// The transaction id of the fixture's revocation: a UUID in upper case, stored as text.
+const V2_TEXT_TRANSACTION_ID: &str = "3F2B8C1E-9D4A-4B7E-8F00-123456789ABC";
+
+/// Every stored envelope of a stopped ledger, as stored (not opened).
+fn raw_envelopes(dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
+    let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
+    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let table = read.open_table(events).unwrap();
+    redb::ReadableTable::iter(&table)
+        .unwrap()
+        .map(|row| row.unwrap())
+        .map(|(k, v)| (k.value(), v.value().to_vec()))
+        .collect()
+}
+
+fn meta_u64(dir: &std::path::Path, key: &str) -> Option<u64> {
+    let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
+    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let table = read.open_table(meta).unwrap();
+    let value = table.get(key).unwrap()?.value().to_vec();
+    let mut be = [0u8; 8];
+    be[8 - value.len()..].copy_from_slice(&value);
+    Some(u64::from_be_bytes(be))
+}
+
+/// Index entries of event kind `kind` (kind 6) in a stopped ledger.
+fn kind_entries(dir: &std::path::Path, kind: u8) -> usize {
+    use tokenledger::ledger::index::{IndexKind, prefix};
+    let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
+    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+    let index: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
+    let table = read.open_table(index).unwrap();
+    let start = prefix(IndexKind::EventKind, &[kind]);
+    let mut end = start.clone();
+    end.extend_from_slice(&[0xff; 10]);
+    redb::ReadableTable::range(&table, start.as_slice()..end.as_slice()).unwrap().count()
+}
+
+#[test]
+fn format_v2_ledger_opens_verifies_and_replays() {
+    let dir = copy_fixture(FORMAT_V2);
+    let raw = raw_envelopes(dir.path());
+    let (store, state, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
+    assert_eq!(report.events, EXPECTED_V2_EVENTS);
+    assert_eq!(hex(&report.head.hash), EXPECTED_V2_HEAD);
+    assert_eq!(store.index_version().unwrap(), 3, "no re-index: the fixture has index version 3");
+    drop(store);
+    assert!(state.client("svc").is_some() && state.user("01001", "alice").is_some());
+    assert_eq!(state.families_len(), 1, "alice's sign-in, refreshed once");
+    // Stored form: the UUID transaction ids as 16 bytes, the other one as text.
+    let envelopes: Vec<tokenledger::proto::ledger::Envelope> =
+        raw.iter().map(|(_, bytes)| prost::Message::decode(bytes.as_slice()).unwrap()).collect();
+    let compact = envelopes.iter().filter(|e| e.transaction_uuid.len() == 16 && e.transaction_id.is_empty()).count();
+    assert!(compact >= 4, "the token requests carry canonical UUID transaction ids: {compact}");
+    assert!(envelopes.iter().any(|e| e.transaction_id == V2_TEXT_TRANSACTION_ID && e.transaction_uuid.is_empty()));
+    // Opened, every envelope is canonical and its id is the UUID's text.
+    for (seq, bytes) in &raw {
+        let opened = codec::open(*seq, bytes).unwrap();
+        assert!(opened.envelope.transaction_uuid.is_empty());
+        let stored = &envelopes[*seq as usize - 1];
+        if !stored.transaction_uuid.is_empty() {
+            assert_eq!(
+                opened.envelope.transaction_id,
+                uuid::Uuid::from_slice(&stored.transaction_uuid).unwrap().to_string()
+            );
+        }
+    }
+    assert_eq!(kind_entries(dir.path(), 10), 0, "index version 3: no event-kind entries for TokensIssued");
+    assert!(kind_entries(dir.path(), 3) >= 3, "other kinds keep theirs (ClientCreated)");
+}
+
+/// A server on the fixture answers audit queries by kind (read from the events for
+/// TokensIssued, from the index for the others) and by client, with canonical envelopes.
+#[tokio::test]
+async fn format_v2_data_dir_serves_audit_queries() {
+    use crate::audit::{events, seqs};
+    use tokenledger::proto as api;
+    let dir = std::sync::Arc::new(copy_fixture(FORMAT_V2));
+    let stored = events_of(dir.path());
+    let server = crate::harness::TestServer::start_in(dir, |settings| settings.audit_raw_envelopes = Some(true)).await;
+    let kind_seqs = |kinds: &[u8]| -> Vec<u64> {
+        let numbers = stored.iter().map(tokenledger::ledger::index::kind_number);
+        (1..).zip(numbers).filter(|(_, k)| kinds.contains(k)).map(|(seq, _)| seq).collect()
+    };
+    let by = |request: api::StreamEventsRequest| events(&server, request);
+    let issued = by(api::StreamEventsRequest { kinds: vec!["tokens_issued".into()], ..Default::default() }).await;
+    assert_eq!(seqs(&issued), kind_seqs(&[10]));
+    let mixed = by(api::StreamEventsRequest {
+        kinds: vec!["tokens_issued".into(), "client_created".into(), "token_revoked".into()],
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(seqs(&mixed), kind_seqs(&[10, 3, 11]));
+    let svc =
+        by(api::StreamEventsRequest { client_id: "svc".into(), include_envelope: true, ..Default::default() }).await;
+    assert!(svc.iter().any(|e| e.transaction_id == V2_TEXT_TRANSACTION_ID));
+    for event in &svc {
+        let envelope: tokenledger::proto::ledger::Envelope = prost::Message::decode(event.envelope.as_slice()).unwrap();
+        assert!(envelope.transaction_uuid.is_empty(), "envelopes leave in canonical form");
+        assert_eq!(envelope.transaction_id, event.transaction_id);
+        assert_eq!(codec::open(event.seq, &event.envelope).unwrap().hash.to_vec(), event.hash);
+    }
+    server.stop().await;
+}
+
+/// A format-1 file keeps its events byte for byte, is marked format 2 and re-indexed.
+#[test]
+fn format_v1_ledger_is_marked_format_2_and_reindexed_with_its_events_unchanged() {
+    let dir = copy_fixture(FORMAT_V1);
+    let before = raw_envelopes(dir.path());
+    assert_eq!(meta_u64(dir.path(), "format_version"), Some(1));
+    assert_eq!(kind_entries(dir.path(), 10), 3, "index version 2 had event-kind entries for TokensIssued");
+    let (store, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
+    assert_eq!(report.events, 8);
+    assert_eq!(store.index_version().unwrap(), 3);
+    drop(store);
+    assert_eq!(raw_envelopes(dir.path()), before, "no event was rewritten");
+    assert_eq!(meta_u64(dir.path(), "format_version"), Some(2));
+    assert_eq!(meta_u64(dir.path(), "format_1_until_seq"), Some(8));
+    assert_eq!(kind_entries(dir.path(), 10), 0);
+    // And it opens again, as format 2 now.
+    let (_, _, again) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
+    assert_eq!(hex(&again.head.hash), "f45a7556478e76c98b015237b233b042041a797dc95933174d254656e9ce572b");
+}
+
+/// Kind queries that include TokensIssued read the events page by page: over several pages,
+/// with other kinds and revocations mixed in, from a middle seq, they find exactly the
+/// events a full decode finds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kind_queries_without_index_entries_page_through_every_matching_event() {
+    use crate::audit::{events, seqs};
+    use tokenledger::proto as api;
+    let (server, f) = crate::harness::TestServer::seeded().await;
+    let mut tokens = Vec::new();
+    for handle in server.spawn_issuers(&f.service, 4, 270) {
+        tokens.extend(handle.await.unwrap());
+    }
+    for token in tokens.iter().step_by(97) {
+        assert_eq!(server.revoke(&f.service, token).await.status, 204);
+    }
+    let _ = crate::audit::sign_in(&server, &f).await;
+    let all = events(&server, api::StreamEventsRequest::default()).await;
+    let head = all.len() as u64;
+    assert!(head > 1024, "more than two pages of 512: {head}");
+    let expect = |kinds: &[&str], from: u64| -> Vec<u64> {
+        all.iter().filter(|e| e.seq >= from && kinds.contains(&e.kind.as_str())).map(|e| e.seq).collect()
+    };
+    for (kinds, from) in [
+        (vec!["tokens_issued"], 0),
+        (vec!["tokens_issued"], 333),
+        (vec!["tokens_issued", "token_revoked"], 0),
+        (vec!["token_revoked", "user_created", "tokens_issued"], 700),
+    ] {
+        let request = api::StreamEventsRequest {
+            kinds: kinds.iter().map(|k| k.to_string()).collect(),
+            from_seq: from,
+            ..Default::default()
+        };
+        let got = events(&server, request).await;
+        let got: Vec<u64> = seqs(&got).into_iter().filter(|s| *s <= head).collect();
+        assert_eq!(got, expect(&kinds, from.max(1)), "{kinds:?} from {from}");
+    }
+    let limited = events(
+        &server,
+        api::StreamEventsRequest {
+            kinds: vec!["tokens_issued".into()],
+            from_seq: 10,
+            limit: 600,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(seqs(&limited), expect(&["tokens_issued"], 10)[..600].to_vec());
+    server.stop().await;
+}
+
+/// Writes the fixture `tests/fixtures/format-v2`. Run once, by hand, for a new format only:
+/// `TOKENLEDGER_WRITE_FORMAT_V2=dir cargo test --test it write_format_v2_fixture -- --ignored`.
+#[tokio::test]
+#[ignore = "writes a fixture; run by hand only"]
+async fn write_format_v2_fixture() {
+    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_FORMAT_V2").unwrap());
+    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    let (server, f) = crate::harness::TestServer::seeded().await;
+    let cc = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    let (_, refresh) = crate::audit::sign_in(&server, &f).await;
+    crate::audit::refresh(&server, &f, &refresh).await;
+    // Token requests lower-case their transaction id; a revocation keeps it as sent.
+    let body = format!("token={cc}");
+    let headers = [("transactionId", V2_TEXT_TRANSACTION_ID)];
+    let revoked =
+        server.send_form(reqwest::Method::DELETE, "/oauth2/v1/revoke", Some(&f.service), &headers, &body).await;
+    assert_eq!(revoked.status, 204);
+    let dir = server.stop().await;
+    std::fs::create_dir_all(&out).unwrap();
+    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
+        std::fs::copy(dir.path().join(file), out.join(file)).unwrap();
+    }
+}
+
+/// The size breakdown of a ledger file (bench/README.md, "Ledger bytes per event"): run on a
+/// stopped server's copy with
+/// `TOKENLEDGER_SIZE_OF=/path/ledger.redb cargo test --test it ledger_size_breakdown -- --ignored --nocapture`.
+#[test]
+#[ignore = "a measuring tool: needs TOKENLEDGER_SIZE_OF"]
+fn ledger_size_breakdown() {
+    use redb::{ReadableDatabase as _, ReadableTable as _, ReadableTableMetadata as _, TableStats};
+    let Ok(path) = std::env::var("TOKENLEDGER_SIZE_OF") else { return };
+    let file_bytes = std::fs::metadata(&path).unwrap().len();
+    let db = redb::Database::open(&path).unwrap();
+    let events_def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let index_def: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
+    let read = db.begin_read().unwrap();
+    let events = read.open_table(events_def).unwrap();
+    let index = read.open_table(index_def).unwrap();
+    let n_events = events.len().unwrap();
+    let n_index = index.len().unwrap();
+    let (mut value_bytes, mut event_bytes, mut txid_bytes) = (0u64, 0u64, 0u64);
+    let mut by_kind: std::collections::BTreeMap<u8, (u64, u64)> = Default::default();
+    for row in events.iter().unwrap() {
+        let (_, value) = row.unwrap();
+        value_bytes += value.value().len() as u64;
+        if let Ok(envelope) = <tokenledger::proto::ledger::Envelope as prost::Message>::decode(value.value()) {
+            event_bytes += envelope.event.len() as u64;
+            txid_bytes += envelope.transaction_id.len() as u64;
+        }
+    }
+    for row in index.iter().unwrap() {
+        let (key, _) = row.unwrap();
+        let entry = by_kind.entry(key.value()[0]).or_default();
+        entry.0 += 1;
+        entry.1 += key.value().len() as u64;
+    }
+    let show = |name: &str, s: TableStats, rows: u64| {
+        let pages = s.leaf_pages() + s.branch_pages();
+        println!(
+            "{name}: rows {rows}, stored {} B ({:.1}/row), leaf pages {}, branch pages {}, metadata {} B, fragmented {} B, pages*4096/row {:.1}, fill {:.0}%",
+            s.stored_bytes(),
+            s.stored_bytes() as f64 / rows.max(1) as f64,
+            s.leaf_pages(),
+            s.branch_pages(),
+            s.metadata_bytes(),
+            s.fragmented_bytes(),
+            (pages * 4096) as f64 / rows.max(1) as f64,
+            100.0 * s.stored_bytes() as f64 / (s.leaf_pages() * 4096).max(1) as f64,
+        );
+    };
+    println!("file {file_bytes} B, events {n_events}, file/event {:.1} B", file_bytes as f64 / n_events as f64);
+    println!(
+        "envelope values {:.1} B/event (event {:.1}, transaction id {:.1})",
+        value_bytes as f64 / n_events as f64,
+        event_bytes as f64 / n_events as f64,
+        txid_bytes as f64 / n_events as f64
+    );
+    show("events", events.stats().unwrap(), n_events);
+    show("index", index.stats().unwrap(), n_index);
+    println!("index entries/event {:.2}", n_index as f64 / n_events as f64);
+    for (kind, (count, bytes)) in by_kind {
+        println!("  index kind {kind}: {count} entries, {:.1} B/key", bytes as f64 / count as f64);
+    }
+    drop((events, index, read));
+    let write = db.begin_write().unwrap();
+    let stats = write.stats().unwrap();
+    println!(
+        "database: allocated pages {} ({} B), stored {} B, metadata {} B, fragmented {} B (free pages included), file - allocated {} B",
+        stats.allocated_pages(),
+        stats.allocated_pages() * stats.page_size() as u64,
+        stats.stored_bytes(),
+        stats.metadata_bytes(),
+        stats.fragmented_bytes(),
+        file_bytes as i64 - (stats.allocated_pages() * stats.page_size() as u64) as i64
+    );
+    write.abort().unwrap();
+}
