@@ -76,7 +76,7 @@ fn push_seq(key: &mut Vec<u8>, seq: u64) {
     let bytes = seq.to_be_bytes();
     let skip = (seq.leading_zeros() / 8).min(7) as usize;
     key.push((8 - skip) as u8);
-    key.extend_from_slice(&bytes[skip..]);
+    key.extend(bytes.iter().skip(skip));
 }
 
 /// The seq at the end of an index entry.
@@ -87,9 +87,7 @@ pub fn seq_of(key: &[u8]) -> Option<u64> {
     if bytes.len() != n || !(1..=8).contains(&n) {
         return None;
     }
-    let mut be = [0u8; 8];
-    be[8 - n..].copy_from_slice(bytes);
-    Some(u64::from_be_bytes(be))
+    Some(bytes.iter().fold(0u64, |seq, byte| (seq << 8) | u64::from(*byte)))
 }
 
 /// Whether events of kind number `kind` have an [`IndexKind::EventKind`] entry. `TokensIssued`

@@ -149,8 +149,7 @@ impl Snapshot {
     ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
         let mut out = Vec::new();
         let mut expected = *seqs.start();
-        let mut read = 0;
-        for row in self.events.range(seqs)? {
+        for (read, row) in self.events.range(seqs)?.enumerate() {
             if read >= max {
                 return Ok((out, expected.checked_sub(1)));
             }
@@ -167,7 +166,6 @@ impl Snapshot {
             if kind.is_none_or(|kind| kinds.contains(&kind)) {
                 out.push(seq);
             }
-            read += 1;
             expected = seq + 1;
         }
         Ok((out, None))
