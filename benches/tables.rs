@@ -865,7 +865,9 @@ fn baseline_child(args: &Args) {
             if now >= purge_ms + 30_000 {
                 purge_ms = now;
                 let started = Instant::now();
-                state.write().purge_expired(now);
+                let mut s = state.write();
+                s.purge_expired(now);
+                s.tables().purge_all(now);
                 purge_worst = purge_worst.max(started.elapsed());
             }
         }
@@ -876,7 +878,7 @@ fn baseline_child(args: &Args) {
             "at {} tokens ({} families, {} retry answers): RSS {:.0} MiB, RSS growth / token {:.1} B",
             s.tokens_len(),
             s.families_len(),
-            s.recent_requests.len(),
+            s.tables().retry_count(),
             rss_now as f64 / 1048576.0,
             rss_now.saturating_sub(rss_base) as f64 / s.tokens_len() as f64
         );

@@ -10,6 +10,7 @@ use crate::domain::ids::{FamilyId, TokenId};
 use crate::domain::state::cutoff::{Cutoff, CutoffScope};
 use crate::domain::state::validity::Validity;
 use crate::domain::state::{EndCause, State, TokenKind};
+use crate::domain::tables::TablesConfig;
 use crate::domain::{Recorded, apply};
 use crate::ledger::codec::Opened;
 use crate::ledger::index::{IndexKind, cutoff_value};
@@ -160,7 +161,7 @@ pub struct Step {
 
 /// Replays `events` (seq order) up to `at_ms`; returns every step and the status at `at_ms`.
 pub fn replay(facts: &TokenFacts, events: &[Opened], at_ms: i64) -> (Vec<Step>, StatusAt) {
-    let mut state = State::default();
+    let mut state = State::with_tables(TablesConfig::small());
     let mut steps = Vec::with_capacity(events.len());
     let mut first_end = None;
     for opened in events {
@@ -168,10 +169,10 @@ pub fn replay(facts: &TokenFacts, events: &[Opened], at_ms: i64) -> (Vec<Step>, 
         if at > at_ms {
             break;
         }
-        let before = state.token(&facts.id).map(|t| state.validity(t, at));
+        let before = state.token(&facts.id).map(|t| state.validity(&t, at));
         let recorded = Recorded { seq: opened.envelope.seq, recorded_at_ms: at, transaction_id: "", hash: opened.hash };
         apply(&mut state, recorded, &opened.event);
-        let after = state.token(&facts.id).map(|t| state.validity(t, at));
+        let after = state.token(&facts.id).map(|t| state.validity(&t, at));
         let affects_token = before != after;
         let ended =
             matches!(after, Some(Validity::Ended { .. } | Validity::FamilyRevoked { .. } | Validity::CutOff { .. }));
@@ -180,7 +181,7 @@ pub fn replay(facts: &TokenFacts, events: &[Opened], at_ms: i64) -> (Vec<Step>, 
         }
         steps.push(Step { event: opened.clone(), affects_token });
     }
-    let validity = state.token(&facts.id).map(|t| state.validity(t, at_ms));
+    let validity = state.token(&facts.id).map(|t| state.validity(&t, at_ms));
     let deciding_seq = match &validity {
         Some(v @ (Validity::Ended { .. } | Validity::FamilyRevoked { .. } | Validity::CutOff { .. })) => {
             first_end.unwrap_or_else(|| v.deciding_seq())

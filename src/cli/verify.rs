@@ -32,7 +32,8 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
     })?;
     let now_ms = SystemClock.now_ms();
-    let active = state.tokens().map(|(_, t)| t).filter(|t| state.is_active(t, now_ms)).count();
+    let mut active = 0usize;
+    state.for_each_token(|_, t| active += usize::from(state.is_active(t, now_ms)));
     if args.json {
         let out = serde_json::json!({
             "ok": true,

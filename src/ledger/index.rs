@@ -246,7 +246,7 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
                     CutoffScope::Family(id) => {
                         add(IndexKind::Family, &id.0);
                         let family = state.family(id);
-                        let token = family.and_then(|f| f.live_refresh).and_then(|t| state.token(&t));
+                        let token = family.as_ref().and_then(|f| f.live_refresh).and_then(|t| state.token(&t));
                         if let Some(token) = token {
                             add_grant(&mut add, &token.grant);
                         } else if let Some(family) = family {
@@ -287,10 +287,10 @@ fn add_code(add: &mut impl FnMut(IndexKind, &[u8]), state: &State, code_id: &[u8
     }
 }
 
-fn add_grant(add: &mut impl FnMut(IndexKind, &[u8]), grant: &crate::domain::state::Grant) {
+fn add_grant(add: &mut impl FnMut(IndexKind, &[u8]), grant: &crate::domain::tables::GrantView<'_>) {
     add(IndexKind::Client, grant.client_id.as_bytes());
     add(IndexKind::Institution, grant.institution_id.as_bytes());
-    if let Some(user) = &grant.user {
+    if let Some(user) = grant.user {
         add(IndexKind::User, user_key(&user.institution_id, &user.login_id).as_bytes());
     }
 }

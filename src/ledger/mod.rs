@@ -13,6 +13,7 @@ pub(crate) mod replay;
 pub mod replicated;
 pub mod snapshot;
 pub(crate) mod store;
+pub(crate) mod purge;
 pub(crate) mod token_ids;
 pub(crate) mod writer;
 
@@ -26,6 +27,7 @@ pub use store::{Append, Store, StoreError};
 pub use token_ids::TokenIdScheme;
 pub use writer::{LedgerHandle, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus};
 
+use crate::domain::tables::TablesConfig;
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::{Event, LedgerCreated, event};
 
@@ -100,13 +102,19 @@ pub(crate) fn created_event() -> Event {
 /// was built with another index version. Creates nothing: a cluster node's first events come
 /// through Raft (`replicated::open_replica`).
 pub(crate) fn replay_store(store: Store, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
-    let mut state = State::default();
+    let mut state = State::with_tables(server_tables());
     let reindex = store.index_version()? != index::INDEX_VERSION;
     let (report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
     if reindex {
         store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
     }
     Ok((store, state, report))
+}
+
+/// The token tables of a serving node: default sizes, hashes seeded per process (the interned
+/// values and retry keys are chosen by callers).
+pub(crate) fn server_tables() -> TablesConfig {
+    TablesConfig { hash_seed: u64::from_le_bytes(crate::crypto::random_bytes()), ..TablesConfig::default() }
 }
 
 /// Records `event` before the writer runs: the one appender besides the writer, for the

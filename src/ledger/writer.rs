@@ -85,7 +85,8 @@ struct Job {
 
 enum Message {
     Job(Box<Job>),
-    /// Forget expired tokens and retry answers.
+    /// Forget expired sign-in records and authorization codes (the token tables have their
+    /// own purge thread, `purge.rs`).
     Purge,
     Stop(oneshot::Sender<()>),
 }
@@ -181,6 +182,7 @@ impl LedgerHandle {
             clock_watch: ClockWatch { skew_max_ms: config.clock_skew_max_ms, skewed: false },
             head: head_sender,
         };
+        super::purge::spawn(&writer.state.read().shared_tables(), clock.clone())?;
         std::thread::Builder::new().name("ledger-writer".into()).spawn(move || writer.run())?;
         Ok(Self { sender, status, token_ids, clock, head, reader })
     }

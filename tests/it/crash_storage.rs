@@ -190,7 +190,7 @@ async fn every_sync_point_image_reopens_with_everything_acknowledged_before_it()
                 }
                 Acked::Revoked { token, syncs } if syncs <= syncs_done => {
                     let token = state.token(&token).expect("revoked token known");
-                    assert!(!state.is_active(token, now), "sync {syncs_done}: acknowledged revocation lost");
+                    assert!(!state.is_active(&token, now), "sync {syncs_done}: acknowledged revocation lost");
                     checked += 1;
                 }
                 Acked::Issued { refresh, .. } => assert!(refresh.is_none()),

@@ -33,13 +33,15 @@ fn format_v1_ledger_opens_verifies_and_replays() {
     assert!(state.user("01001", "demo.user").is_some());
     assert_eq!(state.tokens_len(), 5, "one client_credentials token, two per sign-in and refresh");
     assert_eq!(state.families_len(), 1);
-    assert!(state.families().map(|(_, f)| f).all(|f| f.revoked.is_some()), "reuse revoked the family");
+    let mut all_revoked = true;
+    state.for_each_family(|_, f| all_revoked &= f.revoked.is_some());
+    assert!(all_revoked, "reuse revoked the family");
     // The fixture's key file still verifies the token strings of its ledger.
     let keys = ServerKeys::load(&dir.path().join(data_dir::KEYS_FILE)).unwrap();
-    for id in state.tokens().map(|(id, _)| id) {
-        let text = token::encode(&keys, TokenKind::Access, id);
-        assert_eq!(token::decode(&keys, &text), Some((TokenKind::Access, *id)));
-    }
+    state.for_each_token(|id, _| {
+        let text = token::encode(&keys, TokenKind::Access, &id);
+        assert_eq!(token::decode(&keys, &text), Some((TokenKind::Access, id)));
+    });
 }
 
 #[test]
@@ -103,7 +105,9 @@ fn format_v1_authority_ledger_keeps_first_party_apps_code_authorizers_and_decisi
     assert!(burned, "the code of the disabled first-party app was burned");
     assert_eq!(state.families_len(), 2, "dana's sign-in and the redemption");
     let first_issue = issued.clone().next().unwrap();
-    assert!(state.families().map(|(_, f)| f).any(|f| f.started_at_ms == first_issue.issued_at_ms));
+    let mut started = false;
+    state.for_each_family(|_, f| started |= f.started_at_ms == first_issue.issued_at_ms);
+    assert!(started, "a family started at the first issuance");
 }
 
 #[test]

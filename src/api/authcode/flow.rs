@@ -62,7 +62,7 @@ pub fn authorize_client(app: &App, call: &Call, bearer: Option<&str>) -> Result<
     let partner_id = partner_id(&call.params)?;
     let state = app.state.read();
     let bearer = check_bearer(&state, &token, institution, app.clock.now_ms())?;
-    let partner = check_partner(&state, bearer, partner_id, false)?;
+    let partner = check_partner(&state, &bearer, partner_id, false)?;
     Ok(ClientAuthorization {
         scopes: partner.scopes.join(","),
         app_id: partner.id.to_string(),

@@ -94,7 +94,7 @@ pub fn lookup(app: &App, call: &LookupCall) -> Result<InstitutionUserView, Looku
     if !token.scopes.iter().any(|s| &**s == LOOKUP_SCOPE) {
         return Err(LookupError::Forbidden);
     }
-    let institution_id = &*token.grant.institution_id;
+    let institution_id = &**token.grant.institution_id;
     match &call.institution {
         Institution::Invalid => return Err(LookupError::BadInstitution),
         Institution::Valid(named) if named != institution_id => return Err(LookupError::Forbidden),
@@ -107,7 +107,7 @@ pub fn lookup(app: &App, call: &LookupCall) -> Result<InstitutionUserView, Looku
         return Err(LookupError::BadUserId);
     }
     let found = find(&state, institution_id, id_type, id);
-    if let Some(bound) = &token.grant.user {
+    if let Some(bound) = token.grant.user {
         let is_self = found.is_some_and(|u| u.identity.login_id == bound.login_id);
         if !is_self {
             return Err(LookupError::Forbidden);

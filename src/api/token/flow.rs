@@ -157,7 +157,7 @@ pub async fn revoke_token(app: &App, call: Call) -> Result<(), ErrorCode> {
         Some((StringKind::Refresh, id)) => (id, TokenKind::Refresh),
         _ => return Ok(()),
     };
-    let owned = app.state.read().token(&token).is_some_and(|t| *t.grant.client_id == *client.id);
+    let owned = app.state.read().token(&token).is_some_and(|t| **t.grant.client_id == *client.id);
     if !owned {
         return Ok(());
     }
@@ -250,10 +250,10 @@ fn local_answer(
     };
     let grant = &token.grant;
     // A caller sees only tokens of its own institutions (and of the one it names).
-    if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| i != &*grant.institution_id) {
+    if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| *i != **grant.institution_id) {
         return Introspection::default();
     }
-    let user = grant.user.as_ref();
+    let user = grant.user;
     Introspection {
         active: true,
         scope: Some(scope::join(&token.scopes)),

@@ -14,7 +14,8 @@ use crate::domain::shared::decision::{Context, Decision, wrap};
 use crate::domain::shared::error::Refusal;
 use crate::domain::shared::ids::TokenId;
 use crate::domain::shared::scope::{self, ScopeList};
-use crate::domain::state::{Client, State, Token, TokenKind};
+use crate::domain::state::{Client, State, TokenKind};
+use crate::domain::tables::TokenView;
 use crate::domain::token::decide::{mint, mint_until, wire_token};
 use crate::domain::token::{Issue, Issued};
 use crate::proto::ledger::{
@@ -32,10 +33,10 @@ pub fn check_bearer<'s>(
     token: &TokenId,
     institution_id: &str,
     now_ms: i64,
-) -> Result<&'s Token, Refusal> {
+) -> Result<TokenView<'s>, Refusal> {
     let bearer =
         state.active_token(token, now_ms).filter(|t| t.kind == TokenKind::Access).ok_or(Refusal::InvalidGrant)?;
-    if *bearer.grant.institution_id != *institution_id {
+    if **bearer.grant.institution_id != *institution_id {
         return Err(Refusal::InvalidInstitution);
     }
     let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
@@ -54,8 +55,8 @@ pub fn check_bearer<'s>(
 /// institution-level bearer (client_credentials) for any user of its institution. CMN_90006
 /// otherwise, checked before the named user is looked up, so a user's token learns nothing
 /// about which other users exist.
-pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &str) -> Result<(), Refusal> {
-    match &bearer.grant.user {
+pub fn check_bearer_user(bearer: &TokenView<'_>, username: &str, institution_user_id: &str) -> Result<(), Refusal> {
+    match bearer.grant.user {
         None => Ok(()),
         Some(own) if *own.login_id == *username && *own.institution_user_id == *institution_user_id => Ok(()),
         Some(_) => Err(Refusal::UnauthorizedClient),
@@ -68,11 +69,11 @@ pub fn check_bearer_user(bearer: &Token, username: &str, institution_user_id: &s
 /// (CMN_90021 otherwise, also for an unknown client id).
 pub fn check_partner<'s>(
     state: &'s State,
-    bearer: &Token,
+    bearer: &TokenView<'_>,
     partner_id: &str,
     needs_redirect_uri: bool,
 ) -> Result<&'s Arc<Client>, Refusal> {
-    if *bearer.grant.client_id == *partner_id {
+    if **bearer.grant.client_id == *partner_id {
         return Err(Refusal::SelfAuthorization);
     }
     let partner = state.client(partner_id).ok_or(Refusal::InvalidClientConfiguration)?;
@@ -129,8 +130,8 @@ fn code_event(
     ctx: Context<'_>,
 ) -> Result<(AuthorizationCodeIssued, String), Refusal> {
     let bearer = check_bearer(state, &request.bearer_token, &request.institution_id, ctx.now_ms)?;
-    check_bearer_user(bearer, &request.username, &request.institution_user_id)?;
-    let partner = check_partner(state, bearer, &request.partner_client_id, true)?;
+    check_bearer_user(&bearer, &request.username, &request.institution_user_id)?;
+    let partner = check_partner(state, &bearer, &request.partner_client_id, true)?;
     let user = state
         .user_by_institution_user_id(&request.institution_id, &request.institution_user_id)
         .ok_or(Refusal::InvalidInstitution)?;

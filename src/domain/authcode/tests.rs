@@ -184,7 +184,7 @@ fn a_code_redeems_once_with_its_verifier_and_a_replay_revokes_the_family() {
     let replay = world.when(&redeem("partner", 7, right(), 30));
     assert_eq!(kinds(&replay), ["replayed", "family-revoked"]);
     assert_eq!(refused(&replay), Refusal::InvalidGrant);
-    assert!(!world.state.is_active(world.state.token(&TokenId([20; 16])).unwrap(), world.now_ms));
+    assert!(!world.state.is_active(&world.state.token(&TokenId([20; 16])).unwrap(), world.now_ms));
     let again = world.when(&redeem("partner", 7, right(), 40));
     assert!(again.events.is_empty(), "a replay is recorded once");
     assert_eq!(refused(&again), Refusal::InvalidGrant);

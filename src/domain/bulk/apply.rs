@@ -5,7 +5,7 @@ use super::scope_of;
 use crate::domain::shared::decision::Recorded;
 use crate::domain::shared::ids::TokenId;
 use crate::domain::state::cutoff::Cutoff;
-use crate::domain::state::{EndCause, State, TokenEnd};
+use crate::domain::state::State;
 use crate::proto::ledger::{BlastRadiusRevoked, BulkRevoked, RevocationReason};
 
 pub(crate) fn bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevoked) {
@@ -15,13 +15,6 @@ pub(crate) fn bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevo
 }
 
 pub(crate) fn blast_radius_revoked(state: &mut State, at: Recorded<'_>, event: &BlastRadiusRevoked) {
-    for id in event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)) {
-        if let Some(token) = state.token_mut(&id) {
-            token.end.get_or_insert(TokenEnd {
-                seq: at.seq,
-                at_ms: at.recorded_at_ms,
-                cause: EndCause::Revoked(RevocationReason::Admin),
-            });
-        }
-    }
+    let ids: Vec<TokenId> = event.token_ids.iter().filter_map(|id| TokenId::from_slice(id)).collect();
+    state.tables().end_tokens(at.seq, at.recorded_at_ms, RevocationReason::Admin, &ids);
 }

@@ -149,11 +149,10 @@ fn cutoff(state: &State, scope: &CutoffScope, issued_before_ms: i64, note: &str,
     // every token it covers is in `state` now.
     let recorded_at_ms = ctx.now_ms.max(state.head.recorded_at_ms);
     let planned = Cutoff::new(state.head.seq.saturating_add(1), recorded_at_ms, issued_before_ms);
-    let ended = state
-        .tokens()
-        .map(|(_, t)| t)
-        .filter(|t| scope.includes(t) && planned.covers(t) && state.is_active(t, ctx.now_ms))
-        .count() as u64;
+    let mut ended = 0u64;
+    state.for_each_token(|_, t| {
+        ended += u64::from(scope.includes(t) && planned.covers(t) && state.is_active(t, ctx.now_ms));
+    });
     let event =
         BulkRevoked { scope: Some(wire_scope), issued_before_ms, live_tokens_ended: ended, note: note.to_owned() };
     let outcome = BulkOutcome { live_tokens_ended: ended, tokens: Vec::new() };
@@ -175,11 +174,10 @@ fn token_revocation(state: &State, id: &TokenId, ctx: Context<'_>) -> Decided {
     };
     let (kind, ended) = match (token.kind, token.grant.family) {
         (TokenKind::Refresh, Some(family)) => {
-            let ended = state
-                .tokens()
-                .map(|(_, t)| t)
-                .filter(|t| t.grant.family == Some(family) && state.is_active(t, ctx.now_ms))
-                .count();
+            let mut ended = 0usize;
+            state.for_each_token(|_, t| {
+                ended += usize::from(t.grant.family == Some(family) && state.is_active(t, ctx.now_ms));
+            });
             let revoked = FamilyRevoked {
                 family_id: family.0.to_vec(),
                 reason: RevocationReason::Admin as i32,
@@ -189,7 +187,7 @@ fn token_revocation(state: &State, id: &TokenId, ctx: Context<'_>) -> Decided {
         }
         _ => {
             let revoked = TokenRevoked { token_id: id.0.to_vec(), reason: RevocationReason::Admin as i32 };
-            (event::Kind::TokenRevoked(revoked), usize::from(state.is_active(token, ctx.now_ms)))
+            (event::Kind::TokenRevoked(revoked), usize::from(state.is_active(&token, ctx.now_ms)))
         }
     };
     let outcome = BulkOutcome { live_tokens_ended: ended as u64, tokens: Vec::new() };
@@ -214,19 +212,19 @@ fn blast_radius(state: &State, blast: &BlastRadius, ctx: Context<'_>) -> Decided
     // What the committed state shows now, in case tokens were minted after the ledger lookup.
     match &blast.credential {
         BlastCredential::Client(client_id) => {
-            for (id, token) in state.tokens() {
-                if *token.grant.client_id == **client_id && in_window(token.issued_at_ms) {
-                    roots.insert(*id);
+            state.for_each_token(|id, token| {
+                if **token.grant.client_id == **client_id && in_window(token.issued_at_ms) {
+                    roots.insert(id);
                     if let Some(family) = token.grant.family {
                         taint(&mut families, family, token.issued_seq);
                     }
                 }
-            }
+            });
         }
         BlastCredential::Token(id) => {
             roots.insert(*id);
-            let successor = state.token(id).and_then(|t| match &t.end {
-                Some(TokenEnd { cause: EndCause::Rotated { successor }, .. }) => state.token(successor),
+            let successor = state.token(id).and_then(|t| match t.end {
+                Some(TokenEnd { cause: EndCause::Rotated { successor }, .. }) => state.token(&successor),
                 _ => None,
             });
             if let Some(successor) = successor.filter(|s| in_window(s.issued_at_ms))
@@ -236,16 +234,14 @@ fn blast_radius(state: &State, blast: &BlastRadius, ctx: Context<'_>) -> Decided
             }
         }
     }
-    let ended: Vec<TokenId> = state
-        .tokens()
-        .filter(|(id, t)| {
-            let descends = t.grant.family.and_then(|f| families.get(&f)).is_some_and(|from| t.issued_seq >= *from);
-            (roots.contains(id) || descends) && state.is_active(t, ctx.now_ms)
-        })
-        .map(|(id, _)| *id)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let mut ended = BTreeSet::new();
+    state.for_each_token(|id, t| {
+        let descends = t.grant.family.and_then(|f| families.get(&f)).is_some_and(|from| t.issued_seq >= *from);
+        if (roots.contains(&id) || descends) && state.is_active(t, ctx.now_ms) {
+            ended.insert(id);
+        }
+    });
+    let ended: Vec<TokenId> = ended.into_iter().collect();
     if ended.len() > BLAST_TOKENS_MAX {
         return Err(DirectoryError::Invalid(format!(
             "{} live tokens are affected, more than {BLAST_TOKENS_MAX}: revoke by client or institution instead",

@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::{FastMap, Token};
+use super::FastMap;
+use crate::domain::tables::TokenView;
 use crate::domain::shared::ids::FamilyId;
 
 /// "Every token issued before event `seq` and before `before_ms` has ended."
@@ -35,7 +36,7 @@ impl Cutoff {
         Self { seq, at_ms, before_ms }
     }
 
-    pub fn covers(&self, token: &Token) -> bool {
+    pub fn covers(&self, token: &TokenView<'_>) -> bool {
         token.issued_seq < self.seq && token.issued_at_ms < self.before_ms
     }
 
@@ -79,13 +80,13 @@ pub enum CutoffScope {
 
 impl CutoffScope {
     /// Does this scope include `token`?
-    pub fn includes(&self, token: &Token) -> bool {
+    pub fn includes(&self, token: &TokenView<'_>) -> bool {
         let grant = &token.grant;
         match self {
-            Self::Client(id) => *grant.client_id == **id,
-            Self::Institution(id) => *grant.institution_id == **id,
+            Self::Client(id) => **grant.client_id == **id,
+            Self::Institution(id) => **grant.institution_id == **id,
             Self::User { institution_id, login_id } => {
-                grant.user.as_ref().is_some_and(|u| *u.institution_id == **institution_id && *u.login_id == **login_id)
+                grant.user.is_some_and(|u| *u.institution_id == **institution_id && *u.login_id == **login_id)
             }
             Self::Family(id) => grant.family == Some(*id),
         }
@@ -119,18 +120,16 @@ impl Cutoffs {
     }
 
     /// The cutoff that ends `token`, if any (the earliest, when several do).
-    pub fn covering(&self, token: &Token) -> Option<Cutoff> {
+    pub fn covering(&self, token: &TokenView<'_>) -> Option<Cutoff> {
         if self.is_empty() {
             return None;
         }
         let grant = &token.grant;
-        let user = grant
-            .user
-            .as_ref()
-            .and_then(|u| self.by_user.get(&*u.institution_id).and_then(|logins| logins.get(&*u.login_id)));
+        let user =
+            grant.user.and_then(|u| self.by_user.get(&*u.institution_id).and_then(|logins| logins.get(&*u.login_id)));
         [
-            self.by_client.get(&*grant.client_id),
-            self.by_institution.get(&*grant.institution_id),
+            self.by_client.get(&**grant.client_id),
+            self.by_institution.get(&**grant.institution_id),
             user,
             grant.family.as_ref().and_then(|f| self.by_family.get(f)),
         ]
@@ -145,7 +144,7 @@ impl Cutoffs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::state::{Grant, TokenKind};
+    use crate::domain::state::{Grant, Token, TokenKind};
     use crate::proto::ledger::GrantType;
 
     fn token(seq: u64, at_ms: i64) -> Token {
@@ -207,7 +206,7 @@ mod tests {
             for (i, at) in times.iter().enumerate() {
                 let t = token(i as u64 + 1, *at);
                 let union = parts.iter().any(|(s, _, b)| t.issued_seq < *s && (*b <= 0 || t.issued_at_ms < *b));
-                assert_eq!(merged.covers(&t), union, "case {case}, token {}, parts {parts:?}", i + 1);
+                assert_eq!(merged.covers(&t.view()), union, "case {case}, token {}, parts {parts:?}", i + 1);
             }
         }
     }
@@ -215,10 +214,10 @@ mod tests {
     #[test]
     fn a_cutoff_spares_tokens_issued_after_it_or_after_its_time() {
         let all = Cutoff::new(10, 500, 0);
-        assert!(all.covers(&token(9, 500)));
-        assert!(!all.covers(&token(10, 500)));
+        assert!(all.covers(&token(9, 500).view()));
+        assert!(!all.covers(&token(10, 500).view()));
         let before = Cutoff::new(10, 500, 400);
-        assert!(before.covers(&token(3, 399)));
-        assert!(!before.covers(&token(4, 400)));
+        assert!(before.covers(&token(3, 399).view()));
+        assert!(!before.covers(&token(4, 400).view()));
     }
 }

@@ -4,6 +4,7 @@
 
 pub(crate) mod authorization;
 pub(crate) mod cutoff;
+pub(crate) mod records;
 pub(crate) mod validity;
 
 use std::collections::{BTreeMap, HashMap};
@@ -11,16 +12,17 @@ use std::sync::Arc;
 
 use crate::domain::shared::ids::{FamilyId, TokenId};
 use crate::domain::shared::scope::ScopeList;
-use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer, RevocationReason, UserType};
+use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer};
+use super::tables::{FamilyView, RecentAnswer, TablesConfig, TokenTables, TokenView};
 use authorization::AuthorizationState;
 use cutoff::Cutoffs;
+pub use records::{
+    EndCause, Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity,
+};
 
 /// A hash map for keys we generate ourselves from a CSPRNG (token and family ids): a fast
 /// hasher is safe because callers cannot choose the keys.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
-
-/// How long a token request's answer is kept for idempotent retries (SPEC 3.1).
-pub const RETRY_WINDOW_MS: i64 = 60_000;
 
 /// The end of the hash chain: the last applied event.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -39,13 +41,10 @@ pub struct State {
     pub users: HashMap<String, Arc<User>>,
     /// [`user_key`] of (institution id, institution user id) to the user's key in `users`.
     pub users_by_institution_user_id: HashMap<String, String>,
-    /// Every token not yet purged; reached only through the methods below, so that the table
-    /// can change shape (a compact structure) without touching its readers.
-    tokens: FastMap<TokenId, Token>,
-    /// Every refresh-token family not yet purged; reached only through the methods below.
-    families: FastMap<FamilyId, Family>,
-    /// Answers of recent token requests, for idempotent retries by transactionId.
-    pub recent_requests: HashMap<RequestKey, RecentRequest>,
+    /// Tokens, refresh-token families and the answers of recent token requests (for
+    /// idempotent retries by transactionId), compact and sharded (`domain/tables`); read
+    /// through the methods below.
+    tables: Tables,
     /// [`user_key`] of (institution id, host user id) to the user's key in `users`.
     pub users_by_host_user_id: HashMap<String, String>,
     /// Failed sign-ins and lockouts per (institution, login id), known or not.
@@ -133,16 +132,6 @@ impl Client {
     }
 }
 
-/// The parts of a user that tokens refer to; shared by the user's tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UserIdentity {
-    pub institution_id: Arc<str>,
-    pub login_id: Arc<str>,
-    pub institution_user_id: Arc<str>,
-    pub host_user_id: String,
-    pub user_type: UserType,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct User {
     pub identity: Arc<UserIdentity>,
@@ -197,92 +186,27 @@ pub fn user_key(institution_id: &str, login_id: &str) -> String {
     format!("{institution_id}:{login_id}")
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum TokenKind {
-    Access,
-    Refresh,
-}
+/// The token tables of a [`State`]: shared (behind an `Arc`) with the housekeeping thread that
+/// purges them without the state's lock; cloning a `State` copies them.
+#[derive(Default)]
+pub struct Tables(Arc<TokenTables>);
 
-impl TokenKind {
-    /// The RFC 7662 `token_type` value.
-    pub fn introspection_name(self) -> &'static str {
-        match self {
-            Self::Access => "access_token",
-            Self::Refresh => "refresh_token",
-        }
+impl Clone for Tables {
+    fn clone(&self) -> Self {
+        Self(Arc::new((*self.0).clone()))
     }
 }
 
-/// What the tokens of one token request have in common.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Grant {
-    pub grant_type: GrantType,
-    pub client_id: Arc<str>,
-    pub institution_id: Arc<str>,
-    pub user: Option<Arc<UserIdentity>>,
-    pub family: Option<FamilyId>,
+impl PartialEq for Tables {
+    fn eq(&self, other: &Self) -> bool {
+        *self.0 == *other.0
+    }
 }
 
-#[derive(Clone, Debug, PartialEq)]
-pub struct Token {
-    pub kind: TokenKind,
-    pub grant: Arc<Grant>,
-    pub scopes: ScopeList,
-    pub issued_at_ms: i64,
-    pub expires_at_ms: i64,
-    pub issued_seq: u64,
-    /// Set once the token stops being usable before its expiry.
-    pub end: Option<TokenEnd>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TokenEnd {
-    pub seq: u64,
-    pub at_ms: i64,
-    pub cause: EndCause,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EndCause {
-    Revoked(RevocationReason),
-    /// A refresh token that was exchanged for `successor`; presenting it again is reuse.
-    Rotated {
-        successor: TokenId,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Family {
-    pub client_id: Arc<str>,
-    pub revoked: Option<Revocation>,
-    /// The refresh token that may still be exchanged.
-    pub live_refresh: Option<TokenId>,
-    /// The latest expiry of any member; the family can be forgotten after it.
-    pub expires_at_ms: i64,
-    /// When its first tokens were decided (the sign-in or code redemption): no member
-    /// outlives it by more than `family_lifetime_max_secs`.
-    pub started_at_ms: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Revocation {
-    pub seq: u64,
-    pub at_ms: i64,
-    pub reason: RevocationReason,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct RequestKey {
-    pub client_id: Arc<str>,
-    pub transaction_id: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RecentRequest {
-    pub fingerprint: [u8; 32],
-    pub at_ms: i64,
-    pub access: TokenId,
-    pub refresh: Option<TokenId>,
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }
 
 impl State {
@@ -299,58 +223,61 @@ impl State {
         self.users.get(key)
     }
 
+    /// An empty state whose token tables have `config`'s sizes and hash seed.
+    pub fn with_tables(config: TablesConfig) -> Self {
+        Self { tables: Tables(Arc::new(TokenTables::new(config))), ..Self::default() }
+    }
+
+    /// The token tables, for the appliers and for reads this type has no method for.
+    pub fn tables(&self) -> &TokenTables {
+        &self.tables.0
+    }
+
+    /// The token tables themselves, for work done without the state's lock (purging,
+    /// snapshots); they are changed by `apply` only, apart from purging.
+    pub fn shared_tables(&self) -> Arc<TokenTables> {
+        self.tables.0.clone()
+    }
+
     /// The token `id`, active or not, if it is not yet purged.
-    pub fn token(&self, id: &TokenId) -> Option<&Token> {
-        self.tokens.get(id)
-    }
-
-    /// The token `id` to change (only `apply` and the appliers it calls change state).
-    pub(crate) fn token_mut(&mut self, id: &TokenId) -> Option<&mut Token> {
-        self.tokens.get_mut(id)
-    }
-
-    pub(crate) fn insert_token(&mut self, id: TokenId, token: Token) {
-        self.tokens.insert(id, token);
+    pub fn token(&self, id: &TokenId) -> Option<TokenView<'_>> {
+        self.tables.0.token(id)
     }
 
     /// Tokens not yet purged.
     pub fn tokens_len(&self) -> usize {
-        self.tokens.len()
+        self.tables.0.token_count()
     }
 
-    /// Every token not yet purged, in no particular order.
-    pub fn tokens(&self) -> impl Iterator<Item = (&TokenId, &Token)> {
-        self.tokens.iter()
+    /// Calls `f` with every token not yet purged, in no particular order.
+    pub fn for_each_token(&self, f: impl FnMut(TokenId, &TokenView<'_>)) {
+        self.tables.0.for_each_token(f)
     }
 
     /// The refresh-token family `id`, if it is not yet purged.
-    pub fn family(&self, id: &FamilyId) -> Option<&Family> {
-        self.families.get(id)
+    pub fn family(&self, id: &FamilyId) -> Option<FamilyView<'_>> {
+        self.tables.0.family(id)
     }
 
-    pub(crate) fn family_mut(&mut self, id: &FamilyId) -> Option<&mut Family> {
-        self.families.get_mut(id)
-    }
-
-    /// The family `id`, made by `new` if it is not there.
-    pub(crate) fn family_or_insert_with(&mut self, id: FamilyId, new: impl FnOnce() -> Family) -> &mut Family {
-        self.families.entry(id).or_insert_with(new)
+    /// Calls `f` with every family not yet purged, in no particular order.
+    pub fn for_each_family(&self, f: impl FnMut(FamilyId, &FamilyView<'_>)) {
+        self.tables.0.for_each_family(f)
     }
 
     /// Families not yet purged.
     pub fn families_len(&self) -> usize {
-        self.families.len()
+        self.tables.0.family_count()
     }
 
-    /// Every family not yet purged, in no particular order.
-    pub fn families(&self) -> impl Iterator<Item = (&FamilyId, &Family)> {
-        self.families.iter()
+    /// The recorded answer of `client_id`'s token request `transaction_id`, if still kept.
+    pub fn recent_answer(&self, client_id: &str, transaction_id: &str) -> Option<RecentAnswer> {
+        self.tables.0.recent_answer(client_id, transaction_id)
     }
 
     /// The token if it is active at `now_ms`: not expired, not ended, family not revoked.
-    pub fn active_token(&self, id: &TokenId, now_ms: i64) -> Option<&Token> {
-        let token = self.tokens.get(id)?;
-        self.is_active(token, now_ms).then_some(token)
+    pub fn active_token(&self, id: &TokenId, now_ms: i64) -> Option<TokenView<'_>> {
+        let token = self.token(id)?;
+        self.is_active(&token, now_ms).then_some(token)
     }
 
     pub fn user_by_host_user_id(&self, institution_id: &str, host_user_id: &str) -> Option<&Arc<User>> {
@@ -358,23 +285,21 @@ impl State {
         self.users.get(key)
     }
 
-    pub fn family_revoked(&self, token: &Token) -> bool {
-        token.grant.family.and_then(|f| self.families.get(&f)).is_some_and(|f| f.revoked.is_some())
+    pub fn family_revoked(&self, token: &TokenView<'_>) -> bool {
+        token.grant.family.and_then(|f| self.family(&f)).is_some_and(|f| f.revoked.is_some())
     }
 
-    /// Forgets what can no longer matter at `now_ms`: expired tokens and families, and retry
-    /// answers older than the retry window. Their events stay in the ledger.
+    /// Forgets the sign-in records and authorization codes that can no longer matter at
+    /// `now_ms`. The token tables are purged a few shards at a time without this state's lock
+    /// ([`TokenTables::purge_step`] on the shared tables); their events stay in the ledger.
     pub fn purge_expired(&mut self, now_ms: i64) {
-        self.tokens.retain(|_, t| t.expires_at_ms > now_ms);
-        self.families.retain(|_, f| f.expires_at_ms > now_ms);
-        self.recent_requests.retain(|_, r| r.at_ms + RETRY_WINDOW_MS > now_ms);
         // Records of unknown login ids matter only while their window or lockout lasts.
         self.sign_ins.retain(|key, r| {
             matches!(key.subject, SignInSubject::Login(_)) && r.failed_login_count > 0
                 || r.window_ends_at_ms > now_ms
                 || r.locked_until_ms > now_ms
         });
-        let families = &self.families;
-        self.authorization.purge(now_ms, |family| families.contains_key(family));
+        let tables = &self.tables.0;
+        self.authorization.purge(now_ms, |family| tables.contains_family(family));
     }
 }

@@ -3,7 +3,8 @@
 //! [`State::validity`] of a state replayed up to the time in question.
 
 use super::cutoff::Cutoff;
-use super::{EndCause, State, Token};
+use super::{EndCause, State};
+use crate::domain::tables::TokenView;
 use crate::proto::ledger::RevocationReason;
 
 /// The verdict on one token at one time, with the event that decided it.
@@ -39,13 +40,13 @@ impl Validity {
 impl State {
     /// Is `token` usable at `now_ms`: not expired, not ended, family not revoked, and not
     /// covered by a bulk revocation.
-    pub fn is_active(&self, token: &Token, now_ms: i64) -> bool {
+    pub fn is_active(&self, token: &TokenView<'_>, now_ms: i64) -> bool {
         self.validity(token, now_ms).is_active()
     }
 
     /// The verdict on `token` at `now_ms`. When several things ended it, the earliest one
     /// decides (by time, then by sequence number; an event beats an expiry at the same time).
-    pub fn validity(&self, token: &Token, now_ms: i64) -> Validity {
+    pub fn validity(&self, token: &TokenView<'_>, now_ms: i64) -> Validity {
         let mut verdict: Option<(i64, u64, Validity)> = None;
         let mut consider = |at_ms: i64, seq: u64, candidate: Validity| {
             if verdict.as_ref().is_none_or(|(a, s, _)| (at_ms, seq) < (*a, *s)) {
@@ -55,7 +56,7 @@ impl State {
         if let Some(end) = &token.end {
             consider(end.at_ms, end.seq, Validity::Ended { seq: end.seq, at_ms: end.at_ms, cause: end.cause.clone() });
         }
-        if let Some(revoked) = token.grant.family.and_then(|f| self.family(&f)).and_then(|f| f.revoked.as_ref()) {
+        if let Some(revoked) = token.grant.family.and_then(|f| self.family(&f)).and_then(|f| f.revoked) {
             let candidate = Validity::FamilyRevoked { seq: revoked.seq, at_ms: revoked.at_ms, reason: revoked.reason };
             consider(revoked.at_ms, revoked.seq, candidate);
         }

@@ -10,7 +10,7 @@ use super::memory::{PartMemory, map_bytes};
 use super::pack::{get_i48, get_u32, get_u48, i48, u48};
 use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
 use crate::domain::shared::ids::{FamilyId, TokenId};
-use crate::domain::state::Revocation;
+use crate::domain::state::records::Revocation;
 use crate::proto::ledger::RevocationReason;
 
 /// A family as the table keeps it, with its client as a handle.

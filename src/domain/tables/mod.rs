@@ -49,7 +49,7 @@ pub use self::snapshot::{Loaded, SnapshotError, SnapshotSummary, SnapshotWriter}
 use self::tokens::{StoredToken, TokenOp, TokenTable};
 use super::shared::ids::{FamilyId, TokenId};
 use super::shared::scope::ScopeList;
-use super::state::{Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity};
+use super::state::records::{Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity};
 use crate::proto::ledger::{GrantType, RevocationReason};
 
 /// What every token of a grant shares, apart from its user and family: few distinct values
@@ -183,6 +183,28 @@ impl TokenView<'_> {
                 family: g.family,
             }),
             scopes: self.scopes.clone(),
+            issued_at_ms: self.issued_at_ms,
+            expires_at_ms: self.expires_at_ms,
+            issued_seq: self.issued_seq,
+            end: self.end.clone(),
+        }
+    }
+}
+
+impl Token {
+    /// This token as a view (what the tables give), for code that holds an owned token.
+    pub fn view(&self) -> TokenView<'_> {
+        let g = &*self.grant;
+        TokenView {
+            kind: self.kind,
+            grant: GrantView {
+                grant_type: g.grant_type,
+                client_id: &g.client_id,
+                institution_id: &g.institution_id,
+                user: g.user.as_ref(),
+                family: g.family,
+            },
+            scopes: &self.scopes,
             issued_at_ms: self.issued_at_ms,
             expires_at_ms: self.expires_at_ms,
             issued_seq: self.issued_seq,

@@ -57,7 +57,7 @@ use super::tokens::{StoredToken, TokenShard};
 use super::{GrantClass, Identity, TablesConfig, TokenTables};
 use crate::domain::shared::ids::{FamilyId, TokenId};
 use crate::domain::shared::scope::ScopeList;
-use crate::domain::state::{EndCause, Revocation, TokenEnd, TokenKind, UserIdentity};
+use crate::domain::state::records::{EndCause, Revocation, TokenEnd, TokenKind, UserIdentity};
 use crate::proto::ledger::{GrantType, RevocationReason, UserType};
 
 pub const SNAPSHOT_MAGIC: &[u8; 8] = b"TLTABLES";

@@ -7,7 +7,17 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::*;
-use crate::domain::state::{EndCause, RecentRequest, TokenEnd};
+use crate::domain::state::{EndCause, TokenEnd};
+
+/// The model's retry answer: what the projection kept before the tables (the whole
+/// fingerprint; the tables keep 16 bytes of it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RecentRequest {
+    fingerprint: [u8; 32],
+    at_ms: i64,
+    access: TokenId,
+    refresh: Option<TokenId>,
+}
 use crate::proto::ledger::UserType;
 
 /// A deterministic pseudo-random sequence (no dependency, reproducible from the seed).

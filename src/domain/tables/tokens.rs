@@ -21,7 +21,7 @@ use super::memory::{PartMemory, map_bytes};
 use super::pack::{NO_HANDLE, Slab, get_i48, get_u32, get_u48, i48, u48};
 use super::shard::{CacheLine, IdKey, IdMap, ShardMap};
 use crate::domain::shared::ids::{FamilyId, TokenId};
-use crate::domain::state::{EndCause, TokenEnd, TokenKind};
+use crate::domain::state::records::{EndCause, TokenEnd, TokenKind};
 use crate::proto::ledger::RevocationReason;
 
 /// A token as the table keeps it: interned parts as handles, everything else by value.

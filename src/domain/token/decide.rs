@@ -7,7 +7,8 @@ use crate::domain::shared::decision::{Context, Decision, wrap};
 use crate::domain::shared::error::Refusal;
 use crate::domain::shared::ids::TokenId;
 use crate::domain::shared::scope::{self, ScopeList};
-use crate::domain::state::{Client, EndCause, RETRY_WINDOW_MS, RequestKey, State, Token, TokenKind};
+use crate::domain::state::{Client, EndCause, RETRY_WINDOW_MS, State, TokenKind};
+use crate::domain::tables::TokenView;
 use crate::proto::ledger::{
     FamilyRevoked, GrantType, IssuedToken as WireToken, RevocationReason, TokenRevoked, TokensIssued, event,
 };
@@ -72,12 +73,11 @@ fn retry_answer(state: &State, issue: &Issue, ctx: Context<'_>) -> Option<Decisi
     if ctx.transaction_id.is_empty() {
         return None;
     }
-    let key = RequestKey { client_id: issue.client_id.clone(), transaction_id: ctx.transaction_id.to_owned() };
-    let recent = state.recent_requests.get(&key)?;
+    let recent = state.recent_answer(&issue.client_id, ctx.transaction_id)?;
     if recent.at_ms + RETRY_WINDOW_MS <= ctx.now_ms {
         return None;
     }
-    if recent.fingerprint != issue.fingerprint {
+    if !recent.fingerprint_matches(&issue.fingerprint) {
         return Some(Decision::refuse(Refusal::InvalidRequest));
     }
     let live = |id: &TokenId| state.active_token(id, ctx.now_ms);
@@ -155,21 +155,21 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     };
     // A refresh token of another client is simply invalid here: a stranger must not be able
     // to revoke the owner's family by presenting it.
-    if *old.grant.client_id != *client.id
+    if **old.grant.client_id != *client.id
         || old.expires_at_ms <= ctx.now_ms
-        || state.family_revoked(old)
-        || state.cutoffs.covering(old).is_some()
+        || state.family_revoked(&old)
+        || state.cutoffs.covering(&old).is_some()
     {
         return Decision::refuse(Refusal::InvalidGrant);
     }
-    if issue.institution_id.as_deref().is_some_and(|i| i != &*old.grant.institution_id) {
+    if issue.institution_id.as_deref().is_some_and(|i| *i != **old.grant.institution_id) {
         return Decision::refuse(Refusal::InvalidInstitution);
     }
     let Some(family) = old.grant.family else {
         return Decision::refuse(Refusal::InvalidGrant);
     };
     match &old.end {
-        None if state.cutoffs.covering(old).is_some() => return Decision::refuse(Refusal::InvalidGrant),
+        None if state.cutoffs.covering(&old).is_some() => return Decision::refuse(Refusal::InvalidGrant),
         None => {}
         Some(end) if matches!(end.cause, EndCause::Rotated { .. }) => {
             // Reuse of a rotated refresh token: end the whole family (RFC 9700 4.14.2).
@@ -185,7 +185,7 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         }
         Some(_) => return Decision::refuse(Refusal::InvalidGrant),
     }
-    if let Err(code) = may_refresh(state, old) {
+    if let Err(code) = may_refresh(state, &old) {
         return Decision::refuse(code);
     }
     // The family's absolute end: a refresh never extends it.
@@ -198,8 +198,8 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
     }
     let access_scopes = match issue.requested_scopes.as_deref() {
         None | Some([]) => old.scopes.clone(),
-        Some(requested) if scope::is_subset(requested, &old.scopes) => {
-            scope::grant(Some(requested.to_vec()), &old.scopes).unwrap_or_else(|_| old.scopes.clone())
+        Some(requested) if scope::is_subset(requested, old.scopes) => {
+            scope::grant(Some(requested.to_vec()), old.scopes).unwrap_or_else(|_| old.scopes.clone())
         }
         Some(_) => return Decision::refuse(Refusal::InvalidScope),
     };
@@ -214,11 +214,11 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
         grant_type: GrantType::RefreshToken as i32,
         client_id: client.id.to_string(),
         institution_id: old.grant.institution_id.to_string(),
-        login_id: old.grant.user.as_ref().map(|u| u.login_id.to_string()).unwrap_or_default(),
+        login_id: old.grant.user.map(|u| u.login_id.to_string()).unwrap_or_default(),
         family_id: family.0.to_vec(),
         access: Some(wire_token(&access, &access_scopes)),
         // RFC 6749 section 6: the new refresh token keeps the scope of the one it replaces.
-        refresh: Some(wire_token(&refresh, &old.scopes)),
+        refresh: Some(wire_token(&refresh, old.scopes)),
         rotated_from: presented.0.to_vec(),
         request_fingerprint: issue.fingerprint.to_vec(),
         issued_at_ms: ctx.now_ms,
@@ -234,8 +234,8 @@ fn refresh(state: &State, issue: &Issue, ctx: Context<'_>, presented: &TokenId) 
 /// refreshes until the unlock (CMN_90009), without ending the family. A lockout after failed
 /// passwords does not: anyone who knows the login id can cause one, and it must not log the
 /// customer out (docs/directory.md).
-fn may_refresh(state: &State, old: &Token) -> Result<(), Refusal> {
-    let Some(identity) = &old.grant.user else {
+fn may_refresh(state: &State, old: &TokenView<'_>) -> Result<(), Refusal> {
+    let Some(identity) = old.grant.user else {
         return Ok(());
     };
     match state.user(&identity.institution_id, &identity.login_id) {
@@ -262,7 +262,7 @@ pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decisi
     let Some(token) = state.token(&revoke.token).filter(|t| t.kind == revoke.kind) else {
         return Decision::ok(Vec::new(), ());
     };
-    if *token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(token) {
+    if **token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(&token) {
         return Decision::ok(Vec::new(), ());
     }
     let event = match (token.kind, token.grant.family) {

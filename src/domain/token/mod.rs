@@ -119,9 +119,9 @@ impl Issue {
                 // Disabling (or locking) the grant's user or client must not share the
                 // refresh's batch: decided against the state before, the refresh
                 // would mint tokens after the disable's cutoff.
-                if let Some(grant) = state.token(token).map(|t| &t.grant) {
-                    keys.read(Entity::Client(&grant.client_id));
-                    if let Some(user) = &grant.user {
+                if let Some(grant) = state.token(token).map(|t| t.grant) {
+                    keys.read(Entity::Client(grant.client_id));
+                    if let Some(user) = grant.user {
                         keys.read(Entity::User(&user.institution_id, &user.login_id));
                     }
                 }
