@@ -71,6 +71,8 @@ pub struct App {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// In cluster mode, this node (SPEC 8): who leads, read confirmations, membership.
     pub cluster: Option<Arc<crate::replication::node::ClusterNode>>,
+    /// The projection snapshots written (`server::snapshots`), for /metrics.
+    pub snapshots: Arc<crate::ledger::snapshot::SnapshotStatus>,
 }
 
 impl App {
@@ -113,6 +115,7 @@ impl App {
             metrics_addr: std::sync::OnceLock::new(),
             metrics,
             cluster: None,
+            snapshots: Arc::default(),
         }
     }
 

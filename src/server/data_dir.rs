@@ -125,8 +125,17 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
     if let Some(cluster) = &config.cluster {
         return open_cluster_node(config, cluster, clock, keys, admin_token, created, lock);
     }
-    let (store, mut state, report) =
-        ledger::open(&ledger_path, now_ms, |events| tracing::info!(events, "replaying the ledger"))?;
+    let (store, mut state, report, snapshot) = ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |events| {
+        tracing::info!(events, "replaying the ledger")
+    })?;
+    if let Some(header) = &snapshot {
+        tracing::info!(
+            snapshot_seq = header.ledger_seq,
+            replayed_from_seq = header.replay_from_seq,
+            tail_events = report.events,
+            "started from the projection snapshot"
+        );
+    }
     if !ledger_exists {
         created.push(ledger_path);
     }
@@ -147,6 +156,9 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
         .map_err(StartError::Writer)?;
     let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
+    if let Some(header) = snapshot {
+        app.snapshots.seq.store(header.ledger_seq, std::sync::atomic::Ordering::Release);
+    }
     Ok(Opened { app, report, created, cluster: None, _lock: lock })
 }
 
