@@ -220,6 +220,12 @@ pub struct SnapshotStatus {
     pub failures: std::sync::atomic::AtomicU64,
     /// Milliseconds the last write took.
     pub last_write_ms: std::sync::atomic::AtomicU64,
+    /// After a start from a snapshot: the events before its tail, verified in the background
+    /// (`server::data_dir`): set once they all passed.
+    pub prefix_verified: std::sync::atomic::AtomicBool,
+    /// ... or what failed: the node then refuses writes and `serve` exits with this message.
+    pub prefix_broken: std::sync::OnceLock<String>,
+    pub prefix_broken_notify: tokio::sync::Notify,
 }
 
 pub fn snapshot_path(dir: &Path) -> PathBuf {

@@ -116,6 +116,10 @@ impl Snapshots {
     pub fn finish(&self) {
         self.stop.store(true, Ordering::Release);
         let Some(app) = self.app.upgrade() else { return };
+        if app.snapshots.prefix_broken.get().is_some() {
+            // The ledger failed verification: no snapshot of it.
+            return;
+        }
         let head = app.state.read().head.seq;
         let written = app.snapshots.seq.load(Ordering::Acquire);
         drop(app);
