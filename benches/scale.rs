@@ -63,7 +63,7 @@ struct Args {
     sample: usize,
     /// Where the projection snapshot lives, relative to the data directory; deleted before the
     /// full-replay restart (absent: that restart replays in full anyway)
-    #[arg(long, default_value = "snapshots")]
+    #[arg(long, default_value = "tables.snapshot")]
     snapshot_path: PathBuf,
     /// PBKDF2 iterations for the bench users' passwords (sign-ins are few)
     #[arg(long, default_value_t = 100_000)]

@@ -270,6 +270,19 @@ impl Metrics {
         gauge("tokenledger_ledger_writable", f64::from(u8::from(readings.writable)));
         gauge("tokenledger_ready", f64::from(u8::from(readings.ready)));
         gauge("tokenledger_clock_behind_ledger_seconds", readings.clock_behind_ledger_ms as f64 / 1000.0);
+        let tables = &readings.tables;
+        gauge("tokenledger_retry_answers", tables.retry_answers as f64);
+        set_counter("tokenledger_retry_answers_dropped_total", vec![], tables.retry_answers_dropped);
+        set_counter("tokenledger_issuances_not_stored_total", vec![], tables.issuances_refused);
+        gauge("tokenledger_token_tables_bytes", tables.bytes as f64);
+        let snapshot = &readings.snapshot;
+        gauge("tokenledger_snapshot_seq", snapshot.seq as f64);
+        if let Some(age) = snapshot.age_secs {
+            gauge("tokenledger_snapshot_age_seconds", age);
+        }
+        set_counter("tokenledger_snapshot_writes_total", vec![], snapshot.writes);
+        set_counter("tokenledger_snapshot_failures_total", vec![], snapshot.failures);
+        gauge("tokenledger_snapshot_last_write_seconds", snapshot.last_write_secs);
         if let Some(cluster) = &readings.cluster {
             for role in CLUSTER_ROLES {
                 let key = Key::from_parts("tokenledger_cluster_role", vec![Label::new("role", role)]);
@@ -313,8 +326,36 @@ pub struct Readings<'a> {
     pub writable: bool,
     pub ready: bool,
     pub clock_behind_ledger_ms: i64,
+    /// The token tables' other numbers (`domain::tables`).
+    pub tables: TablesReadings,
+    /// The projection snapshots (single node).
+    pub snapshot: SnapshotReadings,
     /// Cluster mode only.
     pub cluster: Option<ClusterReadings>,
+}
+
+/// What the token tables hold besides tokens and families, and their limits at work.
+pub struct TablesReadings {
+    /// Answers kept for idempotent retries (the 60 s window).
+    pub retry_answers: usize,
+    /// Retry answers dropped inside their window because the index was full.
+    pub retry_answers_dropped: u64,
+    /// Issuances not stored because an interner (clients, scope lists, users) was full.
+    pub issuances_refused: u64,
+    /// The tables' own accounting of their memory.
+    pub bytes: usize,
+}
+
+/// The last projection snapshot written (or started from).
+pub struct SnapshotReadings {
+    /// Its ledger seq; 0: none yet.
+    pub seq: u64,
+    /// Seconds since it was written by this process; `None` if it was not (none, or the one
+    /// started from).
+    pub age_secs: Option<f64>,
+    pub writes: u64,
+    pub failures: u64,
+    pub last_write_secs: f64,
 }
 
 /// The `role` label values of `tokenledger_cluster_role` (the one that is 1 is the node's).

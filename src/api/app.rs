@@ -71,6 +71,8 @@ pub struct App {
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// In cluster mode, this node (SPEC 8): who leads, read confirmations, membership.
     pub cluster: Option<Arc<crate::replication::node::ClusterNode>>,
+    /// The projection snapshots written (`server::snapshots`), for /metrics.
+    pub snapshots: Arc<crate::ledger::snapshot::SnapshotStatus>,
 }
 
 impl App {
@@ -113,6 +115,7 @@ impl App {
             metrics_addr: std::sync::OnceLock::new(),
             metrics,
             cluster: None,
+            snapshots: Arc::default(),
         }
     }
 
@@ -194,10 +197,26 @@ impl App {
     pub(crate) fn metrics_readings(&self) -> crate::metrics::Readings<'_> {
         let load = |value: &std::sync::atomic::AtomicU64| value.load(Ordering::Relaxed);
         let auth = &self.client_auth.counters;
-        let (live_tokens, live_token_families, head_seq, clients_with_imported_secret) = {
+        let (live_tokens, live_token_families, head_seq, clients_with_imported_secret, tables) = {
             let state = self.state.read();
             let slow = state.clients.values().filter(|c| ClientAuth::is_slow_secret(c)).count();
-            (state.tokens_len(), state.families_len(), state.head.seq, slow)
+            (state.tokens_len(), state.families_len(), state.head.seq, slow, state.shared_tables())
+        };
+        let (retry_answers_dropped, issuances_refused) = tables.dropped_counts();
+        let tables = crate::metrics::TablesReadings {
+            retry_answers: tables.retry_count(),
+            retry_answers_dropped,
+            issuances_refused,
+            bytes: tables.memory().total_bytes(),
+        };
+        let snapshots = &self.snapshots;
+        let written_at_ms = snapshots.written_at_ms.load(Ordering::Acquire);
+        let snapshot = crate::metrics::SnapshotReadings {
+            seq: load(&snapshots.seq),
+            age_secs: (written_at_ms > 0).then(|| (self.clock.now_ms() - written_at_ms).max(0) as f64 / 1000.0),
+            writes: load(&snapshots.writes),
+            failures: load(&snapshots.failures),
+            last_write_secs: load(&snapshots.last_write_ms) as f64 / 1000.0,
         };
         crate::metrics::Readings {
             ledger: self.ledger.status(),
@@ -214,6 +233,8 @@ impl App {
             writable: self.ledger.is_writable(),
             ready: self.is_ready(),
             clock_behind_ledger_ms: self.clock_behind_ledger_ms(),
+            tables,
+            snapshot,
             cluster: self.cluster.as_ref().map(|node| {
                 let view = node.view();
                 let stats = node.reads.stats();

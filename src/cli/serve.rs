@@ -90,10 +90,31 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
         println!("{text}");
     }
     // Install the signal handlers before announcing readiness.
-    let shutdown = server::shutdown_signal();
+    let signal = server::shutdown_signal();
+    // A start from a snapshot verifies the rest of the chain in the background: a broken
+    // chain stops the server as it would have refused to start.
+    let snapshots = opened.app.snapshots.clone();
+    let broken = async move {
+        loop {
+            let notified = snapshots.prefix_broken_notify.notified();
+            if snapshots.prefix_broken.get().is_some() {
+                return;
+            }
+            notified.await;
+        }
+    };
+    let shutdown = async move {
+        tokio::select! {
+            _ = signal => {}
+            _ = broken => {}
+        }
+    };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %local, tls = config.tls.is_some(), "serving REST and gRPC");
     server::run(opened.app.clone(), listener, shutdown).await.map_err(|e| e.to_string())?;
+    if let Some(message) = opened.app.snapshots.prefix_broken.get() {
+        return Err(message.clone());
+    }
     drop(opened);
     Ok(())
 }

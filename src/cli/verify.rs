@@ -29,7 +29,7 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         ReplayError::Chain(chain) => {
             format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
         }
-        ReplayError::Store(_) => format!("ledger verification FAILED: {e}"),
+        ReplayError::Store(_) | ReplayError::Read(_) => format!("ledger verification FAILED: {e}"),
     })?;
     let now_ms = SystemClock.now_ms();
     let mut active = 0usize;

@@ -85,6 +85,12 @@ pub struct Settings {
     /// Seconds to drain in-flight requests on SIGINT/SIGTERM [default: 10]
     #[arg(long, env = "TOKENLEDGER_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Write a projection snapshot after this many new events (0: not by count) [default: 1000000]
+    #[arg(long, env = "TOKENLEDGER_SNAPSHOT_EVERY_EVENTS")]
+    pub snapshot_every_events: Option<u64>,
+    /// Write a projection snapshot this often when there are new events (0: not by time; one is still written at shutdown) [default: 600]
+    #[arg(long, env = "TOKENLEDGER_SNAPSHOT_EVERY_SECS")]
+    pub snapshot_every_secs: Option<u64>,
     /// Password and legacy-secret hashes computed at once [default: number of CPUs]
     #[arg(long, env = "TOKENLEDGER_SLOW_HASH_CONCURRENCY")]
     pub slow_hash_concurrency: Option<usize>,
@@ -223,6 +229,8 @@ impl Settings {
             batch_commands_max,
             clock_skew_max_ms,
             shutdown_grace_secs,
+            snapshot_every_events,
+            snapshot_every_secs,
             slow_hash_concurrency,
             client_secret_hash_concurrency,
             client_auth_free_failures,
@@ -312,6 +320,10 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
+    /// Projection snapshots (single node): after this many events, 0 = not by count.
+    pub snapshot_every_events: u64,
+    /// Projection snapshots: this often while events arrive, 0 = not by time.
+    pub snapshot_every_secs: u64,
     pub slow_hash_concurrency: usize,
     /// Slow client-secret checks at once (`api::client_auth`), apart from password sign-ins.
     pub client_secret_hash_concurrency: usize,
@@ -465,6 +477,8 @@ impl Config {
                 },
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),
+            snapshot_every_events: settings.snapshot_every_events.unwrap_or(1_000_000),
+            snapshot_every_secs: settings.snapshot_every_secs.unwrap_or(600),
             slow_hash_concurrency: settings.slow_hash_concurrency.unwrap_or(cpus).max(1),
             client_secret_hash_concurrency: settings.client_secret_hash_concurrency.unwrap_or(cpus / 4).max(1),
             client_auth_free_failures: settings.client_auth_free_failures.unwrap_or(5),

@@ -46,6 +46,7 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         Some(event::Kind::BulkRevoked(b)) => bulk::apply::bulk_revoked(state, at, b),
         Some(event::Kind::BlastRadiusRevoked(b)) => bulk::apply::blast_radius_revoked(state, at, b),
     }
+    state.tables().advance(at.seq);
     state.head.seq = at.seq;
     state.head.hash = at.hash;
     state.head.recorded_at_ms = at.recorded_at_ms;

@@ -7,13 +7,13 @@
 
 pub mod codec;
 pub mod index;
+pub(crate) mod purge;
 pub(crate) mod raft_log;
 pub(crate) mod reader;
 pub(crate) mod replay;
 pub mod replicated;
 pub mod snapshot;
 pub(crate) mod store;
-pub(crate) mod purge;
 pub(crate) mod token_ids;
 pub(crate) mod writer;
 
@@ -46,6 +46,63 @@ pub fn open(path: &Path, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Stor
         create(path, now_ms)?;
     }
     open_store(Store::open(path)?, now_ms, progress)
+}
+
+/// [`open`], starting from the projection snapshot in `snapshot_dir` when there is a usable
+/// one: it must be of this ledger (its seqs and chain hashes are the ledger's), whole and of
+/// format 3; then only the events after the snapshot's state are read, each checked against
+/// the chain from the snapshot's head on. Any other snapshot is ignored with a warning and the
+/// ledger is replayed in full, as without one. Also returns the snapshot's header when used.
+pub fn open_with_snapshot(
+    path: &Path,
+    snapshot_dir: &Path,
+    now_ms: i64,
+    mut progress: impl FnMut(u64),
+) -> Result<(Store, State, ReplayReport, Option<snapshot::SnapshotHeader>), OpenError> {
+    if !path.exists() {
+        create(path, now_ms)?;
+        let (store, state, report) = open_store(Store::open(path)?, now_ms, progress)?;
+        return Ok((store, state, report, None));
+    }
+    let store = Store::open(path)?;
+    match from_snapshot(&store, snapshot_dir) {
+        Ok((mut state, header)) => {
+            let started = std::time::Instant::now();
+            let (mut report, _) = replay::replay(&store, &mut state, false, &mut progress)?;
+            report.elapsed_ms = started.elapsed().as_millis();
+            return Ok((store, state, report, Some(header)));
+        }
+        Err(snapshot::SnapshotFileError::Missing) => {}
+        Err(error) => {
+            tracing::warn!(%error, "the projection snapshot is not used: replaying the whole ledger");
+        }
+    }
+    let (store, state, report) = open_store(store, now_ms, progress)?;
+    Ok((store, state, report, None))
+}
+
+/// The state of `dir`'s snapshot, if it is one of `store`'s ledger (see [`open_with_snapshot`]).
+fn from_snapshot(store: &Store, dir: &Path) -> Result<(State, snapshot::SnapshotHeader), snapshot::SnapshotFileError> {
+    use snapshot::SnapshotFileError;
+    let file = snapshot::SnapshotFile::open(dir)?;
+    if store.index_version().map_err(|e| SnapshotFileError::State(e.to_string()))? != index::INDEX_VERSION {
+        // The index is rebuilt from a full replay.
+        return Err(SnapshotFileError::Inconsistent("the ledger's index is to be rebuilt"));
+    }
+    let reader = store.reader().snapshot().map_err(|e| SnapshotFileError::State(e.to_string()))?;
+    let chain_hash_at = |seq: u64| -> Option<[u8; 32]> {
+        let bytes = reader.envelope(seq).ok()??;
+        codec::open(seq, &bytes).ok().map(|opened| opened.hash)
+    };
+    file.check_chain(chain_hash_at)?;
+    let header = *file.header();
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
+    let (tables, _, rest) = file.load_state(server_tables(), workers)?;
+    let head_hash = if rest.head.seq == 0 { Some([0u8; 32]) } else { chain_hash_at(rest.head.seq) };
+    if head_hash != Some(rest.head.hash) {
+        return Err(SnapshotFileError::NotThisLedger { seq: rest.head.seq });
+    }
+    Ok((State::from_parts(rest, tables), header))
 }
 
 /// Creates a new ledger atomically: it is initialised (tables, `LedgerCreated`) under a

@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use super::codec::{self, ChainError};
 use super::index;
+use super::reader::ReadError;
 use super::store::{Store, StoreError};
 use crate::domain::state::ChainHead;
 use crate::domain::{Recorded, State, apply};
@@ -15,6 +16,8 @@ pub enum ReplayError {
     Chain(#[from] ChainError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
 }
 
 #[derive(Clone, Debug)]
@@ -27,8 +30,9 @@ pub struct ReplayReport {
 /// How often (in events) replay reports progress.
 pub const PROGRESS_EVERY_EVENTS: u64 = 1_000_000;
 
-/// Applies every stored event to `state` (which must be empty), verifying the chain.
-/// `collect_index` also returns the index entries of every event, for an index rebuild.
+/// Applies every stored event after `state`'s head to `state` (empty: the whole ledger; a
+/// loaded snapshot: its tail), verifying the chain from that head on. `collect_index` also
+/// returns the index entries of every event applied, for an index rebuild.
 pub fn replay(
     store: &Store,
     state: &mut State,
@@ -38,32 +42,49 @@ pub fn replay(
     let started = Instant::now();
     let mut index_keys = Vec::new();
     let mut events = 0u64;
-    store.scan(|key, bytes| -> Result<(), ReplayError> {
-        let opened = codec::open(key, bytes)?;
-        let seq = opened.envelope.seq;
-        let expected = state.head.seq + 1;
-        if seq != expected {
-            return Err(ChainError::Gap { seq, expected }.into());
-        }
-        if opened.prev_hash != state.head.hash {
-            return Err(ChainError::BrokenLink { seq }.into());
-        }
-        if collect_index {
-            index_keys.extend(index::keys_for(state, store.token_ids(), &opened.event, seq));
-        }
-        let at = Recorded {
-            seq,
-            recorded_at_ms: opened.envelope.recorded_at_ms,
-            transaction_id: &opened.envelope.transaction_id,
-            hash: opened.hash,
+    let mut failed = None;
+    let snapshot = store.reader().snapshot()?;
+    let scanned = snapshot.scan(state.head.seq + 1, |key, bytes| {
+        let mut step = || -> Result<(), ReplayError> {
+            let opened = codec::open(key, bytes)?;
+            let seq = opened.envelope.seq;
+            let expected = state.head.seq + 1;
+            if seq != expected {
+                return Err(ChainError::Gap { seq, expected }.into());
+            }
+            if opened.prev_hash != state.head.hash {
+                return Err(ChainError::BrokenLink { seq }.into());
+            }
+            if collect_index {
+                index_keys.extend(index::keys_for(state, store.token_ids(), &opened.event, seq));
+            }
+            let at = Recorded {
+                seq,
+                recorded_at_ms: opened.envelope.recorded_at_ms,
+                transaction_id: &opened.envelope.transaction_id,
+                hash: opened.hash,
+            };
+            apply(state, at, &opened.event);
+            Ok(())
         };
-        apply(state, at, &opened.event);
-        events += 1;
-        if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
-            progress(events);
+        match step() {
+            Ok(()) => {
+                events += 1;
+                if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
+                    progress(events);
+                }
+                true
+            }
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
         }
-        Ok(())
-    })?;
+    });
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    scanned?;
     let report = ReplayReport { events, head: state.head.clone(), elapsed_ms: started.elapsed().as_millis() };
     Ok((report, index_keys))
 }

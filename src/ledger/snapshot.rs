@@ -7,21 +7,31 @@
 //! ledger itself, and the header names the ledger's chain, which the tables know nothing of. A
 //! Raft state machine (also over the ledger) installs and sends the same file.
 //!
-//! ## Format, version 2 (little-endian)
+//! ## Format, version 3 (little-endian)
 //!
 //! ```text
 //! file   = header body
-//! header = "TLSNAPSH" version:u32 (2) header_len:u32 (= 160)
+//! header = "TLSNAPSH" version:u32 (3) header_len:u32 (= 160)
 //!          ledger_seq:u64 chain_hash:[32] replay_from_seq:u64
 //!          body_len:u64 body_sha256:[32]
 //!          tokens:u64 families:u64 retry_entries:u64
 //!          header_sha256:[32]            (SHA-256 of the 128 bytes before it)
-//! body   = the tables snapshot stream (its own format version, chunk digests and chain)
+//! body   = tables state
+//! tables = the tables snapshot stream (its own format version, chunk digests and chain)
+//! state  = "TLSTATE1" len:u64 bytes[len]  (len 0: a snapshot of the tables alone)
 //! ```
 //!
+//! `state` is the rest of the projections ([`RestOfState`]: directory, sign-in records,
+//! authorization codes and keys, cutoffs, and the chain head they are at), postcard-encoded
+//! serde structs; the `1` of its tag is its own version. It is taken first, under the state's
+//! read lock, at seq R; the tables are then written shard by shard, every shard at R or later,
+//! so `replay_from_seq` is R + 1 and replaying from there applies each event's other parts
+//! once and its table parts only to the shards below it.
+//!
 //! Version 2 has version 1's header; its body is a version-2 tables stream (entries in id
-//! order, so the same tables give the same file). A version-1 file (a version-1 stream in the
-//! body) is still read: both are loaded the same way.
+//! order, so the same tables give the same file) and no state section. Versions 1 and 2 still
+//! load as tables ([`SnapshotFile::load`]), but a server does not start from them (they lack
+//! the rest of the state): it replays in full.
 //!
 //! `ledger_seq` is the highest seq any part of the tables covers and `chain_hash` that event's
 //! hash: a ledger that does not hold this seq with this hash is not the one the snapshot was
@@ -46,6 +56,7 @@ use std::path::{Path, PathBuf};
 
 use ring::digest;
 
+use crate::domain::state::RestOfState;
 use crate::domain::tables::{Loaded, SnapshotError, TablesConfig, TokenTables};
 
 /// The snapshot's name in the data directory.
@@ -53,7 +64,11 @@ pub const SNAPSHOT_FILE_NAME: &str = "tables.snapshot";
 /// Where a snapshot is written before it is renamed into place.
 pub const SNAPSHOT_TEMPORARY_NAME: &str = "tables.snapshot.tmp";
 pub const SNAPSHOT_FILE_MAGIC: &[u8; 8] = b"TLSNAPSH";
-pub const SNAPSHOT_FILE_VERSION: u32 = 2;
+pub const SNAPSHOT_FILE_VERSION: u32 = 3;
+/// The tag of the state section (format 3 on); its last byte is the section's version.
+pub const STATE_SECTION_TAG: &[u8; 8] = b"TLSTATE1";
+/// Largest state section read (the directory of a very large bank is a few hundred MiB).
+const STATE_SECTION_MAX: u64 = 4 << 30;
 /// The oldest file version a reader takes.
 pub const SNAPSHOT_FILE_OLDEST: u32 = 1;
 pub const SNAPSHOT_HEADER_LEN: usize = 160;
@@ -188,6 +203,29 @@ pub enum SnapshotFileError {
     Inconsistent(&'static str),
     #[error("the snapshot covers seq {seq}, which this ledger does not hold with the snapshot's chain hash")]
     NotThisLedger { seq: u64 },
+    #[error("the snapshot holds the token tables only (format {0}), not the rest of the state")]
+    NoState(u32),
+    #[error("the snapshot's state section is refused: {0}")]
+    State(String),
+}
+
+/// What `/metrics` shows of the projection snapshots of a running server.
+#[derive(Debug, Default)]
+pub struct SnapshotStatus {
+    /// `ledger_seq` of the last snapshot written or started from (0: none).
+    pub seq: std::sync::atomic::AtomicU64,
+    /// When it was written (ms since the epoch; 0: none).
+    pub written_at_ms: std::sync::atomic::AtomicI64,
+    pub writes: std::sync::atomic::AtomicU64,
+    pub failures: std::sync::atomic::AtomicU64,
+    /// Milliseconds the last write took.
+    pub last_write_ms: std::sync::atomic::AtomicU64,
+    /// After a start from a snapshot: the events before its tail, verified in the background
+    /// (`server::data_dir`): set once they all passed.
+    pub prefix_verified: std::sync::atomic::AtomicBool,
+    /// ... or what failed: the node then refuses writes and `serve` exits with this message.
+    pub prefix_broken: std::sync::OnceLock<String>,
+    pub prefix_broken_notify: tokio::sync::Notify,
 }
 
 pub fn snapshot_path(dir: &Path) -> PathBuf {
@@ -204,7 +242,19 @@ pub fn write_snapshot(
     tables: &TokenTables,
     chain_hash_at: impl FnOnce(u64) -> Option<[u8; 32]>,
 ) -> Result<SnapshotHeader, SnapshotFileError> {
-    write_via(dir, tables, chain_hash_at, Ok)
+    write_via(dir, tables, None, chain_hash_at, Ok)
+}
+
+/// [`write_snapshot`] with the rest of the state (`rest`, taken before the tables are written:
+/// see the format above), so that a server can start from the file. The tail replay starts
+/// after `rest`'s head.
+pub fn write_state_snapshot(
+    dir: &Path,
+    rest: &RestOfState,
+    tables: &TokenTables,
+    chain_hash_at: impl FnOnce(u64) -> Option<[u8; 32]>,
+) -> Result<SnapshotHeader, SnapshotFileError> {
+    write_via(dir, tables, Some(rest), chain_hash_at, Ok)
 }
 
 /// A file the snapshot is written to (a seam for the crash tests).
@@ -221,12 +271,13 @@ impl SnapshotSink for File {
 fn write_via<S: SnapshotSink>(
     dir: &Path,
     tables: &TokenTables,
+    rest: Option<&RestOfState>,
     chain_hash_at: impl FnOnce(u64) -> Option<[u8; 32]>,
     open: impl FnOnce(File) -> io::Result<S>,
 ) -> Result<SnapshotHeader, SnapshotFileError> {
     let temporary = dir.join(SNAPSHOT_TEMPORARY_NAME);
     let file = OpenOptions::new().write(true).create(true).truncate(true).open(&temporary)?;
-    let result = write_temporary(open(file)?, tables, chain_hash_at).and_then(|header| {
+    let result = write_temporary(open(file)?, tables, rest, chain_hash_at).and_then(|header| {
         fs::rename(&temporary, snapshot_path(dir))?;
         File::open(dir)?.sync_all()?;
         Ok(header)
@@ -242,8 +293,13 @@ fn write_via<S: SnapshotSink>(
 fn write_temporary<S: SnapshotSink>(
     sink: S,
     tables: &TokenTables,
+    rest: Option<&RestOfState>,
     chain_hash_at: impl FnOnce(u64) -> Option<[u8; 32]>,
 ) -> Result<SnapshotHeader, SnapshotFileError> {
+    let state = match rest {
+        Some(rest) => postcard::to_stdvec(rest).map_err(|e| SnapshotFileError::State(e.to_string()))?,
+        None => Vec::new(),
+    };
     let mut out = BufWriter::with_capacity(IO_BUFFER, sink);
     // A zero header until the body is complete: a file cut short reads as "not a snapshot".
     out.write_all(&[0u8; SNAPSHOT_HEADER_LEN])?;
@@ -258,7 +314,15 @@ fn write_temporary<S: SnapshotSink>(
         chunk.clear();
     }
     let summary = writer.summary();
-    let ledger_seq = summary.covered_max;
+    let mut section = Vec::with_capacity(16);
+    section.extend_from_slice(STATE_SECTION_TAG);
+    section.extend_from_slice(&(state.len() as u64).to_le_bytes());
+    for part in [&section, &state] {
+        body.update(part);
+        body_len += part.len() as u64;
+        out.write_all(part)?;
+    }
+    let ledger_seq = summary.covered_max.max(rest.map_or(0, |r| r.head.seq));
     let chain_hash = if ledger_seq == 0 { Some([0u8; 32]) } else { chain_hash_at(ledger_seq) };
     let chain_hash = chain_hash.ok_or(SnapshotFileError::NotThisLedger { seq: ledger_seq })?;
     let mut body_sha256 = [0u8; 32];
@@ -266,7 +330,7 @@ fn write_temporary<S: SnapshotSink>(
     let header = SnapshotHeader {
         ledger_seq,
         chain_hash,
-        replay_from_seq: summary.covered_min + 1,
+        replay_from_seq: rest.map_or(summary.covered_min, |r| r.head.seq.min(summary.covered_min)) + 1,
         body_len,
         body_sha256,
         tokens: summary.tokens,
@@ -285,6 +349,8 @@ fn write_temporary<S: SnapshotSink>(
 pub struct SnapshotFile {
     file: File,
     header: SnapshotHeader,
+    /// The file's format version (checked to be one this build reads).
+    version: u32,
 }
 
 impl SnapshotFile {
@@ -297,7 +363,7 @@ impl SnapshotFile {
             Err(e) => return Err(e.into()),
         };
         let actual = file.metadata()?.len();
-        let header = read_header(&mut file, actual)?;
+        let (header, version) = read_header(&mut file, actual)?;
         let expected = SNAPSHOT_HEADER_LEN as u64 + header.body_len;
         if actual < expected {
             return Err(SnapshotFileError::Truncated { expected, actual });
@@ -305,7 +371,7 @@ impl SnapshotFile {
         if actual > expected {
             return Err(SnapshotFileError::TrailingBytes { extra: actual - expected });
         }
-        Ok(Self { file, header })
+        Ok(Self { file, header, version })
     }
 
     pub fn header(&self) -> &SnapshotHeader {
@@ -332,13 +398,40 @@ impl SnapshotFile {
     /// pass over the file instead of two. A damaged body fails that checksum whatever the
     /// stream made of it, and the stream's structural checks still refuse a malformed one.
     pub fn load(self, config: TablesConfig, workers: usize) -> Result<(TokenTables, Loaded), SnapshotFileError> {
+        self.load_parts(config, workers).map(|(tables, loaded, _)| (tables, loaded))
+    }
+
+    /// [`SnapshotFile::load`] and the rest of the state: what a server starts from. A file
+    /// without a state section (format 1 or 2, or a snapshot of the tables alone) is refused
+    /// with [`SnapshotFileError::NoState`].
+    pub fn load_state(
+        self,
+        config: TablesConfig,
+        workers: usize,
+    ) -> Result<(TokenTables, Loaded, RestOfState), SnapshotFileError> {
+        let version = self.version;
+        let (tables, loaded, state) = self.load_parts(config, workers)?;
+        match state {
+            Some(rest) => Ok((tables, loaded, rest)),
+            None => Err(SnapshotFileError::NoState(version)),
+        }
+    }
+
+    fn load_parts(
+        self,
+        config: TablesConfig,
+        workers: usize,
+    ) -> Result<(TokenTables, Loaded, Option<RestOfState>), SnapshotFileError> {
         let header = self.header;
         let mut body = BufReader::with_capacity(IO_BUFFER, Hashing::new(self.file.take(header.body_len)));
         let (tables, loaded) = match TokenTables::load_checked_by_caller(&mut body, config, workers) {
             Ok(done) => done,
             Err(e) => return Err(body_error(e, body.into_inner(), &header)),
         };
-        // Whatever of the body the stream did not use still counts for the checksum.
+        let stream_bytes = loaded.summary.bytes;
+        let state =
+            if self.version >= 3 { read_state_section(&mut body, header.body_len - stream_bytes) } else { Ok(None) };
+        // Whatever of the body was not used still counts for the checksum.
         let after_stream = io::copy(&mut body, &mut io::sink())?;
         let hashing = body.into_inner();
         if hashing.read != header.body_len {
@@ -349,8 +442,10 @@ impl SnapshotFile {
         if hashing.context.finish().as_ref() != header.body_sha256 {
             return Err(SnapshotFileError::BodyChecksum);
         }
+        // Checked only now: a damaged body is reported as such whatever its section made of it.
+        let state = state?;
         if after_stream > 0 {
-            return Err(SnapshotFileError::Inconsistent("bytes after the tables stream's end"));
+            return Err(SnapshotFileError::Inconsistent("bytes after the body's last section"));
         }
         // The file may have grown since it was opened (it never should: it is renamed into
         // place whole).
@@ -359,16 +454,40 @@ impl SnapshotFile {
             return Err(SnapshotFileError::TrailingBytes { extra: 1 });
         }
         let s = loaded.summary;
-        if s.covered_max != header.ledger_seq || loaded.replay_from_seq != header.replay_from_seq {
+        let covered_max = s.covered_max.max(state.as_ref().map_or(0, |r| r.head.seq));
+        let replay_from = match &state {
+            Some(rest) => rest.head.seq.min(s.covered_min) + 1,
+            None => loaded.replay_from_seq,
+        };
+        if covered_max != header.ledger_seq || replay_from != header.replay_from_seq {
             return Err(SnapshotFileError::Inconsistent("covered seqs differ from the header's"));
         }
-        if (s.tokens, s.families, s.retry_entries, s.bytes)
-            != (header.tokens, header.families, header.retry_entries, header.body_len)
-        {
+        if (s.tokens, s.families, s.retry_entries) != (header.tokens, header.families, header.retry_entries) {
             return Err(SnapshotFileError::Inconsistent("counts differ from the header's"));
         }
-        Ok((tables, loaded))
+        Ok((tables, loaded, state))
     }
+}
+
+/// The state section after the tables stream (format 3): its tag, its length (at most what is
+/// left of the body) and the postcard bytes of a [`RestOfState`]; `None` for length 0.
+fn read_state_section(body: &mut impl Read, left: u64) -> Result<Option<RestOfState>, SnapshotFileError> {
+    let mut head = [0u8; 16];
+    body.read_exact(&mut head).map_err(|_| SnapshotFileError::Inconsistent("no state section after the tables"))?;
+    if head.get(..8) != Some(&STATE_SECTION_TAG[..]) {
+        return Err(SnapshotFileError::Inconsistent("unknown state section tag"));
+    }
+    let len = head.get(8..).and_then(|b| <[u8; 8]>::try_from(b).ok()).map_or(u64::MAX, u64::from_le_bytes);
+    if len > left.saturating_sub(16) || len > STATE_SECTION_MAX {
+        return Err(SnapshotFileError::Inconsistent("state section longer than the body"));
+    }
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut bytes = Vec::new();
+    body.take(len).read_to_end(&mut bytes)?;
+    let rest: RestOfState = postcard::from_bytes(&bytes).map_err(|e| SnapshotFileError::State(e.to_string()))?;
+    Ok(Some(rest))
 }
 
 /// The tables stream refused the body (or ended early, the file's length being checked: its
@@ -394,7 +513,7 @@ fn body_error<R: Read>(error: SnapshotError, mut rest: Hashing<R>, header: &Snap
     }
 }
 
-fn read_header(reader: &mut impl Read, available: u64) -> Result<SnapshotHeader, SnapshotFileError> {
+fn read_header(reader: &mut impl Read, available: u64) -> Result<(SnapshotHeader, u32), SnapshotFileError> {
     let mut bytes = [0u8; SNAPSHOT_HEADER_LEN];
     match reader.read_exact(&mut bytes) {
         Ok(()) => {}
@@ -407,7 +526,9 @@ fn read_header(reader: &mut impl Read, available: u64) -> Result<SnapshotHeader,
         }
         Err(e) => return Err(e.into()),
     }
-    SnapshotHeader::decode(&bytes)
+    let header = SnapshotHeader::decode(&bytes)?;
+    let version = bytes.get(8..12).and_then(|b| <[u8; 4]>::try_from(b).ok()).map_or(0, u32::from_le_bytes);
+    Ok((header, version))
 }
 
 /// Installs a snapshot file received as a stream (a Raft snapshot sent by the leader, which

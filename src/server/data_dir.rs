@@ -125,8 +125,17 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
     if let Some(cluster) = &config.cluster {
         return open_cluster_node(config, cluster, clock, keys, admin_token, created, lock);
     }
-    let (store, mut state, report) =
-        ledger::open(&ledger_path, now_ms, |events| tracing::info!(events, "replaying the ledger"))?;
+    let (store, mut state, report, snapshot) = ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |events| {
+        tracing::info!(events, "replaying the ledger")
+    })?;
+    if let Some(header) = &snapshot {
+        tracing::info!(
+            snapshot_seq = header.ledger_seq,
+            replayed_from_seq = header.replay_from_seq,
+            tail_events = report.events,
+            "started from the projection snapshot"
+        );
+    }
     if !ledger_exists {
         created.push(ledger_path);
     }
@@ -147,7 +156,66 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
         .map_err(StartError::Writer)?;
     let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
+    if let Some(header) = snapshot {
+        app.snapshots.seq.store(header.ledger_seq, std::sync::atomic::Ordering::Release);
+        verify_prefix(&app, header.replay_from_seq - 1).map_err(StartError::Writer)?;
+    }
     Ok(Opened { app, report, created, cluster: None, _lock: lock })
+}
+
+/// A start from a snapshot replays only the tail; the events before it (up to `through_seq`,
+/// whose hash the tail's first link was checked against) are verified here, in the
+/// background, as a full replay would have at start-up: every event decodes, follows the
+/// previous one, links to its hash and matches its own. On a failure the node refuses writes
+/// (not ready, gRPC NOT_SERVING) and `serve` stops with the event named, as it would have
+/// refused to start.
+fn verify_prefix(app: &Arc<App>, through_seq: u64) -> std::io::Result<()> {
+    use crate::audit::chain::{self, Claim};
+    use std::sync::atomic::Ordering;
+    // The tail replay checked that its first event (`through_seq + 1`) links to the snapshot's
+    // head hash: walking through that event checks that this hash is event `through_seq`'s.
+    // With no tail, the head is the snapshot's: it must be the walk's last hash.
+    let (last, claim) = {
+        let head = &app.state.read().head;
+        if head.seq == through_seq {
+            (through_seq, Some(Claim { seq: through_seq, hash: head.hash }).filter(|c| c.seq > 0))
+        } else {
+            (through_seq + 1, None)
+        }
+    };
+    let app = Arc::downgrade(app);
+    std::thread::Builder::new().name("chain-verify".into()).spawn(move || {
+        let Some(reader) = app.upgrade().map(|app| app.ledger.reader().clone()) else { return };
+        let started = std::time::Instant::now();
+        let outcome = reader
+            .snapshot()
+            .map_err(|e| e.to_string())
+            .and_then(|snapshot| chain::verify(&snapshot, Some(last), claim).map_err(|e| e.to_string()));
+        let Some(app) = app.upgrade() else { return };
+        let failure = match outcome {
+            Ok(report) if report.ok() => {
+                app.snapshots.prefix_verified.store(true, Ordering::Release);
+                tracing::info!(
+                    events = report.events_checked,
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "the ledger before the snapshot's tail is verified"
+                );
+                return;
+            }
+            Ok(report) => match report.problem {
+                Some(problem) => problem.to_string(),
+                None => format!("event {through_seq}: its hash is not the snapshot's"),
+            },
+            Err(error) => error,
+        };
+        let message = format!("the ledger failed verification, refusing to serve: {failure}");
+        tracing::error!(%message, "stopping");
+        app.ledger.status().failed.store(true, Ordering::Release);
+        let _ = app.snapshots.prefix_broken.set(message);
+        app.snapshots.prefix_broken_notify.notify_waiters();
+        app.snapshots.prefix_broken_notify.notify_one();
+    })?;
+    Ok(())
 }
 
 /// [`open_with_clock`] for a cluster node: the ledger is opened as a replica (its first events

@@ -9,6 +9,7 @@ pub(crate) mod front;
 pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod signing;
+pub(crate) mod snapshots;
 pub(crate) mod tls;
 
 pub use signing::SIGNING_KEYS_FILE;
@@ -56,6 +57,11 @@ const SERVICE_NAMES: [&str; 6] = [
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
 /// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    // Projection snapshots: single node only (a cluster's state machine has its own, later).
+    let snapshots = app.cluster.is_none().then(|| snapshots::Snapshots::new(&app));
+    if let Some(snapshots) = &snapshots {
+        snapshots.spawn()?;
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
         health_reporter.set_service_status(name, ServingStatus::Serving).await;
@@ -180,6 +186,11 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     }
     if let Some(metrics_server) = metrics_server {
         let _ = tokio::time::timeout(Duration::from_secs(1), metrics_server).await;
+    }
+    // Before the writer stops (the chain hashes the header names are read from the ledger):
+    // no request is in flight now, and an event after it would only lengthen the next tail.
+    if let Some(snapshots) = snapshots {
+        let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
     }
     app.ledger.stop().await;
     if let Some(node) = &app.cluster {

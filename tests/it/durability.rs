@@ -136,6 +136,24 @@ async fn start_up_refuses_a_changed_event() {
         bytes[last] ^= 0x01;
     });
     let config = Config::resolve(test_settings(dir.path())).unwrap();
+    // The stop wrote a projection snapshot: the node starts from it, verifies the events
+    // before its tail in the background, finds the change and refuses writes.
+    let opened = data_dir::open(&config).expect("a start from the snapshot");
+    let mut broken = None;
+    for _ in 0..200 {
+        broken = opened.app.snapshots.prefix_broken.get().cloned();
+        if broken.is_some() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    let broken = broken.expect("the background verification found the change");
+    assert!(broken.contains(&format!("event {target}")), "{broken}");
+    assert!(!opened.app.ledger.is_writable(), "a node with a broken chain refuses writes");
+    opened.app.ledger.stop().await;
+    drop(opened);
+    // Without the snapshot, start-up refuses at once.
+    std::fs::remove_file(dir.path().join(tokenledger::ledger::snapshot::SNAPSHOT_FILE_NAME)).unwrap();
     let error = data_dir::open(&config).err().expect("start-up must refuse a tampered ledger").to_string();
     assert!(error.contains(&format!("event {target}")), "{error}");
 }

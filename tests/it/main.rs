@@ -47,6 +47,7 @@ mod replicated;
 mod rest_errors;
 mod revoke;
 mod signin;
+mod snapshots;
 mod storage_faults;
 mod tls;
 mod token;

@@ -81,6 +81,14 @@ async fn metrics_report_requests_latency_ledger_batches_and_tokens() {
     assert!(sample(&text, "tokenledger_ledger_commit_seconds_sum") > 0.0);
     assert!(sample(&text, "tokenledger_ledger_events_total") >= 9.0);
     assert_eq!(sample(&text, "tokenledger_live_tokens"), 3.0);
+    // The token tables: the retry answers of requests with a transactionId, their memory, no
+    // limit hit; no projection snapshot yet on a new server.
+    assert!(sample(&text, "tokenledger_retry_answers") >= 1.0, "{text}");
+    assert!(sample(&text, "tokenledger_token_tables_bytes") > 0.0);
+    assert_eq!(sample(&text, "tokenledger_retry_answers_dropped_total"), 0.0);
+    assert_eq!(sample(&text, "tokenledger_issuances_not_stored_total"), 0.0);
+    assert_eq!(sample(&text, "tokenledger_snapshot_seq"), 0.0);
+    assert_eq!(sample(&text, "tokenledger_snapshot_writes_total"), 0.0);
     assert_eq!(sample(&text, "tokenledger_ledger_writable"), 1.0);
     assert_eq!(sample(&text, "tokenledger_ready"), 1.0);
     assert!(sample(&text, "tokenledger_replay_events") >= 1.0);

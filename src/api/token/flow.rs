@@ -250,13 +250,13 @@ fn local_answer(
     };
     let grant = &token.grant;
     // A caller sees only tokens of its own institutions (and of the one it names).
-    if !caller.serves_institution(&grant.institution_id) || institution.is_some_and(|i| *i != **grant.institution_id) {
+    if !caller.serves_institution(grant.institution_id) || institution.is_some_and(|i| *i != **grant.institution_id) {
         return Introspection::default();
     }
     let user = grant.user;
     Introspection {
         active: true,
-        scope: Some(scope::join(&token.scopes)),
+        scope: Some(scope::join(token.scopes)),
         client_id: Some(grant.client_id.to_string()),
         username: user.map(|u| u.login_id.to_string()),
         sub: Some(user.map_or_else(|| grant.client_id.to_string(), |u| u.institution_user_id.to_string())),

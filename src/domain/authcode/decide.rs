@@ -42,7 +42,7 @@ pub fn check_bearer<'s>(
     let code_born = bearer.grant.grant_type == GrantType::AuthorizationCode
         || bearer.grant.family.is_some_and(|f| state.authorization.code_by_family.contains_key(&f));
     let first_party = state
-        .client(&bearer.grant.client_id)
+        .client(bearer.grant.client_id)
         .is_some_and(|c| c.authorize_partners && !c.disabled && c.serves_institution(institution_id));
     if code_born || !first_party {
         return Err(Refusal::UnauthorizedClient);
@@ -79,7 +79,7 @@ pub fn check_partner<'s>(
     let partner = state.client(partner_id).ok_or(Refusal::InvalidClientConfiguration)?;
     let configured = partner.grant_types.contains(GrantType::AuthorizationCode)
         && !partner.scopes.is_empty()
-        && partner.serves_institution(&bearer.grant.institution_id)
+        && partner.serves_institution(bearer.grant.institution_id)
         && !(needs_redirect_uri && partner.redirect_uri.is_empty());
     if !configured {
         return Err(Refusal::InvalidClientConfiguration);
@@ -320,7 +320,7 @@ impl AuthorizationCommand {
                     }
                     // The bearer's authority: its client (disabled, or no longer first-party)
                     // and its user (disabled) must not change in the same batch.
-                    keys.read(Entity::Client(&bearer.grant.client_id));
+                    keys.read(Entity::Client(bearer.grant.client_id));
                     if let Some(user) = &bearer.grant.user {
                         keys.read(Entity::User(&user.institution_id, &user.login_id));
                     }

@@ -247,7 +247,7 @@ fn an_expired_code_is_invalid_and_changes_nothing() {
     let late = world.when(&redeem("partner", 7, right(), 20));
     assert!(late.events.is_empty());
     assert_eq!(refused(&late), Refusal::InvalidGrant);
-    world.state.purge_expired(world.now_ms);
+    world.state.purge_all_expired(world.now_ms);
     assert!(world.state.authorization.codes.is_empty());
 }
 

@@ -4,8 +4,8 @@
 use super::scope_of;
 use crate::domain::shared::decision::Recorded;
 use crate::domain::shared::ids::TokenId;
-use crate::domain::state::cutoff::Cutoff;
 use crate::domain::state::State;
+use crate::domain::state::cutoff::Cutoff;
 use crate::proto::ledger::{BlastRadiusRevoked, BulkRevoked, RevocationReason};
 
 pub(crate) fn bulk_revoked(state: &mut State, at: Recorded<'_>, event: &BulkRevoked) {

@@ -3,11 +3,11 @@
 use std::fmt;
 
 /// The random part of a token (access, refresh or code): 16 bytes from a CSPRNG.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct TokenId(pub [u8; 16]);
 
 /// Identifies one refresh-token family: every token descended from one original grant.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct FamilyId(pub [u8; 16]);
 
 macro_rules! hex_id {

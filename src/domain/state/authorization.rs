@@ -10,7 +10,7 @@ use crate::domain::shared::scope::ScopeList;
 use crate::proto::ledger::CodeBurnReason;
 
 /// Codes and signing keys, as far as they still matter.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizationState {
     pub codes: FastMap<TokenId, AuthorizationCode>,
     /// The code every code-born token family came from. Tokens of these families belong to
@@ -22,7 +22,7 @@ pub struct AuthorizationState {
     pub active_signing_key: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AuthorizationCode {
     /// The partner client that may redeem it.
     pub client_id: Arc<str>,
@@ -52,14 +52,18 @@ impl AuthorizationCode {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum CodeStatus {
     Live,
     Redeemed(Redeemed),
-    Burned { seq: u64, reason: CodeBurnReason },
+    Burned {
+        seq: u64,
+        #[serde(with = "super::persist::enumeration")]
+        reason: CodeBurnReason,
+    },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Redeemed {
     pub seq: u64,
     pub at_ms: i64,
@@ -73,14 +77,14 @@ pub struct Redeemed {
 
 /// What an ID token was signed with and for how long it is valid; enough to sign the same
 /// claims again for an idempotent retry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdTokenRecord {
     pub key_id: String,
     pub issued_at_ms: i64,
     pub expires_at_ms: i64,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SigningKeyInfo {
     pub key_id: String,
     pub algorithm: String,

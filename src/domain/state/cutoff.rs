@@ -11,11 +11,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::FastMap;
-use crate::domain::tables::TokenView;
 use crate::domain::shared::ids::FamilyId;
+use crate::domain::tables::TokenView;
 
 /// "Every token issued before event `seq` and before `before_ms` has ended."
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cutoff {
     /// The event that set this cutoff.
     pub seq: u64,
@@ -60,7 +60,7 @@ impl Cutoff {
 }
 
 /// Every cutoff in force, by what it is about.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cutoffs {
     pub by_client: HashMap<Arc<str>, Cutoff>,
     pub by_institution: HashMap<Arc<str>, Cutoff>,

@@ -4,28 +4,27 @@
 
 pub(crate) mod authorization;
 pub(crate) mod cutoff;
+pub(crate) mod persist;
 pub(crate) mod records;
 pub(crate) mod validity;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::tables::{FamilyView, RecentAnswer, TablesConfig, TokenTables, TokenView};
 use crate::domain::shared::ids::{FamilyId, TokenId};
 use crate::domain::shared::scope::ScopeList;
 use crate::proto::ledger::{CredentialDigest, GrantType, InstitutionCustomer};
-use super::tables::{FamilyView, RecentAnswer, TablesConfig, TokenTables, TokenView};
 use authorization::AuthorizationState;
 use cutoff::Cutoffs;
-pub use records::{
-    EndCause, Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity,
-};
+pub use records::{EndCause, Family, Grant, RETRY_WINDOW_MS, Revocation, Token, TokenEnd, TokenKind, UserIdentity};
 
 /// A hash map for keys we generate ourselves from a CSPRNG (token and family ids): a fast
 /// hasher is safe because callers cannot choose the keys.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
 /// The end of the hash chain: the last applied event.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ChainHead {
     pub seq: u64,
     pub hash: [u8; 32],
@@ -55,9 +54,25 @@ pub struct State {
     pub cutoffs: Cutoffs,
 }
 
+/// Everything of a [`State`] but its token tables, as of `head`: what a snapshot file keeps
+/// beside the tables (`ledger/snapshot.rs`). The directory changes rarely, so a copy is mostly
+/// `Arc` clones.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RestOfState {
+    pub head: ChainHead,
+    pub institutions: Institutions,
+    pub clients: HashMap<Arc<str>, Arc<Client>>,
+    pub users: HashMap<String, Arc<User>>,
+    pub users_by_institution_user_id: HashMap<String, String>,
+    pub users_by_host_user_id: HashMap<String, String>,
+    pub sign_ins: HashMap<SignInKey, SignInRecord>,
+    pub authorization: AuthorizationState,
+    pub cutoffs: Cutoffs,
+}
+
 pub type Institutions = BTreeMap<Arc<str>, Institution>;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Institution {
     pub id: Arc<str>,
     pub name: String,
@@ -65,7 +80,7 @@ pub struct Institution {
 }
 
 /// Grant types a client may use, as a bit set.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GrantTypes(u8);
 
 impl GrantTypes {
@@ -90,7 +105,7 @@ impl GrantTypes {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Client {
     pub id: Arc<str>,
     pub name: String,
@@ -106,6 +121,7 @@ pub struct Client {
     pub device_registration_enabled: bool,
     /// A first-party app: its access tokens may mint authorization codes (SPEC 3.4).
     pub authorize_partners: bool,
+    #[serde(with = "persist::message")]
     pub secret: CredentialDigest,
     pub created_seq: u64,
     /// A disabled client fails authentication (CMN_90004) everywhere.
@@ -115,8 +131,9 @@ pub struct Client {
 }
 
 /// A rotated-out client secret that still authenticates until `valid_until_ms`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PreviousSecret {
+    #[serde(with = "persist::message")]
     pub digest: CredentialDigest,
     pub valid_until_ms: i64,
 }
@@ -132,13 +149,15 @@ impl Client {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct User {
     pub identity: Arc<UserIdentity>,
     pub first_name: String,
     pub last_name: String,
     pub email: String,
+    #[serde(with = "persist::messages")]
     pub institution_customers: Vec<InstitutionCustomer>,
+    #[serde(with = "persist::message")]
     pub password: CredentialDigest,
     pub created_seq: u64,
     /// Disabled by an operator: the right password answers CMN_90016.
@@ -149,20 +168,20 @@ pub struct User {
 
 /// Whose sign-in failures a [`SignInRecord`] counts: a login id the institution knew at the
 /// time, or the keyed digest of one it did not (so mistyped passwords never reach the ledger).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum SignInSubject {
     Login(String),
     Unknown([u8; 32]),
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct SignInKey {
     pub institution_id: String,
     pub subject: SignInSubject,
 }
 
 /// Failed sign-ins of one (institution, login id); every value comes from ledger events.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SignInRecord {
     /// Failures inside the current observation window.
     pub window_failures: u32,
@@ -228,6 +247,48 @@ impl State {
         Self { tables: Tables(Arc::new(TokenTables::new(config))), ..Self::default() }
     }
 
+    /// A state made of `rest` and `tables` (a loaded snapshot, before its tail is replayed).
+    pub fn from_parts(rest: RestOfState, tables: TokenTables) -> Self {
+        let RestOfState {
+            head,
+            institutions,
+            clients,
+            users,
+            users_by_institution_user_id,
+            users_by_host_user_id,
+            sign_ins,
+            authorization,
+            cutoffs,
+        } = rest;
+        Self {
+            head,
+            institutions,
+            clients,
+            users,
+            users_by_institution_user_id,
+            tables: Tables(Arc::new(tables)),
+            users_by_host_user_id,
+            sign_ins,
+            authorization,
+            cutoffs,
+        }
+    }
+
+    /// A copy of everything but the token tables (see [`RestOfState`]).
+    pub fn rest(&self) -> RestOfState {
+        RestOfState {
+            head: self.head.clone(),
+            institutions: self.institutions.clone(),
+            clients: self.clients.clone(),
+            users: self.users.clone(),
+            users_by_institution_user_id: self.users_by_institution_user_id.clone(),
+            users_by_host_user_id: self.users_by_host_user_id.clone(),
+            sign_ins: self.sign_ins.clone(),
+            authorization: self.authorization.clone(),
+            cutoffs: self.cutoffs.clone(),
+        }
+    }
+
     /// The token tables, for the appliers and for reads this type has no method for.
     pub fn tables(&self) -> &TokenTables {
         &self.tables.0
@@ -287,6 +348,13 @@ impl State {
 
     pub fn family_revoked(&self, token: &TokenView<'_>) -> bool {
         token.grant.family.and_then(|f| self.family(&f)).is_some_and(|f| f.revoked.is_some())
+    }
+
+    /// Forgets everything that can no longer matter at `now_ms`, the token tables included,
+    /// all at once (tests and tools; a server purges the tables a few shards at a time).
+    pub fn purge_all_expired(&mut self, now_ms: i64) {
+        self.tables.0.purge_all(now_ms);
+        self.purge_expired(now_ms);
     }
 
     /// Forgets the sign-in records and authorization codes that can no longer matter at

@@ -14,12 +14,13 @@ use crate::proto::ledger::{GrantType, RevocationReason, UserType};
 pub const RETRY_WINDOW_MS: i64 = 60_000;
 
 /// The parts of a user that tokens refer to; shared by the user's tokens.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct UserIdentity {
     pub institution_id: Arc<str>,
     pub login_id: Arc<str>,
     pub institution_user_id: Arc<str>,
     pub host_user_id: String,
+    #[serde(with = "super::persist::enumeration")]
     pub user_type: UserType,
 }
 
@@ -96,4 +97,3 @@ pub struct Revocation {
     pub at_ms: i64,
     pub reason: RevocationReason,
 }
-

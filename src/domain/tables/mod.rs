@@ -565,7 +565,7 @@ impl TokenTables {
         PurgeReport { tokens, families, retries, tokens_cycle_done }
     }
 
-    /// Every shard at once (what `State::purge_expired` does today; for tests and tools).
+    /// Every shard at once (`State::purge_all_expired`; for tests and tools).
     pub fn purge_all(&self, now_ms: i64) -> PurgeReport {
         let budget = PurgeBudget {
             token_shards: self.tokens.shard_count(),

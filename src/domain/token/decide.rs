@@ -262,7 +262,8 @@ pub fn decide_revoke(state: &State, revoke: &Revoke, ctx: Context<'_>) -> Decisi
     let Some(token) = state.token(&revoke.token).filter(|t| t.kind == revoke.kind) else {
         return Decision::ok(Vec::new(), ());
     };
-    if **token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(&token) {
+    if **token.grant.client_id != *revoke.client_id || token.expires_at_ms <= ctx.now_ms || state.family_revoked(&token)
+    {
         return Decision::ok(Vec::new(), ());
     }
     let event = match (token.kind, token.grant.family) {

@@ -12,8 +12,11 @@ use crate::proto::ledger::GrantType;
 
 /// The tables snapshot stream fixture (format 1 of the stream, 120 events).
 const STREAM_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-v1.bin");
-/// The same tables in a snapshot file, format 2 of the file (a format-2 stream in the body).
-const FILE_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v2.bin");
+/// The same tables and [`fixture_rest`] in a snapshot file, format 3 (a format-2 stream and a
+/// state section in the body).
+const FILE_FIXTURE: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v3.bin");
+/// The same tables in a snapshot file of format 2 (a format-2 stream in the body, no state).
+const FILE_FIXTURE_V2: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v2.bin");
 /// The same tables in a snapshot file of format 1 (a format-1 stream in the body).
 const FILE_FIXTURE_V1: &[u8] = include_bytes!("../../../tests/fixtures/tables-snapshot-file-v1.bin");
 /// The chain hash the fixture file names (any ledger's hash of its seq 120).
@@ -26,6 +29,49 @@ fn config() -> TablesConfig {
 /// The fixture's tables: 120 events of every kind (seq 1..=120).
 fn fixture_tables() -> TokenTables {
     TokenTables::load(&mut &STREAM_FIXTURE[..], config()).map(|(tables, _)| tables).unwrap()
+}
+
+/// The rest of a state at the fixture's seq 120: one of each kind of record (one entry per
+/// map, so that the bytes do not depend on a hash map's order).
+fn fixture_rest() -> RestOfState {
+    use crate::domain::state::cutoff::{Cutoff, CutoffScope};
+    use crate::domain::state::{ChainHead, Client, GrantTypes, Institution, SignInKey, SignInRecord, SignInSubject};
+    let mut state = crate::domain::State::default();
+    state.head = ChainHead { seq: 120, hash: FIXTURE_CHAIN_HASH, recorded_at_ms: 1_120 };
+    state.institutions.insert("01001".into(), Institution { id: "01001".into(), name: "Bank".into(), created_seq: 2 });
+    let mut grant_types = GrantTypes::default();
+    grant_types.insert(GrantType::ClientCredentials);
+    let client = Client {
+        id: "tail-client".into(),
+        name: "Tail".into(),
+        institution_ids: vec!["01001".into()],
+        grant_types,
+        scopes: vec![Box::from("accounts")].into(),
+        redirect_uri: String::new(),
+        access_token_ttl_secs: 900,
+        refresh_token_ttl_secs: 0,
+        introspect: true,
+        consent_enabled: false,
+        secondary_authentication_enabled: false,
+        device_registration_enabled: false,
+        authorize_partners: false,
+        secret: crate::proto::ledger::CredentialDigest {
+            kind: Some(crate::proto::ledger::credential_digest::Kind::Keyed(crate::proto::ledger::KeyedDigest {
+                key_id: 1,
+                digest: vec![7; 32],
+            })),
+        },
+        created_seq: 3,
+        disabled: false,
+        previous_secret: None,
+    };
+    state.clients.insert(client.id.clone(), Arc::new(client));
+    let key = SignInKey { institution_id: "01001".into(), subject: SignInSubject::Login("dana".into()) };
+    let record =
+        SignInRecord { window_failures: 2, window_ends_at_ms: 9_000, failed_login_count: 2, locked_until_ms: 0 };
+    state.sign_ins.insert(key, record);
+    state.cutoffs.add(&CutoffScope::Client("tail-client".into()), Cutoff::new(100, 1_100, 0));
+    state.rest()
 }
 
 /// A chain of made-up hashes, one per seq (as a ledger would give).
@@ -130,32 +176,65 @@ fn snapshot_file_plus_tail_equals_the_live_tables() {
     assert_eq!(loaded, live);
 }
 
-/// Format version 2 of the file, pinned: the fixture's tables written with the fixture's chain
-/// hash give exactly the fixture's bytes, and the fixture loads into those tables. A
-/// change of the format must bump the version and keep a reader of this one.
+/// Format version 3 of the file, pinned: the fixture's tables and state written with the
+/// fixture's chain hash give exactly the fixture's bytes, and the fixture loads into those
+/// tables and that state. A change of the format (or of a state type: the section is serde
+/// derived) must bump the version and keep a reader of this one.
 #[test]
-fn the_v2_snapshot_file_fixture_is_reproduced_and_reads() {
+fn the_v3_snapshot_file_fixture_is_reproduced_and_reads() {
     let dir = tempfile::tempdir().unwrap();
-    let tables = fixture_tables();
-    let header = write_snapshot(dir.path(), &tables, |seq| (seq == 120).then_some(FIXTURE_CHAIN_HASH)).unwrap();
+    let (tables, rest) = (fixture_tables(), fixture_rest());
+    let header =
+        write_state_snapshot(dir.path(), &rest, &tables, |seq| (seq == 120).then_some(FIXTURE_CHAIN_HASH)).unwrap();
     let bytes = file_bytes(dir.path());
     if std::env::var("TABLES_WRITE_FIXTURE").is_ok() {
-        fs::write("tests/fixtures/tables-snapshot-file-v2.bin", &bytes).unwrap();
+        fs::write("tests/fixtures/tables-snapshot-file-v3.bin", &bytes).unwrap();
     }
-    assert!(bytes == FILE_FIXTURE, "the v2 file format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
-    assert_eq!(FILE_FIXTURE[8..12], 2u32.to_le_bytes());
-    // The body is a version-2 tables stream, as long as the version-1 one of the same tables.
+    assert!(bytes == FILE_FIXTURE, "the v3 file format changed (TABLES_WRITE_FIXTURE=1 rewrites the fixture)");
+    assert_eq!(FILE_FIXTURE[8..12], 3u32.to_le_bytes());
+    // The body is a version-2 tables stream and then the state section.
     assert_eq!(FILE_FIXTURE[SNAPSHOT_HEADER_LEN + 8..SNAPSHOT_HEADER_LEN + 12], 2u32.to_le_bytes());
-    assert_eq!(FILE_FIXTURE.len() - SNAPSHOT_HEADER_LEN, STREAM_FIXTURE.len());
+    let section = SNAPSHOT_HEADER_LEN + STREAM_FIXTURE.len();
+    assert_eq!(&FILE_FIXTURE[section..section + 8], STATE_SECTION_TAG);
     assert_eq!((header.ledger_seq, header.replay_from_seq, header.chain_hash), (120, 121, FIXTURE_CHAIN_HASH));
 
     let fixture_dir = tempfile::tempdir().unwrap();
     put_file(fixture_dir.path(), FILE_FIXTURE);
     let file = SnapshotFile::open(fixture_dir.path()).unwrap();
     assert_eq!(*file.header(), header);
-    let (loaded, info) = file.load(config(), 0).unwrap();
+    let (loaded, info, loaded_rest) = file.load_state(config(), 0).unwrap();
     assert_eq!(loaded, tables);
+    assert_eq!(loaded_rest, rest);
     assert_eq!(info.replay_from_seq, 121);
+}
+
+/// A version-2 file (tables only) still loads as tables; a server does not start from it.
+#[test]
+fn the_v2_snapshot_file_fixture_still_reads_as_tables() {
+    assert_eq!(FILE_FIXTURE_V2[8..12], 2u32.to_le_bytes());
+    let dir = tempfile::tempdir().unwrap();
+    put_file(dir.path(), FILE_FIXTURE_V2);
+    let (loaded, info) = load(dir.path()).unwrap();
+    assert_eq!(loaded, fixture_tables());
+    assert_eq!(info.replay_from_seq, 121);
+    let refused = SnapshotFile::open(dir.path()).unwrap().load_state(config(), 0);
+    assert!(matches!(refused, Err(SnapshotFileError::NoState(2))), "{refused:?}");
+}
+
+/// A state taken at an earlier seq than the tables (as a server takes it: the rest first,
+/// then the tables shard by shard) makes the tail start after the state.
+#[test]
+fn the_tail_starts_after_the_state_when_the_tables_are_ahead() {
+    let dir = tempfile::tempdir().unwrap();
+    let tables = fixture_tables();
+    for seq in 121..=130 {
+        issue(&tables, seq);
+    }
+    let rest = fixture_rest();
+    let header = write_state_snapshot(dir.path(), &rest, &tables, chain).unwrap();
+    assert_eq!((header.ledger_seq, header.replay_from_seq), (130, 121));
+    let (_, _, loaded_rest) = SnapshotFile::open(dir.path()).unwrap().load_state(config(), 1).unwrap();
+    assert_eq!(loaded_rest.head.seq, 120);
 }
 
 /// A version-1 file (written before the tables listed entries in id order) still opens and
@@ -201,7 +280,10 @@ fn damage_of_every_kind_is_refused_with_its_own_error() {
         let what = format!("header byte {at}");
         match at {
             0..8 => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::Magic)),
-            8..12 => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::Version(_))),
+            // 3 ^ 1 is 2, a version this build reads: then the checksum refuses it.
+            8..12 => check(&damaged, &what, &|e| {
+                matches!(e, SnapshotFileError::Version(_) | SnapshotFileError::HeaderChecksum)
+            }),
             _ => check(&damaged, &what, &|e| matches!(e, SnapshotFileError::HeaderChecksum)),
         }
     }
@@ -229,8 +311,8 @@ fn damage_of_every_kind_is_refused_with_its_own_error() {
     // Not a snapshot at all (a ledger file's first bytes), and a future version.
     check(b"\0\0\0\0\0\0\0\0redb ledger...", "a foreign file", &|e| matches!(e, SnapshotFileError::Magic));
     let mut future = original.clone();
-    future[8] = 3;
-    check(&future, "version 3", &|e| matches!(e, SnapshotFileError::Version(3)));
+    future[8] = 4;
+    check(&future, "version 4", &|e| matches!(e, SnapshotFileError::Version(4)));
     let mut past = original.clone();
     past[8] = 0;
     check(&past, "version 0", &|e| matches!(e, SnapshotFileError::Version(0)));
@@ -304,7 +386,8 @@ impl SnapshotSink for Crashing {
 fn a_crash_while_writing_leaves_the_previous_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let previous = fixture_tables();
-    write_snapshot(dir.path(), &previous, chain).unwrap();
+    let rest = fixture_rest();
+    write_state_snapshot(dir.path(), &rest, &previous, chain).unwrap();
     let previous_bytes = file_bytes(dir.path());
     let newer = fixture_tables();
     for seq in 121..=400 {
@@ -312,7 +395,7 @@ fn a_crash_while_writing_leaves_the_previous_snapshot() {
     }
     let full = {
         let other = tempfile::tempdir().unwrap();
-        write_snapshot(other.path(), &newer, chain).unwrap();
+        write_state_snapshot(other.path(), &rest, &newer, chain).unwrap();
         file_bytes(other.path()).len() as u64
     };
     // Every write of the placeholder header, a spread of the body, the last body byte, and
@@ -324,14 +407,17 @@ fn a_crash_while_writing_leaves_the_previous_snapshot() {
         .chain([full - 1, full, full + 1, full + header_len - 1])
         .collect();
     for budget in budgets {
-        let crashed = write_via(dir.path(), &newer, chain, |file| Ok(Crashing { file, budget, fail_sync: false }));
+        let crash = |file| Ok(Crashing { file, budget, fail_sync: false });
+        let crashed = write_via(dir.path(), &newer, Some(&rest), chain, crash);
         assert!(crashed.is_err(), "budget {budget}: the write succeeded");
         assert_eq!(file_bytes(dir.path()), previous_bytes, "budget {budget}: the previous file changed");
-        let (loaded, _) = load(dir.path()).unwrap();
-        assert_eq!(loaded, previous, "budget {budget}");
+        let (loaded, _, loaded_rest) = SnapshotFile::open(dir.path()).unwrap().load_state(config(), 0).unwrap();
+        assert_eq!((loaded, loaded_rest), (previous.clone(), rest.clone()), "budget {budget}");
     }
     // A failed fsync is a failed write: nothing is renamed.
-    let synced = write_via(dir.path(), &newer, chain, |file| Ok(Crashing { file, budget: u64::MAX, fail_sync: true }));
+    let synced = write_via(dir.path(), &newer, Some(&rest), chain, |file| {
+        Ok(Crashing { file, budget: u64::MAX, fail_sync: true })
+    });
     assert!(synced.is_err());
     assert_eq!(file_bytes(dir.path()), previous_bytes);
     // What a killed process leaves: a partial temporary. Loading ignores it, and the next
