@@ -16,6 +16,10 @@ pub struct VerifyArgs {
     /// Print the result as JSON
     #[arg(long)]
     pub json: bool,
+    /// Also load the projection snapshot, replay the events after it, and check that the
+    /// state equals the full replay's (fails when there is no usable snapshot)
+    #[arg(long)]
+    pub compare_snapshot: bool,
 }
 
 pub fn run(args: VerifyArgs) -> Result<(), String> {
@@ -32,6 +36,23 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         ReplayError::Store(_) | ReplayError::Read(_) => format!("ledger verification FAILED: {e}"),
     })?;
     let now_ms = SystemClock.now_ms();
+    let compared = if args.compare_snapshot {
+        let (mut from_snapshot, header, tail) = ledger
+            .replay_from_snapshot(&args.data_dir)
+            .map_err(|e| format!("no usable projection snapshot to compare: {e}"))?;
+        let mut full = state.clone();
+        full.purge_all_expired(now_ms);
+        from_snapshot.purge_all_expired(now_ms);
+        if from_snapshot != full {
+            return Err(format!(
+                "the projection snapshot (seq {}) plus its tail of {} events differs from the full replay",
+                header.ledger_seq, tail.events
+            ));
+        }
+        Some((header, tail.events))
+    } else {
+        None
+    };
     let mut active = 0usize;
     state.for_each_token(|_, t| active += usize::from(state.is_active(t, now_ms)));
     if args.json {
@@ -45,6 +66,12 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             "users": state.users.len(),
             "active_tokens": active,
             "elapsed_ms": report.elapsed_ms,
+            "snapshot": compared.as_ref().map(|(header, tail)| serde_json::json!({
+                "seq": header.ledger_seq,
+                "replay_from_seq": header.replay_from_seq,
+                "tail_events": tail,
+                "equals_full_replay": true,
+            })),
         });
         println!("{out}");
     } else {
@@ -59,6 +86,12 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             active,
             report.elapsed_ms
         );
+        if let Some((header, tail)) = &compared {
+            println!(
+                "projection snapshot OK: seq {} plus its tail of {} events equals the full replay",
+                header.ledger_seq, tail
+            );
+        }
     }
     Ok(())
 }

@@ -208,6 +208,14 @@ impl ReadOnlyLedger {
         Ok((state, report))
     }
 
+    /// The state a start-up would build from `dir`'s projection snapshot: the snapshot loaded
+    /// and the ledger's tail after it replayed (`verify --compare-snapshot`).
+    pub fn replay_from_snapshot(&self, dir: &Path) -> Result<(State, snapshot::SnapshotHeader, ReplayReport), String> {
+        let (mut state, header) = from_snapshot(&self.store, dir).map_err(|e| e.to_string())?;
+        let (report, _) = replay::replay(&self.store, &mut state, false, |_| {}).map_err(|e| e.to_string())?;
+        Ok((state, header, report))
+    }
+
     /// A consistent read view of the committed events, for the audit queries.
     pub fn snapshot(&self) -> Result<reader::Snapshot, ReadError> {
         self.store.reader().snapshot()

@@ -214,6 +214,25 @@ fn verify_and_serve_name_the_first_bad_event_of_a_damaged_ledger() {
     assert!(message.contains("event 3"), "{message}");
 }
 
+/// `verify --compare-snapshot`: the snapshot written at shutdown plus its tail equals the full
+/// replay; without a snapshot the comparison fails and says why.
+#[test]
+fn verify_compares_the_projection_snapshot_with_a_full_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut running = serve(dir.path(), &["--demo"]);
+    sigterm(&running.child);
+    assert!(wait_exit(&mut running.child).success());
+    let data = dir.path().to_str().unwrap();
+    let compared = run(&["verify", "--data-dir", data, "--compare-snapshot"]);
+    let out = String::from_utf8_lossy(&compared.stdout);
+    assert!(compared.status.success(), "{out} {}", String::from_utf8_lossy(&compared.stderr));
+    assert!(out.contains("equals the full replay"), "{out}");
+    std::fs::remove_file(dir.path().join("tables.snapshot")).unwrap();
+    let missing = run(&["verify", "--data-dir", data, "--compare-snapshot"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("no usable projection snapshot"));
+}
+
 #[test]
 fn verify_of_a_missing_ledger_fails_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
