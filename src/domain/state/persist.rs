@@ -3,15 +3,13 @@
 //! protobuf bytes the ledger already stores them in, and enumerations as their numbers. Used
 //! through `#[serde(with = ...)]` on the fields; the snapshot's format is `ledger/snapshot.rs`'s.
 
-use serde::de::Error as _;
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-
 /// One protobuf message, as its encoding.
 pub mod message {
-    use super::*;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<T: prost::Message, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
-        serde_bytes_like(&value.encode_to_vec(), s)
+        s.serialize_bytes(&value.encode_to_vec())
     }
 
     pub fn deserialize<'de, T: prost::Message + Default, D: Deserializer<'de>>(d: D) -> Result<T, D::Error> {
@@ -22,7 +20,8 @@ pub mod message {
 
 /// A list of protobuf messages, each as its encoding.
 pub mod messages {
-    use super::*;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: prost::Message, S: Serializer>(values: &[T], s: S) -> Result<S::Ok, S::Error> {
         let encoded: Vec<Vec<u8>> = values.iter().map(prost::Message::encode_to_vec).collect();
@@ -37,7 +36,8 @@ pub mod messages {
 
 /// A protobuf enumeration, as its number; a number this build does not know is refused.
 pub mod enumeration {
-    use super::*;
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<T: Copy + Into<i32>, S: Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
         (*value).into().serialize(s)
@@ -47,8 +47,4 @@ pub mod enumeration {
         let number = i32::deserialize(d)?;
         T::try_from(number).map_err(|_| D::Error::custom(format!("unknown enumeration value {number}")))
     }
-}
-
-fn serde_bytes_like<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_bytes(bytes)
 }
