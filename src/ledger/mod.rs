@@ -196,7 +196,7 @@ pub struct ReadOnlyLedger {
 
 /// Opens the existing ledger file at `path` for reading (it is not created if missing).
 pub fn open_read_only(path: &Path) -> Result<ReadOnlyLedger, StoreError> {
-    let db = redb::Database::open(path)?;
+    let db = redb::Database::builder().set_cache_size(store::CACHE_BYTES).open(path)?;
     Ok(ReadOnlyLedger { store: Store::from_database(db)? })
 }
 
