@@ -60,16 +60,13 @@ pub fn open_with_snapshot(
     mut progress: impl FnMut(u64),
 ) -> Result<(Store, State, ReplayReport, Option<snapshot::SnapshotHeader>), OpenError> {
     if !path.exists() {
-        create(path, now_ms)?;
-        let (store, state, report) = open_store(Store::open(path)?, now_ms, progress)?;
+        let (store, state, report) = open(path, now_ms, progress)?;
         return Ok((store, state, report, None));
     }
     let store = Store::open(path)?;
     match from_snapshot(&store, snapshot_dir) {
         Ok((mut state, header)) => {
-            let started = std::time::Instant::now();
-            let (mut report, _) = replay::replay(&store, &mut state, false, &mut progress)?;
-            report.elapsed_ms = started.elapsed().as_millis();
+            let (report, _) = replay::replay(&store, &mut state, false, &mut progress)?;
             return Ok((store, state, report, Some(header)));
         }
         Err(snapshot::SnapshotFileError::Missing) => {}
@@ -90,16 +87,11 @@ fn from_snapshot(store: &Store, dir: &Path) -> Result<(State, snapshot::Snapshot
         return Err(SnapshotFileError::Inconsistent("the ledger's index is to be rebuilt"));
     }
     let reader = store.reader().snapshot().map_err(|e| SnapshotFileError::State(e.to_string()))?;
-    let chain_hash_at = |seq: u64| -> Option<[u8; 32]> {
-        let bytes = reader.envelope(seq).ok()??;
-        codec::open(seq, &bytes).ok().map(|opened| opened.hash)
-    };
-    file.check_chain(chain_hash_at)?;
+    file.check_chain(|seq| reader.chain_hash(seq))?;
     let header = *file.header();
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
     let (tables, _, rest) = file.load_state(server_tables(), workers)?;
-    let head_hash = if rest.head.seq == 0 { Some([0u8; 32]) } else { chain_hash_at(rest.head.seq) };
-    if head_hash != Some(rest.head.hash) {
+    if reader.chain_hash(rest.head.seq) != Some(rest.head.hash) {
         return Err(SnapshotFileError::NotThisLedger { seq: rest.head.seq });
     }
     Ok((State::from_parts(rest, tables), header))

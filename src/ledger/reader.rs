@@ -86,6 +86,17 @@ impl Snapshot {
         Ok(self.events.get(seq)?.map(|v| codec::canonical_bytes(v.value().to_vec())))
     }
 
+    /// The chain hash of event `seq` as its stored content gives it (recomputed and checked by
+    /// `codec::open`; zeros for seq 0); `None` when the event is missing or does not check.
+    /// What a projection snapshot's header is compared with.
+    pub fn chain_hash(&self, seq: u64) -> Option<[u8; 32]> {
+        if seq == 0 {
+            return Some([0u8; 32]);
+        }
+        let stored = self.events.get(seq).ok()??;
+        codec::open(seq, stored.value()).ok().map(|opened| opened.hash)
+    }
+
     /// Envelopes with keys in `seqs`, in key order, at most `max`, in canonical form.
     pub fn envelopes(&self, seqs: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut out = Vec::new();

@@ -212,8 +212,9 @@ fn verify_prefix(app: &Arc<App>, through_seq: u64) -> std::io::Result<()> {
         tracing::error!(%message, "stopping");
         app.ledger.status().failed.store(true, Ordering::Release);
         let _ = app.snapshots.prefix_broken.set(message);
+        // Reaches every `Notified` created before it (the serve loop creates one before it
+        // checks `prefix_broken`).
         app.snapshots.prefix_broken_notify.notify_waiters();
-        app.snapshots.prefix_broken_notify.notify_one();
     })?;
     Ok(())
 }

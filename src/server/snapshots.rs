@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::api::app::App;
-use crate::ledger::codec;
 use crate::ledger::snapshot::{self, SnapshotFileError, SnapshotHeader};
 
 /// After a failed write, wait this long before the next try.
@@ -81,10 +80,8 @@ impl Snapshots {
             (state.rest(), state.shared_tables())
         };
         let reader = app.ledger.reader();
-        let chain_hash_at = |seq: u64| -> Option<[u8; 32]> {
-            let bytes = reader.snapshot().ok()?.envelope(seq).ok()??;
-            codec::open(seq, &bytes).ok().map(|opened| opened.hash)
-        };
+        // A read view taken after the tables were written, so it holds every seq they cover.
+        let chain_hash_at = |seq: u64| reader.snapshot().ok()?.chain_hash(seq);
         let status = &app.snapshots;
         match snapshot::write_state_snapshot(&self.dir, &rest, &tables, chain_hash_at) {
             Ok(header) => {
