@@ -66,7 +66,7 @@ cleanup() {
   rm -rf "$TLDIR"
 }
 trap cleanup EXIT
-wait_http() { for _ in $(seq 100); do curl -s -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer from $1" >&2; return 1; }
+wait_http() { for _ in $(seq 100); do curl -sf -o /dev/null "$1" && return 0; sleep 0.2; done; echo "no answer from $1" >&2; return 1; }
 
 cp "$S/server.mjs" "$A/oidc/server.mjs"
 ( cd "$A/oidc" && NODE_ENV=production PORT=$OIDC_PORT exec "$NODE24" server.mjs ) >"$OUT/oidc.server.log" 2>&1 &

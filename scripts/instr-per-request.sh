@@ -62,7 +62,7 @@ start_server() { # data dir
     >"$OUT/server.$mode.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do
-    curl -s -o /dev/null "http://127.0.0.1:$port/readyz" && return 0
+    curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && return 0
     sleep 0.2
   done
   echo "the server did not start; see $OUT/server.$mode.log" >&2

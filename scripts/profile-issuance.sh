@@ -20,7 +20,7 @@ port=${TL_PORT:-8190}
 TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$dir/data" --listen 127.0.0.1:$port --log-level warn --quota-requests 0 2>"$dir/server.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
-for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
+for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done
 echo '{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"],"introspect":true}]}' >"$dir/import.json"
 "$TL" import "$dir/import.json" --server "http://127.0.0.1:$port" --data-dir "$dir/data" >/dev/null
 wt=

@@ -39,7 +39,9 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             ReplayError::Chain(chain) => {
                 format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
             }
-            ReplayError::Store(_) | ReplayError::Read(_) => format!("ledger verification FAILED: {e}"),
+            ReplayError::Store(_) | ReplayError::Read(_) | ReplayError::Reader => {
+                format!("ledger verification FAILED: {e}")
+            }
         })?;
     let now_ms = SystemClock.now_ms();
     let compared = if args.compare_snapshot {

@@ -18,6 +18,8 @@ pub enum ReplayError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Read(#[from] ReadError),
+    #[error("the replay's reading thread failed")]
+    Reader,
 }
 
 #[derive(Clone, Debug)]
@@ -53,9 +55,20 @@ impl ReplayTick {
     }
 }
 
+/// Events the reading thread decodes and hashes before handing them to the applier.
+const BATCH_EVENTS: usize = 1024;
+/// Batches the reader may be ahead of the applier (bounds the memory in flight to a few MB).
+const BATCHES_AHEAD: usize = 8;
+
 /// Applies every stored event after `state`'s head to `state` (empty: the whole ledger; a
 /// loaded snapshot: its tail), verifying the chain from that head on. `collect_index` also
 /// returns the index entries of every event applied, for an index rebuild.
+///
+/// Two threads share the work: one reads the events in seq order, decodes them and computes
+/// their chain hashes (each hash covers its own envelope only, so this needs no state), the
+/// calling thread checks the links and applies. A bad event stops the replay at that event
+/// as a single thread would: the applier reports the first failure in seq order, the reader's
+/// only once every event before it was applied.
 pub fn replay(
     store: &Store,
     state: &mut State,
@@ -65,13 +78,17 @@ pub fn replay(
     let started = Instant::now();
     let mut index_keys = Vec::new();
     let mut events = 0u64;
-    let mut failed = None;
     let snapshot = store.reader().snapshot()?;
     let last_seq = snapshot.last_seq()?;
     progress(ReplayTick { events: 0, seq: state.head.seq, last_seq, done: false });
-    let scanned = snapshot.scan(state.head.seq + 1, |key, bytes| {
-        let mut step = || -> Result<(), ReplayError> {
-            let opened = codec::open(key, bytes)?;
+    let from_seq = state.head.seq + 1;
+    let read = std::thread::scope(|scope| -> Result<(), ReplayError> {
+        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<codec::Opened>>(BATCHES_AHEAD);
+        let reader = std::thread::Builder::new()
+            .name("replay-reader".into())
+            .spawn_scoped(scope, move || read_opened(snapshot, from_seq, batches))
+            .map_err(|_| ReplayError::Reader)?;
+        let mut apply_one = |opened: codec::Opened| -> Result<(), ReplayError> {
             let seq = opened.envelope.seq;
             let expected = state.head.seq + 1;
             if seq != expected {
@@ -90,27 +107,65 @@ pub fn replay(
                 hash: opened.hash,
             };
             apply(state, at, &opened.event);
+            events += 1;
+            if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
+                progress(ReplayTick { events, seq: state.head.seq, last_seq, done: false });
+            }
             Ok(())
         };
-        match step() {
-            Ok(()) => {
-                events += 1;
-                if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
-                    progress(ReplayTick { events, seq: state.head.seq, last_seq, done: false });
+        let mut applied = Ok(());
+        'batches: for batch in received.iter() {
+            for opened in batch {
+                applied = apply_one(opened);
+                if applied.is_err() {
+                    break 'batches;
                 }
-                true
-            }
-            Err(e) => {
-                failed = Some(e);
-                false
             }
         }
+        // Dropping the receiver stops a reader that is still ahead.
+        drop(received);
+        let read = reader.join().map_err(|_| ReplayError::Reader)?;
+        applied.and(read)
     });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    scanned?;
+    read?;
     progress(ReplayTick { events, seq: state.head.seq, last_seq, done: true });
     let report = ReplayReport { events, head: state.head.clone(), elapsed_ms: started.elapsed().as_millis() };
     Ok((report, index_keys))
+}
+
+/// The reading side of [`replay`]: sends the events from `from_seq` on, opened (decoded, hash
+/// computed), in batches; stops at the first event that does not open, or when the applier
+/// has gone.
+fn read_opened(
+    snapshot: super::reader::Snapshot,
+    from_seq: u64,
+    batches: std::sync::mpsc::SyncSender<Vec<codec::Opened>>,
+) -> Result<(), ReplayError> {
+    let mut batch = Vec::with_capacity(BATCH_EVENTS);
+    let mut failed = None;
+    let mut applier_gone = false;
+    let scanned = snapshot.scan(from_seq, |key, bytes| match codec::open(key, bytes) {
+        Ok(opened) => {
+            batch.push(opened);
+            if batch.len() == BATCH_EVENTS
+                && batches.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS))).is_err()
+            {
+                applier_gone = true;
+                return false;
+            }
+            true
+        }
+        Err(e) => {
+            failed = Some(e);
+            false
+        }
+    });
+    if !applier_gone && !batch.is_empty() {
+        // The events before a bad one are applied before it is reported.
+        let _ = batches.send(batch);
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(scanned?)
 }

@@ -158,6 +158,44 @@ async fn start_up_refuses_a_changed_event() {
     assert!(error.contains(&format!("event {target}")), "{error}");
 }
 
+/// The replay reads and applies on two threads, handing events over in batches of 1,024
+/// (`ledger/replay.rs`): a changed event far past the first batches, and a missing one, are
+/// still the ones start-up names.
+#[tokio::test]
+async fn start_up_names_a_bad_event_past_the_replays_first_batches() {
+    let (server, f) = TestServer::seeded().await;
+    for issuer in server.spawn_issuers(&f.service, 8, 330) {
+        issuer.await.unwrap();
+    }
+    let head = server.app.state.read().head.seq;
+    assert!(head > 2_640, "head {head}");
+    let dir: Arc<tempfile::TempDir> = server.stop().await;
+    std::fs::remove_file(dir.path().join(tokenledger::ledger::snapshot::SNAPSHOT_FILE_NAME)).unwrap();
+    let path = dir.path().join(data_dir::LEDGER_FILE);
+    let intact = tokenledger::ledger::open(&path, wall_ms(), |_| {}).map(|(_, state, _)| state.head.seq).unwrap();
+    assert_eq!(intact, head);
+    tamper(dir.path(), 2_100, |bytes| {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+    });
+    let error = tokenledger::ledger::open(&path, wall_ms(), |_| {}).err().expect("a changed event").to_string();
+    assert!(error.contains("event 2100"), "{error}");
+    // A missing event is a gap at its seq, after a changed one is mended again.
+    tamper(dir.path(), 2_100, |bytes| {
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x01;
+    });
+    {
+        const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+        let db = redb::Database::open(&path).unwrap();
+        let write = db.begin_write().unwrap();
+        write.open_table(EVENTS).unwrap().remove(1_500).unwrap();
+        write.commit().unwrap();
+    }
+    let error = tokenledger::ledger::open(&path, wall_ms(), |_| {}).err().expect("a missing event").to_string();
+    assert!(error.contains("1500"), "{error}");
+}
+
 #[tokio::test]
 async fn writes_survive_restart_at_once_after_acknowledgement() {
     // Acknowledged means durable: stop right after the answers, without any grace.
