@@ -11,7 +11,8 @@ use crate::proto::ledger::{Event, event};
 pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     debug_assert!(at.seq > state.head.seq, "events apply in ledger order: seq {} after {}", at.seq, state.head.seq);
     match &event.kind {
-        None | Some(event::Kind::LedgerCreated(_)) => {}
+        // A projection snapshot's record changes nothing but the head (below).
+        None | Some(event::Kind::LedgerCreated(_)) | Some(event::Kind::ProjectionSnapshotWritten(_)) => {}
         Some(event::Kind::InstitutionCreated(i)) => directory::apply::institution_created(state, at, i),
         Some(event::Kind::ClientCreated(c)) => directory::apply::client_created(state, at, c),
         Some(event::Kind::UserCreated(u)) => directory::apply::user_created(state, at, u),

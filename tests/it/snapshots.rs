@@ -40,7 +40,8 @@ async fn answers(server: &TestServer, f: &Fixture, tokens: &[String]) -> Vec<ser
 /// The state of `dir` as a start-up would build it from its snapshot, and from a full replay.
 fn both_ways(dir: &Path, now_ms: i64) -> (Option<snapshot::SnapshotHeader>, State, State) {
     let path = dir.join(data_dir::LEDGER_FILE);
-    let (_, mut from_snapshot, _, header) = ledger::open_with_snapshot(&path, dir, now_ms, |_| {}).unwrap();
+    let (_, mut from_snapshot, _, started) = ledger::open_with_snapshot(&path, dir, now_ms, |_| {}).unwrap();
+    let header = started.map(|s| s.header);
     let (_, mut replayed, _) = ledger::open(&path, now_ms, |_| {}).unwrap();
     from_snapshot.purge_all_expired(now_ms);
     replayed.purge_all_expired(now_ms);
