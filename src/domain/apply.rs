@@ -10,6 +10,42 @@ use crate::proto::ledger::{Event, event};
 
 pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
     debug_assert!(at.seq > state.head.seq, "events apply in ledger order: seq {} after {}", at.seq, state.head.seq);
+    if !apply_to_tables(state, at, event) {
+        apply_to_rest(state, at, event);
+        state.tables().advance(at.seq);
+    }
+    set_head(state, at);
+}
+
+/// Applies `event` when all it changes is the token tables (which change through shared
+/// references, shard by shard) and returns true; changes nothing and returns false when it
+/// changes more than them. The caller moves the chain head ([`set_head`]) afterwards: so
+/// the writer applies most batches under a read lock of the state and takes the write lock
+/// only to move the head, and introspection does not wait for a batch to be applied.
+pub fn apply_to_tables(state: &State, at: Recorded<'_>, event: &Event) -> bool {
+    match &event.kind {
+        Some(event::Kind::TokensIssued(t))
+            if !signin::apply::signed_in_changes(state, t) && !authcode::apply::tokens_issued_changes(t) =>
+        {
+            token::apply::tokens_issued(state, at, t);
+        }
+        Some(event::Kind::TokenRevoked(r)) => token::apply::token_revoked(state, at, r),
+        Some(event::Kind::FamilyRevoked(r)) => token::apply::family_revoked(state, at, r),
+        _ => return false,
+    }
+    state.tables().advance(at.seq);
+    true
+}
+
+/// Makes `at` the last applied event.
+pub fn set_head(state: &mut State, at: Recorded<'_>) {
+    state.head.seq = at.seq;
+    state.head.hash = at.hash;
+    state.head.recorded_at_ms = at.recorded_at_ms;
+}
+
+/// Every event that changes more than the token tables.
+fn apply_to_rest(state: &mut State, at: Recorded<'_>, event: &Event) {
     match &event.kind {
         // A projection snapshot's record changes nothing but the head (below).
         None | Some(event::Kind::LedgerCreated(_)) | Some(event::Kind::ProjectionSnapshotWritten(_)) => {}
@@ -47,8 +83,4 @@ pub fn apply(state: &mut State, at: Recorded<'_>, event: &Event) {
         Some(event::Kind::BulkRevoked(b)) => bulk::apply::bulk_revoked(state, at, b),
         Some(event::Kind::BlastRadiusRevoked(b)) => bulk::apply::blast_radius_revoked(state, at, b),
     }
-    state.tables().advance(at.seq);
-    state.head.seq = at.seq;
-    state.head.hash = at.hash;
-    state.head.recorded_at_ms = at.recorded_at_ms;
 }

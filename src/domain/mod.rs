@@ -26,7 +26,7 @@ pub(crate) mod token;
 pub(crate) use shared::{error, grant};
 pub use shared::{ids, scope};
 
-pub use apply::apply;
+pub use apply::{apply, apply_to_tables, set_head};
 pub use bulk::{BlastCredential, BlastRadius, BulkCommand};
 pub use command::{Command, Outcome, Rejection};
 pub use directory::DirectoryCommand;

@@ -6,6 +6,7 @@
 //! them has committed durably.
 
 pub mod codec;
+pub(crate) mod committed;
 pub mod index;
 pub(crate) mod purge;
 pub(crate) mod raft_log;

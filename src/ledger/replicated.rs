@@ -18,7 +18,7 @@ use prost::Message as _;
 use super::codec::{self, ChainError};
 use super::store::{Append, Store, StoreError};
 use super::{OpenError, index, raft_log};
-use crate::domain::{Recorded, State, apply};
+use crate::domain::{Recorded, State};
 use crate::proto::ledger::{Envelope, RaftApplied};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,15 +108,17 @@ pub fn apply_batch(
         return Ok(head_after);
     }
     store.append_applied(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
-    let mut state = state.write();
-    for event in &opened {
-        let at = Recorded {
-            seq: event.envelope.seq,
-            recorded_at_ms: event.envelope.recorded_at_ms,
-            transaction_id: &event.envelope.transaction_id,
-            hash: event.hash,
-        };
-        apply(&mut state, at, &event.event);
-    }
-    Ok(state.head.seq)
+    super::committed::apply(
+        state,
+        opened.iter().map(|event| {
+            let at = Recorded {
+                seq: event.envelope.seq,
+                recorded_at_ms: event.envelope.recorded_at_ms,
+                transaction_id: &event.envelope.transaction_id,
+                hash: event.hash,
+            };
+            (at, &event.event)
+        }),
+    );
+    Ok(state.read().head.seq)
 }

@@ -27,7 +27,7 @@ use super::token_ids::TokenIdScheme;
 use crate::clock::Clock;
 use crate::config::WriterConfig;
 use crate::domain::command::{Answered, Command, Outcome, Rejection};
-use crate::domain::{ConflictKeys, ConflictSeed, Context, FreshIds, Recorded, State, apply, decide};
+use crate::domain::{ConflictKeys, ConflictSeed, Context, FreshIds, Recorded, State, decide};
 
 /// Cluster mode: how the leader's writer commits a sealed batch instead of appending it itself
 /// (implemented by `replication::proposer::Proposer`; the ledger names no Raft type). The batch
@@ -483,21 +483,26 @@ impl Writer {
             if matches!(self.commit, Commit::Local(_)) {
                 // Apply after the commit, then answer: a caller that hears "done" can read its
                 // own write at once. (In a cluster the state machine has applied it already.)
-                let mut state = self.state.write();
                 debug_assert!(
-                    pending.first().is_none_or(|first| first.seq == state.head.seq + 1),
-                    "the batch continues the committed chain"
+                    {
+                        let state = self.state.read();
+                        pending.first().is_none_or(|first| first.seq == state.head.seq + 1)
+                            && recorded_at_ms >= state.head.recorded_at_ms
+                    },
+                    "the batch continues the committed chain, at no earlier time"
                 );
-                debug_assert!(recorded_at_ms >= state.head.recorded_at_ms, "recorded times never decrease");
-                for item in &pending {
-                    let at = Recorded {
-                        seq: item.seq,
-                        recorded_at_ms,
-                        transaction_id: &item.transaction_id,
-                        hash: item.hash,
-                    };
-                    apply(&mut state, at, &item.event);
-                }
+                super::committed::apply(
+                    &self.state,
+                    pending.iter().map(|item| {
+                        let at = Recorded {
+                            seq: item.seq,
+                            recorded_at_ms,
+                            transaction_id: &item.transaction_id,
+                            hash: item.hash,
+                        };
+                        (at, &item.event)
+                    }),
+                );
             }
             // Followers may read these events from the store now: committed and applied.
             if let Some(last) = pending.last() {

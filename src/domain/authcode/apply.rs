@@ -48,6 +48,12 @@ pub fn code_issued(state: &mut State, at: Recorded<'_>, e: &AuthorizationCodeIss
     state.authorization.codes.insert(id, code);
 }
 
+/// Whether [`tokens_issued`] may change anything: only an issuance that redeemed a code or
+/// came with an ID token.
+pub fn tokens_issued_changes(t: &TokensIssued) -> bool {
+    !t.id_token_key_id.is_empty() || !t.authorization_code_id.is_empty()
+}
+
 /// The part of a `TokensIssued` event that concerns codes and signing keys: the code it
 /// redeemed, and the ID token issued with it.
 pub fn tokens_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {

@@ -36,6 +36,14 @@ pub(crate) fn signed_in(state: &mut State, t: &TokensIssued) {
     }
 }
 
+/// Whether [`signed_in`] would change anything: only a sign-in that has failures on record.
+pub(crate) fn signed_in_changes(state: &State, t: &TokensIssued) -> bool {
+    t.grant_type == GrantType::Password as i32
+        && !t.login_id.is_empty()
+        && !state.sign_ins.is_empty()
+        && state.sign_ins.contains_key(&login_key(&t.institution_id, &t.login_id))
+}
+
 /// A successful sign-in or an operator's unlock forgets the failures of that login id.
 pub(crate) fn reset(state: &mut State, institution_id: &str, login_id: &str) {
     if !state.sign_ins.is_empty() {

@@ -12,13 +12,13 @@ use crate::proto::ledger::{
     FamilyRevoked, GrantType, IssuedToken, RevocationReason, TokenRevoked, TokensIssued, UserType,
 };
 
-pub(crate) fn token_revoked(state: &mut State, at: Recorded<'_>, r: &TokenRevoked) {
+pub(crate) fn token_revoked(state: &State, at: Recorded<'_>, r: &TokenRevoked) {
     if let Some(id) = TokenId::from_slice(&r.token_id) {
         state.tables().end_tokens(at.seq, at.recorded_at_ms, reason(r.reason), &[id]);
     }
 }
 
-pub(crate) fn family_revoked(state: &mut State, at: Recorded<'_>, r: &FamilyRevoked) {
+pub(crate) fn family_revoked(state: &State, at: Recorded<'_>, r: &FamilyRevoked) {
     if let Some(id) = FamilyId::from_slice(&r.family_id) {
         state.tables().revoke_family(at.seq, at.recorded_at_ms, &id, reason(r.reason));
     }
@@ -28,7 +28,7 @@ fn reason(raw: i32) -> RevocationReason {
     RevocationReason::try_from(raw).unwrap_or(RevocationReason::Unspecified)
 }
 
-pub(crate) fn tokens_issued(state: &mut State, at: Recorded<'_>, t: &TokensIssued) {
+pub(crate) fn tokens_issued(state: &State, at: Recorded<'_>, t: &TokensIssued) {
     let client = state.clients.get(t.client_id.as_str()).cloned();
     let user = (!t.login_id.is_empty()).then(|| {
         state.user(&t.institution_id, &t.login_id).map(|u| u.identity.clone()).unwrap_or_else(|| {
