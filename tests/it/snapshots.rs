@@ -366,3 +366,39 @@ async fn an_idle_node_writes_no_further_background_snapshot() {
     let verified = verify_json(dir.path());
     assert_eq!(verified["head_seq"], recorded, "nor at shutdown");
 }
+
+/// Each file is matched with its own record: after two stops (two snapshots, two records),
+/// the first file put back is found recorded by the first record, not the latest one; a
+/// start from it replays the rest, the second record included.
+#[tokio::test]
+async fn an_older_snapshot_put_back_is_matched_with_its_own_record() {
+    let (server, f) = TestServer::seeded().await;
+    mixed_tokens(&server, &f).await;
+    let clock = server.app.clock.clone();
+    let dir = server.stop().await;
+    let path = dir.path().join(snapshot::SNAPSHOT_FILE_NAME);
+    let first = std::fs::read(&path).unwrap();
+    let first_header = *snapshot::SnapshotFile::open(dir.path()).unwrap().header();
+    let server = TestServer::start_in_on(dir, clock.clone(), |_| {}).await;
+    let first_record = server.app.snapshots.recorded_seq.load(std::sync::atomic::Ordering::Acquire);
+    assert_eq!(first_record, first_header.ledger_seq + 1, "the start found the first record");
+    server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    let dir = server.stop().await;
+    let second_header = *snapshot::SnapshotFile::open(dir.path()).unwrap().header();
+    assert!(second_header.ledger_seq > first_record);
+
+    let ledger_path = dir.path().join(data_dir::LEDGER_FILE);
+    let (_, _, _, started) = ledger::open_with_snapshot(&ledger_path, dir.path(), clock.now_ms(), |_| {}).unwrap();
+    let started = started.expect("the second snapshot is used");
+    assert_eq!(started.header, second_header);
+    assert_eq!(started.recorded_at_seq, Some(second_header.ledger_seq + 1));
+
+    std::fs::write(&path, &first).unwrap();
+    let (_, state, report, started) =
+        ledger::open_with_snapshot(&ledger_path, dir.path(), clock.now_ms(), |_| {}).unwrap();
+    let started = started.expect("the first snapshot is used");
+    assert_eq!(started.header, first_header);
+    assert_eq!(started.recorded_at_seq, Some(first_record), "its own record, not the latest");
+    assert_eq!(state.head.seq, second_header.ledger_seq + 1, "the tail runs through the second record");
+    assert_eq!(report.events, second_header.ledger_seq + 1 - first_header.ledger_seq);
+}
