@@ -973,6 +973,9 @@ impl SpawnedServer {
             // The bench client sends far more than a real client's quota allows.
             .arg("--quota-requests")
             .arg("0")
+            // Nor the tokens it holds (an environment variable: older builds, which an A/B
+            // run may start, ignore it).
+            .env("TOKENLEDGER_QUOTA_TOKENS", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -118,6 +118,8 @@ fn run(args: &Args) -> Result<bool, BoxError> {
         ("TOKENLEDGER_PASSWORD_PBKDF2_ITERATIONS".to_owned(), args.pbkdf2_iterations.to_string()),
         // The bench is one client at full speed: no quota or spike arrest may throttle it.
         ("TOKENLEDGER_QUOTA_REQUESTS".to_owned(), "0".to_owned()),
+        // It holds 10M tokens of one client, twice the default live-token quota.
+        ("TOKENLEDGER_QUOTA_TOKENS".to_owned(), "0".to_owned()),
         ("TOKENLEDGER_SPIKE_ARREST_PER_SEC".to_owned(), "0".to_owned()),
     ];
     for pair in &args.server_env {

@@ -52,13 +52,13 @@ role() { curl -s "$1/readyz" | python3 -c 'import json,sys; print(json.load(sys.
 
 start_node() { # id
   local i=$1
-  "$TL" serve --data-dir "$WORK/n$i" --listen 127.0.0.1:1810$i --node-id "$i" --raft-listen 127.0.0.1:1710$i \
+  TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$WORK/n$i" --listen 127.0.0.1:1810$i --node-id "$i" --raft-listen 127.0.0.1:1710$i \
     --peers "$PEERS" --log-level warn --quota-requests 0 >>"$WORK/n$i.log" 2>&1 &
   PIDS+=($!); eval "PID$i=$!"
 }
 
 log "single node"
-"$TL" serve --data-dir "$WORK/single" --listen 127.0.0.1:18100 --log-level warn --quota-requests 0 >"$WORK/single.log" 2>&1 &
+TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$WORK/single" --listen 127.0.0.1:18100 --log-level warn --quota-requests 0 >"$WORK/single.log" 2>&1 &
 PIDS+=($!); SINGLE=$!
 wait_ready http://127.0.0.1:18100 20
 "$TL" import --server http://127.0.0.1:18100 --data-dir "$WORK/single" "$WORK/import.json" >/dev/null

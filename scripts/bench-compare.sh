@@ -75,7 +75,7 @@ ADDR=127.0.0.1:$AXUM_PORT "$T/release/axum-hello" 2>"$OUT/axum.server.log" &
 AXUM_PID=$!; pids+=("$AXUM_PID")
 ADDR=127.0.0.1:$ECHO_PORT "$T/release/grpc-echo-server" 2>"$OUT/echo.server.log" &
 ECHO_PID=$!; pids+=("$ECHO_PID")
-"$TL" serve --data-dir "$TLDIR/data" --listen 127.0.0.1:$TL_PORT --log-level warn --quota-requests 0 2>"$OUT/tokenledger.server.log" &
+TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$TLDIR/data" --listen 127.0.0.1:$TL_PORT --log-level warn --quota-requests 0 2>"$OUT/tokenledger.server.log" &
 TL_PID=$!; pids+=("$TL_PID")
 
 wait_http "http://127.0.0.1:$OIDC_PORT/.well-known/openid-configuration"

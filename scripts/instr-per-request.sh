@@ -58,7 +58,7 @@ load() {
 start_server() { # data dir
   port=$(free_port)
   valgrind --tool=callgrind --callgrind-out-file="$OUT/cg.%p" \
-    "$TL_BIN" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warn --quota-requests 0 \
+    TOKENLEDGER_QUOTA_TOKENS=0 "$TL_BIN" serve --data-dir "$1" --listen "127.0.0.1:$port" --log-level warn --quota-requests 0 \
     >"$OUT/server.$mode.log" 2>&1 &
   pid=$!
   for _ in $(seq 600); do

@@ -17,7 +17,7 @@ case "$LOADGEN" in /*) ;; *) LOADGEN=$root/$LOADGEN ;; esac
 TL=$root/target/release/tokenledger
 dir=$(mktemp -d /tmp/tl-profile.XXXXXX)
 port=${TL_PORT:-8190}
-"$TL" serve --data-dir "$dir/data" --listen 127.0.0.1:$port --log-level warn --quota-requests 0 2>"$dir/server.log" &
+TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$dir/data" --listen 127.0.0.1:$port --log-level warn --quota-requests 0 2>"$dir/server.log" &
 pid=$!
 trap 'kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$port/readyz" && break; sleep 0.1; done

@@ -253,6 +253,7 @@ impl Metrics {
         for (limit, value) in [
             ("spike", readings.spike_rejections),
             ("quota", readings.quota_rejections),
+            ("quota_tokens", readings.tokens_rejections),
             ("client_auth_backoff", readings.client_auth_throttled),
             ("client_secret_budget", readings.client_secret_budget_exhausted),
             ("sign_in_failures", readings.sign_in_failures_refused),
@@ -316,6 +317,7 @@ pub struct Readings<'a> {
     pub ledger: &'a crate::ledger::writer::WriterStatus,
     pub spike_rejections: u64,
     pub quota_rejections: u64,
+    pub tokens_rejections: u64,
     pub client_auth_throttled: u64,
     pub client_secret_budget_exhausted: u64,
     pub client_auth_known_wrong: u64,
@@ -455,7 +457,7 @@ fn describe(recorder: &PrometheusRecorder) {
         (
             "tokenledger_rate_limited_total",
             None,
-            "Requests refused by a limit: spike arrest and the client-authentication limits (CMN_90003), quota (CMN_90002)",
+            "Requests refused by a limit: spike arrest and the client-authentication limits (CMN_90003), the request quota and the tokens-held quota (CMN_90002)",
         ),
         (
             "tokenledger_client_auth_known_wrong_total",

@@ -223,6 +223,7 @@ impl App {
             ledger: self.ledger.status(),
             spike_rejections: load(&self.rate_limits.spike_rejections),
             quota_rejections: load(&self.rate_limits.quota_rejections),
+            tokens_rejections: load(&self.rate_limits.tokens_rejections),
             client_auth_throttled: load(&auth.throttled),
             client_secret_budget_exhausted: load(&auth.budget_exhausted),
             client_auth_known_wrong: load(&auth.known_wrong),

@@ -28,7 +28,7 @@ use crate::api::app::App;
 use crate::api::error::ErrorCode;
 use crate::config::RateLimitConfig;
 use crate::domain::ids::TokenId;
-use crate::domain::state::Client;
+use crate::domain::state::{Client, State};
 
 /// The limiters of one server, and how often each refused a request.
 pub struct RateLimits {
@@ -38,7 +38,15 @@ pub struct RateLimits {
     pub spike_rejections: AtomicU64,
     /// Requests refused by the quota (for /metrics).
     pub quota_rejections: AtomicU64,
+    /// Most tokens one client may hold (`quota_tokens`).
+    tokens_max: Option<u64>,
+    /// Token requests refused because their client held `tokens_max` tokens (for /metrics).
+    pub tokens_rejections: AtomicU64,
 }
+
+/// What a client refused for the tokens it holds is told to wait: tokens leave the tables only
+/// as they expire (and the purge passes, ~30 s), so asking again at once is pointless.
+const TOKENS_HELD_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 impl RateLimits {
     pub fn new(config: &RateLimitConfig) -> Self {
@@ -53,7 +61,25 @@ impl RateLimits {
             quota: quota.map(DefaultKeyedRateLimiter::keyed),
             spike_rejections: AtomicU64::new(0),
             quota_rejections: AtomicU64::new(0),
+            tokens_max: config.tokens.map(|n| n.get()),
+            tokens_rejections: AtomicU64::new(0),
         }
+    }
+
+    /// The live-token quota (`quota_tokens`) for a token request of `client`: CMN_90002 once
+    /// the tables hold that many of its tokens. Counted when the request arrives, so requests
+    /// in flight together may pass it by as many as are in flight; it bounds memory, it is not
+    /// an exact allowance.
+    pub fn check_tokens_held(&self, state: &State, client: &Client) -> Result<(), ErrorCode> {
+        let Some(max) = self.tokens_max else {
+            return Ok(());
+        };
+        if state.tables().tokens_held_by(&client.id, &client.institution_ids) < max {
+            return Ok(());
+        }
+        note_retry_after(TOKENS_HELD_RETRY_AFTER);
+        self.tokens_rejections.fetch_add(1, Ordering::Relaxed);
+        Err(ErrorCode::QuotaLimit)
     }
 
     /// Spike arrest for a request of a known client.

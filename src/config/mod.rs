@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use resolved::{
-    CLOCK_SKEW_MAX_MS_DEFAULT, DEFAULT_QUOTA_REQUESTS, HEADER_BYTES_MIN, Limits, Lockout, RateLimitConfig, TlsFiles,
-    WriterConfig,
+    CLOCK_SKEW_MAX_MS_DEFAULT, DEFAULT_QUOTA_REQUESTS, DEFAULT_QUOTA_TOKENS, HEADER_BYTES_MIN, Limits, Lockout,
+    RateLimitConfig, TlsFiles, WriterConfig,
 };
 
 /// Longest token lifetime a setting may give: ten years (the directory refuses clients with
@@ -126,6 +126,9 @@ pub struct Settings {
     /// Quota window in seconds [default: 3600]
     #[arg(long, env = "TOKENLEDGER_QUOTA_WINDOW_SECS")]
     pub quota_window_secs: Option<u64>,
+    /// Quota: tokens held in memory per client (live, or ended and not yet expired) before its token requests answer CMN_90002; 0 turns it off [default: 5000000]
+    #[arg(long, env = "TOKENLEDGER_QUOTA_TOKENS")]
+    pub quota_tokens: Option<u64>,
     /// Open connections served at once; more wait in the listen backlog [default: 4096]
     #[arg(long, env = "TOKENLEDGER_CONNECTIONS_MAX")]
     pub connections_max: Option<u32>,
@@ -242,6 +245,7 @@ impl Settings {
             spike_arrest_burst,
             quota_requests,
             quota_window_secs,
+            quota_tokens,
             connections_max,
             connections_per_peer_max,
             first_request_timeout_secs,

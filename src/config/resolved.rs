@@ -2,7 +2,7 @@
 //! [`Config::resolve`](super::Config::resolve), so that no layer reads `Settings` itself and
 //! `config` depends on nothing above it.
 
-use std::num::NonZeroU32;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -136,6 +136,12 @@ impl Limits {
 /// 10). The load generators turn it off (`--quota-requests 0`).
 pub const DEFAULT_QUOTA_REQUESTS: u32 = 1_000_000;
 
+/// Tokens one client may hold in memory when `quota_tokens` is not set (issue 12, "bounded
+/// growth"): about 0.6 GB of token tables at ~115 B a token, half of what a node is sized for
+/// (10M tokens), so one runaway client cannot fill a node's memory, while a retail app with
+/// millions of signed-in customers (a refresh token each, rotated ones kept until expiry) fits.
+pub const DEFAULT_QUOTA_TOKENS: u64 = 5_000_000;
+
 /// The resolved rate-limit settings; `None` turns a limit off.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RateLimitConfig {
@@ -143,6 +149,8 @@ pub struct RateLimitConfig {
     pub spike: Option<(NonZeroU32, NonZeroU32)>,
     /// (requests, window) per authenticated client.
     pub quota: Option<(NonZeroU32, Duration)>,
+    /// Tokens held per client.
+    pub tokens: Option<NonZeroU64>,
 }
 
 impl RateLimitConfig {
@@ -166,7 +174,8 @@ impl RateLimitConfig {
                 _ => return Err(ConfigError("quota_window_secs must be between 1 and 2678400 (31 days)".into())),
             },
         };
-        Ok(RateLimitConfig { spike, quota })
+        let tokens = NonZeroU64::new(settings.quota_tokens.unwrap_or(DEFAULT_QUOTA_TOKENS));
+        Ok(RateLimitConfig { spike, quota, tokens })
     }
 }
 

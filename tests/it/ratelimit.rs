@@ -2,6 +2,7 @@
 //! status (500) with `Retry-After`, RESOURCE_EXHAUSTED on gRPC, and no expensive work for a
 //! refused request (no PBKDF2, nothing appended to the ledger).
 
+use tokenledger::clock::{Clock as _, ManualClock};
 use tokenledger::proto::token_service_client::TokenServiceClient;
 use tokenledger::proto::{self as api};
 use tonic::transport::Channel;
@@ -154,4 +155,49 @@ async fn finding_10_a_default_quota_applies_and_can_be_turned_off() {
     assert_eq!((requests.get(), window.as_secs()), (1_000_000, 3600));
     let off = TestServer::start_with(|s| s.quota_requests = Some(0)).await;
     assert!(off.app.config.rate_limits.quota.is_none());
+}
+
+/// Issue 12, "bounded growth": a client that holds `quota_tokens` tokens gets CMN_90002 (REST)
+/// and RESOURCE_EXHAUSTED (gRPC) with `Retry-After` for further token requests, nothing is
+/// recorded for them, other clients are unaffected, and the client may issue again once its
+/// tokens have expired and left the tables. Revoking does not free a slot: a revoked token
+/// stays in memory until its expiry like any other.
+#[tokio::test]
+async fn a_client_holding_quota_tokens_tokens_is_refused_until_they_expire() {
+    let clock = ManualClock::new();
+    let server = TestServer::start_on_clock(clock.clone(), |s| s.quota_tokens = Some(3)).await;
+    let f = server.seed().await;
+    let mut client = server.token_client().await;
+    let first = server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    grpc_token(&mut client, &f.service).await.unwrap();
+    server.token(&f.service, "grant_type=client_credentials").await.access_token();
+    assert!(server.revoke(&f.service, &first).await.status < 300);
+    let head = head_seq(&server);
+    let reply = server.token(&f.service, "grant_type=client_credentials").await;
+    reply.assert_error(500, "CMN_90002");
+    assert_eq!(reply.json()["message"], "Quota limit violation");
+    assert_eq!(retry_after(&reply), 60);
+    let status = grpc_token(&mut client, &f.service).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(status.metadata().get("retry-after").is_some());
+    assert_eq!(head_seq(&server), head, "nothing recorded for refused requests");
+    assert_eq!(metric(&server, "tokenledger_rate_limited_total{limit=\"quota_tokens\"}").await, 2.0);
+    // Another client's tokens are its own: a sign-in holds two (access and refresh).
+    let signed_in = server.token(&f.app, &format!("grant_type=password&{ALICE_LOGIN}")).await;
+    assert_eq!(signed_in.status, 200, "{}", signed_in.json());
+    // Past the tokens' expiry, once the purge has passed, the client issues again.
+    clock.advance(2 * 3_600 * 1000);
+    let now_ms = clock.now_ms();
+    server.app.state.read().tables().purge_all(now_ms);
+    assert_eq!(server.token(&f.service, "grant_type=client_credentials").await.status, 200);
+}
+
+/// The live-token quota is on by default (5,000,000 tokens per client) and 0 turns it off.
+#[tokio::test]
+async fn the_live_token_quota_has_a_default_and_can_be_turned_off() {
+    let server = TestServer::start().await;
+    let tokens = server.app.config.rate_limits.tokens.expect("a default live-token quota");
+    assert_eq!(tokens.get(), 5_000_000);
+    let off = TestServer::start_with(|s| s.quota_tokens = Some(0)).await;
+    assert!(off.app.config.rate_limits.tokens.is_none());
 }

@@ -51,6 +51,7 @@ pub async fn create_token(app: &App, call: Call) -> Result<TokenReply, ErrorCode
     let credentials = call.credentials?;
     let client = app.authenticate_limited_client(&credentials).await?;
     let grant = parse_grant(call.params.get("grant_type"))?;
+    app.rate_limits.check_tokens_held(&app.state.read(), &client)?;
     let institution = match grant {
         GrantKind::ClientCredentials | GrantKind::Password => Some(call.institution.required()?.to_owned()),
         GrantKind::RefreshToken | GrantKind::AuthorizationCode => call.institution.optional()?.map(str::to_owned),

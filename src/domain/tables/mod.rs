@@ -399,6 +399,25 @@ impl TokenTables {
         });
     }
 
+    /// Tokens the tables hold for `client_id` (live or ended, until purged after expiry) in
+    /// `institutions`: what the live-token quota counts. A few interner lookups (each grant
+    /// type times each institution), no walk over tokens.
+    pub fn tokens_held_by(&self, client_id: &Arc<str>, institutions: &[Arc<str>]) -> u64 {
+        const GRANTS: [GrantType; 4] =
+            [GrantType::ClientCredentials, GrantType::Password, GrantType::RefreshToken, GrantType::AuthorizationCode];
+        let mut held = 0;
+        for institution_id in institutions {
+            for grant_type in GRANTS {
+                let class =
+                    GrantClass { grant_type, client_id: client_id.clone(), institution_id: institution_id.clone() };
+                if let Some(handle) = self.classes.find(&class) {
+                    held += u64::from(self.tokens.class_len(handle));
+                }
+            }
+        }
+        held
+    }
+
     pub fn token_count(&self) -> usize {
         self.tokens.len()
     }

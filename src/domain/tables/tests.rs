@@ -267,6 +267,22 @@ impl Model {
         assert_eq!(answers, model, "{what}: retry answers");
         assert_eq!(tables.token_count(), self.tokens.len(), "{what}: counted tokens");
         assert_eq!(tables.family_count(), self.families.len(), "{what}: counted families");
+        // The live-token quota's counts, per client and institution and in all.
+        let world = World::new();
+        for client in &world.clients {
+            let mut all = 0;
+            for institution in &world.institutions {
+                let held = self
+                    .tokens
+                    .values()
+                    .filter(|t| t.grant.client_id == *client && t.grant.institution_id == *institution)
+                    .count() as u64;
+                let counted = tables.tokens_held_by(client, std::slice::from_ref(institution));
+                assert_eq!(counted, held, "{what}: tokens held by {client} in {institution}");
+                all += held;
+            }
+            assert_eq!(tables.tokens_held_by(client, &world.institutions), all, "{what}: tokens held by {client}");
+        }
     }
 }
 

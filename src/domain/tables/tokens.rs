@@ -12,7 +12,7 @@
 //! Revocations, rotations whose deltas do not fit 32 bits, and numbers that do not fit 48 bits
 //! live in small per-shard maps; the slot's flags say when to look there.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 
 use parking_lot::RwLock;
 
@@ -172,6 +172,11 @@ impl TokenShard {
 
     /// Stores `token` under `key` (with its end, if it has one). True if the key is new.
     pub(crate) fn insert(&mut self, key: IdKey, token: &StoredToken) -> bool {
+        self.insert_replacing(key, token).is_none()
+    }
+
+    /// [`Self::insert`], returning the grant class of the token it replaced, if any.
+    pub(crate) fn insert_replacing(&mut self, key: IdKey, token: &StoredToken) -> Option<u32> {
         let old = self.slots.get(&key).copied();
         if let Some(old) = old {
             self.release(&key, old);
@@ -214,7 +219,7 @@ impl TokenShard {
                 EndCause::Revoked(_) => self.end(&key, end.clone()),
             }
         }
-        old.is_none()
+        old.map(|old| get_u32(old.class))
     }
 
     /// Ends `key` by rotation, unless it has ended already (the first end stands).
@@ -264,8 +269,9 @@ impl TokenShard {
         self.ends.insert(*key, end);
     }
 
-    /// Drops every token whose expiry is at or before `now_ms`; returns how many.
-    pub(crate) fn purge(&mut self, now_ms: i64) -> usize {
+    /// Drops every token whose expiry is at or before `now_ms`, telling `removed` the grant
+    /// class of each; returns how many.
+    pub(crate) fn purge(&mut self, now_ms: i64, mut removed: impl FnMut(u32)) -> usize {
         let Self { slots, links, rotations, ends, wide, .. } = self;
         let before = slots.len();
         slots.retain(|key, slot| {
@@ -277,11 +283,19 @@ impl TokenShard {
             if expires_at_ms > now_ms {
                 return true;
             }
+            removed(get_u32(slot.class));
             release(links, rotations, ends, wide, key, *slot);
             false
         });
         slots.shrink_if_sparse();
         before - slots.len()
+    }
+
+    /// Calls `f` with the grant class of every token of the shard.
+    fn for_each_class(&self, mut f: impl FnMut(u32)) {
+        for (_, slot) in self.slots.iter() {
+            f(get_u32(slot.class));
+        }
     }
 
     fn release(&mut self, key: &IdKey, slot: Slot) {
@@ -339,15 +353,70 @@ pub(crate) struct TokenTable {
     shards: Box<[CacheLine<RwLock<TokenShard>>]>,
     map: ShardMap,
     len: AtomicUsize,
+    /// Tokens held per grant class (so per client: a class names one), for the live-token
+    /// quota; kept with `len`.
+    per_class: ClassCounts,
     /// The next shard the incremental purge visits.
     cursor: AtomicUsize,
+}
+
+/// A count per grant-class handle, growing with the handles; read without the writer's help.
+#[derive(Default)]
+pub(crate) struct ClassCounts(RwLock<Vec<AtomicU32>>);
+
+impl ClassCounts {
+    pub(crate) fn get(&self, class: u32) -> u32 {
+        self.0.read().get(class as usize).map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn add(&self, class: u32, n: u32) {
+        if n == 0 {
+            return;
+        }
+        if let Some(count) = self.0.read().get(class as usize) {
+            count.fetch_add(n, Ordering::Relaxed);
+            return;
+        }
+        let mut counts = self.0.write();
+        let needed = (class as usize + 1).max(counts.len());
+        counts.resize_with(needed, || AtomicU32::new(0));
+        if let Some(count) = counts.get(class as usize) {
+            count.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    fn sub(&self, class: u32, n: u32) {
+        if let Some(count) = self.0.read().get(class as usize) {
+            // Saturating: a count never goes below what it holds.
+            let _ = count.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |c| Some(c.saturating_sub(n)));
+        }
+    }
+
+    fn duplicate(&self) -> Self {
+        let counts = self.0.read().iter().map(|c| AtomicU32::new(c.load(Ordering::Relaxed))).collect();
+        Self(RwLock::new(counts))
+    }
+}
+
+/// Counts grant classes in a few slots before touching the shared counts (a purge step or a
+/// loaded shard has few distinct classes).
+#[derive(Default)]
+struct ClassTally(Vec<(u32, u32)>);
+
+impl ClassTally {
+    fn note(&mut self, class: u32) {
+        match self.0.iter_mut().find(|(c, _)| *c == class) {
+            Some((_, n)) => *n += 1,
+            None => self.0.push((class, 1)),
+        }
+    }
 }
 
 impl TokenTable {
     pub(crate) fn new(shards_log2: u32) -> Self {
         let map = ShardMap::new(shards_log2);
         let shards = (0..map.len()).map(|_| CacheLine(RwLock::new(TokenShard::default()))).collect();
-        Self { shards, map, len: AtomicUsize::new(0), cursor: AtomicUsize::new(0) }
+        Self { shards, map, len: AtomicUsize::new(0), per_class: ClassCounts::default(), cursor: AtomicUsize::new(0) }
     }
 
     pub(crate) fn shard_count(&self) -> usize {
@@ -365,6 +434,11 @@ impl TokenTable {
 
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+
+    /// Tokens held of grant class `class` (until purged, ended or not).
+    pub(crate) fn class_len(&self, class: u32) -> u32 {
+        self.per_class.get(class)
     }
 
     #[inline]
@@ -400,9 +474,13 @@ impl TokenTable {
             for op in group.iter().filter_map(|(_, i)| ops.get(*i)) {
                 match *op {
                     TokenOp::Insert(id, token) => {
-                        if shard.insert(IdKey(id.0), token) {
-                            self.len.fetch_add(1, Ordering::Relaxed);
+                        match shard.insert_replacing(IdKey(id.0), token) {
+                            None => {
+                                self.len.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(old_class) => self.per_class.sub(old_class, 1),
                         }
+                        self.per_class.add(token.class, 1);
                     }
                     TokenOp::Rotate { id, successor, at_ms } => shard.rotate(&IdKey(id.0), successor, seq, at_ms),
                     TokenOp::End { id, at_ms, reason } => {
@@ -426,7 +504,11 @@ impl TokenTable {
                 wrapped = true;
             }
             if let Some(lock) = self.shards.get(index) {
-                removed += lock.write().purge(now_ms);
+                let mut tally = ClassTally::default();
+                removed += lock.write().purge(now_ms, |class| tally.note(class));
+                for (class, n) in tally.0 {
+                    self.per_class.sub(class, n);
+                }
             }
         }
         self.len.fetch_sub(removed, Ordering::Relaxed);
@@ -459,11 +541,12 @@ impl TokenTable {
 
     /// A deep copy, shard by shard.
     pub(crate) fn duplicate(&self, shards_log2: u32) -> Self {
-        let copy = Self::new(shards_log2);
+        let mut copy = Self::new(shards_log2);
         for (from, to) in self.shards.iter().zip(copy.shards.iter()) {
             *to.write() = from.read().clone();
         }
         copy.len.store(self.len(), Ordering::Relaxed);
+        copy.per_class = self.per_class.duplicate();
         copy
     }
 
@@ -471,9 +554,19 @@ impl TokenTable {
     pub(crate) fn install(&self, index: usize, shard: TokenShard) {
         if let Some(lock) = self.shards.get(index) {
             let added = shard.len();
+            let mut tally = ClassTally::default();
+            shard.for_each_class(|class| tally.note(class));
             let old = std::mem::replace(&mut *lock.write(), shard);
             self.len.fetch_add(added, Ordering::Relaxed);
             self.len.fetch_sub(old.len(), Ordering::Relaxed);
+            for (class, n) in tally.0 {
+                self.per_class.add(class, n);
+            }
+            let mut gone = ClassTally::default();
+            old.for_each_class(|class| gone.note(class));
+            for (class, n) in gone.0 {
+                self.per_class.sub(class, n);
+            }
         }
     }
 }
@@ -539,7 +632,7 @@ mod tests {
             assert_eq!(other.get(&key), Some(expected), "shape {i} reloaded");
         }
         assert_eq!(shard.links.live(), 2, "inline rotations took their links; the two in the map kept theirs");
-        assert_eq!(shard.purge(100_000), 5, "all but the one that never expires");
+        assert_eq!(shard.purge(100_000, |_| {}), 5, "all but the one that never expires");
         assert_eq!((shard.len(), shard.rotations.live(), shard.ends.len(), shard.wide.len()), (1, 0, 1, 1));
     }
 
