@@ -17,6 +17,7 @@ use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use prost::Message as _;
 
+use crate::ledger::progress;
 use crate::ledger::writer::BatchStats;
 
 /// Label value for endpoints and statuses outside the known set (keeps cardinality bounded).
@@ -271,6 +272,9 @@ impl Metrics {
         gauge("tokenledger_ledger_writable", f64::from(u8::from(readings.writable)));
         gauge("tokenledger_ready", f64::from(u8::from(readings.ready)));
         gauge("tokenledger_clock_behind_ledger_seconds", readings.clock_behind_ledger_ms as f64 / 1000.0);
+        gauge("tokenledger_starting", f64::from(u8::from(readings.start.starting)));
+        gauge("tokenledger_replay_seq", readings.start.seq as f64);
+        gauge("tokenledger_replay_last_seq", readings.start.last_seq as f64);
         let tables = &readings.tables;
         gauge("tokenledger_retry_answers", tables.retry_answers as f64);
         set_counter("tokenledger_retry_answers_dropped_total", vec![], tables.retry_answers_dropped);
@@ -329,6 +333,8 @@ pub struct Readings<'a> {
     pub writable: bool,
     pub ready: bool,
     pub clock_behind_ledger_ms: i64,
+    /// How the start went (the replay's seqs).
+    pub start: crate::ledger::progress::StartReadings,
     /// The token tables' other numbers (`domain::tables`).
     pub tables: TablesReadings,
     /// The projection snapshots (single node).
@@ -390,7 +396,7 @@ fn metadata() -> Metadata<'static> {
 
 /// HELP lines.
 fn describe(recorder: &PrometheusRecorder) {
-    let rows: [(&str, Option<Unit>, &str); 42] = [
+    let rows: [(&str, Option<Unit>, &str); 45] = [
         ("tokenledger_cluster_role", None, "Cluster mode: 1 for this node's role (label role), 0 for the others"),
         ("tokenledger_cluster_term", None, "Cluster mode: the Raft term this node is in"),
         ("tokenledger_cluster_leader_id", None, "Cluster mode: the node this node knows as leader (0: none)"),
@@ -483,8 +489,11 @@ fn describe(recorder: &PrometheusRecorder) {
         ),
         ("tokenledger_live_tokens", None, "Unexpired tokens held in memory (revoked ones until they expire)"),
         ("tokenledger_live_token_families", None, "Unexpired token families held in memory"),
-        ("tokenledger_replay_seconds", Some(Unit::Seconds), "Start-up replay time of the ledger"),
-        ("tokenledger_replay_events", None, "Events replayed at start-up"),
+        ("tokenledger_replay_seconds", Some(Unit::Seconds), progress::HELP_REPLAY_SECONDS),
+        ("tokenledger_replay_events", None, progress::HELP_REPLAY_EVENTS),
+        ("tokenledger_starting", None, progress::HELP_STARTING),
+        ("tokenledger_replay_seq", None, progress::HELP_REPLAY_SEQ),
+        ("tokenledger_replay_last_seq", None, progress::HELP_REPLAY_LAST_SEQ),
     ];
     for (name, unit, help) in rows {
         let name = KeyName::from(SharedString::const_str(name));

@@ -73,6 +73,9 @@ pub struct App {
     pub cluster: Option<Arc<crate::replication::node::ClusterNode>>,
     /// The projection snapshots written (`server::snapshots`), for /metrics.
     pub snapshots: Arc<crate::ledger::snapshot::SnapshotStatus>,
+    /// How the start went: the replay's progress, served while starting (`server::starting`)
+    /// and kept for /metrics.
+    pub start: Arc<crate::ledger::progress::StartProgress>,
 }
 
 impl App {
@@ -116,6 +119,7 @@ impl App {
             metrics,
             cluster: None,
             snapshots: Arc::default(),
+            start: Arc::default(),
         }
     }
 
@@ -222,6 +226,7 @@ impl App {
         crate::metrics::Readings {
             ledger: self.ledger.status(),
             spike_rejections: load(&self.rate_limits.spike_rejections),
+            start: self.start.readings(),
             quota_rejections: load(&self.rate_limits.quota_rejections),
             tokens_rejections: load(&self.rate_limits.tokens_rejections),
             client_auth_throttled: load(&auth.throttled),

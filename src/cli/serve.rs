@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use crate::config::{Config, LogFormat, Settings};
+use crate::ledger::progress::StartProgress;
 use crate::server::{self, data_dir};
 
 #[derive(clap::Args, Debug)]
@@ -68,13 +69,25 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(&config.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
-    let opened = tokio::task::spawn_blocking({
-        let config = config.clone();
-        move || data_dir::open(&config)
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .map_err(|e| e.to_string())?;
+    let metrics_listener = match &config.metrics_listen {
+        Some(address) => Some(server::bind_metrics(address).await.map_err(|e| e.to_string())?),
+        None => None,
+    };
+    // While the ledger opens, health, readiness and the replay's progress are answered
+    // (`server::starting`); the API port only when it speaks plain HTTP.
+    let progress = std::sync::Arc::new(StartProgress::default());
+    let open = tokio::task::spawn_blocking({
+        let (config, progress) = (config.clone(), progress.clone());
+        move || data_dir::open_with_progress(&config, crate::clock::system(), progress)
+    });
+    let listeners = server::starting::StartListeners {
+        api: config.tls.is_none().then_some(&listener),
+        metrics: metrics_listener.as_ref(),
+    };
+    let opened = server::starting::serve_while(listeners, progress, open)
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
     for path in &opened.created {
         tracing::info!(path = %path.display(), "created");
     }
@@ -111,7 +124,7 @@ pub async fn run(args: ServeArgs) -> Result<(), String> {
     };
     let local = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
     tracing::info!(listen = %local, tls = config.tls.is_some(), "serving REST and gRPC");
-    server::run(opened.app.clone(), listener, shutdown).await.map_err(|e| e.to_string())?;
+    server::run_with(opened.app.clone(), listener, metrics_listener, shutdown).await.map_err(|e| e.to_string())?;
     if let Some(message) = opened.app.snapshots.prefix_broken.get() {
         return Err(message.clone());
     }

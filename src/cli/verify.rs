@@ -30,12 +30,18 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
     }
     let _lock = data_dir::lock(&args.data_dir).map_err(|e| format!("{e}; stop the server before verifying offline"))?;
     let ledger = ledger::open_read_only(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    let (mut state, report) = ledger.replay(|n| eprintln!("verified {n} events")).map_err(|e| match &e {
-        ReplayError::Chain(chain) => {
-            format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
-        }
-        ReplayError::Store(_) | ReplayError::Read(_) => format!("ledger verification FAILED: {e}"),
-    })?;
+    let (mut state, report) = ledger
+        .replay(|tick| {
+            if tick.worth_logging() {
+                eprintln!("verified {} of {} events", tick.events, tick.last_seq);
+            }
+        })
+        .map_err(|e| match &e {
+            ReplayError::Chain(chain) => {
+                format!("ledger verification FAILED at event {}: {e}", crate::audit::chain::first_bad_seq(chain))
+            }
+            ReplayError::Store(_) | ReplayError::Read(_) => format!("ledger verification FAILED: {e}"),
+        })?;
     let now_ms = SystemClock.now_ms();
     let compared = if args.compare_snapshot {
         let (mut from_snapshot, started, tail) = ledger

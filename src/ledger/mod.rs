@@ -8,6 +8,7 @@
 pub mod codec;
 pub(crate) mod committed;
 pub mod index;
+pub mod progress;
 pub(crate) mod purge;
 pub(crate) mod raft_log;
 pub(crate) mod reader;
@@ -23,7 +24,7 @@ use std::path::Path;
 pub use crate::config::WriterConfig;
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
-pub use replay::{ReplayError, ReplayReport};
+pub use replay::{ReplayError, ReplayReport, ReplayTick};
 pub use store::{Append, Store, StoreError};
 pub use token_ids::TokenIdScheme;
 pub use writer::{LedgerHandle, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus};
@@ -42,7 +43,11 @@ pub enum OpenError {
 
 /// Opens the ledger at `path`, replays it into a fresh [`State`] and, for a new ledger,
 /// records the `LedgerCreated` event.
-pub fn open(path: &Path, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
+pub fn open(
+    path: &Path,
+    now_ms: i64,
+    progress: impl FnMut(ReplayTick),
+) -> Result<(Store, State, ReplayReport), OpenError> {
     if !path.exists() {
         create(path, now_ms)?;
     }
@@ -69,7 +74,7 @@ pub fn open_with_snapshot(
     path: &Path,
     snapshot_dir: &Path,
     now_ms: i64,
-    mut progress: impl FnMut(u64),
+    mut progress: impl FnMut(ReplayTick),
 ) -> Result<(Store, State, ReplayReport, Option<StartedFrom>), OpenError> {
     if !path.exists() {
         let (store, state, report) = open(path, now_ms, progress)?;
@@ -136,12 +141,16 @@ fn create(path: &Path, now_ms: i64) -> Result<(), OpenError> {
 pub fn open_database(
     db: redb::Database,
     now_ms: i64,
-    progress: impl FnMut(u64),
+    progress: impl FnMut(ReplayTick),
 ) -> Result<(Store, State, ReplayReport), OpenError> {
     open_store(Store::from_database(db)?, now_ms, progress)
 }
 
-fn open_store(store: Store, now_ms: i64, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
+fn open_store(
+    store: Store,
+    now_ms: i64,
+    progress: impl FnMut(ReplayTick),
+) -> Result<(Store, State, ReplayReport), OpenError> {
     let (store, mut state, mut report) = replay_store(store, progress)?;
     if state.head.seq == 0 {
         append_bootstrap(&store, &mut state, &created_event(), now_ms)?;
@@ -166,7 +175,10 @@ pub(crate) fn created_event() -> Event {
 /// Replays `store` into a fresh [`State`], checking the chain, and rebuilds the index when it
 /// was built with another index version. Creates nothing: a cluster node's first events come
 /// through Raft (`replicated::open_replica`).
-pub(crate) fn replay_store(store: Store, progress: impl FnMut(u64)) -> Result<(Store, State, ReplayReport), OpenError> {
+pub(crate) fn replay_store(
+    store: Store,
+    progress: impl FnMut(ReplayTick),
+) -> Result<(Store, State, ReplayReport), OpenError> {
     let mut state = State::with_tables(server_tables());
     let reindex = store.index_version()? != index::INDEX_VERSION;
     let (report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
@@ -212,7 +224,7 @@ pub fn open_read_only(path: &Path) -> Result<ReadOnlyLedger, StoreError> {
 
 impl ReadOnlyLedger {
     /// Checks every event and link of the chain and replays it into a fresh [`State`].
-    pub fn replay(&self, progress: impl FnMut(u64)) -> Result<(State, ReplayReport), ReplayError> {
+    pub fn replay(&self, progress: impl FnMut(ReplayTick)) -> Result<(State, ReplayReport), ReplayError> {
         let mut state = State::default();
         let (report, _) = replay::replay(&self.store, &mut state, false, progress)?;
         Ok((state, report))

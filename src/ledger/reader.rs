@@ -7,7 +7,7 @@
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
 use super::codec;
 use super::index::{self, IndexKind};
@@ -180,6 +180,11 @@ impl Snapshot {
             expected = seq + 1;
         }
         Ok((out, None))
+    }
+
+    /// The seq of the last stored event (0: none).
+    pub fn last_seq(&self) -> Result<u64, ReadError> {
+        Ok(self.events.last()?.map_or(0, |(key, _)| key.value()))
     }
 
     /// Calls `visit(key, bytes)` for every stored event from `from_seq` on, in key order,

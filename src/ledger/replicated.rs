@@ -37,13 +37,16 @@ pub enum ReplicatedError {
 
 /// Opens (or creates) a cluster node's ledger file without sealing a `LedgerCreated` of its own:
 /// in a cluster the first events come through Raft, so they are the same on every node.
-pub fn open_replica(path: &Path, progress: impl FnMut(u64)) -> Result<(Store, State), OpenError> {
+pub fn open_replica(path: &Path, progress: impl FnMut(super::ReplayTick)) -> Result<(Store, State), OpenError> {
     let (store, state, _report) = super::replay_store(Store::open(path)?, progress)?;
     Ok((store, state))
 }
 
 /// [`open_replica`] on any redb backend (the crash tests use one that models lost unsynced writes).
-pub fn open_replica_database(db: redb::Database, progress: impl FnMut(u64)) -> Result<(Store, State), OpenError> {
+pub fn open_replica_database(
+    db: redb::Database,
+    progress: impl FnMut(super::ReplayTick),
+) -> Result<(Store, State), OpenError> {
     let (store, state, _report) = super::replay_store(Store::from_database(db)?, progress)?;
     Ok((store, state))
 }

@@ -14,6 +14,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::crypto::keys::{KeyError, ServerKeys};
 use crate::crypto::{random_bytes, sha256};
+use crate::ledger::progress::StartProgress;
 use crate::ledger::{self, LedgerHandle, OpenError, ReplayReport};
 
 pub const LEDGER_FILE: &str = "ledger.redb";
@@ -86,6 +87,16 @@ pub fn open(config: &Config) -> Result<Opened, StartError> {
 
 /// [`open`] on a given clock (tests step a manual one).
 pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened, StartError> {
+    open_with_progress(config, clock, Arc::default())
+}
+
+/// [`open_with_clock`], reporting the replay's progress to `progress` (which the start-up
+/// server shows, `server::starting`) and keeping it in the app for `/metrics`.
+pub fn open_with_progress(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    progress: Arc<StartProgress>,
+) -> Result<Opened, StartError> {
     let dir = config.data_dir.clone();
     let lock = lock(&dir)?;
     let mut created = Vec::new();
@@ -123,11 +134,12 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
         Err(e) => return Err(io_error(&dir)(e)),
     };
     if let Some(cluster) = &config.cluster {
-        return open_cluster_node(config, cluster, clock, keys, admin_token, created, lock);
+        let (app, report, started) =
+            open_cluster_node(config, cluster, clock, keys, admin_token, &mut created, progress)?;
+        return Ok(Opened { app, report, created, cluster: Some(started), _lock: lock });
     }
-    let (store, mut state, report, snapshot) = ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |events| {
-        tracing::info!(events, "replaying the ledger")
-    })?;
+    let (store, mut state, report, snapshot) =
+        ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |tick| progress.note(tick))?;
     if let Some(started) = &snapshot {
         let header = &started.header;
         match started.recorded_at_seq {
@@ -166,7 +178,9 @@ pub fn open_with_clock(config: &Config, clock: Arc<dyn Clock>) -> Result<Opened,
     let state = Arc::new(RwLock::new(state));
     let handle = LedgerHandle::spawn_with_clock(store, state.clone(), config.writer.clone(), clock)
         .map_err(StartError::Writer)?;
-    let app = Arc::new(App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes())));
+    let mut app = App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes()));
+    app.start = progress;
+    let app = Arc::new(app);
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     if let Some(started) = snapshot {
         use std::sync::atomic::Ordering;
@@ -242,16 +256,14 @@ fn open_cluster_node(
     clock: Arc<dyn Clock>,
     keys: ServerKeys,
     admin_token: String,
-    mut created: Vec<PathBuf>,
-    lock: File,
-) -> Result<Opened, StartError> {
+    created: &mut Vec<PathBuf>,
+    progress: Arc<StartProgress>,
+) -> Result<(Arc<App>, ReplayReport, super::cluster::Started), StartError> {
     let dir = &config.data_dir;
     let ledger_path = dir.join(LEDGER_FILE);
     let ledger_exists = ledger_path.exists();
     let started_at = std::time::Instant::now();
-    let (store, state) = ledger::replicated::open_replica(&ledger_path, |events| {
-        tracing::info!(events, "replaying the ledger");
-    })?;
+    let (store, state) = ledger::replicated::open_replica(&ledger_path, |tick| progress.note(tick))?;
     if !ledger_exists {
         created.push(ledger_path);
     }
@@ -271,11 +283,12 @@ fn open_cluster_node(
     let mut app =
         App::new(config.clone(), keys, signing, state, started.writer.clone(), sha256(admin_token.as_bytes()));
     app.cluster = Some(started.node.clone());
+    app.start = progress;
     let app = Arc::new(app);
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     runtime.spawn(super::cluster::lead_duties(app.clone(), started.node.clone(), file_key_id));
     runtime.spawn(super::cluster::adopt_signing_keys(app.clone()));
-    Ok(Opened { app, report, created, cluster: Some(started), _lock: lock })
+    Ok((app, report, started))
 }
 
 /// Reads the admin credential of a data directory (for CLI commands).

@@ -10,6 +10,7 @@ pub(crate) mod limits;
 pub(crate) mod listener;
 pub(crate) mod signing;
 pub(crate) mod snapshots;
+pub mod starting;
 pub(crate) mod tls;
 
 pub use signing::SIGNING_KEYS_FILE;
@@ -57,6 +58,18 @@ const SERVICE_NAMES: [&str; 6] = [
 /// Serves `app` on `listener` until `shutdown` completes, then stops accepting, drains
 /// in-flight requests (bounded by `shutdown_grace_secs`) and flushes the ledger writer.
 pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
+    run_with(app, listener, None, shutdown).await
+}
+
+/// [`run`], serving `/metrics` on `metrics_listener` (bound before start-up, so that it showed
+/// the start's progress) instead of binding `metrics_listen` itself.
+pub async fn run_with(
+    app: Arc<App>,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    app.start.finish();
     // Projection snapshots: single node only (a cluster's state machine has its own, later).
     let snapshots = app.cluster.is_none().then(|| snapshots::Snapshots::new(&app));
     if let Some(snapshots) = &snapshots {
@@ -115,9 +128,10 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
         None => None,
     };
     let client_certificates_required = tls.as_ref().is_some_and(|t| t.verifies_clients());
-    let metrics_server = match &app.config.metrics_listen {
-        Some(address) => Some(serve_metrics(app.clone(), address, draining.subscribe()).await?),
-        None => None,
+    let metrics_server = match (&app.config.metrics_listen, metrics_listener) {
+        (_, Some(bound)) => Some(serve_metrics(app.clone(), bound, draining.subscribe())?),
+        (Some(address), None) => Some(serve_metrics(app.clone(), bind_metrics(address).await?, draining.subscribe())?),
+        (None, None) => None,
     };
     let front = Arc::new(front::Front::new(
         app.clone(),
@@ -200,16 +214,20 @@ pub async fn run(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Out
     Ok(())
 }
 
-/// Binds `address` and serves `GET /metrics` there (and nothing else) until draining starts.
-/// The metrics then leave the API port, which answers 404 for them.
-async fn serve_metrics(
+/// Binds `metrics_listen`.
+pub async fn bind_metrics(address: &str) -> std::io::Result<TcpListener> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {address}: {e}")))
+}
+
+/// Serves `GET /metrics` on `listener` (and nothing else) until draining starts. The metrics
+/// then leave the API port, which answers 404 for them.
+fn serve_metrics(
     app: Arc<App>,
-    address: &str,
+    listener: TcpListener,
     mut draining: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(address)
-        .await
-        .map_err(|e| std::io::Error::new(e.kind(), format!("metrics_listen {address}: {e}")))?;
     let bound = listener.local_addr()?;
     let _ = app.metrics_addr.set(bound);
     tracing::info!(metrics_listen = %bound, "serving /metrics on its own listener");

@@ -48,6 +48,7 @@ mod rest_errors;
 mod revoke;
 mod signin;
 mod snapshots;
+mod starting;
 mod storage_faults;
 mod tls;
 mod token;
