@@ -282,6 +282,7 @@ impl Metrics {
         gauge("tokenledger_token_tables_bytes", tables.bytes as f64);
         let snapshot = &readings.snapshot;
         gauge("tokenledger_snapshot_seq", snapshot.seq as f64);
+        gauge("tokenledger_snapshot_recorded_seq", snapshot.recorded_seq as f64);
         if let Some(age) = snapshot.age_secs {
             gauge("tokenledger_snapshot_age_seconds", age);
         }
@@ -358,6 +359,8 @@ pub struct TablesReadings {
 pub struct SnapshotReadings {
     /// Its ledger seq; 0: none yet.
     pub seq: u64,
+    /// The seq of the ledger event that recorded it (`ProjectionSnapshotWritten`); 0: none.
+    pub recorded_seq: u64,
     /// Seconds since it was written by this process; `None` if it was not (none, or the one
     /// started from).
     pub age_secs: Option<f64>,

@@ -217,6 +217,7 @@ impl App {
         let written_at_ms = snapshots.written_at_ms.load(Ordering::Acquire);
         let snapshot = crate::metrics::SnapshotReadings {
             seq: load(&snapshots.seq),
+            recorded_seq: load(&snapshots.recorded_seq),
             age_secs: (written_at_ms > 0).then(|| (self.clock.now_ms() - written_at_ms).max(0) as f64 / 1000.0),
             writes: load(&snapshots.writes),
             failures: load(&snapshots.failures),

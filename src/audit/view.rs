@@ -264,6 +264,18 @@ pub fn summary(event: &Event) -> String {
             );
             with_note(text, &b.note)
         }
+        event::Kind::ProjectionSnapshotWritten(s) => format!(
+            "projection snapshot written (file format {}): covers seq {} (chain hash {}), a start from it replays from seq {}; {} live tokens, {} families, {} retry answers; {} bytes, body SHA-256 {}",
+            s.file_format_version,
+            s.covered_seq,
+            id(&s.chain_hash),
+            s.replay_from_seq,
+            s.tokens,
+            s.families,
+            s.retry_entries,
+            s.file_bytes,
+            id(&s.body_sha256),
+        ),
         // Kinds added later are shown generically until they get a line of their own.
         #[allow(unreachable_patterns)]
         _ => format!("{}: {}", kind_name(event), to_json(&redact(event))),

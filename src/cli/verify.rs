@@ -17,7 +17,8 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub json: bool,
     /// Also load the projection snapshot, replay the events after it, and check that the
-    /// state equals the full replay's (fails when there is no usable snapshot)
+    /// state equals the full replay's (fails when there is no usable snapshot); says which
+    /// ledger event recorded the file, if any
     #[arg(long)]
     pub compare_snapshot: bool,
 }
@@ -45,7 +46,7 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         })?;
     let now_ms = SystemClock.now_ms();
     let compared = if args.compare_snapshot {
-        let (mut from_snapshot, header, tail) = ledger
+        let (mut from_snapshot, started, tail) = ledger
             .replay_from_snapshot(&args.data_dir)
             .map_err(|e| format!("no usable projection snapshot to compare: {e}"))?;
         // Both purged at one time (what expired changes neither the active count below nor a
@@ -55,10 +56,10 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
         if from_snapshot != state {
             return Err(format!(
                 "the projection snapshot (seq {}) plus its tail of {} events differs from the full replay",
-                header.ledger_seq, tail.events
+                started.header.ledger_seq, tail.events
             ));
         }
-        Some((header, tail.events))
+        Some((started, tail.events))
     } else {
         None
     };
@@ -75,11 +76,14 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             "users": state.users.len(),
             "active_tokens": active,
             "elapsed_ms": report.elapsed_ms,
-            "snapshot": compared.as_ref().map(|(header, tail)| serde_json::json!({
-                "seq": header.ledger_seq,
-                "replay_from_seq": header.replay_from_seq,
+            "snapshot": compared.as_ref().map(|(started, tail)| serde_json::json!({
+                "seq": started.header.ledger_seq,
+                "replay_from_seq": started.header.replay_from_seq,
                 "tail_events": tail,
                 "equals_full_replay": true,
+                "body_sha256": hex(&started.header.body_sha256),
+                "recorded": started.recorded_at_seq.is_some(),
+                "recorded_seq": started.recorded_at_seq,
             })),
         });
         println!("{out}");
@@ -95,11 +99,21 @@ pub fn run(args: VerifyArgs) -> Result<(), String> {
             active,
             report.elapsed_ms
         );
-        if let Some((header, tail)) = &compared {
+        if let Some((started, tail)) = &compared {
             println!(
                 "projection snapshot OK: seq {} plus its tail of {} events equals the full replay",
-                header.ledger_seq, tail
+                started.header.ledger_seq, tail
             );
+            match started.recorded_at_seq {
+                Some(seq) => println!(
+                    "projection snapshot recorded: event {seq} records this file (covered seq, chain hash and body SHA-256 {} match)",
+                    hex(&started.header.body_sha256)
+                ),
+                None => println!(
+                    "projection snapshot NOT recorded: no event of this ledger records this file (body SHA-256 {})",
+                    hex(&started.header.body_sha256)
+                ),
+            }
         }
     }
     Ok(())

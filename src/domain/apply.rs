@@ -47,7 +47,8 @@ pub fn set_head(state: &mut State, at: Recorded<'_>) {
 /// Every event that changes more than the token tables.
 fn apply_to_rest(state: &mut State, at: Recorded<'_>, event: &Event) {
     match &event.kind {
-        None | Some(event::Kind::LedgerCreated(_)) => {}
+        // A projection snapshot's record changes nothing but the head (below).
+        None | Some(event::Kind::LedgerCreated(_)) | Some(event::Kind::ProjectionSnapshotWritten(_)) => {}
         Some(event::Kind::InstitutionCreated(i)) => directory::apply::institution_created(state, at, i),
         Some(event::Kind::ClientCreated(c)) => directory::apply::client_created(state, at, c),
         Some(event::Kind::UserCreated(u)) => directory::apply::user_created(state, at, u),

@@ -24,6 +24,8 @@ pub enum Command {
     Authorization(AuthorizationCommand),
     /// Bulk revocation and blast-radius containment (operator commands).
     Bulk(BulkCommand),
+    /// The record of a projection snapshot this node wrote (`snapshot_record`).
+    RecordSnapshot(super::snapshot_record::RecordSnapshot),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +37,8 @@ pub enum Outcome {
     Changed,
     Authorization(AuthorizationOutcome),
     Bulk(BulkOutcome),
+    /// A node's record (a projection snapshot's) was appended.
+    Recorded,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -195,6 +199,8 @@ impl Command {
             Command::SignInFailed(failure) => failure.conflict_keys(&mut keys),
             Command::Authorization(command) => command.conflict_keys(state, &mut keys),
             Command::Bulk(command) => command.conflict_keys(&mut keys),
+            // Reads and writes no entity.
+            Command::RecordSnapshot(_) => {}
         }
         keys
     }

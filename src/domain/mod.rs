@@ -18,6 +18,7 @@ pub(crate) mod command;
 pub(crate) mod directory;
 pub(crate) mod shared;
 pub(crate) mod signin;
+pub(crate) mod snapshot_record;
 pub mod state;
 pub mod tables;
 pub(crate) mod token;
@@ -33,6 +34,7 @@ pub use grant::GrantKind;
 pub use ids::{FamilyId, TokenId, hex};
 pub use shared::conflict::{ConflictKeys, ConflictSeed};
 pub use shared::decision::{Context, Decision, Recorded};
+pub use snapshot_record::RecordSnapshot;
 pub use state::cutoff::CutoffScope;
 pub use state::{State, TokenKind};
 pub use token::{FAMILY_LIFETIME_MAX_MS_DEFAULT, FreshIds, Issue, IssueGrant, Issued, Revoke};
@@ -61,5 +63,8 @@ pub fn decide(state: &State, command: &Command, ctx: Context<'_>) -> Decision<Ou
             authcode::decide::decide(state, command, ctx).map(Outcome::Authorization, Rejection::Refused)
         }
         Command::Bulk(command) => bulk::decide_bulk(state, command, ctx).map(Outcome::Bulk, Rejection::Directory),
+        Command::RecordSnapshot(record) => {
+            snapshot_record::decide(state, record).map(|()| Outcome::Recorded, Rejection::Refused)
+        }
     }
 }

@@ -126,6 +126,7 @@ pub fn kind_number(event: &Event) -> u8 {
         Some(event::Kind::SigningKeyActivated(_)) => 33,
         Some(event::Kind::BulkRevoked(_)) => 40,
         Some(event::Kind::BlastRadiusRevoked(_)) => 41,
+        Some(event::Kind::ProjectionSnapshotWritten(_)) => 50,
     }
 }
 
@@ -232,7 +233,8 @@ pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u6
             add(IndexKind::Token, &b.code_id);
             add_code(&mut add, state, &b.code_id);
         }
-        Some(event::Kind::SigningKeyActivated(_)) => {}
+        // Found by their event-kind entries alone (`snapshot::record::find`).
+        Some(event::Kind::SigningKeyActivated(_)) | Some(event::Kind::ProjectionSnapshotWritten(_)) => {}
         Some(event::Kind::BulkRevoked(b)) => {
             if let Some(scope) = crate::domain::bulk::scope_of(b) {
                 add(IndexKind::Cutoff, &cutoff_value(&scope));

@@ -54,26 +54,37 @@ pub fn open(
     open_store(Store::open(path)?, now_ms, progress)
 }
 
+/// The projection snapshot a start (or `verify --compare-snapshot`) loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StartedFrom {
+    pub header: snapshot::SnapshotHeader,
+    /// The seq of the latest `ProjectionSnapshotWritten` event that recorded this very file
+    /// (`snapshot::record::find`); `None` when the ledger holds none (a crash between the
+    /// rename and the event, or a file copied from elsewhere that passed every check).
+    pub recorded_at_seq: Option<u64>,
+}
+
 /// [`open`], starting from the projection snapshot in `snapshot_dir` when there is a usable
 /// one: it must be of this ledger (its seqs and chain hashes are the ledger's), whole and of
 /// format 3; then only the events after the snapshot's state are read, each checked against
 /// the chain from the snapshot's head on. Any other snapshot is ignored with a warning and the
-/// ledger is replayed in full, as without one. Also returns the snapshot's header when used.
+/// ledger is replayed in full, as without one. Also returns which snapshot was used, and the
+/// event that recorded it, if any (a snapshot without one is used all the same).
 pub fn open_with_snapshot(
     path: &Path,
     snapshot_dir: &Path,
     now_ms: i64,
     mut progress: impl FnMut(ReplayTick),
-) -> Result<(Store, State, ReplayReport, Option<snapshot::SnapshotHeader>), OpenError> {
+) -> Result<(Store, State, ReplayReport, Option<StartedFrom>), OpenError> {
     if !path.exists() {
         let (store, state, report) = open(path, now_ms, progress)?;
         return Ok((store, state, report, None));
     }
     let store = Store::open(path)?;
     match from_snapshot(&store, snapshot_dir) {
-        Ok((mut state, header)) => {
+        Ok((mut state, started)) => {
             let (report, _) = replay::replay(&store, &mut state, false, &mut progress)?;
-            return Ok((store, state, report, Some(header)));
+            return Ok((store, state, report, Some(started)));
         }
         Err(snapshot::SnapshotFileError::Missing) => {}
         Err(error) => {
@@ -84,8 +95,9 @@ pub fn open_with_snapshot(
     Ok((store, state, report, None))
 }
 
-/// The state of `dir`'s snapshot, if it is one of `store`'s ledger (see [`open_with_snapshot`]).
-fn from_snapshot(store: &Store, dir: &Path) -> Result<(State, snapshot::SnapshotHeader), snapshot::SnapshotFileError> {
+/// The state of `dir`'s snapshot, if it is one of `store`'s ledger (see [`open_with_snapshot`]),
+/// and the event that recorded the file.
+fn from_snapshot(store: &Store, dir: &Path) -> Result<(State, StartedFrom), snapshot::SnapshotFileError> {
     use snapshot::SnapshotFileError;
     let file = snapshot::SnapshotFile::open(dir)?;
     if store.index_version().map_err(|e| SnapshotFileError::State(e.to_string()))? != index::INDEX_VERSION {
@@ -95,12 +107,15 @@ fn from_snapshot(store: &Store, dir: &Path) -> Result<(State, snapshot::Snapshot
     let reader = store.reader().snapshot().map_err(|e| SnapshotFileError::State(e.to_string()))?;
     file.check_chain(|seq| reader.chain_hash(seq))?;
     let header = *file.header();
+    // One index range read (the records after the covered seq), before the body is loaded.
+    let recorded_at_seq =
+        snapshot::record::find(&reader, &header).map_err(|e| SnapshotFileError::State(e.to_string()))?;
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
     let (tables, _, rest) = file.load_state(server_tables(), workers)?;
     if reader.chain_hash(rest.head.seq) != Some(rest.head.hash) {
         return Err(SnapshotFileError::NotThisLedger { seq: rest.head.seq });
     }
-    Ok((State::from_parts(rest, tables), header))
+    Ok((State::from_parts(rest, tables), StartedFrom { header, recorded_at_seq }))
 }
 
 /// Creates a new ledger atomically: it is initialised (tables, `LedgerCreated`) under a
@@ -199,10 +214,12 @@ pub struct ReadOnlyLedger {
     store: Store,
 }
 
-/// Opens the existing ledger file at `path` for reading (it is not created if missing).
+/// Opens the existing ledger file at `path` for reading (it is not created if missing). Nothing
+/// of the file changes, not even the format version of an older format
+/// (`Store::from_database_read_only`).
 pub fn open_read_only(path: &Path) -> Result<ReadOnlyLedger, StoreError> {
     let db = redb::Database::builder().set_cache_size(store::CACHE_BYTES).open(path)?;
-    Ok(ReadOnlyLedger { store: Store::from_database(db)? })
+    Ok(ReadOnlyLedger { store: Store::from_database_read_only(db)? })
 }
 
 impl ReadOnlyLedger {
@@ -215,10 +232,16 @@ impl ReadOnlyLedger {
 
     /// The state a start-up would build from `dir`'s projection snapshot: the snapshot loaded
     /// and the ledger's tail after it replayed (`verify --compare-snapshot`).
-    pub fn replay_from_snapshot(&self, dir: &Path) -> Result<(State, snapshot::SnapshotHeader, ReplayReport), String> {
-        let (mut state, header) = from_snapshot(&self.store, dir).map_err(|e| e.to_string())?;
+    /// Also says which event recorded the file, if any.
+    pub fn replay_from_snapshot(&self, dir: &Path) -> Result<(State, StartedFrom, ReplayReport), String> {
+        let (mut state, started) = from_snapshot(&self.store, dir).map_err(|e| e.to_string())?;
         let (report, _) = replay::replay(&self.store, &mut state, false, |_| {}).map_err(|e| e.to_string())?;
-        Ok((state, header, report))
+        Ok((state, started, report))
+    }
+
+    /// The format version recorded in the file.
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        self.store.format_version()
     }
 
     /// A consistent read view of the committed events, for the audit queries.

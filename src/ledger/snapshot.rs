@@ -214,6 +214,9 @@ pub enum SnapshotFileError {
 pub struct SnapshotStatus {
     /// `ledger_seq` of the last snapshot written or started from (0: none).
     pub seq: std::sync::atomic::AtomicU64,
+    /// The seq of the `ProjectionSnapshotWritten` event that recorded that snapshot (0: not
+    /// recorded, or not yet).
+    pub recorded_seq: std::sync::atomic::AtomicU64,
     /// When it was written (ms since the epoch; 0: none).
     pub written_at_ms: std::sync::atomic::AtomicI64,
     pub writes: std::sync::atomic::AtomicU64,
@@ -610,5 +613,6 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
+pub mod record;
 #[cfg(test)]
 mod tests;

@@ -26,14 +26,22 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// tables (bench/README.md, 10M run).
 pub const CACHE_BYTES: usize = 128 << 20;
 
-/// Version of the table layout; see the format log in docs/design.md.
-pub const FORMAT_VERSION: u32 = 2;
-/// Format 1 files open too: their events are read as they are (a format-1 envelope is a
-/// format-2 envelope with the transaction id as text), and `format_version` becomes 2.
+/// Version of the table layout and event set; see the format log in docs/design.md.
+pub const FORMAT_VERSION: u32 = 3;
+/// Format 1 and 2 files open too, their events read as they are (a format-1 envelope is a
+/// format-2 envelope with the transaction id as text; format 3 adds an event kind,
+/// `ProjectionSnapshotWritten`, and nothing else). Opened for writing, a file's
+/// `format_version` becomes 3, so that an older build, which would refuse the new kind as an
+/// unknown event, refuses the file up front instead. Opened read-only, nothing changes.
 const FORMAT_V1: u32 = 1;
+const FORMAT_V2: u32 = 2;
 const META_FORMAT: &str = "format_version";
-/// The last seq of a format-1 file when a format-2 build first opened it (u64 be).
+/// The last seq of a format-1 file when a format-2 (or later) build first opened it for
+/// writing (u64 be).
 const META_FORMAT_1_UNTIL: &str = "format_1_until_seq";
+/// The last seq of a format-2 file when a format-3 build first opened it for writing (u64 be):
+/// no event up to it is of a format-3 kind.
+const META_FORMAT_2_UNTIL: &str = "format_2_until_seq";
 const META_INDEX: &str = "index_version";
 const META_TOKEN_ID_KEY: &str = "token_id_key";
 
@@ -41,7 +49,7 @@ const META_TOKEN_ID_KEY: &str = "token_id_key";
 pub enum StoreError {
     #[error("another process has the ledger open (is a tokenledger server running on this data dir?)")]
     AlreadyOpen,
-    #[error("ledger format {found} is not supported by this build (supports {FORMAT_V1} and {FORMAT_VERSION})")]
+    #[error("ledger format {found} is not supported by this build (supports {FORMAT_V1} to {FORMAT_VERSION})")]
     UnsupportedFormat { found: u32 },
     #[error("ledger storage error: {0}")]
     Storage(#[from] redb::Error),
@@ -82,12 +90,15 @@ pub struct Append {
 }
 
 impl Store {
-    /// Opens (or creates) the ledger file, checking its format version.
+    /// Opens (or creates) the ledger file for writing, checking its format version.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
         Self::from_database(db)
     }
 
+    /// Opens `db` for writing: checks its format version and marks an older format as the
+    /// current one (see [`FORMAT_VERSION`]), creating the tables and the token-id key of a new
+    /// file, in one durable transaction.
     pub fn from_database(db: Database) -> Result<Self, StoreError> {
         let db = Arc::new(db);
         let mut txn = db.begin_write()?;
@@ -100,9 +111,10 @@ impl Store {
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(Some(FORMAT_VERSION)) => {}
-                Some(Some(FORMAT_V1)) => {
+                Some(Some(old @ (FORMAT_V1 | FORMAT_V2))) => {
                     let head = txn.open_table(EVENTS)?.last()?.map_or(0, |(seq, _)| seq.value());
-                    meta.insert(META_FORMAT_1_UNTIL, head.to_be_bytes().as_slice())?;
+                    let until = if old == FORMAT_V1 { META_FORMAT_1_UNTIL } else { META_FORMAT_2_UNTIL };
+                    meta.insert(until, head.to_be_bytes().as_slice())?;
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(other) => {
@@ -125,6 +137,32 @@ impl Store {
         };
         txn.commit()?;
         Ok(Self { db, token_ids: Arc::new(TokenIdScheme::new(&token_id_key)) })
+    }
+
+    /// Opens `db` for reading only (`verify`, offline audit checks): checks its format version
+    /// in a read transaction and writes nothing, so the file's `meta` table (its format
+    /// version above all) is what it was. A file without a token-id key (never opened for
+    /// writing by a build that has one) gets a zero key: its index predates token positions
+    /// and answers no query by token either way.
+    pub fn from_database_read_only(db: Database) -> Result<Self, StoreError> {
+        let db = Arc::new(db);
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        match meta.get(META_FORMAT)?.map(|v| read_u32(v.value())) {
+            Some(Some(FORMAT_V1 | FORMAT_V2 | FORMAT_VERSION)) => {}
+            other => return Err(StoreError::UnsupportedFormat { found: other.flatten().unwrap_or(0) }),
+        }
+        let key = meta.get(META_TOKEN_ID_KEY)?.map_or_else(|| vec![0u8; 32], |v| v.value().to_vec());
+        drop(meta);
+        drop(txn);
+        Ok(Self { db, token_ids: Arc::new(TokenIdScheme::new(&key)) })
+    }
+
+    /// The format version recorded in the file (0 when none is).
+    pub fn format_version(&self) -> Result<u32, StoreError> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        Ok(meta.get(META_FORMAT)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
     }
 
     pub fn token_ids(&self) -> &Arc<TokenIdScheme> {

@@ -140,13 +140,25 @@ pub fn open_with_progress(
     }
     let (store, mut state, report, snapshot) =
         ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |tick| progress.note(tick))?;
-    if let Some(header) = &snapshot {
-        tracing::info!(
-            snapshot_seq = header.ledger_seq,
-            replayed_from_seq = header.replay_from_seq,
-            tail_events = report.events,
-            "started from the projection snapshot"
-        );
+    if let Some(started) = &snapshot {
+        let header = &started.header;
+        match started.recorded_at_seq {
+            Some(recorded_seq) => tracing::info!(
+                snapshot_seq = header.ledger_seq,
+                recorded_seq,
+                replayed_from_seq = header.replay_from_seq,
+                tail_events = report.events,
+                "started from the snapshot recorded at event {recorded_seq}, covering seq {}",
+                header.ledger_seq
+            ),
+            None => tracing::warn!(
+                snapshot_seq = header.ledger_seq,
+                replayed_from_seq = header.replay_from_seq,
+                tail_events = report.events,
+                "started from a projection snapshot covering seq {} that is not recorded in this ledger (no ProjectionSnapshotWritten event matches the file: written by a node that stopped before recording it, or copied from elsewhere); it passed every check of the file and the chain",
+                header.ledger_seq
+            ),
+        }
     }
     if !ledger_exists {
         created.push(ledger_path);
@@ -170,9 +182,11 @@ pub fn open_with_progress(
     app.start = progress;
     let app = Arc::new(app);
     app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
-    if let Some(header) = snapshot {
-        app.snapshots.seq.store(header.ledger_seq, std::sync::atomic::Ordering::Release);
-        verify_prefix(&app, header.replay_from_seq - 1).map_err(StartError::Writer)?;
+    if let Some(started) = snapshot {
+        use std::sync::atomic::Ordering;
+        app.snapshots.seq.store(started.header.ledger_seq, Ordering::Release);
+        app.snapshots.recorded_seq.store(started.recorded_at_seq.unwrap_or(0), Ordering::Release);
+        verify_prefix(&app, started.header.replay_from_seq - 1).map_err(StartError::Writer)?;
     }
     Ok(Opened { app, report, created, cluster: None, _lock: lock })
 }

@@ -3,6 +3,12 @@
 //! events arrive, and once more when the server stops, so that the next start loads the
 //! snapshot and replays only the tail (`ledger::open_with_snapshot`).
 //!
+//! Each file written is then recorded in the ledger: a `ProjectionSnapshotWritten` event
+//! (`ledger::snapshot::record`) submitted through the writer like any command, once the file
+//! is renamed into place and its directory fsynced. That event is not activity: "new events"
+//! above are the events after the snapshot other than its own record ([`new_events`]), so an idle
+//! node writes no further snapshot (of nothing but its record, forever).
+//!
 //! A write copies the state other than the token tables under one read lock (the directory:
 //! mostly `Arc` clones), then streams the tables shard by shard, each under its own read lock,
 //! while the writer goes on; no request waits for it.
@@ -15,7 +21,8 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use crate::api::app::App;
-use crate::ledger::snapshot::{self, SnapshotFileError, SnapshotHeader};
+use crate::domain::RecordSnapshot;
+use crate::ledger::snapshot::{self, SnapshotFileError, SnapshotHeader, SnapshotStatus, record};
 
 /// After a failed write, wait this long before the next try.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(60);
@@ -27,12 +34,31 @@ pub struct Snapshots {
     /// One write at a time (the background thread and the one at shutdown).
     writing: Mutex<()>,
     stop: AtomicBool,
+    /// The server's runtime, to wait for the writer from the snapshot threads (which are not
+    /// on it); `None` outside a runtime (no record is then written).
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+/// Events after the last snapshot (covering `covered`) other than its own record (at
+/// `recorded`, 0 when none): the record is after the seq it covers and at most the head.
+pub fn new_events(status: &SnapshotStatus, head: u64) -> u64 {
+    let covered = status.seq.load(Ordering::Acquire);
+    let recorded = status.recorded_seq.load(Ordering::Acquire);
+    let own = u64::from(recorded > covered && recorded <= head);
+    head.saturating_sub(covered).saturating_sub(own)
 }
 
 impl Snapshots {
+    /// Call it on the server's runtime (it keeps a handle to it).
     pub fn new(app: &Arc<App>) -> Arc<Self> {
         let dir = app.config.data_dir.clone();
-        Arc::new(Self { app: Arc::downgrade(app), dir, writing: Mutex::new(()), stop: AtomicBool::new(false) })
+        Arc::new(Self {
+            app: Arc::downgrade(app),
+            dir,
+            writing: Mutex::new(()),
+            stop: AtomicBool::new(false),
+            runtime: tokio::runtime::Handle::try_current().ok(),
+        })
     }
 
     /// Starts the background thread (when a setting asks for snapshots by count or time).
@@ -43,29 +69,29 @@ impl Snapshots {
             return Ok(());
         }
         let this = self.clone();
-        let last_seq = app.snapshots.seq.load(Ordering::Acquire);
         std::thread::Builder::new()
             .name("snapshots".into())
-            .spawn(move || this.run(every_events, Duration::from_secs(every_secs), last_seq))?;
+            .spawn(move || this.run(every_events, Duration::from_secs(every_secs)))?;
         Ok(())
     }
 
-    fn run(&self, every_events: u64, every: Duration, mut last_seq: u64) {
+    fn run(&self, every_events: u64, every: Duration) {
         let mut last_at = Instant::now();
         let mut not_before = Instant::now();
         while !self.stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_millis(250));
-            let Some(head) = self.app.upgrade().map(|app| app.state.read().head.seq) else { return };
-            let by_count = every_events > 0 && head.saturating_sub(last_seq) >= every_events;
-            let by_time = !every.is_zero() && head > last_seq && last_at.elapsed() >= every;
+            let Some(news) = self.app.upgrade().map(|app| new_events(&app.snapshots, app.state.read().head.seq)) else {
+                return;
+            };
+            let by_count = every_events > 0 && news >= every_events;
+            let by_time = !every.is_zero() && news > 0 && last_at.elapsed() >= every;
             if !(by_count || by_time) || Instant::now() < not_before {
                 continue;
             }
             last_at = Instant::now();
-            match self.write() {
-                Ok(header) => last_seq = header.ledger_seq,
+            if self.write().is_err() {
                 // Counted and logged in `write`; try again later rather than at every tick.
-                Err(_) => not_before = Instant::now() + RETRY_AFTER_FAILURE,
+                not_before = Instant::now() + RETRY_AFTER_FAILURE;
             }
         }
     }
@@ -86,6 +112,8 @@ impl Snapshots {
         match snapshot::write_state_snapshot(&self.dir, &rest, &tables, chain_hash_at) {
             Ok(header) => {
                 let took = started.elapsed();
+                // Not recorded until `record` says so (see `new_events`).
+                status.recorded_seq.store(0, Ordering::Release);
                 status.seq.store(header.ledger_seq, Ordering::Release);
                 status.written_at_ms.store(app.clock.now_ms(), Ordering::Release);
                 status.writes.fetch_add(1, Ordering::Relaxed);
@@ -98,6 +126,7 @@ impl Snapshots {
                     took_ms = took.as_millis() as u64,
                     "projection snapshot written"
                 );
+                self.record(&app, &header, took);
                 Ok(header)
             }
             Err(error) => {
@@ -108,8 +137,33 @@ impl Snapshots {
         }
     }
 
+    /// Records the snapshot just written (the file is in place) in the ledger, and notes the
+    /// event's seq. A failure leaves the file as it is, unrecorded (a start from it says so).
+    fn record(&self, app: &App, header: &SnapshotHeader, took: Duration) {
+        let Some(runtime) = &self.runtime else { return };
+        let command = RecordSnapshot(record::record_of(header, took.as_millis() as u64));
+        if let Err(error) = runtime.block_on(app.ledger.submit_as(command, String::new())) {
+            tracing::warn!(
+                ?error,
+                ledger_seq = header.ledger_seq,
+                "the projection snapshot was written but is not recorded in the ledger"
+            );
+            return;
+        }
+        // Committed and applied: the latest matching record is this one (one write at a time).
+        let found = app.ledger.reader().snapshot().ok().and_then(|read| record::find(&read, header).ok().flatten());
+        if let Some(seq) = found {
+            app.snapshots.recorded_seq.store(seq, Ordering::Release);
+            tracing::info!(
+                recorded_seq = seq,
+                ledger_seq = header.ledger_seq,
+                "projection snapshot recorded in the ledger"
+            );
+        }
+    }
+
     /// Stops the background thread and writes a last snapshot if events came since the last
-    /// one (at shutdown, once no request is in flight).
+    /// one, its own record aside (at shutdown, once no request is in flight).
     pub fn finish(&self) {
         self.stop.store(true, Ordering::Release);
         let Some(app) = self.app.upgrade() else { return };
@@ -117,10 +171,9 @@ impl Snapshots {
             // The ledger failed verification: no snapshot of it.
             return;
         }
-        let head = app.state.read().head.seq;
-        let written = app.snapshots.seq.load(Ordering::Acquire);
+        let news = new_events(&app.snapshots, app.state.read().head.seq);
         drop(app);
-        if head > written {
+        if news > 0 {
             let _ = self.write();
         }
     }

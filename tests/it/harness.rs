@@ -168,9 +168,12 @@ impl TestServer {
     /// fresh state and asserts that it equals the live projections (both purged at the same
     /// time). Returns the replayed state for further checks.
     pub async fn assert_replay_equals_live(self) -> tokenledger::domain::State {
-        let mut live = self.app.state.read().clone();
+        let app = self.app.clone();
         let clock = self.app.clock.clone();
         let dir = self.stop().await;
+        // Taken after the stop: the projection snapshot written at shutdown appends its record.
+        let mut live = app.state.read().clone();
+        drop(app);
         let path = dir.path().join(data_dir::LEDGER_FILE);
         let now = clock.now_ms();
         let (_, mut replayed, report) = tokenledger::ledger::open(&path, now, |_| {}).expect("replay the ledger");
