@@ -74,7 +74,10 @@ impl RateLimits {
         let Some(max) = self.tokens_max else {
             return Ok(());
         };
-        if state.tables().tokens_held_by(&client.id, &client.institution_ids) < max {
+        let tables = state.tables();
+        // Below the cap in all, no client can be at it: one load, no per-client count (the
+        // common case, and the whole cost on the hot path).
+        if (tables.token_count() as u64) < max || tables.tokens_held_by(&client.id, &client.institution_ids) < max {
             return Ok(());
         }
         note_retry_after(TOKENS_HELD_RETRY_AFTER);
