@@ -83,7 +83,7 @@ pub fn open_with_snapshot(
     let store = Store::open(path)?;
     match from_snapshot(&store, snapshot_dir) {
         Ok((mut state, started)) => {
-            let (report, _) = replay::replay(&store, &mut state, false, &mut progress)?;
+            let (report, _) = replay_at(&store, &mut state, false, Some(now_ms), &mut progress)?;
             return Ok((store, state, report, Some(started)));
         }
         Err(snapshot::SnapshotFileError::Missing) => {}
@@ -151,7 +151,7 @@ fn open_store(
     now_ms: i64,
     progress: impl FnMut(ReplayTick),
 ) -> Result<(Store, State, ReplayReport), OpenError> {
-    let (store, mut state, mut report) = replay_store(store, progress)?;
+    let (store, mut state, mut report) = replay_store(store, Some(now_ms), progress)?;
     if state.head.seq == 0 {
         append_bootstrap(&store, &mut state, &created_event(), now_ms)?;
         report.events = 1;
@@ -177,15 +177,34 @@ pub(crate) fn created_event() -> Event {
 /// through Raft (`replicated::open_replica`).
 pub(crate) fn replay_store(
     store: Store,
+    now_ms: Option<i64>,
     progress: impl FnMut(ReplayTick),
 ) -> Result<(Store, State, ReplayReport), OpenError> {
     let mut state = State::with_tables(server_tables());
     let reindex = store.index_version()? != index::INDEX_VERSION;
-    let (report, keys) = replay::replay(&store, &mut state, reindex, progress)?;
+    let (report, keys) = replay_at(&store, &mut state, reindex, now_ms, progress)?;
     if reindex {
         store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
     }
     Ok((store, state, report))
+}
+
+/// [`replay::replay`] for a start at `now_ms`: retry answers that are older than the retry
+/// window at `now_ms` are not kept (the purge would drop them at once), which spares a full
+/// replay a ring insert per issuance and the memory of every answer the ledger holds.
+fn replay_at(
+    store: &Store,
+    state: &mut State,
+    collect_index: bool,
+    now_ms: Option<i64>,
+    progress: impl FnMut(ReplayTick),
+) -> Result<(ReplayReport, Vec<Vec<u8>>), ReplayError> {
+    if let Some(now_ms) = now_ms {
+        state.tables().set_retry_floor(now_ms);
+    }
+    let replayed = replay::replay(store, state, collect_index, progress);
+    state.tables().set_retry_floor(i64::MIN);
+    replayed
 }
 
 /// The token tables of a serving node: default sizes, hashes seeded per process (the interned

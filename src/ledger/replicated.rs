@@ -38,7 +38,7 @@ pub enum ReplicatedError {
 /// Opens (or creates) a cluster node's ledger file without sealing a `LedgerCreated` of its own:
 /// in a cluster the first events come through Raft, so they are the same on every node.
 pub fn open_replica(path: &Path, progress: impl FnMut(super::ReplayTick)) -> Result<(Store, State), OpenError> {
-    let (store, state, _report) = super::replay_store(Store::open(path)?, progress)?;
+    let (store, state, _report) = super::replay_store(Store::open(path)?, None, progress)?;
     Ok((store, state))
 }
 
@@ -47,7 +47,7 @@ pub fn open_replica_database(
     db: redb::Database,
     progress: impl FnMut(super::ReplayTick),
 ) -> Result<(Store, State), OpenError> {
-    let (store, state, _report) = super::replay_store(Store::from_database(db)?, progress)?;
+    let (store, state, _report) = super::replay_store(Store::from_database(db)?, None, progress)?;
     Ok((store, state))
 }
 

@@ -35,7 +35,7 @@ mod tokens;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
@@ -144,6 +144,9 @@ pub struct TokenTables {
     complete_seq: AtomicU64,
     /// Issuances not stored because an interner was full.
     refused_full: AtomicU64,
+    /// Retry answers that the purge would drop at this time are not stored
+    /// ([`TokenTables::set_retry_floor`]); `i64::MIN` but while a start replays.
+    retry_floor_ms: AtomicI64,
 }
 
 /// A token, as the domain reads it: what [`Token`] holds, with borrowed interned parts.
@@ -317,6 +320,7 @@ impl TokenTables {
             clients: Interner::new(config.clients_max, seed ^ 3),
             complete_seq: AtomicU64::new(0),
             refused_full: AtomicU64::new(0),
+            retry_floor_ms: AtomicI64::new(i64::MIN),
             config,
         }
     }
@@ -497,7 +501,9 @@ impl TokenTables {
             let issue = FamilyIssue { client, expires_at_ms, decided_at_ms: issuance.decided_at_ms, refresh };
             self.families.issued(seq, &family, issue);
         }
-        if let (Some(request), Some(access)) = (issuance.request, issuance.access) {
+        if let (Some(request), Some(access)) = (issuance.request, issuance.access)
+            && issuance.decided_at_ms.saturating_add(RETRY_WINDOW_MS) > self.retry_floor_ms.load(Ordering::Relaxed)
+        {
             let key = RetryKey::new(client, request.transaction_id);
             let refresh = issuance.refresh.map(|t| t.id);
             let entry = RetryEntry::new(key, request.fingerprint, issuance.decided_at_ms, access.id, refresh);
@@ -546,6 +552,14 @@ impl TokenTables {
     pub fn revoke_family(&self, seq: u64, at_ms: i64, id: &FamilyId, reason: RevocationReason) {
         self.note(seq);
         self.families.revoked(seq, id, at_ms, reason);
+    }
+
+    /// While a start replays the ledger at `now_ms`: issuances whose retry answer the purge
+    /// would drop at `now_ms` (decided more than the retry window before it) keep no answer.
+    /// `i64::MIN` turns it off, which the start does after the replay (so a clock that steps
+    /// back later cannot lose a live answer).
+    pub fn set_retry_floor(&self, now_ms: i64) {
+        self.retry_floor_ms.store(now_ms, Ordering::Relaxed);
     }
 
     /// Declares every event up to `seq` applied in full. The writer calls it after each event
@@ -642,6 +656,7 @@ impl Clone for TokenTables {
             clients: self.clients.duplicate(),
             complete_seq: AtomicU64::new(self.complete_seq.load(Ordering::Acquire)),
             refused_full: AtomicU64::new(self.refused_full.load(Ordering::Relaxed)),
+            retry_floor_ms: AtomicI64::new(self.retry_floor_ms.load(Ordering::Relaxed)),
         }
     }
 }

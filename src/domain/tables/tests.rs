@@ -767,3 +767,41 @@ fn the_retry_budget_spans_batches() {
     assert_eq!(tables.purge_step(later, budget).retries, 500);
     assert_eq!(tables.purge_step(later, budget).retries, 0);
 }
+
+/// A start that replays at `now` keeps no retry answer the purge would drop at `now`, and
+/// keeps the others; with the floor off again, old answers are kept as before.
+#[test]
+fn a_replay_floor_drops_only_answers_the_purge_would_drop() {
+    let world = World::new();
+    let tables = TokenTables::new(TablesConfig::small());
+    let fingerprint = [7u8; 32];
+    let issue = |seq: u64, decided_at_ms: i64| {
+        let txid = format!("tx-{seq}");
+        let issuance = Issuance {
+            seq,
+            recorded_at_ms: decided_at_ms,
+            decided_at_ms,
+            grant_type: GrantType::ClientCredentials,
+            client_id: &world.clients[0],
+            institution_id: &world.institutions[0],
+            user: None,
+            family: None,
+            access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
+            refresh: None,
+            rotated_from: None,
+            request: Some(RequestAnswer { transaction_id: &txid, fingerprint: &fingerprint }),
+        };
+        tables.issue(&issuance).unwrap();
+    };
+    let now = 1_000_000;
+    tables.set_retry_floor(now);
+    issue(1, now - RETRY_WINDOW_MS); // the purge at `now` drops it
+    issue(2, now - RETRY_WINDOW_MS + 1); // still answered at `now`
+    assert_eq!(tables.retry_count(), 1);
+    assert!(tables.recent_answer("app", "tx-2").is_some());
+    assert!(tables.recent_answer("app", "tx-1").is_none());
+    assert_eq!(tables.token_count(), 2, "the tokens are stored all the same");
+    tables.set_retry_floor(i64::MIN);
+    issue(3, 0);
+    assert!(tables.recent_answer("app", "tx-3").is_some());
+}
