@@ -215,10 +215,22 @@ fn verify_prefix(app: &Arc<App>, through_seq: u64) -> std::io::Result<()> {
     std::thread::Builder::new().name("chain-verify".into()).spawn(move || {
         let Some(reader) = app.upgrade().map(|app| app.ledger.reader().clone()) else { return };
         let started = std::time::Instant::now();
-        let outcome = reader
-            .snapshot()
-            .map_err(|e| e.to_string())
-            .and_then(|snapshot| chain::verify(&snapshot, Some(last), claim).map_err(|e| e.to_string()));
+        // A shutdown stops the walk: its read transaction would hold the ledger open, and the
+        // close would wait for it (5 s) and then leave the file unclosed.
+        let stopping = || app.upgrade().is_none_or(|app| app.draining.load(Ordering::Acquire));
+        let outcome = reader.snapshot().map_err(|e| e.to_string()).and_then(|snapshot| {
+            chain::verify_unless(&snapshot, Some(last), claim, stopping).map_err(|e| e.to_string())
+        });
+        let outcome = match outcome {
+            Ok(Some(report)) => Ok(report),
+            Ok(None) => {
+                tracing::info!(
+                    "the background chain verification stopped with the server; the next start verifies again"
+                );
+                return;
+            }
+            Err(error) => Err(error),
+        };
         let Some(app) = app.upgrade() else { return };
         let failure = match outcome {
             Ok(report) if report.ok() => {
