@@ -736,6 +736,31 @@ fn views_borrow_interned_values_shared_between_tokens() {
     assert_eq!((memory.token_slots.entries, memory.interned.entries), (10, 3));
 }
 
+/// A client_credentials issuance of token `[seq; 16]` with a retry answer under `txid`,
+/// decided (and recorded) at `decided_at_ms`.
+fn answered_issuance<'a>(
+    world: &'a World,
+    seq: u64,
+    decided_at_ms: i64,
+    txid: &'a str,
+    fingerprint: &'a [u8; 32],
+) -> Issuance<'a> {
+    Issuance {
+        seq,
+        recorded_at_ms: decided_at_ms,
+        decided_at_ms,
+        grant_type: GrantType::ClientCredentials,
+        client_id: &world.clients[0],
+        institution_id: &world.institutions[0],
+        user: None,
+        family: None,
+        access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
+        refresh: None,
+        rotated_from: None,
+        request: Some(RequestAnswer { transaction_id: txid, fingerprint }),
+    }
+}
+
 /// The retry ring is purged in batches under separate holds of its lock, up to the budget.
 #[test]
 fn the_retry_budget_spans_batches() {
@@ -744,21 +769,7 @@ fn the_retry_budget_spans_batches() {
     let fingerprint = [7u8; 32];
     for seq in 1..=1_500u64 {
         let txid = format!("tx-{seq}");
-        let issuance = Issuance {
-            seq,
-            recorded_at_ms: seq as i64,
-            decided_at_ms: seq as i64,
-            grant_type: GrantType::ClientCredentials,
-            client_id: &world.clients[0],
-            institution_id: &world.institutions[0],
-            user: None,
-            family: None,
-            access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
-            refresh: None,
-            rotated_from: None,
-            request: Some(RequestAnswer { transaction_id: &txid, fingerprint: &fingerprint }),
-        };
-        tables.issue(&issuance).unwrap();
+        tables.issue(&answered_issuance(&world, seq, seq as i64, &txid, &fingerprint)).unwrap();
     }
     let budget = PurgeBudget { token_shards: 0, family_shards: 0, retry_entries: 1_000 };
     let later = 10 * RETRY_WINDOW_MS;
@@ -777,21 +788,7 @@ fn a_replay_floor_drops_only_answers_the_purge_would_drop() {
     let fingerprint = [7u8; 32];
     let issue = |seq: u64, decided_at_ms: i64| {
         let txid = format!("tx-{seq}");
-        let issuance = Issuance {
-            seq,
-            recorded_at_ms: decided_at_ms,
-            decided_at_ms,
-            grant_type: GrantType::ClientCredentials,
-            client_id: &world.clients[0],
-            institution_id: &world.institutions[0],
-            user: None,
-            family: None,
-            access: Some(NewToken { id: TokenId([seq as u8; 16]), expires_at_ms: i64::MAX, scopes: &world.scopes[0] }),
-            refresh: None,
-            rotated_from: None,
-            request: Some(RequestAnswer { transaction_id: &txid, fingerprint: &fingerprint }),
-        };
-        tables.issue(&issuance).unwrap();
+        tables.issue(&answered_issuance(&world, seq, decided_at_ms, &txid, &fingerprint)).unwrap();
     };
     let now = 1_000_000;
     tables.set_retry_floor(now);
