@@ -83,8 +83,6 @@ pub struct Metrics {
     batch_commands: Histogram,
     batch_events: Histogram,
     commit_seconds: Histogram,
-    replay_seconds: Gauge,
-    replay_events: Gauge,
 }
 
 impl Metrics {
@@ -133,8 +131,6 @@ impl Metrics {
             batch_commands: histogram("tokenledger_ledger_batch_commands"),
             batch_events: histogram("tokenledger_ledger_batch_events"),
             commit_seconds: histogram("tokenledger_ledger_commit_seconds"),
-            replay_seconds: gauge("tokenledger_replay_seconds"),
-            replay_events: gauge("tokenledger_replay_events"),
             endpoints,
             grpc_index,
             recorder,
@@ -229,12 +225,6 @@ impl Metrics {
         self.recorder.register_counter(&key, &metadata()).increment(1);
     }
 
-    /// Records how long start-up replay took.
-    pub fn replayed(&self, events: u64, elapsed: Duration) {
-        self.replay_seconds.set(elapsed.as_secs_f64());
-        self.replay_events.set(events as f64);
-    }
-
     /// Drains histogram samples into their buckets, so memory stays bounded between scrapes.
     pub fn upkeep(&self) {
         self.handle.run_upkeep();
@@ -272,9 +262,9 @@ impl Metrics {
         gauge("tokenledger_ledger_writable", f64::from(u8::from(readings.writable)));
         gauge("tokenledger_ready", f64::from(u8::from(readings.ready)));
         gauge("tokenledger_clock_behind_ledger_seconds", readings.clock_behind_ledger_ms as f64 / 1000.0);
-        gauge("tokenledger_starting", f64::from(u8::from(readings.start.starting)));
-        gauge("tokenledger_replay_seq", readings.start.seq as f64);
-        gauge("tokenledger_replay_last_seq", readings.start.last_seq as f64);
+        for (name, _, value) in progress::gauges(&readings.start) {
+            gauge(name, value);
+        }
         let tables = &readings.tables;
         gauge("tokenledger_retry_answers", tables.retry_answers as f64);
         set_counter("tokenledger_retry_answers_dropped_total", vec![], tables.retry_answers_dropped);

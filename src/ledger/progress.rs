@@ -1,6 +1,7 @@
 //! How far a node's start has got (opening the ledger: a snapshot load, a replay), for the
 //! start-up server (`server::starting`) and, once the node is up, `/metrics`.
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -9,16 +10,17 @@ use super::ReplayTick;
 /// The start's progress: written by the replay, read by the start-up server and, once the
 /// node is up, by `/metrics` (which keeps the final numbers).
 pub struct StartProgress {
-    began: Instant,
     starting: AtomicBool,
+    /// When the replay reported its first tick.
+    replay_began: OnceLock<Instant>,
+    /// How long the replay took, once it has ended.
+    replay_ms: OnceLock<u64>,
     /// Events applied by this start's replay (a snapshot's tail, or the whole ledger).
     events: AtomicU64,
     /// The seq the replay has reached.
     seq: AtomicU64,
     /// The last seq the ledger holds: where the replay ends.
     last_seq: AtomicU64,
-    /// Milliseconds from the start of opening until the node was up (0 while starting).
-    took_ms: AtomicU64,
 }
 
 /// One reading of [`StartProgress`].
@@ -28,19 +30,19 @@ pub struct StartReadings {
     pub events: u64,
     pub seq: u64,
     pub last_seq: u64,
-    /// Seconds since opening began (while starting) or that the start took.
+    /// Seconds the replay has taken so far, or took once it ended.
     pub seconds: f64,
 }
 
 impl Default for StartProgress {
     fn default() -> Self {
         Self {
-            began: Instant::now(),
             starting: AtomicBool::new(true),
+            replay_began: OnceLock::new(),
+            replay_ms: OnceLock::new(),
             events: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             last_seq: AtomicU64::new(0),
-            took_ms: AtomicU64::new(0),
         }
     }
 }
@@ -48,6 +50,10 @@ impl Default for StartProgress {
 impl StartProgress {
     /// Records a replay's progress report; logs every million or so events.
     pub fn note(&self, tick: ReplayTick) {
+        let began = *self.replay_began.get_or_init(Instant::now);
+        if tick.done {
+            let _ = self.replay_ms.set(u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
         self.events.store(tick.events, Ordering::Relaxed);
         self.seq.store(tick.seq, Ordering::Relaxed);
         self.last_seq.store(tick.last_seq, Ordering::Relaxed);
@@ -58,17 +64,15 @@ impl StartProgress {
 
     /// The node is up.
     pub fn finish(&self) {
-        let took = u64::try_from(self.began.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.took_ms.store(took.max(1), Ordering::Relaxed);
         self.starting.store(false, Ordering::Release);
     }
 
     pub fn readings(&self) -> StartReadings {
         let starting = self.starting.load(Ordering::Acquire);
-        let seconds = if starting {
-            self.began.elapsed().as_secs_f64()
-        } else {
-            self.took_ms.load(Ordering::Relaxed) as f64 / 1000.0
+        let seconds = match (self.replay_ms.get(), self.replay_began.get()) {
+            (Some(ms), _) => *ms as f64 / 1000.0,
+            (None, Some(began)) => began.elapsed().as_secs_f64(),
+            (None, None) => 0.0,
         };
         StartReadings {
             starting,

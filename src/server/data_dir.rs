@@ -181,7 +181,6 @@ pub fn open_with_progress(
     let mut app = App::new(config.clone(), keys, signing, state, handle, sha256(admin_token.as_bytes()));
     app.start = progress;
     let app = Arc::new(app);
-    app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     if let Some(started) = snapshot {
         use std::sync::atomic::Ordering;
         app.snapshots.seq.store(started.header.ledger_seq, Ordering::Release);
@@ -297,7 +296,6 @@ fn open_cluster_node(
     app.cluster = Some(started.node.clone());
     app.start = progress;
     let app = Arc::new(app);
-    app.metrics.replayed(report.events, std::time::Duration::from_millis(report.elapsed_ms as u64));
     runtime.spawn(super::cluster::lead_duties(app.clone(), started.node.clone(), file_key_id));
     runtime.spawn(super::cluster::adopt_signing_keys(app.clone()));
     Ok((app, report, started))
