@@ -9,9 +9,10 @@ use std::sync::{Arc, Weak};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
-use super::codec;
+use super::chunks;
+use super::codec::{self, ChainError};
 use super::index::{self, IndexKind};
-use super::store::{EVENTS, INDEX, StoreError};
+use super::store::{CHUNKS, EVENTS, INDEX, StoreError};
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::TokenId;
 use crate::proto::ledger::{Envelope, Event};
@@ -23,6 +24,9 @@ pub enum ReadError {
     Closed,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A chunk of stored events does not parse: the first event it fails at.
+    #[error(transparent)]
+    Damaged(ChainError),
 }
 
 impl From<redb::StorageError> for ReadError {
@@ -55,15 +59,31 @@ impl LedgerReader {
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
         let db = self.db.upgrade().ok_or(ReadError::Closed)?;
         let txn = db.begin_read().map_err(StoreError::from)?;
-        let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
+        // A file that never had one of the two event tables (a new file has both; a format-1
+        // to -3 file opened read-only has no chunks) reads as if it were empty.
+        let optional = |table: redb::TableDefinition<'static, u64, &'static [u8]>| match txn.open_table(table) {
+            Ok(table) => Ok(Some(table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let rows = optional(EVENTS)?;
+        let chunks = optional(CHUNKS)?;
         let index = txn.open_table(INDEX).map_err(StoreError::from)?;
-        Ok(Snapshot { events, index, token_ids: self.token_ids.clone(), _db: db })
+        let rows_last = match &rows {
+            Some(rows) => rows.last()?.map_or(0, |(seq, _)| seq.value()),
+            None => 0,
+        };
+        Ok(Snapshot { rows, rows_last, chunks, index, token_ids: self.token_ids.clone(), _db: db })
     }
 }
 
-/// One read transaction over the `events` and `index` tables.
+/// One read transaction over the event tables and the `index`.
 pub struct Snapshot {
-    events: ReadOnlyTable<u64, &'static [u8]>,
+    /// Formats 1 to 3: one row per event, the events up to `rows_last`.
+    rows: Option<ReadOnlyTable<u64, &'static [u8]>>,
+    rows_last: u64,
+    /// Format 4: the events after `rows_last`, in chunks.
+    chunks: Option<ReadOnlyTable<u64, &'static [u8]>>,
     index: ReadOnlyTable<&'static [u8], ()>,
     token_ids: Arc<TokenIdScheme>,
     /// Keeps the database open while the snapshot lives (see `Store::close`).
@@ -80,10 +100,67 @@ impl Snapshot {
         }
     }
 
+    /// The stored bytes of event `seq` (its envelope as the writer stored it).
+    fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        if seq <= self.rows_last
+            && let Some(rows) = &self.rows
+            && let Some(value) = rows.get(seq)?
+        {
+            return Ok(Some(value.value().to_vec()));
+        }
+        let Some(chunks) = &self.chunks else { return Ok(None) };
+        let Some((key, value)) = chunks.range(..=seq)?.next_back().transpose()? else { return Ok(None) };
+        for entry in chunks::entries(key.value(), value.value()) {
+            let (at, bytes) = entry.map_err(ReadError::Damaged)?;
+            if at == seq {
+                return Ok(Some(bytes.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `visit(seq, stored bytes)` for the stored events with seqs in `from..=to`, in seq
+    /// order, until it returns `false`. A seq missing from the ledger is skipped (callers that
+    /// check the chain see the gap).
+    fn visit(&self, from: u64, to: u64, mut visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
+        if from > to {
+            return Ok(());
+        }
+        if from <= self.rows_last
+            && let Some(rows) = &self.rows
+        {
+            for row in rows.range(from..=to.min(self.rows_last))? {
+                let (key, value) = row?;
+                if !visit(key.value(), value.value()) {
+                    return Ok(());
+                }
+            }
+        }
+        let from = from.max(self.rows_last.saturating_add(1));
+        let Some(chunks) = &self.chunks else { return Ok(()) };
+        if from > to {
+            return Ok(());
+        }
+        let start = chunks.range(..=from)?.next_back().transpose()?.map_or(from, |(key, _)| key.value());
+        for row in chunks.range(start..=to)? {
+            let (key, value) = row?;
+            for entry in chunks::entries(key.value(), value.value()) {
+                let (seq, bytes) = entry.map_err(ReadError::Damaged)?;
+                if seq > to {
+                    return Ok(());
+                }
+                if seq >= from && !visit(seq, bytes) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The envelope of event `seq`, in canonical form (`codec::canonical_bytes`: what the
     /// audit API and Raft snapshots send, whichever form it is stored in).
     pub fn envelope(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        Ok(self.events.get(seq)?.map(|v| codec::canonical_bytes(v.value().to_vec())))
+        Ok(self.stored(seq)?.map(codec::canonical_bytes))
     }
 
     /// The chain hash of event `seq` as its stored content gives it (recomputed and checked by
@@ -93,17 +170,20 @@ impl Snapshot {
         if seq == 0 {
             return Some([0u8; 32]);
         }
-        let stored = self.events.get(seq).ok()??;
-        codec::open(seq, stored.value()).ok().map(|opened| opened.hash)
+        let stored = self.stored(seq).ok()??;
+        codec::open(seq, &stored).ok().map(|opened| opened.hash)
     }
 
-    /// Envelopes with keys in `seqs`, in key order, at most `max`, in canonical form.
+    /// Envelopes with seqs in `seqs`, in seq order, at most `max`, in canonical form.
     pub fn envelopes(&self, seqs: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut out = Vec::new();
-        for row in self.events.range(seqs)?.take(max) {
-            let (key, value) = row?;
-            out.push((key.value(), codec::canonical_bytes(value.value().to_vec())));
+        if max == 0 {
+            return Ok(out);
         }
+        self.visit(*seqs.start(), *seqs.end(), |seq, bytes| {
+            out.push((seq, codec::canonical_bytes(bytes.to_vec())));
+            out.len() < max
+        })?;
         Ok(out)
     }
 
@@ -160,17 +240,20 @@ impl Snapshot {
     ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
         let mut out = Vec::new();
         let mut expected = *seqs.start();
-        for (read, row) in self.events.range(seqs)?.enumerate() {
+        let mut read = 0;
+        let mut stopped = None;
+        self.visit(*seqs.start(), *seqs.end(), |seq, bytes| {
             if read >= max {
-                return Ok((out, expected.checked_sub(1)));
+                stopped = Some(expected.checked_sub(1));
+                return false;
             }
-            let (key, value) = row?;
-            let seq = key.value();
+            read += 1;
             if seq != expected {
                 out.push(expected);
-                return Ok((out, Some(expected)));
+                stopped = Some(Some(expected));
+                return false;
             }
-            let kind = Envelope::decode(value.value())
+            let kind = Envelope::decode(bytes)
                 .ok()
                 .and_then(|envelope| Event::decode(envelope.event.as_slice()).ok())
                 .map(|event| index::kind_number(&event));
@@ -178,24 +261,22 @@ impl Snapshot {
                 out.push(seq);
             }
             expected = seq + 1;
-        }
-        Ok((out, None))
+            true
+        })?;
+        Ok((out, stopped.flatten()))
     }
 
     /// The seq of the last stored event (0: none).
     pub fn last_seq(&self) -> Result<u64, ReadError> {
-        Ok(self.events.last()?.map_or(0, |(key, _)| key.value()))
+        let Some(chunks) = &self.chunks else { return Ok(self.rows_last) };
+        let Some((key, value)) = chunks.last()? else { return Ok(self.rows_last) };
+        let count = chunks::count(key.value(), value.value()).map_err(ReadError::Damaged)?;
+        Ok(self.rows_last.max(key.value() + count.saturating_sub(1)))
     }
 
-    /// Calls `visit(key, bytes)` for every stored event from `from_seq` on, in key order,
-    /// until it returns `false`.
-    pub fn scan(&self, from_seq: u64, mut visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
-        for row in self.events.range(from_seq..)? {
-            let (key, value) = row?;
-            if !visit(key.value(), value.value()) {
-                break;
-            }
-        }
-        Ok(())
+    /// Calls `visit(seq, bytes)` for every stored event from `from_seq` on (its envelope as
+    /// stored), in seq order, until it returns `false`.
+    pub fn scan(&self, from_seq: u64, visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
+        self.visit(from_seq, u64::MAX, visit)
     }
 }
