@@ -110,3 +110,42 @@ fn change_chunk(db: &Database, seq: u64, put: impl FnOnce(&mut Vec<(u64, Vec<u8>
     txn.commit()?;
     Ok(())
 }
+
+/// The seqs the index holds for (`kind`, `value`), `value` as the index stores it (a token id
+/// as its position: `index::token_value`), from whichever index table the file's
+/// `index_version` names.
+pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) -> Result<Vec<u64>, StoreError> {
+    use super::index;
+    let txn = db.begin_read()?;
+    let version = txn
+        .open_table(super::store::META)?
+        .get("index_version")?
+        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+        .map_or(0, u32::from_be_bytes);
+    let low = index::entry(kind, value, 0);
+    let high = index::entry(kind, value, u64::MAX);
+    let mut out = Vec::new();
+    if version >= 4 {
+        let table = txn.open_table(super::store::INDEX_LISTS)?;
+        for row in table.range(low.as_slice()..=high.as_slice())? {
+            let (key, deltas) = row?;
+            let seqs = index::split_entry(key.value()).and_then(|(_, first)| index::unpack(first, deltas.value()));
+            out.extend(seqs.ok_or_else(|| StoreError::Damaged("an index row does not parse".into()))?);
+        }
+    } else {
+        // Index version 2 wrote every seq in 8 bytes, version 3 in as few as it needs.
+        let table = txn.open_table(super::store::INDEX)?;
+        let low = index::prefix(kind, value);
+        let mut high = low.clone();
+        high.extend_from_slice(&[0xff; 10]);
+        for row in table.range(low.as_slice()..high.as_slice())? {
+            let (key, _) = row?;
+            let seq = match version {
+                3 => index::seq_of(key.value()),
+                _ => key.value().get(low.len()..).and_then(|seq| <[u8; 8]>::try_from(seq).ok()).map(u64::from_be_bytes),
+            };
+            out.extend(seq);
+        }
+    }
+    Ok(out)
+}

@@ -12,7 +12,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 use super::chunks;
 use super::codec::{self, ChainError};
 use super::index::{self, IndexKind};
-use super::store::{CHUNKS, EVENTS, INDEX, StoreError};
+use super::store::{CHUNKS, EVENTS, INDEX, INDEX_LISTS, META, StoreError};
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::TokenId;
 use crate::proto::ledger::{Envelope, Event};
@@ -68,7 +68,7 @@ impl LedgerReader {
         };
         let rows = optional(EVENTS)?;
         let chunks = optional(CHUNKS)?;
-        let index = txn.open_table(INDEX).map_err(StoreError::from)?;
+        let index = IndexTable::open(&txn)?;
         let rows_last = match &rows {
             Some(rows) => rows.last()?.map_or(0, |(seq, _)| seq.value()),
             None => 0,
@@ -84,7 +84,7 @@ pub struct Snapshot {
     rows_last: u64,
     /// Format 4: the events after `rows_last`, in chunks.
     chunks: Option<ReadOnlyTable<u64, &'static [u8]>>,
-    index: ReadOnlyTable<&'static [u8], ()>,
+    index: IndexTable,
     token_ids: Arc<TokenIdScheme>,
     /// Keeps the database open while the snapshot lives (see `Store::close`).
     _db: Arc<Database>,
@@ -188,7 +188,8 @@ impl Snapshot {
     }
 
     /// Seqs of the index entries of (`kind`, `value`) within `seqs`, in order, at most `max`:
-    /// one range scan of the entries' contiguous key range.
+    /// one range scan of the value's contiguous key range (from the row that may hold the
+    /// range's first seq).
     pub fn index_seqs(
         &self,
         kind: IndexKind,
@@ -196,35 +197,33 @@ impl Snapshot {
         seqs: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<u64>, ReadError> {
-        if seqs.is_empty() {
+        if seqs.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
         let value = self.index_value(kind, value);
-        let low = index::entry(kind, &value, *seqs.start());
-        let high = index::entry(kind, &value, *seqs.end());
+        let (from, to) = (*seqs.start(), *seqs.end());
+        let first = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, from))?;
+        let start = first.as_ref().and_then(|seqs| seqs.first().copied()).unwrap_or(from);
         let mut out = Vec::new();
-        for row in self.index.range(low.as_slice()..=high.as_slice())?.take(max) {
-            let (key, _) = row?;
-            if let Some(seq) = index::seq_of(key.value()) {
-                out.push(seq);
-            }
-        }
+        self.index.rows(&index::entry(kind, &value, start), &index::entry(kind, &value, to), |row| {
+            out.extend(row.iter().copied().filter(|seq| (from..=to).contains(seq)).take(max - out.len()));
+            out.len() < max
+        })?;
         Ok(out)
     }
 
     /// Does event `seq` have the index entry (`kind`, `value`)?
     pub fn index_contains(&self, kind: IndexKind, value: &[u8], seq: u64) -> Result<bool, ReadError> {
         let value = self.index_value(kind, value);
-        Ok(self.index.get(index::entry(kind, &value, seq).as_slice())?.is_some())
+        let row = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, seq))?;
+        Ok(row.is_some_and(|seqs| seqs.contains(&seq)))
     }
 
     /// The last index entry of (`kind`, `value`) at or below `max_seq`.
     pub fn index_last(&self, kind: IndexKind, value: &[u8], max_seq: u64) -> Result<Option<u64>, ReadError> {
         let value = self.index_value(kind, value);
-        let low = index::entry(kind, &value, 0);
-        let high = index::entry(kind, &value, max_seq);
-        let last = self.index.range(low.as_slice()..=high.as_slice())?.next_back().transpose()?;
-        Ok(last.and_then(|(key, _)| index::seq_of(key.value())))
+        let row = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, max_seq))?;
+        Ok(row.and_then(|seqs| seqs.into_iter().rev().find(|seq| *seq <= max_seq)))
     }
 
     /// Seqs within `seqs` of the events whose kind number is in `kinds`, found by reading the
@@ -279,4 +278,80 @@ impl Snapshot {
     pub fn scan(&self, from_seq: u64, visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
         self.visit(from_seq, u64::MAX, visit)
     }
+}
+
+/// The index table of the file: list rows (index version 4), one row per entry (versions up to
+/// 3, still read by a read-only open of an older file), or none.
+enum IndexTable {
+    Lists(ReadOnlyTable<&'static [u8], &'static [u8]>),
+    Entries(ReadOnlyTable<&'static [u8], ()>),
+    Missing,
+}
+
+impl IndexTable {
+    /// The table the file's `index_version` says holds its index.
+    fn open(txn: &redb::ReadTransaction) -> Result<Self, ReadError> {
+        let version = match txn.open_table(META) {
+            Ok(meta) => meta.get("index_version")?.and_then(|v| v.value().try_into().ok()).map(u32::from_be_bytes),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let missing = |e: redb::TableError| match e {
+            redb::TableError::TableDoesNotExist(_) => Ok(Self::Missing),
+            e => Err(ReadError::from(StoreError::from(e))),
+        };
+        if version.unwrap_or(0) >= 4 {
+            txn.open_table(INDEX_LISTS).map(Self::Lists).or_else(missing)
+        } else {
+            txn.open_table(INDEX).map(Self::Entries).or_else(missing)
+        }
+    }
+
+    /// The seqs of each row with a key in `low..=high`, in key order, until `visit` says stop.
+    fn rows(&self, low: &[u8], high: &[u8], mut visit: impl FnMut(&[u64]) -> bool) -> Result<(), ReadError> {
+        match self {
+            Self::Lists(table) => {
+                for row in table.range(low..=high)? {
+                    let (key, value) = row?;
+                    if !visit(&list_seqs(key.value(), value.value())?) {
+                        break;
+                    }
+                }
+            }
+            Self::Entries(table) => {
+                for row in table.range(low..=high)? {
+                    let (key, _) = row?;
+                    if let Some(seq) = index::seq_of(key.value())
+                        && !visit(&[seq])
+                    {
+                        break;
+                    }
+                }
+            }
+            Self::Missing => {}
+        }
+        Ok(())
+    }
+
+    /// The seqs of the last row with a key in `low..=high`.
+    fn last_row(&self, low: &[u8], high: &[u8]) -> Result<Option<Vec<u64>>, ReadError> {
+        match self {
+            Self::Lists(table) => match table.range(low..=high)?.next_back().transpose()? {
+                Some((key, value)) => Ok(Some(list_seqs(key.value(), value.value())?)),
+                None => Ok(None),
+            },
+            Self::Entries(table) => {
+                let last = table.range(low..=high)?.next_back().transpose()?;
+                Ok(last.and_then(|(key, _)| index::seq_of(key.value())).map(|seq| vec![seq]))
+            }
+            Self::Missing => Ok(None),
+        }
+    }
+}
+
+/// The seqs of one list row; a row that does not parse is a damaged index.
+fn list_seqs(key: &[u8], value: &[u8]) -> Result<Vec<u64>, ReadError> {
+    index::split_entry(key)
+        .and_then(|(_, first)| index::unpack(first, value))
+        .ok_or_else(|| ReadError::Store(StoreError::Damaged("an index row does not parse".into())))
 }

@@ -11,9 +11,13 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::chunks;
 use super::codec::Sealed;
+use super::index;
 use super::raft_log::{RaftLog, RaftLogError};
 use super::reader::LedgerReader;
 use super::token_ids::TokenIdScheme;
+
+/// Index entries an index rebuild groups into lists at a time (about 16,000 events' worth).
+const REBUILD_WINDOW: usize = 1 << 16;
 
 /// How long closing the store waits for readers to finish the read they are in.
 const READERS_WAIT: Duration = Duration::from_secs(5);
@@ -22,7 +26,10 @@ const READERS_WAIT: Duration = Duration::from_secs(5);
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Format 4: the events after those of `events`, in chunks (`chunks.rs`).
 pub(crate) const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("event_chunks");
+/// Index versions up to 3: one row per entry (`index.rs`). Dropped when the index is rebuilt.
 pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index");
+/// Index version 4: list rows (`index::lists`).
+pub(crate) const INDEX_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_lists");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// redb's page cache for the ledger file (its default is 1 GiB). The writer only appends (it
@@ -150,7 +157,7 @@ impl Store {
             drop(meta);
             txn.open_table(EVENTS)?;
             txn.open_table(CHUNKS)?;
-            txn.open_table(INDEX)?;
+            txn.open_table(INDEX_LISTS)?;
             key
         };
         txn.commit()?;
@@ -242,12 +249,11 @@ impl Store {
         txn.set_durability(durability)?;
         {
             let mut chunks = txn.open_table(CHUNKS)?;
-            let mut index = txn.open_table(INDEX)?;
+            let mut index = txn.open_table(INDEX_LISTS)?;
             append_chunked(&mut chunks, batch)?;
-            for item in batch {
-                for key in &item.index_keys {
-                    index.insert(key.as_slice(), ())?;
-                }
+            let entries = batch.iter().flat_map(|item| item.index_keys.iter().map(Vec::as_slice));
+            for (key, seqs) in index::lists(entries) {
+                index.insert(key.as_slice(), seqs.as_slice())?;
             }
             if let Some((key, value)) = raft_meta {
                 txn.open_table(super::raft_log::RAFT_META)?.insert(key, value)?;
@@ -264,16 +270,31 @@ impl Store {
         Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
     }
 
-    /// Replaces the whole index (after a change of index layout) in one transaction.
+    /// Replaces the whole index (after a change of index layout) in one transaction: `keys`
+    /// are the entries of every event in seq order, written as lists of a window of
+    /// [`REBUILD_WINDOW`] entries each. The rows of index versions up to 3 are dropped.
     pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(INDEX)?;
+        txn.delete_table(INDEX_LISTS)?;
         {
-            let mut index = txn.open_table(INDEX)?;
+            let mut table = txn.open_table(INDEX_LISTS)?;
+            let mut window = Vec::with_capacity(REBUILD_WINDOW);
+            let mut flush = |window: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+                for (key, seqs) in index::lists(window.iter().map(Vec::as_slice)) {
+                    table.insert(key.as_slice(), seqs.as_slice())?;
+                }
+                window.clear();
+                Ok(())
+            };
             for key in keys {
-                index.insert(key.as_slice(), ())?;
+                window.push(key);
+                if window.len() == REBUILD_WINDOW {
+                    flush(&mut window)?;
+                }
             }
+            flush(&mut window)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_INDEX, version.to_be_bytes().as_slice())?;
         }

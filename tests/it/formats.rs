@@ -156,15 +156,9 @@ fn meta_u64(dir: &std::path::Path, key: &str) -> Option<u64> {
 
 /// Index entries of event kind `kind` (kind 6) in a stopped ledger.
 fn kind_entries(dir: &std::path::Path, kind: u8) -> usize {
-    use tokenledger::ledger::index::{IndexKind, prefix};
+    use tokenledger::ledger::index::IndexKind;
     let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
-    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let index: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
-    let table = read.open_table(index).unwrap();
-    let start = prefix(IndexKind::EventKind, &[kind]);
-    let mut end = start.clone();
-    end.extend_from_slice(&[0xff; 10]);
-    redb::ReadableTable::range(&table, start.as_slice()..end.as_slice()).unwrap().count()
+    tokenledger::ledger::raw::index_seqs(&db, IndexKind::EventKind, &[kind]).unwrap().len()
 }
 
 #[test]
@@ -174,7 +168,7 @@ fn format_v2_ledger_opens_verifies_and_replays() {
     let (store, state, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, EXPECTED_V2_EVENTS);
     assert_eq!(hex(&report.head.hash), EXPECTED_V2_HEAD);
-    assert_eq!(store.index_version().unwrap(), 3, "no re-index: the fixture has index version 3");
+    assert_eq!(store.index_version().unwrap(), 4, "re-indexed: the fixture has index version 3");
     drop(store);
     assert!(state.client("svc").is_some() && state.user("01001", "alice").is_some());
     assert_eq!(state.families_len(), 1, "alice's sign-in, refreshed once");
@@ -243,7 +237,7 @@ fn format_v1_ledger_is_marked_format_4_and_reindexed_with_its_events_unchanged()
     assert_eq!(kind_entries(dir.path(), 10), 3, "index version 2 had event-kind entries for TokensIssued");
     let (store, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, 8);
-    assert_eq!(store.index_version().unwrap(), 3);
+    assert_eq!(store.index_version().unwrap(), 4);
     drop(store);
     assert_eq!(raw_envelopes(dir.path()), before, "no event was rewritten");
     assert_eq!(meta_u64(dir.path(), "format_version"), Some(4));
@@ -366,7 +360,7 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
     let (store, state, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, EXPECTED_V3_EVENTS);
     assert_eq!(hex(&report.head.hash), EXPECTED_V3_HEAD);
-    assert_eq!(store.index_version().unwrap(), 3, "no re-index");
+    assert_eq!(store.index_version().unwrap(), 4, "re-indexed from index version 3");
     drop(store);
     assert!(state.client("svc").is_some() && state.user("01001", "alice").is_some());
     let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
@@ -388,8 +382,8 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
 const FORMAT_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v4");
 /// The fixture's event count, head hash and revoked token (see its README.md).
 const EXPECTED_V4_EVENTS: u64 = 52;
-const EXPECTED_V4_HEAD: &str = "1de07932ad8232d793a4d43131d0a2bf90878ffa97a647ef45508062ad37a8b2";
-const V4_REVOKED_TOKEN: &str = "tla_AAHBWKQQ_d6fkU3eEYKYFtnf15vXyva0fxkfSL9U_xbBaBpvtHveMHdl2ZllxHi7Yzw";
+const EXPECTED_V4_HEAD: &str = "6fef8e63c49813e7e13803f55ccc59aa5eb17819d005a2e5b7982632b203aae5";
+const V4_REVOKED_TOKEN: &str = "tla_AAHlxhW933bVHog6fGudRTLkuPncQ3r7xw-AQDSJ6XZXGbAQJVOgErVsfl-6qt5dZ2U";
 
 /// The format-4 fixture keeps its events in a few chunks (no row per event); it verifies
 /// read-only without a change, every stored envelope opens and links, it replays to the
@@ -421,7 +415,7 @@ async fn format_v4_ledger_in_chunks_verifies_replays_and_serves_audit_queries() 
     }
     let (store, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!((report.events, hex(&report.head.hash).as_str()), (EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD));
-    assert_eq!(store.index_version().unwrap(), 3, "no re-index");
+    assert_eq!(store.index_version().unwrap(), 4, "no re-index");
     drop(store);
     let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
     let issued =
