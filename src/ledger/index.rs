@@ -80,6 +80,14 @@ pub fn entry(kind: IndexKind, value: &[u8], seq: u64) -> Vec<u8> {
     key
 }
 
+/// The entry of `seq` under a [`prefix`] already made.
+pub fn entry_of(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 9);
+    key.extend_from_slice(prefix);
+    push_seq(&mut key, seq);
+    key
+}
+
 /// Appends `n ‖ seq` (the seq's big-endian bytes without leading zero bytes, at least one):
 /// byte order of the encodings is the order of the seqs.
 fn push_seq(key: &mut Vec<u8>, seq: u64) {

@@ -149,3 +149,30 @@ pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) ->
     }
     Ok(out)
 }
+
+/// Every entry the index holds (each as `index::entry` encodes it), in key order, from
+/// whichever index table the file's `index_version` names (index versions 3 and 4).
+pub fn index_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
+    use super::index;
+    let txn = db.begin_read()?;
+    let version = txn
+        .open_table(super::store::META)?
+        .get("index_version")?
+        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
+        .map_or(0, u32::from_be_bytes);
+    let mut out = Vec::new();
+    if version >= 4 {
+        for row in txn.open_table(super::store::INDEX_LISTS)?.iter()? {
+            let (key, deltas) = row?;
+            let parsed = index::split_entry(key.value())
+                .and_then(|(prefix, first)| Some((prefix.to_vec(), index::unpack(first, deltas.value())?)));
+            let (prefix, seqs) = parsed.ok_or_else(|| StoreError::Damaged("an index row does not parse".into()))?;
+            out.extend(seqs.into_iter().map(|seq| index::entry_of(&prefix, seq)));
+        }
+    } else {
+        for row in txn.open_table(super::store::INDEX)?.iter()? {
+            out.push(row?.0.value().to_vec());
+        }
+    }
+    Ok(out)
+}

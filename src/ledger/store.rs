@@ -154,7 +154,14 @@ impl Store {
                     key
                 }
             };
-            drop(meta);
+            let index_version = meta.get(META_INDEX)?.and_then(|v| read_u32(v.value()));
+            if index_version == Some(3) {
+                drop(meta);
+                convert_index_3(&txn)?;
+                txn.open_table(META)?.insert(META_INDEX, index::INDEX_VERSION.to_be_bytes().as_slice())?;
+            } else {
+                drop(meta);
+            }
             txn.open_table(EVENTS)?;
             txn.open_table(CHUNKS)?;
             txn.open_table(INDEX_LISTS)?;
@@ -323,6 +330,48 @@ impl Store {
         }
         scanned.map_err(|e| StoreError::Damaged(e.to_string()).into())
     }
+}
+
+/// Rewrites an index of version 3 (one row per entry) as version 4 (lists), in `txn`: its rows
+/// are already sorted by value and seq, so each value's entries become lists of up to
+/// `index::LIST_MAX` in one pass, without the replay a rebuild needs. Drops the old table.
+fn convert_index_3(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = txn.open_table(INDEX)?;
+        let mut lists = txn.open_table(INDEX_LISTS)?;
+        let mut run: Vec<Vec<u8>> = Vec::with_capacity(index::LIST_MAX);
+        let mut flush = |run: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+            for (key, seqs) in index::lists(run.iter().map(Vec::as_slice)) {
+                lists.insert(key.as_slice(), seqs.as_slice())?;
+            }
+            run.clear();
+            Ok(())
+        };
+        for row in old.iter()? {
+            let (key, _) = row?;
+            let key = key.value();
+            let same_value = run.last().and_then(|last| index::split_entry(last)).map(|(prefix, _)| prefix)
+                == index::split_entry(key).map(|(prefix, _)| prefix);
+            if !same_value || run.len() == index::LIST_MAX {
+                flush(&mut run)?;
+            }
+            run.push(key.to_vec());
+            rows += 1;
+            if rows.is_multiple_of(1 << 22) {
+                tracing::info!(rows, "converting the ledger index to lists (index version 4)");
+            }
+        }
+        flush(&mut run)?;
+    }
+    txn.delete_table(INDEX)?;
+    tracing::info!(
+        rows,
+        ms = started.elapsed().as_millis() as u64,
+        "ledger index converted to lists (index version 4)"
+    );
+    Ok(())
 }
 
 /// Appends `batch` (in seq order) to the chunks: to the last chunk while it has room and the

@@ -432,6 +432,39 @@ async fn format_v4_ledger_in_chunks_verifies_replays_and_serves_audit_queries() 
     server.stop().await;
 }
 
+/// Opening an index of version 3 for writing converts it to lists in place (no replay): the
+/// same entries as before, and the same as a rebuild from the events gives.
+#[test]
+fn an_index_of_version_3_is_converted_to_lists_with_the_same_entries_as_a_rebuild() {
+    let dir = copy_fixture(FORMAT_V3);
+    let path = dir.path().join(data_dir::LEDGER_FILE);
+    let entries = || tokenledger::ledger::raw::index_entries(&redb::Database::open(&path).unwrap()).unwrap();
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(3));
+    let before = entries();
+    assert!(before.len() > 20, "{}", before.len());
+    drop(Store::open(&path).unwrap());
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(4), "converted on open");
+    let list_rows = {
+        let db = redb::Database::open(&path).unwrap();
+        let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let lists: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("index_lists");
+        redb::ReadableTableMetadata::len(&read.open_table(lists).unwrap()).unwrap()
+    };
+    assert!(list_rows < before.len() as u64, "as fewer rows: {list_rows}");
+    assert_eq!(entries(), before, "the same entries");
+    {
+        // Force a rebuild from the events: another index version.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("index_version", 1u32.to_be_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    tokenledger::ledger::open(&path, 0, |_| {}).unwrap();
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(4));
+    assert_eq!(entries(), before, "a rebuild from the events gives the same entries");
+}
+
 /// An upgraded format-3 file keeps its rows and continues in chunks: a server on it issues
 /// tokens, and after a restart (a full replay across both tables) and `verify`, the chain
 /// runs from the last row into the first chunk, and audit reads see both.
@@ -641,12 +674,12 @@ fn ledger_size_breakdown() {
     let read = db.begin_read().unwrap();
     let events = read.open_table(events_def).unwrap();
     let chunks = read.open_table(chunks_def).ok();
-    let index = read.open_table(index_def).unwrap();
-    let n_index = index.len().unwrap();
+    let index = read.open_table(index_def).ok();
+    let lists_def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("index_lists");
+    let lists = read.open_table(lists_def).ok();
     let stored = tokenledger::ledger::raw::from(&db, 0).unwrap();
     let n_events = stored.len() as u64;
     let (mut value_bytes, mut event_bytes, mut txid_bytes) = (0u64, 0u64, 0u64);
-    let mut by_kind: std::collections::BTreeMap<u8, (u64, u64)> = Default::default();
     for (_, value) in &stored {
         value_bytes += value.len() as u64;
         if let Ok(envelope) = <tokenledger::proto::ledger::Envelope as prost::Message>::decode(value.as_slice()) {
@@ -654,12 +687,28 @@ fn ledger_size_breakdown() {
             txid_bytes += envelope.transaction_id.len() as u64 + envelope.transaction_uuid.len() as u64;
         }
     }
-    for row in index.iter().unwrap() {
-        let (key, _) = row.unwrap();
-        let entry = by_kind.entry(key.value()[0]).or_default();
-        entry.0 += 1;
-        entry.1 += key.value().len() as u64;
+    // Entries per index kind: (entries, rows, key bytes).
+    let mut by_kind: std::collections::BTreeMap<u8, (u64, u64, u64)> = Default::default();
+    if let Some(index) = &index {
+        for row in index.iter().unwrap() {
+            let (key, _) = row.unwrap();
+            let entry = by_kind.entry(key.value()[0]).or_default();
+            entry.0 += 1;
+            entry.1 += 1;
+            entry.2 += key.value().len() as u64;
+        }
     }
+    if let Some(lists) = &lists {
+        for row in lists.iter().unwrap() {
+            let (key, value) = row.unwrap();
+            let (_, first) = tokenledger::ledger::index::split_entry(key.value()).unwrap();
+            let entry = by_kind.entry(key.value()[0]).or_default();
+            entry.0 += tokenledger::ledger::index::unpack(first, value.value()).unwrap().len() as u64;
+            entry.1 += 1;
+            entry.2 += key.value().len() as u64;
+        }
+    }
+    let n_index: u64 = by_kind.values().map(|(entries, _, _)| entries).sum();
     let show = |name: &str, s: TableStats, rows: u64| {
         let pages = s.leaf_pages() + s.branch_pages();
         println!(
@@ -687,12 +736,17 @@ fn ledger_size_breakdown() {
         println!("chunks {n_chunks}, events/chunk {:.1}", n_events as f64 / n_chunks.max(1) as f64);
         show("event_chunks (per event)", chunks.stats().unwrap(), n_events);
     }
-    show("index", index.stats().unwrap(), n_index);
-    println!("index entries/event {:.2}", n_index as f64 / n_events as f64);
-    for (kind, (count, bytes)) in by_kind {
-        println!("  index kind {kind}: {count} entries, {:.1} B/key", bytes as f64 / count as f64);
+    if let Some(index) = &index {
+        show("index (one row per entry, index versions up to 3)", index.stats().unwrap(), n_events);
     }
-    drop((events, chunks, index, read));
+    if let Some(lists) = &lists {
+        show("index_lists (per event)", lists.stats().unwrap(), n_events);
+    }
+    println!("index entries/event {:.2}", n_index as f64 / n_events as f64);
+    for (kind, (count, rows, bytes)) in by_kind {
+        println!("  index kind {kind}: {count} entries in {rows} rows, {:.1} B/key", bytes as f64 / rows as f64);
+    }
+    drop((events, chunks, index, lists, read));
     let write = db.begin_write().unwrap();
     let stats = write.stats().unwrap();
     println!(
