@@ -75,6 +75,21 @@ impl<M: RaftStateMachine<TypeConfig> + Clone> TestNode<M> {
         bind: SocketAddr,
     ) -> TestNode<M> {
         let network = Network::new(credential.clone(), None, Duration::from_millis(500));
+        TestNode::start_with(id, log_store, machine, keep, credential, config, bind, network).await
+    }
+
+    /// [`Self::start_on`] over `network` (the partition tests pass one with cut links).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with(
+        id: NodeId,
+        log_store: LogStore,
+        machine: M,
+        keep: Option<Store>,
+        credential: &ClusterCredential,
+        config: Arc<Config>,
+        bind: SocketAddr,
+        network: Network,
+    ) -> TestNode<M> {
         let raft = Raft::new(id, config, network.clone(), log_store, machine.clone()).await.unwrap();
         let reads = ReadIndex::new(raft.clone(), network.clone(), Duration::from_millis(1), Duration::from_secs(2));
         let listener = TcpListener::bind(bind).await.unwrap();
