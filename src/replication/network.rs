@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status};
 
 use super::codec::{self, CodecError};
 use super::read_index::ReadIndex;
-use super::transfer::TimeoutNowHandler;
+use super::transfer::{HandOver, TimeoutNowHandler};
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::domain::ids::hex;
 use crate::proto::cluster as wire;
@@ -132,6 +132,8 @@ pub struct Network {
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
     /// Test hook: the links a test has cut ([`Links`]); `None` in production.
     links: Option<(NodeId, Links)>,
+    /// Set while this node hands its leadership over ([`super::transfer`]).
+    hand_over: HandOver,
 }
 
 /// A test hook that cuts the network between nodes of one process (the partition tests):
@@ -178,7 +180,12 @@ impl Links {
 
 impl Network {
     pub fn new(credential: ClusterCredential, tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
-        Self { credential, tls, connect_timeout, channels: Arc::default(), links: None }
+        Self { credential, tls, connect_timeout, channels: Arc::default(), links: None, hand_over: HandOver::default() }
+    }
+
+    /// What tells this node's proposer that a leader hand-over runs ([`super::transfer`]).
+    pub fn hand_over(&self) -> HandOver {
+        self.hand_over.clone()
     }
 
     /// This network, of node `me`, refusing the links `links` cuts (a test hook, see [`Links`]).

@@ -16,6 +16,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
 
+use super::transfer::HandOver;
 use super::{NodeId, RAFT_BATCH_VERSION, TypeConfig};
 use crate::proto::ledger::RaftBatch;
 
@@ -41,12 +42,21 @@ pub struct Proposer {
     ready_term: AtomicU64,
     /// The longest a proposal may wait for its commit before its outcome counts as unknown.
     commit_timeout: Duration,
+    /// Set while this node hands its leadership over: nothing is proposed meanwhile.
+    hand_over: HandOver,
 }
 
 impl Proposer {
     /// A proposer that runs Raft's futures on `runtime` (the writer thread is not part of it).
     pub fn new(raft: Raft<TypeConfig>, runtime: tokio::runtime::Handle, commit_timeout: Duration) -> Self {
-        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout }
+        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout, hand_over: HandOver::default() }
+    }
+
+    /// This proposer, refusing to decide while `hand_over` is set (pass the node's
+    /// [`super::network::Network::hand_over`], so `transfer_leadership` can succeed under load).
+    pub fn with_hand_over(mut self, hand_over: HandOver) -> Self {
+        self.hand_over = hand_over;
+        self
     }
 
     /// Returns once this node leads and its projections hold every entry committed before its
@@ -59,6 +69,10 @@ impl Proposer {
         };
         if state != ServerState::Leader {
             return Err(ProposeError::NotLeader { leader });
+        }
+        // Handing over: the leadership is about to move; deciding now would defeat it.
+        if self.hand_over.active() {
+            return Err(ProposeError::NotLeader { leader: None });
         }
         if self.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
