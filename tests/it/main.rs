@@ -15,6 +15,7 @@ mod bulk_property;
 mod cli;
 mod clock;
 mod cluster_ledger;
+mod cluster_partition;
 mod cluster_process;
 mod constant_time;
 mod crash_kill;
