@@ -450,3 +450,24 @@ async fn a_leader_hands_over_to_the_chosen_follower() {
         node.stop().await;
     }
 }
+
+/// A node whose Raft stopped (a divergence or a storage error halts it) confirms no read, though
+/// it still knows the leader it last followed and has applied everything committed: what it
+/// holds may be another history, so nothing it says may count as confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_raft_stopped_confirms_no_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    nodes.iter().find(|n| n.id == leader).unwrap().raft.client_write(batch(2)).await.unwrap();
+    applied_everywhere(&nodes.iter().collect::<Vec<_>>(), 2).await;
+    let follower = nodes.iter().position(|n| n.id != leader).unwrap();
+    nodes[follower].reads.confirm().await.unwrap();
+    nodes[follower].stop().await;
+    assert_eq!(nodes[follower].raft.metrics().borrow().current_leader, Some(leader), "it still names the leader");
+    assert_eq!(nodes[follower].reads.confirm().await, Err(ReadIndexError::ShuttingDown));
+    for node in nodes.iter_mut() {
+        if node.raft.metrics().borrow().state != ServerState::Shutdown {
+            node.stop().await;
+        }
+    }
+}
