@@ -14,6 +14,7 @@ mod bulk;
 mod bulk_property;
 mod cli;
 mod clock;
+mod cluster_diverge;
 mod cluster_ledger;
 mod cluster_partition;
 mod cluster_process;
