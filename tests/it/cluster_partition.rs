@@ -194,7 +194,12 @@ impl Cluster {
     async fn log_grows(&self, leader: &Member, index: u64, more: u64) {
         let deadline = Instant::now() + WAIT;
         while last_log_index(&leader.raft) < index + more {
-            assert!(Instant::now() < deadline, "the leader's log did not grow past {index} + {more}");
+            assert!(
+                Instant::now() < deadline,
+                "node {}'s log did not grow past {index} + {more}: {}",
+                leader.id,
+                self.describe()
+            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -248,6 +253,25 @@ impl Cluster {
         let (node, member) = start_node(id, self.dir.path(), &self.links, addr).await;
         self.nodes.push(node);
         self.members.write().push(member);
+    }
+
+    /// Every node's role, term, leader and log, for a failure message.
+    fn describe(&self) -> String {
+        let mut text = String::new();
+        for member in self.members() {
+            let metrics = member.raft.metrics().borrow().clone();
+            text.push_str(&format!(
+                "\n  node {}: {:?} term {} leader {:?} last log {:?} applied {:?} head seq {}",
+                member.id,
+                metrics.state,
+                metrics.current_term,
+                metrics.current_leader,
+                metrics.last_log_index,
+                metrics.last_applied.map(|l| l.index),
+                head_seq(&member)
+            ));
+        }
+        text
     }
 
     fn network_of(&self, id: NodeId) -> &Network {
