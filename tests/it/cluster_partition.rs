@@ -681,3 +681,65 @@ async fn partitions_heal_without_losing_an_acknowledged_write_or_confirming_a_st
         node.stop().await;
     }
 }
+
+/// The leader's writer after a proposal whose outcome it did not learn (no quorum within the
+/// commit timeout): the entry is still in the leader's log and commits once the quorum is back,
+/// so the next batch must be decided only after it is applied. Decided before (the old code),
+/// the next batch reused its seqs and every node halted on "event N differs". The followers are
+/// kept out of elections so the leader keeps its term through the cut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_write_whose_commit_timed_out_is_applied_before_the_next_is_decided() {
+    let dir = tempfile::tempdir().unwrap();
+    let links = Links::default();
+    let mut nodes = Vec::new();
+    let mut members = Vec::new();
+    for id in 1..=3 {
+        let (node, member) = start_node(id, dir.path(), &links, "127.0.0.1:0".parse().unwrap()).await;
+        nodes.push(node);
+        members.push(member);
+    }
+    let voters = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+    nodes[0].raft.initialize(voters).await.unwrap();
+    let mut cluster = Cluster { dir, links, nodes, members: Arc::new(RwLock::new(members)) };
+    let leader = cluster.leader(None, "the first election").await;
+    setup(&leader.writer).await;
+    for member in cluster.members().iter().filter(|m| m.id != leader.id) {
+        member.raft.runtime_config().elect(false);
+    }
+
+    cluster.links.isolate(leader.id);
+    let first = leader.writer.submit(issue(), uuid::Uuid::new_v4().to_string()).await;
+    assert!(first.is_err(), "no quorum, so no acknowledgement: {first:?}");
+    // The next write is sent while the first is still pending in the leader's log, and the
+    // quorum comes back while it waits.
+    let writer = leader.writer.clone();
+    let second = tokio::spawn(async move { writer.submit(issue(), uuid::Uuid::new_v4().to_string()).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.links.heal();
+    let _ = second.await.unwrap();
+    let third = tokio::time::timeout(WAIT, async {
+        loop {
+            match leader.writer.submit(issue(), uuid::Uuid::new_v4().to_string()).await {
+                Ok(Ok(Outcome::Issued(issued))) => return issued,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(third.is_ok(), "no write acknowledged after the heal: {}", cluster.describe());
+    cluster.settle("after the heal").await;
+    let members = cluster.members();
+    let first_events = envelopes_of(members[0].machine.store());
+    for member in &members {
+        assert_ne!(member.raft.metrics().borrow().state, ServerState::Shutdown, "node {} halted", member.id);
+        assert_eq!(envelopes_of(member.machine.store()), first_events, "node {}", member.id);
+    }
+    drop((members, leader));
+    for member in cluster.members() {
+        member.writer.stop().await;
+    }
+    cluster.members.write().clear();
+    for node in cluster.nodes.iter_mut() {
+        node.stop().await;
+    }
+}
