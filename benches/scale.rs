@@ -263,7 +263,7 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
         args.tokens, args.concurrency, args.refresh_every
     );
     println!(
-        "{:>10} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>8} {:>8} {:>9} {:>9}",
+        "{:>10} {:>9} {:>8} {:>9} {:>10} {:>9} {:>9} {:>10} {:>8} {:>8} {:>9} {:>9}",
         "tokens",
         "in_memory",
         "tok/s",
@@ -271,6 +271,7 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
         "rss_B/tok",
         "ledger_MiB",
         "B/event",
+        "disk_B/ev",
         "p50_ms",
         "p99_ms",
         "p99.9_ms",
@@ -291,7 +292,7 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
         let tokens = support::metric(&metrics, "tokenledger_live_tokens").unwrap_or(f64::NAN);
         let events = support::metric(&metrics, "tokenledger_ledger_head_seq").unwrap_or(f64::NAN);
         let rss = support::rss_bytes(pid).unwrap_or(0) as f64;
-        let file = std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0) as f64;
+        let (file, disk) = file_sizes(&ledger);
         let now = Instant::now();
         let rate = (issued - last.1) as f64 / (now - last.0).as_secs_f64().max(1e-9);
         last = (now, issued);
@@ -300,7 +301,7 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
         // and exact in the final table.
         let h = progress.steps.lock().map_err(|_| "poisoned")?[step as usize].clone();
         println!(
-            "{:>10} {:>9.0} {:>8.0} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>8.2} {:>8.2} {:>9.2} {:>9.2}",
+            "{:>10} {:>9.0} {:>8.0} {:>9.0} {:>10.0} {:>9.0} {:>9.0} {:>10.0} {:>8.2} {:>8.2} {:>9.2} {:>9.2}",
             issued,
             tokens,
             rate,
@@ -308,6 +309,7 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
             rss / tokens.max(1.0),
             file / 1048576.0,
             file / events.max(1.0),
+            disk / events.max(1.0),
             ms(h.value_at_quantile(0.5)),
             ms(h.value_at_quantile(0.99)),
             ms(h.value_at_quantile(0.999)),
@@ -363,15 +365,16 @@ async fn fill(target: &Target, server: &ServerProcess, pid: u32, args: &Args) ->
         ms(all.max())
     );
     let rss = support::rss_bytes(pid).unwrap_or(0) as f64;
-    let file = std::fs::metadata(&ledger).map(|m| m.len()).unwrap_or(0) as f64;
+    let (file, disk) = file_sizes(&ledger);
     println!(
-        "scale: serving: RSS {:.0} MiB for {:.0} tokens in memory = {:.0} B/token; ledger {:.0} MiB for {:.0} events = {:.0} B/event",
+        "scale: serving: RSS {:.0} MiB for {:.0} tokens in memory = {:.0} B/token; ledger {:.0} MiB for {:.0} events = {:.0} B/event, {:.0} B/event on disk",
         rss / 1048576.0,
         finals.0,
         rss / finals.0.max(1.0),
         file / 1048576.0,
         finals.1,
-        file / finals.1.max(1.0)
+        file / finals.1.max(1.0),
+        disk / finals.1.max(1.0)
     );
     let sample = std::mem::take(&mut *progress.sample.lock().map_err(|_| "poisoned")?);
     Ok(Filled { failed, sample, tokens: finals.0, events: finals.1 })
@@ -668,4 +671,12 @@ fn restarts(
     let ready = server.start(limit)?;
     ok &= report("restart after SIGKILL", server, ready)?;
     Ok(ok)
+}
+
+/// The ledger file's length and the bytes it occupies on disk: redb grows a file by doubling
+/// its length (up to 4 GiB, then a region at a time) and never writes the pages it has not
+/// allocated yet, so the length runs up to twice the data while the blocks are what it holds.
+fn file_sizes(path: &std::path::Path) -> (f64, f64) {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::metadata(path).map_or((0.0, 0.0), |m| (m.len() as f64, (m.blocks() * 512) as f64))
 }

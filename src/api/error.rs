@@ -59,7 +59,9 @@ impl From<QueryError> for AuditError {
                 tracing::error!(%error, "audit read failed");
                 Self::Internal
             }
-            QueryError::Chain(error) => Self::DataLoss(format!("the ledger failed verification: {error}")),
+            QueryError::Chain(error) | QueryError::Read(ReadError::Damaged(error)) => {
+                Self::DataLoss(format!("the ledger failed verification: {error}"))
+            }
             QueryError::Missing(seq) => {
                 Self::DataLoss(format!("the ledger failed verification: event {seq} is missing (dropped)"))
             }

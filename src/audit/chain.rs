@@ -107,7 +107,7 @@ pub fn verify_unless(
     let mut walker = ChainWalker::default();
     let mut report = ChainReport::default();
     let mut stopped = false;
-    snapshot.scan(0, |key, bytes| {
+    let scanned = snapshot.scan(0, |key, bytes| {
         if up_to.is_some_and(|last| key > last) {
             return false;
         }
@@ -128,7 +128,14 @@ pub fn verify_unless(
                 false
             }
         }
-    })?;
+    });
+    match scanned {
+        Ok(()) => {}
+        // A chunk that does not parse is a problem of the chain at the first event it loses.
+        Err(ReadError::Damaged(error)) if report.problem.is_none() => report.problem = Some(error),
+        Err(ReadError::Damaged(_)) => {}
+        Err(other) => return Err(other),
+    }
     if stopped {
         return Ok(None);
     }

@@ -1,10 +1,16 @@
 //! Secondary index keys, written in the same transaction as the events they point to, so
 //! audit queries by token, family, client, user, institution or kind never scan the log.
 //!
-//! Key layout (index version 3): `kind (1 byte) ‖ len (1 byte) ‖ value (len bytes) ‖ n (1 byte)
-//! ‖ seq (n bytes, big endian, no leading zero bytes; n = 1 for seq 0)`; all entries of one value
-//! are contiguous and ordered by seq (a longer seq is a larger one). Version 2 stored the seq in 8
-//! bytes. `TokensIssued` has no event-kind entry (see [`kind_is_indexed`]).
+//! Entry layout (index version 3 and 4): `kind (1 byte) ‖ len (1 byte) ‖ value (len bytes) ‖ n (1
+//! byte) ‖ seq (n bytes, big endian, no leading zero bytes; n = 1 for seq 0)`; all entries of one
+//! value are contiguous and ordered by seq (a longer seq is a larger one). Version 2 stored the
+//! seq in 8 bytes. `TokensIssued` has no event-kind entry (see [`kind_is_indexed`]).
+//!
+//! Version 4 stores **lists** (table `index_lists`): the entries of one value that one append
+//! writes (a committed batch; an index rebuild, a window of events) are one row, keyed by the
+//! entry of the first seq, its value the later seqs as varint deltas ([`pack`]). A batch of 64
+//! issuances of one client writes one client row and one institution row instead of 64 each.
+//! The lists of one value never overlap: a later append only holds later seqs.
 
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::{FamilyId, TokenId};
@@ -12,8 +18,12 @@ use crate::domain::state::cutoff::CutoffScope;
 use crate::domain::state::{State, user_key};
 use crate::proto::ledger::{self, Event, blast_radius_revoked, event};
 
-/// Bumped whenever `keys_for` changes; a ledger with another version is re-indexed on open.
-pub const INDEX_VERSION: u32 = 3;
+/// Bumped whenever `keys_for` or the index layout changes; a ledger with another version is
+/// re-indexed on open.
+pub const INDEX_VERSION: u32 = 4;
+
+/// The most seqs one list row holds (a longer run of one value starts another row).
+pub const LIST_MAX: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
@@ -70,6 +80,14 @@ pub fn entry(kind: IndexKind, value: &[u8], seq: u64) -> Vec<u8> {
     key
 }
 
+/// The entry of `seq` under a [`prefix`] already made.
+pub fn entry_of(prefix: &[u8], seq: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(prefix.len() + 9);
+    key.extend_from_slice(prefix);
+    push_seq(&mut key, seq);
+    key
+}
+
 /// Appends `n ‖ seq` (the seq's big-endian bytes without leading zero bytes, at least one):
 /// byte order of the encodings is the order of the seqs.
 fn push_seq(key: &mut Vec<u8>, seq: u64) {
@@ -88,6 +106,59 @@ pub fn seq_of(key: &[u8]) -> Option<u64> {
         return None;
     }
     Some(bytes.iter().fold(0u64, |seq, byte| (seq << 8) | u64::from(*byte)))
+}
+
+/// The prefix (kind, value) and the seq of an entry.
+pub fn split_entry(key: &[u8]) -> Option<(&[u8], u64)> {
+    let len = usize::from(*key.get(1)?);
+    Some((key.get(..2 + len)?, seq_of(key)?))
+}
+
+/// The list rows of `entries` (each [`entry`]-encoded, any order): one `(key, value)` per value
+/// and run of at most [`LIST_MAX`] seqs, the key the entry of the run's first seq, the value the
+/// later seqs as varint deltas. Entries that do not parse are dropped (the writer never makes
+/// them).
+pub fn lists<'a>(entries: impl IntoIterator<Item = &'a [u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut by_value: std::collections::BTreeMap<&[u8], Vec<u64>> = Default::default();
+    for key in entries {
+        if let Some((prefix, seq)) = split_entry(key) {
+            by_value.entry(prefix).or_default().push(seq);
+        }
+    }
+    let mut rows = Vec::with_capacity(by_value.len());
+    for (prefix, mut seqs) in by_value {
+        seqs.sort_unstable();
+        seqs.dedup();
+        for run in seqs.chunks(LIST_MAX) {
+            let Some(first) = run.first() else { continue };
+            let mut key = prefix.to_vec();
+            push_seq(&mut key, *first);
+            rows.push((key, pack(run)));
+        }
+    }
+    rows
+}
+
+/// The seqs after the first of an increasing run, as varint deltas.
+pub fn pack(seqs: &[u64]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (earlier, later) in seqs.iter().zip(seqs.iter().skip(1)) {
+        prost::encoding::encode_varint(later.saturating_sub(*earlier), &mut out);
+    }
+    out
+}
+
+/// The seqs of a list row: `first` (from its key) and the deltas of its value; `None` when the
+/// value does not parse.
+pub fn unpack(first: u64, mut deltas: &[u8]) -> Option<Vec<u64>> {
+    let mut seqs = vec![first];
+    let mut seq = first;
+    while !deltas.is_empty() {
+        let delta = prost::encoding::decode_varint(&mut deltas).ok()?;
+        seq = seq.checked_add(delta)?;
+        seqs.push(seq);
+    }
+    Some(seqs)
 }
 
 /// Whether events of kind number `kind` have an [`IndexKind::EventKind`] entry. `TokensIssued`
@@ -316,5 +387,29 @@ mod tests {
         assert!(!(keys[0] <= other && other <= keys[keys.len() - 1]));
         assert_eq!(seq_of(&[3, 1, b'c']), None);
         assert_eq!(seq_of(&[3, 1, b'c', 2, 1]), None, "a truncated seq");
+    }
+
+    #[test]
+    fn lists_group_a_values_entries_and_unpack_to_them() {
+        let client = |seq| entry(IndexKind::Client, b"svc", seq);
+        let institution = |seq| entry(IndexKind::Institution, b"01001", seq);
+        let mut keys = vec![client(7), institution(7), client(9), institution(9), client(300), client(8)];
+        keys.extend((1_000..1_000 + LIST_MAX as u64 + 1).map(institution));
+        let rows = lists(keys.iter().map(Vec::as_slice));
+        let read: Vec<(Vec<u8>, Vec<u64>)> = rows
+            .iter()
+            .map(|(key, value)| {
+                let (prefix, first) = split_entry(key).unwrap();
+                (prefix.to_vec(), unpack(first, value).unwrap())
+            })
+            .collect();
+        let mut long: Vec<u64> = vec![7, 9];
+        long.extend(1_000..1_000 + LIST_MAX as u64 - 2);
+        assert_eq!(read.len(), 3);
+        assert_eq!(read[0], (prefix(IndexKind::Client, b"svc"), vec![7, 8, 9, 300]));
+        assert_eq!(read[1], (prefix(IndexKind::Institution, b"01001"), long), "a run holds at most LIST_MAX");
+        assert_eq!(read[2].1, vec![1_000 + LIST_MAX as u64 - 2, 1_000 + LIST_MAX as u64 - 1, 1_000 + LIST_MAX as u64]);
+        assert_eq!(rows[0].0, client(7), "a row's key is its first entry");
+        assert_eq!(unpack(5, &[0x80]), None, "a truncated delta");
     }
 }

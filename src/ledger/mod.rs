@@ -5,12 +5,14 @@
 //! `replicated`), and it applies events to the projections only after the transaction holding
 //! them has committed durably.
 
+pub(crate) mod chunks;
 pub mod codec;
 pub(crate) mod committed;
 pub mod index;
 pub mod progress;
 pub(crate) mod purge;
 pub(crate) mod raft_log;
+pub mod raw;
 pub(crate) mod reader;
 pub(crate) mod replay;
 pub mod replicated;

@@ -9,9 +9,10 @@ use std::sync::{Arc, Weak};
 
 use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 
-use super::codec;
+use super::chunks;
+use super::codec::{self, ChainError};
 use super::index::{self, IndexKind};
-use super::store::{EVENTS, INDEX, StoreError};
+use super::store::{CHUNKS, EVENTS, INDEX, INDEX_LISTS, META, StoreError};
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::TokenId;
 use crate::proto::ledger::{Envelope, Event};
@@ -23,6 +24,9 @@ pub enum ReadError {
     Closed,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A chunk of stored events does not parse: the first event it fails at.
+    #[error(transparent)]
+    Damaged(ChainError),
 }
 
 impl From<redb::StorageError> for ReadError {
@@ -55,16 +59,32 @@ impl LedgerReader {
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
         let db = self.db.upgrade().ok_or(ReadError::Closed)?;
         let txn = db.begin_read().map_err(StoreError::from)?;
-        let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
-        let index = txn.open_table(INDEX).map_err(StoreError::from)?;
-        Ok(Snapshot { events, index, token_ids: self.token_ids.clone(), _db: db })
+        // A file that never had one of the two event tables (a new file has both; a format-1
+        // to -3 file opened read-only has no chunks) reads as if it were empty.
+        let optional = |table: redb::TableDefinition<'static, u64, &'static [u8]>| match txn.open_table(table) {
+            Ok(table) => Ok(Some(table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let rows = optional(EVENTS)?;
+        let chunks = optional(CHUNKS)?;
+        let index = IndexTable::open(&txn)?;
+        let rows_last = match &rows {
+            Some(rows) => rows.last()?.map_or(0, |(seq, _)| seq.value()),
+            None => 0,
+        };
+        Ok(Snapshot { rows, rows_last, chunks, index, token_ids: self.token_ids.clone(), _db: db })
     }
 }
 
-/// One read transaction over the `events` and `index` tables.
+/// One read transaction over the event tables and the `index`.
 pub struct Snapshot {
-    events: ReadOnlyTable<u64, &'static [u8]>,
-    index: ReadOnlyTable<&'static [u8], ()>,
+    /// Formats 1 to 3: one row per event, the events up to `rows_last`.
+    rows: Option<ReadOnlyTable<u64, &'static [u8]>>,
+    rows_last: u64,
+    /// Format 4: the events after `rows_last`, in chunks.
+    chunks: Option<ReadOnlyTable<u64, &'static [u8]>>,
+    index: IndexTable,
     token_ids: Arc<TokenIdScheme>,
     /// Keeps the database open while the snapshot lives (see `Store::close`).
     _db: Arc<Database>,
@@ -80,10 +100,67 @@ impl Snapshot {
         }
     }
 
+    /// The stored bytes of event `seq` (its envelope as the writer stored it).
+    fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
+        if seq <= self.rows_last
+            && let Some(rows) = &self.rows
+            && let Some(value) = rows.get(seq)?
+        {
+            return Ok(Some(value.value().to_vec()));
+        }
+        let Some(chunks) = &self.chunks else { return Ok(None) };
+        let Some((key, value)) = chunks.range(..=seq)?.next_back().transpose()? else { return Ok(None) };
+        for entry in chunks::entries(key.value(), value.value()) {
+            let (at, bytes) = entry.map_err(ReadError::Damaged)?;
+            if at == seq {
+                return Ok(Some(bytes.to_vec()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Calls `visit(seq, stored bytes)` for the stored events with seqs in `from..=to`, in seq
+    /// order, until it returns `false`. A seq missing from the ledger is skipped (callers that
+    /// check the chain see the gap).
+    fn visit(&self, from: u64, to: u64, mut visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
+        if from > to {
+            return Ok(());
+        }
+        if from <= self.rows_last
+            && let Some(rows) = &self.rows
+        {
+            for row in rows.range(from..=to.min(self.rows_last))? {
+                let (key, value) = row?;
+                if !visit(key.value(), value.value()) {
+                    return Ok(());
+                }
+            }
+        }
+        let from = from.max(self.rows_last.saturating_add(1));
+        let Some(chunks) = &self.chunks else { return Ok(()) };
+        if from > to {
+            return Ok(());
+        }
+        let start = chunks.range(..=from)?.next_back().transpose()?.map_or(from, |(key, _)| key.value());
+        for row in chunks.range(start..=to)? {
+            let (key, value) = row?;
+            for entry in chunks::entries(key.value(), value.value()) {
+                let (seq, bytes) = entry.map_err(ReadError::Damaged)?;
+                if seq > to {
+                    return Ok(());
+                }
+                if seq >= from && !visit(seq, bytes) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The envelope of event `seq`, in canonical form (`codec::canonical_bytes`: what the
     /// audit API and Raft snapshots send, whichever form it is stored in).
     pub fn envelope(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
-        Ok(self.events.get(seq)?.map(|v| codec::canonical_bytes(v.value().to_vec())))
+        Ok(self.stored(seq)?.map(codec::canonical_bytes))
     }
 
     /// The chain hash of event `seq` as its stored content gives it (recomputed and checked by
@@ -93,22 +170,26 @@ impl Snapshot {
         if seq == 0 {
             return Some([0u8; 32]);
         }
-        let stored = self.events.get(seq).ok()??;
-        codec::open(seq, stored.value()).ok().map(|opened| opened.hash)
+        let stored = self.stored(seq).ok()??;
+        codec::open(seq, &stored).ok().map(|opened| opened.hash)
     }
 
-    /// Envelopes with keys in `seqs`, in key order, at most `max`, in canonical form.
+    /// Envelopes with seqs in `seqs`, in seq order, at most `max`, in canonical form.
     pub fn envelopes(&self, seqs: RangeInclusive<u64>, max: usize) -> Result<Vec<(u64, Vec<u8>)>, ReadError> {
         let mut out = Vec::new();
-        for row in self.events.range(seqs)?.take(max) {
-            let (key, value) = row?;
-            out.push((key.value(), codec::canonical_bytes(value.value().to_vec())));
+        if max == 0 {
+            return Ok(out);
         }
+        self.visit(*seqs.start(), *seqs.end(), |seq, bytes| {
+            out.push((seq, codec::canonical_bytes(bytes.to_vec())));
+            out.len() < max
+        })?;
         Ok(out)
     }
 
     /// Seqs of the index entries of (`kind`, `value`) within `seqs`, in order, at most `max`:
-    /// one range scan of the entries' contiguous key range.
+    /// one range scan of the value's contiguous key range (from the row that may hold the
+    /// range's first seq).
     pub fn index_seqs(
         &self,
         kind: IndexKind,
@@ -116,35 +197,33 @@ impl Snapshot {
         seqs: RangeInclusive<u64>,
         max: usize,
     ) -> Result<Vec<u64>, ReadError> {
-        if seqs.is_empty() {
+        if seqs.is_empty() || max == 0 {
             return Ok(Vec::new());
         }
         let value = self.index_value(kind, value);
-        let low = index::entry(kind, &value, *seqs.start());
-        let high = index::entry(kind, &value, *seqs.end());
+        let (from, to) = (*seqs.start(), *seqs.end());
+        let first = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, from))?;
+        let start = first.as_ref().and_then(|seqs| seqs.first().copied()).unwrap_or(from);
         let mut out = Vec::new();
-        for row in self.index.range(low.as_slice()..=high.as_slice())?.take(max) {
-            let (key, _) = row?;
-            if let Some(seq) = index::seq_of(key.value()) {
-                out.push(seq);
-            }
-        }
+        self.index.rows(&index::entry(kind, &value, start), &index::entry(kind, &value, to), |row| {
+            out.extend(row.iter().copied().filter(|seq| (from..=to).contains(seq)).take(max - out.len()));
+            out.len() < max
+        })?;
         Ok(out)
     }
 
     /// Does event `seq` have the index entry (`kind`, `value`)?
     pub fn index_contains(&self, kind: IndexKind, value: &[u8], seq: u64) -> Result<bool, ReadError> {
         let value = self.index_value(kind, value);
-        Ok(self.index.get(index::entry(kind, &value, seq).as_slice())?.is_some())
+        let row = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, seq))?;
+        Ok(row.is_some_and(|seqs| seqs.contains(&seq)))
     }
 
     /// The last index entry of (`kind`, `value`) at or below `max_seq`.
     pub fn index_last(&self, kind: IndexKind, value: &[u8], max_seq: u64) -> Result<Option<u64>, ReadError> {
         let value = self.index_value(kind, value);
-        let low = index::entry(kind, &value, 0);
-        let high = index::entry(kind, &value, max_seq);
-        let last = self.index.range(low.as_slice()..=high.as_slice())?.next_back().transpose()?;
-        Ok(last.and_then(|(key, _)| index::seq_of(key.value())))
+        let row = self.index.last_row(&index::entry(kind, &value, 0), &index::entry(kind, &value, max_seq))?;
+        Ok(row.and_then(|seqs| seqs.into_iter().rev().find(|seq| *seq <= max_seq)))
     }
 
     /// Seqs within `seqs` of the events whose kind number is in `kinds`, found by reading the
@@ -160,17 +239,20 @@ impl Snapshot {
     ) -> Result<(Vec<u64>, Option<u64>), ReadError> {
         let mut out = Vec::new();
         let mut expected = *seqs.start();
-        for (read, row) in self.events.range(seqs)?.enumerate() {
+        let mut read = 0;
+        let mut stopped = None;
+        self.visit(*seqs.start(), *seqs.end(), |seq, bytes| {
             if read >= max {
-                return Ok((out, expected.checked_sub(1)));
+                stopped = Some(expected.checked_sub(1));
+                return false;
             }
-            let (key, value) = row?;
-            let seq = key.value();
+            read += 1;
             if seq != expected {
                 out.push(expected);
-                return Ok((out, Some(expected)));
+                stopped = Some(Some(expected));
+                return false;
             }
-            let kind = Envelope::decode(value.value())
+            let kind = Envelope::decode(bytes)
                 .ok()
                 .and_then(|envelope| Event::decode(envelope.event.as_slice()).ok())
                 .map(|event| index::kind_number(&event));
@@ -178,24 +260,98 @@ impl Snapshot {
                 out.push(seq);
             }
             expected = seq + 1;
-        }
-        Ok((out, None))
+            true
+        })?;
+        Ok((out, stopped.flatten()))
     }
 
     /// The seq of the last stored event (0: none).
     pub fn last_seq(&self) -> Result<u64, ReadError> {
-        Ok(self.events.last()?.map_or(0, |(key, _)| key.value()))
+        let Some(chunks) = &self.chunks else { return Ok(self.rows_last) };
+        let Some((key, value)) = chunks.last()? else { return Ok(self.rows_last) };
+        let count = chunks::count(key.value(), value.value()).map_err(ReadError::Damaged)?;
+        Ok(self.rows_last.max(key.value() + count.saturating_sub(1)))
     }
 
-    /// Calls `visit(key, bytes)` for every stored event from `from_seq` on, in key order,
-    /// until it returns `false`.
-    pub fn scan(&self, from_seq: u64, mut visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
-        for row in self.events.range(from_seq..)? {
-            let (key, value) = row?;
-            if !visit(key.value(), value.value()) {
-                break;
+    /// Calls `visit(seq, bytes)` for every stored event from `from_seq` on (its envelope as
+    /// stored), in seq order, until it returns `false`.
+    pub fn scan(&self, from_seq: u64, visit: impl FnMut(u64, &[u8]) -> bool) -> Result<(), ReadError> {
+        self.visit(from_seq, u64::MAX, visit)
+    }
+}
+
+/// The index table of the file: list rows (index version 4), one row per entry (versions up to
+/// 3, still read by a read-only open of an older file), or none.
+enum IndexTable {
+    Lists(ReadOnlyTable<&'static [u8], &'static [u8]>),
+    Entries(ReadOnlyTable<&'static [u8], ()>),
+    Missing,
+}
+
+impl IndexTable {
+    /// The table the file's `index_version` says holds its index.
+    fn open(txn: &redb::ReadTransaction) -> Result<Self, ReadError> {
+        let version = match txn.open_table(META) {
+            Ok(meta) => meta.get("index_version")?.and_then(|v| v.value().try_into().ok()).map(u32::from_be_bytes),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(StoreError::from(e).into()),
+        };
+        let missing = |e: redb::TableError| match e {
+            redb::TableError::TableDoesNotExist(_) => Ok(Self::Missing),
+            e => Err(ReadError::from(StoreError::from(e))),
+        };
+        if version.unwrap_or(0) >= 4 {
+            txn.open_table(INDEX_LISTS).map(Self::Lists).or_else(missing)
+        } else {
+            txn.open_table(INDEX).map(Self::Entries).or_else(missing)
+        }
+    }
+
+    /// The seqs of each row with a key in `low..=high`, in key order, until `visit` says stop.
+    fn rows(&self, low: &[u8], high: &[u8], mut visit: impl FnMut(&[u64]) -> bool) -> Result<(), ReadError> {
+        match self {
+            Self::Lists(table) => {
+                for row in table.range(low..=high)? {
+                    let (key, value) = row?;
+                    if !visit(&list_seqs(key.value(), value.value())?) {
+                        break;
+                    }
+                }
             }
+            Self::Entries(table) => {
+                for row in table.range(low..=high)? {
+                    let (key, _) = row?;
+                    if let Some(seq) = index::seq_of(key.value())
+                        && !visit(&[seq])
+                    {
+                        break;
+                    }
+                }
+            }
+            Self::Missing => {}
         }
         Ok(())
     }
+
+    /// The seqs of the last row with a key in `low..=high`.
+    fn last_row(&self, low: &[u8], high: &[u8]) -> Result<Option<Vec<u64>>, ReadError> {
+        match self {
+            Self::Lists(table) => match table.range(low..=high)?.next_back().transpose()? {
+                Some((key, value)) => Ok(Some(list_seqs(key.value(), value.value())?)),
+                None => Ok(None),
+            },
+            Self::Entries(table) => {
+                let last = table.range(low..=high)?.next_back().transpose()?;
+                Ok(last.and_then(|(key, _)| index::seq_of(key.value())).map(|seq| vec![seq]))
+            }
+            Self::Missing => Ok(None),
+        }
+    }
+}
+
+/// The seqs of one list row; a row that does not parse is a damaged index.
+fn list_seqs(key: &[u8], value: &[u8]) -> Result<Vec<u64>, ReadError> {
+    index::split_entry(key)
+        .and_then(|(_, first)| index::unpack(first, value))
+        .ok_or_else(|| ReadError::Store(StoreError::Damaged("an index row does not parse".into())))
 }

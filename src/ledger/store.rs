@@ -1,5 +1,7 @@
-//! The redb file: the `events` table (seq → envelope bytes), the `index` table (see
-//! `index.rs`) and `meta`. Only the writer thread writes; readers use MVCC read transactions.
+//! The redb file: the `event_chunks` table (first seq → a chunk of envelopes, see `chunks.rs`),
+//! the `events` table of formats 1 to 3 (seq → envelope bytes, read, never written since
+//! format 4), the `index` table (see `index.rs`) and `meta`. Only the writer thread writes;
+//! readers use MVCC read transactions.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,16 +9,27 @@ use std::time::{Duration, Instant};
 
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::chunks;
 use super::codec::Sealed;
+use super::index;
 use super::raft_log::{RaftLog, RaftLogError};
 use super::reader::LedgerReader;
 use super::token_ids::TokenIdScheme;
 
+/// Index entries an index rebuild groups into lists at a time (about 16,000 events' worth).
+const REBUILD_WINDOW: usize = 1 << 16;
+
 /// How long closing the store waits for readers to finish the read they are in.
 const READERS_WAIT: Duration = Duration::from_secs(5);
 
+/// Formats 1 to 3: one row per event. Kept as it is when such a file is upgraded.
 pub(crate) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+/// Format 4: the events after those of `events`, in chunks (`chunks.rs`).
+pub(crate) const CHUNKS: TableDefinition<u64, &[u8]> = TableDefinition::new("event_chunks");
+/// Index versions up to 3: one row per entry (`index.rs`). Dropped when the index is rebuilt.
 pub(crate) const INDEX: TableDefinition<&[u8], ()> = TableDefinition::new("index");
+/// Index version 4: list rows (`index::lists`).
+pub(crate) const INDEX_LISTS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("index_lists");
 pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 
 /// redb's page cache for the ledger file (its default is 1 GiB). The writer only appends (it
@@ -27,14 +40,16 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 pub const CACHE_BYTES: usize = 128 << 20;
 
 /// Version of the table layout and event set; see the format log in docs/design.md.
-pub const FORMAT_VERSION: u32 = 3;
-/// Format 1 and 2 files open too, their events read as they are (a format-1 envelope is a
+pub const FORMAT_VERSION: u32 = 4;
+/// Format 1 to 3 files open too, their events read as they are (a format-1 envelope is a
 /// format-2 envelope with the transaction id as text; format 3 adds an event kind,
-/// `ProjectionSnapshotWritten`, and nothing else). Opened for writing, a file's
-/// `format_version` becomes 3, so that an older build, which would refuse the new kind as an
-/// unknown event, refuses the file up front instead. Opened read-only, nothing changes.
+/// `ProjectionSnapshotWritten`, and nothing else; format 4 stores new events in chunks, and
+/// the envelopes are those of format 3). Opened for writing, a file's `format_version` becomes
+/// 4, so that an older build, which would not see the chunked events, refuses the file up
+/// front instead. Opened read-only, nothing changes.
 const FORMAT_V1: u32 = 1;
 const FORMAT_V2: u32 = 2;
+const FORMAT_V3: u32 = 3;
 const META_FORMAT: &str = "format_version";
 /// The last seq of a format-1 file when a format-2 (or later) build first opened it for
 /// writing (u64 be).
@@ -42,6 +57,9 @@ const META_FORMAT_1_UNTIL: &str = "format_1_until_seq";
 /// The last seq of a format-2 file when a format-3 build first opened it for writing (u64 be):
 /// no event up to it is of a format-3 kind.
 const META_FORMAT_2_UNTIL: &str = "format_2_until_seq";
+/// The last seq stored one row per event (the `events` table of formats 1 to 3) when a format-4
+/// build first opened the file for writing (u64 be): every later event is in `event_chunks`.
+const META_EVENT_ROWS_UNTIL: &str = "event_rows_until_seq";
 const META_INDEX: &str = "index_version";
 const META_TOKEN_ID_KEY: &str = "token_id_key";
 
@@ -53,6 +71,8 @@ pub enum StoreError {
     UnsupportedFormat { found: u32 },
     #[error("ledger storage error: {0}")]
     Storage(#[from] redb::Error),
+    #[error("the stored events are damaged: {0}")]
+    Damaged(String),
 }
 
 macro_rules! storage_from {
@@ -111,10 +131,14 @@ impl Store {
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(Some(FORMAT_VERSION)) => {}
-                Some(Some(old @ (FORMAT_V1 | FORMAT_V2))) => {
+                Some(Some(old @ (FORMAT_V1 | FORMAT_V2 | FORMAT_V3))) => {
                     let head = txn.open_table(EVENTS)?.last()?.map_or(0, |(seq, _)| seq.value());
-                    let until = if old == FORMAT_V1 { META_FORMAT_1_UNTIL } else { META_FORMAT_2_UNTIL };
-                    meta.insert(until, head.to_be_bytes().as_slice())?;
+                    match old {
+                        FORMAT_V1 => meta.insert(META_FORMAT_1_UNTIL, head.to_be_bytes().as_slice())?,
+                        FORMAT_V2 => meta.insert(META_FORMAT_2_UNTIL, head.to_be_bytes().as_slice())?,
+                        _ => None,
+                    };
+                    meta.insert(META_EVENT_ROWS_UNTIL, head.to_be_bytes().as_slice())?;
                     meta.insert(META_FORMAT, FORMAT_VERSION.to_be_bytes().as_slice())?;
                 }
                 Some(other) => {
@@ -130,9 +154,17 @@ impl Store {
                     key
                 }
             };
-            drop(meta);
+            let index_version = meta.get(META_INDEX)?.and_then(|v| read_u32(v.value()));
+            if index_version == Some(3) {
+                drop(meta);
+                convert_index_3(&txn)?;
+                txn.open_table(META)?.insert(META_INDEX, index::INDEX_VERSION.to_be_bytes().as_slice())?;
+            } else {
+                drop(meta);
+            }
             txn.open_table(EVENTS)?;
-            txn.open_table(INDEX)?;
+            txn.open_table(CHUNKS)?;
+            txn.open_table(INDEX_LISTS)?;
             key
         };
         txn.commit()?;
@@ -149,7 +181,7 @@ impl Store {
         let txn = db.begin_read()?;
         let meta = txn.open_table(META)?;
         match meta.get(META_FORMAT)?.map(|v| read_u32(v.value())) {
-            Some(Some(FORMAT_V1 | FORMAT_V2 | FORMAT_VERSION)) => {}
+            Some(Some(FORMAT_V1 | FORMAT_V2 | FORMAT_V3 | FORMAT_VERSION)) => {}
             other => return Err(StoreError::UnsupportedFormat { found: other.flatten().unwrap_or(0) }),
         }
         let key = meta.get(META_TOKEN_ID_KEY)?.map_or_else(|| vec![0u8; 32], |v| v.value().to_vec());
@@ -223,13 +255,12 @@ impl Store {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(durability)?;
         {
-            let mut events = txn.open_table(EVENTS)?;
-            let mut index = txn.open_table(INDEX)?;
-            for item in batch {
-                events.insert(item.sealed.seq, item.sealed.bytes.as_slice())?;
-                for key in &item.index_keys {
-                    index.insert(key.as_slice(), ())?;
-                }
+            let mut chunks = txn.open_table(CHUNKS)?;
+            let mut index = txn.open_table(INDEX_LISTS)?;
+            append_chunked(&mut chunks, batch)?;
+            let entries = batch.iter().flat_map(|item| item.index_keys.iter().map(Vec::as_slice));
+            for (key, seqs) in index::lists(entries) {
+                index.insert(key.as_slice(), seqs.as_slice())?;
             }
             if let Some((key, value)) = raft_meta {
                 txn.open_table(super::raft_log::RAFT_META)?.insert(key, value)?;
@@ -246,16 +277,31 @@ impl Store {
         Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
     }
 
-    /// Replaces the whole index (after a change of index layout) in one transaction.
+    /// Replaces the whole index (after a change of index layout) in one transaction: `keys`
+    /// are the entries of every event in seq order, written as lists of a window of
+    /// [`REBUILD_WINDOW`] entries each. The rows of index versions up to 3 are dropped.
     pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(INDEX)?;
+        txn.delete_table(INDEX_LISTS)?;
         {
-            let mut index = txn.open_table(INDEX)?;
+            let mut table = txn.open_table(INDEX_LISTS)?;
+            let mut window = Vec::with_capacity(REBUILD_WINDOW);
+            let mut flush = |window: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+                for (key, seqs) in index::lists(window.iter().map(Vec::as_slice)) {
+                    table.insert(key.as_slice(), seqs.as_slice())?;
+                }
+                window.clear();
+                Ok(())
+            };
             for key in keys {
-                index.insert(key.as_slice(), ())?;
+                window.push(key);
+                if window.len() == REBUILD_WINDOW {
+                    flush(&mut window)?;
+                }
             }
+            flush(&mut window)?;
             let mut meta = txn.open_table(META)?;
             meta.insert(META_INDEX, version.to_be_bytes().as_slice())?;
         }
@@ -263,19 +309,152 @@ impl Store {
         Ok(())
     }
 
-    /// Calls `visit(key, bytes)` for every stored event in key order, stopping at the first
-    /// error `visit` returns.
+    /// Calls `visit(seq, bytes)` for every stored event (its envelope as stored) in seq order,
+    /// stopping at the first error `visit` returns. A chunk that does not parse is a
+    /// [`StoreError::Damaged`].
     pub fn scan<E: From<StoreError>>(&self, mut visit: impl FnMut(u64, &[u8]) -> Result<(), E>) -> Result<(), E> {
-        let txn = self.db.begin_read().map_err(StoreError::from)?;
-        let events = txn.open_table(EVENTS).map_err(StoreError::from)?;
-        for row in events.iter().map_err(StoreError::from)? {
-            let (key, value) = row.map_err(StoreError::from)?;
-            visit(key.value(), value.value())?;
+        let snapshot = self.reader().snapshot().map_err(|e| match e {
+            super::ReadError::Store(e) => e,
+            other => StoreError::Damaged(other.to_string()),
+        })?;
+        let mut failed = None;
+        let scanned = snapshot.scan(0, |seq, bytes| match visit(seq, bytes) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        });
+        if let Some(e) = failed {
+            return Err(e);
         }
-        Ok(())
+        scanned.map_err(|e| StoreError::Damaged(e.to_string()).into())
     }
+}
+
+/// Rewrites an index of version 3 (one row per entry) as version 4 (lists), in `txn`: its rows
+/// are already sorted by value and seq, so each value's entries become lists of up to
+/// `index::LIST_MAX` in one pass, without the replay a rebuild needs. Drops the old table.
+fn convert_index_3(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let mut rows = 0u64;
+    {
+        let old = txn.open_table(INDEX)?;
+        let mut lists = txn.open_table(INDEX_LISTS)?;
+        let mut run: Vec<Vec<u8>> = Vec::with_capacity(index::LIST_MAX);
+        let mut flush = |run: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
+            for (key, seqs) in index::lists(run.iter().map(Vec::as_slice)) {
+                lists.insert(key.as_slice(), seqs.as_slice())?;
+            }
+            run.clear();
+            Ok(())
+        };
+        for row in old.iter()? {
+            let (key, _) = row?;
+            let key = key.value();
+            let same_value = run.last().and_then(|last| index::split_entry(last)).map(|(prefix, _)| prefix)
+                == index::split_entry(key).map(|(prefix, _)| prefix);
+            if !same_value || run.len() == index::LIST_MAX {
+                flush(&mut run)?;
+            }
+            run.push(key.to_vec());
+            rows += 1;
+            if rows.is_multiple_of(1 << 22) {
+                tracing::info!(rows, "converting the ledger index to lists (index version 4)");
+            }
+        }
+        flush(&mut run)?;
+    }
+    txn.delete_table(INDEX)?;
+    tracing::info!(
+        rows,
+        ms = started.elapsed().as_millis() as u64,
+        "ledger index converted to lists (index version 4)"
+    );
+    Ok(())
+}
+
+/// Appends `batch` (in seq order) to the chunks: to the last chunk while it has room and the
+/// batch continues it, then to new ones.
+fn append_chunked(table: &mut redb::Table<u64, &[u8]>, batch: &[Append]) -> Result<(), StoreError> {
+    let Some(first) = batch.first() else { return Ok(()) };
+    // The chunk being filled: its key, the seq it continues with, its bytes.
+    let mut open: Option<(u64, u64, Vec<u8>)> = None;
+    if let Some((key, value)) = table.last()? {
+        let (key, value) = (key.value(), value.value());
+        // A chunk that does not parse is left as it is (the replay reports it); the batch
+        // starts a new one.
+        if let Ok(n) = chunks::count(key, value)
+            && key + n == first.sealed.seq
+            && value.len() < chunks::CHUNK_BYTES
+        {
+            open = Some((key, key + n, value.to_vec()));
+        }
+    }
+    for item in batch {
+        let bytes = item.sealed.bytes.as_slice();
+        let continues =
+            open.as_ref().is_some_and(|(_, next, chunk)| *next == item.sealed.seq && chunks::fits(chunk, bytes.len()));
+        if !continues {
+            if let Some((key, _, chunk)) = open.take() {
+                table.insert(key, chunk.as_slice())?;
+            }
+            open = Some((item.sealed.seq, item.sealed.seq, Vec::with_capacity(chunks::CHUNK_BYTES)));
+        }
+        if let Some((_, next, chunk)) = open.as_mut() {
+            chunks::push(chunk, bytes);
+            *next += 1;
+        }
+    }
+    if let Some((key, _, chunk)) = open {
+        table.insert(key, chunk.as_slice())?;
+    }
+    Ok(())
 }
 
 fn read_u32(bytes: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(bytes.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn append(seq: u64, len: usize) -> Append {
+        Append { sealed: Sealed { seq, hash: [0; 32], bytes: vec![(seq % 251) as u8; len] }, index_keys: Vec::new() }
+    }
+
+    fn chunk_keys(store: &Store) -> Vec<u64> {
+        let txn = store.db.begin_read().unwrap();
+        let table = txn.open_table(CHUNKS).unwrap();
+        table.iter().unwrap().map(|row| row.unwrap().0.value()).collect()
+    }
+
+    /// Batches fill the last chunk before opening another, across commits; an envelope too big
+    /// for any chunk gets one of its own; every event reads back under its seq.
+    #[test]
+    fn batches_fill_chunks_across_commits() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ledger.redb")).unwrap();
+        // 300-byte envelopes: 13 fit one chunk (13 × 302 + 1 ≤ 4064).
+        store.append(&(1..=5).map(|seq| append(seq, 300)).collect::<Vec<_>>()).unwrap();
+        store.append(&(6..=20).map(|seq| append(seq, 300)).collect::<Vec<_>>()).unwrap();
+        assert_eq!(chunk_keys(&store), [1, 14], "the second batch filled the first chunk, then began another");
+        store.append(&[append(21, 5_000), append(22, 300)]).unwrap();
+        assert_eq!(chunk_keys(&store), [1, 14, 21, 22]);
+        store.append(&[append(23, 300)]).unwrap();
+        assert_eq!(chunk_keys(&store), [1, 14, 21, 22], "a small event continues the last chunk");
+        let stored = super::super::raw::from(&store.db, 0).unwrap();
+        assert_eq!(stored.len(), 23);
+        for (seq, bytes) in stored {
+            let len = if seq == 21 { 5_000 } else { 300 };
+            assert_eq!(bytes, vec![(seq % 251) as u8; len], "event {seq}");
+        }
+        let snapshot = store.reader().snapshot().unwrap();
+        assert_eq!(snapshot.last_seq().unwrap(), 23);
+        assert_eq!(
+            snapshot.envelopes(13..=15, 10).unwrap().iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+            [13, 14, 15]
+        );
+    }
 }

@@ -7,10 +7,9 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use prost::Message as _;
-use redb::ReadableDatabase as _;
 use tokenledger::proto::ledger::Envelope;
 
-use crate::audit_verify::{EVENTS, Tamper};
+use crate::audit_verify::Tamper;
 use crate::binary::{BIN, Running, serve};
 use crate::harness::txid;
 
@@ -205,47 +204,34 @@ fn open_copy(dir: &Path) -> redb::Database {
 /// Changes event `seq`'s transaction id and recomputes every hash after it, as an attacker
 /// who understands the format would: the chain stays consistent.
 fn rewrite_history(db: &redb::Database, seq: u64) {
-    let rows: Vec<(u64, Vec<u8>)> = {
-        let read = db.begin_read().unwrap();
-        let table = read.open_table(EVENTS).unwrap();
-        table.range(seq..).unwrap().map(|r| r.unwrap()).map(|(k, v)| (k.value(), v.value().to_vec())).collect()
-    };
-    let write = db.begin_write().unwrap();
-    {
-        let mut table = write.open_table(EVENTS).unwrap();
-        let mut prev: Option<Vec<u8>> = None;
-        for (key, bytes) in rows {
-            // In canonical form (format 2 may store a UUID transaction id as 16 bytes).
-            let mut envelope = Envelope::decode(tokenledger::ledger::codec::canonical_bytes(bytes).as_slice()).unwrap();
-            if key == seq {
-                envelope.transaction_id = txid();
-            }
-            if let Some(prev) = prev {
-                envelope.prev_hash = prev;
-            }
-            let prev_hash: [u8; 32] = envelope.prev_hash.as_slice().try_into().unwrap();
-            let hash = tokenledger::ledger::codec::chain_hash(
-                &prev_hash,
-                envelope.seq,
-                envelope.recorded_at_ms,
-                &envelope.transaction_id,
-                &envelope.event,
-            );
-            envelope.hash = hash.to_vec();
-            prev = Some(hash.to_vec());
-            table.insert(key, envelope.encode_to_vec().as_slice()).unwrap();
+    use tokenledger::ledger::raw;
+    let rows = raw::from(db, seq).unwrap();
+    let mut prev: Option<Vec<u8>> = None;
+    for (key, bytes) in rows {
+        // In canonical form (format 2 may store a UUID transaction id as 16 bytes).
+        let mut envelope = Envelope::decode(tokenledger::ledger::codec::canonical_bytes(bytes).as_slice()).unwrap();
+        if key == seq {
+            envelope.transaction_id = txid();
         }
+        if let Some(prev) = prev {
+            envelope.prev_hash = prev;
+        }
+        let prev_hash: [u8; 32] = envelope.prev_hash.as_slice().try_into().unwrap();
+        let hash = tokenledger::ledger::codec::chain_hash(
+            &prev_hash,
+            envelope.seq,
+            envelope.recorded_at_ms,
+            &envelope.transaction_id,
+            &envelope.event,
+        );
+        envelope.hash = hash.to_vec();
+        prev = Some(hash.to_vec());
+        raw::rewrite(db, key, envelope.encode_to_vec().as_slice()).unwrap();
     }
-    write.commit().unwrap();
 }
 
 fn truncate_from(db: &redb::Database, seq: u64) {
-    let write = db.begin_write().unwrap();
-    {
-        let mut table = write.open_table(EVENTS).unwrap();
-        table.retain(|key, _| key < seq).unwrap();
-    }
-    write.commit().unwrap();
+    tokenledger::ledger::raw::truncate_from(db, seq).unwrap();
 }
 
 #[test]

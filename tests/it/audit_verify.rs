@@ -3,14 +3,11 @@
 //! live ledger through redb; the live stream refuses to deliver a damaged event.
 
 use futures_util::StreamExt as _;
-use redb::ReadableDatabase as _;
 use tokenledger::audit::{Checkpoint, CheckpointBody};
 use tokenledger::proto::{self as api};
 
 use crate::audit::*;
 use crate::harness::*;
-
-pub const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
 
 /// How someone with file access damages a ledger, through redb itself.
 #[derive(Clone, Copy, Debug)]
@@ -25,31 +22,22 @@ pub enum Tamper {
 
 impl Tamper {
     pub fn apply(self, db: &redb::Database) {
-        let read = |seq: u64| {
-            let txn = db.begin_read().unwrap();
-            txn.open_table(EVENTS).unwrap().get(seq).unwrap().unwrap().value().to_vec()
-        };
-        let write = db.begin_write().unwrap();
-        {
-            let mut table = write.open_table(EVENTS).unwrap();
-            match self {
-                Tamper::Rewrite(seq) => {
-                    let mut value = read(seq);
-                    let middle = value.len() / 2;
-                    value[middle] ^= 0x20;
-                    table.insert(seq, value.as_slice()).unwrap();
-                }
-                Tamper::Delete(seq) => {
-                    table.remove(seq).unwrap();
-                }
-                Tamper::Swap(seq) => {
-                    let (a, b) = (read(seq), read(seq + 1));
-                    table.insert(seq, b.as_slice()).unwrap();
-                    table.insert(seq + 1, a.as_slice()).unwrap();
-                }
+        use tokenledger::ledger::raw;
+        let read = |seq: u64| raw::read(db, seq).unwrap().expect("the event is stored");
+        match self {
+            Tamper::Rewrite(seq) => {
+                let mut value = read(seq);
+                let middle = value.len() / 2;
+                value[middle] ^= 0x20;
+                raw::rewrite(db, seq, &value).unwrap();
+            }
+            Tamper::Delete(seq) => raw::remove(db, seq).unwrap(),
+            Tamper::Swap(seq) => {
+                let (a, b) = (read(seq), read(seq + 1));
+                raw::rewrite(db, seq, &b).unwrap();
+                raw::rewrite(db, seq + 1, &a).unwrap();
             }
         }
-        write.commit().unwrap();
     }
 
     pub fn seq(self) -> u64 {

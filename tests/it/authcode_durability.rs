@@ -158,9 +158,7 @@ async fn the_ledger_holds_no_code_verifier_or_private_signing_key() {
 
 #[tokio::test]
 async fn code_events_are_indexed_by_code_client_and_user() {
-    use redb::ReadableDatabase;
-    use tokenledger::ledger::index::{IndexKind, prefix, seq_of};
-    const INDEX: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
+    use tokenledger::ledger::index::IndexKind;
     let flow = flow().await;
     // A code without offline_access: its family has no refresh token to name the client.
     let code = flow.code(&Form::code().without("requested_scopes")).await;
@@ -183,16 +181,7 @@ async fn code_events_are_indexed_by_code_client_and_user() {
             _ => value,
         };
         let db = redb::Database::open(dir.path().join(data_dir::LEDGER_FILE)).unwrap();
-        let read = db.begin_read().unwrap();
-        let table = read.open_table(INDEX).unwrap();
-        let start = prefix(kind, value);
-        let mut end = start.clone();
-        end.extend_from_slice(&[0xff; 9]);
-        table
-            .range(start.as_slice()..end.as_slice())
-            .unwrap()
-            .map(|row| seq_of(row.unwrap().0.value()).unwrap())
-            .collect()
+        tokenledger::ledger::raw::index_seqs(&db, kind, value).unwrap()
     };
     let kind_at = |seq: u64| events[seq as usize - 1].kind.clone().unwrap();
     let code_id = tokenledger::crypto::token::decode(&flow_keys(dir.path()), &code).unwrap().1;

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use redb::ReadableDatabase;
 use tokenledger::config::Config;
 use tokenledger::server::data_dir;
 
@@ -111,17 +110,10 @@ async fn first_start_creates_private_key_and_admin_files() {
 /// Rewrites the stored value of event `seq` through redb itself, as someone with file access
 /// could, and returns the data dir.
 pub fn tamper(dir: &std::path::Path, seq: u64, change: impl FnOnce(&mut Vec<u8>)) {
-    const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
     let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
-    let mut value = {
-        let read = db.begin_read().unwrap();
-        let table = read.open_table(EVENTS).unwrap();
-        table.get(seq).unwrap().unwrap().value().to_vec()
-    };
+    let mut value = tokenledger::ledger::raw::read(&db, seq).unwrap().expect("the event is stored");
     change(&mut value);
-    let write = db.begin_write().unwrap();
-    write.open_table(EVENTS).unwrap().insert(seq, value.as_slice()).unwrap();
-    write.commit().unwrap();
+    tokenledger::ledger::raw::rewrite(&db, seq, &value).unwrap();
 }
 
 #[tokio::test]
@@ -186,11 +178,8 @@ async fn start_up_names_a_bad_event_past_the_replays_first_batches() {
         bytes[last] ^= 0x01;
     });
     {
-        const EVENTS: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
         let db = redb::Database::open(&path).unwrap();
-        let write = db.begin_write().unwrap();
-        write.open_table(EVENTS).unwrap().remove(1_500).unwrap();
-        write.commit().unwrap();
+        tokenledger::ledger::raw::remove(&db, 1_500).unwrap();
     }
     let error = tokenledger::ledger::open(&path, wall_ms(), |_| {}).err().expect("a missing event").to_string();
     assert!(error.contains("1500"), "{error}");

@@ -125,17 +125,22 @@ const EXPECTED_V2_HEAD: &str = "d0b0d95769a953aacb9caa87b13cb0c04e07b6370e7a0c6c
 /// The transaction id of the fixture's revocation: a UUID in upper case, stored as text.
 const V2_TEXT_TRANSACTION_ID: &str = "3F2B8C1E-9D4A-4B7E-8F00-123456789ABC";
 
-/// Every stored envelope of a stopped ledger, as stored (not opened).
+/// Every stored envelope of a stopped ledger, as stored (not opened), from either event table.
 fn raw_envelopes(dir: &std::path::Path) -> Vec<(u64, Vec<u8>)> {
     let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
+    tokenledger::ledger::raw::from(&db, 0).unwrap()
+}
+
+/// Rows of `table` (`u64` keys) in a stopped ledger: the event tables' row counts.
+fn rows_of(dir: &std::path::Path, table: &str) -> u64 {
+    let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
     let read = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let events: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
-    let table = read.open_table(events).unwrap();
-    redb::ReadableTable::iter(&table)
-        .unwrap()
-        .map(|row| row.unwrap())
-        .map(|(k, v)| (k.value(), v.value().to_vec()))
-        .collect()
+    let definition: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new(table);
+    match read.open_table(definition) {
+        Ok(rows) => redb::ReadableTableMetadata::len(&rows).unwrap(),
+        Err(redb::TableError::TableDoesNotExist(_)) => 0,
+        Err(e) => panic!("{e}"),
+    }
 }
 
 fn meta_u64(dir: &std::path::Path, key: &str) -> Option<u64> {
@@ -151,15 +156,9 @@ fn meta_u64(dir: &std::path::Path, key: &str) -> Option<u64> {
 
 /// Index entries of event kind `kind` (kind 6) in a stopped ledger.
 fn kind_entries(dir: &std::path::Path, kind: u8) -> usize {
-    use tokenledger::ledger::index::{IndexKind, prefix};
+    use tokenledger::ledger::index::IndexKind;
     let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
-    let read = redb::ReadableDatabase::begin_read(&db).unwrap();
-    let index: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
-    let table = read.open_table(index).unwrap();
-    let start = prefix(IndexKind::EventKind, &[kind]);
-    let mut end = start.clone();
-    end.extend_from_slice(&[0xff; 10]);
-    redb::ReadableTable::range(&table, start.as_slice()..end.as_slice()).unwrap().count()
+    tokenledger::ledger::raw::index_seqs(&db, IndexKind::EventKind, &[kind]).unwrap().len()
 }
 
 #[test]
@@ -169,7 +168,7 @@ fn format_v2_ledger_opens_verifies_and_replays() {
     let (store, state, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, EXPECTED_V2_EVENTS);
     assert_eq!(hex(&report.head.hash), EXPECTED_V2_HEAD);
-    assert_eq!(store.index_version().unwrap(), 3, "no re-index: the fixture has index version 3");
+    assert_eq!(store.index_version().unwrap(), 4, "re-indexed: the fixture has index version 3");
     drop(store);
     assert!(state.client("svc").is_some() && state.user("01001", "alice").is_some());
     assert_eq!(state.families_len(), 1, "alice's sign-in, refreshed once");
@@ -229,23 +228,24 @@ async fn format_v2_data_dir_serves_audit_queries() {
     server.stop().await;
 }
 
-/// A format-1 file keeps its events byte for byte, is marked format 3 and re-indexed.
+/// A format-1 file keeps its events byte for byte, is marked format 4 and re-indexed.
 #[test]
-fn format_v1_ledger_is_marked_format_3_and_reindexed_with_its_events_unchanged() {
+fn format_v1_ledger_is_marked_format_4_and_reindexed_with_its_events_unchanged() {
     let dir = copy_fixture(FORMAT_V1);
     let before = raw_envelopes(dir.path());
     assert_eq!(meta_u64(dir.path(), "format_version"), Some(1));
     assert_eq!(kind_entries(dir.path(), 10), 3, "index version 2 had event-kind entries for TokensIssued");
     let (store, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, 8);
-    assert_eq!(store.index_version().unwrap(), 3);
+    assert_eq!(store.index_version().unwrap(), 4);
     drop(store);
     assert_eq!(raw_envelopes(dir.path()), before, "no event was rewritten");
-    assert_eq!(meta_u64(dir.path(), "format_version"), Some(3));
+    assert_eq!(meta_u64(dir.path(), "format_version"), Some(4));
     assert_eq!(meta_u64(dir.path(), "format_1_until_seq"), Some(8));
     assert_eq!(meta_u64(dir.path(), "format_2_until_seq"), None, "it never was format 2");
+    assert_eq!(meta_u64(dir.path(), "event_rows_until_seq"), Some(8));
     assert_eq!(kind_entries(dir.path(), 10), 0);
-    // And it opens again, as format 3 now.
+    // And it opens again, as format 4 now.
     let (_, _, again) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(hex(&again.head.hash), "f45a7556478e76c98b015237b233b042041a797dc95933174d254656e9ce572b");
 }
@@ -274,14 +274,17 @@ fn verify(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
-/// `verify` opens a ledger read-only: a format-1 or format-2 file keeps its format (and every
-/// other meta key) and its index; only an open for writing marks it format 3. (Before format
+/// `verify` opens a ledger read-only: a format-1, 2 or 3 file keeps its format (and every
+/// other meta key) and its index; only an open for writing marks it format 4. (Before format
 /// 3, `verify` marked a format-1 file format 2, since opening a store always wrote.)
 #[test]
-fn verify_changes_nothing_in_an_older_format_and_an_open_for_writing_marks_it_format_3() {
-    for (fixture, format, events) in
-        [(FORMAT_V1, 1, 8), (FORMAT_V1_AUTHORITY, 1, EXPECTED_AUTHORITY_EVENTS), (FORMAT_V2, 2, EXPECTED_V2_EVENTS)]
-    {
+fn verify_changes_nothing_in_an_older_format_and_an_open_for_writing_marks_it_format_4() {
+    for (fixture, format, events) in [
+        (FORMAT_V1, 1, 8),
+        (FORMAT_V1_AUTHORITY, 1, EXPECTED_AUTHORITY_EVENTS),
+        (FORMAT_V2, 2, EXPECTED_V2_EVENTS),
+        (FORMAT_V3, 3, EXPECTED_V3_EVENTS),
+    ] {
         let dir = copy_fixture(fixture);
         let meta = meta_of(dir.path());
         let stored = raw_envelopes(dir.path());
@@ -294,9 +297,16 @@ fn verify_changes_nothing_in_an_older_format_and_an_open_for_writing_marks_it_fo
         assert_eq!(kind_entries(dir.path(), 10), kinds, "{fixture}: and its index (format 1: not re-indexed)");
         let (_, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
         assert_eq!(report.events, events);
-        assert_eq!(meta_u64(dir.path(), "format_version"), Some(3), "{fixture}");
-        let until = if format == 1 { "format_1_until_seq" } else { "format_2_until_seq" };
-        assert_eq!(meta_u64(dir.path(), until), Some(events), "{fixture}");
+        assert_eq!(meta_u64(dir.path(), "format_version"), Some(4), "{fixture}");
+        let until = match format {
+            1 => Some("format_1_until_seq"),
+            2 => Some("format_2_until_seq"),
+            _ => None,
+        };
+        if let Some(until) = until {
+            assert_eq!(meta_u64(dir.path(), until), Some(events), "{fixture}");
+        }
+        assert_eq!(meta_u64(dir.path(), "event_rows_until_seq"), Some(events), "{fixture}");
     }
 }
 
@@ -350,7 +360,7 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
     let (store, state, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
     assert_eq!(report.events, EXPECTED_V3_EVENTS);
     assert_eq!(hex(&report.head.hash), EXPECTED_V3_HEAD);
-    assert_eq!(store.index_version().unwrap(), 3, "no re-index");
+    assert_eq!(store.index_version().unwrap(), 4, "re-indexed from index version 3");
     drop(store);
     assert!(state.client("svc").is_some() && state.user("01001", "alice").is_some());
     let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
@@ -369,8 +379,134 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
     server.stop().await;
 }
 
+const FORMAT_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v4");
+/// The fixture's event count, head hash and revoked token (see its README.md).
+const EXPECTED_V4_EVENTS: u64 = 52;
+const EXPECTED_V4_HEAD: &str = "6fef8e63c49813e7e13803f55ccc59aa5eb17819d005a2e5b7982632b203aae5";
+const V4_REVOKED_TOKEN: &str = "tla_AAHlxhW933bVHog6fGudRTLkuPncQ3r7xw-AQDSJ6XZXGbAQJVOgErVsfl-6qt5dZ2U";
+
+/// The format-4 fixture keeps its events in a few chunks (no row per event); it verifies
+/// read-only without a change, every stored envelope opens and links, it replays to the
+/// same head, and a server on it answers audit queries that read across chunk boundaries:
+/// every issuance by kind, and the history of a token issued mid-ledger.
+#[tokio::test]
+async fn format_v4_ledger_in_chunks_verifies_replays_and_serves_audit_queries() {
+    use crate::audit::{events, seqs};
+    use tokenledger::proto as api;
+    let dir = std::sync::Arc::new(copy_fixture(FORMAT_V4));
+    assert_eq!(meta_u64(dir.path(), "format_version"), Some(4));
+    assert_eq!(rows_of(dir.path(), "events"), 0, "a format-4 file has no event rows");
+    let chunks = rows_of(dir.path(), "event_chunks");
+    assert!((2..EXPECTED_V4_EVENTS / 4).contains(&chunks), "{chunks} chunks");
+    let meta = meta_of(dir.path());
+    let report = verify(dir.path());
+    assert_eq!(
+        (report["events"].as_u64(), report["head_hash"].as_str()),
+        (Some(EXPECTED_V4_EVENTS), Some(EXPECTED_V4_HEAD))
+    );
+    assert_eq!(meta_of(dir.path()), meta);
+    let stored = raw_envelopes(dir.path());
+    assert_eq!(stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (1..=EXPECTED_V4_EVENTS).collect::<Vec<_>>());
+    let mut prev = [0u8; 32];
+    for (seq, bytes) in &stored {
+        let opened = codec::open(*seq, bytes).unwrap();
+        assert_eq!(opened.prev_hash, prev, "event {seq} links to the one before");
+        prev = opened.hash;
+    }
+    let (store, _, report) = tokenledger::ledger::open(&dir.path().join(data_dir::LEDGER_FILE), 0, |_| {}).unwrap();
+    assert_eq!((report.events, hex(&report.head.hash).as_str()), (EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD));
+    assert_eq!(store.index_version().unwrap(), 4, "no re-index");
+    drop(store);
+    let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
+    let issued =
+        events(&server, api::StreamEventsRequest { kinds: vec!["tokens_issued".into()], ..Default::default() }).await;
+    assert_eq!(issued.len(), V4_ISSUANCES + 2, "every client_credentials issuance, the sign-in and the refresh");
+    let revoked =
+        events(&server, api::StreamEventsRequest { kinds: vec!["token_revoked".into()], ..Default::default() }).await;
+    assert_eq!(revoked.len(), 1);
+    let history = crate::audit_history::history(&server, V4_REVOKED_TOKEN).await;
+    let history_seqs: Vec<u64> = history.entries.iter().filter_map(|e| e.event.as_ref()).map(|e| e.seq).collect();
+    assert_eq!(history_seqs, [seqs(&issued)[V4_REVOKED], revoked[0].seq], "issued mid-ledger, then revoked");
+    let now = history.status_now.unwrap();
+    assert_eq!((now.active, now.state.as_str(), now.deciding_seq), (false, "revoked", revoked[0].seq));
+    server.stop().await;
+}
+
+/// Opening an index of version 3 for writing converts it to lists in place (no replay): the
+/// same entries as before, and the same as a rebuild from the events gives.
+#[test]
+fn an_index_of_version_3_is_converted_to_lists_with_the_same_entries_as_a_rebuild() {
+    let dir = copy_fixture(FORMAT_V3);
+    let path = dir.path().join(data_dir::LEDGER_FILE);
+    let entries = || tokenledger::ledger::raw::index_entries(&redb::Database::open(&path).unwrap()).unwrap();
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(3));
+    let before = entries();
+    assert!(before.len() > 20, "{}", before.len());
+    drop(Store::open(&path).unwrap());
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(4), "converted on open");
+    let list_rows = {
+        let db = redb::Database::open(&path).unwrap();
+        let read = redb::ReadableDatabase::begin_read(&db).unwrap();
+        let lists: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("index_lists");
+        redb::ReadableTableMetadata::len(&read.open_table(lists).unwrap()).unwrap()
+    };
+    assert!(list_rows < before.len() as u64, "as fewer rows: {list_rows}");
+    assert_eq!(entries(), before, "the same entries");
+    {
+        // Force a rebuild from the events: another index version.
+        let db = redb::Database::open(&path).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("index_version", 1u32.to_be_bytes().as_slice()).unwrap();
+        txn.commit().unwrap();
+    }
+    tokenledger::ledger::open(&path, 0, |_| {}).unwrap();
+    assert_eq!(meta_u64(dir.path(), "index_version"), Some(4));
+    assert_eq!(entries(), before, "a rebuild from the events gives the same entries");
+}
+
+/// An upgraded format-3 file keeps its rows and continues in chunks: a server on it issues
+/// tokens, and after a restart (a full replay across both tables) and `verify`, the chain
+/// runs from the last row into the first chunk, and audit reads see both.
+#[tokio::test]
+async fn an_upgraded_ledger_continues_in_chunks_after_its_rows() {
+    use crate::audit::events;
+    use tokenledger::proto as api;
+    let dir = std::sync::Arc::new(copy_fixture(FORMAT_V3));
+    let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
+    let creds = server
+        .client(api::ClientSpec {
+            client_id: "upgraded".into(),
+            name: "After the upgrade".into(),
+            institution_ids: vec!["01001".into()],
+            grant_types: vec!["client_credentials".into()],
+            scopes: vec!["accounts:read".into()],
+            ..Default::default()
+        })
+        .await;
+    for _ in 0..30 {
+        server.token(&creds, "grant_type=client_credentials").await.access_token();
+    }
+    let dir = server.stop().await;
+    std::fs::remove_file(dir.path().join(tokenledger::ledger::snapshot::SNAPSHOT_FILE_NAME)).unwrap();
+    assert_eq!(rows_of(dir.path(), "events"), EXPECTED_V3_EVENTS, "the old rows stay");
+    assert!(rows_of(dir.path(), "event_chunks") >= 2);
+    assert_eq!(meta_u64(dir.path(), "event_rows_until_seq"), Some(EXPECTED_V3_EVENTS));
+    let report = verify(dir.path());
+    let total = report["events"].as_u64().unwrap();
+    assert!(total > EXPECTED_V3_EVENTS + 30, "{report}");
+    let stored = raw_envelopes(dir.path());
+    assert_eq!(stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (1..=total).collect::<Vec<_>>());
+    let server = crate::harness::TestServer::start_in(dir, |_| {}).await;
+    assert_eq!(crate::audit::head(&server), total, "replayed from the rows through the chunks");
+    let issued =
+        events(&server, api::StreamEventsRequest { kinds: vec!["tokens_issued".into()], ..Default::default() }).await;
+    assert_eq!(issued.len(), 3 + 30, "the fixture's three issuances and the new ones");
+    server.stop().await;
+}
+
 /// A file of a later format is refused with the format named, by a server and by `verify`
-/// alike (as a format-2 build refuses a format-3 file).
+/// alike (as a format-3 build refuses a format-4 file).
 #[test]
 fn a_later_format_is_refused_with_its_number() {
     let dir = copy_fixture(FORMAT_V3);
@@ -378,10 +514,10 @@ fn a_later_format_is_refused_with_its_number() {
         let db = redb::Database::open(dir.path().join(data_dir::LEDGER_FILE)).unwrap();
         let txn = db.begin_write().unwrap();
         let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
-        txn.open_table(meta).unwrap().insert("format_version", 4u32.to_be_bytes().as_slice()).unwrap();
+        txn.open_table(meta).unwrap().insert("format_version", 5u32.to_be_bytes().as_slice()).unwrap();
         txn.commit().unwrap();
     }
-    let expected = "ledger format 4 is not supported by this build (supports 1 to 3)";
+    let expected = "ledger format 5 is not supported by this build (supports 1 to 4)";
     let config = Config::resolve(test_settings(dir.path())).unwrap();
     let refused = data_dir::open(&config).err().map(|e| e.to_string());
     assert!(refused.as_deref().is_some_and(|e| e.contains(expected)), "{refused:?}");
@@ -489,6 +625,39 @@ async fn write_format_v3_fixture() {
     }
 }
 
+/// The format-4 fixture's client_credentials issuances, and which of them is revoked.
+const V4_ISSUANCES: usize = 40;
+const V4_REVOKED: usize = 20;
+
+/// Writes the fixture `tests/fixtures/format-v4`. Run once, by hand, for a new format only:
+/// `TOKENLEDGER_WRITE_FORMAT_V4=dir cargo test --test it write_format_v4_fixture -- --ignored`.
+/// Enough client_credentials issuances for several chunks, a sign-in, a refresh and a
+/// revocation, with a projection snapshot recorded at the stop.
+#[tokio::test]
+#[ignore = "writes a fixture; run by hand only"]
+async fn write_format_v4_fixture() {
+    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_FORMAT_V4").unwrap());
+    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    let (server, f) = crate::harness::TestServer::seeded().await;
+    let mut tokens = Vec::new();
+    for _ in 0..V4_ISSUANCES {
+        tokens.push(server.token(&f.service, "grant_type=client_credentials").await.access_token());
+    }
+    let (_, refresh) = crate::audit::sign_in(&server, &f).await;
+    crate::audit::refresh(&server, &f, &refresh).await;
+    let body = format!("token={}", tokens[V4_REVOKED]);
+    let headers = [("transactionId", "7d0c3a52-1f3e-4c1b-9a55-0e6f2b8d4c21")];
+    let revoked =
+        server.send_form(reqwest::Method::DELETE, "/oauth2/v1/revoke", Some(&f.service), &headers, &body).await;
+    assert_eq!(revoked.status, 204);
+    let dir = server.stop().await;
+    std::fs::create_dir_all(&out).unwrap();
+    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
+        std::fs::copy(dir.path().join(file), out.join(file)).unwrap();
+    }
+    println!("the revoked token: {}", tokens[V4_REVOKED]);
+}
+
 /// The size breakdown of a ledger file (bench/README.md, "Ledger bytes per event"): run on a
 /// stopped server's copy with
 /// `TOKENLEDGER_SIZE_OF=/path/ledger.redb cargo test --test it ledger_size_breakdown -- --ignored --nocapture`.
@@ -500,28 +669,46 @@ fn ledger_size_breakdown() {
     let file_bytes = std::fs::metadata(&path).unwrap().len();
     let db = redb::Database::open(&path).unwrap();
     let events_def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("events");
+    let chunks_def: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("event_chunks");
     let index_def: redb::TableDefinition<&[u8], ()> = redb::TableDefinition::new("index");
     let read = db.begin_read().unwrap();
     let events = read.open_table(events_def).unwrap();
-    let index = read.open_table(index_def).unwrap();
-    let n_events = events.len().unwrap();
-    let n_index = index.len().unwrap();
+    let chunks = read.open_table(chunks_def).ok();
+    let index = read.open_table(index_def).ok();
+    let lists_def: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("index_lists");
+    let lists = read.open_table(lists_def).ok();
+    let stored = tokenledger::ledger::raw::from(&db, 0).unwrap();
+    let n_events = stored.len() as u64;
     let (mut value_bytes, mut event_bytes, mut txid_bytes) = (0u64, 0u64, 0u64);
-    let mut by_kind: std::collections::BTreeMap<u8, (u64, u64)> = Default::default();
-    for row in events.iter().unwrap() {
-        let (_, value) = row.unwrap();
-        value_bytes += value.value().len() as u64;
-        if let Ok(envelope) = <tokenledger::proto::ledger::Envelope as prost::Message>::decode(value.value()) {
+    for (_, value) in &stored {
+        value_bytes += value.len() as u64;
+        if let Ok(envelope) = <tokenledger::proto::ledger::Envelope as prost::Message>::decode(value.as_slice()) {
             event_bytes += envelope.event.len() as u64;
-            txid_bytes += envelope.transaction_id.len() as u64;
+            txid_bytes += envelope.transaction_id.len() as u64 + envelope.transaction_uuid.len() as u64;
         }
     }
-    for row in index.iter().unwrap() {
-        let (key, _) = row.unwrap();
-        let entry = by_kind.entry(key.value()[0]).or_default();
-        entry.0 += 1;
-        entry.1 += key.value().len() as u64;
+    // Entries per index kind: (entries, rows, key bytes).
+    let mut by_kind: std::collections::BTreeMap<u8, (u64, u64, u64)> = Default::default();
+    if let Some(index) = &index {
+        for row in index.iter().unwrap() {
+            let (key, _) = row.unwrap();
+            let entry = by_kind.entry(key.value()[0]).or_default();
+            entry.0 += 1;
+            entry.1 += 1;
+            entry.2 += key.value().len() as u64;
+        }
     }
+    if let Some(lists) = &lists {
+        for row in lists.iter().unwrap() {
+            let (key, value) = row.unwrap();
+            let (_, first) = tokenledger::ledger::index::split_entry(key.value()).unwrap();
+            let entry = by_kind.entry(key.value()[0]).or_default();
+            entry.0 += tokenledger::ledger::index::unpack(first, value.value()).unwrap().len() as u64;
+            entry.1 += 1;
+            entry.2 += key.value().len() as u64;
+        }
+    }
+    let n_index: u64 = by_kind.values().map(|(entries, _, _)| entries).sum();
     let show = |name: &str, s: TableStats, rows: u64| {
         let pages = s.leaf_pages() + s.branch_pages();
         println!(
@@ -543,13 +730,23 @@ fn ledger_size_breakdown() {
         event_bytes as f64 / n_events as f64,
         txid_bytes as f64 / n_events as f64
     );
-    show("events", events.stats().unwrap(), n_events);
-    show("index", index.stats().unwrap(), n_index);
-    println!("index entries/event {:.2}", n_index as f64 / n_events as f64);
-    for (kind, (count, bytes)) in by_kind {
-        println!("  index kind {kind}: {count} entries, {:.1} B/key", bytes as f64 / count as f64);
+    show("events (rows, formats 1-3)", events.stats().unwrap(), events.len().unwrap());
+    if let Some(chunks) = &chunks {
+        let n_chunks = chunks.len().unwrap();
+        println!("chunks {n_chunks}, events/chunk {:.1}", n_events as f64 / n_chunks.max(1) as f64);
+        show("event_chunks (per event)", chunks.stats().unwrap(), n_events);
     }
-    drop((events, index, read));
+    if let Some(index) = &index {
+        show("index (one row per entry, index versions up to 3)", index.stats().unwrap(), n_events);
+    }
+    if let Some(lists) = &lists {
+        show("index_lists (per event)", lists.stats().unwrap(), n_events);
+    }
+    println!("index entries/event {:.2}", n_index as f64 / n_events as f64);
+    for (kind, (count, rows, bytes)) in by_kind {
+        println!("  index kind {kind}: {count} entries in {rows} rows, {:.1} B/key", bytes as f64 / rows as f64);
+    }
+    drop((events, chunks, index, lists, read));
     let write = db.begin_write().unwrap();
     let stats = write.stats().unwrap();
     println!(
