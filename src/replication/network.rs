@@ -33,7 +33,7 @@ use tonic::{Request, Response, Status};
 
 use super::codec::{self, CodecError};
 use super::read_index::ReadIndex;
-use super::transfer::TimeoutNowHandler;
+use super::transfer::{HandOver, TimeoutNowHandler};
 use super::{NodeId, NodeInfo, TypeConfig};
 use crate::domain::ids::hex;
 use crate::proto::cluster as wire;
@@ -130,11 +130,73 @@ pub struct Network {
     /// one for each leadership check) and by `ReadIndex` calls; replaced when the address in
     /// the membership changes.
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Test hook: the links a test has cut ([`Links`]); `None` in production.
+    links: Option<(NodeId, Links)>,
+    /// Set while this node hands its leadership over ([`super::transfer`]).
+    hand_over: HandOver,
+}
+
+/// A test hook that cuts the network between nodes of one process (the partition tests):
+/// every node's [`Network`] made [`with_links`](Network::with_links) over the same `Links`
+/// refuses to call a node in another group, for every call it makes (Raft, `ReadIndex`,
+/// `TimeoutNow`, `Forward`, `NodeStatus`), as a peer that cannot be reached. Since each side
+/// refuses its own calls, a cut link carries nothing either way; a call already sent when the
+/// link is cut completes (a message that was in flight). Production never makes one:
+/// [`Network::new`] has none, and nothing outside the tests calls `with_links`.
+#[derive(Clone, Default)]
+pub struct Links {
+    /// Each node's group; a node not named is in group 0. Two nodes talk iff in the same group.
+    groups: Arc<Mutex<HashMap<NodeId, u32>>>,
+}
+
+impl Links {
+    /// Puts each of `groups` apart from the others and from every node not named (group 0).
+    pub fn split(&self, groups: &[&[NodeId]]) {
+        let mut current = self.groups.lock();
+        current.clear();
+        for (group, nodes) in (1u32..).zip(groups) {
+            for node in *nodes {
+                current.insert(*node, group);
+            }
+        }
+    }
+
+    /// Cuts `node` off from every other node.
+    pub fn isolate(&self, node: NodeId) {
+        self.split(&[&[node]]);
+    }
+
+    /// Every link works again.
+    pub fn heal(&self) {
+        self.groups.lock().clear();
+    }
+
+    /// True when `from` and `to` can talk.
+    pub fn connected(&self, from: NodeId, to: NodeId) -> bool {
+        let groups = self.groups.lock();
+        groups.get(&from).copied().unwrap_or(0) == groups.get(&to).copied().unwrap_or(0)
+    }
 }
 
 impl Network {
     pub fn new(credential: ClusterCredential, tls: Option<ClientTlsConfig>, connect_timeout: Duration) -> Self {
-        Self { credential, tls, connect_timeout, channels: Arc::default() }
+        Self { credential, tls, connect_timeout, channels: Arc::default(), links: None, hand_over: HandOver::default() }
+    }
+
+    /// What tells this node's proposer that a leader hand-over runs ([`super::transfer`]).
+    pub fn hand_over(&self) -> HandOver {
+        self.hand_over.clone()
+    }
+
+    /// This network, of node `me`, refusing the links `links` cuts (a test hook, see [`Links`]).
+    pub fn with_links(mut self, me: NodeId, links: Links) -> Self {
+        self.links = Some((me, links));
+        self
+    }
+
+    /// `Err` when a test has cut the link to `target` ([`Links`]).
+    fn reaches(&self, target: NodeId) -> Result<(), String> {
+        reaches(self.links.as_ref(), target)
     }
 
     /// Asks `leader` for the read index (see [`super::read_index`]); the call's deadline is the
@@ -208,6 +270,12 @@ impl Network {
 
     /// The connection to `target` at `node`'s address (made lazily, kept for reuse).
     fn channel(&self, target: NodeId, node: &NodeInfo) -> Result<Channel, String> {
+        self.reaches(target)?;
+        self.connection(target, node)
+    }
+
+    /// [`Self::channel`] whatever a test's [`Links`] say now.
+    fn connection(&self, target: NodeId, node: &NodeInfo) -> Result<Channel, String> {
         let mut channels = self.channels.lock();
         if let Some((addr, channel)) = channels.get(&target)
             && *addr == node.raft_addr
@@ -236,16 +304,26 @@ impl Network {
     }
 }
 
+fn reaches(links: Option<&(NodeId, Links)>, target: NodeId) -> Result<(), String> {
+    match links {
+        Some((me, links)) if !links.connected(*me, target) => {
+            Err(format!("node {target}: the test cut the link from node {me}"))
+        }
+        _ => Ok(()),
+    }
+}
+
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        let client = self.channel(target, node).map(|channel| {
+        // Connected whatever the links are now: they are checked at every call.
+        let client = self.connection(target, node).map(|channel| {
             RaftServiceClient::new(channel)
                 .max_decoding_message_size(MESSAGE_BYTES_MAX)
                 .max_encoding_message_size(MESSAGE_BYTES_MAX)
         });
-        PeerClient { target, client, credential: self.credential.clone() }
+        PeerClient { target, client, credential: self.credential.clone(), links: self.links.clone() }
     }
 }
 
@@ -255,6 +333,7 @@ pub struct PeerClient {
     /// `Err`: the peer's address cannot be used; every call reports it as unreachable.
     client: Result<RaftServiceClient<Channel>, String>,
     credential: ClusterCredential,
+    links: Option<(NodeId, Links)>,
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>;
@@ -267,10 +346,11 @@ impl PeerClient {
         request
     }
 
-    fn client(&self) -> Result<RaftServiceClient<Channel>, &str> {
+    fn client(&self) -> Result<RaftServiceClient<Channel>, String> {
+        reaches(self.links.as_ref(), self.target)?;
         match &self.client {
             Ok(client) => Ok(client.clone()),
-            Err(problem) => Err(problem),
+            Err(problem) => Err(problem.clone()),
         }
     }
 }
@@ -289,8 +369,8 @@ fn transport_error<E: std::error::Error>(target: NodeId, status: Status) -> RPCE
     }
 }
 
-fn unusable_address<E: std::error::Error>(problem: &str) -> RPCError<NodeId, NodeInfo, E> {
-    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(problem.to_owned())))
+fn unusable_address<E: std::error::Error>(problem: String) -> RPCError<NodeId, NodeInfo, E> {
+    RPCError::Unreachable(Unreachable::new(&std::io::Error::other(problem)))
 }
 
 fn answer_error<E: std::error::Error>(target: NodeId, problem: WireError) -> RPCError<NodeId, NodeInfo, E> {

@@ -106,7 +106,8 @@ impl ClusterNode {
             id: self.id,
             role,
             term: metrics.current_term,
-            leader: metrics.current_leader,
+            // A stopped Raft keeps the last leader it knew in its metrics: not a leader to use.
+            leader: metrics.current_leader.filter(|_| role != Role::Stopped),
             applied_index: metrics.last_applied.map_or(0, |l| l.index),
             last_log_index: metrics.last_log_index.unwrap_or(0),
             initialised: !members.is_empty(),

@@ -3,10 +3,11 @@
 //! one Raft entry and waits until the entry is committed (durable on a majority) and applied on
 //! this node by the state machine. The writer is a plain thread, so the calls block.
 //!
-//! **Invariant:** the writer decides only against projections that hold every committed entry:
-//! [`Proposer::ready_blocking`] confirms leadership with a quorum and waits until this node has
-//! applied everything committed before its term, once per term; afterwards this writer is the only
-//! proposer, and it proposes one batch at a time, so its projections stay current. A batch sealed
+//! **Invariant:** the writer decides only against projections that hold every entry of the
+//! leader's log: [`Proposer::ready_blocking`] confirms leadership with a quorum and waits until
+//! this node has applied its whole log, once per term and again after any proposal whose outcome
+//! was not known (it may still commit); otherwise this writer is the only proposer, and it
+//! proposes one batch at a time, so its projections stay current. A batch sealed
 //! against stale projections would reuse seqs of committed events, and every node's state machine
 //! would refuse it as a divergence.
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{Raft, ServerState};
 
+use super::transfer::HandOver;
 use super::{NodeId, RAFT_BATCH_VERSION, TypeConfig};
 use crate::proto::ledger::RaftBatch;
 
@@ -41,12 +43,21 @@ pub struct Proposer {
     ready_term: AtomicU64,
     /// The longest a proposal may wait for its commit before its outcome counts as unknown.
     commit_timeout: Duration,
+    /// Set while this node hands its leadership over: nothing is proposed meanwhile.
+    hand_over: HandOver,
 }
 
 impl Proposer {
     /// A proposer that runs Raft's futures on `runtime` (the writer thread is not part of it).
     pub fn new(raft: Raft<TypeConfig>, runtime: tokio::runtime::Handle, commit_timeout: Duration) -> Self {
-        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout }
+        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout, hand_over: HandOver::default() }
+    }
+
+    /// This proposer, refusing to decide while `hand_over` is set (pass the node's
+    /// [`super::network::Network::hand_over`], so `transfer_leadership` can succeed under load).
+    pub fn with_hand_over(mut self, hand_over: HandOver) -> Self {
+        self.hand_over = hand_over;
+        self
     }
 
     /// Returns once this node leads and its projections hold every entry committed before its
@@ -60,6 +71,10 @@ impl Proposer {
         if state != ServerState::Leader {
             return Err(ProposeError::NotLeader { leader });
         }
+        // Handing over: the leadership is about to move; deciding now would defeat it.
+        if self.hand_over.active() {
+            return Err(ProposeError::NotLeader { leader: None });
+        }
         if self.ready_term.load(Ordering::Acquire) == term {
             return Ok(());
         }
@@ -70,6 +85,24 @@ impl Proposer {
         };
         match confirmed {
             Ok(_) => {
+                // Everything in this leader's log, not only what was committed: a batch whose
+                // outcome was not known (`Unknown`) may still commit, and a batch decided
+                // without it would reuse its seqs, which every node refuses as a divergence.
+                // The earlier proposal reached Raft before `ensure_linearizable` did (one queue),
+                // so the log index read now covers it.
+                let last = self.raft.metrics().borrow().last_log_index;
+                let settled = async {
+                    tokio::time::timeout(
+                        self.commit_timeout,
+                        self.raft.wait(None).applied_index_at_least(last, "the leader applies its whole log"),
+                    )
+                    .await
+                };
+                match self.runtime.block_on(settled) {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => return Err(ProposeError::Stopped("raft stopped while its log was applied".into())),
+                    Err(_) => return Err(ProposeError::NotLeader { leader: None }),
+                }
                 self.ready_term.store(term, Ordering::Release);
                 Ok(())
             }
@@ -86,7 +119,12 @@ impl Proposer {
         let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes };
         let write = async { tokio::time::timeout(self.commit_timeout, self.raft.client_write(batch)).await };
         match self.runtime.block_on(write) {
-            Err(_) => Err(ProposeError::Unknown(format!("not committed within {:?}", self.commit_timeout))),
+            Err(_) => {
+                // It may still commit: nothing is decided again before this node has applied it
+                // or lost it (`ready_blocking` settles the whole log first).
+                self.ready_term.store(0, Ordering::Release);
+                Err(ProposeError::Unknown(format!("not committed within {:?}", self.commit_timeout)))
+            }
             Ok(Ok(written)) => Ok(written.data.head_seq),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
                 // Refused (not the leader), or its entry was removed from this node's log as
@@ -94,7 +132,10 @@ impl Proposer {
                 self.ready_term.store(0, Ordering::Release);
                 Err(ProposeError::NotLeader { leader: forward.leader_id })
             }
-            Ok(Err(RaftError::APIError(other))) => Err(ProposeError::Unknown(other.to_string())),
+            Ok(Err(RaftError::APIError(other))) => {
+                self.ready_term.store(0, Ordering::Release);
+                Err(ProposeError::Unknown(other.to_string()))
+            }
             Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Stopped(fatal.to_string())),
         }
     }

@@ -13,7 +13,8 @@
 //! its own reads and all its followers' together.
 //!
 //! **Invariant:** [`ReadIndex::confirm`] returns `Ok` only after this node's state machine has
-//! applied at least the read index of a round that started after `confirm` was called.
+//! applied at least the read index of a round that started after `confirm` was called, and
+//! never once Raft on this node has stopped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +109,11 @@ impl ReadIndex {
                     .applied_index_at_least(Some(read.index), "read index")
                     .await
                     .map_err(|_| ReadIndexError::ShuttingDown)?;
+            }
+            // A node whose Raft stopped (a divergence, a storage error) may hold more than the
+            // read index of a history that is not the cluster's: it confirms nothing.
+            if self.inner.raft.metrics().borrow().state == ServerState::Shutdown {
+                return Err(ReadIndexError::ShuttingDown);
             }
             Ok(read)
         })
@@ -210,6 +216,9 @@ async fn fetch(inner: &Inner) -> Outcome {
         let node = leader.and_then(|id| metrics.membership_config.membership().get_node(&id).cloned());
         (metrics.state, leader, node)
     };
+    if state == ServerState::Shutdown {
+        return Err(ReadIndexError::ShuttingDown);
+    }
     if state == ServerState::Leader {
         return match inner.raft.get_read_log_id().await {
             Ok((read_log_id, _applied)) => Ok(read_log_id),

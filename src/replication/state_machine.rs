@@ -111,6 +111,19 @@ fn membership_of(applied: &RaftApplied) -> Result<StoredMembership<NodeId, NodeI
 }
 
 fn storage_error(error: MachineError) -> StorageError {
+    // The one place an operator learns why this node stopped: say it plainly, with the seq.
+    if let MachineError::Replicated(ReplicatedError::Diverged { seq, .. } | ReplicatedError::Rewritten { seq }) = &error
+    {
+        tracing::error!(
+            seq = *seq,
+            %error,
+            "this node's ledger diverges from the cluster's at seq {seq}: raft stopped on this node, which now takes \
+             no writes and confirms no reads (/readyz 503, gRPC health NOT_SERVING); replace its data directory \
+             with a copy from a healthy node (docs/cluster.md)"
+        );
+    } else {
+        tracing::error!(%error, "this node's raft state machine failed: raft stops on this node");
+    }
     StorageIOError::write_state_machine(AnyError::new(&error)).into()
 }
 

@@ -9,11 +9,20 @@
 //! hand-over therefore takes about `election_timeout_max` plus a round trip, where losing a
 //! leader without one takes that plus a random election timeout and may need several rounds.
 //!
+//! **Writes pause during a hand-over.** A voter also refuses a candidate whose log is behind its
+//! own, and every entry a follower receives renews the lease it holds for the leader: a leader
+//! that kept appending the writes it is sent would defeat its own hand-over (the candidate never
+//! holds the whole log, and the voters never see the lease run out). So while a hand-over runs,
+//! [`HandOver`] is set and the node's writer proposes nothing ([`super::proposer::Proposer`]
+//! refuses as "not the leader": the callers fail closed and retry, as in any election).
+//!
 //! **Invariant:** nothing here can elect a node whose log lacks a committed entry: the election
 //! is an ordinary Raft election, and voters grant only to a candidate at least as up to date.
 //! Holding elections back is bounded (`hold`), so a candidate that dies mid-transfer delays the
 //! next election by at most that.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use openraft::{Raft, ServerState};
@@ -41,8 +50,24 @@ pub enum TransferError {
     NotElected { target: NodeId, waited: Duration },
 }
 
-/// Hands this node's leadership to `target` within `timeout`. The caller stops proposing first
-/// (entries proposed meanwhile are still replicated and committed, but may need the new leader).
+/// Set while this node hands its leadership over; its writer proposes nothing meanwhile. One per
+/// node, shared by its [`Network`] (which `transfer_leadership` is given) and its proposer.
+#[derive(Clone, Debug, Default)]
+pub struct HandOver(Arc<AtomicBool>);
+
+impl HandOver {
+    /// True while a hand-over runs on this node.
+    pub fn active(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn set(&self, active: bool) {
+        self.0.store(active, Ordering::Release);
+    }
+}
+
+/// Hands this node's leadership to `target` within `timeout`. The node's writer proposes nothing
+/// meanwhile ([`HandOver`]; a batch it was already proposing is still replicated and committed).
 /// On failure this node takes part in elections again and the cluster elects as usual.
 pub async fn transfer_leadership(
     raft: &Raft<TypeConfig>,
@@ -70,10 +95,13 @@ pub async fn transfer_leadership(
     };
     let started = Instant::now();
     let deadline = started + timeout;
+    let writes = network.hand_over();
+    writes.set(true);
     raft.runtime_config().elect(false);
     let outcome = hand_over(raft, network, me, target, &voters, deadline).await;
     raft.runtime_config().heartbeat(true);
     raft.runtime_config().elect(true);
+    writes.set(false);
     outcome
 }
 

@@ -195,7 +195,7 @@ pub fn start(
         "cluster node started"
     );
 
-    let proposer = Proposer::new(raft.clone(), runtime.clone(), COMMIT_TIMEOUT);
+    let proposer = Proposer::new(raft.clone(), runtime.clone(), COMMIT_TIMEOUT).with_hand_over(network.hand_over());
     let writer =
         LedgerHandle::spawn_replicated(Arc::new(proposer), reader, token_ids, state, config.writer.clone(), clock)
             .map_err(StartError::Writer)?

@@ -16,36 +16,36 @@ use std::time::{Duration, Instant};
 use crate::binary::{BIN, Running, serve};
 use crate::harness::{Rng, txid};
 
-const INSTITUTION: &str = "07007";
+pub const INSTITUTION: &str = "07007";
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-struct Node {
-    id: u64,
-    dir: PathBuf,
-    raft_port: u16,
-    running: Option<Running>,
+pub struct Node {
+    pub id: u64,
+    pub dir: PathBuf,
+    pub raft_port: u16,
+    pub running: Option<Running>,
 }
 
 impl Node {
-    fn start(&mut self, peers: &str) {
+    pub fn start(&mut self, peers: &str) {
         let raft = format!("127.0.0.1:{}", self.raft_port);
         let id = self.id.to_string();
         self.running = Some(serve(&self.dir, &["--node-id", &id, "--raft-listen", &raft, "--peers", peers]));
     }
 
-    fn url(&self) -> Option<String> {
+    pub fn url(&self) -> Option<String> {
         self.running.as_ref().map(|r| r.url.clone())
     }
 }
 
-fn cli(args: &[&str]) -> std::process::Output {
+pub fn cli(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run tokenledger")
 }
 
-fn copy_keys(from: &Path, to: &Path) {
+pub fn copy_keys(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
     for file in ["keys.json", "signing-keys.json", "checkpoint.key", "admin.token"] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
@@ -53,7 +53,7 @@ fn copy_keys(from: &Path, to: &Path) {
 }
 
 /// The node that says it leads, asked over `/readyz`.
-async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u64> {
+pub async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u64> {
     for (id, url) in urls {
         let Ok(reply) = http.get(format!("{url}/readyz")).timeout(Duration::from_millis(500)).send().await else {
             continue;
@@ -68,7 +68,7 @@ async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u64> {
 
 /// Waits (at most 10 s) until `/readyz` of the node at `url` says it takes writes (it knows a
 /// leader) when `writes`, or says it does not when `!writes`; `what` names the wait in a failure.
-async fn wait_writes(http: &reqwest::Client, url: &str, writes: bool, what: &str) {
+pub async fn wait_writes(http: &reqwest::Client, url: &str, writes: bool, what: &str) {
     let since = Instant::now();
     loop {
         let reply = http.get(format!("{url}/readyz")).timeout(Duration::from_millis(500)).send().await;

@@ -75,6 +75,21 @@ impl<M: RaftStateMachine<TypeConfig> + Clone> TestNode<M> {
         bind: SocketAddr,
     ) -> TestNode<M> {
         let network = Network::new(credential.clone(), None, Duration::from_millis(500));
+        TestNode::start_with(id, log_store, machine, keep, credential, config, bind, network).await
+    }
+
+    /// [`Self::start_on`] over `network` (the partition tests pass one with cut links).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn start_with(
+        id: NodeId,
+        log_store: LogStore,
+        machine: M,
+        keep: Option<Store>,
+        credential: &ClusterCredential,
+        config: Arc<Config>,
+        bind: SocketAddr,
+        network: Network,
+    ) -> TestNode<M> {
         let raft = Raft::new(id, config, network.clone(), log_store, machine.clone()).await.unwrap();
         let reads = ReadIndex::new(raft.clone(), network.clone(), Duration::from_millis(1), Duration::from_secs(2));
         let listener = TcpListener::bind(bind).await.unwrap();
@@ -433,5 +448,26 @@ async fn a_leader_hands_over_to_the_chosen_follower() {
     applied_everywhere(&live, 13).await;
     for node in nodes.iter_mut().filter(|n| n.id != down) {
         node.stop().await;
+    }
+}
+
+/// A node whose Raft stopped (a divergence or a storage error halts it) confirms no read, though
+/// it still knows the leader it last followed and has applied everything committed: what it
+/// holds may be another history, so nothing it says may count as confirmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_raft_stopped_confirms_no_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut nodes, leader) = three_node_cluster(dir.path()).await;
+    nodes.iter().find(|n| n.id == leader).unwrap().raft.client_write(batch(2)).await.unwrap();
+    applied_everywhere(&nodes.iter().collect::<Vec<_>>(), 2).await;
+    let follower = nodes.iter().position(|n| n.id != leader).unwrap();
+    nodes[follower].reads.confirm().await.unwrap();
+    nodes[follower].stop().await;
+    assert_eq!(nodes[follower].raft.metrics().borrow().current_leader, Some(leader), "it still names the leader");
+    assert_eq!(nodes[follower].reads.confirm().await, Err(ReadIndexError::ShuttingDown));
+    for node in nodes.iter_mut() {
+        if node.raft.metrics().borrow().state != ServerState::Shutdown {
+            node.stop().await;
+        }
     }
 }
