@@ -117,11 +117,7 @@ fn change_chunk(db: &Database, seq: u64, put: impl FnOnce(&mut Vec<(u64, Vec<u8>
 pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) -> Result<Vec<u64>, StoreError> {
     use super::index;
     let txn = db.begin_read()?;
-    let version = txn
-        .open_table(super::store::META)?
-        .get("index_version")?
-        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
-        .map_or(0, u32::from_be_bytes);
+    let version = index_version(&txn)?;
     let low = index::entry(kind, value, 0);
     let high = index::entry(kind, value, u64::MAX);
     let mut out = Vec::new();
@@ -155,11 +151,7 @@ pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) ->
 pub fn index_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
     use super::index;
     let txn = db.begin_read()?;
-    let version = txn
-        .open_table(super::store::META)?
-        .get("index_version")?
-        .and_then(|v| <[u8; 4]>::try_from(v.value()).ok())
-        .map_or(0, u32::from_be_bytes);
+    let version = index_version(&txn)?;
     let mut out = Vec::new();
     if version >= 4 {
         for row in txn.open_table(super::store::INDEX_LISTS)?.iter()? {
@@ -175,4 +167,11 @@ pub fn index_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
         }
     }
     Ok(out)
+}
+
+/// The `index_version` recorded in the file (0: none).
+fn index_version(txn: &redb::ReadTransaction) -> Result<u32, StoreError> {
+    let meta = txn.open_table(super::store::META)?;
+    let version = meta.get("index_version")?.and_then(|v| <[u8; 4]>::try_from(v.value()).ok());
+    Ok(version.map_or(0, u32::from_be_bytes))
 }

@@ -168,6 +168,22 @@ fn last_log_index(raft: &Raft<TypeConfig>) -> u64 {
 }
 
 impl Cluster {
+    /// Three fresh nodes in a temp dir, every link up, initialised as one cluster of voters.
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let links = Links::default();
+        let mut nodes = Vec::new();
+        let mut members = Vec::new();
+        for id in 1..=3 {
+            let (node, member) = start_node(id, dir.path(), &links, "127.0.0.1:0".parse().unwrap()).await;
+            nodes.push(node);
+            members.push(member);
+        }
+        let voters = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
+        nodes[0].raft.initialize(voters).await.unwrap();
+        Self { dir, links, nodes, members: Arc::new(RwLock::new(members)) }
+    }
+
     fn members(&self) -> Vec<Member> {
         self.members.read().clone()
     }
@@ -584,18 +600,7 @@ async fn partitions_heal_without_losing_an_acknowledged_write_or_confirming_a_st
     let _seed = SeedOnFailure(seed);
     let mut rng = Rng(seed);
 
-    let dir = tempfile::tempdir().unwrap();
-    let links = Links::default();
-    let mut nodes = Vec::new();
-    let mut members = Vec::new();
-    for id in 1..=3 {
-        let (node, member) = start_node(id, dir.path(), &links, "127.0.0.1:0".parse().unwrap()).await;
-        nodes.push(node);
-        members.push(member);
-    }
-    let voters = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(voters).await.unwrap();
-    let mut cluster = Cluster { dir, links, nodes, members: Arc::new(RwLock::new(members)) };
+    let mut cluster = Cluster::start().await;
     // Not kept: a clone of a node held here would keep its ledger open when it restarts.
     setup(&cluster.leader(None, "the first election").await.writer).await;
 
@@ -689,18 +694,7 @@ async fn partitions_heal_without_losing_an_acknowledged_write_or_confirming_a_st
 /// kept out of elections so the leader keeps its term through the cut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_write_whose_commit_timed_out_is_applied_before_the_next_is_decided() {
-    let dir = tempfile::tempdir().unwrap();
-    let links = Links::default();
-    let mut nodes = Vec::new();
-    let mut members = Vec::new();
-    for id in 1..=3 {
-        let (node, member) = start_node(id, dir.path(), &links, "127.0.0.1:0".parse().unwrap()).await;
-        nodes.push(node);
-        members.push(member);
-    }
-    let voters = nodes.iter().map(|n| (n.id, n.info())).collect::<std::collections::BTreeMap<_, _>>();
-    nodes[0].raft.initialize(voters).await.unwrap();
-    let mut cluster = Cluster { dir, links, nodes, members: Arc::new(RwLock::new(members)) };
+    let mut cluster = Cluster::start().await;
     let leader = cluster.leader(None, "the first election").await;
     setup(&leader.writer).await;
     for member in cluster.members().iter().filter(|m| m.id != leader.id) {

@@ -274,6 +274,15 @@ fn verify(dir: &std::path::Path) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// `verify` of a fixture's copy gives its event count and head hash, and changes nothing in its
+/// `meta` table (a read-only open).
+fn verify_read_only(dir: &std::path::Path, events: u64, head: &str) {
+    let meta = meta_of(dir);
+    let report = verify(dir);
+    assert_eq!((report["events"].as_u64(), report["head_hash"].as_str()), (Some(events), Some(head)), "{report}");
+    assert_eq!(meta_of(dir), meta, "verify changed the meta table");
+}
+
 /// `verify` opens a ledger read-only: a format-1, 2 or 3 file keeps its format (and every
 /// other meta key) and its index; only an open for writing marks it format 4. (Before format
 /// 3, `verify` marked a format-1 file format 2, since opening a store always wrote.)
@@ -336,13 +345,7 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
     use tokenledger::proto as api;
     let dir = std::sync::Arc::new(copy_fixture(FORMAT_V3));
     assert_eq!(meta_u64(dir.path(), "format_version"), Some(3));
-    let meta = meta_of(dir.path());
-    let report = verify(dir.path());
-    assert_eq!(
-        (report["events"].as_u64(), report["head_hash"].as_str()),
-        (Some(EXPECTED_V3_EVENTS), Some(EXPECTED_V3_HEAD))
-    );
-    assert_eq!(meta_of(dir.path()), meta);
+    verify_read_only(dir.path(), EXPECTED_V3_EVENTS, EXPECTED_V3_HEAD);
     let hashes: std::collections::HashMap<u64, Vec<u8>> = raw_envelopes(dir.path())
         .into_iter()
         .map(|(seq, bytes)| (seq, codec::open(seq, &bytes).unwrap().hash.to_vec()))
@@ -398,13 +401,7 @@ async fn format_v4_ledger_in_chunks_verifies_replays_and_serves_audit_queries() 
     assert_eq!(rows_of(dir.path(), "events"), 0, "a format-4 file has no event rows");
     let chunks = rows_of(dir.path(), "event_chunks");
     assert!((2..EXPECTED_V4_EVENTS / 4).contains(&chunks), "{chunks} chunks");
-    let meta = meta_of(dir.path());
-    let report = verify(dir.path());
-    assert_eq!(
-        (report["events"].as_u64(), report["head_hash"].as_str()),
-        (Some(EXPECTED_V4_EVENTS), Some(EXPECTED_V4_HEAD))
-    );
-    assert_eq!(meta_of(dir.path()), meta);
+    verify_read_only(dir.path(), EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD);
     let stored = raw_envelopes(dir.path());
     assert_eq!(stored.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(), (1..=EXPECTED_V4_EVENTS).collect::<Vec<_>>());
     let mut prev = [0u8; 32];
