@@ -235,11 +235,31 @@ impl Cluster {
         metrics.snapshot.map_or(0, |s| s.index)
     }
 
-    /// Heals every link and waits until a leader is known and every node has applied what the
-    /// leader had applied when the wait began.
+    /// Heals every link and waits until the cluster has converged — one leader that every node
+    /// follows and that has heard back from every node (a leader cut off before the heal may
+    /// still believe it leads until a heartbeat reaches it) — and every node has applied what
+    /// the leader had applied then.
     async fn settle(&self, what: &str) {
         self.links.heal();
-        let leader = self.leader(None, what).await;
+        let deadline = Instant::now() + WAIT;
+        let leader = loop {
+            let leader = self.leader(None, what).await;
+            let members = self.members();
+            let replication = leader.raft.metrics().borrow().replication.clone().unwrap_or_default();
+            let converged = members.iter().all(|m| {
+                m.raft.metrics().borrow().current_leader == Some(leader.id)
+                    && replication.get(&m.id).is_some_and(|matched| matched.is_some())
+            });
+            if converged {
+                break leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: the cluster did not converge within {WAIT:?}: {}",
+                self.describe()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
         let target = head_seq(&leader);
         for member in self.members() {
             member
