@@ -6,36 +6,38 @@
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use super::chunks;
+use super::reader::ReadError;
 use super::store::{CHUNKS, EVENTS, StoreError};
+use super::token_ids::TokenIdScheme;
 
 /// The bytes stored for event `seq` (its envelope as stored).
 pub fn read(db: &Database, seq: u64) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(from(db, seq)?.into_iter().next().filter(|(at, _)| *at == seq).map(|(_, bytes)| bytes))
+    snapshot(db)?.stored(seq).map_err(store_error)
 }
 
 /// Every stored event from `seq` on, in seq order.
 pub fn from(db: &Database, seq: u64) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-    let txn = db.begin_read()?;
     let mut out = Vec::new();
-    if let Ok(rows) = txn.open_table(EVENTS) {
-        for row in rows.range(seq..)? {
-            let (key, value) = row?;
-            out.push((key.value(), value.value().to_vec()));
-        }
-    }
-    if let Ok(table) = txn.open_table(CHUNKS) {
-        let start = table.range(..=seq)?.next_back().transpose()?.map_or(seq, |(key, _)| key.value());
-        for row in table.range(start..)? {
-            let (key, value) = row?;
-            for entry in chunks::entries(key.value(), value.value()) {
-                let (at, bytes) = entry.map_err(|e| StoreError::Damaged(e.to_string()))?;
-                if at >= seq {
-                    out.push((at, bytes.to_vec()));
-                }
-            }
-        }
-    }
+    snapshot(db)?
+        .scan(seq, |at, bytes| {
+            out.push((at, bytes.to_vec()));
+            true
+        })
+        .map_err(store_error)?;
     Ok(out)
+}
+
+/// The audit reader's view of `db` (events only: no token-id key is needed for them).
+fn snapshot(db: &Database) -> Result<super::reader::Snapshot, StoreError> {
+    let txn = db.begin_read()?;
+    super::reader::Snapshot::open(&txn, std::sync::Arc::new(TokenIdScheme::new(&[0; 32])), None).map_err(store_error)
+}
+
+fn store_error(error: ReadError) -> StoreError {
+    match error {
+        ReadError::Store(error) => error,
+        other => StoreError::Damaged(other.to_string()),
+    }
 }
 
 /// Replaces the stored bytes of event `seq` (which must be stored) with `bytes`.
@@ -117,7 +119,7 @@ fn change_chunk(db: &Database, seq: u64, put: impl FnOnce(&mut Vec<(u64, Vec<u8>
 pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) -> Result<Vec<u64>, StoreError> {
     use super::index;
     let txn = db.begin_read()?;
-    let version = index_version(&txn)?;
+    let version = super::store::recorded_index_version(&txn)?;
     let low = index::entry(kind, value, 0);
     let high = index::entry(kind, value, u64::MAX);
     let mut out = Vec::new();
@@ -151,7 +153,7 @@ pub fn index_seqs(db: &Database, kind: super::index::IndexKind, value: &[u8]) ->
 pub fn index_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
     use super::index;
     let txn = db.begin_read()?;
-    let version = index_version(&txn)?;
+    let version = super::store::recorded_index_version(&txn)?;
     let mut out = Vec::new();
     if version >= 4 {
         for row in txn.open_table(super::store::INDEX_LISTS)?.iter()? {
@@ -167,11 +169,4 @@ pub fn index_entries(db: &Database) -> Result<Vec<Vec<u8>>, StoreError> {
         }
     }
     Ok(out)
-}
-
-/// The `index_version` recorded in the file (0: none).
-fn index_version(txn: &redb::ReadTransaction) -> Result<u32, StoreError> {
-    let meta = txn.open_table(super::store::META)?;
-    let version = meta.get("index_version")?.and_then(|v| <[u8; 4]>::try_from(v.value()).ok());
-    Ok(version.map_or(0, u32::from_be_bytes))
 }

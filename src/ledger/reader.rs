@@ -12,7 +12,7 @@ use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
 use super::chunks;
 use super::codec::{self, ChainError};
 use super::index::{self, IndexKind};
-use super::store::{CHUNKS, EVENTS, INDEX, INDEX_LISTS, META, StoreError};
+use super::store::{CHUNKS, EVENTS, INDEX, INDEX_LISTS, StoreError};
 use super::token_ids::TokenIdScheme;
 use crate::domain::ids::TokenId;
 use crate::proto::ledger::{Envelope, Event};
@@ -59,21 +59,7 @@ impl LedgerReader {
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
         let db = self.db.upgrade().ok_or(ReadError::Closed)?;
         let txn = db.begin_read().map_err(StoreError::from)?;
-        // A file that never had one of the two event tables (a new file has both; a format-1
-        // to -3 file opened read-only has no chunks) reads as if it were empty.
-        let optional = |table: redb::TableDefinition<'static, u64, &'static [u8]>| match txn.open_table(table) {
-            Ok(table) => Ok(Some(table)),
-            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
-            Err(e) => Err(StoreError::from(e)),
-        };
-        let rows = optional(EVENTS)?;
-        let chunks = optional(CHUNKS)?;
-        let index = IndexTable::open(&txn)?;
-        let rows_last = match &rows {
-            Some(rows) => rows.last()?.map_or(0, |(seq, _)| seq.value()),
-            None => 0,
-        };
-        Ok(Snapshot { rows, rows_last, chunks, index, token_ids: self.token_ids.clone(), _db: db })
+        Snapshot::open(&txn, self.token_ids.clone(), Some(db))
     }
 }
 
@@ -86,11 +72,34 @@ pub struct Snapshot {
     chunks: Option<ReadOnlyTable<u64, &'static [u8]>>,
     index: IndexTable,
     token_ids: Arc<TokenIdScheme>,
-    /// Keeps the database open while the snapshot lives (see `Store::close`).
-    _db: Arc<Database>,
+    /// Keeps the database open while the snapshot lives (see `Store::close`); `None` for a
+    /// database its caller holds (`ledger::raw`).
+    _db: Option<Arc<Database>>,
 }
 
 impl Snapshot {
+    /// The tables of `txn`. A file that never had one of the two event tables (a new file has
+    /// both; a format-1 to -3 file opened read-only has no chunks) reads as if it were empty.
+    pub(super) fn open(
+        txn: &redb::ReadTransaction,
+        token_ids: Arc<TokenIdScheme>,
+        db: Option<Arc<Database>>,
+    ) -> Result<Self, ReadError> {
+        let optional = |table: redb::TableDefinition<'static, u64, &'static [u8]>| match txn.open_table(table) {
+            Ok(table) => Ok(Some(table)),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+            Err(e) => Err(StoreError::from(e)),
+        };
+        let rows = optional(EVENTS)?;
+        let chunks = optional(CHUNKS)?;
+        let index = IndexTable::open(txn)?;
+        let rows_last = match &rows {
+            Some(rows) => rows.last()?.map_or(0, |(seq, _)| seq.value()),
+            None => 0,
+        };
+        Ok(Self { rows, rows_last, chunks, index, token_ids, _db: db })
+    }
+
     /// The index value to look up for (`kind`, `value`): token ids go through the ledger's
     /// token-id scheme, everything else is stored as given.
     fn index_value(&self, kind: IndexKind, value: &[u8]) -> Vec<u8> {
@@ -101,7 +110,7 @@ impl Snapshot {
     }
 
     /// The stored bytes of event `seq` (its envelope as the writer stored it).
-    fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
+    pub(super) fn stored(&self, seq: u64) -> Result<Option<Vec<u8>>, ReadError> {
         if seq <= self.rows_last
             && let Some(rows) = &self.rows
             && let Some(value) = rows.get(seq)?
@@ -291,16 +300,12 @@ enum IndexTable {
 impl IndexTable {
     /// The table the file's `index_version` says holds its index.
     fn open(txn: &redb::ReadTransaction) -> Result<Self, ReadError> {
-        let version = match txn.open_table(META) {
-            Ok(meta) => meta.get("index_version")?.and_then(|v| v.value().try_into().ok()).map(u32::from_be_bytes),
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(e) => return Err(StoreError::from(e).into()),
-        };
+        let version = super::store::recorded_index_version(txn)?;
         let missing = |e: redb::TableError| match e {
             redb::TableError::TableDoesNotExist(_) => Ok(Self::Missing),
             e => Err(ReadError::from(StoreError::from(e))),
         };
-        if version.unwrap_or(0) >= 4 {
+        if version >= 4 {
             txn.open_table(INDEX_LISTS).map(Self::Lists).or_else(missing)
         } else {
             txn.open_table(INDEX).map(Self::Entries).or_else(missing)

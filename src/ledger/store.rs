@@ -272,9 +272,7 @@ impl Store {
 
     /// The index version the stored index was built with (0 when never recorded).
     pub fn index_version(&self) -> Result<u32, StoreError> {
-        let txn = self.db.begin_read()?;
-        let meta = txn.open_table(META)?;
-        Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
+        recorded_index_version(&self.db.begin_read()?)
     }
 
     /// Replaces the whole index (after a change of index layout) in one transaction: `keys`
@@ -410,6 +408,17 @@ fn append_chunked(table: &mut redb::Table<u64, &[u8]>, batch: &[Append]) -> Resu
         table.insert(key, chunk.as_slice())?;
     }
     Ok(())
+}
+
+/// The index version recorded in the file `txn` reads (0 when none is, or it has no `meta`):
+/// which index table holds the index (`index_lists` from version 4, `index` before).
+pub(crate) fn recorded_index_version(txn: &redb::ReadTransaction) -> Result<u32, StoreError> {
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    Ok(meta.get(META_INDEX)?.and_then(|v| read_u32(v.value())).unwrap_or(0))
 }
 
 fn read_u32(bytes: &[u8]) -> Option<u32> {

@@ -575,13 +575,27 @@ async fn kind_queries_without_index_entries_page_through_every_matching_event() 
     server.stop().await;
 }
 
+/// Where a fixture writer puts its fixture: the directory named by `var`, which must not exist.
+fn fixture_out(var: &str) -> std::path::PathBuf {
+    let out = std::path::PathBuf::from(std::env::var(var).unwrap());
+    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    out
+}
+
+/// Copies a stopped server's ledger and key file into the fixture directory `out`.
+fn save_fixture(data: &std::path::Path, out: &std::path::Path) {
+    std::fs::create_dir_all(out).unwrap();
+    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
+        std::fs::copy(data.join(file), out.join(file)).unwrap();
+    }
+}
+
 /// Writes the fixture `tests/fixtures/format-v2`. Run once, by hand, for a new format only:
 /// `TOKENLEDGER_WRITE_FORMAT_V2=dir cargo test --test it write_format_v2_fixture -- --ignored`.
 #[tokio::test]
 #[ignore = "writes a fixture; run by hand only"]
 async fn write_format_v2_fixture() {
-    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_FORMAT_V2").unwrap());
-    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    let out = fixture_out("TOKENLEDGER_WRITE_FORMAT_V2");
     let (server, f) = crate::harness::TestServer::seeded().await;
     let cc = server.token(&f.service, "grant_type=client_credentials").await.access_token();
     server.token(&f.service, "grant_type=client_credentials").await.access_token();
@@ -594,10 +608,7 @@ async fn write_format_v2_fixture() {
         server.send_form(reqwest::Method::DELETE, "/oauth2/v1/revoke", Some(&f.service), &headers, &body).await;
     assert_eq!(revoked.status, 204);
     let dir = server.stop().await;
-    std::fs::create_dir_all(&out).unwrap();
-    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
-        std::fs::copy(dir.path().join(file), out.join(file)).unwrap();
-    }
+    save_fixture(dir.path(), &out);
 }
 
 /// Writes the fixture `tests/fixtures/format-v3`. Run once, by hand, for a new format only:
@@ -606,8 +617,7 @@ async fn write_format_v2_fixture() {
 #[tokio::test]
 #[ignore = "writes a fixture; run by hand only"]
 async fn write_format_v3_fixture() {
-    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_FORMAT_V3").unwrap());
-    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    let out = fixture_out("TOKENLEDGER_WRITE_FORMAT_V3");
     let (server, f) = crate::harness::TestServer::seeded().await;
     server.token(&f.service, "grant_type=client_credentials").await.access_token();
     let (_, refresh) = crate::audit::sign_in(&server, &f).await;
@@ -616,10 +626,7 @@ async fn write_format_v3_fixture() {
     assert!(server.app.snapshots.recorded_seq.load(std::sync::atomic::Ordering::Acquire) > 0, "started from it");
     crate::audit::refresh(&server, &f, &refresh).await;
     let dir = server.stop().await;
-    std::fs::create_dir_all(&out).unwrap();
-    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
-        std::fs::copy(dir.path().join(file), out.join(file)).unwrap();
-    }
+    save_fixture(dir.path(), &out);
 }
 
 /// The format-4 fixture's client_credentials issuances, and which of them is revoked.
@@ -633,8 +640,7 @@ const V4_REVOKED: usize = 20;
 #[tokio::test]
 #[ignore = "writes a fixture; run by hand only"]
 async fn write_format_v4_fixture() {
-    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_FORMAT_V4").unwrap());
-    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    let out = fixture_out("TOKENLEDGER_WRITE_FORMAT_V4");
     let (server, f) = crate::harness::TestServer::seeded().await;
     let mut tokens = Vec::new();
     for _ in 0..V4_ISSUANCES {
@@ -648,10 +654,7 @@ async fn write_format_v4_fixture() {
         server.send_form(reqwest::Method::DELETE, "/oauth2/v1/revoke", Some(&f.service), &headers, &body).await;
     assert_eq!(revoked.status, 204);
     let dir = server.stop().await;
-    std::fs::create_dir_all(&out).unwrap();
-    for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
-        std::fs::copy(dir.path().join(file), out.join(file)).unwrap();
-    }
+    save_fixture(dir.path(), &out);
     println!("the revoked token: {}", tokens[V4_REVOKED]);
 }
 
