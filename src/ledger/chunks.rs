@@ -28,6 +28,11 @@ pub const CHUNK_VERSION: u8 = 1;
 /// of its own (redb gives it a larger page).
 pub const CHUNK_BYTES: usize = 4096 - 32;
 
+/// The most envelopes a chunk holds as the writer fills it: an envelope (a seq, two 32-byte
+/// hashes and a non-empty event, each with its field key) and its length take more than 64
+/// bytes. Only a bound for pre-sizing (`Snapshot::events_at_most`): readers take any count.
+pub const EVENTS_PER_CHUNK_MAX: u64 = (CHUNK_BYTES / 64) as u64;
+
 /// Appends `envelope` to `chunk` (an empty `chunk` starts a new one).
 pub fn push(chunk: &mut Vec<u8>, envelope: &[u8]) {
     if chunk.is_empty() {

@@ -185,6 +185,114 @@ pub fn open(key: u64, bytes: &[u8]) -> Result<Opened, ChainError> {
     Ok(Opened { envelope, event, prev_hash, hash })
 }
 
+/// A stored envelope checked by [`open_into`]: its place in the chain and where its
+/// transaction id went; the event itself is decoded into the caller's slot.
+#[derive(Clone, Copy, Debug)]
+pub struct Checked {
+    pub seq: u64,
+    pub recorded_at_ms: i64,
+    pub prev_hash: [u8; 32],
+    pub hash: [u8; 32],
+}
+
+/// What [`open`] does, without the envelope's allocations: the envelope is read in place
+/// (borrowed from `bytes`), its transaction id appended to `text` in canonical form (the text),
+/// and the event decoded from its bytes in `bytes`. The result is the same as [`open`]'s for any
+/// input: anything this reader does not take as it stands (a field this build does not know,
+/// a wire type it does not expect, and every failure) goes through [`open`] itself, whose
+/// answer (the error included) is returned.
+pub fn open_into(key: u64, bytes: &[u8], text: &mut String) -> Result<(Checked, Event), ChainError> {
+    if let Some(fields) = EnvelopeFields::read(bytes)
+        && let Some(opened) = fields.check(key, text)
+    {
+        return Ok(opened);
+    }
+    let opened = open(key, bytes)?;
+    text.push_str(&opened.envelope.transaction_id);
+    let checked = Checked {
+        seq: opened.envelope.seq,
+        recorded_at_ms: opened.envelope.recorded_at_ms,
+        prev_hash: opened.prev_hash,
+        hash: opened.hash,
+    };
+    Ok((checked, opened.event))
+}
+
+/// The fields of a stored envelope, borrowed (field numbers as in `Envelope`; a field given
+/// twice keeps its last value, as prost does).
+#[derive(Default)]
+struct EnvelopeFields<'a> {
+    seq: u64,
+    recorded_at_ms: i64,
+    transaction_id: &'a [u8],
+    prev_hash: &'a [u8],
+    hash: &'a [u8],
+    event: &'a [u8],
+    transaction_uuid: &'a [u8],
+}
+
+impl<'a> EnvelopeFields<'a> {
+    /// `None` for anything but known fields of the expected wire types that parse.
+    fn read(mut bytes: &'a [u8]) -> Option<Self> {
+        use prost::encoding::{WireType, decode_varint};
+        let mut fields = Self::default();
+        while !bytes.is_empty() {
+            let key = decode_varint(&mut bytes).ok()?;
+            let (tag, wire) = (key >> 3, key & 7);
+            if wire == WireType::Varint as u64 {
+                let value = decode_varint(&mut bytes).ok()?;
+                match tag {
+                    1 => fields.seq = value,
+                    2 => fields.recorded_at_ms = value as i64,
+                    _ => return None,
+                }
+            } else if wire == WireType::LengthDelimited as u64 {
+                let len = usize::try_from(decode_varint(&mut bytes).ok()?).ok()?;
+                let (value, rest) = bytes.split_at_checked(len)?;
+                bytes = rest;
+                match tag {
+                    3 => fields.transaction_id = value,
+                    4 => fields.prev_hash = value,
+                    5 => fields.hash = value,
+                    6 => fields.event = value,
+                    7 => fields.transaction_uuid = value,
+                    _ => return None,
+                }
+            } else {
+                return None;
+            }
+        }
+        Some(fields)
+    }
+
+    /// [`open`]'s checks on the fields; `None` when any fails (then [`open`] says which). The
+    /// transaction id is appended to `text` only on success.
+    fn check(&self, key: u64, text: &mut String) -> Option<(Checked, Event)> {
+        if self.seq != key {
+            return None;
+        }
+        let prev_hash: [u8; 32] = self.prev_hash.try_into().ok()?;
+        let hash: [u8; 32] = self.hash.try_into().ok()?;
+        let mut uuid_text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let transaction_id: &str = if self.transaction_uuid.is_empty() {
+            std::str::from_utf8(self.transaction_id).ok()?
+        } else {
+            if !self.transaction_id.is_empty() {
+                return None;
+            }
+            let uuid = uuid::Uuid::from_slice(self.transaction_uuid).ok()?;
+            uuid.hyphenated().encode_lower(&mut uuid_text)
+        };
+        if chain_hash(&prev_hash, self.seq, self.recorded_at_ms, transaction_id, self.event) != hash {
+            return None;
+        }
+        let event = Event::decode(self.event).ok()?;
+        event.kind.as_ref()?;
+        text.push_str(transaction_id);
+        Some((Checked { seq: self.seq, recorded_at_ms: self.recorded_at_ms, prev_hash, hash }, event))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,5 +377,114 @@ mod tests {
         let mut envelope = Envelope::decode(sealed.bytes.as_slice()).unwrap();
         envelope.transaction_id = UUID.to_owned();
         assert!(matches!(open(1, &envelope.encode_to_vec()), Err(ChainError::Undecodable { .. })));
+    }
+
+    /// [`open_into`]'s answer, in [`open`]'s terms.
+    fn opened_into(key: u64, bytes: &[u8]) -> Result<(u64, i64, String, [u8; 32], [u8; 32], Event), ChainError> {
+        let mut text = String::from("before");
+        let (checked, event) = open_into(key, bytes, &mut text)?;
+        let id = text.strip_prefix("before").expect("appended").to_owned();
+        Ok((checked.seq, checked.recorded_at_ms, id, checked.prev_hash, checked.hash, event))
+    }
+
+    fn opened(key: u64, bytes: &[u8]) -> Result<(u64, i64, String, [u8; 32], [u8; 32], Event), ChainError> {
+        let o = open(key, bytes)?;
+        Ok((o.envelope.seq, o.envelope.recorded_at_ms, o.envelope.transaction_id, o.prev_hash, o.hash, o.event))
+    }
+
+    fn issued() -> Event {
+        use crate::proto::ledger::{IssuedToken, TokensIssued};
+        Event {
+            kind: Some(event::Kind::TokensIssued(TokensIssued {
+                grant_type: 2,
+                client_id: "client".into(),
+                institution_id: "bank".into(),
+                login_id: "alice".into(),
+                family_id: vec![7; 16],
+                access: Some(IssuedToken { token_id: vec![1; 16], expires_at_ms: 99, scopes: vec!["a".into(), "b".into()] }),
+                refresh: Some(IssuedToken { token_id: vec![2; 16], expires_at_ms: 999, scopes: vec![] }),
+                request_fingerprint: vec![3; 32],
+                issued_at_ms: 5,
+                ..Default::default()
+            })),
+        }
+    }
+
+    /// Stored envelopes in both forms, and the ways a stored envelope can be odd or damaged:
+    /// the borrowed reader gives what `open` gives, the error included.
+    #[test]
+    fn open_into_answers_as_open_does() {
+        let mut cases: Vec<(u64, Vec<u8>)> = Vec::new();
+        for id in [UUID, "", "tx-1", "0F8E2A4C-1B3D-4E5F-A6B7-C8D9E0F1A2B3"] {
+            for event in [created(), issued()] {
+                cases.push((3, seal(&[7; 32], 3, 10, id, &event).bytes));
+                cases.push((3, seal_canonical(&[7; 32], 3, -10, id, &event).bytes));
+            }
+        }
+        let good = seal(&[7; 32], 3, 10, UUID, &issued()).bytes;
+        let envelope = Envelope::decode(good.as_slice()).unwrap();
+        let mut changed = |f: &dyn Fn(&mut Envelope)| {
+            let mut e = envelope.clone();
+            f(&mut e);
+            cases.push((3, e.encode_to_vec()));
+        };
+        changed(&|e| e.seq = 4);
+        changed(&|e| e.recorded_at_ms += 1);
+        changed(&|e| e.prev_hash.pop().map(drop).unwrap_or(()));
+        changed(&|e| e.hash[0] ^= 1);
+        changed(&|e| e.transaction_id = UUID.into());
+        changed(&|e| e.transaction_uuid.truncate(15));
+        changed(&|e| e.event = b"\xff\xff".to_vec());
+        changed(&|e| e.event.clear());
+        cases.push((4, good.clone()));
+        // Every cut, every byte flipped, and bytes appended: an unknown field, a field given
+        // twice (the last one counts, as in prost), a wire type that does not fit.
+        for cut in 0..good.len() {
+            cases.push((3, good[..cut].to_vec()));
+        }
+        for at in 0..good.len() {
+            let mut flipped = good.clone();
+            flipped[at] ^= 0x41;
+            cases.push((3, flipped));
+        }
+        for tail in [&[0x40u8, 1][..], &[0x08, 3], &[0x08, 4], &[0x10, 10], &[0x10, 11], &[0x0a, 0], &[0x1a, 1, b'x']] {
+            let mut more = good.clone();
+            more.extend_from_slice(tail);
+            cases.push((3, more));
+        }
+        let mut invalid_utf8 = Envelope::decode(seal(&[7; 32], 3, 10, "tx", &created()).bytes.as_slice()).unwrap();
+        invalid_utf8.transaction_id.clear();
+        let mut bytes = invalid_utf8.encode_to_vec();
+        bytes.extend_from_slice(&[0x1a, 2, 0xc3, 0x28]);
+        cases.push((3, bytes));
+        for (key, bytes) in &cases {
+            assert_eq!(opened_into(*key, bytes), opened(*key, bytes), "key {key}, bytes {bytes:?}");
+        }
+        assert!(cases.iter().filter(|(key, bytes)| opened(*key, bytes).is_ok()).count() >= 16);
+        // What the writer stores is read in place, not through `open`.
+        for (key, bytes) in cases.iter().take(16) {
+            let fields = EnvelopeFields::read(bytes).expect("the writer's envelopes parse in place");
+            assert!(fields.check(*key, &mut String::new()).is_some());
+        }
+        assert!(cases.iter().filter(|(key, bytes)| opened(*key, bytes).is_err()).count() >= 100);
+    }
+
+    proptest::proptest! {
+        /// Random changes to a stored envelope: the same answer as `open`.
+        #[test]
+        fn open_into_answers_as_open_does_for_random_changes(
+            changes in proptest::collection::vec((0usize..400, proptest::num::u8::ANY), 1..4),
+            extra in proptest::collection::vec(proptest::num::u8::ANY, 0..6),
+        ) {
+            let mut bytes = seal(&[9; 32], 12, 1_700_000_000_000, UUID, &issued()).bytes;
+            for (at, value) in changes {
+                let len = bytes.len();
+                if let Some(byte) = bytes.get_mut(at % len) {
+                    *byte = value;
+                }
+            }
+            bytes.extend_from_slice(&extra);
+            proptest::prop_assert_eq!(opened_into(12, &bytes), opened(12, &bytes));
+        }
     }
 }

@@ -7,7 +7,7 @@
 use std::ops::RangeInclusive;
 use std::sync::{Arc, Weak};
 
-use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadOnlyTable, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 
 use super::chunks;
 use super::codec::{self, ChainError};
@@ -280,6 +280,22 @@ impl Snapshot {
         let Some((key, value)) = chunks.last()? else { return Ok(self.rows_last) };
         let count = chunks::count(key.value(), value.value()).map_err(ReadError::Damaged)?;
         Ok(self.rows_last.max(key.value() + count.saturating_sub(1)))
+    }
+
+    /// An upper bound of the events stored, from the tables' row counts (which redb keeps,
+    /// so this reads no row): a row of `events` holds one, a chunk at most
+    /// [`chunks::EVENTS_PER_CHUNK_MAX`] that the writer would have put in it. Whatever the
+    /// keys of the rows say, so a damaged key cannot make it large.
+    pub fn events_at_most(&self) -> Result<u64, ReadError> {
+        let rows = match &self.rows {
+            Some(rows) => rows.len()?,
+            None => 0,
+        };
+        let chunks = match &self.chunks {
+            Some(chunks) => chunks.len()?,
+            None => 0,
+        };
+        Ok(rows.saturating_add(chunks.saturating_mul(chunks::EVENTS_PER_CHUNK_MAX)))
     }
 
     /// Calls `visit(seq, bytes)` for every stored event from `from_seq` on (its envelope as

@@ -1,6 +1,8 @@
 //! Replay: rebuild the projections from the log, checking every event and every link of the
 //! hash chain. Start-up, `tokenledger verify` and the replay-equality tests all use it.
 
+use std::ops::Range;
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::time::Instant;
 
 use super::codec::{self, ChainError};
@@ -9,6 +11,7 @@ use super::reader::ReadError;
 use super::store::{Store, StoreError};
 use crate::domain::state::ChainHead;
 use crate::domain::{Recorded, State, apply};
+use crate::proto::ledger::Event;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
@@ -60,6 +63,24 @@ const BATCH_EVENTS: usize = 1024;
 /// Batches the reader may be ahead of the applier (bounds the memory in flight to a few MB).
 const BATCHES_AHEAD: usize = 8;
 
+/// Events opened by the reading thread, on their way to the applier and back. The applier
+/// returns each batch once applied, so its events are dropped, and their successors
+/// allocated, on the reading thread: no allocation crosses threads (a free from another thread
+/// defers the memory's reuse, and the allocator then touched fresh pages, which the kernel
+/// zeroed: the largest cost of a replay before).
+#[derive(Default)]
+struct Batch {
+    events: Vec<(codec::Checked, Range<usize>, Event)>,
+    /// The transaction ids of `events`, each at its range.
+    texts: String,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.events.len()
+    }
+}
+
 /// Applies every stored event after `state`'s head to `state` (empty: the whole ledger; a
 /// loaded snapshot: its tail), verifying the chain from that head on. `collect_index` also
 /// returns the index entries of every event applied, for an index rebuild.
@@ -81,32 +102,34 @@ pub fn replay(
     let snapshot = store.reader().snapshot()?;
     let last_seq = snapshot.last_seq()?;
     progress(ReplayTick { events: 0, seq: state.head.seq, last_seq, done: false });
+    // Room for a token per event to come, so the token tables do not grow step by step while
+    // they fill (each step rehashes a shard into fresh memory). Issuances are most of a
+    // ledger's events, and those of a sign-in mint two tokens: the growth covers the rest.
+    // Bounded by what the file holds, whatever the last key says.
+    let to_come = last_seq.saturating_sub(state.head.seq).min(snapshot.events_at_most()?);
+    state.tables().reserve_tokens(usize::try_from(to_come).unwrap_or(usize::MAX));
     let from_seq = state.head.seq + 1;
     let read = std::thread::scope(|scope| -> Result<(), ReplayError> {
-        let (batches, received) = std::sync::mpsc::sync_channel::<Vec<codec::Opened>>(BATCHES_AHEAD);
+        let (batches, received) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD);
+        let (recycle, recycled) = std::sync::mpsc::sync_channel::<Batch>(BATCHES_AHEAD + 2);
         let reader = std::thread::Builder::new()
             .name("replay-reader".into())
-            .spawn_scoped(scope, move || read_opened(snapshot, from_seq, batches))
+            .spawn_scoped(scope, move || read_opened(snapshot, from_seq, batches, recycled))
             .map_err(|_| ReplayError::Reader)?;
-        let mut apply_one = |opened: codec::Opened| -> Result<(), ReplayError> {
-            let seq = opened.envelope.seq;
+        let mut apply_one = |checked: &codec::Checked, transaction_id: &str, event: &Event| -> Result<(), ReplayError> {
+            let seq = checked.seq;
             let expected = state.head.seq + 1;
             if seq != expected {
                 return Err(ChainError::Gap { seq, expected }.into());
             }
-            if opened.prev_hash != state.head.hash {
+            if checked.prev_hash != state.head.hash {
                 return Err(ChainError::BrokenLink { seq }.into());
             }
             if collect_index {
-                index_keys.extend(index::keys_for(state, store.token_ids(), &opened.event, seq));
+                index_keys.extend(index::keys_for(state, store.token_ids(), event, seq));
             }
-            let at = Recorded {
-                seq,
-                recorded_at_ms: opened.envelope.recorded_at_ms,
-                transaction_id: &opened.envelope.transaction_id,
-                hash: opened.hash,
-            };
-            apply(state, at, &opened.event);
+            let at = Recorded { seq, recorded_at_ms: checked.recorded_at_ms, transaction_id, hash: checked.hash };
+            apply(state, at, event);
             events += 1;
             if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
                 progress(ReplayTick { events, seq: state.head.seq, last_seq, done: false });
@@ -115,12 +138,14 @@ pub fn replay(
         };
         let mut applied = Ok(());
         'batches: for batch in received.iter() {
-            for opened in batch {
-                applied = apply_one(opened);
+            for (checked, text, event) in &batch.events {
+                applied = apply_one(checked, batch.texts.get(text.clone()).unwrap_or_default(), event);
                 if applied.is_err() {
                     break 'batches;
                 }
             }
+            // Back to the reader, which drops the events (a full or closed channel: here).
+            let _ = recycle.try_send(batch);
         }
         // Dropping the receiver stops a reader that is still ahead.
         drop(received);
@@ -134,33 +159,43 @@ pub fn replay(
 }
 
 /// The reading side of [`replay`]: sends the events from `from_seq` on, opened (decoded, hash
-/// computed), in batches; stops at the first event that does not open, or when the applier
-/// has gone.
+/// computed), in batches, reusing the batches the applier sends back; stops at the first
+/// event that does not open, or when the applier has gone.
 fn read_opened(
     snapshot: super::reader::Snapshot,
     from_seq: u64,
-    batches: std::sync::mpsc::SyncSender<Vec<codec::Opened>>,
+    batches: SyncSender<Batch>,
+    recycled: Receiver<Batch>,
 ) -> Result<(), ReplayError> {
-    let mut batch = Vec::with_capacity(BATCH_EVENTS);
+    let next_batch = || {
+        let mut batch = recycled.try_recv().unwrap_or_default();
+        batch.events.clear();
+        batch.texts.clear();
+        batch.events.reserve(BATCH_EVENTS);
+        batch
+    };
+    let mut batch = next_batch();
     let mut failed = None;
     let mut applier_gone = false;
-    let scanned = snapshot.scan(from_seq, |key, bytes| match codec::open(key, bytes) {
-        Ok(opened) => {
-            batch.push(opened);
-            if batch.len() == BATCH_EVENTS
-                && batches.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH_EVENTS))).is_err()
-            {
-                applier_gone = true;
-                return false;
+    let scanned = snapshot.scan(from_seq, |key, bytes| {
+        let start = batch.texts.len();
+        match codec::open_into(key, bytes, &mut batch.texts) {
+            Ok((checked, event)) => {
+                let end = batch.texts.len();
+                batch.events.push((checked, start..end, event));
+                if batch.len() == BATCH_EVENTS && batches.send(std::mem::replace(&mut batch, next_batch())).is_err() {
+                    applier_gone = true;
+                    return false;
+                }
+                true
             }
-            true
-        }
-        Err(e) => {
-            failed = Some(e);
-            false
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
         }
     });
-    if !applier_gone && !batch.is_empty() {
+    if !applier_gone && batch.len() > 0 {
         // The events before a bad one are applied before it is reported.
         let _ = batches.send(batch);
     }

@@ -554,6 +554,12 @@ impl TokenTables {
         self.families.revoked(seq, id, at_ms, reason);
     }
 
+    /// Makes room for `additional` more tokens, spread over the shards as ids are (a replay
+    /// that knows how many events it will apply; the tables grow past it as usual).
+    pub fn reserve_tokens(&self, additional: usize) {
+        self.tokens.reserve(additional);
+    }
+
     /// While a start replays the ledger at `now_ms`: issuances whose retry answer the purge
     /// would drop at `now_ms` (decided more than the retry window before it) keep no answer.
     /// `i64::MIN` turns it off, which the start does after the replay (so a clock that steps

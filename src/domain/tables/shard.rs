@@ -57,6 +57,13 @@ impl ShardMap {
         self.starts.len()
     }
 
+    /// The share of uniformly distributed ids that shard `index` receives (0 to 1).
+    pub(crate) fn share(&self, index: usize) -> f64 {
+        let start = self.starts.get(index).map_or(0, |s| u64::from(*s));
+        let end = self.starts.get(index + 1).map_or(1 << 32, |s| u64::from(*s));
+        end.saturating_sub(start) as f64 / 4_294_967_296.0
+    }
+
     /// The shard of `id`.
     #[inline]
     pub(crate) fn shard_of(&self, id: &[u8; 16]) -> usize {

@@ -436,6 +436,13 @@ impl TokenTable {
         self.len.load(Ordering::Relaxed)
     }
 
+    /// Makes room for about `additional` more tokens in all: each shard its share of them.
+    pub(crate) fn reserve(&self, additional: usize) {
+        for (index, shard) in self.shards.iter().enumerate() {
+            shard.write().reserve((additional as f64 * self.map.share(index)).ceil() as usize);
+        }
+    }
+
     /// Tokens held of grant class `class` (until purged, ended or not).
     pub(crate) fn class_len(&self, class: u32) -> u32 {
         self.per_class.get(class)
