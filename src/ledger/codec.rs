@@ -379,15 +379,18 @@ mod tests {
         assert!(matches!(open(1, &envelope.encode_to_vec()), Err(ChainError::Undecodable { .. })));
     }
 
+    /// What an open gives: seq, recorded time, transaction id, prev hash, hash, event.
+    type Answer = Result<(u64, i64, String, [u8; 32], [u8; 32], Event), ChainError>;
+
     /// [`open_into`]'s answer, in [`open`]'s terms.
-    fn opened_into(key: u64, bytes: &[u8]) -> Result<(u64, i64, String, [u8; 32], [u8; 32], Event), ChainError> {
+    fn opened_into(key: u64, bytes: &[u8]) -> Answer {
         let mut text = String::from("before");
         let (checked, event) = open_into(key, bytes, &mut text)?;
         let id = text.strip_prefix("before").expect("appended").to_owned();
         Ok((checked.seq, checked.recorded_at_ms, id, checked.prev_hash, checked.hash, event))
     }
 
-    fn opened(key: u64, bytes: &[u8]) -> Result<(u64, i64, String, [u8; 32], [u8; 32], Event), ChainError> {
+    fn opened(key: u64, bytes: &[u8]) -> Answer {
         let o = open(key, bytes)?;
         Ok((o.envelope.seq, o.envelope.recorded_at_ms, o.envelope.transaction_id, o.prev_hash, o.hash, o.event))
     }
@@ -401,7 +404,11 @@ mod tests {
                 institution_id: "bank".into(),
                 login_id: "alice".into(),
                 family_id: vec![7; 16],
-                access: Some(IssuedToken { token_id: vec![1; 16], expires_at_ms: 99, scopes: vec!["a".into(), "b".into()] }),
+                access: Some(IssuedToken {
+                    token_id: vec![1; 16],
+                    expires_at_ms: 99,
+                    scopes: vec!["a".into(), "b".into()],
+                }),
                 refresh: Some(IssuedToken { token_id: vec![2; 16], expires_at_ms: 999, scopes: vec![] }),
                 request_fingerprint: vec![3; 32],
                 issued_at_ms: 5,

@@ -116,26 +116,27 @@ pub fn replay(
             .name("replay-reader".into())
             .spawn_scoped(scope, move || read_opened(snapshot, from_seq, batches, recycled))
             .map_err(|_| ReplayError::Reader)?;
-        let mut apply_one = |checked: &codec::Checked, transaction_id: &str, event: &Event| -> Result<(), ReplayError> {
-            let seq = checked.seq;
-            let expected = state.head.seq + 1;
-            if seq != expected {
-                return Err(ChainError::Gap { seq, expected }.into());
-            }
-            if checked.prev_hash != state.head.hash {
-                return Err(ChainError::BrokenLink { seq }.into());
-            }
-            if collect_index {
-                index_keys.extend(index::keys_for(state, store.token_ids(), event, seq));
-            }
-            let at = Recorded { seq, recorded_at_ms: checked.recorded_at_ms, transaction_id, hash: checked.hash };
-            apply(state, at, event);
-            events += 1;
-            if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
-                progress(ReplayTick { events, seq: state.head.seq, last_seq, done: false });
-            }
-            Ok(())
-        };
+        let mut apply_one =
+            |checked: &codec::Checked, transaction_id: &str, event: &Event| -> Result<(), ReplayError> {
+                let seq = checked.seq;
+                let expected = state.head.seq + 1;
+                if seq != expected {
+                    return Err(ChainError::Gap { seq, expected }.into());
+                }
+                if checked.prev_hash != state.head.hash {
+                    return Err(ChainError::BrokenLink { seq }.into());
+                }
+                if collect_index {
+                    index_keys.extend(index::keys_for(state, store.token_ids(), event, seq));
+                }
+                let at = Recorded { seq, recorded_at_ms: checked.recorded_at_ms, transaction_id, hash: checked.hash };
+                apply(state, at, event);
+                events += 1;
+                if events.is_multiple_of(PROGRESS_EVERY_EVENTS) {
+                    progress(ReplayTick { events, seq: state.head.seq, last_seq, done: false });
+                }
+                Ok(())
+            };
         let mut applied = Ok(());
         'batches: for batch in received.iter() {
             for (checked, text, event) in &batch.events {
