@@ -86,6 +86,8 @@ pub struct ClusterNode {
     pub transfer_timeout: Duration,
     /// Where the server puts what answers the writes followers pass on to this node.
     pub forwarder: ForwardSlot,
+    /// Makes what the state machine applied durable (it applies without an fsync of its own).
+    pub ledger_flush: crate::ledger::Flusher,
 }
 
 impl ClusterNode {

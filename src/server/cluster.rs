@@ -201,7 +201,17 @@ pub fn start(
             .map_err(StartError::Writer)?
             .with_committed_head(committed_head);
     let transfer_timeout = Duration::from_millis(cluster.election_timeout_max_ms * 3);
-    let node = Arc::new(ClusterNode { id: cluster.node_id, raft, reads, network, voters, transfer_timeout, forwarder });
+    let ledger_flush = kept_machine.store().flusher();
+    let node = Arc::new(ClusterNode {
+        id: cluster.node_id,
+        raft,
+        reads,
+        network,
+        voters,
+        transfer_timeout,
+        forwarder,
+        ledger_flush,
+    });
     Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener), machine: kept_machine })
 }
 

@@ -18,6 +18,7 @@ mod cluster_diverge;
 mod cluster_ledger;
 mod cluster_partition;
 mod cluster_process;
+mod cluster_snapshots;
 mod constant_time;
 mod crash_kill;
 mod crash_storage;
