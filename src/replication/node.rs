@@ -128,4 +128,10 @@ impl ClusterNode {
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
     }
+
+    /// Raft has stopped on this node while the server runs: its state machine refused an entry
+    /// (a divergence) or its storage failed. Such a node takes no writes and confirms no reads.
+    pub fn is_halted(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Shutdown
+    }
 }
