@@ -41,6 +41,7 @@ mod ops_metrics;
 mod raft_log;
 mod raft_log_crash;
 mod raft_network;
+mod raft_snapshot;
 mod raft_support;
 mod ratelimit;
 mod redeem;
