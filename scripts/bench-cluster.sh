@@ -80,11 +80,34 @@ log "leader node $LEADER, measured follower node $FOLLOWER"
 run() { # label url modes
   "$LOADGEN" --url "$2" --mode "$3" -c "$CONC" -d "$DUR" --label "$1" | grep '^RESULT' | tee -a "$RAW"
 }
+ticks() { # pid: user+system CPU ticks so far
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+HZ=$(getconf CLK_TCK)
+# Issuance with the CPU each server process spent on it: CPU microseconds per acknowledged
+# issuance, per process, from /proc/PID/stat before and after (the loadgen's own CPU is not
+# counted). Shows where a cluster's issuance goes when its three nodes share this machine.
+run_cpu() { # label url pids...
+  local label=$1 url=$2; shift 2
+  local pids=("$@") before=() pid i requests line
+  for pid in "${pids[@]}"; do before+=("$(ticks "$pid")"); done
+  line=$("$LOADGEN" --url "$url" --mode rest-token -c "$CONC" -d "$DUR" --label "$label" | grep '^RESULT')
+  echo "$line" | tee -a "$RAW"
+  requests=$(echo "$line" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
+  i=0
+  for pid in "${pids[@]}"; do
+    echo "CPU label=$label pid=$pid us_per_issuance=$(( ( $(ticks "$pid") - ${before[$i]} ) * 1000000 / HZ / (requests > 0 ? requests : 1) ))" | tee -a "$RAW"
+    i=$((i + 1))
+  done
+}
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round"
-  run single http://127.0.0.1:18100 rest-token,rest-introspect
-  run leader http://127.0.0.1:1810$LEADER rest-token,rest-introspect
-  run follower http://127.0.0.1:1810$FOLLOWER rest-token,rest-introspect
+  run_cpu single http://127.0.0.1:18100 "$SINGLE"
+  run single http://127.0.0.1:18100 rest-introspect
+  run_cpu leader http://127.0.0.1:1810$LEADER "$PID1" "$PID2" "$PID3"
+  run leader http://127.0.0.1:1810$LEADER rest-introspect
+  run_cpu follower http://127.0.0.1:1810$FOLLOWER "$PID1" "$PID2" "$PID3"
+  run follower http://127.0.0.1:1810$FOLLOWER rest-introspect
 done
 
 log "failover: SIGKILL the leader, time to the first acknowledged issuance through a follower"
@@ -110,8 +133,11 @@ python3 - "$RAW" <<'EOF' | tee "$OUT/summary.txt"
 import re, statistics, sys
 rows = {}
 fail = []
+cpu = {}
 for line in open(sys.argv[1]):
     f = dict(re.findall(r'(\w+)=(\S+)', line))
+    if line.startswith('CPU'):
+        cpu.setdefault(f['label'], {}).setdefault(f['pid'], []).append(int(f['us_per_issuance'])); continue
     if f.get('label') == 'failover':
         fail.append(int(f['ms'])); continue
     rows.setdefault((f['label'], f['mode']), []).append((float(f['rps']), float(f['p99_ms'])))
@@ -123,6 +149,9 @@ r = lambda a, b: med(a, 0) / med(b, 0)
 print(f"issuance through the leader / single node:   {r(('leader','rest-token'), ('single','rest-token')):.2f}x (target >= 0.7)")
 print(f"issuance through a follower / single node:   {r(('follower','rest-token'), ('single','rest-token')):.2f}x (target >= 0.7)")
 print(f"follower introspection / leader's:           {r(('follower','rest-introspect'), ('leader','rest-introspect')):.2f}x (target >= 0.8)")
+for label, per in sorted(cpu.items()):
+    each = {pid: statistics.median(v) for pid, v in per.items()}
+    print(f"server CPU per issuance, {label:<9} {sum(each.values()):>6.0f} us in all ({', '.join(f'{v:.0f}' for v in each.values())} per process)")
 if fail:
     print(f"kill to first acknowledged write, ms: {fail} (median {statistics.median(fail)}, target <= 2000)")
 EOF

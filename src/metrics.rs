@@ -327,7 +327,7 @@ pub struct Readings<'a> {
     pub start: crate::ledger::progress::StartReadings,
     /// The token tables' other numbers (`domain::tables`).
     pub tables: TablesReadings,
-    /// The projection snapshots (single node).
+    /// The projection snapshots this node wrote or started from.
     pub snapshot: SnapshotReadings,
     /// Cluster mode only.
     pub cluster: Option<ClusterReadings>,

@@ -324,7 +324,7 @@ pub struct Config {
     pub body_limit_bytes: usize,
     pub writer: WriterConfig,
     pub shutdown_grace_secs: u64,
-    /// Projection snapshots (single node): after this many events, 0 = not by count.
+    /// Projection snapshots: after this many events, 0 = not by count.
     pub snapshot_every_events: u64,
     /// Projection snapshots: this often while events arrive, 0 = not by time.
     pub snapshot_every_secs: u64,

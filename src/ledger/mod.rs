@@ -27,7 +27,7 @@ pub use crate::config::WriterConfig;
 pub use raft_log::{RaftLog, RaftLogError, RaftLogState};
 pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport, ReplayTick};
-pub use store::{Append, Store, StoreError};
+pub use store::{Append, Flusher, Store, StoreError};
 pub use token_ids::TokenIdScheme;
 pub use writer::{LedgerHandle, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus};
 
@@ -83,18 +83,34 @@ pub fn open_with_snapshot(
         return Ok((store, state, report, None));
     }
     let store = Store::open(path)?;
-    match from_snapshot(&store, snapshot_dir) {
-        Ok((mut state, started)) => {
-            let (report, _) = replay_at(&store, &mut state, false, Some(now_ms), &mut progress)?;
-            return Ok((store, state, report, Some(started)));
-        }
-        Err(snapshot::SnapshotFileError::Missing) => {}
-        Err(error) => {
-            tracing::warn!(%error, "the projection snapshot is not used: replaying the whole ledger");
-        }
+    if let Some((state, report, started)) = tail_from_snapshot(&store, snapshot_dir, Some(now_ms), &mut progress)? {
+        return Ok((store, state, report, Some(started)));
     }
     let (store, state, report) = open_store(store, now_ms, progress)?;
     Ok((store, state, report, None))
+}
+
+/// The state of `store` loaded from the projection snapshot in `snapshot_dir` and the ledger's
+/// tail replayed after it (see [`open_with_snapshot`]), or `None` when there is no snapshot or
+/// it cannot be used (warned): the caller then replays in full. Shared by a single node's start
+/// and a cluster node's (`replicated::open_replica_with_snapshot`).
+pub(crate) fn tail_from_snapshot(
+    store: &Store,
+    snapshot_dir: &Path,
+    now_ms: Option<i64>,
+    progress: impl FnMut(ReplayTick),
+) -> Result<Option<(State, ReplayReport, StartedFrom)>, OpenError> {
+    match from_snapshot(store, snapshot_dir) {
+        Ok((mut state, started)) => {
+            let (report, _) = replay_at(store, &mut state, false, now_ms, progress)?;
+            Ok(Some((state, report, started)))
+        }
+        Err(snapshot::SnapshotFileError::Missing) => Ok(None),
+        Err(error) => {
+            tracing::warn!(%error, "the projection snapshot is not used: replaying the whole ledger");
+            Ok(None)
+        }
+    }
 }
 
 /// The state of `dir`'s snapshot, if it is one of `store`'s ledger (see [`open_with_snapshot`]),

@@ -42,6 +42,31 @@ pub fn open_replica(path: &Path, progress: impl FnMut(super::ReplayTick)) -> Res
     Ok((store, state))
 }
 
+/// [`open_replica`], starting from the node's projection snapshot in `snapshot_dir` when it is
+/// one of this ledger (`ledger::open_with_snapshot` checks the same): only the events after it
+/// are replayed. A cluster node writes that file like a single node does (`server::snapshots`);
+/// what the snapshot covers is in the ledger, which is the cluster's, so the file of one node is
+/// as good as any other's for it. Also returns the events replayed and which snapshot was used.
+pub fn open_replica_with_snapshot(
+    path: &Path,
+    snapshot_dir: &Path,
+    now_ms: i64,
+    mut progress: impl FnMut(super::ReplayTick),
+) -> Result<(Store, State, super::ReplayReport, Option<super::StartedFrom>), OpenError> {
+    if path.exists() {
+        let store = Store::open(path)?;
+        if let Some((state, report, started)) =
+            super::tail_from_snapshot(&store, snapshot_dir, Some(now_ms), &mut progress)?
+        {
+            return Ok((store, state, report, Some(started)));
+        }
+        let (store, state, report) = super::replay_store(store, None, progress)?;
+        return Ok((store, state, report, None));
+    }
+    let (store, state, report) = super::replay_store(Store::open(path)?, None, progress)?;
+    Ok((store, state, report, None))
+}
+
 /// [`open_replica`] on any redb backend (the crash tests use one that models lost unsynced writes).
 pub fn open_replica_database(
     db: redb::Database,

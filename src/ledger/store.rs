@@ -73,6 +73,8 @@ pub enum StoreError {
     Storage(#[from] redb::Error),
     #[error("the stored events are damaged: {0}")]
     Damaged(String),
+    #[error("the ledger is closed")]
+    Closed,
 }
 
 macro_rules! storage_from {
@@ -101,6 +103,21 @@ pub struct Store {
     db: Arc<Database>,
     /// How token ids map to index positions (its key is in `meta`).
     token_ids: Arc<TokenIdScheme>,
+}
+
+/// See [`Store::flusher`].
+#[derive(Clone)]
+pub struct Flusher(std::sync::Weak<Database>);
+
+impl Flusher {
+    /// [`Store::flush`]; fails once the store is closed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let db = self.0.upgrade().ok_or(StoreError::Closed)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.commit()?;
+        Ok(())
+    }
 }
 
 /// One event to append, with its index entries.
@@ -216,10 +233,14 @@ impl Store {
     /// Makes every commit so far durable (an empty transaction committed with an fsync): what
     /// the state machine applied without one (`append_applied`) survives the process then.
     pub fn flush(&self) -> Result<(), StoreError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.commit()?;
-        Ok(())
+        self.flusher().flush()
+    }
+
+    /// A handle that makes this store's commits durable ([`Self::flush`]) without keeping the
+    /// file open: a cluster node's snapshot writer uses it, so the seq a projection snapshot
+    /// covers survives a crash of the process.
+    pub fn flusher(&self) -> Flusher {
+        Flusher(Arc::downgrade(&self.db))
     }
 
     /// Closes the file, first waiting (at most `READERS_WAIT`) for readers in the middle of

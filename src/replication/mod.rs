@@ -16,13 +16,13 @@ pub mod node;
 pub mod peers;
 pub mod proposer;
 pub mod read_index;
+pub mod snapshot_data;
 pub mod state_machine;
 pub mod transfer;
 
-use std::io::Cursor;
-
 pub use codec::CodecError;
 pub use log_store::LogStore;
+pub use snapshot_data::SnapshotData;
 
 pub use crate::proto::ledger::RaftBatch;
 
@@ -37,7 +37,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeInfo,
         Entry = openraft::Entry<TypeConfig>,
-        SnapshotData = Cursor<Vec<u8>>,
+        SnapshotData = snapshot_data::SnapshotData,
         AsyncRuntime = openraft::TokioRuntime,
 );
 

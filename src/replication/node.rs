@@ -86,6 +86,8 @@ pub struct ClusterNode {
     pub transfer_timeout: Duration,
     /// Where the server puts what answers the writes followers pass on to this node.
     pub forwarder: ForwardSlot,
+    /// Makes what the state machine applied durable (it applies without an fsync of its own).
+    pub ledger_flush: crate::ledger::Flusher,
 }
 
 impl ClusterNode {
@@ -125,5 +127,11 @@ impl ClusterNode {
 
     pub fn is_leader(&self) -> bool {
         self.raft.metrics().borrow().state == ServerState::Leader
+    }
+
+    /// Raft has stopped on this node while the server runs: its state machine refused an entry
+    /// (a divergence) or its storage failed. Such a node takes no writes and confirms no reads.
+    pub fn is_halted(&self) -> bool {
+        self.raft.metrics().borrow().state == ServerState::Shutdown
     }
 }

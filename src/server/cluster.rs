@@ -139,7 +139,7 @@ pub fn start(
     let tls = config.tls.as_ref().map(|files| raft_tls(files, cluster.tls_ca.as_deref())).transpose()?;
     let network = Network::new(credential.clone(), tls.as_ref().map(|(_, client)| client.clone()), READ_TIMEOUT);
     let log_store = LogStore::new(store.raft_log().map_err(|e| StartError::Cluster(format!("raft log: {e}")))?);
-    let machine = LedgerMachine::new(store, state.clone())
+    let machine = LedgerMachine::new(store, state.clone(), &config.data_dir)
         .map_err(|e| StartError::Cluster(format!("raft state machine: {e}")))?;
     let (reader, token_ids) = (machine.store().reader(), machine.store().token_ids().clone());
     let committed_head = machine.committed_head();
@@ -201,7 +201,17 @@ pub fn start(
             .map_err(StartError::Writer)?
             .with_committed_head(committed_head);
     let transfer_timeout = Duration::from_millis(cluster.election_timeout_max_ms * 3);
-    let node = Arc::new(ClusterNode { id: cluster.node_id, raft, reads, network, voters, transfer_timeout, forwarder });
+    let ledger_flush = kept_machine.store().flusher();
+    let node = Arc::new(ClusterNode {
+        id: cluster.node_id,
+        raft,
+        reads,
+        network,
+        voters,
+        transfer_timeout,
+        forwarder,
+        ledger_flush,
+    });
     Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener), machine: kept_machine })
 }
 

@@ -141,24 +141,7 @@ pub fn open_with_progress(
     let (store, mut state, report, snapshot) =
         ledger::open_with_snapshot(&ledger_path, &dir, now_ms, |tick| progress.note(tick))?;
     if let Some(started) = &snapshot {
-        let header = &started.header;
-        match started.recorded_at_seq {
-            Some(recorded_seq) => tracing::info!(
-                snapshot_seq = header.ledger_seq,
-                recorded_seq,
-                replayed_from_seq = header.replay_from_seq,
-                tail_events = report.events,
-                "started from the snapshot recorded at event {recorded_seq}, covering seq {}",
-                header.ledger_seq
-            ),
-            None => tracing::warn!(
-                snapshot_seq = header.ledger_seq,
-                replayed_from_seq = header.replay_from_seq,
-                tail_events = report.events,
-                "started from a projection snapshot covering seq {} that is not recorded in this ledger (no ProjectionSnapshotWritten event matches the file: written by a node that stopped before recording it, or copied from elsewhere); it passed every check of the file and the chain",
-                header.ledger_seq
-            ),
-        }
+        log_started_from(started, &report, false);
     }
     if !ledger_exists {
         created.push(ledger_path);
@@ -182,12 +165,48 @@ pub fn open_with_progress(
     app.start = progress;
     let app = Arc::new(app);
     if let Some(started) = snapshot {
-        use std::sync::atomic::Ordering;
-        app.snapshots.seq.store(started.header.ledger_seq, Ordering::Release);
-        app.snapshots.recorded_seq.store(started.recorded_at_seq.unwrap_or(0), Ordering::Release);
-        verify_prefix(&app, started.header.replay_from_seq - 1).map_err(StartError::Writer)?;
+        started_from(&app, &started)?;
     }
     Ok(Opened { app, report, created, cluster: None, _lock: lock })
+}
+
+/// Says which projection snapshot a start loaded, and whether the ledger records that file (in
+/// a cluster, only a snapshot written while the node led is: see `server::snapshots`).
+fn log_started_from(started: &ledger::StartedFrom, report: &ReplayReport, cluster: bool) {
+    let header = &started.header;
+    match started.recorded_at_seq {
+        Some(recorded_seq) => tracing::info!(
+            snapshot_seq = header.ledger_seq,
+            recorded_seq,
+            replayed_from_seq = header.replay_from_seq,
+            tail_events = report.events,
+            "started from the snapshot recorded at event {recorded_seq}, covering seq {}",
+            header.ledger_seq
+        ),
+        None if cluster => tracing::info!(
+            snapshot_seq = header.ledger_seq,
+            replayed_from_seq = header.replay_from_seq,
+            tail_events = report.events,
+            "started from this node's projection snapshot covering seq {}, not recorded in the cluster's ledger (a node records the snapshots it writes while it leads); it passed every check of the file and the chain",
+            header.ledger_seq
+        ),
+        None => tracing::warn!(
+            snapshot_seq = header.ledger_seq,
+            replayed_from_seq = header.replay_from_seq,
+            tail_events = report.events,
+            "started from a projection snapshot covering seq {} that is not recorded in this ledger (no ProjectionSnapshotWritten event matches the file: written by a node that stopped before recording it, or copied from elsewhere); it passed every check of the file and the chain",
+            header.ledger_seq
+        ),
+    }
+}
+
+/// Notes the snapshot a start loaded (for /metrics and the next write) and verifies the ledger
+/// before its tail in the background.
+fn started_from(app: &Arc<App>, started: &ledger::StartedFrom) -> Result<(), StartError> {
+    use std::sync::atomic::Ordering;
+    app.snapshots.seq.store(started.header.ledger_seq, Ordering::Release);
+    app.snapshots.recorded_seq.store(started.recorded_at_seq.unwrap_or(0), Ordering::Release);
+    verify_prefix(app, started.header.replay_from_seq - 1).map_err(StartError::Writer)
 }
 
 /// A start from a snapshot replays only the tail; the events before it (up to `through_seq`,
@@ -273,14 +292,15 @@ fn open_cluster_node(
     let dir = &config.data_dir;
     let ledger_path = dir.join(LEDGER_FILE);
     let ledger_exists = ledger_path.exists();
-    let started_at = std::time::Instant::now();
-    let (store, state) = ledger::replicated::open_replica(&ledger_path, |tick| progress.note(tick))?;
+    let now_ms = clock.now_ms();
+    let (store, state, report, snapshot) =
+        ledger::replicated::open_replica_with_snapshot(&ledger_path, dir, now_ms, |tick| progress.note(tick))?;
+    if let Some(started) = &snapshot {
+        log_started_from(started, &report, true);
+    }
     if !ledger_exists {
         created.push(ledger_path);
     }
-    let report =
-        ReplayReport { events: state.head.seq, head: state.head.clone(), elapsed_ms: started_at.elapsed().as_millis() };
-    let now_ms = clock.now_ms();
     let (signing, file_key_id, new_signing_keys) =
         crate::crypto::signing::SigningKeys::load_or_create(&dir.join(super::signing::SIGNING_KEYS_FILE), now_ms)
             .map_err(super::signing::SigningStartError::from)?;
@@ -296,6 +316,9 @@ fn open_cluster_node(
     app.cluster = Some(started.node.clone());
     app.start = progress;
     let app = Arc::new(app);
+    if let Some(started) = snapshot {
+        started_from(&app, &started)?;
+    }
     runtime.spawn(super::cluster::lead_duties(app.clone(), started.node.clone(), file_key_id));
     runtime.spawn(super::cluster::adopt_signing_keys(app.clone()));
     Ok((app, report, started))

@@ -153,6 +153,13 @@ impl Front {
             self.app.metrics.admin_credential_refusals.increment(1);
             return FrontRefusal::AdminCredentialRequired.grpc_status().into_http();
         }
+        // Cluster mode: a halted node answers nothing from its ledger (SPEC 8).
+        if let Some(node) = &self.app.cluster
+            && node.is_halted()
+            && !answered_when_halted(request.uri().path(), grpc)
+        {
+            return halted_response(&request, grpc);
+        }
         // Cluster mode: a follower passes writes on to the leader (SPEC 8), once.
         if let Some(node) = &self.app.cluster
             && !conn.forwarded
@@ -201,6 +208,37 @@ impl Front {
             }
         }
     }
+}
+
+/// What a halted cluster node still answers: liveness, readiness (503, role "stopped"),
+/// `/metrics`, gRPC health (NOT_SERVING) and reflection, and `cluster status`, so that an
+/// operator can see that it halted and why (docs/cluster.md). Everything else would answer from
+/// a ledger that is not the cluster's (a divergence) or that this node can no longer keep current
+/// (a storage failure): an introspection's "inactive", a lookup, an audit query.
+fn answered_when_halted(path: &str, grpc: bool) -> bool {
+    if grpc {
+        return path.starts_with("/grpc.health.v1.Health/")
+            || path.starts_with("/grpc.reflection.")
+            || path.starts_with("/tokenledger.v1.ClusterService/");
+    }
+    matches!(path, "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The answer of a halted node: 503 CMN_90000 with `Retry-After` (another node answers), gRPC
+/// UNAVAILABLE.
+fn halted_response<B>(request: &Request<B>, grpc: bool) -> Response {
+    if grpc {
+        return tonic::Status::unavailable(
+            "this node has halted (raft stopped on it: its ledger diverges from the cluster's, or its storage failed); \
+             ask another node",
+        )
+        .into_http();
+    }
+    let transaction_id = wire::transaction_id(header_values(request.headers(), &TRANSACTION_ID)).ok();
+    let mut response =
+        crate::api::rest::error_response(crate::api::error::ErrorCode::ReadUnconfirmed, transaction_id.as_deref());
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+    response
 }
 
 pub(super) fn is_grpc<B>(request: &Request<B>) -> bool {

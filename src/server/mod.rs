@@ -70,11 +70,8 @@ pub async fn run_with(
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
     app.start.finish();
-    // Projection snapshots: single node only (a cluster's state machine has its own, later).
-    let snapshots = app.cluster.is_none().then(|| snapshots::Snapshots::new(&app));
-    if let Some(snapshots) = &snapshots {
-        snapshots.spawn()?;
-    }
+    let snapshots = snapshots::Snapshots::new(&app);
+    snapshots.spawn()?;
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     for name in SERVICE_NAMES {
         health_reporter.set_service_status(name, ServingStatus::Serving).await;
@@ -203,9 +200,7 @@ pub async fn run_with(
     }
     // Before the writer stops (the chain hashes the header names are read from the ledger):
     // no request is in flight now, and an event after it would only lengthen the next tail.
-    if let Some(snapshots) = snapshots {
-        let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
-    }
+    let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
     app.ledger.stop().await;
     if let Some(node) = &app.cluster {
         cluster::leave(node).await;

@@ -1,11 +1,19 @@
-//! Projection snapshots of a single node (docs/tables.md, "The snapshot file"): written in the
+//! Projection snapshots of a node (docs/tables.md, "The snapshot file"): written in the
 //! background after `snapshot_every_events` new events or every `snapshot_every_secs` while
 //! events arrive, and once more when the server stops, so that the next start loads the
-//! snapshot and replays only the tail (`ledger::open_with_snapshot`).
+//! snapshot and replays only the tail (`ledger::open_with_snapshot`, and
+//! `replicated::open_replica_with_snapshot` on a cluster node).
 //!
 //! Each file written is then recorded in the ledger: a `ProjectionSnapshotWritten` event
 //! (`ledger::snapshot::record`) submitted through the writer like any command, once the file
-//! is renamed into place and its directory fsynced. That event is not activity: "new events"
+//! is renamed into place and its directory fsynced. **In a cluster** the ledger is the
+//! cluster's: only a node that leads records its file (through Raft, like every write), and not
+//! the file it writes while it stops (the cluster's ledger does not change because a node
+//! leaves, and a last node without a majority could not commit it); a follower writes its own
+//! file, unrecorded (its start says so), because an event on its own chain would diverge from
+//! the cluster's. A cluster node's state machine applies without an
+//! fsync, so its commits are flushed before a file that covers them is renamed into place: a
+//! crash afterwards cannot leave a snapshot ahead of the durable ledger. That event is not activity: "new events"
 //! above are the events after the snapshot other than its own record ([`new_events`]), so an idle
 //! node writes no further snapshot (of nothing but its record, forever).
 //!
@@ -106,8 +114,18 @@ impl Snapshots {
             (state.rest(), state.shared_tables())
         };
         let reader = app.ledger.reader();
-        // A read view taken after the tables were written, so it holds every seq they cover.
-        let chain_hash_at = |seq: u64| reader.snapshot().ok()?.chain_hash(seq);
+        let flush = app.cluster.as_ref().map(|node| node.ledger_flush.clone());
+        // A read view taken after the tables were written, so it holds every seq they cover;
+        // in a cluster, after those seqs are durable (see the module comment).
+        let chain_hash_at = |seq: u64| {
+            if let Some(flush) = &flush
+                && let Err(error) = flush.flush()
+            {
+                tracing::warn!(%error, "could not flush the ledger before a projection snapshot");
+                return None;
+            }
+            reader.snapshot().ok()?.chain_hash(seq)
+        };
         let status = &app.snapshots;
         match snapshot::write_state_snapshot(&self.dir, &rest, &tables, chain_hash_at) {
             Ok(header) => {
@@ -141,6 +159,15 @@ impl Snapshots {
     /// event's seq. A failure leaves the file as it is, unrecorded (a start from it says so).
     fn record(&self, app: &App, header: &SnapshotHeader, took: Duration) {
         let Some(runtime) = &self.runtime else { return };
+        if let Some(node) = &app.cluster
+            && (node.view().role != crate::replication::node::Role::Leader || self.stop.load(Ordering::Acquire))
+        {
+            tracing::debug!(
+                ledger_seq = header.ledger_seq,
+                "not recorded: in a cluster only a running leader records its projection snapshots"
+            );
+            return;
+        }
         let command = RecordSnapshot(record::record_of(header, took.as_millis() as u64));
         if let Err(error) = runtime.block_on(app.ledger.submit_as(command, String::new())) {
             tracing::warn!(

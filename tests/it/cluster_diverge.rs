@@ -231,6 +231,39 @@ async fn a_node_whose_ledger_diverges_from_the_clusters_halts_and_says_at_which_
     let mut refused: Vec<&str> = vec!["institution", "create", "--server", &diverged.url, "--name", "Bank", "07098"];
     refused.extend(a_admin.iter().map(String::as_str));
     assert!(!cli(&refused).status.success(), "node 4 took a write");
+    // Nor does it answer from its ledger, which is not the cluster's: an introspection is 503
+    // CMN_90000 (never its local "inactive"), an audit query UNAVAILABLE; `/metrics` and
+    // `cluster status` still answer, so an operator sees why.
+    let introspected = http
+        .post(format!("{}/oauth2/v1/introspect", diverged.url))
+        .basic_auth("svc", Some("whatever"))
+        .header("transactionId", crate::harness::txid())
+        .header("institutionId", INSTITUTION)
+        .form(&[("token", "not-a-token-of-this-node")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(introspected.status(), 503);
+    assert!(introspected.headers().contains_key("retry-after"));
+    let body: serde_json::Value = introspected.json().await.unwrap();
+    assert_eq!(body["code"], "CMN_90000", "{body}");
+    let mut audit: Vec<&str> = vec!["audit", "events", "--json", "--server", &diverged.url];
+    audit.extend(a_admin.iter().map(String::as_str));
+    let audited = cli(&audit);
+    assert!(!audited.status.success(), "node 4 answered an audit query");
+    assert!(
+        String::from_utf8_lossy(&audited.stderr).contains("halted"),
+        "{}",
+        String::from_utf8_lossy(&audited.stderr)
+    );
+    let metrics = http.get(format!("{}/metrics", diverged.url)).send().await.unwrap();
+    assert_eq!(metrics.status(), 200);
+    let mut status: Vec<&str> = vec!["cluster", "status", "--json", "--server", &diverged.url];
+    status.extend(a_admin.iter().map(String::as_str));
+    let status = cli(&status);
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["role"], "stopped", "{status}");
     for (_, url) in &urls {
         let (status, body) = readyz(&http, url).await;
         assert_eq!(status, 200, "{url}: {body}");

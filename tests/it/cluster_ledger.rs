@@ -23,7 +23,9 @@ use crate::replicated::{envelopes_of, leader_events};
 async fn ledger_node(id: NodeId, dir: &Path, snapshot_every: u64, bind: SocketAddr) -> TestNode<LedgerMachine> {
     let (store, state) = replicated::open_replica(&dir.join(format!("node-{id}.redb")), |_| {}).unwrap();
     let log_store = LogStore::new(store.raft_log().unwrap());
-    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state))).unwrap();
+    let node_dir = dir.join(format!("node-{id}"));
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), &node_dir).unwrap();
     let credential = ClusterCredential::derive(b"one cluster's key files");
     TestNode::start_on(id, log_store, machine, None, &credential, config(snapshot_every), bind).await
 }
@@ -110,6 +112,15 @@ async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
     learner.raft.wait(Some(WAIT)).metrics(|m| m.snapshot.is_some(), "the learner installed a snapshot").await.unwrap();
     nodes.push(learner);
     head_everywhere(&nodes.iter().collect::<Vec<_>>(), events.len() as u64).await;
+    // The snapshot went through files, not memory: the leader keeps one stream file (its
+    // current snapshot's), the learner's received copy is gone once installed.
+    let files = |id: u64| -> Vec<String> {
+        let entries = std::fs::read_dir(dir.path().join(format!("node-{id}"))).unwrap();
+        entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    let streams: Vec<String> = files(leader).into_iter().filter(|n| n.starts_with("raft-snapshot-")).collect();
+    assert!(streams.len() == 1 && streams[0].ends_with(".stream"), "the leader's stream files: {streams:?}");
+    assert!(!files(4).iter().any(|n| n.starts_with("raft-snapshot")), "the learner's: {:?}", files(4));
 
     for node in &nodes {
         assert_eq!(envelopes_of(node.machine.store()), events, "node {}: the whole history, byte for byte", node.id);

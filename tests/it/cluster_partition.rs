@@ -127,7 +127,9 @@ async fn start_node(id: NodeId, dir: &Path, links: &Links, bind: SocketAddr) -> 
         }
     };
     let log_store = LogStore::new(store.raft_log().unwrap());
-    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state))).unwrap();
+    let node_dir = dir.join(format!("node-{id}"));
+    std::fs::create_dir_all(&node_dir).unwrap();
+    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), &node_dir).unwrap();
     let credential = ClusterCredential::derive(b"one cluster's key files");
     let network = Network::new(credential.clone(), None, Duration::from_millis(500)).with_links(id, links.clone());
     // Snapshots every 200 entries besides the ones the schedule asks for; the log is purged

@@ -31,9 +31,15 @@ pub struct Node {
 
 impl Node {
     pub fn start(&mut self, peers: &str) {
+        self.start_with(peers, &[]);
+    }
+
+    /// [`Self::start`] with `extra` arguments after the cluster's.
+    pub fn start_with(&mut self, peers: &str, extra: &[&str]) {
         let raft = format!("127.0.0.1:{}", self.raft_port);
         let id = self.id.to_string();
-        self.running = Some(serve(&self.dir, &["--node-id", &id, "--raft-listen", &raft, "--peers", peers]));
+        let args = [&["--node-id", &id, "--raft-listen", &raft, "--peers", peers][..], extra].concat();
+        self.running = Some(serve(&self.dir, &args));
     }
 
     pub fn url(&self) -> Option<String> {
@@ -549,7 +555,13 @@ async fn a_cluster_with_tls_speaks_mutual_tls_between_nodes() {
 }
 
 /// Three plain nodes, initialised, every one knowing the leader.
-async fn running_cluster(root: &Path) -> Vec<Node> {
+pub async fn running_cluster(root: &Path) -> Vec<Node> {
+    running_cluster_with(root, &[]).await
+}
+
+/// [`running_cluster`], every node started with `extra` arguments too.
+pub async fn running_cluster_with(root: &Path, extra: &[&str]) -> Vec<Node> {
+    let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
     let mut nodes: Vec<Node> = (1..=3)
         .map(|id| Node { id, dir: root.join(format!("node-{id}")), raft_port: free_port(), running: None })
         .collect();
@@ -559,10 +571,10 @@ async fn running_cluster(root: &Path) -> Vec<Node> {
         if i > 0 {
             copy_keys(&root.join("node-1"), &node.dir);
         }
-        let peers = peers.clone();
+        let (peers, extra) = (peers.clone(), extra.clone());
         started.push(
             tokio::task::spawn_blocking(move || {
-                node.start(&peers);
+                node.start_with(&peers, &extra.iter().map(String::as_str).collect::<Vec<_>>());
                 node
             })
             .await

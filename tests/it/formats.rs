@@ -13,7 +13,7 @@ use crate::harness::test_settings;
 
 const FORMAT_V1: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v1");
 
-fn copy_fixture(from: &str) -> tempfile::TempDir {
+pub fn copy_fixture(from: &str) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for file in [data_dir::LEDGER_FILE, data_dir::KEYS_FILE] {
         std::fs::copy(format!("{from}/{file}"), dir.path().join(file)).unwrap();
@@ -382,10 +382,10 @@ async fn format_v3_ledger_with_snapshot_records_verifies_replays_and_serves_them
     server.stop().await;
 }
 
-const FORMAT_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v4");
+pub const FORMAT_V4: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/format-v4");
 /// The fixture's event count, head hash and revoked token (see its README.md).
-const EXPECTED_V4_EVENTS: u64 = 52;
-const EXPECTED_V4_HEAD: &str = "6fef8e63c49813e7e13803f55ccc59aa5eb17819d005a2e5b7982632b203aae5";
+pub const EXPECTED_V4_EVENTS: u64 = 52;
+pub const EXPECTED_V4_HEAD: &str = "6fef8e63c49813e7e13803f55ccc59aa5eb17819d005a2e5b7982632b203aae5";
 const V4_REVOKED_TOKEN: &str = "tla_AAHlxhW933bVHog6fGudRTLkuPncQ3r7xw-AQDSJ6XZXGbAQJVOgErVsfl-6qt5dZ2U";
 
 /// The format-4 fixture keeps its events in a few chunks (no row per event); it verifies

@@ -281,13 +281,13 @@ async fn the_ledger_state_machine_applies_unsynced_and_every_image_recovers() {
     use tokenledger::ledger::replicated;
     use tokenledger::replication::state_machine::LedgerMachine;
 
-    let (_leader_dir, events, _) = crate::replicated::leader_events().await;
+    let (leader_dir, events, _) = crate::replicated::leader_events().await;
     let backend = FreezingBackend::default();
     let db = redb::Database::builder().create_with_backend(backend.clone()).unwrap();
     let (store, state) = replicated::open_replica_database(db, |_| {}).unwrap();
     let created_at_sync = backend.syncs();
     let log_store = LogStore::new(store.raft_log().unwrap());
-    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state))).unwrap();
+    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), leader_dir.path()).unwrap();
     let config = Config { cluster_name: "crash".into(), ..Default::default() }.validate().unwrap();
     let raft = Raft::<TypeConfig>::new(1, Arc::new(config), NoPeers, log_store, machine.clone()).await.unwrap();
     raft.initialize(BTreeMap::from([(1, NodeInfo { raft_addr: "127.0.0.1:1".into() })])).await.unwrap();
@@ -338,7 +338,7 @@ async fn the_ledger_state_machine_applies_unsynced_and_every_image_recovers() {
         if index == last {
             // Restarted from what the disk holds: openraft applies the rest of the log.
             let log_store = LogStore::new(store.raft_log().unwrap());
-            let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state))).unwrap();
+            let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), leader_dir.path()).unwrap();
             let config = Config { cluster_name: "crash".into(), ..Default::default() }.validate().unwrap();
             let raft = Raft::<TypeConfig>::new(1, Arc::new(config), NoPeers, log_store, machine.clone()).await.unwrap();
             raft.wait(Some(Duration::from_secs(10))).current_leader(1, "leads again").await.unwrap();

@@ -2,7 +2,6 @@
 //! real one, the ledger and its projections, comes with the cluster and will go through the same
 //! suite), and a network for single-node Raft instances that never send anything.
 
-use std::io::Cursor;
 use std::sync::Arc;
 
 use openraft::error::{InstallSnapshotError, RPCError, RaftError, Unreachable};
@@ -17,7 +16,9 @@ use openraft::{
     StorageIOError, StoredMembership,
 };
 use parking_lot::Mutex;
-use tokenledger::replication::{Applied, Entry, LogId, NodeId, NodeInfo, RAFT_BATCH_VERSION, StorageError, TypeConfig};
+use tokenledger::replication::{
+    Applied, Entry, LogId, NodeId, NodeInfo, RAFT_BATCH_VERSION, SnapshotData, StorageError, TypeConfig,
+};
 
 /// A state machine whose state is the number of envelopes applied; its snapshot is that number
 /// (8 bytes, big-endian), with the applied log id and membership in the snapshot's meta.
@@ -78,16 +79,18 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
-        Ok(Box::new(Cursor::new(Vec::new())))
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        Ok(Box::new(SnapshotData::memory(Vec::new())))
     }
 
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<NodeId, NodeInfo>,
-        snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<SnapshotData>,
     ) -> Result<(), StorageError> {
-        let data = snapshot.into_inner();
+        let mut data = Vec::new();
+        let read = snapshot.into_reader().await.and_then(|mut r| std::io::Read::read_to_end(&mut r, &mut data));
+        read.map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), AnyError::new(&e)))?;
         let head_seq = data.as_slice().try_into().map(u64::from_be_bytes).map_err(|_| {
             StorageIOError::write_snapshot(Some(meta.signature()), AnyError::error("snapshot is not 8 bytes"))
         })?;
@@ -101,10 +104,10 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
         let machine = self.0.lock();
-        Ok(machine
-            .current
-            .as_ref()
-            .map(|(meta, data)| Snapshot { meta: meta.clone(), snapshot: Box::new(Cursor::new(data.clone())) }))
+        Ok(machine.current.as_ref().map(|(meta, data)| Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(SnapshotData::memory(data.clone())),
+        }))
     }
 }
 
@@ -120,7 +123,7 @@ impl RaftSnapshotBuilder<TypeConfig> for MemStateMachine {
             SnapshotMeta { last_log_id: machine.applied, last_membership: machine.membership.clone(), snapshot_id };
         let data = machine.head_seq.to_be_bytes().to_vec();
         machine.current = Some((meta.clone(), data.clone()));
-        Ok(Snapshot { meta, snapshot: Box::new(Cursor::new(data)) })
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotData::memory(data)) })
     }
 }
 

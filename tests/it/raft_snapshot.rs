@@ -1,0 +1,92 @@
+//! The Raft snapshot stream, version 1 (`TLRAFTS1`, `replication::state_machine`): the bytes a
+//! leader sends a node that must catch up past its purged log, written to and read from files in
+//! the data directories. The fixture `tests/fixtures/raft-snapshot-v1.stream` is the stream of
+//! the format-4 fixture ledger: a leader on that ledger reproduces it byte for byte, and an empty
+//! node installs it into the same events, chain head and projections as a replay of the ledger.
+
+use std::io::Read as _;
+use std::sync::Arc;
+
+use openraft::storage::RaftStateMachine as _;
+use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder as _, SnapshotMeta};
+use parking_lot::RwLock;
+use tokenledger::domain::hex;
+use tokenledger::ledger::replicated;
+use tokenledger::replication::Entry;
+use tokenledger::replication::state_machine::LedgerMachine;
+use tokio::io::AsyncWriteExt as _;
+
+use crate::formats::{EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD, FORMAT_V4, copy_fixture};
+use crate::replicated::envelopes_of;
+
+const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/raft-snapshot-v1.stream");
+
+/// A state machine over a copy of the format-4 fixture ledger (opened as a cluster replica).
+fn fixture_machine() -> (tempfile::TempDir, LedgerMachine) {
+    let dir = copy_fixture(FORMAT_V4);
+    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
+    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    (dir, machine)
+}
+
+/// The stream a leader on the fixture ledger sends (once a Raft entry was applied there, so
+/// its applied record names the ledger's head).
+async fn fixture_stream() -> Vec<u8> {
+    let (_dir, mut machine) = fixture_machine();
+    let blank = Entry { log_id: LogId::new(CommittedLeaderId::new(1, 1), 1), payload: EntryPayload::Blank };
+    machine.apply([blank]).await.unwrap();
+    machine.get_snapshot_builder().await.build_snapshot().await.unwrap();
+    let current = machine.get_current_snapshot().await.unwrap().expect("a snapshot after the build");
+    let mut bytes = Vec::new();
+    current.snapshot.into_reader().await.unwrap().read_to_end(&mut bytes).unwrap();
+    bytes
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_same_ledger() {
+    let fixture = std::fs::read(FIXTURE).unwrap();
+    assert_eq!(&fixture[..8], b"TLRAFTS1");
+    assert_eq!(fixture_stream().await, fixture, "the stream of the fixture ledger is the fixture");
+
+    // An empty node receives it as openraft delivers it (chunks written to the receiving
+    // file), then installs it.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
+    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
+    for chunk in fixture.chunks(1000) {
+        receiving.write_all(chunk).await.unwrap();
+    }
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+        last_membership: Default::default(),
+        snapshot_id: "fixture".to_owned(),
+    };
+    machine.install_snapshot(&meta, receiving).await.unwrap();
+    let state = machine.state().read().clone();
+    assert_eq!((state.head.seq, hex(&state.head.hash)), (EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD.to_owned()));
+    let (_source_dir, source) = fixture_machine();
+    assert_eq!(envelopes_of(machine.store()), envelopes_of(source.store()), "the same events, byte for byte");
+    assert!(state == *source.state().read(), "the same projections as a replay of the ledger");
+    assert!(!dir.path().join("raft-snapshot.receiving").exists(), "the received copy is removed once installed");
+    assert_eq!(machine.applied_state().await.unwrap().0, meta.last_log_id);
+
+    // A damaged stream is refused and nothing of it is applied.
+    let dir = tempfile::tempdir().unwrap();
+    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
+    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
+    receiving.write_all(&fixture[..fixture.len() - 1]).await.unwrap();
+    assert!(machine.install_snapshot(&meta, receiving).await.is_err(), "a truncated stream installs");
+}
+
+/// Writes `tests/fixtures/raft-snapshot-v1.stream` from the format-4 fixture. Run once, by hand,
+/// for a new stream version only:
+/// `TOKENLEDGER_WRITE_RAFT_SNAPSHOT_V1=file cargo test --test it write_raft_snapshot_v1_fixture -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "writes a fixture; run by hand only"]
+async fn write_raft_snapshot_v1_fixture() {
+    let out = std::path::PathBuf::from(std::env::var("TOKENLEDGER_WRITE_RAFT_SNAPSHOT_V1").unwrap());
+    assert!(!out.exists(), "refusing to overwrite {}", out.display());
+    std::fs::write(out, fixture_stream().await).unwrap();
+}
