@@ -176,7 +176,16 @@ pub fn start(
                 return;
             }
         };
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        // TCP_NODELAY on every accepted connection, as on the API listener: without it a reply
+        // written in more than one segment (a forwarded write's answer, an append's) waits for
+        // the peer's delayed ACK, up to 40 ms on Linux.
+        let incoming =
+            tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |stream| {
+                if let Ok(stream) = &stream {
+                    let _ = stream.set_nodelay(true);
+                }
+                stream
+            });
         if let Err(error) = router
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
