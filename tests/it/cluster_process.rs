@@ -58,6 +58,23 @@ pub fn copy_keys(from: &Path, to: &Path) {
     }
 }
 
+/// Creates the institution and the client_credentials client `svc` (which may introspect)
+/// through the node at `url`, with the admin credential of `admin` (`--data-dir DIR`); answers
+/// the client's secret.
+pub fn create_service_client(url: &str, admin: &[&str]) -> String {
+    let made = cli(&[&["institution", "create", "--server", url, "--name", "Bank", INSTITUTION][..], admin].concat());
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let client = cli(&[
+        &["client", "create", "--server", url, "--client-id", "svc", "--institution", INSTITUTION][..],
+        &["--grant-type", "client_credentials", "--scope", "api:read", "--introspect", "--json"][..],
+        admin,
+    ]
+    .concat());
+    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    created["client_secret"].as_str().unwrap().to_owned()
+}
+
 /// The node that says it leads, asked over `/readyz`.
 pub async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u64> {
     for (id, url) in urls {
@@ -263,18 +280,7 @@ async fn a_three_process_cluster_survives_leader_kills_without_losing_or_resurre
     let leader_id = leader(&http, &urls(&nodes)).await.expect("a leader after init");
     let follower = nodes.iter().position(|n| n.id != leader_id).unwrap();
     let via = url_of(&nodes, follower);
-    let made =
-        cli(&[&["institution", "create", "--server", &via, "--name", "Bank", INSTITUTION][..], &admin[..]].concat());
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let client = cli(&[
-        &["client", "create", "--server", &via, "--client-id", "svc", "--institution", INSTITUTION][..],
-        &["--grant-type", "client_credentials", "--scope", "api:read", "--introspect", "--json"][..],
-        &admin[..],
-    ]
-    .concat());
-    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
-    let secret = created["client_secret"].as_str().unwrap().to_owned();
+    let secret = create_service_client(&via, &admin);
 
     let shared_urls = Arc::new(Mutex::new(urls(&nodes)));
     let model = Arc::new(Mutex::new(Model::default()));
@@ -683,23 +689,12 @@ async fn a_node_without_a_majority_fails_closed_for_writes_and_for_active() {
     let mut nodes = running_cluster(root.path()).await;
     let admin = ["--data-dir", root.path().join("node-1").to_str().unwrap().to_owned().leak()];
     let survivor = nodes[2].url().unwrap();
-    let made =
-        cli(&[&["institution", "create", "--server", &survivor, "--name", "Bank", INSTITUTION][..], &admin[..]]
-            .concat());
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let client = cli(&[
-        &["client", "create", "--server", &survivor, "--client-id", "svc", "--institution", INSTITUTION][..],
-        &["--grant-type", "client_credentials", "--scope", "api:read", "--introspect", "--json"][..],
-        &admin[..],
-    ]
-    .concat());
-    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
+    let secret = create_service_client(&survivor, &admin);
     let http = reqwest::Client::new();
     let load = Load {
         http: http.clone(),
         urls: Arc::new(Mutex::new(vec![(3, survivor.clone())])),
-        client: ("svc".to_owned(), created["client_secret"].as_str().unwrap().to_owned()),
+        client: ("svc".to_owned(), secret),
         model: Arc::default(),
     };
     let (status, issued) =

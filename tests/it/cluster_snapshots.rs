@@ -13,7 +13,9 @@ use tokenledger::domain::hex;
 use tokenledger::ledger::snapshot;
 
 use crate::binary::{sigterm, wait_exit};
-use crate::cluster_process::{INSTITUTION, Node, cli, leader, running_cluster_with, wait_writes};
+use crate::cluster_process::{
+    INSTITUTION, Node, cli, create_service_client, leader, running_cluster_with, wait_writes,
+};
 use crate::harness::txid;
 
 struct Client {
@@ -132,19 +134,8 @@ async fn cluster_nodes_restart_from_their_projection_snapshots_and_the_leader_re
     let lead = nodes.iter().position(|n| n.id == leader_id).unwrap();
     let leader_url = nodes[lead].url().unwrap();
     let admin = ["--data-dir", root.path().join("node-1").to_str().unwrap().to_owned().leak()];
-    let made =
-        cli(&[&["institution", "create", "--server", &leader_url, "--name", "Bank", INSTITUTION][..], &admin[..]]
-            .concat());
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
-    let client = cli(&[
-        &["client", "create", "--server", &leader_url, "--client-id", "svc", "--institution", INSTITUTION][..],
-        &["--grant-type", "client_credentials", "--scope", "api:read", "--introspect", "--json"][..],
-        &admin[..],
-    ]
-    .concat());
-    assert!(client.status.success(), "{}", String::from_utf8_lossy(&client.stderr));
-    let created: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
-    let client = Client { http: http.clone(), secret: created["client_secret"].as_str().unwrap().to_owned() };
+    let secret = create_service_client(&leader_url, &admin);
+    let client = Client { http: http.clone(), secret };
 
     let mut tokens = Vec::new();
     for _ in 0..25 {
