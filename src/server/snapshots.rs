@@ -6,16 +6,17 @@
 //!
 //! Each file written is then recorded in the ledger: a `ProjectionSnapshotWritten` event
 //! (`ledger::snapshot::record`) submitted through the writer like any command, once the file
-//! is renamed into place and its directory fsynced. **In a cluster** the ledger is the
-//! cluster's: only a node that leads records its file (through Raft, like every write), and not
-//! the file it writes while it stops (the cluster's ledger does not change because a node
-//! leaves, and a last node without a majority could not commit it); a follower writes its own
-//! file, unrecorded (its start says so), because an event on its own chain would diverge from
-//! the cluster's. A cluster node's state machine applies without an
-//! fsync, so its commits are flushed before a file that covers them is renamed into place: a
-//! crash afterwards cannot leave a snapshot ahead of the durable ledger. That event is not activity: "new events"
+//! is renamed into place and its directory fsynced. That event is not activity: "new events"
 //! above are the events after the snapshot other than its own record ([`new_events`]), so an idle
 //! node writes no further snapshot (of nothing but its record, forever).
+//!
+//! **In a cluster** the ledger is the cluster's: only a node that leads records its file
+//! (through Raft, like every write), and not the file it writes while it stops (the cluster's
+//! ledger does not change because a node leaves, and a last node without a majority could not
+//! commit it); a follower writes its own file, unrecorded (its start says so), because an event
+//! on its own chain would diverge from the cluster's. A cluster node's state machine applies
+//! without an fsync, so its commits are flushed before a file that covers them is renamed into
+//! place: a crash afterwards cannot leave a snapshot ahead of the durable ledger.
 //!
 //! A write copies the state other than the token tables under one read lock (the directory:
 //! mostly `Arc` clones), then streams the tables shard by shard, each under its own read lock,
