@@ -89,8 +89,9 @@ pub async fn leader(http: &reqwest::Client, urls: &[(u64, String)]) -> Option<u6
     None
 }
 
-/// Waits (at most 10 s) until `/readyz` of the node at `url` says it takes writes (it knows a
-/// leader) when `writes`, or says it does not when `!writes`; `what` names the wait in a failure.
+/// Waits (at most 20 s: a loaded CI machine may need an election or two) until `/readyz` of the
+/// node at `url` says it takes writes (it knows a leader) when `writes`, or says it does not when
+/// `!writes`; `what` names the wait in a failure.
 pub async fn wait_writes(http: &reqwest::Client, url: &str, writes: bool, what: &str) {
     let since = Instant::now();
     loop {
@@ -102,9 +103,31 @@ pub async fn wait_writes(http: &reqwest::Client, url: &str, writes: bool, what: 
         if body["writes"] == writes {
             return;
         }
-        assert!(since.elapsed() < Duration::from_secs(10), "{url}: {what} (readyz {body})");
+        assert!(since.elapsed() < Duration::from_secs(20), "{url}: {what} (readyz {body})");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// A form POST as the client `(id, secret)` of [`INSTITUTION`], with a fresh transactionId;
+/// `None` when no answer came (within 8 s).
+pub async fn post_form(
+    http: &reqwest::Client,
+    (id, secret): (&str, &str),
+    url: &str,
+    form: &[(&str, &str)],
+) -> Option<(u16, serde_json::Value)> {
+    let reply = http
+        .post(url)
+        .basic_auth(id, Some(secret))
+        .header("transactionId", txid())
+        .header("institutionId", INSTITUTION)
+        .form(form)
+        .timeout(Duration::from_secs(8))
+        .send()
+        .await
+        .ok()?;
+    let status = reply.status().as_u16();
+    Some((status, reply.json().await.unwrap_or_default()))
 }
 
 #[derive(Default)]
@@ -134,19 +157,7 @@ impl Load {
     }
 
     async fn post(&self, url: &str, path: &str, form: &[(&str, &str)]) -> Option<(u16, serde_json::Value)> {
-        let reply = self
-            .http
-            .post(format!("{url}{path}"))
-            .basic_auth(&self.client.0, Some(&self.client.1))
-            .header("transactionId", txid())
-            .header("institutionId", INSTITUTION)
-            .form(form)
-            .timeout(Duration::from_secs(8))
-            .send()
-            .await
-            .ok()?;
-        let status = reply.status().as_u16();
-        Some((status, reply.json().await.unwrap_or_default()))
+        post_form(&self.http, (&self.client.0, &self.client.1), &format!("{url}{path}"), form).await
     }
 
     async fn step(&self, rng: &mut Rng) {

@@ -13,10 +13,7 @@ use tokenledger::domain::hex;
 use tokenledger::ledger::snapshot;
 
 use crate::binary::{sigterm, wait_exit};
-use crate::cluster_process::{
-    INSTITUTION, Node, cli, create_service_client, leader, running_cluster_with, wait_writes,
-};
-use crate::harness::txid;
+use crate::cluster_process::{Node, cli, create_service_client, leader, post_form, running_cluster_with, wait_writes};
 
 struct Client {
     http: reqwest::Client,
@@ -25,19 +22,7 @@ struct Client {
 
 impl Client {
     async fn post(&self, url: &str, path: &str, form: &[(&str, &str)]) -> (u16, serde_json::Value) {
-        let reply = self
-            .http
-            .post(format!("{url}{path}"))
-            .basic_auth("svc", Some(&self.secret))
-            .header("transactionId", txid())
-            .header("institutionId", INSTITUTION)
-            .form(form)
-            .timeout(Duration::from_secs(8))
-            .send()
-            .await
-            .unwrap();
-        let status = reply.status().as_u16();
-        (status, reply.json().await.unwrap_or_default())
+        post_form(&self.http, ("svc", &self.secret), &format!("{url}{path}"), form).await.expect("an answer")
     }
 
     async fn issue(&self, url: &str) -> String {
@@ -59,7 +44,7 @@ impl Client {
             if status == 200 {
                 return body["active"] == true;
             }
-            assert!(status == 503 && since.elapsed() < Duration::from_secs(10), "{url}: {status} {body}");
+            assert!(status == 503 && since.elapsed() < Duration::from_secs(20), "{url}: {status} {body}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -105,7 +90,7 @@ async fn applied_seq(http: &reqwest::Client, url: &str) -> u64 {
     body["applied_seq"].as_u64().unwrap()
 }
 
-/// Waits (10 s at most) until the node at `url` has written a snapshot covering `seq` or later
+/// Waits (20 s at most) until the node at `url` has written a snapshot covering `seq` or later
 /// and recorded it after `seq`: answers the record's seq.
 async fn recorded_after(http: &reqwest::Client, url: &str, seq: u64) -> u64 {
     let since = Instant::now();
@@ -115,7 +100,7 @@ async fn recorded_after(http: &reqwest::Client, url: &str, seq: u64) -> u64 {
         if covered >= seq && recorded > seq {
             return recorded;
         }
-        assert!(since.elapsed() < Duration::from_secs(10), "{url}: no recorded snapshot of seq {seq}");
+        assert!(since.elapsed() < Duration::from_secs(20), "{url}: no recorded snapshot of seq {seq}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
