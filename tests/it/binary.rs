@@ -50,6 +50,42 @@ pub fn serve(dir: &Path, extra: &[&str]) -> Running {
     }
 }
 
+/// [`serve`] keeping every JSON log line the server writes (lines that are not JSON are
+/// skipped); returns once it serves. The child is killed and waited for when `Running` drops.
+#[allow(clippy::zombie_processes)]
+pub fn serve_logged(dir: &Path, extra: &[&str]) -> (Running, std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--password-pbkdf2-iterations", "1000"])
+        .args(["--insecure-low-pbkdf2-iterations", "true"])
+        .arg("--data-dir")
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn tokenledger serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    loop {
+        let line = lines.next().expect("server exited before serving").expect("read stderr");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let serving = entry["message"] == "serving REST and gRPC";
+        let url = entry["listen"].as_str().map(|a| format!("http://{a}"));
+        log.lock().unwrap().push(entry);
+        if serving {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in lines.map_while(Result::ok) {
+                    if let Ok(entry) = serde_json::from_str(&line) {
+                        sink.lock().unwrap().push(entry);
+                    }
+                }
+            });
+            return (Running { child, url: url.expect("listen field") }, log);
+        }
+    }
+}
+
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(BIN).args(args).output().expect("run tokenledger")
 }

@@ -6,52 +6,12 @@
 //! an operator sees `/readyz` 503 with role "stopped", gRPC health NOT_SERVING and one error line
 //! naming the seq, while the three others keep serving writes.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::binary::{BIN, Running};
+use crate::binary::{BIN, serve_logged};
 use crate::cluster_process::{INSTITUTION, Node, cli, copy_keys, free_port, leader, wait_writes};
-
-/// `tokenledger serve` as `binary::serve` starts it, keeping every log line it writes. The child
-/// is killed and waited for when the returned `Running` drops.
-#[allow(clippy::zombie_processes)]
-fn serve_logged(dir: &Path, extra: &[&str]) -> (Running, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--password-pbkdf2-iterations", "1000"])
-        .args(["--insecure-low-pbkdf2-iterations", "true"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn tokenledger serve");
-    let stderr = child.stderr.take().expect("stderr");
-    let mut lines = BufReader::new(stderr).lines();
-    let logged = Arc::new(Mutex::new(Vec::new()));
-    loop {
-        let line = lines.next().expect("server exited before serving").expect("read stderr");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let serving = entry["message"] == "serving REST and gRPC";
-        let listen = entry["listen"].as_str().map(str::to_owned);
-        logged.lock().unwrap().push(entry);
-        if serving {
-            let url = format!("http://{}", listen.expect("listen field"));
-            let keep = logged.clone();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    if let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) {
-                        keep.lock().unwrap().push(entry);
-                    }
-                }
-            });
-            return (Running { child, url }, logged);
-        }
-    }
-}
 
 fn admin(dir: &Path) -> [String; 2] {
     ["--data-dir".to_owned(), dir.to_str().unwrap().to_owned()]

@@ -3,16 +3,15 @@
 //! while the writer was issuing tokens; a corrupt or foreign snapshot is refused and the node
 //! replays in full and answers as before.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 
 use tokenledger::domain::{State, hex};
 use tokenledger::ledger::index::IndexKind;
 use tokenledger::ledger::{self, snapshot};
 use tokenledger::server::data_dir;
 
+use crate::binary::serve_logged;
 use crate::harness::*;
 
 /// The tokens of a mixed load: client_credentials, a sign-in refreshed once (its first
@@ -163,41 +162,6 @@ async fn a_corrupt_or_foreign_snapshot_is_refused_and_the_node_replays_in_full()
     assert_ne!(std::fs::read(&path).unwrap(), damaged, "a new snapshot replaced the refused one");
     let (header, _, _) = both_ways(dir.path(), wall_ms());
     assert!(header.is_some(), "and it is used");
-}
-
-/// `tokenledger serve` with JSON logs, every log line kept; returns once it serves.
-#[allow(clippy::zombie_processes)]
-fn serve_logged(dir: &Path, extra: &[&str]) -> (crate::binary::Running, Arc<Mutex<Vec<serde_json::Value>>>) {
-    let mut child = Command::new(crate::binary::BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--password-pbkdf2-iterations", "1000"])
-        .args(["--insecure-low-pbkdf2-iterations", "true"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    loop {
-        let line = lines.next().expect("server exited before serving").unwrap();
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
-        let serving = entry["message"] == "serving REST and gRPC";
-        let url = entry["listen"].as_str().map(|a| format!("http://{a}"));
-        log.lock().unwrap().push(entry);
-        if serving {
-            let sink = log.clone();
-            std::thread::spawn(move || {
-                for line in lines.map_while(Result::ok) {
-                    if let Ok(entry) = serde_json::from_str(&line) {
-                        sink.lock().unwrap().push(entry);
-                    }
-                }
-            });
-            return (crate::binary::Running { child, url: url.unwrap() }, log);
-        }
-    }
 }
 
 fn stop_process(running: &mut crate::binary::Running) {
