@@ -53,17 +53,16 @@ pub fn open_replica_with_snapshot(
     now_ms: i64,
     mut progress: impl FnMut(super::ReplayTick),
 ) -> Result<(Store, State, super::ReplayReport, Option<super::StartedFrom>), OpenError> {
-    if path.exists() {
-        let store = Store::open(path)?;
-        if let Some((state, report, started)) =
+    // A new file has nothing a snapshot could cover.
+    let existed = path.exists();
+    let store = Store::open(path)?;
+    if existed
+        && let Some((state, report, started)) =
             super::tail_from_snapshot(&store, snapshot_dir, Some(now_ms), &mut progress)?
-        {
-            return Ok((store, state, report, Some(started)));
-        }
-        let (store, state, report) = super::replay_store(store, None, progress)?;
-        return Ok((store, state, report, None));
+    {
+        return Ok((store, state, report, Some(started)));
     }
-    let (store, state, report) = super::replay_store(Store::open(path)?, None, progress)?;
+    let (store, state, report) = super::replay_store(store, None, progress)?;
     Ok((store, state, report, None))
 }
 

@@ -161,7 +161,7 @@ impl Snapshots {
     fn record(&self, app: &App, header: &SnapshotHeader, took: Duration) {
         let Some(runtime) = &self.runtime else { return };
         if let Some(node) = &app.cluster
-            && (node.view().role != crate::replication::node::Role::Leader || self.stop.load(Ordering::Acquire))
+            && (!node.is_leader() || self.stop.load(Ordering::Acquire))
         {
             tracing::debug!(
                 ledger_seq = header.ledger_seq,
