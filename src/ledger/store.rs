@@ -35,9 +35,12 @@ pub(crate) const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta
 /// redb's page cache for the ledger file (its default is 1 GiB). The writer only appends (it
 /// touches the right edge of each B-tree) and audit queries read ranges, so the upper levels
 /// are what is worth caching: ~8 MiB of branch pages for a 10M-event ledger. A bigger cache
-/// only filled with appended leaves and was most of a serving node's memory beyond the token
-/// tables (bench/README.md, 10M run).
-pub const CACHE_BYTES: usize = 128 << 20;
+/// only fills with leaves that are not read again: it was most of a serving node's memory
+/// beyond the token tables at 1 GiB (bench/README.md, 10M run), and at 128 MiB a full replay
+/// spent a third of its reading thread zeroing the pages it filled the cache with. At 32 MiB
+/// the writer's CPU per token and audit reads measured the same as at 128 MiB (bench/README.md,
+/// "redb's page cache at 32 MiB").
+pub const CACHE_BYTES: usize = 32 << 20;
 
 /// Version of the table layout and event set; see the format log in docs/design.md.
 pub const FORMAT_VERSION: u32 = 4;
