@@ -102,7 +102,7 @@ pub(crate) fn tail_from_snapshot(
 ) -> Result<Option<(State, ReplayReport, StartedFrom)>, OpenError> {
     match from_snapshot(store, snapshot_dir) {
         Ok((mut state, started)) => {
-            let (report, _) = replay_at(store, &mut state, false, now_ms, progress)?;
+            let report = replay_at(store, &mut state, None, now_ms, progress)?;
             Ok(Some((state, report, started)))
         }
         Err(snapshot::SnapshotFileError::Missing) => Ok(None),
@@ -199,10 +199,13 @@ pub(crate) fn replay_store(
     progress: impl FnMut(ReplayTick),
 ) -> Result<(Store, State, ReplayReport), OpenError> {
     let mut state = State::with_tables(server_tables());
-    let reindex = store.index_version()? != index::INDEX_VERSION;
-    let (report, keys) = replay_at(&store, &mut state, reindex, now_ms, progress)?;
-    if reindex {
-        store.rebuild_index(keys.into_iter(), index::INDEX_VERSION)?;
+    // A rebuild takes each event's entries as the replay applies it (they depend on the
+    // projections before the event), and commits only once the whole chain checked out.
+    let mut rebuild =
+        if store.index_version()? != index::INDEX_VERSION { Some(store.begin_index_rebuild()?) } else { None };
+    let report = replay_at(&store, &mut state, rebuild.as_mut(), now_ms, progress)?;
+    if let Some(rebuild) = rebuild {
+        rebuild.finish(index::INDEX_VERSION)?;
     }
     Ok((store, state, report))
 }
@@ -213,14 +216,14 @@ pub(crate) fn replay_store(
 fn replay_at(
     store: &Store,
     state: &mut State,
-    collect_index: bool,
+    rebuild: Option<&mut store::IndexRebuild>,
     now_ms: Option<i64>,
     progress: impl FnMut(ReplayTick),
-) -> Result<(ReplayReport, Vec<Vec<u8>>), ReplayError> {
+) -> Result<ReplayReport, ReplayError> {
     if let Some(now_ms) = now_ms {
         state.tables().set_retry_floor(now_ms);
     }
-    let replayed = replay::replay(store, state, collect_index, progress);
+    let replayed = replay::replay(store, state, rebuild, progress);
     state.tables().set_retry_floor(i64::MIN);
     replayed
 }
@@ -263,7 +266,7 @@ impl ReadOnlyLedger {
     /// Checks every event and link of the chain and replays it into a fresh [`State`].
     pub fn replay(&self, progress: impl FnMut(ReplayTick)) -> Result<(State, ReplayReport), ReplayError> {
         let mut state = State::default();
-        let (report, _) = replay::replay(&self.store, &mut state, false, progress)?;
+        let report = replay::replay(&self.store, &mut state, None, progress)?;
         Ok((state, report))
     }
 
@@ -272,7 +275,7 @@ impl ReadOnlyLedger {
     /// Also says which event recorded the file, if any.
     pub fn replay_from_snapshot(&self, dir: &Path) -> Result<(State, StartedFrom, ReplayReport), String> {
         let (mut state, started) = from_snapshot(&self.store, dir).map_err(|e| e.to_string())?;
-        let (report, _) = replay::replay(&self.store, &mut state, false, |_| {}).map_err(|e| e.to_string())?;
+        let report = replay::replay(&self.store, &mut state, None, |_| {}).map_err(|e| e.to_string())?;
         Ok((state, started, report))
     }
 

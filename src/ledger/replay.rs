@@ -8,7 +8,7 @@ use std::time::Instant;
 use super::codec::{self, ChainError};
 use super::index;
 use super::reader::ReadError;
-use super::store::{Store, StoreError};
+use super::store::{IndexRebuild, Store, StoreError};
 use crate::domain::state::ChainHead;
 use crate::domain::{Recorded, State, apply};
 use crate::proto::ledger::Event;
@@ -82,8 +82,8 @@ impl Batch {
 }
 
 /// Applies every stored event after `state`'s head to `state` (empty: the whole ledger; a
-/// loaded snapshot: its tail), verifying the chain from that head on. `collect_index` also
-/// returns the index entries of every event applied, for an index rebuild.
+/// loaded snapshot: its tail), verifying the chain from that head on. With `rebuild`, the index
+/// entries of every event applied go to it, in seq order.
 ///
 /// Two threads share the work: one reads the events in seq order, decodes them and computes
 /// their chain hashes (each hash covers its own envelope only, so this needs no state), the
@@ -93,11 +93,10 @@ impl Batch {
 pub fn replay(
     store: &Store,
     state: &mut State,
-    collect_index: bool,
+    mut rebuild: Option<&mut IndexRebuild>,
     mut progress: impl FnMut(ReplayTick),
-) -> Result<(ReplayReport, Vec<Vec<u8>>), ReplayError> {
+) -> Result<ReplayReport, ReplayError> {
     let started = Instant::now();
-    let mut index_keys = Vec::new();
     let mut events = 0u64;
     let snapshot = store.reader().snapshot()?;
     let last_seq = snapshot.last_seq()?;
@@ -126,8 +125,10 @@ pub fn replay(
                 if checked.prev_hash != state.head.hash {
                     return Err(ChainError::BrokenLink { seq }.into());
                 }
-                if collect_index {
-                    index_keys.extend(index::keys_for(state, store.token_ids(), event, seq));
+                if let Some(rebuild) = rebuild.as_deref_mut() {
+                    for key in index::keys_for(state, store.token_ids(), event, seq) {
+                        rebuild.push(key)?;
+                    }
                 }
                 let at = Recorded { seq, recorded_at_ms: checked.recorded_at_ms, transaction_id, hash: checked.hash };
                 apply(state, at, event);
@@ -156,7 +157,7 @@ pub fn replay(
     read?;
     progress(ReplayTick { events, seq: state.head.seq, last_seq, done: true });
     let report = ReplayReport { events, head: state.head.clone(), elapsed_ms: started.elapsed().as_millis() };
-    Ok((report, index_keys))
+    Ok(report)
 }
 
 /// The reading side of [`replay`]: sends the events from `from_seq` on, opened (decoded, hash

@@ -123,6 +123,45 @@ impl Flusher {
     }
 }
 
+/// An index rebuild in progress (after a change of index layout), in one write transaction:
+/// it takes the entries of every event in seq order, as a replay computes them, and writes them
+/// as lists of [`REBUILD_WINDOW`] entries at a time, so a ledger's entries are never all in
+/// memory (redb writes the transaction's dirty pages out as its cache fills). Nothing of it is
+/// visible or durable before [`IndexRebuild::finish`]; dropped unfinished (a replay that
+/// failed), it leaves the file as it was, and the next open rebuilds again.
+pub struct IndexRebuild {
+    txn: redb::WriteTransaction,
+    window: Vec<Vec<u8>>,
+}
+
+impl IndexRebuild {
+    /// The next entry, in seq order.
+    pub fn push(&mut self, key: Vec<u8>) -> Result<(), StoreError> {
+        self.window.push(key);
+        if self.window.len() == REBUILD_WINDOW {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        let mut table = self.txn.open_table(INDEX_LISTS)?;
+        for (key, seqs) in index::lists(self.window.iter().map(Vec::as_slice)) {
+            table.insert(key.as_slice(), seqs.as_slice())?;
+        }
+        self.window.clear();
+        Ok(())
+    }
+
+    /// Writes the last window, records `version` and commits durably.
+    pub fn finish(mut self, version: u32) -> Result<(), StoreError> {
+        self.flush()?;
+        self.txn.open_table(META)?.insert(META_INDEX, version.to_be_bytes().as_slice())?;
+        self.txn.commit()?;
+        Ok(())
+    }
+}
+
 /// One event to append, with its index entries.
 pub struct Append {
     pub sealed: Sealed,
@@ -299,36 +338,14 @@ impl Store {
         recorded_index_version(&self.db.begin_read()?)
     }
 
-    /// Replaces the whole index (after a change of index layout) in one transaction: `keys`
-    /// are the entries of every event in seq order, written as lists of a window of
-    /// [`REBUILD_WINDOW`] entries each. The rows of index versions up to 3 are dropped.
-    pub fn rebuild_index(&self, keys: impl Iterator<Item = Vec<u8>>, version: u32) -> Result<(), StoreError> {
+    /// Starts replacing the whole index: the rows of every earlier index version are dropped
+    /// in a write transaction that then takes the new entries ([`IndexRebuild`]).
+    pub fn begin_index_rebuild(&self) -> Result<IndexRebuild, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         txn.delete_table(INDEX)?;
         txn.delete_table(INDEX_LISTS)?;
-        {
-            let mut table = txn.open_table(INDEX_LISTS)?;
-            let mut window = Vec::with_capacity(REBUILD_WINDOW);
-            let mut flush = |window: &mut Vec<Vec<u8>>| -> Result<(), StoreError> {
-                for (key, seqs) in index::lists(window.iter().map(Vec::as_slice)) {
-                    table.insert(key.as_slice(), seqs.as_slice())?;
-                }
-                window.clear();
-                Ok(())
-            };
-            for key in keys {
-                window.push(key);
-                if window.len() == REBUILD_WINDOW {
-                    flush(&mut window)?;
-                }
-            }
-            flush(&mut window)?;
-            let mut meta = txn.open_table(META)?;
-            meta.insert(META_INDEX, version.to_be_bytes().as_slice())?;
-        }
-        txn.commit()?;
-        Ok(())
+        Ok(IndexRebuild { txn, window: Vec::with_capacity(REBUILD_WINDOW) })
     }
 
     /// Calls `visit(seq, bytes)` for every stored event (its envelope as stored) in seq order,

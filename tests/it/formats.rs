@@ -250,6 +250,27 @@ fn format_v1_ledger_is_marked_format_4_and_reindexed_with_its_events_unchanged()
     assert_eq!(hex(&again.head.hash), "f45a7556478e76c98b015237b233b042041a797dc95933174d254656e9ce572b");
 }
 
+/// The rebuild of an older index runs inside the replay and commits only at its end: a chain
+/// that fails to verify part-way leaves the old index as it was (and the next open rebuilds).
+#[test]
+fn a_reindex_whose_replay_fails_leaves_the_old_index_in_place() {
+    let dir = copy_fixture(FORMAT_V1);
+    let path = dir.path().join(data_dir::LEDGER_FILE);
+    let index_version = meta_u64(dir.path(), "index_version");
+    assert_eq!(kind_entries(dir.path(), 10), 3);
+    {
+        let db = redb::Database::open(&path).unwrap();
+        let mut envelope = tokenledger::ledger::raw::read(&db, 6).unwrap().unwrap();
+        let last = envelope.len() - 1;
+        envelope[last] ^= 1;
+        tokenledger::ledger::raw::rewrite(&db, 6, &envelope).unwrap();
+    }
+    let failed = tokenledger::ledger::open(&path, 0, |_| {});
+    assert!(failed.is_err(), "a damaged event stops the open");
+    assert_eq!(meta_u64(dir.path(), "index_version"), index_version, "the index version is unchanged");
+    assert_eq!(kind_entries(dir.path(), 10), 3, "and so are the old index's entries");
+}
+
 /// Every meta key of a stopped ledger, as stored.
 fn meta_of(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
     let db = redb::Database::open(dir.join(data_dir::LEDGER_FILE)).unwrap();
