@@ -11,6 +11,7 @@
 #
 # usage: scripts/bench-cluster.sh
 # env:   ROUNDS=2 DUR=10 CONC=64 KILLS=5 OUT=bench/results/cluster-<stamp>
+#        TL_BIN=<a tokenledger binary> (default: build this checkout's release binary)
 # Every server is started here on 127.0.0.1, tracked by its PID, and stopped with kill.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,11 +26,11 @@ RAW=$OUT/raw.txt
 log() { echo "[bench-cluster $(date +%H:%M:%S)] $*" >&2; }
 
 log "building tokenledger and the loadgen bench (release)"
-(cd "$root" && cargo build --release --bin tokenledger -q)
+[ -n "${TL_BIN:-}" ] || (cd "$root" && cargo build --release --bin tokenledger -q)
 LOADGEN=$(cd "$root" && cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*loadgen-[0-9a-f]*\)).*/\1/p' | tail -1)
 case "$LOADGEN" in /*) ;; *) LOADGEN=$root/$LOADGEN ;; esac
 [ -x "$LOADGEN" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
-TL=$root/target/release/tokenledger
+TL=${TL_BIN:-$root/target/release/tokenledger}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }

@@ -125,6 +125,9 @@ impl RaftLog {
                 return Err(RaftLogError::Overwrite { index: first_index, last });
             }
             let mut expected = first_index;
+            // One buffer for the whole call: a fresh one per entry (a batch of events, KiBs)
+            // kept the allocator handing out new pages, which the kernel zeroes.
+            let mut encoded = Vec::new();
             for entry in entries {
                 let index = index_of(entry)?;
                 if entry.payload.is_none() {
@@ -133,7 +136,11 @@ impl RaftLog {
                 if index != expected {
                     return Err(RaftLogError::NotConsecutive { index, expected });
                 }
-                log.insert(index, entry.encode_to_vec().as_slice())?;
+                encoded.clear();
+                entry
+                    .encode(&mut encoded)
+                    .map_err(|_| RaftLogError::CorruptEntry { index, problem: "it is too large to encode" })?;
+                log.insert(index, encoded.as_slice())?;
                 expected = index + 1;
             }
         }

@@ -406,7 +406,8 @@ impl Writer {
                 seq += 1;
                 let sealed = seal(&prev_hash, seq, recorded_at_ms, "", &event);
                 prev_hash = sealed.hash;
-                let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
+                // A cluster's state machine indexes what commits (`replicated::apply_batch`).
+                let index_keys = Vec::new();
                 pending.push(Pending { event, transaction_id: String::new(), seq, hash: sealed.hash });
                 appends.push(Append { sealed, index_keys });
             }
@@ -423,7 +424,12 @@ impl Writer {
                     seq += 1;
                     let sealed = seal(&prev_hash, seq, recorded_at_ms, &job.transaction_id, &event);
                     prev_hash = sealed.hash;
-                    let index_keys = index::keys_for(&state, &self.token_ids, &event, seq);
+                    // Only a local commit stores these; a cluster's state machine indexes
+                    // the events it applies (`replicated::apply_batch`).
+                    let index_keys = match self.commit {
+                        Commit::Local(_) => index::keys_for(&state, &self.token_ids, &event, seq),
+                        Commit::Replicated(_) => Vec::new(),
+                    };
                     pending.push(Pending { event, transaction_id: job.transaction_id.clone(), seq, hash: sealed.hash });
                     appends.push(Append { sealed, index_keys });
                 }
