@@ -201,8 +201,40 @@ pub fn kind_number(event: &Event) -> u8 {
     }
 }
 
+/// Whether [`keys_for`] may read `state` for `event` (a revocation finds the client of the token
+/// it names there): such an event's entries depend on the events before it. Every kind not named
+/// here as reading nothing counts as reading, so a new kind is safe until it is listed.
+pub fn keys_read_state(event: &Event) -> bool {
+    !matches!(
+        &event.kind,
+        None | Some(
+            event::Kind::LedgerCreated(_)
+                | event::Kind::InstitutionCreated(_)
+                | event::Kind::ClientCreated(_)
+                | event::Kind::UserCreated(_)
+                | event::Kind::ClientDisabled(_)
+                | event::Kind::ClientSecretRotated(_)
+                | event::Kind::ClientEnabled(_)
+                | event::Kind::ClientAuthorizePartnersSet(_)
+                | event::Kind::UserDisabled(_)
+                | event::Kind::UserPasswordSet(_)
+                | event::Kind::UserLocked(_)
+                | event::Kind::UserUnlocked(_)
+                | event::Kind::UserEnabled(_)
+                | event::Kind::UserUpdated(_)
+                | event::Kind::SignInFailed(_)
+                | event::Kind::SignInLockedOut(_)
+                | event::Kind::TokensIssued(_)
+                | event::Kind::AuthorizationCodeIssued(_)
+                | event::Kind::SigningKeyActivated(_)
+                | event::Kind::ProjectionSnapshotWritten(_)
+        )
+    )
+}
+
 /// Index entries of `event` at `seq`. `state` (before the event) supplies what the event only
-/// refers to, such as the client of a revoked token.
+/// refers to, such as the client of a revoked token (the kinds of [`keys_read_state`]: an arm that
+/// reads `state` belongs there).
 pub fn keys_for(state: &State, token_ids: &TokenIdScheme, event: &Event, seq: u64) -> Vec<Vec<u8>> {
     let kind = kind_number(event);
     let mut keys = Vec::with_capacity(8);

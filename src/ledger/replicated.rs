@@ -89,6 +89,47 @@ pub fn apply_batch(
     envelopes: &[Vec<u8>],
     applied: Option<&RaftApplied>,
 ) -> Result<u64, ReplicatedError> {
+    apply_run(store, state, envelopes, applied, Runs::OneBatch).map(|(_, head)| head)
+}
+
+/// [`apply_batch`] for envelopes that span many of the leader's batches (a piece of a Raft
+/// snapshot's range), with no applied record. The events of one batch never depend on each
+/// other, so their index entries can all come from the state before the batch; across batches
+/// they do (a revocation's entries name the client of the token it revokes, issued earlier).
+/// So a run of this range is cut before every event whose entries may read the projections
+/// ([`index::keys_read_state`]), which then starts the next run from the state after the
+/// events before it, as a replay computes it.
+pub fn apply_range(store: &Store, state: &RwLock<State>, envelopes: &[Vec<u8>]) -> Result<u64, ReplicatedError> {
+    let mut rest = envelopes;
+    loop {
+        let (taken, head) = apply_run(store, state, rest, None, Runs::CutBeforeStateReads)?;
+        rest = rest.get(taken..).unwrap_or_default();
+        if rest.is_empty() || taken == 0 {
+            return Ok(head);
+        }
+    }
+}
+
+/// How [`apply_run`] groups the envelopes it is given.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Runs {
+    /// All of them: one of the leader's batches.
+    OneBatch,
+    /// Up to (not including) the first event after the run's first whose index entries may
+    /// read the projections.
+    CutBeforeStateReads,
+}
+
+/// Applies a run of `envelopes` from their start (see [`Runs`]); answers how many it took and
+/// the head seq. `applied` is recorded only when the run took them all.
+fn apply_run(
+    store: &Store,
+    state: &RwLock<State>,
+    envelopes: &[Vec<u8>],
+    applied: Option<&RaftApplied>,
+    runs: Runs,
+) -> Result<(usize, u64), ReplicatedError> {
+    let mut taken = 0;
     let mut appends = Vec::with_capacity(envelopes.len());
     let mut opened = Vec::with_capacity(envelopes.len());
     {
@@ -99,6 +140,7 @@ pub fn apply_batch(
         for bytes in envelopes {
             let seq = Envelope::decode(bytes.as_slice()).map_err(|e| ReplicatedError::Undecodable(e.to_string()))?.seq;
             if seq < next && opened.is_empty() {
+                taken += 1;
                 // Applied before (a replay of a batch after a crash): it must be the same event.
                 if stored_view.is_none() {
                     stored_view =
@@ -119,6 +161,10 @@ pub fn apply_batch(
             if event.prev_hash != prev_hash {
                 return Err(diverged(ChainError::BrokenLink { seq }));
             }
+            if runs == Runs::CutBeforeStateReads && !opened.is_empty() && index::keys_read_state(&event.event) {
+                break;
+            }
+            taken += 1;
             // Keys from the state before the batch, as the leader's writer computed them: the
             // commands of one batch never depend on each other (conflict keys).
             let index_keys = index::keys_for(&current, store.token_ids(), &event.event, seq);
@@ -130,9 +176,11 @@ pub fn apply_batch(
         }
     }
     let head_after = appends.last().map_or_else(|| state.read().head.seq, |append| append.sealed.seq);
-    let record = applied.map(|applied| RaftApplied { head_seq: head_after, ..applied.clone() }.encode_to_vec());
+    let record = applied
+        .filter(|_| taken == envelopes.len())
+        .map(|applied| RaftApplied { head_seq: head_after, ..applied.clone() }.encode_to_vec());
     if appends.is_empty() && record.is_none() {
-        return Ok(head_after);
+        return Ok((taken, head_after));
     }
     store.append_applied(&appends, record.as_deref().map(|bytes| (raft_log::META_APPLIED, bytes)))?;
     super::committed::apply(
@@ -147,5 +195,5 @@ pub fn apply_batch(
             (at, &event.event)
         }),
     );
-    Ok(state.read().head.seq)
+    Ok((taken, state.read().head.seq))
 }

@@ -241,7 +241,7 @@ impl Inner {
             if piece.is_empty() {
                 break;
             }
-            replicated::apply_batch(&self.store, &self.state, &piece, None)?;
+            replicated::apply_range(&self.store, &self.state, &piece)?;
         }
         envelopes.finish()?;
         let head = self.state.read().head.seq;

@@ -65,11 +65,28 @@ async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_sam
     machine.install_snapshot(&meta, receiving).await.unwrap();
     let state = machine.state().read().clone();
     assert_eq!((state.head.seq, hex(&state.head.hash)), (EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD.to_owned()));
-    let (_source_dir, source) = fixture_machine();
+    let (source_dir, source) = fixture_machine();
     assert_eq!(envelopes_of(machine.store()), envelopes_of(source.store()), "the same events, byte for byte");
     assert!(state == *source.state().read(), "the same projections as a replay of the ledger");
     assert!(!dir.path().join("raft-snapshot.receiving").exists(), "the received copy is removed once installed");
     assert_eq!(machine.applied_state().await.unwrap().0, meta.last_log_id);
+    // And the same index: an audit query answers alike on the node that installed the stream
+    // (a revocation's entries come from the token it names, issued earlier in the stream).
+    drop((machine, source));
+    // Token entries are keyed by each file's own mask of the token ids (`ledger::token_ids`),
+    // so those are compared by number; every other entry byte for byte.
+    let entries = |path: &std::path::Path| {
+        let all = tokenledger::ledger::raw::index_entries(&redb::Database::open(path).unwrap()).unwrap();
+        let token = tokenledger::ledger::index::IndexKind::Token as u8;
+        let (tokens, mut others): (Vec<_>, Vec<_>) = all.into_iter().partition(|entry| entry.first() == Some(&token));
+        others.sort();
+        (tokens.len(), others)
+    };
+    assert_eq!(
+        entries(&dir.path().join("ledger.redb")),
+        entries(&source_dir.path().join("ledger.redb")),
+        "the same index entries as the ledger the stream came from"
+    );
 
     // A damaged stream is refused and nothing of it is applied.
     let dir = tempfile::tempdir().unwrap();
