@@ -36,27 +36,9 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-IMPORT='{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"],"introspect":true}]}'
+# shellcheck source=scripts/cluster-common.sh
+. "$root/scripts/cluster-common.sh"
 echo "$IMPORT" >"$WORK/import.json"
-AUTH="bench:bench-secret-0123456789abcdef"
-PEERS="1=127.0.0.1:17101,2=127.0.0.1:17102,3=127.0.0.1:17103"
-
-wait_ready() { # url, seconds
-  local i
-  for i in $(seq 1 $(($2 * 20))); do
-    if curl -s -o /dev/null -w '%{http_code}' "$1/readyz" | grep -q 200; then return 0; fi
-    sleep 0.05
-  done
-  echo "$1 did not become ready" >&2; return 1
-}
-role() { curl -s "$1/readyz" | python3 -c 'import json,sys; print(json.load(sys.stdin).get("role",""))' 2>/dev/null || true; }
-
-start_node() { # id
-  local i=$1
-  TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$WORK/n$i" --listen 127.0.0.1:1810$i --node-id "$i" --raft-listen 127.0.0.1:1710$i \
-    --peers "$PEERS" --log-level warn --quota-requests 0 >>"$WORK/n$i.log" 2>&1 &
-  PIDS+=($!); eval "PID$i=$!"
-}
 
 log "single node"
 TOKENLEDGER_QUOTA_TOKENS=0 "$TL" serve --data-dir "$WORK/single" --listen 127.0.0.1:18100 --log-level warn --quota-requests 0 >"$WORK/single.log" 2>&1 &
@@ -65,17 +47,7 @@ wait_ready http://127.0.0.1:18100 20
 "$TL" import --server http://127.0.0.1:18100 --data-dir "$WORK/single" "$WORK/import.json" >/dev/null
 
 log "three-node cluster"
-start_node 1; sleep 1
-for i in 2 3; do mkdir -p "$WORK/n$i"; for f in keys.json signing-keys.json checkpoint.key admin.token; do cp "$WORK/n1/$f" "$WORK/n$i/"; done; start_node "$i"; done
-sleep 1
-"$TL" cluster init --server http://127.0.0.1:18101 --data-dir "$WORK/n1" >/dev/null
-for i in 1 2 3; do wait_ready http://127.0.0.1:1810$i 20; done
-"$TL" import --server http://127.0.0.1:18101 --data-dir "$WORK/n1" "$WORK/import.json" >/dev/null
-LEADER=""; FOLLOWER=""
-for i in 1 2 3; do
-  r=$(role http://127.0.0.1:1810$i)
-  if [ "$r" = leader ]; then LEADER=$i; elif [ -z "$FOLLOWER" ]; then FOLLOWER=$i; fi
-done
+start_cluster
 log "leader node $LEADER, measured follower node $FOLLOWER"
 
 run() { # label url modes
