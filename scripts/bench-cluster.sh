@@ -25,17 +25,6 @@ RAW=$OUT/raw.txt
 : >"$RAW"
 log() { echo "[bench-cluster $(date +%H:%M:%S)] $*" >&2; }
 
-log "building tokenledger and the loadgen bench (release)"
-[ -n "${TL_BIN:-}" ] || (cd "$root" && cargo build --release --bin tokenledger -q)
-LOADGEN=$(cd "$root" && cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*loadgen-[0-9a-f]*\)).*/\1/p' | tail -1)
-case "$LOADGEN" in /*) ;; *) LOADGEN=$root/$LOADGEN ;; esac
-[ -x "$LOADGEN" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
-TL=${TL_BIN:-$root/target/release/tokenledger}
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
-trap cleanup EXIT
-
 # shellcheck source=scripts/cluster-common.sh
 . "$root/scripts/cluster-common.sh"
 echo "$IMPORT" >"$WORK/import.json"

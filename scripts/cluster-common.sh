@@ -1,7 +1,19 @@
 # Shared by the cluster benchmarks (sourced, not run): a three-node cluster of release servers on
-# 127.0.0.1 (API ports 1810<i>, Raft ports 1710<i>), every process tracked by its PID.
-# Needs: $TL (the binary), $WORK (a temp dir), the PIDS array. Extra node settings go in
-# $NODE_ENV (KEY=VALUE words, passed to env); $LOG_LEVEL (default warn) sets the nodes' log level.
+# 127.0.0.1 (API ports 1810<i>, Raft ports 1710<i>), every process tracked by its PID and killed
+# on exit with the temp dir $WORK. Needs $root (the checkout) and a log function; sets $TL
+# ($TL_BIN, or this checkout's release build) and $LOADGEN. Extra node settings go in $NODE_ENV
+# (KEY=VALUE words, passed to env); $LOG_LEVEL (default warn) sets the nodes' log level.
+
+log "building tokenledger and the loadgen bench (release)"
+[ -n "${TL_BIN:-}" ] || (cd "$root" && cargo build --release --bin tokenledger -q)
+LOADGEN=$(cd "$root" && cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*loadgen-[0-9a-f]*\)).*/\1/p' | tail -1)
+case "$LOADGEN" in /*) ;; *) LOADGEN=$root/$LOADGEN ;; esac
+[ -x "$LOADGEN" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
+TL=${TL_BIN:-$root/target/release/tokenledger}
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
+trap cleanup EXIT
 
 IMPORT='{"institutions":[{"institution_id":"01001","name":"Bench"}],"clients":[{"client_id":"bench","client_secret":"bench-secret-0123456789abcdef","name":"bench","institution_ids":["01001"],"grant_types":["client_credentials"],"scopes":["api:read"],"introspect":true}]}'
 AUTH="bench:bench-secret-0123456789abcdef"
