@@ -91,8 +91,16 @@ async fn a_snapshot_written_under_load_plus_its_tail_equals_a_full_replay() {
     .await;
     let f = server.seed().await;
     let mut tokens = Vec::new();
-    for handle in server.spawn_issuers(&f.service, 8, 40) {
-        tokens.extend(handle.await.unwrap());
+    // Load until the background thread (it looks every 250 ms) has written two snapshots while
+    // tokens were being issued, however fast this machine issues them.
+    let writes = || server.app.snapshots.writes.load(std::sync::atomic::Ordering::Acquire);
+    for _ in 0..400 {
+        for handle in server.spawn_issuers(&f.service, 8, 5) {
+            tokens.extend(handle.await.unwrap());
+        }
+        if writes() >= 2 {
+            break;
+        }
     }
     tokens.extend(mixed_tokens(&server, &f).await);
     // Wait for a background snapshot that covers most of it, then keep a copy of it.
