@@ -165,8 +165,9 @@ fn apply_run(
                 break;
             }
             taken += 1;
-            // Keys from the state before the batch, as the leader's writer computed them: the
-            // commands of one batch never depend on each other (conflict keys).
+            // Keys from the state before the run, as a single node's writer computes them for
+            // its batch: the commands of one batch never depend on each other (conflict keys),
+            // and a range's run ends before any event that could depend on an earlier one.
             let index_keys = index::keys_for(&current, store.token_ids(), &event.event, seq);
             let stored = codec::stored_form(&event);
             appends.push(Append { sealed: codec::Sealed { seq, hash: event.hash, bytes: stored }, index_keys });

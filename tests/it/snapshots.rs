@@ -107,7 +107,7 @@ async fn a_snapshot_written_under_load_plus_its_tail_equals_a_full_replay() {
     let path = server.data_dir().join(snapshot::SNAPSHOT_FILE_NAME);
     let mut kept = None;
     for _ in 0..200 {
-        if server.app.snapshots.writes.load(std::sync::atomic::Ordering::Acquire) >= 2 {
+        if writes() >= 2 {
             kept = std::fs::read(&path).ok();
             break;
         }
