@@ -7,8 +7,9 @@
 //! built: the meta is recorded (`raft_meta` `snapshot`). When a node must be sent it, its
 //! stream is written once per snapshot from the ledger to a file in the data directory
 //! (`raft-snapshot-<id>.stream`, renamed into place when whole; earlier ones are removed), and
-//! openraft reads its chunks from there; the receiver writes the chunks to
-//! `raft-snapshot.receiving` and installs from that file, a piece of events at a time. So a
+//! openraft reads its chunks from there; the receiver writes the chunks to a file it unlinks at
+//! once (`raft-snapshot.receiving`, reached through its handle only, so an abandoned transfer
+//! leaves nothing) and installs from it, a piece of events at a time. So a
 //! snapshot of any size passes through a bounded amount of memory on both sides. Installing
 //! applies its events like batches (the ones the node holds must be byte-identical), so a node
 //! that catches up from a snapshot holds the whole audit history and rebuilds its projections
@@ -93,6 +94,8 @@ impl LedgerMachine {
     pub fn new(store: Store, state: Arc<RwLock<State>>, dir: &Path) -> Result<Self, RaftLogError> {
         let log = store.raft_log()?;
         let applied = log.applied()?.unwrap_or_default();
+        // A copy left by a build that kept it on disk (received copies are unlinked now).
+        let _ = std::fs::remove_file(dir.join(RECEIVING_FILE));
         let head = tokio::sync::watch::Sender::new(state.read().head.seq);
         let (dir, streaming) = (dir.to_path_buf(), Mutex::new(()));
         Ok(Self { inner: Arc::new(Inner { store, state, log, applied: Mutex::new(applied), head, dir, streaming }) })
@@ -369,7 +372,16 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
         let path = self.inner.dir.join(RECEIVING_FILE);
         let opened = tokio::fs::OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).await;
         match opened {
-            Ok(file) => Ok(Box::new(SnapshotData::File(file))),
+            Ok(file) => {
+                // The copy is reached through its handle only (chunks written, install read):
+                // unlinked at once, its space goes back when openraft drops it, installed or
+                // abandoned (a leader that stops sending, a newer snapshot, a restart), so a
+                // transfer never leaves a file the size of the ledger behind.
+                if let Err(error) = tokio::fs::remove_file(&path).await {
+                    tracing::warn!(%error, path = %path.display(), "could not unlink the snapshot being received");
+                }
+                Ok(Box::new(SnapshotData::File(file)))
+            }
             Err(error) => Err(storage_error(MachineError::File { path, error })),
         }
     }
@@ -382,9 +394,8 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
         let meta = meta.clone();
         let path = self.inner.dir.join(RECEIVING_FILE);
         let stream = snapshot.into_reader().await.map_err(|error| storage_error(MachineError::File { path, error }))?;
+        // Installed or refused (a refusal stops Raft here), the received copy goes with `stream`.
         let installed = self.blocking(move |inner| inner.install(&meta, stream)).await;
-        // Installed or refused, the received copy has served (a refusal stops Raft here).
-        let _ = tokio::fs::remove_file(self.inner.dir.join(RECEIVING_FILE)).await;
         installed.map_err(storage_error)
     }
 

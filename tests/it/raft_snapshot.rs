@@ -57,6 +57,7 @@ async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_sam
     for chunk in fixture.chunks(1000) {
         receiving.write_all(chunk).await.unwrap();
     }
+    assert!(!dir.path().join("raft-snapshot.receiving").exists(), "the copy being received has no name");
     let meta = SnapshotMeta {
         last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
         last_membership: Default::default(),
@@ -95,6 +96,39 @@ async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_sam
     let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
     receiving.write_all(&fixture[..fixture.len() - 1]).await.unwrap();
     assert!(machine.install_snapshot(&meta, receiving).await.is_err(), "a truncated stream installs");
+}
+
+/// A transfer that never ends (the leader stopped sending, or sends a newer snapshot) and a copy
+/// kept on disk by an earlier build leave nothing in the data directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abandoned_snapshot_transfer_leaves_no_file() {
+    let fixture = std::fs::read(FIXTURE).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let receiving_path = dir.path().join("raft-snapshot.receiving");
+    std::fs::write(&receiving_path, &fixture).unwrap();
+    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
+    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    assert!(!receiving_path.exists(), "a copy left on disk is removed when the node opens");
+    for _ in 0..2 {
+        let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
+        receiving.write_all(&fixture[..fixture.len() / 2]).await.unwrap();
+        drop(receiving);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|name| !name.starts_with("raft-snapshot")), "left behind: {names:?}");
+    // The node still installs a whole stream afterwards.
+    let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
+    receiving.write_all(&fixture).await.unwrap();
+    let meta = SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+        last_membership: Default::default(),
+        snapshot_id: "fixture".to_owned(),
+    };
+    machine.install_snapshot(&meta, receiving).await.unwrap();
+    assert_eq!(machine.state().read().head.seq, EXPECTED_V4_EVENTS);
 }
 
 /// Writes `tests/fixtures/raft-snapshot-v1.stream` from the format-4 fixture. Run once, by hand,
