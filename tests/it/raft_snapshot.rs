@@ -12,8 +12,8 @@ use openraft::{CommittedLeaderId, EntryPayload, LogId, RaftSnapshotBuilder as _,
 use parking_lot::RwLock;
 use tokenledger::domain::hex;
 use tokenledger::ledger::replicated;
-use tokenledger::replication::Entry;
 use tokenledger::replication::state_machine::LedgerMachine;
+use tokenledger::replication::{Entry, NodeId, NodeInfo};
 use tokio::io::AsyncWriteExt as _;
 
 use crate::formats::{EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD, FORMAT_V4, copy_fixture};
@@ -21,12 +21,26 @@ use crate::replicated::envelopes_of;
 
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/raft-snapshot-v1.stream");
 
-/// A state machine over a copy of the format-4 fixture ledger (opened as a cluster replica).
+/// A state machine over the ledger in `dir` (opened as a cluster replica; empty if there is none).
+fn machine_in(dir: &std::path::Path) -> LedgerMachine {
+    let (store, state) = replicated::open_replica(&dir.join("ledger.redb"), |_| {}).unwrap();
+    LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir).unwrap()
+}
+
+/// A state machine over a copy of the format-4 fixture ledger.
 fn fixture_machine() -> (tempfile::TempDir, LedgerMachine) {
     let dir = copy_fixture(FORMAT_V4);
-    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
-    let machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let machine = machine_in(dir.path());
     (dir, machine)
+}
+
+/// What openraft passes with the fixture stream when it installs it.
+fn fixture_meta() -> SnapshotMeta<NodeId, NodeInfo> {
+    SnapshotMeta {
+        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
+        last_membership: Default::default(),
+        snapshot_id: "fixture".to_owned(),
+    }
 }
 
 /// The stream a leader on the fixture ledger sends (once a Raft entry was applied there, so
@@ -51,18 +65,13 @@ async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_sam
     // An empty node receives it as openraft delivers it (chunks written to the receiving
     // file), then installs it.
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
-    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let mut machine = machine_in(dir.path());
     let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
     for chunk in fixture.chunks(1000) {
         receiving.write_all(chunk).await.unwrap();
     }
     assert!(!dir.path().join("raft-snapshot.receiving").exists(), "the copy being received has no name");
-    let meta = SnapshotMeta {
-        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
-        last_membership: Default::default(),
-        snapshot_id: "fixture".to_owned(),
-    };
+    let meta = fixture_meta();
     machine.install_snapshot(&meta, receiving).await.unwrap();
     let state = machine.state().read().clone();
     assert_eq!((state.head.seq, hex(&state.head.hash)), (EXPECTED_V4_EVENTS, EXPECTED_V4_HEAD.to_owned()));
@@ -91,8 +100,7 @@ async fn raft_snapshot_stream_v1_fixture_is_reproduced_and_installs_into_the_sam
 
     // A damaged stream is refused and nothing of it is applied.
     let dir = tempfile::tempdir().unwrap();
-    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
-    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let mut machine = machine_in(dir.path());
     let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
     receiving.write_all(&fixture[..fixture.len() - 1]).await.unwrap();
     assert!(machine.install_snapshot(&meta, receiving).await.is_err(), "a truncated stream installs");
@@ -106,8 +114,7 @@ async fn an_abandoned_snapshot_transfer_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let receiving_path = dir.path().join("raft-snapshot.receiving");
     std::fs::write(&receiving_path, &fixture).unwrap();
-    let (store, state) = replicated::open_replica(&dir.path().join("ledger.redb"), |_| {}).unwrap();
-    let mut machine = LedgerMachine::new(store, Arc::new(RwLock::new(state)), dir.path()).unwrap();
+    let mut machine = machine_in(dir.path());
     assert!(!receiving_path.exists(), "a copy left on disk is removed when the node opens");
     for _ in 0..2 {
         let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
@@ -122,11 +129,7 @@ async fn an_abandoned_snapshot_transfer_leaves_no_file() {
     // The node still installs a whole stream afterwards.
     let mut receiving = machine.begin_receiving_snapshot().await.unwrap();
     receiving.write_all(&fixture).await.unwrap();
-    let meta = SnapshotMeta {
-        last_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), 9)),
-        last_membership: Default::default(),
-        snapshot_id: "fixture".to_owned(),
-    };
+    let meta = fixture_meta();
     machine.install_snapshot(&meta, receiving).await.unwrap();
     assert_eq!(machine.state().read().head.seq, EXPECTED_V4_EVENTS);
 }
