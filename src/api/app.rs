@@ -262,6 +262,10 @@ impl App {
                     reads_confirmed: load(&stats.confirmed),
                     reads_refused: load(&stats.refused),
                     read_confirm_micros: load(&stats.confirm_micros),
+                    log_appends: load(&node.storage_times.log_appends),
+                    log_append_micros: load(&node.storage_times.log_append_micros),
+                    applies: load(&node.storage_times.applies),
+                    apply_micros: load(&node.storage_times.apply_micros),
                 }
             }),
         }

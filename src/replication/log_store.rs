@@ -13,12 +13,14 @@
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+use std::time::Instant;
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{AnyError, LogState, OptionalSend, RaftLogReader, StorageIOError};
 
 use super::codec::{self, CodecError};
-use super::{Entry, LogId, StorageError, TypeConfig, Vote};
+use super::{Entry, LogId, StorageError, StorageTimes, TypeConfig, Vote};
 use crate::ledger::{RaftLog, RaftLogError};
 
 /// The most entry bytes one `limited_get_log_entries` returns (at least one entry), so one
@@ -31,11 +33,19 @@ pub const ENTRIES_READ_BYTES_MAX: usize = 8 << 20;
 pub struct LogStore {
     /// The raft tables of this node's ledger file.
     log: RaftLog,
+    /// Where appends' times are counted.
+    times: Arc<StorageTimes>,
 }
 
 impl LogStore {
     pub fn new(log: RaftLog) -> Self {
-        Self { log }
+        Self { log, times: Arc::default() }
+    }
+
+    /// This store, counting its appends in `times` (shared with the state machine's).
+    pub fn with_times(mut self, times: Arc<StorageTimes>) -> Self {
+        self.times = times;
+        self
     }
 
     /// Runs `op` on the blocking pool, so a commit's fsync never stalls a runtime worker.
@@ -141,11 +151,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
+        let started = Instant::now();
         let stored: Vec<_> = entries.into_iter().map(codec::entry_to_stored).collect();
         // `append` returns after the durable commit, so the entries are readable when it
         // returns and on disk when the callback runs, as storage-v2 requires.
         match self.blocking(move |log| Ok(log.append(&stored)?)).await {
             Ok(()) => {
+                self.times.log_appended(started);
                 callback.log_io_completed(Ok(()));
                 Ok(())
             }

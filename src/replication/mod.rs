@@ -63,3 +63,35 @@ pub struct Applied {
     /// membership entries).
     pub head_seq: u64,
 }
+
+/// How long this node's Raft storage takes, read at scrape time (`/metrics`). One Raft round
+/// holds the leader's log append, then a follower's, then the leader's apply, each waited for in
+/// turn (openraft 0.9 sends an entry only after the leader's own append is durable), so these
+/// two say where a round's time goes; a slow disk shows here first.
+#[derive(Debug, Default)]
+pub struct StorageTimes {
+    /// Raft log appends (each one durable transaction of the ledger file).
+    pub log_appends: std::sync::atomic::AtomicU64,
+    /// Their total time, in microseconds, from the call to the durable commit.
+    pub log_append_micros: std::sync::atomic::AtomicU64,
+    /// State machine applies (committed entries written to the ledger and its projections).
+    pub applies: std::sync::atomic::AtomicU64,
+    /// Their total time, in microseconds.
+    pub apply_micros: std::sync::atomic::AtomicU64,
+}
+
+impl StorageTimes {
+    fn add(count: &std::sync::atomic::AtomicU64, micros: &std::sync::atomic::AtomicU64, since: std::time::Instant) {
+        use std::sync::atomic::Ordering::Relaxed;
+        count.fetch_add(1, Relaxed);
+        micros.fetch_add(u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX), Relaxed);
+    }
+
+    pub(crate) fn log_appended(&self, since: std::time::Instant) {
+        Self::add(&self.log_appends, &self.log_append_micros, since);
+    }
+
+    pub(crate) fn applied(&self, since: std::time::Instant) {
+        Self::add(&self.applies, &self.apply_micros, since);
+    }
+}

@@ -88,6 +88,8 @@ pub struct ClusterNode {
     pub forwarder: ForwardSlot,
     /// Makes what the state machine applied durable (it applies without an fsync of its own).
     pub ledger_flush: crate::ledger::Flusher,
+    /// How long the Raft log's appends and the state machine's applies take.
+    pub storage_times: std::sync::Arc<super::StorageTimes>,
 }
 
 impl ClusterNode {

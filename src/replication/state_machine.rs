@@ -31,7 +31,9 @@ use openraft::{AnyError, EntryPayload, RaftSnapshotBuilder, Snapshot, SnapshotMe
 use parking_lot::{Mutex, RwLock};
 
 use super::codec::{self, CodecError};
-use super::{Applied, Entry, LogId, NodeId, NodeInfo, RAFT_BATCH_VERSION, SnapshotData, StorageError, TypeConfig};
+use super::{
+    Applied, Entry, LogId, NodeId, NodeInfo, RAFT_BATCH_VERSION, SnapshotData, StorageError, StorageTimes, TypeConfig,
+};
 use crate::domain::State;
 use crate::ledger::replicated::{self, ReplicatedError};
 use crate::ledger::{RaftLog, RaftLogError, Store};
@@ -51,6 +53,8 @@ const STREAM_SUFFIX: &str = ".stream";
 #[derive(Clone)]
 pub struct LedgerMachine {
     inner: Arc<Inner>,
+    /// Where applies' times are counted.
+    times: Arc<StorageTimes>,
 }
 
 struct Inner {
@@ -98,7 +102,14 @@ impl LedgerMachine {
         let _ = std::fs::remove_file(dir.join(RECEIVING_FILE));
         let head = tokio::sync::watch::Sender::new(state.read().head.seq);
         let (dir, streaming) = (dir.to_path_buf(), Mutex::new(()));
-        Ok(Self { inner: Arc::new(Inner { store, state, log, applied: Mutex::new(applied), head, dir, streaming }) })
+        let inner = Arc::new(Inner { store, state, log, applied: Mutex::new(applied), head, dir, streaming });
+        Ok(Self { inner, times: Arc::default() })
+    }
+
+    /// This machine, counting its applies in `times` (shared with the log store's).
+    pub fn with_times(mut self, times: Arc<StorageTimes>) -> Self {
+        self.times = times;
+        self
     }
 
     /// The seq of the last event applied here, updated after every entry (as the single-node
@@ -352,16 +363,20 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let started = std::time::Instant::now();
         let entries: Vec<Entry> = entries.into_iter().collect();
-        self.blocking(move |inner| {
-            let mut replies = Vec::with_capacity(entries.len());
-            for entry in entries {
-                replies.push(Applied { head_seq: inner.apply_entry(entry)? });
-            }
-            Ok(replies)
-        })
-        .await
-        .map_err(storage_error)
+        let replies = self
+            .blocking(move |inner| {
+                let mut replies = Vec::with_capacity(entries.len());
+                for entry in entries {
+                    replies.push(Applied { head_seq: inner.apply_entry(entry)? });
+                }
+                Ok(replies)
+            })
+            .await
+            .map_err(storage_error)?;
+        self.times.applied(started);
+        Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -29,7 +29,7 @@ use crate::replication::peers::{PeersError, check_self, parse_peers};
 use crate::replication::proposer::Proposer;
 use crate::replication::read_index::ReadIndex;
 use crate::replication::state_machine::LedgerMachine;
-use crate::replication::{LogStore, NodeId, NodeInfo};
+use crate::replication::{LogStore, NodeId, NodeInfo, StorageTimes};
 
 /// How long a proposal may wait for its commit before its outcome counts as unknown.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -138,9 +138,12 @@ pub fn start(
     let credential = ClusterCredential::derive(&keys.cluster_secret());
     let tls = config.tls.as_ref().map(|files| raft_tls(files, cluster.tls_ca.as_deref())).transpose()?;
     let network = Network::new(credential.clone(), tls.as_ref().map(|(_, client)| client.clone()), READ_TIMEOUT);
-    let log_store = LogStore::new(store.raft_log().map_err(|e| StartError::Cluster(format!("raft log: {e}")))?);
+    let storage_times = Arc::new(StorageTimes::default());
+    let log_store = LogStore::new(store.raft_log().map_err(|e| StartError::Cluster(format!("raft log: {e}")))?)
+        .with_times(storage_times.clone());
     let machine = LedgerMachine::new(store, state.clone(), &config.data_dir)
-        .map_err(|e| StartError::Cluster(format!("raft state machine: {e}")))?;
+        .map_err(|e| StartError::Cluster(format!("raft state machine: {e}")))?
+        .with_times(storage_times.clone());
     let (reader, token_ids) = (machine.store().reader(), machine.store().token_ids().clone());
     let committed_head = machine.committed_head();
     let kept_machine = machine.clone();
@@ -220,6 +223,7 @@ pub fn start(
         transfer_timeout,
         forwarder,
         ledger_flush,
+        storage_times,
     });
     Ok(Started { node, writer, raft_addr, stop_listener: Some(stop_listener), machine: kept_machine })
 }

@@ -229,6 +229,23 @@ async fn a_node_whose_ledger_diverges_from_the_clusters_halts_and_says_at_which_
         assert_eq!(status, 200, "{url}: {body}");
     }
     run(&["institution", "create", "--server", &urls[2].1, "--name", "Bank", "07099"], &a_admin);
+    // Every healthy node counts its Raft log appends and its applies, with their time (where a
+    // round's time goes, and what a slow disk shows first).
+    for (_, url) in &urls {
+        let text = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+        for name in [
+            "tokenledger_cluster_log_appends_total",
+            "tokenledger_cluster_log_append_seconds_total",
+            "tokenledger_cluster_applies_total",
+            "tokenledger_cluster_apply_seconds_total",
+        ] {
+            let value = text
+                .lines()
+                .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.trim().parse::<f64>().ok()))
+                .unwrap_or_else(|| panic!("{url}/metrics has no {name}"));
+            assert!(value > 0.0, "{url}: {name} {value}");
+        }
+    }
     let _ = add.kill();
     let _ = add.wait();
     drop(diverged);
