@@ -140,6 +140,16 @@ impl ServerKeys {
         self.sets.iter().min_by_key(|s| s.id).map_or([0u8; 32], |s| s.cluster)
     }
 
+    /// The key a cluster node's new ledger file orders its token index with (`ledger::token_ids`):
+    /// derived from [`Self::cluster_secret`], so it is the same on every node and the ids the
+    /// leader mints are neighbours in every node's index.
+    pub fn token_id_index_key(&self) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.cluster_secret());
+        let mut derived = [0u8; 32];
+        derived.copy_from_slice(ring::hmac::sign(&key, b"tokenledger/token-id-index/v1").as_ref());
+        derived
+    }
+
     /// The AES-256-GCM key a cluster seals a new ID-token signing key with before its activation
     /// event carries it to every node (from the key with the lowest id, like `cluster_secret`):
     /// the private key travels in the ledger and the Raft log only in this sealed form.

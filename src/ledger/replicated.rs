@@ -47,15 +47,17 @@ pub fn open_replica(path: &Path, progress: impl FnMut(super::ReplayTick)) -> Res
 /// are replayed. A cluster node writes that file like a single node does (`server::snapshots`);
 /// what the snapshot covers is in the ledger, which is the cluster's, so the file of one node is
 /// as good as any other's for it. Also returns the events replayed and which snapshot was used.
+/// A new file gets `token_id_key` (the same on every node: see [`Store::open_keyed`]).
 pub fn open_replica_with_snapshot(
     path: &Path,
     snapshot_dir: &Path,
+    token_id_key: &[u8; 32],
     now_ms: i64,
     mut progress: impl FnMut(super::ReplayTick),
 ) -> Result<(Store, State, super::ReplayReport, Option<super::StartedFrom>), OpenError> {
     // A new file has nothing a snapshot could cover.
     let existed = path.exists();
-    let store = Store::open(path)?;
+    let store = Store::open_keyed(path, token_id_key)?;
     if existed
         && let Some((state, report, started)) =
             super::tail_from_snapshot(&store, snapshot_dir, Some(now_ms), &mut progress)?

@@ -175,10 +175,25 @@ impl Store {
         Self::from_database(db)
     }
 
+    /// [`Store::open`], giving a new file `token_id_key` as its token-id key instead of a random
+    /// one; a file that has a key keeps it. A cluster's nodes all give the same key (derived from
+    /// the cluster's key file), so the ids one node mints are neighbours in every node's index:
+    /// with a key of its own, a node's index would put another node's tokens at positions that
+    /// look random, and every apply would dirty about a page per token (see `token_ids`).
+    pub fn open_keyed(path: &Path, token_id_key: &[u8; 32]) -> Result<Self, StoreError> {
+        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
+        Self::from_database_with(db, Some(token_id_key))
+    }
+
     /// Opens `db` for writing: checks its format version and marks an older format as the
     /// current one (see [`FORMAT_VERSION`]), creating the tables and the token-id key of a new
     /// file, in one durable transaction.
     pub fn from_database(db: Database) -> Result<Self, StoreError> {
+        Self::from_database_with(db, None)
+    }
+
+    /// [`Store::from_database`], with the token-id key a new file gets (`None`: a random one).
+    fn from_database_with(db: Database, new_token_id_key: Option<&[u8; 32]>) -> Result<Self, StoreError> {
         let db = Arc::new(db);
         let mut txn = db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
@@ -208,7 +223,8 @@ impl Store {
             let key = match stored {
                 Some(key) => key,
                 None => {
-                    let key = crate::crypto::random_bytes::<32>().to_vec();
+                    let key = new_token_id_key
+                        .map_or_else(|| crate::crypto::random_bytes::<32>().to_vec(), |key| key.to_vec());
                     meta.insert(META_TOKEN_ID_KEY, key.as_slice())?;
                     key
                 }
@@ -472,6 +488,26 @@ mod tests {
 
     fn append(seq: u64, len: usize) -> Append {
         Append { sealed: Sealed { seq, hash: [0; 32], bytes: vec![(seq % 251) as u8; len] }, index_keys: Vec::new() }
+    }
+
+    #[test]
+    fn a_new_file_takes_the_given_token_id_key_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = crate::ledger::token_ids::TokenIdScheme::new(&[9; 32]).token_id(1_000, [1; 8]);
+        let position = |store: &Store| store.token_ids().index_key(&id);
+        // Two nodes of one cluster: the same key, so the same positions.
+        let a = Store::open_keyed(&dir.path().join("a.redb"), &[9; 32]).unwrap();
+        let b = Store::open_keyed(&dir.path().join("b.redb"), &[9; 32]).unwrap();
+        assert_eq!(position(&a), position(&b));
+        assert_eq!(&position(&a)[..8], &1_000u64.to_be_bytes(), "the minting key's time order");
+        let before = position(&a);
+        drop(a);
+        // A file keeps the key it was created with, whatever is given later (its index holds
+        // positions made with it); a file of its own gets a random key.
+        let a = Store::open_keyed(&dir.path().join("a.redb"), &[7; 32]).unwrap();
+        assert_eq!(position(&a), before);
+        let own = Store::open(&dir.path().join("c.redb")).unwrap();
+        assert_ne!(position(&own), before);
     }
 
     fn chunk_keys(store: &Store) -> Vec<u64> {

@@ -293,8 +293,13 @@ fn open_cluster_node(
     let ledger_path = dir.join(LEDGER_FILE);
     let ledger_exists = ledger_path.exists();
     let now_ms = clock.now_ms();
-    let (store, state, report, snapshot) =
-        ledger::replicated::open_replica_with_snapshot(&ledger_path, dir, now_ms, |tick| progress.note(tick))?;
+    let (store, state, report, snapshot) = ledger::replicated::open_replica_with_snapshot(
+        &ledger_path,
+        dir,
+        &keys.token_id_index_key(),
+        now_ms,
+        |tick| progress.note(tick),
+    )?;
     if let Some(started) = &snapshot {
         log_started_from(started, &report, true);
     }
