@@ -144,9 +144,9 @@ impl ServerKeys {
     /// derived from [`Self::cluster_secret`], so it is the same on every node and the ids the
     /// leader mints are neighbours in every node's index.
     pub fn token_id_index_key(&self) -> [u8; 32] {
-        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &self.cluster_secret());
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.cluster_secret());
         let mut derived = [0u8; 32];
-        derived.copy_from_slice(ring::hmac::sign(&key, b"tokenledger/token-id-index/v1").as_ref());
+        derived.copy_from_slice(hmac::sign(&key, b"tokenledger/token-id-index/v1").as_ref());
         derived
     }
 

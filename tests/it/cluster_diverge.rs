@@ -249,5 +249,20 @@ async fn a_node_whose_ledger_diverges_from_the_clusters_halts_and_says_at_which_
     let _ = add.kill();
     let _ = add.wait();
     drop(diverged);
+    let dirs: Vec<std::path::PathBuf> = nodes.iter().map(|node| node.dir.clone()).collect();
     drop(nodes);
+    // The nodes created their ledger files with the cluster's token-index key (derived from the
+    // key files they share), so a token the leader minted has one index position on every node.
+    let stores: Vec<tokenledger::ledger::Store> =
+        dirs.iter().map(|dir| tokenledger::ledger::Store::open(&dir.join("ledger.redb")).unwrap()).collect();
+    let token = stores[0].token_ids().token_id(1_000, [5; 8]);
+    for (dir, store) in dirs.iter().zip(&stores) {
+        let position = store.token_ids().index_key(&token);
+        assert_eq!(
+            &position[..8],
+            &1_000u64.to_be_bytes(),
+            "{}: another node's token is out of time order",
+            dir.display()
+        );
+    }
 }
