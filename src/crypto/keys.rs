@@ -113,16 +113,8 @@ impl ServerKeys {
             token_mac: purpose("tokenledger/token-mac/v1"),
             secret_digest: purpose("tokenledger/client-secret/v1"),
             fingerprint: purpose("tokenledger/request-fingerprint/v1"),
-            cluster: {
-                let mut cluster = [0u8; 32];
-                cluster.copy_from_slice(hmac::sign(&master, b"tokenledger/cluster/v1").as_ref());
-                cluster
-            },
-            signing_seal: {
-                let mut seal = [0u8; 32];
-                seal.copy_from_slice(hmac::sign(&master, b"tokenledger/signing-key-seal/v1").as_ref());
-                seal
-            },
+            cluster: derive_32(&master, b"tokenledger/cluster/v1"),
+            signing_seal: derive_32(&master, b"tokenledger/signing-key-seal/v1"),
         }
     }
 
@@ -144,10 +136,7 @@ impl ServerKeys {
     /// derived from [`Self::cluster_secret`], so it is the same on every node and the ids the
     /// leader mints are neighbours in every node's index.
     pub fn token_id_index_key(&self) -> [u8; 32] {
-        let key = hmac::Key::new(hmac::HMAC_SHA256, &self.cluster_secret());
-        let mut derived = [0u8; 32];
-        derived.copy_from_slice(hmac::sign(&key, b"tokenledger/token-id-index/v1").as_ref());
-        derived
+        derive_32(&hmac::Key::new(hmac::HMAC_SHA256, &self.cluster_secret()), b"tokenledger/token-id-index/v1")
     }
 
     /// The AES-256-GCM key a cluster seals a new ID-token signing key with before its activation
@@ -160,4 +149,11 @@ impl ServerKeys {
     pub fn by_id(&self, id: u16) -> Option<&KeySet> {
         self.sets.iter().find(|s| s.id == id)
     }
+}
+
+/// The 32-byte key for `label` derived from `key` (HMAC-SHA-256 of the label).
+fn derive_32(key: &hmac::Key, label: &[u8]) -> [u8; 32] {
+    let mut derived = [0u8; 32];
+    derived.copy_from_slice(hmac::sign(key, label).as_ref());
+    derived
 }

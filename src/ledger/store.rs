@@ -171,8 +171,7 @@ pub struct Append {
 impl Store {
     /// Opens (or creates) the ledger file for writing, checking its format version.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-        Self::from_database(db)
+        Self::open_with(path, None)
     }
 
     /// [`Store::open`], giving a new file `token_id_key` as its token-id key instead of a random
@@ -181,8 +180,12 @@ impl Store {
     /// with a key of its own, a node's index would put another node's tokens at positions that
     /// look random, and every apply would dirty about a page per token (see `token_ids`).
     pub fn open_keyed(path: &Path, token_id_key: &[u8; 32]) -> Result<Self, StoreError> {
+        Self::open_with(path, Some(token_id_key))
+    }
+
+    fn open_with(path: &Path, new_token_id_key: Option<&[u8; 32]>) -> Result<Self, StoreError> {
         let db = Database::builder().set_cache_size(CACHE_BYTES).create(path)?;
-        Self::from_database_with(db, Some(token_id_key))
+        Self::from_database_with(db, new_token_id_key)
     }
 
     /// Opens `db` for writing: checks its format version and marks an older format as the
