@@ -199,6 +199,9 @@ pub struct Settings {
     /// Raft entries between two Raft snapshots (after which the log is purged) [default: 50000]
     #[arg(long, env = "TOKENLEDGER_RAFT_SNAPSHOT_EVERY_ENTRIES")]
     pub raft_snapshot_every_entries: Option<u64>,
+    /// Batches the leader's writer keeps in flight through Raft at once (1: each waits for the one before) [default: 4]
+    #[arg(long, env = "TOKENLEDGER_RAFT_BATCHES_IN_FLIGHT")]
+    pub raft_batches_in_flight: Option<usize>,
 }
 
 macro_rules! overlay {
@@ -268,6 +271,7 @@ impl Settings {
             raft_election_timeout_min_ms,
             raft_election_timeout_max_ms,
             raft_snapshot_every_entries,
+            raft_batches_in_flight,
             raft_tls_ca_file,
         )
     }
@@ -478,6 +482,11 @@ impl Config {
                 clock_skew_max_ms: match settings.clock_skew_max_ms {
                     None => defaults.clock_skew_max_ms,
                     Some(ms) => i64::try_from(ms).map_err(|_| bad("clock_skew_max_ms is too large"))?,
+                },
+                raft_batches_in_flight: match settings.raft_batches_in_flight {
+                    None => defaults.raft_batches_in_flight,
+                    Some(n @ 1..=64) => n,
+                    Some(_) => return Err(bad("raft_batches_in_flight must be between 1 and 64")),
                 },
             },
             shutdown_grace_secs: settings.shutdown_grace_secs.unwrap_or(10),

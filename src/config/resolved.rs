@@ -16,11 +16,18 @@ pub struct WriterConfig {
     pub batch_commands_max: usize,
     /// How far the clock may be behind the ledger head before the writer reports it.
     pub clock_skew_max_ms: i64,
+    /// Cluster mode: batches the leader's writer keeps in flight through Raft at once.
+    pub raft_batches_in_flight: usize,
 }
 
 impl Default for WriterConfig {
     fn default() -> Self {
-        Self { queue_capacity: 16_384, batch_commands_max: 1024, clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT }
+        Self {
+            queue_capacity: 16_384,
+            batch_commands_max: 1024,
+            clock_skew_max_ms: CLOCK_SKEW_MAX_MS_DEFAULT,
+            raft_batches_in_flight: 4,
+        }
     }
 }
 

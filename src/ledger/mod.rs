@@ -29,7 +29,9 @@ pub use reader::{LedgerReader, ReadError};
 pub use replay::{ReplayError, ReplayReport, ReplayTick};
 pub use store::{Append, Flusher, Store, StoreError};
 pub use token_ids::TokenIdScheme;
-pub use writer::{LedgerHandle, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus};
+pub use writer::{
+    LedgerHandle, Proposal, ReplicatedCommit, ReplicatedRefusal, SubmitError, SubmitFailure, WriterStatus,
+};
 
 use crate::domain::tables::TablesConfig;
 use crate::domain::{Recorded, State, apply};

@@ -10,6 +10,14 @@
 //! depend on each other: a command that touches what an earlier command of the batch writes
 //! (see `ConflictKeys`) waits for the next batch. Two refreshes of one token therefore never
 //! share a batch, and exactly one of them wins.
+//!
+//! In cluster mode a batch's round through Raft takes milliseconds, so the leader's writer keeps
+//! several batches in flight (`raft_batches_in_flight`): it decides the next batch while earlier
+//! ones replicate, chained on the last one's tail (seq, hash, time), and it holds their conflict
+//! keys until they are applied, so a command of the next batch never depends on an event the
+//! projections do not hold yet: the same rule as within one batch. An exclusive command waits
+//! until nothing is in flight; after any batch fails, nothing more is decided until every batch
+//! in flight has its answer and the proposer has confirmed the projections again (`ready`).
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
@@ -31,14 +39,20 @@ use crate::domain::{ConflictKeys, ConflictSeed, Context, FreshIds, Recorded, Sta
 
 /// Cluster mode: how the leader's writer commits a sealed batch instead of appending it itself
 /// (implemented by `replication::proposer::Proposer`; the ledger names no Raft type). The batch
-/// is applied to the projections by the cluster's state machine, on this node too, before
-/// `commit` returns.
+/// is applied to the projections by the cluster's state machine, on this node too, before its
+/// proposal answers.
 pub trait ReplicatedCommit: Send + Sync {
-    /// Ok once this node may decide: it leads and its projections hold every committed event.
-    fn ready(&self) -> Result<(), ReplicatedRefusal>;
-    /// Commits the sealed envelopes (in seq order); returns the head seq once applied here.
-    fn commit(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, ReplicatedRefusal>;
+    /// Ok once this node may decide: it leads, and its projections hold every committed event;
+    /// answers the term it leads in (what `propose` is told a batch was decided in).
+    fn ready(&self) -> Result<u64, ReplicatedRefusal>;
+    /// Proposes the sealed envelopes (in seq order), decided in `term`, after every batch
+    /// proposed before; blocks only until the proposal is taken. The proposal answers the head
+    /// seq once the batch is committed and applied here.
+    fn propose(&self, envelopes: Vec<Vec<u8>>, term: u64) -> Proposal;
 }
+
+/// The outcome of one replicated proposal (see [`ReplicatedCommit::propose`]).
+pub type Proposal = std::pin::Pin<Box<dyn std::future::Future<Output = Result<u64, ReplicatedRefusal>> + Send>>;
 
 /// Why a replicated commit did not happen here.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -56,7 +70,43 @@ enum Commit {
     /// Single node: appended to this store, then applied to the projections by the writer.
     Local(Store),
     /// Cluster mode: through Raft; the state machine appends and applies on every node.
-    Replicated(Arc<dyn ReplicatedCommit>),
+    Replicated(Replicated),
+}
+
+/// The cluster side of the writer: where batches go, and those proposed and not yet answered.
+struct Replicated {
+    commit: Arc<dyn ReplicatedCommit>,
+    /// Oldest first; they commit in this order or not at all (each continues the one before).
+    in_flight: VecDeque<InFlight>,
+    /// Most batches in flight at once (1: each batch waits for the one before).
+    in_flight_max: usize,
+    /// Set when a batch in flight failed: nothing is decided until none is left in flight.
+    failed_in_flight: bool,
+    /// Waits on the proposals and the queue together (the writer is not a runtime thread);
+    /// Raft's own futures run on the server's runtime.
+    waiter: tokio::runtime::Runtime,
+}
+
+/// A replicated batch proposed and not yet answered.
+struct InFlight {
+    proposal: Proposal,
+    staged: Vec<Staged>,
+    /// Its commands' conflict keys, held until it is applied.
+    locks: BatchLocks,
+    /// The chain after this batch, which the next batch continues.
+    tail: Tail,
+    /// The term it was decided in.
+    term: u64,
+    events: usize,
+    started: Instant,
+}
+
+/// Where the chain ends: what the next batch is sealed after.
+#[derive(Clone, Copy)]
+struct Tail {
+    seq: u64,
+    hash: [u8; 32],
+    recorded_at_ms: i64,
 }
 
 /// Why a typed submission ([`LedgerHandle::submit_as`]) did not give its answer.
@@ -149,7 +199,14 @@ impl LedgerHandle {
         config: WriterConfig,
         clock: Arc<dyn Clock>,
     ) -> std::io::Result<Self> {
-        Self::start(Commit::Replicated(replicated), reader, token_ids, state, config, clock)
+        let commit = Commit::Replicated(Replicated {
+            commit: replicated,
+            in_flight: VecDeque::new(),
+            in_flight_max: config.raft_batches_in_flight.max(1),
+            failed_in_flight: false,
+            waiter: tokio::runtime::Builder::new_current_thread().build()?,
+        });
+        Self::start(commit, reader, token_ids, state, config, clock)
     }
 
     /// This handle with `head` as its committed head: in a cluster the state machine applies
@@ -300,13 +357,38 @@ struct Pending {
     hash: [u8; 32],
 }
 
+/// What woke a writer waiting on both the queue and the oldest batch in flight.
+enum Woken {
+    Message(Option<Message>),
+    Answered(Result<u64, ReplicatedRefusal>),
+}
+
 impl Writer {
     fn run(mut self) {
         let mut queue: VecDeque<Job> = VecDeque::new();
         let mut stop: Option<oneshot::Sender<()>> = None;
+        // The last batch decided nothing new: every queued command waits on a batch in flight.
+        let mut stalled = false;
         loop {
+            let in_flight = self.in_flight();
+            if in_flight > 0 && (stalled || !self.may_decide_more() || (queue.is_empty() && stop.is_some())) {
+                self.settle_oldest();
+                stalled = false;
+                continue;
+            }
             if queue.is_empty() && stop.is_none() {
-                match self.receiver.blocking_recv() {
+                let message = if in_flight == 0 {
+                    self.receiver.blocking_recv()
+                } else {
+                    match self.wait_message_or_answer() {
+                        Woken::Message(message) => message,
+                        Woken::Answered(result) => {
+                            self.answer_oldest(result);
+                            continue;
+                        }
+                    }
+                };
+                match message {
                     Some(message) => self.take(message, &mut queue, &mut stop),
                     None => break,
                 }
@@ -317,13 +399,17 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.settle_answered();
             if queue.is_empty() {
-                if stop.is_some() {
+                if stop.is_some() && self.in_flight() == 0 {
                     break;
                 }
                 continue;
             }
-            self.run_batch(&mut queue);
+            stalled = !self.run_batch(&mut queue);
+        }
+        while self.in_flight() > 0 {
+            self.settle_oldest();
         }
         self.status.stopped.store(true, Ordering::Release);
         // Jobs that raced with the stop are refused; the store closes when `self` drops.
@@ -332,6 +418,9 @@ impl Writer {
             if let Message::Job(job) = message {
                 let _ = job.reply.send(Err(SubmitError));
             }
+        }
+        for job in queue {
+            let _ = job.reply.send(Err(SubmitError));
         }
         if let Commit::Local(store) = self.commit {
             store.close();
@@ -356,43 +445,162 @@ impl Writer {
         }
     }
 
-    /// Decides, commits and applies up to `batch_max` queued jobs; jobs that conflict with an
-    /// earlier job of the batch stay at the front of the queue for the next one.
-    fn run_batch(&mut self, queue: &mut VecDeque<Job>) {
-        if let Commit::Replicated(replicated) = &self.commit
-            && let Err(refusal) = replicated.ready()
-        {
-            // Not the leader (or not yet current): nothing is decided, the callers hear that
-            // the ledger takes no writes here (SPEC 8: fail closed).
-            if refusal == ReplicatedRefusal::Stopped {
-                tracing::error!("raft stopped on this node; refusing writes until restart");
-                self.status.failed.store(true, Ordering::Release);
-            }
-            let take = queue.len().min(self.batch_max);
-            for job in queue.drain(..take) {
-                let _ = job.reply.send(Err(SubmitError));
-            }
-            return;
+    /// Replicated batches proposed and not yet answered (always 0 on a single node).
+    fn in_flight(&self) -> usize {
+        match &self.commit {
+            Commit::Local(_) => 0,
+            Commit::Replicated(replicated) => replicated.in_flight.len(),
         }
+    }
+
+    /// Whether another batch may be decided while those in flight replicate.
+    fn may_decide_more(&self) -> bool {
+        match &self.commit {
+            Commit::Local(_) => true,
+            Commit::Replicated(replicated) => {
+                !replicated.failed_in_flight
+                    && replicated.in_flight.len() < replicated.in_flight_max
+                    && !replicated.in_flight.iter().any(|batch| batch.locks.exclusive)
+            }
+        }
+    }
+
+    /// Blocks until the oldest batch in flight has its answer, and gives it.
+    fn settle_oldest(&mut self) {
+        let Commit::Replicated(replicated) = &mut self.commit else { return };
+        let Some(oldest) = replicated.in_flight.front_mut() else { return };
+        let result = replicated.waiter.block_on(&mut oldest.proposal);
+        self.answer_oldest(result);
+    }
+
+    /// Gives the answers of the batches in flight that have one already, oldest first.
+    fn settle_answered(&mut self) {
+        loop {
+            let Commit::Replicated(replicated) = &mut self.commit else { return };
+            let Some(oldest) = replicated.in_flight.front_mut() else { return };
+            let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+            let std::task::Poll::Ready(result) = oldest.proposal.as_mut().poll(&mut context) else { return };
+            self.answer_oldest(result);
+        }
+    }
+
+    /// Blocks until a message arrives or the oldest batch in flight has its answer.
+    fn wait_message_or_answer(&mut self) -> Woken {
+        let Commit::Replicated(replicated) = &mut self.commit else {
+            return Woken::Message(self.receiver.blocking_recv());
+        };
+        let Some(oldest) = replicated.in_flight.front_mut() else {
+            return Woken::Message(self.receiver.blocking_recv());
+        };
+        let receiver = &mut self.receiver;
+        replicated.waiter.block_on(async {
+            tokio::select! {
+                biased;
+                result = &mut oldest.proposal => Woken::Answered(result),
+                message = receiver.recv() => Woken::Message(message),
+            }
+        })
+    }
+
+    /// Answers the callers of the oldest batch in flight with `result`, its proposal's outcome.
+    fn answer_oldest(&mut self, result: Result<u64, ReplicatedRefusal>) {
+        let Commit::Replicated(replicated) = &mut self.commit else { return };
+        let Some(batch) = replicated.in_flight.pop_front() else { return };
+        // After a failure nothing more is decided until none is left in flight: the batches
+        // after it continue its chain, so they fail with it, or commit, and it with them.
+        replicated.failed_in_flight =
+            (replicated.failed_in_flight || result.is_err()) && !replicated.in_flight.is_empty();
+        match result {
+            Ok(_) => {
+                let elapsed = batch.started.elapsed();
+                self.status.commit_micros_total.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+                self.head.send_replace(batch.tail.seq);
+                self.finish(batch.staged, batch.events, Some(elapsed));
+            }
+            Err(refusal) => {
+                // Nothing is acknowledged; the state machine applied nothing here (NotLeader),
+                // or will apply it if it commits (Unknown): the callers retry with their
+                // transactionId, which the retry index answers once.
+                if refusal == ReplicatedRefusal::Stopped {
+                    tracing::error!("raft stopped on this node; refusing writes until restart");
+                    self.status.failed.store(true, Ordering::Release);
+                }
+                for item in batch.staged {
+                    let _ = item.reply.send(Err(SubmitError));
+                }
+            }
+        }
+    }
+
+    /// Counts a batch whose events are committed and applied, and answers its callers.
+    fn finish(&self, staged: Vec<Staged>, events: usize, commit: Option<std::time::Duration>) {
+        self.status.batches.fetch_add(1, Ordering::Relaxed);
+        self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
+        self.status.events.fetch_add(events as u64, Ordering::Relaxed);
+        self.status.observer.notify(BatchStats { commands: staged.len(), events, commit });
+        for item in staged {
+            let _ = item.reply.send(Ok(item.outcome));
+        }
+    }
+
+    /// Decides, commits and applies up to `batch_max` queued jobs; jobs that conflict with an
+    /// earlier job of the batch, or of a batch in flight, stay at the front of the queue for the
+    /// next one. In cluster mode the batch is proposed and left in flight. Answers false when it
+    /// decided nothing because every job waits on a batch in flight.
+    fn run_batch(&mut self, queue: &mut VecDeque<Job>) -> bool {
+        let mut term = 0;
+        if let Commit::Replicated(replicated) = &self.commit {
+            match replicated.commit.ready() {
+                Ok(now) if replicated.in_flight.front().is_some_and(|batch| batch.term != now) => {
+                    // The term moved under the batches in flight: they will fail; settle them.
+                    return false;
+                }
+                Ok(now) => term = now,
+                Err(_) if !replicated.in_flight.is_empty() => return false,
+                Err(refusal) => {
+                    // Not the leader (or not yet current): nothing is decided, the callers hear
+                    // that the ledger takes no writes here (SPEC 8: fail closed).
+                    if refusal == ReplicatedRefusal::Stopped {
+                        tracing::error!("raft stopped on this node; refusing writes until restart");
+                        self.status.failed.store(true, Ordering::Release);
+                    }
+                    let take = queue.len().min(self.batch_max);
+                    for job in queue.drain(..take) {
+                        let _ = job.reply.send(Err(SubmitError));
+                    }
+                    return true;
+                }
+            }
+        }
+        let held = match &self.commit {
+            Commit::Local(_) => None,
+            Commit::Replicated(replicated) => Some(&replicated.in_flight),
+        };
         let mut staged: Vec<Staged> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         let mut appends: Vec<Append> = Vec::new();
         let mut deferred: Vec<Job> = Vec::new();
+        let mut locks = BatchLocks::default();
         let recorded_at_ms;
+        let tail;
         {
-            // Only this thread changes the state, so what it reads here stays true until the
-            // batch is applied below; readers keep going meanwhile.
+            // Only this thread changes the state (directly, or through the batches it proposes),
+            // so what it reads here stays true until the batch is applied below, except for what
+            // the batches in flight write, whose keys are held; readers keep going meanwhile.
             let state = self.state.read();
+            let after = match self.last_in_flight() {
+                Some(last) => last,
+                None => Tail { seq: state.head.seq, hash: state.head.hash, recorded_at_ms: state.head.recorded_at_ms },
+            };
             // Decisions use the clock; the record's time never goes back (replay, cutoffs and
             // time search rely on that). The two differ only while the clock is behind the
             // ledger head, e.g. after a step forward and back: then expiries still count from
             // the clock, not from a time that may lie years ahead.
             let now_ms = self.clock.now_ms();
-            recorded_at_ms = now_ms.max(state.head.recorded_at_ms);
-            self.clock_watch.observe(now_ms, state.head.recorded_at_ms);
-            let mut locks = BatchLocks::default();
-            let mut seq = state.head.seq;
-            let mut prev_hash = state.head.hash;
+            recorded_at_ms = now_ms.max(after.recorded_at_ms);
+            self.clock_watch.observe(now_ms, after.recorded_at_ms);
+            let mut seq = after.seq;
+            let mut prev_hash = after.hash;
             // A cluster sends its envelopes in canonical form (every build applies them alike);
             // a single node stores them in the compact stored form.
             let seal = match self.commit {
@@ -414,7 +622,9 @@ impl Writer {
             let take = queue.len().min(self.batch_max);
             for job in queue.drain(..take) {
                 let keys = job.command.conflict_keys(&state, &job.transaction_id, self.conflict_seed);
-                if !locks.try_lock(&keys) {
+                if held.is_some_and(|held| held.iter().any(|batch| batch.locks.conflicts(&keys)))
+                    || !locks.try_lock(&keys)
+                {
                     deferred.push(job);
                     continue;
                 }
@@ -435,6 +645,7 @@ impl Writer {
                 }
                 staged.push(Staged { reply: job.reply, outcome: decision.outcome });
             }
+            tail = Tail { seq, hash: prev_hash, recorded_at_ms };
         }
         debug_assert_eq!(pending.len(), appends.len(), "every decided event is appended");
         debug_assert!(
@@ -445,82 +656,69 @@ impl Writer {
         for job in deferred.into_iter().rev() {
             queue.push_front(job);
         }
-        let mut commit = None;
-        if !appends.is_empty() {
-            let started = Instant::now();
-            let result = match &self.commit {
-                Commit::Local(store) => store.append(&appends).map_err(|error| error.to_string()),
-                Commit::Replicated(replicated) => {
-                    let envelopes = appends.into_iter().map(|append| append.sealed.bytes).collect();
-                    match replicated.commit(envelopes) {
-                        Ok(_) => Ok(()),
-                        Err(refusal) => {
-                            // Nothing is acknowledged; the state machine applied nothing here
-                            // (NotLeader), or will apply it if it commits (Unknown): the callers
-                            // retry with their transactionId, which the retry index answers once.
-                            if refusal == ReplicatedRefusal::Stopped {
-                                tracing::error!("raft stopped on this node; refusing writes until restart");
-                                self.status.failed.store(true, Ordering::Release);
-                            }
-                            for item in staged {
-                                let _ = item.reply.send(Err(SubmitError));
-                            }
-                            return;
-                        }
-                    }
-                }
-            };
-            let elapsed = started.elapsed();
-            commit = Some(elapsed);
-            self.status.commit_micros_total.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
-            if let Err(error) = result {
-                // Fail closed: nothing of this batch is acknowledged, and no later write is
-                // accepted until the process restarts and replays what is durable.
-                tracing::error!(%error, "ledger commit failed; refusing writes until restart");
-                self.status.failed.store(true, Ordering::Release);
-                for item in staged {
-                    let _ = item.reply.send(Err(SubmitError));
-                }
-                for job in queue.drain(..) {
-                    let _ = job.reply.send(Err(SubmitError));
-                }
-                return;
-            }
-            if matches!(self.commit, Commit::Local(_)) {
-                // Apply after the commit, then answer: a caller that hears "done" can read its
-                // own write at once. (In a cluster the state machine has applied it already.)
-                debug_assert!(
-                    {
-                        let state = self.state.read();
-                        pending.first().is_none_or(|first| first.seq == state.head.seq + 1)
-                            && recorded_at_ms >= state.head.recorded_at_ms
-                    },
-                    "the batch continues the committed chain, at no earlier time"
-                );
-                super::committed::apply(
-                    &self.state,
-                    pending.iter().map(|item| {
-                        let at = Recorded {
-                            seq: item.seq,
-                            recorded_at_ms,
-                            transaction_id: &item.transaction_id,
-                            hash: item.hash,
-                        };
-                        (at, &item.event)
-                    }),
-                );
-            }
-            // Followers may read these events from the store now: committed and applied.
-            if let Some(last) = pending.last() {
-                self.head.send_replace(last.seq);
-            }
+        if staged.is_empty() {
+            return false;
         }
-        self.status.batches.fetch_add(1, Ordering::Relaxed);
-        self.status.commands.fetch_add(staged.len() as u64, Ordering::Relaxed);
-        self.status.events.fetch_add(pending.len() as u64, Ordering::Relaxed);
-        self.status.observer.notify(BatchStats { commands: staged.len(), events: pending.len(), commit });
-        for item in staged {
-            let _ = item.reply.send(Ok(item.outcome));
+        if appends.is_empty() {
+            // Every command was refused without an event: nothing to commit.
+            self.finish(staged, 0, None);
+            return true;
+        }
+        let started = Instant::now();
+        let store = match &mut self.commit {
+            Commit::Local(store) => store,
+            Commit::Replicated(replicated) => {
+                let envelopes = appends.into_iter().map(|append| append.sealed.bytes).collect();
+                let proposal = replicated.commit.propose(envelopes, term);
+                let events = pending.len();
+                replicated.in_flight.push_back(InFlight { proposal, staged, locks, tail, term, events, started });
+                return true;
+            }
+        };
+        if let Err(error) = store.append(&appends) {
+            // Fail closed: nothing of this batch is acknowledged, and no later write is
+            // accepted until the process restarts and replays what is durable.
+            tracing::error!(%error, "ledger commit failed; refusing writes until restart");
+            self.status.failed.store(true, Ordering::Release);
+            for item in staged {
+                let _ = item.reply.send(Err(SubmitError));
+            }
+            for job in queue.drain(..) {
+                let _ = job.reply.send(Err(SubmitError));
+            }
+            return true;
+        }
+        let elapsed = started.elapsed();
+        self.status.commit_micros_total.fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        // Apply after the commit, then answer: a caller that hears "done" can read its own write
+        // at once.
+        debug_assert!(
+            {
+                let state = self.state.read();
+                pending.first().is_none_or(|first| first.seq == state.head.seq + 1)
+                    && recorded_at_ms >= state.head.recorded_at_ms
+            },
+            "the batch continues the committed chain, at no earlier time"
+        );
+        super::committed::apply(
+            &self.state,
+            pending.iter().map(|item| {
+                let at =
+                    Recorded { seq: item.seq, recorded_at_ms, transaction_id: &item.transaction_id, hash: item.hash };
+                (at, &item.event)
+            }),
+        );
+        // Followers may read these events from the store now: committed and applied.
+        self.head.send_replace(tail.seq);
+        self.finish(staged, pending.len(), Some(elapsed));
+        true
+    }
+
+    /// The chain after the newest batch in flight, if any.
+    fn last_in_flight(&self) -> Option<Tail> {
+        match &self.commit {
+            Commit::Local(_) => None,
+            Commit::Replicated(replicated) => replicated.in_flight.back().map(|batch| batch.tail),
         }
     }
 }
@@ -570,12 +768,7 @@ impl BatchLocks {
     /// earlier read or write of the same key, a read with an earlier write. An exclusive
     /// command only starts a batch, and nothing joins a batch it started.
     fn try_lock(&mut self, keys: &ConflictKeys) -> bool {
-        if self.exclusive || (keys.exclusive && self.taken > 0) {
-            return false;
-        }
-        let conflict = keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
-            || keys.reads.iter().any(|k| self.writes.contains(k));
-        if conflict {
+        if self.conflicts(keys) {
             return false;
         }
         self.reads.extend(keys.reads.iter().copied());
@@ -583,6 +776,17 @@ impl BatchLocks {
         self.exclusive = keys.exclusive;
         self.taken += 1;
         true
+    }
+}
+
+impl BatchLocks {
+    /// Whether `keys` touch what these keys hold (write against any, read against write), or
+    /// either side is exclusive: then the command must wait until these are released.
+    fn conflicts(&self, keys: &ConflictKeys) -> bool {
+        (keys.exclusive && self.taken > 0)
+            || self.exclusive
+            || keys.writes.iter().any(|k| self.writes.contains(k) || self.reads.contains(k))
+            || keys.reads.iter().any(|k| self.writes.contains(k))
     }
 }
 

@@ -126,7 +126,8 @@ mod tests {
             vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([2, 3, 4])],
             BTreeMap::from([(1, node("a:1")), (2, node("b:2")), (3, node("c:3")), (4, node("d:4")), (9, node("l:9"))]),
         );
-        let batch = RaftBatch { version: 1, envelopes: vec![b"one".to_vec(), Vec::new(), vec![0; 300]] };
+        let batch =
+            RaftBatch { decided_term: 0, version: 1, envelopes: vec![b"one".to_vec(), Vec::new(), vec![0; 300]] };
         for payload in [
             EntryPayload::Blank,
             EntryPayload::Normal(batch),

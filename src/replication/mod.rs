@@ -62,6 +62,9 @@ pub struct Applied {
     /// The seq of the ledger head after the entry was applied (unchanged by blank and
     /// membership entries).
     pub head_seq: u64,
+    /// The entry was a batch decided in an earlier term than its own (`RaftBatch.decided_term`):
+    /// every node skipped it, so nothing of it was recorded.
+    pub skipped: bool,
 }
 
 /// How long this node's Raft storage takes, read at scrape time (`/metrics`). One Raft round

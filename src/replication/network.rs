@@ -796,6 +796,7 @@ mod tests {
                 payload: EntryPayload::Normal(crate::proto::ledger::RaftBatch {
                     version: 1,
                     envelopes: vec![vec![1, 2, 3]],
+                    decided_term: 2,
                 }),
             },
         ];

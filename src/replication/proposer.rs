@@ -4,17 +4,22 @@
 //! this node by the state machine. The writer is a plain thread, so the calls block.
 //!
 //! **Invariant:** the writer decides only against projections that hold every entry of the
-//! leader's log: [`Proposer::ready_blocking`] confirms leadership with a quorum and waits until
-//! this node has applied its whole log, once per term and again after any proposal whose outcome
-//! was not known (it may still commit); otherwise this writer is the only proposer, and it
-//! proposes one batch at a time, so its projections stay current. A batch sealed
-//! against stale projections would reuse seqs of committed events, and every node's state machine
-//! would refuse it as a divergence.
+//! leader's log, or against those plus the batches it has itself proposed in the same term and
+//! still has in flight (it chains each batch on the one before, and holds their conflict keys):
+//! [`Proposer::ready_blocking`] confirms leadership with a quorum and waits until this node has
+//! applied its whole log, once per term and again after any proposal that failed or whose outcome
+//! was not known (it may still commit); otherwise this writer is the only proposer, and its
+//! proposals reach Raft in the order it decided them ([`Raft::client_write_ff`] is awaited before
+//! the next). A batch sealed against stale projections would reuse seqs of committed events, and
+//! every node's state machine would refuse it as a divergence; a batch whose entry lands in a
+//! later term than it was decided in is skipped by every node (`RaftBatch.decided_term`).
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
+use openraft::raft::ClientWriteResponse;
 use openraft::{Raft, ServerState};
 
 use super::transfer::HandOver;
@@ -39,8 +44,9 @@ pub enum ProposeError {
 pub struct Proposer {
     raft: Raft<TypeConfig>,
     runtime: tokio::runtime::Handle,
-    /// The term in which this node's projections were last confirmed current (0: never).
-    ready_term: AtomicU64,
+    /// The term in which this node's projections were last confirmed current (0: never, or
+    /// not since a proposal failed).
+    ready_term: Arc<AtomicU64>,
     /// The longest a proposal may wait for its commit before its outcome counts as unknown.
     commit_timeout: Duration,
     /// Set while this node hands its leadership over: nothing is proposed meanwhile.
@@ -50,7 +56,7 @@ pub struct Proposer {
 impl Proposer {
     /// A proposer that runs Raft's futures on `runtime` (the writer thread is not part of it).
     pub fn new(raft: Raft<TypeConfig>, runtime: tokio::runtime::Handle, commit_timeout: Duration) -> Self {
-        Self { raft, runtime, ready_term: AtomicU64::new(0), commit_timeout, hand_over: HandOver::default() }
+        Self { raft, runtime, ready_term: Arc::default(), commit_timeout, hand_over: HandOver::default() }
     }
 
     /// This proposer, refusing to decide while `hand_over` is set (pass the node's
@@ -61,8 +67,8 @@ impl Proposer {
     }
 
     /// Returns once this node leads and its projections hold every entry committed before its
-    /// term (checked with a quorum once per term). Call before deciding a batch.
-    pub fn ready_blocking(&self) -> Result<(), ProposeError> {
+    /// term (checked with a quorum once per term), with that term. Call before deciding a batch.
+    pub fn ready_blocking(&self) -> Result<u64, ProposeError> {
         let (state, term, leader) = {
             let metrics = self.raft.metrics();
             let metrics = metrics.borrow();
@@ -76,7 +82,7 @@ impl Proposer {
             return Err(ProposeError::NotLeader { leader: None });
         }
         if self.ready_term.load(Ordering::Acquire) == term {
-            return Ok(());
+            return Ok(term);
         }
         // The timer is made inside `block_on`: the writer thread is not a runtime thread.
         let confirm = async { tokio::time::timeout(self.commit_timeout, self.raft.ensure_linearizable()).await };
@@ -104,7 +110,7 @@ impl Proposer {
                     Err(_) => return Err(ProposeError::NotLeader { leader: None }),
                 }
                 self.ready_term.store(term, Ordering::Release);
-                Ok(())
+                Ok(term)
             }
             Err(RaftError::APIError(_)) => {
                 Err(ProposeError::NotLeader { leader: self.raft.metrics().borrow().current_leader })
@@ -113,43 +119,74 @@ impl Proposer {
         }
     }
 
-    /// Proposes one decided, sealed batch (envelopes in seq order) and blocks until it is
-    /// committed and applied on this node; answers the ledger head after it.
-    pub fn propose_blocking(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, ProposeError> {
-        let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes };
-        let write = async { tokio::time::timeout(self.commit_timeout, self.raft.client_write(batch)).await };
-        match self.runtime.block_on(write) {
-            Err(_) => {
-                // It may still commit: nothing is decided again before this node has applied it
-                // or lost it (`ready_blocking` settles the whole log first).
-                self.ready_term.store(0, Ordering::Release);
-                Err(ProposeError::Unknown(format!("not committed within {:?}", self.commit_timeout)))
+    /// Proposes one decided, sealed batch (envelopes in seq order) decided in `term`, after
+    /// every batch proposed before it; its outcome (the ledger head once committed and applied
+    /// on this node) arrives on the receiver. Blocks only until Raft has taken the proposal.
+    pub fn propose(
+        &self,
+        envelopes: Vec<Vec<u8>>,
+        term: u64,
+    ) -> tokio::sync::oneshot::Receiver<Result<u64, ProposeError>> {
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes, decided_term: term };
+        let responder = match self.runtime.block_on(self.raft.client_write_ff(batch)) {
+            Ok(responder) => responder,
+            Err(fatal) => {
+                let _ = answer.send(Err(ProposeError::Stopped(fatal.to_string())));
+                return outcome;
             }
-            Ok(Ok(written)) => Ok(written.data.head_seq),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => {
-                // Refused (not the leader), or its entry was removed from this node's log as
-                // conflicting with a new leader's: either way it was never committed.
-                self.ready_term.store(0, Ordering::Release);
-                Err(ProposeError::NotLeader { leader: forward.leader_id })
+        };
+        let (ready_term, timeout) = (self.ready_term.clone(), self.commit_timeout);
+        self.runtime.spawn(async move {
+            let result = settle(tokio::time::timeout(timeout, responder).await, timeout);
+            if result.is_err() {
+                // It failed or may still commit: nothing is decided again before this node has
+                // applied its whole log or lost the lead (`ready_blocking`).
+                ready_term.store(0, Ordering::Release);
             }
-            Ok(Err(RaftError::APIError(other))) => {
-                self.ready_term.store(0, Ordering::Release);
-                Err(ProposeError::Unknown(other.to_string()))
-            }
-            Ok(Err(RaftError::Fatal(fatal))) => Err(ProposeError::Stopped(fatal.to_string())),
+            let _ = answer.send(result);
+        });
+        outcome
+    }
+}
+
+type Responded = Result<
+    Result<ClientWriteResponse<TypeConfig>, ClientWriteError<NodeId, super::NodeInfo>>,
+    tokio::sync::oneshot::error::RecvError,
+>;
+
+/// What a proposal's answer from Raft means for its callers.
+fn settle(responded: Result<Responded, tokio::time::error::Elapsed>, timeout: Duration) -> Result<u64, ProposeError> {
+    match responded {
+        Err(_) => Err(ProposeError::Unknown(format!("not committed within {timeout:?}"))),
+        // Raft dropped the proposal without an answer: it is stopping.
+        Ok(Err(_)) => Err(ProposeError::Unknown("raft stopped before answering".into())),
+        // Decided in an earlier term: every node skipped it (`RaftBatch.decided_term`).
+        Ok(Ok(Ok(written))) if written.data.skipped => Err(ProposeError::NotLeader { leader: None }),
+        Ok(Ok(Ok(written))) => Ok(written.data.head_seq),
+        // Refused (not the leader), or its entry was removed from this node's log as conflicting
+        // with a new leader's: either way it was never committed.
+        Ok(Ok(Err(ClientWriteError::ForwardToLeader(forward)))) => {
+            Err(ProposeError::NotLeader { leader: forward.leader_id })
         }
+        Ok(Ok(Err(other))) => Err(ProposeError::Unknown(other.to_string())),
     }
 }
 
 impl crate::ledger::ReplicatedCommit for Proposer {
-    fn ready(&self) -> Result<(), crate::ledger::ReplicatedRefusal> {
+    fn ready(&self) -> Result<u64, crate::ledger::ReplicatedRefusal> {
         self.ready_blocking().map_err(refusal)
     }
 
-    fn commit(&self, envelopes: Vec<Vec<u8>>) -> Result<u64, crate::ledger::ReplicatedRefusal> {
-        self.propose_blocking(envelopes).map_err(|error| {
-            tracing::warn!(%error, "a batch was not committed through raft");
-            refusal(error)
+    fn propose(&self, envelopes: Vec<Vec<u8>>, term: u64) -> crate::ledger::Proposal {
+        let outcome = Proposer::propose(self, envelopes, term);
+        Box::pin(async move {
+            let result =
+                outcome.await.unwrap_or_else(|_| Err(ProposeError::Unknown("the proposal was dropped".into())));
+            result.map_err(|error| {
+                tracing::warn!(%error, "a batch was not committed through raft");
+                refusal(error)
+            })
         })
     }
 }

@@ -163,16 +163,32 @@ fn storage_error(error: MachineError) -> StorageError {
 }
 
 impl Inner {
-    /// Applies one entry; answers the head seq after it.
-    fn apply_entry(&self, entry: Entry) -> Result<u64, MachineError> {
+    /// Applies one entry; answers the head seq after it, and whether the entry was skipped.
+    fn apply_entry(&self, entry: Entry) -> Result<Applied, MachineError> {
         let mut next = self.applied.lock().clone();
         next.applied = Some(codec::log_id_to_stored(&entry.log_id));
+        let mut skipped = false;
         let head = match entry.payload {
             EntryPayload::Normal(batch) => {
                 if batch.version != RAFT_BATCH_VERSION {
                     return Err(MachineError::UnknownBatch(batch.version));
                 }
-                replicated::apply_batch(&self.store, &self.state, &batch.envelopes, Some(&next))?
+                let term = entry.log_id.leader_id.term;
+                if batch.decided_term != 0 && batch.decided_term != term {
+                    // Decided against the projections of an earlier term, it landed after
+                    // another leader's entries may have moved the chain: applying it could
+                    // fork the chain, so every node skips it alike (see `RaftBatch`).
+                    tracing::warn!(
+                        index = entry.log_id.index,
+                        term,
+                        decided_term = batch.decided_term,
+                        "skipped a raft batch decided in an earlier term; its callers retry"
+                    );
+                    skipped = true;
+                    replicated::apply_batch(&self.store, &self.state, &[], Some(&next))?
+                } else {
+                    replicated::apply_batch(&self.store, &self.state, &batch.envelopes, Some(&next))?
+                }
             }
             EntryPayload::Blank => replicated::apply_batch(&self.store, &self.state, &[], Some(&next))?,
             EntryPayload::Membership(membership) => {
@@ -184,7 +200,7 @@ impl Inner {
         next.head_seq = head;
         *self.applied.lock() = next;
         self.head.send_if_modified(|seen| std::mem::replace(seen, head) != head);
-        Ok(head)
+        Ok(Applied { head_seq: head, skipped })
     }
 
     /// The stream file of the snapshot `meta` (events 1..=head_seq), written from the ledger
@@ -369,7 +385,7 @@ impl RaftStateMachine<TypeConfig> for LedgerMachine {
             .blocking(move |inner| {
                 let mut replies = Vec::with_capacity(entries.len());
                 for entry in entries {
-                    replies.push(Applied { head_seq: inner.apply_entry(entry)? });
+                    replies.push(inner.apply_entry(entry)?);
                 }
                 Ok(replies)
             })

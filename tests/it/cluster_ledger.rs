@@ -57,7 +57,7 @@ async fn three_ledger_nodes(dir: &Path, snapshot_every: u64) -> (Vec<TestNode<Le
 }
 
 fn batch(envelopes: &[Vec<u8>]) -> RaftBatch {
-    RaftBatch { version: RAFT_BATCH_VERSION, envelopes: envelopes.to_vec() }
+    RaftBatch { decided_term: 0, version: RAFT_BATCH_VERSION, envelopes: envelopes.to_vec() }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,8 +135,10 @@ async fn nodes_replicate_a_real_ledger_and_late_or_restarted_nodes_catch_up() {
 }
 
 /// The leader's writer path: it may decide only once its projections hold everything committed
-/// (`ready_blocking`), then each sealed batch is committed through Raft and applied on every
-/// node before the writer answers; a follower's writer is told who leads.
+/// (`ready_blocking`), then sealed batches, several in flight at once, are committed through Raft
+/// in the order proposed and applied on every node before each answers; a batch whose entry
+/// lands in another term than it was decided in is skipped by every node; a follower's writer is
+/// told who leads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_leads() {
     let (_leader_dir, events, leader_state) = leader_events().await;
@@ -150,14 +152,23 @@ async fn the_leaders_writer_commits_through_raft_and_a_followers_is_told_who_lea
     let on_follower = Proposer::new(follower.raft.clone(), runtime, timeout);
 
     let sent = events.clone();
-    let heads = tokio::task::spawn_blocking(move || {
-        on_leader.ready_blocking().unwrap();
-        sent.chunks(3).map(|chunk| on_leader.propose_blocking(chunk.to_vec()).unwrap()).collect::<Vec<_>>()
+    let handle = tokio::runtime::Handle::current();
+    let (skipped, heads) = tokio::task::spawn_blocking(move || {
+        let term = on_leader.ready_blocking().unwrap();
+        // Decided in a term its entry does not land in: skipped everywhere, nothing recorded.
+        let stale = on_leader.propose(sent[..3].to_vec(), term + 1);
+        let skipped = handle.block_on(stale).unwrap();
+        // The skip counts as a failed proposal: the projections are confirmed again first.
+        let term = on_leader.ready_blocking().unwrap();
+        let proposals: Vec<_> = sent.chunks(3).map(|chunk| on_leader.propose(chunk.to_vec(), term)).collect();
+        let heads = proposals.into_iter().map(|p| handle.block_on(p).unwrap().unwrap()).collect::<Vec<_>>();
+        (skipped, heads)
     })
     .await
     .unwrap();
+    assert_eq!(skipped, Err(ProposeError::NotLeader { leader: None }), "a batch of another term is refused");
     let expected: Vec<u64> = (1..=events.len().div_ceil(3)).map(|i| (i * 3).min(events.len()) as u64).collect();
-    assert_eq!(heads, expected, "each batch answered with the head it made");
+    assert_eq!(heads, expected, "each batch, all in flight at once, answered with the head it made");
     let refused = tokio::task::spawn_blocking(move || on_follower.ready_blocking()).await.unwrap();
     assert_eq!(refused, Err(ProposeError::NotLeader { leader: Some(leader) }));
 

@@ -47,7 +47,10 @@ fn log_id(term: u64, index: u64) -> LogId {
 
 fn batch(index: u64) -> Entry {
     let envelopes = vec![format!("envelope {index}").into_bytes(), vec![index as u8; 64]];
-    Entry { log_id: log_id(1, index), payload: EntryPayload::Normal(RaftBatch { version: 1, envelopes }) }
+    Entry {
+        log_id: log_id(1, index),
+        payload: EntryPayload::Normal(RaftBatch { decided_term: 0, version: 1, envelopes }),
+    }
 }
 
 fn membership() -> Membership {
@@ -173,7 +176,7 @@ fn fixture_entries(envelope: &[u8]) -> Vec<Entry> {
     ]);
     let voters = Membership::new(vec![BTreeSet::from([1, 2, 3])], nodes.clone());
     let joint = Membership::new(vec![BTreeSet::from([1, 2, 3]), BTreeSet::from([2, 3, 4])], nodes);
-    let batch = |envelopes| EntryPayload::Normal(RaftBatch { version: 1, envelopes });
+    let batch = |envelopes| EntryPayload::Normal(RaftBatch { decided_term: 0, version: 1, envelopes });
     vec![
         Entry { log_id: id(1, 1, 1), payload: EntryPayload::Blank },
         Entry { log_id: id(1, 1, 2), payload: EntryPayload::Membership(voters) },

@@ -61,7 +61,7 @@ async fn every_entry_raft_acknowledged_is_in_every_later_sync_image() {
         for _ in 0..width {
             n += 1;
             let envelopes = vec![n.to_be_bytes().to_vec(), vec![round as u8; (n % 300) as usize]];
-            let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes: envelopes.clone() };
+            let batch = RaftBatch { decided_term: 0, version: RAFT_BATCH_VERSION, envelopes: envelopes.clone() };
             let raft = raft.clone();
             pending.push(async move { (envelopes, raft.client_write(batch).await) });
         }
@@ -187,7 +187,11 @@ fn run_operations(seed: u64) {
                         let log_id = Some(RaftLogId { term, leader_node_id: term % 3, index });
                         let payload = match rng.below(3) {
                             0 => Payload::Blank(RaftBlank {}),
-                            _ => Payload::Batch(RaftBatch { version: 1, envelopes: vec![vec![index as u8; 100]] }),
+                            _ => Payload::Batch(RaftBatch {
+                                decided_term: 0,
+                                version: 1,
+                                envelopes: vec![vec![index as u8; 100]],
+                            }),
                         };
                         RaftEntry { log_id, payload: Some(payload) }
                     })
@@ -295,7 +299,7 @@ async fn the_ledger_state_machine_applies_unsynced_and_every_image_recovers() {
     // (log index, head seq) of every acknowledged batch, and the syncs done when it was acknowledged.
     let mut acked = Vec::new();
     for chunk in events.chunks(3) {
-        let batch = RaftBatch { version: RAFT_BATCH_VERSION, envelopes: chunk.to_vec() };
+        let batch = RaftBatch { decided_term: 0, version: RAFT_BATCH_VERSION, envelopes: chunk.to_vec() };
         let written = raft.client_write(batch).await.unwrap();
         acked.push((written.log_id.index, written.data.head_seq, backend.syncs()));
     }

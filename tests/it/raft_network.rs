@@ -138,7 +138,11 @@ pub async fn leader_among<M>(nodes: &[&TestNode<M>]) -> NodeId {
 }
 
 fn batch(envelopes: usize) -> RaftBatch {
-    RaftBatch { version: RAFT_BATCH_VERSION, envelopes: (0..envelopes).map(|i| vec![i as u8; 40]).collect() }
+    RaftBatch {
+        decided_term: 0,
+        version: RAFT_BATCH_VERSION,
+        envelopes: (0..envelopes).map(|i| vec![i as u8; 40]).collect(),
+    }
 }
 
 async fn applied_everywhere(nodes: &[&TestNode], head_seq: u64) {

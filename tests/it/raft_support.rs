@@ -70,7 +70,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
                 }
             }
             machine.applied = Some(entry.log_id);
-            replies.push(Applied { head_seq: machine.head_seq });
+            replies.push(Applied { head_seq: machine.head_seq, skipped: false });
         }
         Ok(replies)
     }
