@@ -235,6 +235,28 @@ async fn the_writer_in_cluster_mode_commits_on_the_leader_and_refuses_on_a_follo
         let reply = on_leader.submit(Command::Directory(command), uuid::Uuid::new_v4().to_string()).await;
         assert!(matches!(reply, Ok(Ok(_))), "{reply:?}");
     }
+    // Creates of one institution arriving a millisecond apart, so that later ones reach the writer
+    // while earlier batches are still replicating: a batch in flight holds its conflict keys, so
+    // a later create is decided only once the first is applied, and exactly one succeeds.
+    let mut creates = tokio::task::JoinSet::new();
+    for _ in 0..24 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        let handle = on_leader.clone();
+        let create = DirectoryCommand::CreateInstitution(InstitutionCreated {
+            institution_id: "02002".into(),
+            name: "Other bank".into(),
+        });
+        creates.spawn(async move { handle.submit(Command::Directory(create), uuid::Uuid::new_v4().to_string()).await });
+    }
+    let (mut created, mut refused) = (0, 0);
+    while let Some(reply) = creates.join_next().await {
+        match reply.unwrap() {
+            Ok(Ok(_)) => created += 1,
+            Ok(Err(_)) => refused += 1,
+            Err(error) => panic!("a create on the leader: {error:?}"),
+        }
+    }
+    assert_eq!((created, refused), (1, 23), "one create of an institution wins");
     let issue = || {
         Command::Issue(Issue {
             client_id: Arc::from("svc"),
