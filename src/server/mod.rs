@@ -198,12 +198,22 @@ pub async fn run_with(
     if let Some(metrics_server) = metrics_server {
         let _ = tokio::time::timeout(Duration::from_secs(1), metrics_server).await;
     }
-    // Before the writer stops (the chain hashes the header names are read from the ledger):
-    // no request is in flight now, and an event after it would only lengthen the next tail.
-    let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
-    app.ledger.stop().await;
-    if let Some(node) = &app.cluster {
-        cluster::leave(node).await;
+    match &app.cluster {
+        // Before the writer stops (the chain hashes the header names are read from the ledger,
+        // which the writer closes): no request is in flight now.
+        None => {
+            let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
+            app.ledger.stop().await;
+        }
+        // A cluster node applies what its leader sends until Raft stops (a leader too, once it
+        // has handed over): the last snapshot comes after, so it covers everything applied
+        // (the ledger stays open: the state machine owns it).
+        Some(node) => {
+            snapshots.stop_background();
+            app.ledger.stop().await;
+            cluster::leave(node).await;
+            let _ = tokio::task::spawn_blocking(move || snapshots.finish()).await;
+        }
     }
     tracing::info!("ledger closed");
     Ok(())

@@ -190,10 +190,15 @@ impl Snapshots {
         }
     }
 
+    /// Stops the background thread (at its next check) without writing anything.
+    pub fn stop_background(&self) {
+        self.stop.store(true, Ordering::Release);
+    }
+
     /// Stops the background thread and writes a last snapshot if events came since the last
     /// one, its own record aside (at shutdown, once no request is in flight).
     pub fn finish(&self) {
-        self.stop.store(true, Ordering::Release);
+        self.stop_background();
         let Some(app) = self.app.upgrade() else { return };
         if app.snapshots.prefix_broken.get().is_some() {
             // The ledger failed verification: no snapshot of it.
