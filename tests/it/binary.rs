@@ -38,15 +38,24 @@ pub fn serve(dir: &Path, extra: &[&str]) -> Running {
         .expect("spawn tokenledger serve");
     let stderr = child.stderr.take().expect("stderr");
     let mut lines = BufReader::new(stderr).lines();
+    // What it said, for the failure message if it stops before serving.
+    let mut said = Vec::new();
     loop {
-        let line = lines.next().expect("server exited before serving").expect("read stderr");
-        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else { continue };
+        let Some(line) = lines.next() else {
+            panic!("server exited before serving; its log:\n{}", said.join("\n"));
+        };
+        let line = line.expect("read stderr");
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(&line) else {
+            said.push(line);
+            continue;
+        };
         if entry["message"] == "serving REST and gRPC" {
             let url = format!("http://{}", entry["listen"].as_str().expect("listen field"));
             // Keep draining the log so the server never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
             return Running { child, url };
         }
+        said.push(line);
     }
 }
 

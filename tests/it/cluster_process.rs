@@ -18,8 +18,24 @@ use crate::harness::{Rng, txid};
 
 pub const INSTITUTION: &str = "07007";
 
+/// A port for a node's Raft listener, which the test names before the node binds it. Taken
+/// below Linux's ephemeral range (32768 and up), so no `127.0.0.1:0` bind of another server
+/// in this run can be handed it meanwhile; one counter for the whole test binary, so two tests
+/// never pick the same one; and checked free when picked.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id() % SPAN;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < SPAN, "no free port left below the ephemeral range");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 pub struct Node {
