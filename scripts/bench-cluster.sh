@@ -7,7 +7,8 @@
 #   cluster leader REST issuance, REST introspection
 #   cluster follower REST issuance (forwarded to the leader), REST introspection (ReadIndex)
 # then the time from SIGKILL of the leader to the first acknowledged issuance through a
-# follower, $KILLS times. Prints RESULT lines, a table of medians and the target ratios.
+# follower, $KILLS times. Prints RESULT lines, a table of medians and the target ratios, the
+# server CPU and the commands per ledger batch of each issuance series.
 #
 # usage: scripts/bench-cluster.sh
 # env:   ROUNDS=2 DUR=10 CONC=64 KILLS=5 OUT=bench/results/cluster-<stamp>
@@ -49,12 +50,20 @@ HZ=$(getconf CLK_TCK)
 # Issuance with the CPU each server process spent on it: CPU microseconds per acknowledged
 # issuance, per process, from /proc/PID/stat before and after (the loadgen's own CPU is not
 # counted). Shows where a cluster's issuance goes when its three nodes share this machine.
-run_cpu() { # label url pids...
-  local label=$1 url=$2; shift 2
-  local pids=("$@") before=() pid i requests line
+# Also the commands per ledger batch on the node that decides (the leader, or the single node),
+# from its tokenledger_ledger_batch_commands histogram before and after.
+batch_sums() { # url: "sum count" of the batch-commands histogram
+  curl -s "$1/metrics" | awk '/^tokenledger_ledger_batch_commands_sum/ {s=$2} /^tokenledger_ledger_batch_commands_count/ {c=$2} END {print s+0, c+0}'
+}
+run_cpu() { # label url deciding-node-url pids...
+  local label=$1 url=$2 decider=$3; shift 3
+  local pids=("$@") before=() pid i requests line batches_before batches_after
   for pid in "${pids[@]}"; do before+=("$(ticks "$pid")"); done
+  batches_before=$(batch_sums "$decider")
   line=$("$LOADGEN" --url "$url" --mode rest-token -c "$CONC" -d "$DUR" --label "$label" | grep '^RESULT')
   echo "$line" | tee -a "$RAW"
+  batches_after=$(batch_sums "$decider")
+  echo "$batches_before $batches_after" | awk -v label="$label" '{c = $4 - $2; printf "BATCH label=%s batches=%d commands_per_batch=%.1f\n", label, c, (c > 0 ? ($3 - $1) / c : 0)}' | tee -a "$RAW"
   requests=$(echo "$line" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
   i=0
   for pid in "${pids[@]}"; do
@@ -64,11 +73,11 @@ run_cpu() { # label url pids...
 }
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round"
-  run_cpu single http://127.0.0.1:18100 "$SINGLE"
+  run_cpu single http://127.0.0.1:18100 http://127.0.0.1:18100 "$SINGLE"
   run single http://127.0.0.1:18100 rest-introspect
-  run_cpu leader http://127.0.0.1:1810$LEADER "$PID1" "$PID2" "$PID3"
+  run_cpu leader http://127.0.0.1:1810$LEADER http://127.0.0.1:1810$LEADER "$PID1" "$PID2" "$PID3"
   run leader http://127.0.0.1:1810$LEADER rest-introspect
-  run_cpu follower http://127.0.0.1:1810$FOLLOWER "$PID1" "$PID2" "$PID3"
+  run_cpu follower http://127.0.0.1:1810$FOLLOWER http://127.0.0.1:1810$LEADER "$PID1" "$PID2" "$PID3"
   run follower http://127.0.0.1:1810$FOLLOWER rest-introspect
 done
 
@@ -96,8 +105,11 @@ import re, statistics, sys
 rows = {}
 fail = []
 cpu = {}
+batch = {}
 for line in open(sys.argv[1]):
     f = dict(re.findall(r'(\w+)=(\S+)', line))
+    if line.startswith('BATCH'):
+        batch.setdefault(f['label'], []).append(float(f['commands_per_batch'])); continue
     if line.startswith('CPU'):
         cpu.setdefault(f['label'], {}).setdefault(f['pid'], []).append(int(f['us_per_issuance'])); continue
     if f.get('label') == 'failover':
@@ -114,6 +126,8 @@ print(f"follower introspection / leader's:           {r(('follower','rest-intros
 for label, per in sorted(cpu.items()):
     each = {pid: statistics.median(v) for pid, v in per.items()}
     print(f"server CPU per issuance, {label:<9} {sum(each.values()):>6.0f} us in all ({', '.join(f'{v:.0f}' for v in each.values())} per process)")
+for label, per in sorted(batch.items()):
+    print(f"commands per ledger batch, {label:<8} {statistics.median(per):>6.1f} (on the node that decides)")
 if fail:
     print(f"kill to first acknowledged write, ms: {fail} (median {statistics.median(fail)}, target <= 2000)")
 EOF
