@@ -404,13 +404,15 @@ impl Writer {
                 }
             }
             self.settle_answered();
+            // A stop may have arrived with the messages just taken.
+            let ending = stop.is_some() || closed;
             if queue.is_empty() {
-                if (stop.is_some() || closed) && self.in_flight() == 0 {
+                if ending && self.in_flight() == 0 {
                     break;
                 }
                 continue;
             }
-            if stop.is_none() && !closed && !self.worth_deciding(queue.len()) {
+            if !ending && !self.worth_deciding(queue.len()) {
                 continue;
             }
             stalled = !self.run_batch(&mut queue);
