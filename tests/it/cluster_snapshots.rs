@@ -198,6 +198,27 @@ async fn cluster_nodes_restart_from_their_projection_snapshots_and_the_leader_re
         assert!(!client.active(&url, &tokens[2]).await, "{url}");
     }
 
+    // The leader records a background snapshot up to a second after the last write (and a node
+    // that leads after a hand-over may record one it had not yet written): let every node
+    // settle on one head, unchanged for more than two snapshot intervals, before stopping them
+    // one by one, or a record committed after the first stop would be missing from it.
+    let mut settled: Option<(Vec<Option<f64>>, std::time::Instant)> = None;
+    for _ in 0..120 {
+        let mut seqs = Vec::new();
+        for (_, url) in urls(&nodes) {
+            seqs.push(metric(&http, &url, "tokenledger_ledger_head_seq").await);
+        }
+        match &settled {
+            Some((same, since)) if *same == seqs => {
+                if since.elapsed() > std::time::Duration::from_millis(2500) {
+                    break;
+                }
+            }
+            _ => settled = seqs.windows(2).all(|w| w[0] == w[1]).then(|| (seqs, std::time::Instant::now())),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+
     // Every node: the same chain, and its snapshot plus its tail equals its full replay.
     let mut heads = Vec::new();
     for node in &mut nodes {
