@@ -95,10 +95,19 @@ pub fn verify_slow(presented: &str, stored: &CredentialDigest) -> bool {
     pbkdf2::verify(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &d.salt, presented.as_bytes(), &d.digest).is_ok()
 }
 
-/// A digest of a random password with the configured cost, checked for unknown users so that
-/// an unknown login id takes as long as a wrong password.
+/// A PBKDF2 digest with the configured cost that no password matches, checked for unknown
+/// users so that an unknown login id takes as long as a wrong password: checking a password
+/// against it runs the same `iterations` rounds as against a real digest. Salt and digest are
+/// random bytes, not derived from a password (deriving one cost a start ~0.25 s of PBKDF2 at
+/// the default cost before the node was ready); a password matches it with probability 2^-256.
 pub fn dummy_digest(iterations: NonZeroU32) -> CredentialDigest {
-    pbkdf2_digest(iterations, &URL_SAFE_NO_PAD.encode(super::random_bytes::<16>()))
+    CredentialDigest {
+        kind: Some(credential_digest::Kind::Pbkdf2(Pbkdf2Digest {
+            iterations: iterations.get(),
+            salt: super::random_bytes::<16>().to_vec(),
+            digest: super::random_bytes::<32>().to_vec(),
+        })),
+    }
 }
 
 /// Keyed digest of a request's non-secret parameters, for idempotent retries. Parameters are
@@ -160,6 +169,20 @@ mod tests {
         assert_ne!(a, b, "salts differ");
         assert!(verify_slow("hunter2", &a));
         assert!(!verify_slow("hunter3", &a));
+        let keys = ServerKeys::from_secret(1, &[5; 32]);
+        assert_eq!(verify_fast(&keys, "c", "hunter2", &a), Check::NeedsSlowHash);
+    }
+
+    #[test]
+    fn a_dummy_digest_costs_what_a_real_one_does_and_matches_nothing() {
+        let iterations = NonZeroU32::new(1000).unwrap();
+        let (a, b) = (dummy_digest(iterations), dummy_digest(iterations));
+        assert_ne!(a, b, "each dummy is its own");
+        for dummy in [&a, &b] {
+            let Some(credential_digest::Kind::Pbkdf2(d)) = &dummy.kind else { panic!("{dummy:?}") };
+            assert_eq!((d.iterations, d.salt.len(), d.digest.len()), (1000, 16, 32));
+            assert!(!verify_slow("", dummy) && !verify_slow("hunter2", dummy));
+        }
         let keys = ServerKeys::from_secret(1, &[5; 32]);
         assert_eq!(verify_fast(&keys, "c", "hunter2", &a), Check::NeedsSlowHash);
     }
