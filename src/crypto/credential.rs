@@ -48,6 +48,10 @@ pub fn pbkdf2_digest(iterations: NonZeroU32, secret: &str) -> CredentialDigest {
     let salt = super::random_bytes::<16>();
     let mut digest = [0u8; 32];
     pbkdf2::derive(pbkdf2::PBKDF2_HMAC_SHA256, iterations, &salt, secret.as_bytes(), &mut digest);
+    pbkdf2_record(iterations, salt, digest)
+}
+
+fn pbkdf2_record(iterations: NonZeroU32, salt: [u8; 16], digest: [u8; 32]) -> CredentialDigest {
     CredentialDigest {
         kind: Some(credential_digest::Kind::Pbkdf2(Pbkdf2Digest {
             iterations: iterations.get(),
@@ -101,13 +105,7 @@ pub fn verify_slow(presented: &str, stored: &CredentialDigest) -> bool {
 /// random bytes, not derived from a password (deriving one cost a start ~0.25 s of PBKDF2 at
 /// the default cost before the node was ready); a password matches it with probability 2^-256.
 pub fn dummy_digest(iterations: NonZeroU32) -> CredentialDigest {
-    CredentialDigest {
-        kind: Some(credential_digest::Kind::Pbkdf2(Pbkdf2Digest {
-            iterations: iterations.get(),
-            salt: super::random_bytes::<16>().to_vec(),
-            digest: super::random_bytes::<32>().to_vec(),
-        })),
-    }
+    pbkdf2_record(iterations, super::random_bytes(), super::random_bytes())
 }
 
 /// Keyed digest of a request's non-secret parameters, for idempotent retries. Parameters are
