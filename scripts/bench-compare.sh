@@ -96,9 +96,7 @@ tl_post() { curl -s -X POST "http://127.0.0.1:$TL_PORT$1" -H "Authorization: $AU
   -H 'institutionId: 01001' -H 'Content-Type: application/x-www-form-urlencoded' --data "$2"; }
 tl_token() { tl_post /oauth2/v1/token 'grant_type=client_credentials' | sed -E 's/.*"access_token":"([^"]+)".*/\1/'; }
 # the first tokenledger request pays the one-off PBKDF2 check of the imported secret
-curl -s -o /dev/null -w '%{http_code}\n' -X POST "http://127.0.0.1:$TL_PORT/oauth2/v1/token" -H "Authorization: $AUTH" \
-  -H "transactionId: $(uuid)" -H 'institutionId: 01001' -H 'Content-Type: application/x-www-form-urlencoded' \
-  --data 'grant_type=client_credentials' | grep -q 200 || { echo "tokenledger token request failed" >&2; exit 1; }
+tl_token | grep -q '^tla_' || { echo "tokenledger token request failed" >&2; exit 1; }
 echo "# $(date -u +%FT%TZ) rounds=$ROUNDS dur=${DUR}s conc=$CONC host=$(uname -n) cpus=$(nproc) node=$("$NODE24" --version) tokenledger=$(cd "$root" && git rev-parse --short HEAD)" | tee -a "$RAW"
 echo "# oidc sample: $(oidc_post /token 'grant_type=client_credentials&scope=api%3Aread' | head -c 300)" | tee -a "$RAW"
 
@@ -129,12 +127,15 @@ record() { # series round line
   m1=$(cpu_busy); t1=$(date +%s.%N)
   echo "series=$1 round=$2 $3 machine_cpu=$(awk -v a="$M0" -v b="$m1" -v x="$T0" -v y="$t1" 'BEGIN{printf "%.2f", (b-a)/100/(y-x)}')" | tee -a "$RAW"
 }
-wrk_series() { # series round pid url lua
-  local line
-  line=$("$S/wrk_run.sh" "$1" "$3" "$4" "$5" "$CONC" "${DUR}s")
+wrk_line() { # series pid url lua: sets the caller's $line, marked FAILED on any wrk error
+  line=$("$S/wrk_run.sh" "$1" "$2" "$3" "$4" "$CONC" "${DUR}s")
   if ! grep -q 'err_connect=0 err_read=0 err_write=0 err_status=0 err_timeout=0' <<<"$line"; then
     failures=$((failures + 1)); line="$line FAILED"
   fi
+}
+wrk_series() { # series round pid url lua
+  local line
+  wrk_line "$1" "$3" "$4" "$5"
   record "$1" "$2" "$line"
 }
 run_one() { # series-name round
@@ -165,9 +166,8 @@ run_one() { # series-name round
       # the axum anchor's client on tokenledger's introspection: one token, a fresh transactionId
       # per request; wrk counts only statuses, so the token must still be active after the run
       local tok; tok=$(tl_token)
-      line=$(TLPATH=/oauth2/v1/introspect BODY="token=$tok" "$S/wrk_run.sh" tl-rest-introspect-wrk "$TL_PID" \
-        "http://127.0.0.1:$TL_PORT/oauth2/v1/introspect" "$S/tl_token.lua" "$CONC" "${DUR}s")
-      grep -q 'err_connect=0 err_read=0 err_write=0 err_status=0 err_timeout=0' <<<"$line" || { failures=$((failures + 1)); line="$line FAILED"; }
+      TLPATH=/oauth2/v1/introspect BODY="token=$tok" wrk_line tl-rest-introspect-wrk "$TL_PID" \
+        "http://127.0.0.1:$TL_PORT/oauth2/v1/introspect" "$S/tl_token.lua"
       if tl_post /oauth2/v1/introspect "token=$tok" | grep -q '"active":true'; then line="$line active_after=true"; else line="$line active_after=FALSE FAILED"; failures=$((failures + 1)); fi
       record tl-rest-introspect-wrk "$r" "$line" ;;
     fsync)
